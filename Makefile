@@ -1,0 +1,115 @@
+# Flock build. `make` builds build/flock; see `make help` for the rest.
+# Everything lands in $(BUILD)/ so sanitizer and clang builds live side by side.
+
+ifeq ($(origin CC),default)
+CC      := gcc
+endif
+BUILD   ?= build
+PREFIX  ?= /usr/local
+OPT     ?= -O2 -g
+SAN     ?=
+PYTEST  ?= /usr/bin/python3 -m pytest
+FUZZ_SECONDS ?= 60
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings \
+           -Wmissing-prototypes -Wstrict-prototypes
+CFLAGS  := -std=gnu11 $(OPT) $(WARN) $(SAN) -Isrc -D_GNU_SOURCE $(EXTRA_CFLAGS)
+LDFLAGS := $(SAN)
+LIBS    := -lm
+
+LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c)
+CLI_SRC := $(wildcard src/cli/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/*/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+FLOCK := $(BUILD)/flock
+
+.PHONY: all run test check unit programs docs asan fuzz bench install clean help deps-build deps-test deps-bench clang
+
+all: $(FLOCK)
+
+help:
+	@echo "make            build $(FLOCK)"
+	@echo "make run        install what is missing, build, run examples/hello.fla"
+	@echo "make test       install what is missing, build with gcc and clang, run every test"
+	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
+	@echo "make fuzz       libFuzzer on the module loader+verifier (FUZZ_SECONDS=$(FUZZ_SECONDS))"
+	@echo "make bench      benchmarks side by side with lua5.4"
+	@echo "make docs       check docs/isa.md against the instruction table"
+	@echo "make install    install flock into PREFIX=$(PREFIX)"
+	@echo "make clean      remove build outputs"
+
+deps-build:
+	@scripts/deps.sh build
+deps-test:
+	@scripts/deps.sh test
+deps-bench:
+	@scripts/deps.sh bench
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libflock.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FLOCK): $(CLI_OBJ) $(BUILD)/libflock.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libflock.a $(LIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libflock.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libflock.a $(LIBS) -lcmocka
+
+$(BUILD)/isadoc: tests/tools/isadoc.c $(BUILD)/libflock.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libflock.a $(LIBS)
+
+run: deps-build
+	@$(MAKE) --no-print-directory all
+	$(FLOCK) run examples/hello.fla
+
+# The README's test command: everything a change must keep green.
+test: deps-test
+	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory clang
+
+check: all unit programs docs
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+programs: $(FLOCK)
+	FLOCK=$(abspath $(FLOCK)) $(PYTEST) -q tests/programs
+
+docs: $(BUILD)/isadoc
+	@$(BUILD)/isadoc --check docs/isa.md
+
+clang:
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-clang all
+
+asan: deps-test
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check
+
+fuzz: deps-test
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz \
+		OPT="-O1 -g" SAN="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libflock.a
+	@mkdir -p build-fuzz/corpus-module
+	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
+		-o build-fuzz/fuzz_module tests/fuzz/fuzz_module.c build-fuzz/libflock.a -lm
+	build-fuzz/fuzz_module -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-module tests/fuzz/seeds
+
+bench: deps-bench all
+	bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(FLOCK) $(DESTDIR)$(PREFIX)/bin/flock
+
+clean:
+	rm -rf build build-asan build-clang build-fuzz
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

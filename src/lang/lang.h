@@ -1,0 +1,27 @@
+/* Front ends: the .fla assembler and the disassembler (later the .fl
+ * compiler). They turn text into struct vm_module and back; they depend on
+ * vm/ only for the module format and instruction table, never on the
+ * runtime. Nothing here keeps global state. */
+#ifndef FLOCK_LANG_LANG_H
+#define FLOCK_LANG_LANG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "vm/vm.h"
+
+/* Assemble .fla text @src (@len bytes, NUL-terminated) read from @path.
+ * Every error in the file is written to @diag as "PATH:LINE: error: MSG"
+ * (not only the first). On success *@out is a new module (source name @path,
+ * unless a .source directive says otherwise) the caller frees with
+ * vm_module_free(). Returns 0, FL_ESYNTAX after diagnostics, or FL_ENOMEM.
+ * The result is not verified: callers run vm_verify(). */
+int asm_assemble(const char *path, const char *src, size_t len,
+		 struct vm_module **out, FILE *diag);
+
+/* Write @m as .fla text to @out. For any module that passes vm_verify(),
+ * asm_assemble() of the text yields a byte-identical module. Borrows @m.
+ * Returns 0 or FL_EIO. */
+int asm_disasm(const struct vm_module *m, FILE *out);
+
+#endif

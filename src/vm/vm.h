@@ -1,0 +1,183 @@
+/* The Flock virtual machine on one machine: instruction table, module format
+ * and verifier, memory, interpreter. This is the interface other layers
+ * (lang/, cli/, later cluster/) use; vm_int.h is private to src/vm/.
+ *
+ * Life of a program: bytes -> vm_module_decode() -> vm_verify() -> vm_run().
+ * A module that has not passed vm_verify() must never reach the
+ * interpreter: the hot loop trusts what the verifier proved (operands in
+ * range, jumps inside their function, stack depth known at every pc). */
+#ifndef FLOCK_VM_VM_H
+#define FLOCK_VM_VM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/fl_buf.h"
+#include "base/fl_error.h"
+
+typedef uint64_t vm_word;
+
+/* ---- Instructions (generated from vm_opcodes.def) ---- */
+
+enum vm_operand {
+	VM_OPND_NONE,
+	VM_OPND_IMM,   /* signed 64-bit immediate, 8 bytes */
+	VM_OPND_ADDR,  /* index into the module's data symbols, 4 bytes */
+	VM_OPND_SLOT,  /* frame slot, 4 bytes */
+	VM_OPND_COUNT, /* pick depth, 4 bytes */
+	VM_OPND_LABEL, /* code offset from the function's start, 4 bytes */
+	VM_OPND_FUNC,  /* function index, 4 bytes */
+};
+
+#define VM_ARITY (-1)       /* pops: the FUNC operand's arity */
+#define VM_OPF_END (1u << 0) /* never falls through */
+#define VM_OPF_NYI (1u << 1) /* not implemented by this VM yet */
+
+enum vm_op {
+#define OP(name, mn, opnd, pops, pushes, flags, effect, doc) VM_OP_##name,
+#include "vm/vm_opcodes.def"
+#undef OP
+	VM_OP__COUNT
+};
+
+struct vm_opinfo {
+	const char *name;     /* enum name without VM_OP_, e.g. "PUSHA" */
+	const char *mnemonic; /* assembly mnemonic, e.g. "push" */
+	enum vm_operand operand;
+	int pops; /* or VM_ARITY */
+	int pushes;
+	unsigned flags;
+	const char *effect; /* "( a b -- a+b )" */
+	const char *doc;
+};
+
+extern const struct vm_opinfo vm_opinfo[VM_OP__COUNT];
+
+/* Bytes an operand of @kind takes in module code (0, 4 or 8). */
+int vm_operand_size(enum vm_operand kind);
+const char *vm_operand_name(enum vm_operand kind);
+
+/* One decoded instruction. */
+struct vm_insn {
+	enum vm_op op;
+	int64_t imm; /* IMM value, or the 4-byte operand zero-extended */
+	uint32_t size; /* encoded size in bytes */
+};
+
+/* Decode the instruction at @code[@off] (of @len bytes). Returns 0, or
+ * FL_EFORMAT with @err naming the problem (unknown opcode, truncated). */
+int vm_insn_decode(const uint8_t *code, size_t len, size_t off,
+		   struct vm_insn *out, struct fl_err *err);
+
+/* Append an encoded instruction to @b. @operand is ignored for NONE. */
+void vm_insn_encode(struct fl_buf *b, enum vm_op op, int64_t operand);
+
+/* ---- Modules (.flb) ---- */
+
+#define VM_MODULE_MAGIC "FLKB"
+#define VM_MODULE_VERSION 1
+#define VM_NAME_MAX 255          /* function and symbol names, bytes */
+#define VM_SEGMENT_MAX (1u << 28) /* rodata/data/code bytes */
+#define VM_FRAME_MAX 65535       /* nargs + nlocals */
+
+enum vm_segment { VM_SEG_RODATA = 0, VM_SEG_DATA = 1 };
+
+struct vm_symbol {
+	char *name;
+	uint8_t segment; /* enum vm_segment */
+	uint32_t offset; /* within its segment; may equal the segment size */
+};
+
+struct vm_function {
+	char *name;
+	uint32_t nargs;
+	uint32_t nlocals;
+	uint32_t code_off; /* functions are contiguous, in table order */
+	uint32_t code_len;
+	uint32_t max_stack; /* operand words above the slots; set by vm_verify */
+};
+
+/* Instructions at code offsets >= code_off (up to the next entry) come from
+ * source line @line. Entries are sorted by code_off, lines never 0. */
+struct vm_line {
+	uint32_t code_off;
+	uint32_t line;
+};
+
+struct vm_module {
+	char *source; /* source file name, for messages; never NULL */
+	uint8_t *rodata;
+	uint32_t rodata_len;
+	uint8_t *data;
+	uint32_t data_len;
+	struct vm_symbol *syms;
+	uint32_t nsyms;
+	struct vm_function *funcs;
+	uint32_t nfuncs;
+	uint8_t *code;
+	uint32_t code_len;
+	struct vm_line *lines;
+	uint32_t nlines;
+};
+
+/* An empty module (source "?"), or NULL when out of memory. */
+struct vm_module *vm_module_new(void);
+void vm_module_free(struct vm_module *m);
+
+/* Encode @m as .flb bytes appended to @out. Fails only on memory. */
+int vm_module_encode(const struct vm_module *m, struct fl_buf *out);
+
+/* Decode .flb bytes (treated as hostile). On success *@out is a module the
+ * caller frees with vm_module_free(); it is structurally sound (sizes
+ * consistent) but not yet verified. On failure returns FL_EFORMAT or
+ * FL_ENOMEM with @err naming the problem. */
+int vm_module_decode(const uint8_t *p, size_t len, struct vm_module **out,
+		     struct fl_err *err);
+
+/* Verify @m for execution: names, symbols, function table, every
+ * instruction's operands, jump targets, stack depth at every pc (consistent
+ * at joins, no underflow), and that it has `main` with no arguments when
+ * @need_main. Fills each function's max_stack. Returns 0 or FL_EFORMAT with
+ * @err naming the function and code offset. */
+int vm_verify(struct vm_module *m, bool need_main, struct fl_err *err);
+
+/* Index of function @name, or -1. */
+int vm_module_find_func(const struct vm_module *m, const char *name);
+
+/* Source line of the instruction at code offset @off (0 if unknown). */
+uint32_t vm_module_line(const struct vm_module *m, uint32_t off);
+
+/* Function containing code offset @off, or -1. */
+int vm_module_func_at(const struct vm_module *m, uint32_t off);
+
+/* Global address of data symbol/segment offsets once loaded. The layout is
+ * fixed: read-only data starts at VM_GLOBAL_BASE + one page, writable data
+ * at the next page boundary after it. */
+#define VM_PAGE_SIZE 4096u
+#define VM_GLOBAL_BIT ((vm_word)1 << 63)
+vm_word vm_module_seg_base(const struct vm_module *m, enum vm_segment seg);
+
+/* ---- Running ---- */
+
+struct vm_options {
+	uint32_t stack_words; /* data stack limit per thread, words */
+	uint32_t max_depth;   /* call depth limit per thread */
+	bool check;           /* --check: catch accesses outside live blocks */
+	int argc;             /* program arguments; argv[0] is the file name */
+	char **argv;
+	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */
+	const char *prog;          /* prefix for runtime error lines */
+};
+
+#define VM_DEFAULT_STACK_WORDS (1u << 20)
+#define VM_DEFAULT_MAX_DEPTH 100000u
+
+void vm_options_init(struct vm_options *o);
+
+/* Run verified module @m as a process on the embedded VM and return its
+ * exit status: main's return value or exit's operand (low 8 bits), or 70
+ * after printing a runtime error line on o->fd_err. */
+int vm_run(const struct vm_module *m, const struct vm_options *o);
+
+#endif
