@@ -164,6 +164,8 @@ struct vm_options {
 	uint32_t stack_words; /* data stack limit per thread, words */
 	uint32_t max_depth;   /* call depth limit per thread */
 	bool check;           /* --check: catch accesses outside live blocks */
+	uint64_t memory;      /* bytes of pages a process may map; 0: half
+				 the machine's RAM */
 	int argc;             /* program arguments; argv[0] is the file name */
 	char **argv;
 	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */

@@ -200,12 +200,15 @@ vm_word vm__heap_alloc(struct vm_space *s, vm_word n, _Atomic int64_t *budget)
 				 : alloc_large(s, n, budget);
 }
 
-int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget)
+int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
+		  vm_word *first, vm_word *unmapped)
 {
 	vm_word off = addr & ~VM_GLOBAL_BIT, pageno = off >> VM_PAGE_SHIFT;
 	uint32_t o = (uint32_t)(off & (VM_PAGE_SIZE - 1));
 	struct vm_page *pg = vm__page_get(s, pageno);
 
+	*first = pageno;
+	*unmapped = 0;
 	if (pg == NULL)
 		return FL_EFAULT;
 	if (pg->kind == VM_PAGE_SLAB) {
@@ -229,6 +232,7 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget)
 			vm__page_unmap(s, pageno);
 			release_pages(s, pageno, 1);
 			atomic_fetch_add(budget, (int64_t)VM_PAGE_SIZE);
+			*unmapped = 1;
 		}
 		return 0;
 	}
@@ -238,6 +242,7 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget)
 			vm__page_unmap(s, pageno + i);
 		release_pages(s, pageno, np);
 		atomic_fetch_add(budget, (int64_t)(np * VM_PAGE_SIZE));
+		*unmapped = np;
 		return 0;
 	}
 	return FL_EFAULT;

@@ -86,8 +86,10 @@ uint8_t *vm__page_bytes(struct vm_page *pg);
 /* Allocate @n bytes (already nonzero); 0 when out of memory or over the
  * process limit @budget (bytes still available, updated). */
 vm_word vm__heap_alloc(struct vm_space *s, vm_word n, _Atomic int64_t *budget);
-/* 0, or FL_EFAULT when @addr is not a live block start. */
-int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget);
+/* 0, or FL_EFAULT when @addr is not a live block start. Pages the free
+ * unmapped are *@unmapped pages from *@first (translations to flush). */
+int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
+		  vm_word *first, vm_word *unmapped);
 /* --check: is [addr, addr+n) inside one live block (or segment)? */
 bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n);
 

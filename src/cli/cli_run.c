@@ -1,0 +1,119 @@
+/* flock run: load (assembling if needed), verify and run a program on the
+ * embedded VM, exiting with its status. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char help[] =
+	"usage: flock run FILE [OPTIONS] [-- ARGS...]\n"
+	"\n"
+	"Run FILE (.fla assembly or .flb module) as a new process on the\n"
+	"embedded VM and exit with its status. ARGS after -- are the\n"
+	"program's arguments 1..n (argument 0 is FILE).\n"
+	"\n"
+	"options:\n"
+	"  --check             catch every access outside a live block\n"
+	"  --stack-words N     data stack limit per thread (default 1048576)\n"
+	"  --call-depth N      call depth limit per thread (default 100000)\n"
+	"  --memory SIZE       memory limit of the process, e.g. 512MiB\n"
+	"                      (default: half the machine's RAM)\n"
+	"  --vm VM@HOST:PORT   run on a Flock VM cluster (not in this build)\n"
+	"  -h, --help          show this help\n";
+
+static int need_value(int i, int argc, char **argv)
+{
+	if (i + 1 >= argc)
+		return cli_fail(CLI_EX_USAGE, "run: %s needs a value", argv[i]);
+	return 0;
+}
+
+int cli_run(int argc, char **argv)
+{
+	struct vm_options o;
+	struct vm_module *m;
+	const char *file = NULL;
+	int i, rc, nargs = 0;
+	char **args = NULL;
+	uint64_t v;
+
+	vm_options_init(&o);
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			args = argv + i + 1;
+			nargs = argc - i - 1;
+			break;
+		} else if (cli_is_help(a)) {
+			fputs(help, stdout);
+			return CLI_EX_OK;
+		} else if (strcmp(a, "--check") == 0) {
+			o.check = true;
+		} else if (strcmp(a, "--stack-words") == 0 ||
+			   strcmp(a, "--call-depth") == 0) {
+			if ((rc = need_value(i, argc, argv)))
+				return rc;
+			if (!cli_parse_u64(argv[++i], false, &v) || v == 0 ||
+			    v > UINT32_MAX)
+				return cli_fail(CLI_EX_USAGE,
+						"run: %s: '%s' is not a count "
+						"between 1 and %u",
+						a, argv[i], UINT32_MAX);
+			if (a[2] == 's')
+				o.stack_words = (uint32_t)v;
+			else
+				o.max_depth = (uint32_t)v;
+		} else if (strcmp(a, "--memory") == 0) {
+			if ((rc = need_value(i, argc, argv)))
+				return rc;
+			if (!cli_parse_u64(argv[++i], true, &v) || v == 0)
+				return cli_fail(CLI_EX_USAGE,
+						"run: --memory: '%s' is not a "
+						"size such as 512MiB",
+						argv[i]);
+			o.memory = v;
+		} else if (strcmp(a, "--vm") == 0) {
+			return cli_fail(CLI_EX_UNAVAILABLE,
+					"run: --vm: this build has only the "
+					"embedded VM; clusters are not "
+					"supported yet");
+		} else if (a[0] == '-' && a[1] != 0) {
+			return cli_fail(CLI_EX_USAGE,
+					"run: unknown option '%s' (see flock "
+					"run --help)",
+					a);
+		} else if (file == NULL) {
+			file = a;
+		} else {
+			return cli_fail(CLI_EX_USAGE,
+					"run: unexpected argument '%s' (program "
+					"arguments go after --)",
+					a);
+		}
+	}
+	if (file == NULL)
+		return cli_fail(CLI_EX_USAGE, "run: no FILE (see flock run "
+					      "--help)");
+	if (getenv("FLOCK_VM") != NULL && *getenv("FLOCK_VM") != 0)
+		return cli_fail(CLI_EX_UNAVAILABLE,
+				"run: FLOCK_VM is set, but this build has only "
+				"the embedded VM; unset it to run locally");
+	rc = cli_load(file, &m);
+	if (rc)
+		return rc;
+	o.argc = nargs + 1;
+	o.argv = calloc((size_t)o.argc + 1, sizeof *o.argv);
+	if (o.argv == NULL) {
+		vm_module_free(m);
+		return cli_fail(CLI_EX_SOFTWARE, "out of memory");
+	}
+	o.argv[0] = (char *)file;
+	for (i = 0; i < nargs; i++)
+		o.argv[i + 1] = args[i];
+	fflush(stdout);
+	rc = vm_run(m, &o);
+	free(o.argv);
+	vm_module_free(m);
+	return rc;
+}
