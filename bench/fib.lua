@@ -1,0 +1,6 @@
+-- fib.lua -- naive recursive fib(32), as a Lua user would write it
+local function fib(n)
+  if n < 2 then return n end
+  return fib(n - 1) + fib(n - 2)
+end
+print(fib(32))

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Benchmarks side by side with lua5.4; see bench/run.py.
+exec /usr/bin/python3 "$(dirname "$0")/run.py" "$@"
