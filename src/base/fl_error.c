@@ -24,7 +24,7 @@ const char *fl_errname(int code)
 	switch (code) {
 #define FL__NAME(name, value, text)                                           \
 	case name:                                                            \
-		return #name + 3;
+		return &(#name)[3];
 		FL_ERRORS(FL__NAME)
 #undef FL__NAME
 	}

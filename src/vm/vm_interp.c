@@ -840,6 +840,10 @@ dispatch:
 		*sp = a;
 		NEXT(1);
 	}
+#ifdef VM_SWITCH_DISPATCH
+	case VM_OP__COUNT:
+		break; /* not an instruction: the verifier rejects it */
+#endif
 	}
 #undef CASE
 #undef NEXT
