@@ -324,8 +324,11 @@ static bool is_directive(const struct asm_tok *t)
 	return false;
 }
 
-/* Can @t name a label or function (@what)? Reports why not. */
-static bool check_name(struct as *a, const struct asm_tok *t, const char *what)
+/* Can @t name a label or function (@what)? Reports why not. Names that
+ * go into the module (@stored: functions, data labels) must also satisfy
+ * vm_name_valid(); code labels live only in the source. */
+static bool check_name(struct as *a, const struct asm_tok *t, const char *what,
+		       bool stored)
 {
 	char s[ASM_SHOW_MAX];
 
@@ -344,6 +347,11 @@ static bool check_name(struct as *a, const struct asm_tok *t, const char *what)
 		      SHOW(s, t), what);
 		return false;
 	}
+	if (stored && !vm_name_valid(t->p, t->n)) {
+		error(a, a->line, "%s name '%s' may not start with '.'", what,
+		      SHOW(s, t));
+		return false;
+	}
 	return true;
 }
 
@@ -352,7 +360,7 @@ static void define_label(struct as *a, const struct asm_tok *t)
 	char s[ASM_SHOW_MAX];
 	struct dsym *d;
 
-	if (!check_name(a, t, "label"))
+	if (!check_name(a, t, "label", a->sect != SECT_TEXT))
 		return;
 	if (a->sect == SECT_TEXT) {
 		uint32_t off;
@@ -699,7 +707,7 @@ static void do_func(struct as *a, const struct asm_tok *t, size_t nt)
 		      "number of locals");
 		return;
 	}
-	named = check_name(a, &t[1], "function");
+	named = check_name(a, &t[1], "function", true);
 	if (t[1].kind == ASM_T_NAME) {
 		fn->p = t[1].p;
 		fn->n = (uint32_t)t[1].n;

@@ -21,7 +21,7 @@ int asm_assemble(const char *path, const char *src, size_t len,
 
 /* Write @m as .fla text to @out. For any module that passes vm_verify(),
  * asm_assemble() of the text yields a byte-identical module. Borrows @m.
- * Returns 0 or FL_EIO. */
+ * Returns 0, FL_EIO or FL_ENOMEM. */
 int asm_disasm(const struct vm_module *m, FILE *out);
 
 #endif

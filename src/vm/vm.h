@@ -142,6 +142,11 @@ int vm_module_decode(const uint8_t *p, size_t len, struct vm_module **out,
  * @err naming the function and code offset. */
 int vm_verify(struct vm_module *m, bool need_main, struct fl_err *err);
 
+/* Is @s a valid function or symbol name: [A-Za-z_$][A-Za-z0-9_.$]*, at
+ * most VM_NAME_MAX bytes? (No leading '.', so no name is ever mistaken for
+ * an assembler directive and every verified module disassembles.) */
+bool vm_name_valid(const char *s, size_t len);
+
 /* Index of function @name, or -1. */
 int vm_module_find_func(const struct vm_module *m, const char *name);
 

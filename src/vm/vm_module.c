@@ -309,6 +309,23 @@ fail:
 
 /* ---- Queries ---- */
 
+static bool name_char(char c, bool first)
+{
+	return c == '_' || c == '$' || (c >= 'a' && c <= 'z') ||
+	       (c >= 'A' && c <= 'Z') ||
+	       (!first && (c == '.' || (c >= '0' && c <= '9')));
+}
+
+bool vm_name_valid(const char *s, size_t len)
+{
+	if (len == 0 || len > VM_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!name_char(s[i], i == 0))
+			return false;
+	return true;
+}
+
 int vm_module_find_func(const struct vm_module *m, const char *name)
 {
 	for (uint32_t i = 0; i < m->nfuncs; i++)

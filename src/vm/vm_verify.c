@@ -29,19 +29,6 @@ struct verifier {
 	size_t nwork;
 };
 
-static bool valid_name(const char *s)
-{
-	if (!(*s == '_' || *s == '.' || *s == '$' || (*s >= 'a' && *s <= 'z') ||
-	      (*s >= 'A' && *s <= 'Z')))
-		return false;
-	for (s++; *s; s++)
-		if (!(*s == '_' || *s == '.' || *s == '$' ||
-		      (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9')))
-			return false;
-	return true;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -52,7 +39,7 @@ static int check_names(struct verifier *v, const char **names, uint32_t n,
 		       const char *what)
 {
 	for (uint32_t i = 0; i < n; i++)
-		if (!valid_name(names[i]))
+		if (!vm_name_valid(names[i], strlen(names[i])))
 			return fl_err_set(v->err, FL_EFORMAT,
 					  "%s name '%.64s' is not an identifier",
 					  what, names[i]);
