@@ -1,0 +1,249 @@
+"""The flock command line (SPEC sections 1 and 9): help, usage errors and
+their statuses, missing and malformed inputs, `flock build` outputs, and
+running a built module."""
+import pytest
+
+from flockrun import run_flock
+
+HELLO = """; hello
+.rodata
+msg:    .bytes "hello, flock\\n"
+.text
+func main 0 0
+        push 1
+        push msg
+        push 13
+        write
+        drop
+        argc
+        ret
+end
+"""
+
+DIV0 = "tests/programs/runtime/div0.fla"
+
+
+def text(b):
+    return b.decode("utf-8", errors="replace")
+
+
+@pytest.fixture
+def hello(tmp_path):
+    p = tmp_path / "hello.fla"
+    p.write_text(HELLO)
+    return p
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["run", "--help"],
+                                  ["build", "--help"], ["disasm", "--help"]],
+                         ids=" ".join)
+def test_help(args):
+    r = run_flock(args)
+    assert r.returncode == 0
+    assert "usage:" in text(r.stdout)
+
+
+def test_no_arguments():
+    r = run_flock([])
+    assert r.returncode == 64
+    assert r.stdout == b""
+    assert "usage:" in text(r.stderr)
+
+
+def test_unknown_command():
+    r = run_flock(["frobnicate", "x"])
+    assert r.returncode == 64
+    err = text(r.stderr)
+    assert "frobnicate" in err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+
+
+@pytest.mark.parametrize("cmd", ["run", "build", "disasm"])
+def test_unknown_option(cmd, hello):
+    r = run_flock([cmd, str(hello), "--bogus-option"])
+    assert r.returncode == 64
+    err = text(r.stderr)
+    assert "--bogus-option" in err
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("cmd", ["run", "build", "disasm"])
+def test_no_file(cmd):
+    r = run_flock([cmd])
+    assert r.returncode == 64
+    assert text(r.stderr).count("\n") == 1
+
+
+@pytest.mark.parametrize("cmd", ["run", "build", "disasm"])
+def test_missing_file(cmd, tmp_path):
+    missing = str(tmp_path / "nope.fla")
+    r = run_flock([cmd, missing])
+    assert r.returncode == 66
+    err = text(r.stderr)
+    assert "nope.fla" in err
+    assert err.count("\n") == 1, err
+
+
+def test_missing_flb(tmp_path):
+    r = run_flock(["run", str(tmp_path / "nope.flb")])
+    assert r.returncode == 66
+
+
+def test_unknown_extension(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_text("push 1\n")
+    r = run_flock(["run", str(p)])
+    assert r.returncode == 64
+    assert "x.txt" in text(r.stderr)
+
+
+def test_run_extra_argument(hello):
+    # program arguments go after --
+    r = run_flock(["run", str(hello), "extra"])
+    assert r.returncode == 64
+
+
+def test_garbage_flb(tmp_path):
+    p = tmp_path / "junk.flb"
+    p.write_bytes(b"this is not a flock module at all\x00\x01\x02")
+    for cmd in ("run", "disasm"):
+        r = run_flock([cmd, str(p)])
+        assert r.returncode == 65, cmd
+        err = text(r.stderr)
+        assert "bad magic" in err, err
+        assert err.count("\n") == 1, err
+
+
+def test_empty_flb(tmp_path):
+    p = tmp_path / "empty.flb"
+    p.write_bytes(b"")
+    r = run_flock(["run", str(p)])
+    assert r.returncode == 65
+
+
+def test_truncated_flb(tmp_path, hello):
+    full = tmp_path / "full.flb"
+    r = run_flock(["build", str(hello), "-o", str(full)])
+    assert r.returncode == 0, text(r.stderr)
+    data = full.read_bytes()
+    for cut in (len(data) // 2, len(data) - 1, 8):
+        half = tmp_path / ("cut%d.flb" % cut)
+        half.write_bytes(data[:cut])
+        r = run_flock(["run", str(half)])
+        assert r.returncode == 65, (cut, text(r.stderr))
+        assert r.stdout == b""
+        assert text(r.stderr).count("\n") == 1, text(r.stderr)
+
+
+def test_build_default_output(tmp_path, hello):
+    r = run_flock(["build", "hello.fla"], cwd=tmp_path)
+    assert r.returncode == 0, text(r.stderr)
+    assert r.stdout == b"" and r.stderr == b""
+    out = tmp_path / "hello.flb"
+    assert out.exists()
+    assert out.read_bytes()[:4] == b"FLKB"
+    r = run_flock(["run", str(out)])
+    assert r.returncode == 1  # argc
+    assert r.stdout == b"hello, flock\n"
+
+
+def test_build_default_output_subdir(tmp_path, hello):
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "prog.fla").write_text(HELLO)
+    r = run_flock(["build", "sub/prog.fla"], cwd=tmp_path)
+    assert r.returncode == 0, text(r.stderr)
+    assert (sub / "prog.flb").exists()
+    assert not (tmp_path / "prog.flb").exists()
+
+
+def test_build_error_writes_nothing(tmp_path):
+    p = tmp_path / "bad.fla"
+    p.write_text(".text\nfunc main 0 0\n        frob\nend\n")
+    r = run_flock(["build", str(p)])
+    assert r.returncode == 65
+    assert "bad.fla:3: error:" in text(r.stderr)
+    assert not (tmp_path / "bad.flb").exists()
+
+
+def test_run_flb_with_args(tmp_path, hello):
+    out = tmp_path / "h.flb"
+    assert run_flock(["build", str(hello), "-o", str(out)]).returncode == 0
+    r = run_flock(["run", str(out), "--", "a", "b"])
+    assert r.returncode == 3  # argc: the file name and two arguments
+    assert r.stdout == b"hello, flock\n"
+    assert r.stderr == b""
+
+
+def test_flb_runtime_error_names_source(tmp_path):
+    # a module keeps its source name and line table: the runtime error of
+    # the built module reads as the .fla's
+    out = tmp_path / "div0.flb"
+    assert run_flock(["build", DIV0, "-o", str(out)]).returncode == 0
+    direct = run_flock(["run", DIV0])
+    built = run_flock(["run", str(out)])
+    assert direct.returncode == built.returncode == 70
+    assert built.stdout == direct.stdout == b"1\n"
+    assert text(built.stderr) == text(direct.stderr)
+    assert text(built.stderr).startswith(DIV0 + ":13: runtime error: "
+                                         "division by zero")
+
+
+def test_disasm_of_fla(hello):
+    # disasm also takes a program to compile first
+    r = run_flock(["disasm", str(hello)])
+    assert r.returncode == 0, text(r.stderr)
+    assert "func main 0 0" in text(r.stdout)
+
+
+@pytest.mark.parametrize("opt", [["--stack-words", "0"], ["--call-depth", "0"],
+                                 ["--stack-words", "x"], ["--memory", "lots"],
+                                 ["--memory", "0"], ["--stack-words"]],
+                         ids=" ".join)
+def test_bad_option_value(opt, hello):
+    r = run_flock(["run", str(hello)] + opt)
+    assert r.returncode == 64
+    assert r.stdout == b""
+    assert text(r.stderr).count("\n") == 1, text(r.stderr)
+
+
+@pytest.mark.parametrize("size", ["64MiB", "1GiB", "100000000", "5MB"])
+def test_memory_sizes(size, hello):
+    r = run_flock(["run", str(hello), "--memory", size])
+    assert r.returncode == 1, text(r.stderr)
+    assert r.stdout == b"hello, flock\n"
+
+
+def test_flock_vm_env(hello):
+    r = run_flock(["run", str(hello)], env={"FLOCK_VM": "x"})
+    assert r.returncode == 69
+    assert r.stdout == b""
+    assert text(r.stderr).count("\n") == 1, text(r.stderr)
+
+
+def test_vm_option(hello):
+    r = run_flock(["run", str(hello), "--vm", "myvm@127.0.0.1:1"])
+    assert r.returncode == 69
+    assert r.stdout == b""
+
+
+def test_ncpu_is_all_cores(tmp_path):
+    # the embedded VM is this machine, with all its cores (SPEC 1: --provide
+    # omitted means all cores)
+    import os
+    p = tmp_path / "ncpu.fla"
+    p.write_text(".text\nfunc main 0 0\n        ncpu\n        printi\n"
+                 "        push 0\n        ret\nend\n")
+    r = run_flock(["run", str(p)])
+    assert r.returncode == 0, text(r.stderr)
+    want = {os.cpu_count(), len(os.sched_getaffinity(0))}
+    assert int(r.stdout) in want
+
+
+def test_run_data_option(tmp_path, hello):
+    # SPEC 1: the embedded VM keeps its storage under ~/.flock/local or
+    # --data DIR; `flock run FILE --data DIR` is part of the command line
+    d = tmp_path / "data"
+    r = run_flock(["run", str(hello), "--data", str(d)])
+    assert r.returncode == 1, text(r.stderr)
+    assert r.stdout == b"hello, flock\n"
