@@ -109,6 +109,11 @@ int cli_load(const char *path, struct vm_module **out)
 	rc = vm_verify(m, true, &err);
 	if (rc) {
 		vm_module_free(m);
+		/* Errors located in the program come as FILE:LINE: error:. */
+		if (strstr(err.msg, ": error: ") != NULL) {
+			fprintf(stderr, "%s\n", err.msg);
+			return CLI_EX_DATAERR;
+		}
 		return cli_fail(CLI_EX_DATAERR, "%s: verification failed: %s",
 				path, err.msg);
 	}

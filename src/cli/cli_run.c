@@ -19,6 +19,8 @@ static const char help[] =
 	"  --call-depth N      call depth limit per thread (default 100000)\n"
 	"  --memory SIZE       memory limit of the process, e.g. 512MiB\n"
 	"                      (default: half the machine's RAM)\n"
+	"  --data DIR          the embedded VM's storage directory (default\n"
+	"                      ~/.flock/local; no instruction uses it yet)\n"
 	"  --vm VM@HOST:PORT   run on a Flock VM cluster (not in this build)\n"
 	"  -h, --help          show this help\n";
 
@@ -73,6 +75,15 @@ int cli_run(int argc, char **argv)
 						"size such as 512MiB",
 						argv[i]);
 			o.memory = v;
+		} else if (strcmp(a, "--data") == 0) {
+			/* Storage arrives later; the option is accepted now so
+			 * command lines written against SPEC keep working. */
+			if ((rc = need_value(i, argc, argv)))
+				return rc;
+			if (argv[++i][0] == 0)
+				return cli_fail(CLI_EX_USAGE,
+						"run: --data: empty directory "
+						"name");
 		} else if (strcmp(a, "--vm") == 0) {
 			return cli_fail(CLI_EX_UNAVAILABLE,
 					"run: --vm: this build has only the "

@@ -884,12 +884,12 @@ static void insn(struct as *a, const struct asm_tok *t, size_t nt)
 		break;
 	case VM_OPND_SLOT:
 	case VM_OPND_COUNT:
-		if (!tok_uint(o, UINT32_MAX, &v)) {
+		if (!tok_uint(o, VM_FRAME_MAX - 1, &v)) {
 			error(a, a->line, "%s '%s' out of range 0..%u",
 			      vm_opinfo[op].operand == VM_OPND_SLOT
 				  ? "slot number"
 				  : "count",
-			      SHOW(s, o), UINT32_MAX);
+			      SHOW(s, o), VM_FRAME_MAX - 1);
 			return;
 		}
 		break;
@@ -1002,7 +1002,12 @@ static void resolve(struct as *a)
 
 		if (f[i].kind == FIX_FUNC) {
 			e = names_find(&a->fnames, f[i].p, f[i].n, 0);
-			if (e == NULL)
+			if (e == NULL && names_find(&a->dnames, f[i].p, f[i].n,
+						    0) != NULL)
+				error(a, f[i].line,
+				      "'%s' is a data label, not a function",
+				      name);
+			else if (e == NULL)
 				error(a, f[i].line, "undefined function '%s'",
 				      name);
 			else if (!a->code.failed)

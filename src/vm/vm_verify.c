@@ -127,6 +127,9 @@ static int check_tables(struct verifier *v)
 	return 0;
 }
 
+/* "FILE:LINE: error: verification failed in function 'F': WHAT", the shape
+ * of every other diagnostic, or with the code offset when the module has
+ * no line for it. */
 static int insn_error(struct verifier *v, const struct vm_function *f,
 		      uint32_t off, const char *fmt, const char *detail,
 		      long a, long b)
@@ -137,11 +140,18 @@ static int insn_error(struct verifier *v, const struct vm_function *f,
 	snprintf(what, sizeof what, fmt, detail, a, b);
 	if (line)
 		return fl_err_set(v->err, FL_EFORMAT,
-				  "%s:%u: function '%s', offset %u: %s",
-				  v->m->source, line, f->name,
-				  off - f->code_off, what);
-	return fl_err_set(v->err, FL_EFORMAT, "function '%s', offset %u: %s",
-			  f->name, off - f->code_off, what);
+				  "%s:%u: error: verification failed in "
+				  "function '%s': %s",
+				  v->m->source, line, f->name, what);
+	return fl_err_set(v->err, FL_EFORMAT,
+			  "%s: error: verification failed in function '%s' "
+			  "at code offset %u: %s",
+			  v->m->source, f->name, off - f->code_off, what);
+}
+
+static const char *plural(long n)
+{
+	return n == 1 ? "" : "s";
 }
 
 /* Decode every instruction of @f and check its operand. */
@@ -252,11 +262,15 @@ static int check_flow(struct verifier *v, struct vm_function *f)
 			       ? (int32_t)m->funcs[in.imm].nargs
 			       : oi->pops;
 		need = in.op == VM_OP_PICK ? (int32_t)in.imm + 1 : pops;
-		if (d < need)
-			return insn_error(v, f, off,
-					  "stack underflow: '%s' needs %ld "
-					  "words, the stack has %ld",
-					  oi->mnemonic, (long)need, (long)d);
+		if (d < need) {
+			char fmt[96];
+			snprintf(fmt, sizeof fmt,
+				 "stack underflow: '%%s' needs %%ld word%s, "
+				 "the stack has %%ld",
+				 plural(need));
+			return insn_error(v, f, off, fmt, oi->mnemonic,
+					  (long)need, (long)d);
+		}
 		d = d - pops + oi->pushes;
 		if (d > VM_FRAME_MAX)
 			return insn_error(v, f, off,
@@ -322,9 +336,10 @@ int vm_verify(struct vm_module *m, bool need_main, struct fl_err *err)
 					"no function 'main' to start");
 		else if (m->funcs[f].nargs != 0)
 			rc = fl_err_set(err, FL_EFORMAT,
-					"'main' takes %u arguments; it must "
+					"'main' takes %u argument%s; it must "
 					"take none",
-					m->funcs[f].nargs);
+					m->funcs[f].nargs,
+					plural(m->funcs[f].nargs));
 	}
 out:
 	free(v.start);
