@@ -26,14 +26,15 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 FLOCK := $(BUILD)/flock
 
-.PHONY: all run test check unit programs docs asan fuzz bench install clean help deps-build deps-test deps-bench clang
+.PHONY: all run test check unit programs docs asan asan-check fuzz bench install clean help deps-build deps-test deps-bench clang
 
 all: $(FLOCK)
 
 help:
 	@echo "make            build $(FLOCK)"
 	@echo "make run        install what is missing, build, run examples/hello.fla"
-	@echo "make test       install what is missing, build with gcc and clang, run every test"
+	@echo "make test       install what is missing, run every test: gcc build, clang build"
+	@echo "                (switch dispatch), and Address+UB sanitizers"
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier (FUZZ_SECONDS=$(FUZZ_SECONDS))"
 	@echo "make bench      benchmarks side by side with lua5.4"
@@ -64,7 +65,7 @@ $(FLOCK): $(CLI_OBJ) $(BUILD)/libflock.a
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libflock.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libflock.a $(LIBS) -lcmocka
+	@$(CC) $(CFLAGS) $(LDFLAGS) -MMD -MP -o $@ $< $(BUILD)/libflock.a $(LIBS) -lcmocka
 
 $(BUILD)/isadoc: tests/tools/isadoc.c $(BUILD)/libflock.a
 	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libflock.a $(LIBS)
@@ -77,11 +78,13 @@ run: deps-build
 test: deps-test
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory clang
+	@$(MAKE) --no-print-directory asan-check
 
 check: all unit programs docs
 
+# Run every unit binary even when one fails, then fail if any did.
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@rc=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 programs: $(FLOCK)
 	FLOCK=$(abspath $(FLOCK)) $(PYTEST) -q tests/programs
@@ -96,6 +99,9 @@ clang:
 		EXTRA_CFLAGS=-DVM_SWITCH_DISPATCH all programs
 
 asan: deps-test
+	@$(MAKE) --no-print-directory asan-check
+
+asan-check:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check
 
@@ -118,4 +124,4 @@ install: all
 clean:
 	rm -rf build build-asan build-clang build-fuzz
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_BIN:=.d)

@@ -161,12 +161,13 @@ uint64_t fl_get_u64(struct fl_reader *r)
 int fl_read_file(const char *path, uint8_t **out, size_t *len,
 		 struct fl_err *err)
 {
+	bool is_stdin = strcmp(path, "-") == 0;
 	struct fl_buf b;
 	int fd, rc = 0;
 	ssize_t n;
 
 	fl_buf_init(&b);
-	fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
+	fd = is_stdin ? 0 : open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return fl_err_set(err, errno == ENOENT ? FL_ENOENT : FL_EIO,
 				  "%s: %s", path, strerror(errno));
@@ -191,7 +192,7 @@ int fl_read_file(const char *path, uint8_t **out, size_t *len,
 	b.data[b.len] = 0;
 	*out = fl_buf_take(&b, len);
 out:
-	if (fd != 0)
+	if (!is_stdin)
 		close(fd);
 	fl_buf_close(&b);
 	return rc;

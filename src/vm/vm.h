@@ -66,7 +66,8 @@ struct vm_insn {
 };
 
 /* Decode the instruction at @code[@off] (of @len bytes). Returns 0, or
- * FL_EFORMAT with @err naming the problem (unknown opcode, truncated). */
+ * FL_EFORMAT with @err naming the problem (unknown opcode, truncated); the
+ * caller adds where. */
 int vm_insn_decode(const uint8_t *code, size_t len, size_t off,
 		   struct vm_insn *out, struct fl_err *err);
 

@@ -58,18 +58,15 @@ int vm_insn_decode(const uint8_t *code, size_t len, size_t off,
 	size_t n;
 
 	if (off >= len)
-		return fl_err_set(err, FL_EFORMAT, "offset %zu: past the end",
-				  off);
+		return fl_err_set(err, FL_EFORMAT, "past the end of the code");
 	if (code[off] >= VM_OP__COUNT)
-		return fl_err_set(err, FL_EFORMAT,
-				  "offset %zu: unknown opcode %u", off,
+		return fl_err_set(err, FL_EFORMAT, "unknown opcode %u",
 				  code[off]);
 	oi = &vm_opinfo[code[off]];
 	n = (size_t)vm_operand_size(oi->operand);
 	if (n > len - off - 1)
 		return fl_err_set(err, FL_EFORMAT,
-				  "offset %zu: truncated %s instruction", off,
-				  oi->mnemonic);
+				  "truncated %s instruction", oi->mnemonic);
 	out->op = (enum vm_op)code[off];
 	out->size = (uint32_t)(1 + n);
 	if (n == 8)

@@ -115,6 +115,13 @@ static int check_tables(struct verifier *v)
 				  "%u bytes of code belong to no function",
 				  m->code_len - off);
 
+	/* The line table is canonical -- it starts at the first instruction
+	 * and each entry changes the line -- so that every verified module
+	 * disassembles to text that assembles back to the same bytes. */
+	if (m->code_len > 0 && (m->nlines == 0 || m->lines[0].code_off != 0))
+		return fl_err_set(v->err, FL_EFORMAT,
+				  "the line table does not start at the first "
+				  "instruction");
 	for (uint32_t i = 0; i < m->nlines; i++) {
 		if (m->lines[i].line == 0 || m->lines[i].code_off >= m->code_len ||
 		    (i > 0 && m->lines[i].code_off <= m->lines[i - 1].code_off))
@@ -123,6 +130,11 @@ static int check_tables(struct verifier *v)
 					  "%u) is out of order or range",
 					  i, m->lines[i].code_off,
 					  m->lines[i].line);
+		if (i > 0 && m->lines[i].line == m->lines[i - 1].line)
+			return fl_err_set(v->err, FL_EFORMAT,
+					  "line table entries %u and %u repeat "
+					  "line %u",
+					  i - 1, i, m->lines[i].line);
 	}
 	return 0;
 }
