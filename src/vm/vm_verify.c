@@ -140,25 +140,20 @@ static int check_tables(struct verifier *v)
 }
 
 /* "FILE:LINE: error: verification failed in function 'F': WHAT", the shape
- * of every other diagnostic, or with the code offset when the module has
- * no line for it. */
+ * of every other diagnostic. check_tables() has made sure every
+ * instruction has a line. */
 static int insn_error(struct verifier *v, const struct vm_function *f,
 		      uint32_t off, const char *fmt, const char *detail,
 		      long a, long b)
 {
-	char what[256];
-	uint32_t line = vm_module_line(v->m, off);
+	char what[FL_ERR_MAX];
 
 	snprintf(what, sizeof what, fmt, detail, a, b);
-	if (line)
-		return fl_err_set(v->err, FL_EFORMAT,
-				  "%s:%u: error: verification failed in "
-				  "function '%s': %s",
-				  v->m->source, line, f->name, what);
 	return fl_err_set(v->err, FL_EFORMAT,
-			  "%s: error: verification failed in function '%s' "
-			  "at code offset %u: %s",
-			  v->m->source, f->name, off - f->code_off, what);
+			  "%s:%u: error: verification failed in function "
+			  "'%s': %s",
+			  v->m->source, vm_module_line(v->m, off), f->name,
+			  what);
 }
 
 static const char *plural(long n)
@@ -226,6 +221,26 @@ static int check_operands(struct verifier *v, const struct vm_function *f)
 	return 0;
 }
 
+/* Every jump, reachable or not, lands on an instruction start: a module's
+ * text form names every target with a label. */
+static int check_targets(struct verifier *v, const struct vm_function *f)
+{
+	uint32_t end = f->code_off + f->code_len;
+	struct vm_insn in;
+
+	for (uint32_t off = f->code_off; off < end; off += in.size) {
+		vm_insn_decode(v->m->code, end, off, &in, NULL);
+		if (vm_opinfo[in.op].operand == VM_OPND_LABEL &&
+		    !v->start[f->code_off + (uint32_t)in.imm])
+			return insn_error(v, f, off,
+					  "%s: jump into the middle of an "
+					  "instruction (offset %ld)",
+					  vm_opinfo[in.op].mnemonic,
+					  (long)in.imm, 0);
+	}
+	return 0;
+}
+
 static int flow_to(struct verifier *v, const struct vm_function *f,
 		   uint32_t from, uint32_t to, int32_t depth)
 {
@@ -233,12 +248,7 @@ static int flow_to(struct verifier *v, const struct vm_function *f,
 		return insn_error(v, f, from,
 				  "%s: control runs off the end of the function",
 				  vm_opinfo[v->m->code[from]].mnemonic, 0, 0);
-	if (!v->start[to])
-		return insn_error(v, f, from,
-				  "%s: jump into the middle of an instruction "
-				  "(offset %ld)",
-				  vm_opinfo[v->m->code[from]].mnemonic,
-				  (long)(to - f->code_off), 0);
+	/* check_targets() made every target an instruction start. */
 	if (v->depth[to] < 0) {
 		v->depth[to] = depth;
 		v->work[v->nwork++] = to;
@@ -324,6 +334,11 @@ int vm_verify(struct vm_module *m, bool need_main, struct fl_err *err)
 	memset(v.depth, 0xff, n * sizeof *v.depth);
 	for (uint32_t i = 0; i < m->nfuncs; i++) {
 		rc = check_operands(&v, &m->funcs[i]);
+		if (rc)
+			goto out;
+	}
+	for (uint32_t i = 0; i < m->nfuncs; i++) {
+		rc = check_targets(&v, &m->funcs[i]);
 		if (rc)
 			goto out;
 	}

@@ -8,9 +8,16 @@
  *     bytes: decode and encode are inverse on valid modules;
  *   - a verified module's functions tile its code, so vm_module_func_at()
  *     maps each function's first byte back to that function, and
- *     vm_module_find_func() finds each function under its own name.
+ *     vm_module_find_func() finds each function under its own name;
+ *   - a verified module's line table is canonical (it starts at code
+ *     offset 0 when there is code, each entry changes the line), so every
+ *     byte of code has a line;
+ *   - a verified module disassembles (asm_disasm()) to text that assembles
+ *     (asm_assemble()) back to exactly the input bytes -- the promise the
+ *     canonical line table is there to keep.
  * A violated property calls abort(), which libFuzzer reports as a crash
  * with the input saved as the reproducer. */
+#include "lang/lang.h"
 #include "vm/vm.h"
 
 #include <stdio.h>
@@ -50,6 +57,47 @@ static void check_verified(const struct vm_module *m, const uint8_t *data,
 	}
 	check(vm_module_func_at(m, m->code_len) == -1,
 	      "func_at(code_len) found a function");
+
+	if (m->code_len > 0)
+		check(m->nlines > 0 && m->lines[0].code_off == 0,
+		      "line table does not start at offset 0");
+	for (uint32_t i = 1; i < m->nlines; i++)
+		check(m->lines[i].line != m->lines[i - 1].line,
+		      "line table entries repeat a line");
+	for (uint32_t i = 0; i < m->nfuncs; i++)
+		check(vm_module_line(m, m->funcs[i].code_off) != 0,
+		      "a function's first instruction has no line");
+}
+
+/* disasm -> assemble -> encode gives @data back. */
+static void check_disasm_round_trip(const struct vm_module *m,
+				    const uint8_t *data, size_t size)
+{
+	struct vm_module *m2 = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	struct fl_buf b;
+	FILE *f = open_memstream(&text, &len);
+	int rc;
+
+	check(f != NULL, "open_memstream failed");
+	rc = asm_disasm(m, f);
+	check(fclose(f) == 0, "fclose of the text failed");
+	check(rc == 0, "disasm failed");
+	rc = asm_assemble("fuzz.fla", text, len, &m2, stderr);
+	if (rc != 0)
+		fprintf(stderr, "fuzz_module: text:\n%s", text);
+	check(rc == 0, "the disassembly does not assemble");
+	fl_buf_init(&b);
+	check(vm_module_encode(m2, &b) == 0,
+	      "encode of the reassembled failed");
+	if (b.len != size || memcmp(b.data, data, size) != 0)
+		fprintf(stderr, "fuzz_module: text:\n%s", text);
+	check(b.len == size && memcmp(b.data, data, size) == 0,
+	      "assemble(disasm(m)) != m");
+	fl_buf_close(&b);
+	vm_module_free(m2);
+	free(text);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -62,8 +110,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	check(m != NULL, "successful decode produced no module");
-	if (vm_verify(m, false, &err) == 0)
+	if (vm_verify(m, false, &err) == 0) {
 		check_verified(m, data, size);
+		check_disasm_round_trip(m, data, size);
+	}
 	vm_module_free(m);
 	return 0;
 }

@@ -8,6 +8,10 @@ seed that decodes, verifies and re-encodes to the same bytes (checked by
 test_fuzz_seeds_are_valid in tests/unit/vm/test_module.c) cross-checks the
 C encoder against the documentation.
 
+Every seed has a canonical line table, as the verifier requires: it starts
+at code offset 0 and each entry changes the line (Module.func writes entries
+only where the line changes; Module.encode checks the result).
+
 Run from anywhere: python3 tests/fuzz/make_seeds.py. The output is
 deterministic; rerun it after an instruction is added or the format
 changes, and commit the result.
@@ -94,20 +98,41 @@ class Module:
         return len(self.syms) - 1
 
     def func(self, name, nargs, nlocals, items, line=None):
-        """Append a function; @line numbers its instructions from there,
-        one source line per instruction."""
+        """Append a function and its line-table entries. @line: an int
+        numbers the instructions one source line each from there; a list
+        gives each instruction its line (lines may go down as well as up);
+        None puts the whole function on the line after the last one used.
+        An entry is added only where the line changes."""
         code, _ = assemble(items)
         start = sum(len(f[3]) for f in self.funcs)
-        if line is not None:
-            off = start
-            for it in items:
-                if isinstance(it, str):
-                    continue
-                self.lines.append((off, line))
-                line += 1
-                off += 1 + OPERAND_SIZE[OPS[it[0]][1]]
+        insns = [it for it in items if not isinstance(it, str)]
+        if line is None:
+            line = self.lines[-1][1] + 1 if self.lines else 1
+            per_insn = [line] * len(insns)
+        elif isinstance(line, int):
+            per_insn = list(range(line, line + len(insns)))
+        else:
+            per_insn = list(line)
+        assert len(per_insn) == len(insns), name
+        off = start
+        for it, ln in zip(insns, per_insn):
+            if not self.lines or self.lines[-1][1] != ln:
+                self.lines.append((off, ln))
+            off += 1 + OPERAND_SIZE[OPS[it[0]][1]]
         self.funcs.append((name, nargs, nlocals, code))
         return len(self.funcs) - 1
+
+    def check_lines(self, code_len):
+        """The verifier's line-table rules: lines are nonzero, offsets
+        strictly increase inside the code, the table starts at offset 0
+        when there is code, and consecutive entries differ in line."""
+        if code_len:
+            assert self.lines and self.lines[0][0] == 0, self.source
+        for i, (off, line) in enumerate(self.lines):
+            assert line != 0 and off < code_len, self.source
+            if i:
+                assert off > self.lines[i - 1][0], self.source
+                assert line != self.lines[i - 1][1], self.source
 
     def encode(self):
         out = b"FLKB" + u16(VERSION) + u16(0) + string(self.source)
@@ -123,6 +148,7 @@ class Module:
             out += u32(len(code))
             off += len(code)
         code = b"".join(f[3] for f in self.funcs)
+        self.check_lines(len(code))
         out += u32(len(code)) + code
         out += u32(len(self.lines))
         for off, line in self.lines:
@@ -157,7 +183,16 @@ def loop():
         ("JMP", "top"),
         "done",
         ("GET", 1), ("PRINTI",), ("GET", 1), ("PUSH", 55), ("NE",),
-        ("RET",)], line=2)
+        ("RET",)],
+        # i = 10; s = 0 / while i: / s += i / i -= 1 / back to the test /
+        # print s / return s != 55: the line goes back up at each jump.
+        line=[2, 2, 3, 3,
+              4, 4,
+              5, 5, 5, 5,
+              6, 6, 6, 6,
+              4,
+              8, 8, 9, 9, 9,
+              9])
     return m
 
 

@@ -255,7 +255,7 @@ static void test_operands(void **state)
 	struct vm_module *m = ok("func main 0 2\n"
 				 "top:    get 1\n"
 				 "        set 0\n"
-				 "        pick 4294967295\n"
+				 "        pick 65534\n"
 				 "        jz done\n"
 				 "        jnz top\n"
 				 "        call helper\n"
@@ -274,7 +274,7 @@ static void test_operands(void **state)
 	assert_int_equal(n, 9);
 	expect_insn(&in[0], VM_OP_GET, 1);
 	expect_insn(&in[1], VM_OP_SET, 0);
-	expect_insn(&in[2], VM_OP_PICK, 4294967295);
+	expect_insn(&in[2], VM_OP_PICK, VM_FRAME_MAX - 1);
 	expect_insn(&in[3], VM_OP_JZ, 5 * 8);
 	expect_insn(&in[4], VM_OP_JNZ, 0);
 	expect_insn(&in[5], VM_OP_CALL, 1);
@@ -460,12 +460,24 @@ static void test_limits_ok(void **state)
 	memset(name, 'n', VM_NAME_MAX);
 	name[VM_NAME_MAX] = 0;
 	snprintf(src, sizeof src,
-		 "func %s 65000 535\nret\nend\n.rodata\n%s: .zero 0\n", name,
-		 name);
+		 "func %s 65000 535\nget 65534\nset 0\nget 65534\nret\nend\n"
+		 ".rodata\n%s: .zero 0\n",
+		 name, name);
 	m = ok(src);
 	assert_int_equal(strlen(m->funcs[0].name), VM_NAME_MAX);
 	assert_int_equal(m->funcs[0].nargs + m->funcs[0].nlocals, VM_FRAME_MAX);
 	assert_string_equal(m->syms[0].name, m->funcs[0].name);
+	/* The highest slot number the assembler takes is the last slot of
+	 * the largest frame. */
+	{
+		struct vm_insn in[4];
+		struct fl_err err;
+		assert_int_equal(decode(m, 0, in, 4), 4);
+		expect_insn(&in[0], VM_OP_GET, VM_FRAME_MAX - 1);
+		expect_insn(&in[1], VM_OP_SET, 0);
+		assert_int_equal(vm_verify(m, false, &err), 0);
+	}
+	roundtrip(m);
 	vm_module_free(m);
 }
 
@@ -507,10 +519,29 @@ static void test_diag_instructions(void **state)
 	    "t.fla:2: error: 'get' takes a slot number, not 'x'\n", 1);
 	bad(F "get 'x'\nend\n",
 	    "t.fla:2: error: 'get' takes a slot number, not ''x''\n", 1);
+	/* Slots and pick counts: 0..VM_FRAME_MAX - 1, the most a frame or
+	 * stack can hold. */
 	bad(F "get -1\nend\n",
-	    "t.fla:2: error: slot number '-1' out of range 0..4294967295\n", 1);
+	    "t.fla:2: error: slot number '-1' out of range 0..65534\n", 1);
+	bad(F "set 65535\nend\n",
+	    "t.fla:2: error: slot number '65535' out of range 0..65534\n", 1);
+	bad(F "get 4294967295\nend\n",
+	    "t.fla:2: error: slot number '4294967295' out of range 0..65534\n",
+	    1);
+	bad(F "get 0x10000\nend\n",
+	    "t.fla:2: error: slot number '0x10000' out of range 0..65534\n", 1);
+	bad(F "pick 65535\nend\n",
+	    "t.fla:2: error: count '65535' out of range 0..65534\n", 1);
+	bad(F "pick 4294967295\nend\n",
+	    "t.fla:2: error: count '4294967295' out of range 0..65534\n", 1);
 	bad(F "pick 4294967296\nend\n",
-	    "t.fla:2: error: count '4294967296' out of range", 1);
+	    "t.fla:2: error: count '4294967296' out of range 0..65534\n", 1);
+	bad(F "pick -1\nend\n",
+	    "t.fla:2: error: count '-1' out of range 0..65534\n", 1);
+	bad(F "pick 99999999999999999999\nend\n",
+	    "t.fla:2: error: count '99999999999999999999' out of range "
+	    "0..65534\n",
+	    1);
 	bad(F "push \"s\"\nend\n",
 	    "t.fla:2: error: 'push' takes an integer or a data label, not "
 	    "'\"s\"'\n",
@@ -546,6 +577,19 @@ static void test_diag_names(void **state)
 	    "t.fla:2: error: undefined label 'loop' in function main\n", 1);
 	bad(F "call foo\nend\n", "t.fla:2: error: undefined function 'foo'\n",
 	    1);
+	bad(".rodata\nd: .zero 1\n.text\n" F "call d\nend\n",
+	    "t.fla:5: error: 'd' is a data label, not a function\n", 1);
+	bad(F "spawn d\nret\nend\n.data\nd: .word 0\n",
+	    "t.fla:2: error: 'd' is a data label, not a function\n", 1);
+	/* A name that is both is a function to call (and data to push). */
+	{
+		struct vm_module *m = ok(".data\nboth: .word 0\n.text\n" F
+					 "call both\npush both\nret\nend\n"
+					 "func both 0 0\npush 0\nret\nend\n");
+		assert_int_equal(m->nfuncs, 2);
+		assert_int_equal(m->nsyms, 1);
+		vm_module_free(m);
+	}
 	bad(F "push foo\nend\n", "t.fla:2: error: undefined data label 'foo'\n",
 	    1);
 	bad(F "push main\nend\n",
@@ -838,15 +882,16 @@ static void test_roundtrip_all_bytes(void **state)
 	vm_module_free(m);
 }
 
-static void test_roundtrip_built(void **state)
+/* A module built by hand (as a compiler would), with the line table
+ * @lines (@n entries):
+ *   main:  0 push 5 / 9 jz L14 / 14 push 1 / 23 ret
+ *   g(1): 24 push 2 / 33 ret */
+static struct vm_module *built(const struct vm_line *lines, uint32_t n)
 {
-	/* A module built by hand (as a compiler would): line entries that
-	 * jump around, code labels, a function with no line change. */
 	struct vm_module *m = vm_module_new();
 	struct fl_buf code;
 	size_t len;
 
-	(void)state;
 	assert_non_null(m);
 	fl_buf_init(&code);
 	vm_insn_encode(&code, VM_OP_PUSH, 5); /* 0 */
@@ -864,19 +909,134 @@ static void test_roundtrip_built(void **state)
 	    .name = strdup("main"), .code_off = 0, .code_len = 24};
 	m->funcs[1] = (struct vm_function){
 	    .name = strdup("g"), .nargs = 1, .code_off = 24, .code_len = 10};
-	m->nlines = 4;
-	m->lines = calloc(4, sizeof *m->lines);
+	m->nlines = n;
+	m->lines = calloc(n ? n : 1, sizeof *m->lines);
 	assert_non_null(m->lines);
-	m->lines[0] = (struct vm_line){0, 10};
-	m->lines[1] = (struct vm_line){9, 3};
-	m->lines[2] = (struct vm_line){14, 10};
-	m->lines[3] = (struct vm_line){33, 11};
+	memcpy(m->lines, lines, n * sizeof *lines);
 	free(m->source);
 	m->source = strdup("prog.fl");
 	m->rodata = malloc(1);
 	m->data = malloc(1);
+	return m;
+}
+
+static void verify_ok(struct vm_module *m)
+{
+	struct fl_err err;
+
+	if (vm_verify(m, true, &err) != 0)
+		fail_msg("verify: %s", err.msg);
+}
+
+static void test_roundtrip_built(void **state)
+{
+	/* Line entries that jump around, code labels, a function with no
+	 * line change (g's first instruction stays on line 10). */
+	static const struct vm_line lines[] = {
+	    {0, 10}, {9, 3}, {14, 10}, {33, 11}};
+	struct vm_module *m = built(lines, 4);
+
+	(void)state;
+	verify_ok(m);
 	roundtrip(m);
 	vm_module_free(m);
+}
+
+/* Any canonical line table -- it starts at offset 0 and each entry changes
+ * the line -- comes back from the text exactly: lines going down as well as
+ * up, back to a line seen before, the extremes, an entry on every
+ * instruction or only the first. */
+static void test_roundtrip_line_tables(void **state)
+{
+	static const struct vm_line t1[] = {{0, 5},  {9, 1},  {14, 5},
+					    {23, 1}, {24, 5}, {33, 1}};
+	static const struct vm_line t2[] = {
+	    {0, 4294967295u}, {9, 1}, {24, 4294967294u}};
+	static const struct vm_line t3[] = {{0, 1}};
+	static const struct vm_line t4[] = {{0, 3}, {24, 2}, {33, 3}};
+	static const struct {
+		const struct vm_line *lines;
+		uint32_t n;
+	} cases[] = {{t1, 6}, {t2, 3}, {t3, 1}, {t4, 3}};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		struct vm_module *m = built(cases[i].lines, cases[i].n);
+		verify_ok(m);
+		roundtrip(m);
+		vm_module_free(m);
+	}
+}
+
+/* Disassemble @m and assemble the text again; the caller frees. */
+static struct vm_module *reassemble(const struct vm_module *m)
+{
+	struct vm_module *m2 = NULL;
+	char *text = disasm(m), *diag = NULL;
+
+	if (assemble(text, &m2, &diag) != 0)
+		fail_msg("text:\n%s\ndiagnostics:\n%s", text, diag);
+	free(text);
+	free(diag);
+	return m2;
+}
+
+/* Why the verifier insists on canonical line tables: the text cannot say
+ * "no line here" or "the same line again", so any other table comes back
+ * different. The verifier rejects such modules; what the assembler makes of
+ * their text is the canonical table, which verifies and round-trips. */
+static void test_noncanonical_lines_rejected(void **state)
+{
+	static const struct vm_line repeat[] = {{0, 10}, {9, 10}, {14, 3}};
+	static const struct vm_line late[] = {{9, 3}, {14, 4}};
+	struct vm_module *m, *m2;
+	struct fl_buf a, b;
+	struct fl_err err;
+
+	(void)state;
+	/* An entry that repeats the line in force... */
+	m = built(repeat, 3);
+	assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
+	assert_string_equal(err.msg,
+			    "line table entries 0 and 1 repeat line 10");
+	m2 = reassemble(m);
+	a = encode(m);
+	b = encode(m2);
+	assert_true(a.len != b.len || memcmp(a.data, b.data, a.len) != 0);
+	/* ...is dropped. */
+	assert_int_equal(m2->nlines, 2);
+	assert_int_equal(m2->lines[0].code_off, 0);
+	assert_int_equal(m2->lines[0].line, 10);
+	assert_int_equal(m2->lines[1].code_off, 14);
+	assert_int_equal(m2->lines[1].line, 3);
+	verify_ok(m2);
+	roundtrip(m2);
+	fl_buf_close(&a);
+	fl_buf_close(&b);
+	vm_module_free(m);
+	vm_module_free(m2);
+
+	/* A table that starts after the first instruction, or none at all:
+	 * the text's first instructions get the line they are written on. */
+	for (uint32_t n = 0; n <= 2; n += 2) {
+		m = built(late, n);
+		assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
+		assert_string_equal(err.msg, "the line table does not start "
+					     "at the first instruction");
+		m2 = reassemble(m);
+		a = encode(m);
+		b = encode(m2);
+		assert_true(a.len != b.len ||
+			    memcmp(a.data, b.data, a.len) != 0);
+		assert_true(m2->nlines > 0);
+		assert_int_equal(m2->lines[0].code_off, 0);
+		verify_ok(m2);
+		roundtrip(m2);
+		fl_buf_close(&a);
+		fl_buf_close(&b);
+		vm_module_free(m);
+		vm_module_free(m2);
+	}
 }
 
 static void test_disasm_write_error(void **state)
@@ -1000,6 +1160,8 @@ int main(void)
 	    cmocka_unit_test(test_roundtrip_hello),
 	    cmocka_unit_test(test_roundtrip_all_bytes),
 	    cmocka_unit_test(test_roundtrip_built),
+	    cmocka_unit_test(test_roundtrip_line_tables),
+	    cmocka_unit_test(test_noncanonical_lines_rejected),
 	    cmocka_unit_test(test_disasm_write_error),
 	    cmocka_unit_test(test_random_bytes),
 	    cmocka_unit_test(test_mutations),

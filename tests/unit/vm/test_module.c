@@ -212,6 +212,7 @@ static void test_insn_encode_decode(void **state)
 	struct fl_buf b;
 	struct vm_insn in;
 	struct fl_err err;
+	char want[64];
 
 	(void)state;
 	fl_buf_init(&b);
@@ -243,24 +244,55 @@ static void test_insn_encode_decode(void **state)
 	vm_insn_encode(&b, VM_OP_GET, -1);
 	assert_int_equal(vm_insn_decode(b.data, b.len, 0, &in, &err), 0);
 	assert_true(in.imm == 0xffffffff);
-	/* Past the end, truncated, unknown. */
+	/* Past the end, truncated, unknown. The messages say what, not
+	 * where: the caller knows the function and the offset (the
+	 * verifier's diagnostics add them). */
 	assert_int_equal(vm_insn_decode(b.data, b.len, 5, &in, &err),
 			 FL_EFORMAT);
+	assert_string_equal(err.msg, "past the end of the code");
+	assert_int_equal(vm_insn_decode(b.data, b.len, 99, &in, &err),
+			 FL_EFORMAT);
+	assert_string_equal(err.msg, "past the end of the code");
 	assert_int_equal(vm_insn_decode(b.data, 4, 0, &in, &err), FL_EFORMAT);
-	assert_non_null(strstr(err.msg, "truncated get"));
+	assert_string_equal(err.msg, "truncated get instruction");
+	assert_int_equal(vm_insn_decode(b.data, 1, 0, &in, &err), FL_EFORMAT);
+	assert_string_equal(err.msg, "truncated get instruction");
 	b.data[0] = VM_OP__COUNT;
 	assert_int_equal(vm_insn_decode(b.data, b.len, 0, &in, &err),
 			 FL_EFORMAT);
-	assert_non_null(strstr(err.msg, "unknown opcode"));
+	snprintf(want, sizeof want, "unknown opcode %u", VM_OP__COUNT);
+	assert_string_equal(err.msg, want);
+	b.data[0] = 0xff;
+	assert_int_equal(vm_insn_decode(b.data, b.len, 0, &in, &err),
+			 FL_EFORMAT);
+	assert_string_equal(err.msg, "unknown opcode 255");
+	/* Not at the start: same messages, still no offset. */
+	vm_insn_encode(&b, VM_OP_PUSH, 1);
+	assert_int_equal(vm_insn_decode(b.data, b.len - 1, 5, &in, &err),
+			 FL_EFORMAT);
+	assert_string_equal(err.msg, "truncated push instruction");
+	b.data[5] = 0xfe;
+	assert_int_equal(vm_insn_decode(b.data, b.len, 5, &in, &err),
+			 FL_EFORMAT);
+	assert_string_equal(err.msg, "unknown opcode 254");
+	/* No error buffer: same verdict. */
+	assert_int_equal(vm_insn_decode(b.data, b.len, 5, &in, NULL),
+			 FL_EFORMAT);
 	fl_buf_close(&b);
 }
 
 static void test_round_trip_sample(void **state)
 {
 	struct vm_module *m = sample();
+	struct fl_err err;
 
 	(void)state;
 	check_round_trip(m);
+	/* The fixture is a valid module, canonical line table included. */
+	if (vm_verify(m, true, &err) != 0)
+		fail_msg("sample: %s", err.msg);
+	assert_int_equal(m->nlines, 4);
+	assert_int_equal(m->lines[0].code_off, 0);
 	vm_module_free(m);
 }
 

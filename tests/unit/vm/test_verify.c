@@ -4,7 +4,13 @@
  *
  * Each rejected module is also encoded and decoded again (when the decoder
  * accepts it) and must be rejected the same way: the verifier's real input
- * is what vm_module_decode() produces. */
+ * is what vm_module_decode() produces.
+ *
+ * Modules come from tests/unit/vm/unit.h with a canonical line table (the
+ * verifier rejects any other), so every diagnostic about an instruction has
+ * the shape "SOURCE:LINE: error: verification failed in function 'F': ...".
+ * Tests that care which instruction was blamed give each instruction a line
+ * of its own first (expect_reject_at()). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -66,6 +72,24 @@ static void expect_reject2(struct vm_module *m, bool need_main, const char *msg,
 	expect_reject(m, need_main, msg);
 }
 
+/* Like expect_reject(), for a complaint about the instruction at offset
+ * @off from the start of function @func: every instruction gets a line of
+ * its own (unit_lines_each(): module offset + 1), and the message must be
+ * exactly about that line and function, followed by @what. Frees @m. */
+static void expect_reject_at(struct vm_module *m, bool need_main,
+			     const char *func, uint32_t off, const char *what)
+{
+	int f = vm_module_find_func(m, func);
+	char msg[512];
+
+	assert_true(f >= 0);
+	unit_lines_each(m);
+	snprintf(msg, sizeof msg,
+		 "%s:%u: error: verification failed in function '%s': %s",
+		 m->source, m->funcs[f].code_off + off + 1, func, what);
+	expect_reject(m, need_main, msg);
+}
+
 /* A module whose only function is @name with @code. */
 static struct vm_module *one(const char *name, uint32_t nargs, uint32_t nlocals,
 			     const struct unit_insn *code)
@@ -105,7 +129,10 @@ static void test_valid_module(void **state)
 		       I(SET, 0), I(PUSHA, 3), I(GET, 0), I(ST64), I(PUSHA, 0),
 		       I(PUSH, 6), I(PUSH, 1), I(ROT), I(ROT), I(WRITE),
 		       I(RET)));
-	unit_line(m, 0, 1);
+	/* unit_func() put entries at both functions' first instructions;
+	 * renumber the second. */
+	assert_int_equal(m->nlines, 2);
+	assert_int_equal(m->lines[1].code_off, 18);
 	unit_line(m, 18, 5);
 	verify_ok(m, true);
 	assert_int_equal(m->funcs[0].max_stack, 2);
@@ -191,7 +218,8 @@ static void test_unreachable_code(void **state)
 	vm_module_free(m);
 
 	m = one("main", 0, 0, CODE(I(PUSH, 0), I(RET), I(GET, 0)));
-	expect_reject(m, true, "get: slot 0 outside a 0-slot frame");
+	expect_reject_at(m, true, "main", 10,
+			 "get: slot 0 outside a 0-slot frame");
 }
 
 /* ---- Instructions and operands ---- */
@@ -200,15 +228,26 @@ static void test_unknown_opcode(void **state)
 {
 	uint8_t code[] = {VM_OP_SELF, VM_OP__COUNT, VM_OP_RET};
 
+	char msg[128];
+
 	(void)state;
 	expect_reject(one_raw(code, sizeof code), false, "unknown opcode");
-	expect_reject(one_raw(code, sizeof code), false,
-		      "in function 'f' at code offset 1: ");
+	/* The decoder's message names no offset; the verifier says where. */
+	snprintf(msg, sizeof msg, "unknown opcode %u", VM_OP__COUNT);
+	expect_reject_at(one_raw(code, sizeof code), false, "f", 1, msg);
+	/* The function's one line, when there is one line per function. */
+	snprintf(msg, sizeof msg,
+		 "?:1: error: verification failed in function 'f': unknown "
+		 "opcode %u",
+		 VM_OP__COUNT);
+	expect_reject(one_raw(code, sizeof code), false, msg);
 	code[1] = 0xff;
-	expect_reject(one_raw(code, sizeof code), false, "unknown opcode 255");
+	expect_reject_at(one_raw(code, sizeof code), false, "f", 1,
+			 "unknown opcode 255");
 	/* Unreachable or not, every byte must decode. */
 	code[0] = VM_OP_RET;
-	expect_reject(one_raw(code, sizeof code), false, "unknown opcode 255");
+	expect_reject_at(one_raw(code, sizeof code), false, "f", 1,
+			 "unknown opcode 255");
 }
 
 static void test_truncated_instruction(void **state)
@@ -218,10 +257,10 @@ static void test_truncated_instruction(void **state)
 	struct vm_module *m;
 
 	(void)state;
-	expect_reject(one_raw(push, sizeof push), false,
-		      "truncated push instruction");
-	expect_reject(one_raw(get, sizeof get), false,
-		      "truncated get instruction");
+	expect_reject_at(one_raw(push, sizeof push), false, "f", 0,
+			 "truncated push instruction");
+	expect_reject_at(one_raw(get, sizeof get), false, "f", 2,
+			 "truncated get instruction");
 
 	/* An instruction may not straddle two functions, even when the
 	 * bytes after it would complete it. */
@@ -231,8 +270,17 @@ static void test_truncated_instruction(void **state)
 	unit_func_raw(m, "g", 0, 0, NULL, 0);
 	m->funcs[1].code_off = 5;
 	m->funcs[1].code_len = 5;
-	expect_reject2(m, false, "in function 'f' at code offset 0: ",
+	expect_reject2(m, false,
+		       "?:1: error: verification failed in "
+		       "function 'f': ",
 		       "truncated push instruction");
+	m = unit_module();
+	unit_func(m, "f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	m->funcs[0].code_len = 5;
+	unit_func_raw(m, "g", 0, 0, NULL, 0);
+	m->funcs[1].code_off = 5;
+	m->funcs[1].code_len = 5;
+	expect_reject_at(m, false, "f", 0, "truncated push instruction");
 }
 
 static void test_symbol_out_of_range(void **state)
@@ -244,8 +292,7 @@ static void test_symbol_out_of_range(void **state)
 	unit_segment(m, VM_SEG_DATA, "12345678", 8);
 	unit_sym(m, "x", VM_SEG_DATA, 0);
 	unit_func(m, "main", 0, 0, CODE(I(PUSHA, 0), I(PUSHA, 1), I(RET)));
-	expect_reject(m, true,
-		      "at code offset 5: push: symbol 1 does not exist");
+	expect_reject_at(m, true, "main", 5, "push: symbol 1 does not exist");
 
 	m = one("main", 0, 0, CODE(I(PUSHA, 0), I(RET)));
 	expect_reject(m, true, "push: symbol 0 does not exist");
@@ -267,8 +314,8 @@ static void test_slot_out_of_range(void **state)
 	m = one("f", 1, 2, CODE(I(GET, 3), I(RET)));
 	expect_reject(m, false, "get: slot 3 outside a 3-slot frame");
 	m = one("f", 1, 2, CODE(I(PUSH, 0), I(SET, 3), I(PUSH, 0), I(RET)));
-	expect_reject(m, false,
-		      "code offset 9: set: slot 3 outside a 3-slot frame");
+	expect_reject_at(m, false, "f", 9,
+			 "set: slot 3 outside a 3-slot frame");
 	m = one("f", 0, 0, CODE(I(GET, 0), I(RET)));
 	expect_reject(m, false, "slot 0 outside a 0-slot frame");
 	m = one("f", 2, 0, CODE(I(GET, 0xffffffff), I(RET)));
@@ -283,9 +330,14 @@ static void test_function_out_of_range(void **state)
 	m = unit_module();
 	unit_func(m, "main", 0, 0, CODE(I(CALL, 1), I(RET)));
 	unit_func(m, "g", 0, 0, CODE(I(CALL, 2), I(RET)));
+	/* g's entry is on line 2, one after main's. */
 	expect_reject(m, true,
-		      "in function 'g' at code offset 0: call: function 2 "
-		      "does not exist");
+		      "?:2: error: verification failed in function 'g': call: "
+		      "function 2 does not exist");
+	m = unit_module();
+	unit_func(m, "main", 0, 0, CODE(I(CALL, 1), I(RET)));
+	unit_func(m, "g", 0, 0, CODE(I(CALL, 2), I(RET)));
+	expect_reject_at(m, true, "g", 0, "call: function 2 does not exist");
 
 	m = one("main", 0, 0, CODE(I(SPAWN, 1), I(RET)));
 	expect_reject(m, true, "spawn: function 1 does not exist");
@@ -302,7 +354,8 @@ static void test_jump_outside(void **state)
 	/* Targets are offsets from the function's start; the code_len of the
 	 * function is already outside. */
 	m = one("f", 0, 0, CODE(I(JMP, 5)));
-	expect_reject(m, false, "jmp: jump to offset 5 outside its function");
+	expect_reject_at(m, false, "f", 0,
+			 "jmp: jump to offset 5 outside its function");
 	m = one("f", 0, 0,
 		CODE(I(PUSH, 0), I(JZ, 0xffffffff), I(PUSH, 0), I(RET)));
 	expect_reject(m, false, "jz: jump to offset");
@@ -313,7 +366,8 @@ static void test_jump_outside(void **state)
 	unit_func(m, "f", 0, 0,
 		  CODE(I(PUSH, 0), I(JNZ, 24), I(PUSH, 0), I(RET)));
 	unit_func(m, "g", 0, 0, CODE(I(PUSH, 0), I(RET)));
-	expect_reject(m, false, "jnz: jump to offset 24 outside its function");
+	expect_reject_at(m, false, "f", 9,
+			 "jnz: jump to offset 24 outside its function");
 }
 
 static void test_jump_mid_instruction(void **state)
@@ -322,12 +376,16 @@ static void test_jump_mid_instruction(void **state)
 
 	(void)state;
 	m = one("f", 0, 0, CODE(I(PUSH, 1), I(JMP, 1)));
-	expect_reject(
-	    m, false,
-	    "code offset 9: jmp: jump into the middle of an instruction "
-	    "(offset 1)");
+	expect_reject_at(m, false, "f", 9,
+			 "jmp: jump into the middle of an instruction "
+			 "(offset 1)");
 	m = one("f", 0, 0, CODE(I(PUSH, 1), I(JNZ, 8), I(PUSH, 0), I(RET)));
 	expect_reject(m, false, "jump into the middle of an instruction");
+	/* Unreachable jumps too: the text form must name every target. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET), I(JMP, 1)));
+	expect_reject_at(m, false, "f", 10,
+			 "jmp: jump into the middle of an instruction "
+			 "(offset 1)");
 	/* Into the middle of the jump itself. */
 	m = one("f", 0, 0, CODE(I(JMP, 2), I(RET)));
 	expect_reject(m, false,
@@ -343,10 +401,9 @@ static void test_stack_underflow(void **state)
 
 	(void)state;
 	m = one("f", 0, 0, CODE(I(ADD), I(RET)));
-	expect_reject(
-	    m, false,
-	    "code offset 0: stack underflow: 'add' needs 2 words, the "
-	    "stack has 0");
+	expect_reject_at(m, false, "f", 0,
+			 "stack underflow: 'add' needs 2 words, the stack "
+			 "has 0");
 	m = one("f", 0, 0, CODE(I(PUSH, 1), I(ADD), I(RET)));
 	expect_reject(m, false, "'add' needs 2 words, the stack has 1");
 	m = one("f", 0, 0, CODE(I(RET)));
@@ -362,7 +419,7 @@ static void test_stack_underflow(void **state)
 		     I(DROP),	 /* 24 */
 		     I(PUSH, 0), /* 25 */
 		     I(RET)));
-	expect_reject(m, false, "code offset 24: stack underflow: 'drop'");
+	expect_reject_at(m, false, "f", 24, "stack underflow: 'drop'");
 }
 
 static void test_pick_depth(void **state)
@@ -400,18 +457,15 @@ static void test_inconsistent_join(void **state)
 		     I(PUSH, 7), /* 14 */
 		     I(PUSH, 1), /* 23: join */
 		     I(RET)));
-	expect_reject(m, false,
-		      "code offset 23: inconsistent stack depth where "
-		      "paths join");
+	expect_reject_at(m, false, "f", 23,
+			 "inconsistent stack depth where paths join");
 
 	/* A loop whose body leaves one word behind. */
 	m = one("f", 0, 0,
 		CODE(I(PUSH, 0), /* 0: head */
 		     I(JMP, 0)));
-	expect_reject(
-	    m, false,
-	    "code offset 0: inconsistent stack depth where paths join "
-	    "(0 vs 1)");
+	expect_reject_at(m, false, "f", 0,
+			 "inconsistent stack depth where paths join (0 vs 1)");
 }
 
 static void test_falls_off_end(void **state)
@@ -420,18 +474,15 @@ static void test_falls_off_end(void **state)
 
 	(void)state;
 	m = one("f", 0, 0, CODE(I(PUSH, 0)));
-	expect_reject(m, false,
-		      "code offset 0: push: control runs off the end of the "
-		      "function");
+	expect_reject_at(m, false, "f", 0,
+			 "push: control runs off the end of the function");
 	m = one("f", 0, 0, CODE(I(PUSH, 0), I(JZ, 0)));
 	expect_reject(m, false, "jz: control runs off the end");
 	/* Falling into the next function is just as bad. */
 	m = unit_module();
 	unit_func(m, "f", 0, 0, CODE(I(PUSH, 0), I(CALL, 1)));
 	unit_func(m, "g", 0, 0, CODE(I(PUSH, 0), I(RET)));
-	expect_reject(m, false,
-		      "in function 'f' at code offset 9: call: control runs "
-		      "off the end");
+	expect_reject_at(m, false, "f", 9, "call: control runs off the end");
 	/* Every ending instruction may end a function. */
 	m = one("f", 0, 0, CODE(I(PUSH, 0), I(EXIT)));
 	verify_ok(m, false);
@@ -489,9 +540,9 @@ static void test_call_arity(void **state)
 	unit_func(m, "f3", 3, 0, CODE(I(PUSH, 0), I(RET)));
 	unit_func(m, "main", 0, 0,
 		  CODE(I(PUSH, 1), I(PUSH, 2), I(CALL, 0), I(RET)));
-	expect_reject(m, true,
-		      "in function 'main' at code offset 18: stack underflow: "
-		      "'call' needs 3 words, the stack has 2");
+	expect_reject_at(m, true, "main", 18,
+			 "stack underflow: 'call' needs 3 words, the stack "
+			 "has 2");
 
 	/* The result counts: call then add needs another word. */
 	m = unit_module();
@@ -719,50 +770,163 @@ static void test_line_table(void **state)
 	(void)state;
 	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
 	unit_line(m, 0, 1);
-	unit_line(m, 9, 1); /* the same line twice is fine */
-	unit_line(m, 11, 2);
+	unit_line(m, 9, 2);
+	unit_line(m, 11, 1); /* back to an earlier line is fine */
 	verify_ok(m, false);
 	/* Equal and decreasing offsets. */
 	m->lines[1].code_off = 0;
 	expect_reject(m, false,
-		      "line table entry 1 (offset 0, line 1) is out "
+		      "line table entry 1 (offset 0, line 2) is out "
 		      "of order or range");
 
 	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
-	unit_line(m, 10, 1);
+	unit_line(m, 10, 3);
 	unit_line(m, 9, 2);
-	expect_reject(m, false, "line table entry 1 (offset 9, line 2)");
+	expect_reject(m, false, "line table entry 2 (offset 9, line 2)");
 	/* Line 0 is not a line. */
 	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET)));
 	unit_line(m, 0, 0);
 	expect_reject(m, false,
 		      "line table entry 0 (offset 0, line 0) is out "
 		      "of order or range");
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	unit_line(m, 9, 0);
+	expect_reject(m, false,
+		      "line table entry 1 (offset 9, line 0) is out "
+		      "of order or range");
 	/* Beyond the code. */
 	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET)));
-	unit_line(m, 0, 1);
 	unit_line(m, 10, 2);
 	expect_reject(m, false, "line table entry 1 (offset 10, line 2)");
+	/* A module without code has no lines to give. */
+	m = unit_module();
+	unit_line(m, 0, 1);
+	expect_reject(m, false,
+		      "line table entry 0 (offset 0, line 1) is out of "
+		      "order or range");
 	/* Inside an instruction. */
 	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET)));
 	unit_line(m, 1, 7);
 	expect_reject(m, false,
-		      "line table entry 0 points into the middle of "
+		      "line table entry 1 points into the middle of "
 		      "an instruction");
 }
 
-/* The shape of every diagnostic: "FILE:LINE: error: ..." where the line
- * table knows the instruction's line, else the function-relative code
- * offset. */
+/* Canonical: the table starts at the first instruction... */
+static void test_line_table_starts_at_code(void **state)
+{
+	struct vm_module *m;
+
+	(void)state;
+	/* No table at all. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	m->nlines = 0;
+	expect_reject(m, false,
+		      "the line table does not start at the first "
+		      "instruction");
+	/* A table that starts at a later instruction. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	m->lines[0].code_off = 9;
+	expect_reject(m, false,
+		      "the line table does not start at the first "
+		      "instruction");
+	/* ...or inside the first one: still not at offset 0. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	m->lines[0].code_off = 1;
+	expect_reject(m, false,
+		      "the line table does not start at the first "
+		      "instruction");
+	/* Only the first function's start counts: later functions may
+	 * continue the line in force. */
+	m = unit_module();
+	unit_func(m, "f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	unit_func(m, "g", 0, 0, CODE(I(PUSH, 1), I(RET)));
+	assert_int_equal(m->nlines, 2);
+	m->nlines = 1;
+	verify_ok(m, false);
+	assert_int_equal(vm_module_line(m, 10), 1);
+	m->lines[0].code_off = 10; /* only g has a line */
+	expect_reject(m, false,
+		      "the line table does not start at the first "
+		      "instruction");
+	/* No code: no table needed (and none allowed, above). */
+	m = unit_module();
+	unit_segment(m, VM_SEG_DATA, "x", 1);
+	unit_sym(m, "x", VM_SEG_DATA, 0);
+	verify_ok(m, false);
+	vm_module_free(m);
+	/* The check comes before any instruction is looked at: a bad
+	 * instruction is not reported while the table is wrong. */
+	m = one("f", 0, 0, CODE(I(ADD), I(RET)));
+	m->nlines = 0;
+	expect_reject(m, false,
+		      "the line table does not start at the first "
+		      "instruction");
+}
+
+/* ...and consecutive entries are on different lines (an entry that does not
+ * change the line says nothing, and the assembler would never write it). */
+static void test_line_table_repeats(void **state)
+{
+	struct vm_module *m;
+
+	(void)state;
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
+	unit_line(m, 9, 1);
+	expect_reject(m, false, "line table entries 0 and 1 repeat line 1");
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
+	unit_line(m, 9, 5);
+	unit_line(m, 10, 7);
+	unit_line(m, 11, 7);
+	expect_reject(m, false, "line table entries 2 and 3 repeat line 7");
+	/* Across a function boundary too. */
+	m = unit_module();
+	unit_func(m, "f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	unit_func(m, "g", 0, 0, CODE(I(PUSH, 1), I(RET)));
+	unit_line(m, 10, 1);
+	expect_reject(m, false, "line table entries 0 and 1 repeat line 1");
+	/* The same line again later, with another in between, is fine. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
+	unit_line(m, 9, 2);
+	unit_line(m, 10, 1);
+	unit_line(m, 11, 2);
+	verify_ok(m, false);
+	vm_module_free(m);
+	/* unit_func() keeps tables canonical on its own: each function's
+	 * entry is one past the last, even after a renumbering. */
+	m = unit_module();
+	unit_func(m, "f", 0, 0, CODE(I(PUSH, 0), I(RET)));
+	unit_line(m, 0, 41);
+	unit_func(m, "g", 0, 0, CODE(I(PUSH, 1), I(RET)));
+	unit_func(m, "h", 0, 0, CODE(I(PUSH, 2), I(RET)));
+	assert_int_equal(m->nlines, 3);
+	assert_int_equal(m->lines[1].code_off, 10);
+	assert_int_equal(m->lines[1].line, 42);
+	assert_int_equal(m->lines[2].code_off, 20);
+	assert_int_equal(m->lines[2].line, 43);
+	verify_ok(m, false);
+	/* And unit_lines_each() gives every instruction its own line. */
+	unit_lines_each(m);
+	assert_int_equal(m->nlines, 6);
+	assert_int_equal(m->lines[5].code_off, 29);
+	assert_int_equal(m->lines[5].line, 30);
+	verify_ok(m, false);
+	vm_module_free(m);
+}
+
+/* The shape of every diagnostic about an instruction: "FILE:LINE: error:
+ * verification failed in function 'F': WHAT". A verified line table gives
+ * every instruction a line, so the verifier's other shape, with the code
+ * offset in place of the line, is not reached through vm_verify(): a table
+ * that would leave the failing instruction without a line is rejected first,
+ * with the line-table message. */
 static void test_message_shape(void **state)
 {
 	static const char with_line[] =
 	    "prog.fla:9: error: verification failed in function 'g': "
 	    "stack underflow: 'add' needs 2 words, the stack has 1";
-	static const char with_offset[] =
-	    "prog.fla: error: verification failed in function 'g' at code "
-	    "offset 19: stack underflow: 'add' needs 2 words, the stack "
-	    "has 1";
+	static const char no_start[] =
+	    "the line table does not start at the first instruction";
 	struct vm_module *m = unit_module();
 	struct fl_err err;
 
@@ -778,18 +942,29 @@ static void test_message_shape(void **state)
 	unit_line(m, 0, 3);
 	unit_line(m, 10, 7);
 	unit_line(m, 28, 9);
+	assert_int_equal(m->nlines, 3);
 	assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
 	assert_string_equal(err.msg, with_line);
-	/* No line for the failing instruction (the table starts after it):
-	 * the offset instead. */
+	/* The line in force: the failing add is after the entry at 28. */
+	m->lines[2].code_off = 29;
+	assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
+	assert_string_equal(err.msg, with_line);
+	m->lines[2].code_off = 30;
+	assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
+	assert_string_equal(err.msg,
+			    "prog.fla:7: error: verification failed in "
+			    "function 'g': stack underflow: 'add' needs 2 "
+			    "words, the stack has 1");
+	/* No line for the failing instruction (the table starts after it,
+	 * or is empty): the table is what is wrong. */
 	m->lines[0] = (struct vm_line){30, 9};
 	m->nlines = 1;
 	assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
-	assert_string_equal(err.msg, with_offset);
+	assert_string_equal(err.msg, no_start);
 	m->nlines = 0;
 	assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
-	assert_string_equal(err.msg, with_offset);
-	m->nlines = 3;
+	assert_string_equal(err.msg, no_start);
+	m->nlines = 1;
 	vm_module_free(m);
 }
 
@@ -846,6 +1021,8 @@ int main(void)
 	    cmocka_unit_test(test_duplicate_names),
 	    cmocka_unit_test(test_symbol_table),
 	    cmocka_unit_test(test_line_table),
+	    cmocka_unit_test(test_line_table_starts_at_code),
+	    cmocka_unit_test(test_line_table_repeats),
 	    cmocka_unit_test(test_message_shape),
 	    cmocka_unit_test(test_main),
 	};

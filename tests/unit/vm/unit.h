@@ -6,8 +6,15 @@
  * binary (there is nothing useful a test can do about them). Functions are
  * appended contiguously: unit_func() sets code_off to the current end of the
  * code and code_len to the size of what it appends, which is exactly what
- * the verifier requires. Tests that want a broken table edit the fields
- * afterwards. */
+ * the verifier requires.
+ *
+ * The line table comes out canonical, as the verifier also requires (it
+ * starts at code offset 0 and consecutive entries differ in line): each
+ * function that brings code gets an entry at its first instruction, one line
+ * after the previous entry's (line 1 for the first). unit_line() changes the
+ * line of an existing entry or appends one; unit_lines_each() gives every
+ * instruction a line of its own, so that a diagnostic's line pins the exact
+ * instruction. Tests that want a broken table edit the fields afterwards. */
 #ifndef FLOCK_TESTS_UNIT_VM_UNIT_H
 #define FLOCK_TESTS_UNIT_VM_UNIT_H
 
@@ -92,7 +99,30 @@ static inline uint32_t unit_sym(struct vm_module *m, const char *name,
 	return m->nsyms++;
 }
 
-/* Append @len raw bytes of code as a new function; returns its index. */
+/* From code offset @code_off on, the source line is @line: the entry at
+ * @code_off gets @line if there is one (so a test can renumber the entry
+ * unit_func() made), else a new entry is appended -- after the others, in
+ * whatever order the test asks for. */
+static inline void unit_line(struct vm_module *m, uint32_t code_off,
+			     uint32_t line)
+{
+	for (uint32_t i = 0; i < m->nlines; i++)
+		if (m->lines[i].code_off == code_off) {
+			m->lines[i].line = line;
+			return;
+		}
+	m->lines = unit_grow(m->lines, m->nlines + 1, sizeof *m->lines);
+	m->lines[m->nlines++] = (struct vm_line){code_off, line};
+}
+
+/* The line after the last entry's: a new entry on it never repeats. */
+static inline uint32_t unit_next_line(const struct vm_module *m)
+{
+	return m->nlines ? m->lines[m->nlines - 1].line + 1 : 1;
+}
+
+/* Append @len raw bytes of code as a new function, with a line-table entry
+ * at its first byte (none when @len is 0); returns its index. */
 static inline uint32_t unit_func_raw(struct vm_module *m, const char *name,
 				     uint32_t nargs, uint32_t nlocals,
 				     const void *code, uint32_t len)
@@ -107,8 +137,10 @@ static inline uint32_t unit_func_raw(struct vm_module *m, const char *name,
 				  .code_off = m->code_len,
 				  .code_len = len};
 	m->code = unit_grow(m->code, (size_t)m->code_len + len, 1);
-	if (len)
+	if (len) {
 		memcpy(m->code + m->code_len, code, len);
+		unit_line(m, m->code_len, unit_next_line(m));
+	}
 	m->code_len += len;
 	return m->nfuncs++;
 }
@@ -134,11 +166,26 @@ static inline uint32_t unit_func(struct vm_module *m, const char *name,
 	return i;
 }
 
-static inline void unit_line(struct vm_module *m, uint32_t code_off,
-			     uint32_t line)
+/* Replace the line table with one entry per instruction: the instruction
+ * at (module) code offset X is on line X + 1. Each function's code is
+ * decoded from its start up to the first byte that does not decode, which
+ * gets an entry too (an unknown opcode has a line like any instruction), so
+ * every instruction the verifier can complain about has its own line. The
+ * function table must tile the code (the verifier's first check). */
+static inline void unit_lines_each(struct vm_module *m)
 {
-	m->lines = unit_grow(m->lines, m->nlines + 1, sizeof *m->lines);
-	m->lines[m->nlines++] = (struct vm_line){code_off, line};
+	m->nlines = 0;
+	for (uint32_t i = 0; i < m->nfuncs; i++) {
+		const struct vm_function *f = &m->funcs[i];
+		uint32_t end = f->code_off + f->code_len;
+		struct vm_insn in;
+
+		for (uint32_t off = f->code_off; off < end; off += in.size) {
+			unit_line(m, off, off + 1);
+			if (vm_insn_decode(m->code, end, off, &in, NULL))
+				break;
+		}
+	}
 }
 
 /* Encoded size of one instruction of @op. */
