@@ -14,6 +14,8 @@ static const char help[] =
 	"program's arguments 1..n (argument 0 is FILE).\n"
 	"\n"
 	"options:\n"
+	"  --cpus N            worker OS threads running VM threads\n"
+	"                      (default: one per core)\n"
 	"  --check             catch every access outside a live block\n"
 	"  --stack-words N     data stack limit per thread (default 1048576)\n"
 	"  --call-depth N      call depth limit per thread (default 100000)\n"
@@ -66,6 +68,16 @@ int cli_run(int argc, char **argv)
 				o.stack_words = (uint32_t)v;
 			else
 				o.max_depth = (uint32_t)v;
+		} else if (strcmp(a, "--cpus") == 0) {
+			if ((rc = need_value(i, argc, argv)))
+				return rc;
+			if (!cli_parse_u64(argv[++i], false, &v) || v == 0 ||
+			    v > VM_MAX_CPUS)
+				return cli_fail(CLI_EX_USAGE,
+						"run: --cpus: '%s' is not a count "
+						"between 1 and %u",
+						argv[i], VM_MAX_CPUS);
+			o.cpus = (uint32_t)v;
 		} else if (strcmp(a, "--memory") == 0) {
 			if ((rc = need_value(i, argc, argv)))
 				return rc;

@@ -172,6 +172,7 @@ struct vm_options {
 	bool check;           /* --check: catch accesses outside live blocks */
 	uint64_t memory;      /* bytes of pages a process may map; 0: half
 				 the machine's RAM */
+	uint32_t cpus;        /* worker OS threads; 0: one per core */
 	int argc;             /* program arguments; argv[0] is the file name */
 	char **argv;
 	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */
@@ -183,9 +184,12 @@ struct vm_options {
 
 void vm_options_init(struct vm_options *o);
 
+#define VM_MAX_CPUS 1024
+
 /* Run verified module @m as a process on the embedded VM and return its
  * exit status: main's return value or exit's operand (low 8 bits), or 70
- * after printing a runtime error line on o->fd_err. */
+ * after printing a runtime error line on o->fd_err. Runs o->cpus worker
+ * OS threads, the caller's among them. */
 int vm_run(const struct vm_module *m, const struct vm_options *o);
 
 #endif

@@ -14,7 +14,13 @@
  *
  * Failure modes: out of address space or budget or host memory -> 0, the
  * caller raises "out of memory"; free of anything but a live block start ->
- * FL_EFAULT. Runs on the space owner's thread. */
+ * FL_EFAULT.
+ *
+ * Threads: a local space's allocator runs on its owner's thread; its state
+ * (struct vm_heap) and pages may be shared copy-on-write with a parent or
+ * child, so every change first makes them private (vm__heap_own,
+ * vm__page_get_w). The global space's allocator runs under proc->glock;
+ * concurrent readers see live bits through relaxed atomics. */
 #include "vm/vm_int.h"
 
 #include <stdlib.h>
@@ -54,80 +60,151 @@ static bool take_budget(_Atomic int64_t *budget, vm_word npages)
 	return true;
 }
 
-/* A run of @n unused page numbers: first fit among freed runs, else fresh. */
-static vm_word reserve_pages(struct vm_space *s, vm_word n)
+static bool live_bit(const struct vm_page *pg, uint32_t i)
 {
-	for (size_t i = s->nfree; i-- > 0;) {
-		struct vm_range *r = &s->free_ranges[i];
+	return __atomic_load_n(&pg->live[i / 64], __ATOMIC_RELAXED) >> (i % 64) & 1;
+}
+
+static void set_live(struct vm_page *pg, uint32_t i, bool on)
+{
+	uint64_t w = pg->live[i / 64], bit = (uint64_t)1 << (i % 64);
+
+	__atomic_store_n(&pg->live[i / 64], on ? w | bit : w & ~bit,
+			 __ATOMIC_RELAXED);
+}
+
+bool vm__heap_own(struct vm_space *s)
+{
+	struct vm_heap *h = s->heap, *c;
+
+	if (atomic_load(&h->refs) == 1)
+		return true;
+	c = calloc(1, sizeof *c);
+	if (c == NULL)
+		return false;
+	atomic_init(&c->refs, 1);
+	c->top = h->top;
+	if (h->nfree > 0) {
+		c->free_ranges = malloc(h->nfree * sizeof *c->free_ranges);
+		if (c->free_ranges == NULL)
+			goto fail;
+		memcpy(c->free_ranges, h->free_ranges,
+		       h->nfree * sizeof *c->free_ranges);
+		c->nfree = c->free_cap = h->nfree;
+	}
+	for (int k = 0; k < VM_NCLASSES; k++) {
+		if (h->npartial[k] == 0)
+			continue;
+		c->partial[k] = malloc(h->npartial[k] * sizeof(vm_word));
+		if (c->partial[k] == NULL)
+			goto fail;
+		memcpy(c->partial[k], h->partial[k],
+		       h->npartial[k] * sizeof(vm_word));
+		c->npartial[k] = c->partial_cap[k] = h->npartial[k];
+	}
+	s->heap = c;
+	if (atomic_fetch_sub(&h->refs, 1) == 1) { /* the other side let go */
+		free(h->free_ranges);
+		for (int k = 0; k < VM_NCLASSES; k++)
+			free(h->partial[k]);
+		free(h);
+	}
+	return true;
+fail:
+	free(c->free_ranges);
+	for (int k = 0; k < VM_NCLASSES; k++)
+		free(c->partial[k]);
+	free(c);
+	return false;
+}
+
+/* A run of @n unused page numbers: first fit among freed runs, else fresh. */
+static vm_word reserve_pages(struct vm_heap *h, vm_word n)
+{
+	for (size_t i = h->nfree; i-- > 0;) {
+		struct vm_range *r = &h->free_ranges[i];
 		if (r->n < n)
 			continue;
 		vm_word first = r->first;
 		r->first += n;
 		r->n -= n;
 		if (r->n == 0)
-			s->free_ranges[i] = s->free_ranges[--s->nfree];
+			h->free_ranges[i] = h->free_ranges[--h->nfree];
 		return first;
 	}
-	if (n > VM_MAX_PAGE - s->top)
+	if (n > VM_MAX_PAGE - h->top)
 		return 0;
-	s->top += n;
-	return s->top - n;
+	h->top += n;
+	return h->top - n;
 }
 
-static void release_pages(struct vm_space *s, vm_word first, vm_word n)
+static void release_pages(struct vm_heap *h, vm_word first, vm_word n)
 {
-	if (s->nfree == s->free_cap) {
-		size_t cap = s->free_cap ? 2 * s->free_cap : 16;
-		struct vm_range *r = realloc(s->free_ranges, cap * sizeof *r);
+	if (h->nfree == h->free_cap) {
+		size_t cap = h->free_cap ? 2 * h->free_cap : 16;
+		struct vm_range *r = realloc(h->free_ranges, cap * sizeof *r);
 		if (r == NULL)
 			return; /* the page numbers are lost, nothing else */
-		s->free_ranges = r;
-		s->free_cap = cap;
+		h->free_ranges = r;
+		h->free_cap = cap;
 	}
-	s->free_ranges[s->nfree++] = (struct vm_range){first, n};
+	h->free_ranges[h->nfree++] = (struct vm_range){first, n};
 }
 
-static bool partial_push(struct vm_space *s, int c, vm_word pageno,
+static bool partial_push(struct vm_heap *h, int c, vm_word pageno,
 			 struct vm_page *pg)
 {
-	if (s->npartial[c] == s->partial_cap[c]) {
-		size_t cap = s->partial_cap[c] ? 2 * s->partial_cap[c] : 8;
-		vm_word *p = realloc(s->partial[c], cap * sizeof *p);
+	if (h->npartial[c] == h->partial_cap[c]) {
+		size_t cap = h->partial_cap[c] ? 2 * h->partial_cap[c] : 8;
+		vm_word *p = realloc(h->partial[c], cap * sizeof *p);
 		if (p == NULL)
 			return false;
-		s->partial[c] = p;
-		s->partial_cap[c] = cap;
+		h->partial[c] = p;
+		h->partial_cap[c] = cap;
 	}
-	pg->pidx = (uint32_t)s->npartial[c];
-	s->partial[c][s->npartial[c]++] = pageno;
+	pg->pidx = (uint32_t)h->npartial[c];
+	h->partial[c][h->npartial[c]++] = pageno;
 	return true;
 }
 
-static void partial_remove(struct vm_space *s, int c, struct vm_page *pg)
+/* Take @pg off its class's stack; false when out of memory (copying the
+ * page that moves into its place). */
+static bool partial_remove(struct vm_space *s, int c, struct vm_page *pg)
 {
-	vm_word last = s->partial[c][--s->npartial[c]];
+	struct vm_heap *h = s->heap;
+	vm_word last = h->partial[c][h->npartial[c] - 1];
 
-	if (pg->pidx < s->npartial[c]) {
-		s->partial[c][pg->pidx] = last;
-		vm__page_get(s, last)->pidx = pg->pidx;
+	if (pg->pidx < h->npartial[c] - 1) {
+		bool nomem;
+		struct vm_page *lp = vm__page_get_w(s, last, &nomem);
+		if (lp == NULL)
+			return false;
+		h->partial[c][pg->pidx] = last;
+		lp->pidx = pg->pidx;
 	}
+	h->npartial[c]--;
+	return true;
 }
 
 static vm_word alloc_small(struct vm_space *s, vm_word n,
 			   _Atomic int64_t *budget)
 {
+	struct vm_heap *h = s->heap;
 	int c = class_of(n);
 	uint32_t nb = blocks_per_page(c), size = vm__class_size[c], i;
 	struct vm_page *pg;
-	vm_word pageno;
+	vm_word pageno = 0;
+	bool nomem;
 
-	if (s->npartial[c] > 0) {
-		pageno = s->partial[c][s->npartial[c] - 1];
-		pg = vm__page_get(s, pageno);
+	if (h->npartial[c] > 0) {
+		pageno = h->partial[c][h->npartial[c] - 1];
+		pg = vm__page_get_w(s, pageno, &nomem);
+		if (pg == NULL)
+			return 0;
 	} else {
 		if (!take_budget(budget, 1))
 			return 0;
-		pageno = reserve_pages(s, 1);
+		pageno = reserve_pages(h, 1);
 		pg = pageno ? vm__page_map(s, pageno) : NULL;
 		if (pg == NULL)
 			goto fail_page;
@@ -138,15 +215,16 @@ static vm_word alloc_small(struct vm_space *s, vm_word n,
 			if (pg->sizes == NULL)
 				goto fail_mapped;
 		}
-		if (!partial_push(s, c, pageno, pg))
+		if (!partial_push(h, c, pageno, pg))
 			goto fail_mapped;
 	}
 	for (i = 0; i < nb; i++)
-		if (!(pg->live[i / 64] >> (i % 64) & 1))
+		if (!live_bit(pg, i))
 			break;
-	pg->live[i / 64] |= (uint64_t)1 << (i % 64);
-	if (++pg->nlive == nb)
-		partial_remove(s, c, pg);
+	if ((uint32_t)pg->nlive + 1 == nb && !partial_remove(s, c, pg))
+		return 0;
+	set_live(pg, i, true);
+	pg->nlive++;
 	if (pg->sizes != NULL)
 		pg->sizes[i] = (uint32_t)n;
 	if (pg->data != NULL)
@@ -157,7 +235,7 @@ fail_mapped:
 	vm__page_unmap(s, pageno);
 fail_page:
 	if (pageno)
-		release_pages(s, pageno, 1);
+		release_pages(h, pageno, 1);
 	atomic_fetch_add(budget, (int64_t)VM_PAGE_SIZE);
 	return 0;
 }
@@ -169,7 +247,7 @@ static vm_word alloc_large(struct vm_space *s, vm_word n,
 
 	if (!take_budget(budget, np))
 		return 0;
-	first = reserve_pages(s, np);
+	first = reserve_pages(s->heap, np);
 	if (first == 0)
 		goto fail;
 	for (i = 0; i < np; i++) {
@@ -185,7 +263,7 @@ static vm_word alloc_large(struct vm_space *s, vm_word n,
 fail_mapped:
 	while (i-- > 0)
 		vm__page_unmap(s, first + i);
-	release_pages(s, first, np);
+	release_pages(s->heap, first, np);
 fail:
 	atomic_fetch_add(budget, (int64_t)(np * VM_PAGE_SIZE));
 	return 0;
@@ -196,6 +274,8 @@ vm_word vm__heap_alloc(struct vm_space *s, vm_word n, _Atomic int64_t *budget)
 	if (n > ((vm_word)1 << VM_SPACE_BITS))
 		return 0;
 	n = (n + 7) & ~(vm_word)7;
+	if (!vm__heap_own(s))
+		return 0;
 	return n <= VM_SMALL_MAX ? alloc_small(s, n, budget)
 				 : alloc_large(s, n, budget);
 }
@@ -206,6 +286,7 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
 	vm_word off = addr & ~VM_GLOBAL_BIT, pageno = off >> VM_PAGE_SHIFT;
 	uint32_t o = (uint32_t)(off & (VM_PAGE_SIZE - 1));
 	struct vm_page *pg = vm__page_get(s, pageno);
+	bool nomem;
 
 	*first = pageno;
 	*unmapped = 0;
@@ -215,22 +296,21 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
 		int c = pg->cls;
 		uint32_t size = vm__class_size[c], nb = blocks_per_page(c);
 		uint32_t i = o / size;
-		if (o % size != 0 || i >= nb ||
-		    !(pg->live[i / 64] >> (i % 64) & 1))
+		if (o % size != 0 || i >= nb || !live_bit(pg, i))
 			return FL_EFAULT;
-		pg->live[i / 64] &= ~((uint64_t)1 << (i % 64));
-		if (pg->nlive-- == nb) {
-			if (!partial_push(s, c, pageno, pg)) {
-				/* Cannot track it: leave the block live. */
-				pg->live[i / 64] |= (uint64_t)1 << (i % 64);
-				pg->nlive++;
+		if (!vm__heap_own(s) || !(pg = vm__page_get_w(s, pageno, &nomem)))
+			return FL_ENOMEM;
+		if (pg->nlive == nb && !partial_push(s->heap, c, pageno, pg))
+			return FL_ENOMEM;
+		set_live(pg, i, false);
+		pg->nlive--;
+		if (pg->nlive == 0) {
+			if (!partial_remove(s, c, pg)) {
+				/* Keep the empty page mapped; it is reused. */
 				return 0;
 			}
-		}
-		if (pg->nlive == 0) {
-			partial_remove(s, c, pg);
 			vm__page_unmap(s, pageno);
-			release_pages(s, pageno, 1);
+			release_pages(s->heap, pageno, 1);
 			atomic_fetch_add(budget, (int64_t)VM_PAGE_SIZE);
 			*unmapped = 1;
 		}
@@ -238,9 +318,11 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
 	}
 	if (pg->kind == VM_PAGE_LARGE && pg->head == pageno && o == 0) {
 		vm_word np = pages_for(pg->bytes);
+		if (!vm__heap_own(s))
+			return FL_ENOMEM;
 		for (vm_word i = 0; i < np; i++)
 			vm__page_unmap(s, pageno + i);
-		release_pages(s, pageno, np);
+		release_pages(s->heap, pageno, np);
 		atomic_fetch_add(budget, (int64_t)(np * VM_PAGE_SIZE));
 		*unmapped = np;
 		return 0;
@@ -259,7 +341,7 @@ bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n)
 	if (pg->kind == VM_PAGE_SLAB) {
 		uint32_t size = vm__class_size[pg->cls];
 		uint32_t o = (uint32_t)(off & (VM_PAGE_SIZE - 1)), i = o / size;
-		if (!(pg->live[i / 64] >> (i % 64) & 1))
+		if (!live_bit(pg, i))
 			return false;
 		start = (off & ~(vm_word)(VM_PAGE_SIZE - 1)) + (vm_word)i * size;
 		len = pg->sizes ? pg->sizes[i] : size;

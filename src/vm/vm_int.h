@@ -2,14 +2,21 @@
  *
  * Objects and who owns what:
  *   struct vm_proc    one running program: its verified module, linked
- *                     code, global memory space, output buffer, options.
- *   struct vm_thread  one VM thread: data stack, call frames, local memory
- *                     space, translation caches. Everything a thread needs
- *                     to continue is here as plain data (indices, not host
- *                     pointers, across frames) so it can be serialised.
+ *                     code, global memory space, thread table, wait queues,
+ *                     output buffer, options, and its scheduler.
+ *   struct vm_thread  one VM thread: data stack, call frames, saved
+ *                     registers, local memory space. Everything a thread
+ *                     needs to continue is plain data (indices, not host
+ *                     pointers) so a parked thread can be serialised
+ *                     (vm_thread.c) and, later, moved to another machine.
+ *   struct vm_worker  one OS thread running VM threads from its run queue;
+ *                     owns the translation caches (TLBs) of whatever thread
+ *                     it runs.
  *   struct vm_space   a 63-bit address space of 4 KiB pages: a radix tree
- *                     of page pointers plus the allocator's state. Used for
- *                     a thread's local memory and a process's global memory.
+ *                     of refcounted nodes and pages, plus the allocator.
+ *                     Local spaces are shared copy-on-write after spawn;
+ *                     the global space is shared by all the process's
+ *                     threads and changed only under proc->glock.
  *   struct vm_page    one mapped page: the allocator's metadata for it and
  *                     its bytes. The VM's metadata never lives in program-
  *                     addressable memory. */
@@ -18,6 +25,7 @@
 
 #include "vm/vm.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* ---- Pages and spaces (vm_mem.c, vm_heap.c) ---- */
@@ -42,16 +50,27 @@ enum vm_page_kind {
 #define VM_SMALL_MAX 2048 /* larger blocks take whole pages */
 #define VM_SLAB_WORDS (VM_PAGE_SIZE / 8 / 64) /* bitmap words: 8-byte class */
 
+/* A mapped page. @refs counts the radix-tree leaves that point at it: more
+ * than one only in local spaces after spawn, and then nobody writes the
+ * page or its metadata -- a writer copies it first (vm_mem.c). */
 struct vm_page {
-	uint8_t *data;   /* VM_PAGE_SIZE bytes, or NULL while all zero */
+	_Atomic uint32_t refs;
 	uint8_t kind;    /* enum vm_page_kind */
 	uint8_t cls;     /* SLAB: size class index */
 	uint16_t nlive;  /* SLAB: live blocks */
 	uint32_t pidx;   /* SLAB: position in its class's partial stack */
+	uint8_t *data;   /* VM_PAGE_SIZE bytes, or NULL while all zero */
 	vm_word head;    /* LARGE, RODATA, DATA: first page of the block */
 	vm_word bytes;   /* LARGE, RODATA, DATA: the block's size in bytes */
 	uint64_t live[VM_SLAB_WORDS]; /* SLAB: a bit per block slot */
 	uint32_t *sizes; /* SLAB under --check: each live block's size */
+	struct vm_page *next_retired; /* global: on the reuse list */
+};
+
+/* An interior radix-tree node; refcounted like pages. */
+struct vm_node {
+	_Atomic uint32_t refs;
+	void *slot[VM_RADIX_FAN];
 };
 
 /* A freed run of pages available for reuse. */
@@ -60,23 +79,41 @@ struct vm_range {
 	vm_word n;
 };
 
-struct vm_space {
-	void **root;         /* radix tree; leaves are struct vm_page * */
-	vm_word top;         /* next never-used page number */
-	vm_word base;        /* VM_GLOBAL_BIT or 0 */
-	struct vm_range *free_ranges; /* reusable page runs */
+/* The allocator's state for one space. Shared copy-on-write between a
+ * parent's and a child's local space after spawn (@refs > 1). */
+struct vm_heap {
+	_Atomic uint32_t refs;
+	vm_word top; /* next never-used page number */
+	struct vm_range *free_ranges;
 	size_t nfree, free_cap;
 	/* Per size class: pages with a free slot (a stack of page numbers). */
 	vm_word *partial[VM_NCLASSES];
 	size_t npartial[VM_NCLASSES], partial_cap[VM_NCLASSES];
-	bool check; /* keep per-block sizes for --check */
+};
+
+struct vm_space {
+	struct vm_node *root;
+	struct vm_heap *heap;
+	vm_word base; /* VM_GLOBAL_BIT or 0 */
+	bool check;   /* keep per-block sizes for --check */
+	bool global;  /* never shared: pages are retired, not freed */
+	struct vm_page *retired; /* global: unmapped pages kept for reuse */
 };
 
 extern const uint32_t vm__class_size[VM_NCLASSES];
 
-void vm__space_init(struct vm_space *s, vm_word base, bool check);
+/* 0 or FL_ENOMEM. */
+int vm__space_init(struct vm_space *s, vm_word base, bool check, bool global);
 void vm__space_close(struct vm_space *s);
+/* Share @from's pages and allocator with @to, copy-on-write: O(1). */
+void vm__space_fork(struct vm_space *to, const struct vm_space *from);
+/* The page (for reading only), or NULL. Safe against concurrent mapping
+ * in the global space. */
 struct vm_page *vm__page_get(const struct vm_space *s, vm_word pageno);
+/* The page, made private to this space so it may be written; NULL if
+ * unmapped or out of memory (*@nomem tells which). */
+struct vm_page *vm__page_get_w(struct vm_space *s, vm_word pageno,
+			       bool *nomem);
 /* Map a new page (zero) at @pageno; NULL when out of memory. */
 struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno);
 void vm__page_unmap(struct vm_space *s, vm_word pageno);
@@ -92,8 +129,10 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
 		  vm_word *first, vm_word *unmapped);
 /* --check: is [addr, addr+n) inside one live block (or segment)? */
 bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n);
+/* Make @s's allocator state private (copy it if shared); false on ENOMEM. */
+bool vm__heap_own(struct vm_space *s);
 
-/* ---- Processes and threads (vm_proc.c, vm_interp.c) ---- */
+/* ---- Linked code (vm_interp.c) ---- */
 
 union vm_cell; /* linked code: a handler or an operand */
 
@@ -117,9 +156,50 @@ union vm_cell {
 struct vm_xcode {
 	union vm_cell *cells;
 	uint32_t *cell_off; /* module code offset of each cell, for errors */
+	uint32_t *cell_at;  /* module code offset -> cell index */
 	size_t ncells;
 	struct vm_xfunc *funcs;
 };
+
+/* ---- Threads (vm_thread.c) ---- */
+
+struct vm_frame {
+	uint32_t ret; /* cell index to return to */
+	uint32_t bp;  /* caller's slot base (word index in the stack) */
+};
+
+enum vm_tstate {
+	VM_T_RUNNABLE, /* in a run queue or running */
+	VM_T_PARKED,   /* waiting in join, wait or lock */
+	VM_T_DONE,     /* returned; @result is valid until joined */
+};
+
+struct vm_proc;
+
+struct vm_thread {
+	struct vm_proc *proc;
+	vm_word tid;
+	/* Saved registers while not running: cell index, stack indices of
+	 * the top word (sp, -1 when empty) and of slot 0 (bp). */
+	uint32_t pc;
+	int32_t sp;
+	uint32_t bp;
+	vm_word *stack;
+	uint32_t stack_cap; /* words allocated; grows to opt.stack_words */
+	uint32_t depth, frames_cap;
+	struct vm_frame *frames;
+	struct vm_space local;
+	_Atomic int state;  /* enum vm_tstate */
+	vm_word result;     /* DONE: main's or the function's return value */
+	struct vm_thread *joiner; /* parked in join on this thread */
+	bool joined;              /* a join has claimed it */
+	struct vm_thread *next;   /* run queue or wait queue link */
+	vm_word wait_addr;        /* parked in wait/lock: the word */
+	const void *wait_space;   /* ... and whose space it is in */
+	uint8_t wait_kind;        /* 0 wait, 1 lock */
+};
+
+/* ---- Workers and the scheduler (vm_sched.c) ---- */
 
 #define VM_TLB_SIZE 256
 
@@ -128,76 +208,169 @@ struct vm_tlb_entry {
 	uint8_t *data;
 };
 
-struct vm_frame {
-	uint32_t ret;  /* cell index to return to */
-	uint32_t bp;   /* caller's slot base (word index in the stack) */
-	uint32_t fn;   /* caller's function index */
-};
-
 /* What went wrong, filled where a runtime error is raised. */
 struct vm_fault {
 	char msg[200];
 };
 
-struct vm_proc;
-
-struct vm_thread {
-	struct vm_proc *proc;
-	vm_word tid;
-	vm_word *stack;
-	uint32_t stack_cap;  /* words allocated; grows to opt.stack_words */
-	struct vm_frame *frames;
-	uint32_t depth, frames_cap;
-	struct vm_space local;
+struct vm_worker {
+	struct vm_sched *sched;
+	int id;
+	pthread_t os;
+	pthread_mutex_t lock; /* guards the run queue */
+	struct vm_thread *head, *tail; /* run queue (FIFO) */
+	struct vm_thread *cur;         /* running now, or NULL */
+	struct vm_thread *last;        /* whose local pages the TLB holds */
+	uint64_t gen;                  /* global unmap generation seen */
 	struct vm_tlb_entry rtlb[VM_TLB_SIZE]; /* readable pages */
 	struct vm_tlb_entry wtlb[VM_TLB_SIZE]; /* writable pages */
 	struct vm_fault fault;
 };
 
+struct vm_sched {
+	struct vm_proc *proc;
+	int nworkers;
+	struct vm_worker *workers;
+	pthread_mutex_t lock; /* idle workers sleep on @wake */
+	pthread_cond_t wake;
+	_Atomic int nidle;
+	_Atomic int64_t nqueued; /* threads in run queues */
+	_Atomic bool stop;
+};
+
+int vm__sched_init(struct vm_sched *s, struct vm_proc *p, int nworkers);
+/* Run worker 0 on the calling thread and the rest on new OS threads until
+ * the process ends. */
+void vm__sched_run(struct vm_sched *s);
+void vm__sched_close(struct vm_sched *s);
+/* Make @t runnable on @w's queue (w may be NULL: worker 0). */
+void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
+		    struct vm_thread *t);
+/* End the process: every worker stops at its next check. */
+void vm__sched_stop(struct vm_sched *s);
+
+/* ---- Processes (vm_proc.c) ---- */
+
 struct vm_out {
 	int fd;
 	bool tty;
+	pthread_mutex_t lock;
 	struct fl_buf buf;
+};
+
+#define VM_WAIT_BUCKETS 256
+
+struct vm_waitq {
+	pthread_mutex_t lock;
+	struct vm_thread *head, *tail;
 };
 
 struct vm_proc {
 	const struct vm_module *m;
 	struct vm_xcode x;
-	struct vm_space global;
 	struct vm_options opt;
+	struct vm_space global;
+	pthread_mutex_t glock; /* the global space's page table and heap */
+	_Atomic uint64_t ggen; /* bumped when global pages are unmapped */
 	_Atomic int64_t budget; /* bytes of pages the process may still map */
-	struct vm_out out;       /* buffered stdout */
+	struct vm_out out;      /* buffered stdout */
 	long ncpu;
+	struct vm_sched sched;
+	/* Threads by id (open addressing, tid 0 = empty), under @tlock. */
+	pthread_mutex_t tlock;
+	struct vm_thread **threads;
+	size_t nthreads, threads_cap;
+	_Atomic vm_word next_tid;
+	_Atomic int64_t live; /* threads not yet DONE */
+	struct vm_waitq waitq[VM_WAIT_BUCKETS];
+	/* The end: set once, by main's return, exit, a runtime error or a
+	 * deadlock. */
+	_Atomic bool ending;
+	int status;
+	pthread_mutex_t endlock;
+	struct vm_thread *main; /* thread 1, for deadlock reports */
 };
 
+/* End the process with @status (first caller wins); returns whether this
+ * call was the one that ended it. */
+bool vm__proc_end(struct vm_proc *p, int status);
+/* End it with a runtime error: print "FILE:LINE: runtime error: MSG (in
+ * function F, thread N)" for @t at cell @pc, unless it already ended. */
+void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
+		   const char *msg);
+/* Every thread is blocked for good: fail naming where main waits. */
+void vm__proc_deadlock(struct vm_proc *p);
+
+/* ---- Threads (vm_thread.c) ---- */
+
+/* A new thread running function @fn with @nargs arguments from @args;
+ * its local memory is a copy-on-write snapshot of @parent's (or empty).
+ * Registered in the thread table. NULL when out of memory. */
+struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
+				 const vm_word *args, uint32_t nargs,
+				 const struct vm_thread *parent);
+void vm__thread_free(struct vm_thread *t);
+/* Look up @tid in the table (under p->tlock by the caller). */
+struct vm_thread *vm__thread_find(struct vm_proc *p, vm_word tid);
+void vm__thread_unlist(struct vm_proc *p, vm_word tid);
+/* Grow the data stack so @need words fit; false (fault set) past the
+ * limit or out of memory. */
+bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
+			   size_t need);
+
+/* ---- Blocking synchronisation (vm_sync.c) ---- */
+
+/* @word is the host address of the 8-byte-aligned word at @addr. The
+ * caller has saved @t's registers: a true return means @t is parked. */
+bool vm__wait(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
+	      vm_word addr, vm_word expected);
+vm_word vm__wake(struct vm_worker *w, struct vm_thread *t, vm_word addr,
+		 vm_word n);
+bool vm__lock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
+	      vm_word addr);
+/* False when the word was not locked (a runtime error for the caller). */
+bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
+		vm_word addr);
+
+/* ---- Memory access (vm_mem.c) ---- */
+
 /* Translate [addr, addr+n) -- within one page -- for a load (write=false)
- * or store; fills the thread's TLB. NULL with t->fault set on a bad
- * address. @what names the instruction for the message. */
-uint8_t *vm__xlate(struct vm_thread *t, vm_word addr, vm_word n, bool write,
+ * or store by the thread @w runs; fills @w's TLB. NULL with w->fault set
+ * on a bad address. @what names the instruction for the message. */
+uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
 		   const char *what);
-void vm__tlb_flush(struct vm_thread *t);
+void vm__tlb_flush(struct vm_worker *w);
 
 /* Copy between program memory and the host, any length, page by page. */
-int vm__mem_read(struct vm_thread *t, void *dst, vm_word addr, vm_word n,
+int vm__mem_read(struct vm_worker *w, void *dst, vm_word addr, vm_word n,
 		 const char *what);
-int vm__mem_write(struct vm_thread *t, vm_word addr, const void *src,
+int vm__mem_write(struct vm_worker *w, vm_word addr, const void *src,
 		  vm_word n, const char *what);
-int vm__mem_copy(struct vm_thread *t, vm_word dst, vm_word src, vm_word n);
-int vm__mem_fill(struct vm_thread *t, vm_word dst, uint8_t byte, vm_word n);
+int vm__mem_copy(struct vm_worker *w, vm_word dst, vm_word src, vm_word n);
+int vm__mem_fill(struct vm_worker *w, vm_word dst, uint8_t byte, vm_word n);
 
-void vm__fault(struct vm_thread *t, const char *fmt, ...)
+void vm__fault(struct vm_worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /* Load the module's segments into @p's global space. */
 int vm__load_segments(struct vm_proc *p, struct fl_err *err);
 
-/* Linking (vm_interp.c): build p->x from the verified module. */
+/* ---- The interpreter (vm_interp.c) ---- */
+
 int vm__link(struct vm_proc *p);
 void vm__unlink(struct vm_proc *p);
-/* Run @t from main until the process ends; returns the exit status. */
-int vm__interp(struct vm_thread *t);
 
-/* Output (vm_proc.c). */
+enum vm_stop {
+	VM_STOP_YIELD, /* budget spent or yield: queue it again */
+	VM_STOP_PARK,  /* parked; someone else will queue it */
+	VM_STOP_DONE,  /* the thread returned */
+	VM_STOP_END,   /* the process ended */
+};
+
+/* Run @t on @w until it yields, parks, finishes or the process ends. */
+enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t);
+
+/* Output (vm_proc.c). Atomic per call. */
 void vm__out_write(struct vm_out *o, const void *p, size_t n);
 void vm__out_flush(struct vm_out *o);
 

@@ -1,4 +1,5 @@
-/* The interpreter: links a verified module into threaded code and runs it.
+/* The interpreter: links a verified module into threaded code and runs
+ * VM threads on it.
  *
  * Linking turns each instruction into a handler cell followed by at most
  * one operand cell: immediates and data addresses become values, jump
@@ -8,16 +9,22 @@
  * proved is checked again here: operand ranges, stack depth per
  * instruction, jump targets. What is checked: the frame fits the data
  * stack and call-depth limits at every call, memory addresses (through the
- * TLB fast path, else vm__xlate), division by zero, and everything else
- * that depends on run-time values.
+ * worker's TLB fast path, else vm__xlate), division by zero, and
+ * everything else that depends on run-time values.
  *
  * Registers: pc points at the running instruction's handler cell until the
- * handler moves it, so on any error cell_off[pc - cells] names the faulting
- * instruction. sp points at the top word; bp at slot 0 of the frame.
+ * handler moves it, so on any error it names the faulting instruction. sp
+ * points at the top word; bp at slot 0 of the frame. SAVE() writes them to
+ * the thread (as indices) before anything that can park it or hand it to
+ * another worker; a thread is resumed from exactly that state.
+ *
+ * Scheduling: every backward jump and call spends one unit of the thread's
+ * budget; when it runs out the thread yields if anything else is queued,
+ * and notices if the process has ended. join, wait and lock may park it.
  *
  * A runtime error ends the process (exit 70) with one line on stderr:
- *   FILE:LINE: runtime error: WHAT (in function NAME)
- * Runs on the process's thread; no global state. */
+ *   FILE:LINE: runtime error: WHAT (in function NAME, thread N)
+ * Runs on worker OS threads; no global state. */
 #include "vm/vm_int.h"
 
 #include <errno.h>
@@ -36,9 +43,8 @@
 #define VM_SWITCH_DISPATCH 1
 #endif
 
-enum { RUN_LINK = 0 };
-
-static int run(struct vm_thread *t, const void *const **table);
+static enum vm_stop run(struct vm_worker *w, struct vm_thread *t,
+		       const void *const **table);
 
 /* ---- Linking ---- */
 
@@ -51,7 +57,7 @@ int vm__link(struct vm_proc *p)
 	size_t n = 0;
 	struct vm_insn in;
 
-	run(NULL, &table);
+	run(NULL, NULL, &table);
 	for (uint32_t off = 0; off < m->code_len; off += in.size) {
 		vm_insn_decode(m->code, m->code_len, off, &in, NULL);
 		n += in.size > 1 ? 2 : 1;
@@ -116,7 +122,7 @@ int vm__link(struct vm_proc *p)
 			}
 		}
 	}
-	free(cell_at);
+	x->cell_at = cell_at;
 	return 0;
 nomem:
 	free(cell_at);
@@ -128,90 +134,46 @@ void vm__unlink(struct vm_proc *p)
 {
 	free(p->x.cells);
 	free(p->x.cell_off);
+	free(p->x.cell_at);
 	free(p->x.funcs);
 	memset(&p->x, 0, sizeof p->x);
 }
 
 /* ---- Slow paths, out of the loop ---- */
 
-static void report(struct vm_thread *t, const union vm_cell *pc)
-{
-	const struct vm_proc *p = t->proc;
-	const struct vm_module *m = p->m;
-	uint32_t off = p->x.cell_off[pc - p->x.cells];
-	uint32_t line = vm_module_line(m, off);
-	int f = vm_module_func_at(m, off);
-	const char *fname = f >= 0 ? m->funcs[f].name : "?";
-
-	vm__out_flush(&t->proc->out);
-	if (line)
-		dprintf(p->opt.fd_err, "%s:%" PRIu32 ": runtime error: %s (in function %s)\n",
-			m->source, line, t->fault.msg, fname);
-	else
-		dprintf(p->opt.fd_err,
-			"%s: runtime error: %s (in function %s, offset %" PRIu32 ")\n",
-			m->source, t->fault.msg, fname,
-			f >= 0 ? off - m->funcs[f].code_off : off);
-}
-
-static bool load_slow(struct vm_thread *t, vm_word a, unsigned n,
+static bool load_slow(struct vm_worker *w, vm_word a, unsigned n,
 		      const char *what, vm_word *v)
 {
 	uint8_t b[8];
 
-	if (vm__mem_read(t, b, a, n, what) != 0)
+	if (vm__mem_read(w, b, a, n, what) != 0)
 		return false;
 	*v = 0;
 	memcpy(v, b, n);
 	return true;
 }
 
-static bool store_slow(struct vm_thread *t, vm_word a, unsigned n, vm_word v,
+static bool store_slow(struct vm_worker *w, vm_word a, unsigned n, vm_word v,
 		       const char *what)
 {
-	return vm__mem_write(t, a, &v, n, what) == 0;
+	return vm__mem_write(w, a, &v, n, what) == 0;
 }
 
-/* Grow the data stack so @need words fit; false past the limit. */
-static bool grow_stack(struct vm_thread *t, size_t need)
+static bool grow_frames(struct vm_worker *w, struct vm_thread *t)
 {
-	size_t cap = t->stack_cap ? t->stack_cap : 256;
-	vm_word *s;
-
-	if (need > t->proc->opt.stack_words) {
-		vm__fault(t, "stack overflow (data stack limit of %" PRIu32 " words)",
-			  t->proc->opt.stack_words);
-		return false;
-	}
-	while (cap < need)
-		cap *= 2;
-	if (cap > t->proc->opt.stack_words)
-		cap = t->proc->opt.stack_words;
-	s = realloc(t->stack, cap * sizeof *s);
-	if (s == NULL) {
-		vm__fault(t, "out of memory (data stack of %zu words)", cap);
-		return false;
-	}
-	t->stack = s;
-	t->stack_cap = (uint32_t)cap;
-	return true;
-}
-
-static bool grow_frames(struct vm_thread *t)
-{
-	uint32_t cap = t->frames_cap ? 2 * t->frames_cap : 64;
+	uint32_t cap = 2 * t->frames_cap, limit = t->proc->opt.max_depth;
 	struct vm_frame *f;
 
-	if (t->depth >= t->proc->opt.max_depth) {
-		vm__fault(t, "stack overflow (call depth limit of %" PRIu32 ")",
-			  t->proc->opt.max_depth);
+	if (t->depth >= limit) {
+		vm__fault(w, "stack overflow (call depth limit of %" PRIu32 ")",
+			  limit);
 		return false;
 	}
-	if (cap > t->proc->opt.max_depth)
-		cap = t->proc->opt.max_depth;
+	if (cap > limit)
+		cap = limit;
 	f = realloc(t->frames, cap * sizeof *f);
 	if (f == NULL) {
-		vm__fault(t, "out of memory (call frames)");
+		vm__fault(w, "out of memory (call frames)");
 		return false;
 	}
 	t->frames = f;
@@ -219,10 +181,10 @@ static bool grow_frames(struct vm_thread *t)
 	return true;
 }
 
-static vm_word do_write(struct vm_thread *t, int64_t fd, vm_word addr,
+static vm_word do_write(struct vm_worker *w, int64_t fd, vm_word addr,
 			vm_word n, bool *ok)
 {
-	struct vm_proc *p = t->proc;
+	struct vm_proc *p = w->cur->proc;
 	uint8_t buf[4096];
 	vm_word done = 0;
 
@@ -233,7 +195,7 @@ static vm_word do_write(struct vm_thread *t, int64_t fd, vm_word addr,
 		vm__out_flush(&p->out);
 	while (done < n) {
 		vm_word k = n - done < sizeof buf ? n - done : sizeof buf;
-		if (vm__mem_read(t, buf, addr + done, k, "write") != 0) {
+		if (vm__mem_read(w, buf, addr + done, k, "write") != 0) {
 			*ok = false;
 			return 0;
 		}
@@ -243,13 +205,13 @@ static vm_word do_write(struct vm_thread *t, int64_t fd, vm_word addr,
 			const uint8_t *q = buf;
 			vm_word left = k;
 			while (left > 0) {
-				ssize_t w = write(p->opt.fd_err, q, left);
-				if (w < 0 && errno == EINTR)
+				ssize_t r = write(p->opt.fd_err, q, left);
+				if (r < 0 && errno == EINTR)
 					continue;
-				if (w <= 0)
+				if (r <= 0)
 					return done ? done : (vm_word)-FL_EIO;
-				q += w;
-				left -= (vm_word)w;
+				q += r;
+				left -= (vm_word)r;
 			}
 		}
 		done += k;
@@ -257,10 +219,11 @@ static vm_word do_write(struct vm_thread *t, int64_t fd, vm_word addr,
 	return done;
 }
 
-static vm_word do_read(struct vm_thread *t, int64_t fd, vm_word addr,
+/* Reads block the worker: stdin is the one outside event this VM has. */
+static vm_word do_read(struct vm_worker *w, int64_t fd, vm_word addr,
 		       vm_word n, bool *ok)
 {
-	struct vm_proc *p = t->proc;
+	struct vm_proc *p = w->cur->proc;
 	uint8_t buf[65536];
 	ssize_t got;
 
@@ -271,7 +234,7 @@ static vm_word do_read(struct vm_thread *t, int64_t fd, vm_word addr,
 		n = sizeof buf;
 	/* Check the whole destination before consuming any input. */
 	for (vm_word a = addr; a - addr < n; a = (a | (VM_PAGE_SIZE - 1)) + 1)
-		if (vm__xlate(t, a, 1, true, "read") == NULL) {
+		if (vm__xlate(w, a, 1, true, "read") == NULL) {
 			*ok = false;
 			return 0;
 		}
@@ -281,74 +244,127 @@ static vm_word do_read(struct vm_thread *t, int64_t fd, vm_word addr,
 	while (got < 0 && errno == EINTR);
 	if (got < 0)
 		return (vm_word)-FL_EIO;
-	if (vm__mem_write(t, addr, buf, (vm_word)got, "read") != 0) {
+	if (vm__mem_write(w, addr, buf, (vm_word)got, "read") != 0) {
 		*ok = false;
 		return 0;
 	}
 	return (vm_word)got;
 }
 
-static vm_word do_argv(struct vm_thread *t, int64_t i, vm_word buf, vm_word n,
+static vm_word do_argv(struct vm_worker *w, int64_t i, vm_word buf, vm_word n,
 		       bool *ok)
 {
-	const struct vm_options *o = &t->proc->opt;
+	const struct vm_options *o = &w->cur->proc->opt;
 	size_t len;
 
 	*ok = true;
 	if (i < 0 || i >= o->argc)
 		return (vm_word)-FL_EINVAL;
 	len = strlen(o->argv[i]);
-	if (vm__mem_write(t, buf, o->argv[i], len < n ? len : n, "argv") != 0 ||
-	    (len < n && vm__mem_write(t, buf + len, "", 1, "argv") != 0)) {
+	if (vm__mem_write(w, buf, o->argv[i], len < n ? len : n, "argv") != 0 ||
+	    (len < n && vm__mem_write(w, buf + len, "", 1, "argv") != 0)) {
 		*ok = false;
 		return 0;
 	}
 	return len;
 }
 
-static void do_printi(struct vm_thread *t, int64_t v)
+static void do_printi(struct vm_proc *p, int64_t v)
 {
 	char s[24];
 	int n = snprintf(s, sizeof s, "%" PRId64, v);
 
-	vm__out_write(&t->proc->out, s, (size_t)n);
+	vm__out_write(&p->out, s, (size_t)n);
 }
 
-static void flush_pages(struct vm_thread *t, vm_word space, vm_word first,
+static void flush_pages(struct vm_worker *w, vm_word space, vm_word first,
 			vm_word n)
 {
 	if (n >= VM_TLB_SIZE) {
-		vm__tlb_flush(t);
+		vm__tlb_flush(w);
 		return;
 	}
 	for (vm_word i = 0; i < n; i++) {
 		vm_word key = (space | ((first + i) << VM_PAGE_SHIFT)) >> VM_PAGE_SHIFT;
-		if (t->rtlb[key % VM_TLB_SIZE].key == key)
-			t->rtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
-		if (t->wtlb[key % VM_TLB_SIZE].key == key)
-			t->wtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
+		if (w->rtlb[key % VM_TLB_SIZE].key == key)
+			w->rtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
+		if (w->wtlb[key % VM_TLB_SIZE].key == key)
+			w->wtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
 	}
 }
 
-static uint8_t *atomic_ptr(struct vm_thread *t, vm_word a, const char *what)
+/* The host address of the aligned word at @a for an atomic access. */
+static uint64_t *atomic_ptr(struct vm_worker *w, vm_word a, const char *what)
 {
+	struct vm_tlb_entry *e = &w->wtlb[(a >> VM_PAGE_SHIFT) % VM_TLB_SIZE];
+
 	if (a & 7) {
-		vm__fault(t, "%s at unaligned address 0x%" PRIx64
+		vm__fault(w, "%s at unaligned address 0x%" PRIx64
 			     " (atomics need 8-byte alignment)",
 			  what, a);
 		return NULL;
 	}
-	return vm__xlate(t, a, 8, true, what);
+	if (e->key == a >> VM_PAGE_SHIFT)
+		return (uint64_t *)(e->data + (a & (VM_PAGE_SIZE - 1)));
+	return (uint64_t *)vm__xlate(w, a, 8, true, what);
 }
 
-static vm_word alloc(struct vm_thread *t, struct vm_space *s, vm_word n,
+/* A fence: drop cached global translations if pages were unmapped since
+ * this worker last looked (SPEC 3.1: frees become visible at fences). */
+static void fence(struct vm_worker *w, struct vm_proc *p)
+{
+	uint64_t g;
+
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	g = atomic_load(&p->ggen);
+	if (g != w->gen) {
+		vm__tlb_flush(w);
+		w->gen = g;
+	}
+}
+
+static vm_word alloc(struct vm_worker *w, struct vm_space *s, vm_word n,
 		     const char *what)
 {
-	vm_word a = vm__heap_alloc(s, n, &t->proc->budget);
+	struct vm_proc *p = w->cur->proc;
+	vm_word a;
 
+	if (s->global)
+		pthread_mutex_lock(&p->glock);
+	a = vm__heap_alloc(s, n, &p->budget);
+	if (s->global)
+		pthread_mutex_unlock(&p->glock);
 	if (a == 0)
-		vm__fault(t, "out of memory (%s of %" PRIu64 " bytes)", what, n);
+		vm__fault(w, "out of memory (%s of %" PRIu64 " bytes)", what, n);
 	return a;
+}
+
+static bool do_free(struct vm_worker *w, vm_word a)
+{
+	struct vm_thread *t = w->cur;
+	struct vm_proc *p = t->proc;
+	bool global = (a & VM_GLOBAL_BIT) != 0;
+	vm_word first, n;
+	int rc;
+
+	if (global)
+		pthread_mutex_lock(&p->glock);
+	rc = vm__heap_free(global ? &p->global : &t->local, a, &p->budget,
+			   &first, &n);
+	if (global && n > 0)
+		atomic_fetch_add(&p->ggen, 1);
+	if (global)
+		pthread_mutex_unlock(&p->glock);
+	if (rc == FL_ENOMEM) {
+		vm__fault(w, "out of memory (free)");
+		return false;
+	}
+	if (rc != 0) {
+		vm__fault(w, "free of 0x%" PRIx64 ", which is not a live block", a);
+		return false;
+	}
+	flush_pages(w, a & VM_GLOBAL_BIT, first, n);
+	return true;
 }
 
 static vm_word now_ns(void)
@@ -359,14 +375,88 @@ static vm_word now_ns(void)
 	return (vm_word)ts.tv_sec * 1000000000u + (vm_word)ts.tv_nsec;
 }
 
-/* ---- The loop ---- */
-
-int vm__interp(struct vm_thread *t)
+/* Thread @t returned @r from its function. */
+static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 {
-	return run(t, NULL);
+	struct vm_proc *p = t->proc;
+	struct vm_thread *j;
+
+	if (t == p->main) {
+		vm__proc_end(p, (int)(r & 255));
+		return VM_STOP_END;
+	}
+	/* Its memory is no longer needed; only the result is. */
+	vm__space_close(&t->local);
+	free(t->stack);
+	t->stack = NULL;
+	free(t->frames);
+	t->frames = NULL;
+	pthread_mutex_lock(&p->tlock);
+	t->result = r;
+	atomic_store(&t->state, VM_T_DONE);
+	atomic_fetch_sub(&p->live, 1);
+	j = t->joiner;
+	if (j != NULL) {
+		vm__thread_unlist(p, t->tid);
+		j->stack[j->sp] = r;
+	}
+	pthread_mutex_unlock(&p->tlock);
+	if (j != NULL) {
+		vm__thread_free(t);
+		atomic_store(&j->state, VM_T_RUNNABLE);
+		vm__sched_push(w->sched, w, j);
+	}
+	return VM_STOP_DONE;
 }
 
-static int run(struct vm_thread *t, const void *const **table)
+enum join_result { JOIN_DONE, JOIN_PARKED, JOIN_ERROR };
+
+/* Join thread @tid from @t, whose registers are saved with the tid word on
+ * top (where the result goes). */
+static enum join_result join(struct vm_worker *w, struct vm_thread *t,
+			     vm_word tid, vm_word *r)
+{
+	struct vm_proc *p = t->proc;
+	struct vm_thread *c;
+
+	pthread_mutex_lock(&p->tlock);
+	c = vm__thread_find(p, tid);
+	if (c == NULL || c->joined || c == t) {
+		pthread_mutex_unlock(&p->tlock);
+		if (c == t)
+			vm__fault(w, "thread %" PRIu64 " joins itself", tid);
+		else
+			vm__fault(w, "join of thread %" PRIu64 ", which does not "
+				     "exist or was already joined",
+				  tid);
+		return JOIN_ERROR;
+	}
+	c->joined = true;
+	if (atomic_load(&c->state) == VM_T_DONE) {
+		*r = c->result;
+		vm__thread_unlist(p, tid);
+		pthread_mutex_unlock(&p->tlock);
+		vm__thread_free(c);
+		return JOIN_DONE;
+	}
+	c->joiner = t;
+	atomic_store(&t->state, VM_T_PARKED);
+	pthread_mutex_unlock(&p->tlock);
+	return JOIN_PARKED;
+}
+
+/* ---- The loop ---- */
+
+enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t)
+{
+	return run(w, t, NULL);
+}
+
+/* Backward jumps and calls a thread runs before it lets others run. */
+#define VM_BUDGET 10000
+
+static enum vm_stop run(struct vm_worker *w, struct vm_thread *t,
+			const void *const **table)
 {
 #ifndef VM_SWITCH_DISPATCH
 	static const void *const labels[VM_OP__COUNT] = {
@@ -376,36 +466,25 @@ static int run(struct vm_thread *t, const void *const **table)
 	};
 	if (t == NULL) {
 		*table = labels;
-		return 0;
+		return VM_STOP_END;
 	}
 #else
 	if (t == NULL) {
 		*table = NULL;
-		return 0;
+		return VM_STOP_END;
 	}
 #endif
 	struct vm_proc *p = t->proc;
 	const union vm_cell *const cells = p->x.cells;
-	struct vm_tlb_entry *const rtlb = t->rtlb, *const wtlb = t->wtlb;
-	const struct vm_xfunc *fn;
-	const union vm_cell *pc;
-	vm_word *sp, *bp, a, b;
+	struct vm_tlb_entry *const rtlb = w->rtlb, *const wtlb = w->wtlb;
+	const union vm_cell *pc = cells + t->pc;
+	vm_word *sp = t->stack + t->sp, *bp = t->stack + t->bp, a, b;
 	int64_t sa, sb;
-	int status = 0;
+	int budget = VM_BUDGET;
 	bool ok;
 
-	/* Enter main. */
-	fn = &p->x.funcs[vm_module_find_func(p->m, "main")];
-	if (!grow_stack(t, fn->frame_words + 1)) {
-		pc = fn->entry;
-		goto error;
-	}
-	bp = t->stack;
-	memset(bp, 0, fn->nslots * sizeof *bp);
-	sp = bp + fn->nslots - 1;
-	pc = fn->entry;
-	t->depth = 0;
-
+	if (atomic_load(&p->ending))
+		return VM_STOP_END;
 #ifdef VM_SWITCH_DISPATCH
 #define CASE(name) case VM_OP_##name:
 #define NEXT(n)                                                               \
@@ -434,8 +513,28 @@ static int run(struct vm_thread *t, const void *const **table)
 #define OPND (pc[1])
 #define FAIL(...)                                                             \
 	do {                                                                  \
-		vm__fault(t, __VA_ARGS__);                                    \
+		vm__fault(w, __VA_ARGS__);                                    \
 		goto error;                                                   \
+	} while (0)
+/* Registers into the thread, with pc at @next (a cell pointer). */
+#define SAVE(next)                                                            \
+	do {                                                                  \
+		t->pc = (uint32_t)((next) - cells);                           \
+		t->sp = (int32_t)(sp - t->stack);                             \
+		t->bp = (uint32_t)(bp - t->stack);                            \
+	} while (0)
+/* Spend budget at a backward jump or call to @to; maybe let others run. */
+#define TICK(to)                                                              \
+	do {                                                                  \
+		if (--budget == 0) {                                          \
+			budget = VM_BUDGET;                                   \
+			if (atomic_load(&p->ending))                          \
+				return VM_STOP_END;                           \
+			if (atomic_load(&w->sched->nqueued) > 0) {            \
+				SAVE(to);                                     \
+				return VM_STOP_YIELD;                         \
+			}                                                     \
+		}                                                             \
 	} while (0)
 /* Host pointer to @n bytes at @addr when the TLB has the page and the
  * access stays inside it, else NULL (then take the slow path). */
@@ -454,7 +553,7 @@ static int run(struct vm_thread *t, const void *const **table)
 			memcpy(&v_, q_, n);                                   \
 			*sp = (vm_word)v_;                                    \
 		} else {                                                      \
-			if (!load_slow(t, *sp, n, name, &a))                  \
+			if (!load_slow(w, *sp, n, name, &a))                  \
 				goto error;                                   \
 			memcpy(&v_, &a, n);                                   \
 			*sp = (vm_word)v_;                                    \
@@ -466,7 +565,7 @@ static int run(struct vm_thread *t, const void *const **table)
 		uint8_t *q_ = FAST(wtlb, sp[-1], n);                          \
 		if (q_ != NULL)                                               \
 			memcpy(q_, sp, n);                                    \
-		else if (!store_slow(t, sp[-1], n, sp[0], name))              \
+		else if (!store_slow(w, sp[-1], n, sp[0], name))              \
 			goto error;                                           \
 		sp -= 2;                                                      \
 		NEXT(1);                                                      \
@@ -605,18 +704,26 @@ dispatch:
 	CASE(GEU) BINOP(a >= b)
 	CASE(JMP)
 	{
+		if (OPND.target <= pc)
+			TICK(OPND.target);
 		JUMP(OPND.target);
 	}
 	CASE(JZ)
 	{
-		if (*sp-- == 0)
+		if (*sp-- == 0) {
+			if (OPND.target <= pc)
+				TICK(OPND.target);
 			JUMP(OPND.target);
+		}
 		NEXT(2);
 	}
 	CASE(JNZ)
 	{
-		if (*sp-- != 0)
+		if (*sp-- != 0) {
+			if (OPND.target <= pc)
+				TICK(OPND.target);
 			JUMP(OPND.target);
+		}
 		NEXT(2);
 	}
 	CASE(CALL)
@@ -624,16 +731,17 @@ dispatch:
 		const struct vm_xfunc *callee = OPND.fn;
 		vm_word *nbp = sp - callee->nargs + 1;
 		size_t need = (size_t)(nbp - t->stack) + callee->frame_words + 1;
+		TICK(pc);
 		if (need > t->stack_cap) {
 			size_t osp = (size_t)(sp - t->stack);
 			size_t obp = (size_t)(bp - t->stack);
-			if (!grow_stack(t, need))
+			if (!vm__thread_grow_stack(t, &w->fault, need))
 				goto error;
 			sp = t->stack + osp;
 			bp = t->stack + obp;
 			nbp = sp - callee->nargs + 1;
 		}
-		if (t->depth == t->frames_cap && !grow_frames(t))
+		if (t->depth == t->frames_cap && !grow_frames(w, t))
 			goto error;
 		t->frames[t->depth].ret = (uint32_t)(pc + 2 - cells);
 		t->frames[t->depth].bp = (uint32_t)(bp - t->stack);
@@ -648,8 +756,8 @@ dispatch:
 	{
 		a = *sp;
 		if (t->depth == 0) {
-			status = (int)(a & 255);
-			goto done;
+			SAVE(pc);
+			return finish(w, t, a);
 		}
 		t->depth--;
 		sp = bp;
@@ -659,8 +767,8 @@ dispatch:
 	}
 	CASE(EXIT)
 	{
-		status = (int)(*sp & 255);
-		goto done;
+		vm__proc_end(p, (int)(*sp & 255));
+		return VM_STOP_END;
 	}
 	CASE(TRAP)
 	{
@@ -679,41 +787,69 @@ dispatch:
 	CASE(ST64) STORE(8, "st64")
 	CASE(ALLOC)
 	{
-		if (*sp != 0 && (*sp = alloc(t, &t->local, *sp, "alloc")) == 0)
+		if (*sp != 0 && (*sp = alloc(w, &t->local, *sp, "alloc")) == 0)
 			goto error;
 		NEXT(1);
 	}
 	CASE(GALLOC)
 	{
-		if (*sp != 0 && (*sp = alloc(t, &p->global, *sp, "galloc")) == 0)
+		if (*sp != 0 && (*sp = alloc(w, &p->global, *sp, "galloc")) == 0)
 			goto error;
 		NEXT(1);
 	}
 	CASE(FREE)
 	{
-		vm_word first, n;
 		a = *sp--;
-		if (a == 0)
-			NEXT(1);
-		if (vm__heap_free((a & VM_GLOBAL_BIT) ? &p->global : &t->local,
-				  a, &p->budget, &first, &n) != 0)
-			FAIL("free of 0x%" PRIx64 ", which is not a live block", a);
-		flush_pages(t, a & VM_GLOBAL_BIT, first, n);
+		if (a != 0 && !do_free(w, a))
+			goto error;
 		NEXT(1);
 	}
 	CASE(COPY)
 	{
-		if (vm__mem_copy(t, sp[-2], sp[-1], sp[0]) != 0)
+		if (vm__mem_copy(w, sp[-2], sp[-1], sp[0]) != 0)
 			goto error;
 		sp -= 3;
 		NEXT(1);
 	}
 	CASE(FILL)
 	{
-		if (vm__mem_fill(t, sp[-2], (uint8_t)sp[-1], sp[0]) != 0)
+		if (vm__mem_fill(w, sp[-2], (uint8_t)sp[-1], sp[0]) != 0)
 			goto error;
 		sp -= 3;
 		NEXT(1);
+	}
+	CASE(SPAWN)
+	{
+		const struct vm_xfunc *callee = OPND.fn;
+		struct vm_thread *c;
+		/* Local pages become shared copy-on-write: no cached
+		 * translation may write them in place any more. spawn is
+		 * also a fence in the parent (the queue's lock). */
+		for (int i = 0; i < VM_TLB_SIZE; i++)
+			if (!(wtlb[i].key >> (63 - VM_PAGE_SHIFT) & 1))
+				wtlb[i].key = ~(vm_word)0;
+		c = vm__thread_new(p, callee, sp - callee->nargs + 1,
+				   callee->nargs, t);
+		if (c == NULL)
+			FAIL("out of memory (spawn)");
+		sp -= callee->nargs;
+		*++sp = c->tid;
+		vm__sched_push(w->sched, w, c);
+		NEXT(2);
+	}
+	CASE(JOIN)
+	{
+		SAVE(pc + 1);
+		switch (join(w, t, *sp, sp)) {
+		case JOIN_DONE:
+			fence(w, p);
+			NEXT(1);
+		case JOIN_PARKED:
+			return VM_STOP_PARK;
+		case JOIN_ERROR:
+			goto error;
+		}
+		goto error;
 	}
 	CASE(SELF)
 	{
@@ -722,11 +858,12 @@ dispatch:
 	}
 	CASE(YIELD)
 	{
-		NEXT(1);
+		SAVE(pc + 1);
+		return VM_STOP_YIELD;
 	}
 	CASE(CAS)
 	{
-		uint64_t *q = (uint64_t *)atomic_ptr(t, sp[-2], "cas");
+		uint64_t *q = atomic_ptr(w, sp[-2], "cas");
 		if (q == NULL)
 			goto error;
 		a = sp[-1];
@@ -734,44 +871,82 @@ dispatch:
 					    __ATOMIC_SEQ_CST);
 		sp -= 2;
 		*sp = a;
+		fence(w, p);
 		NEXT(1);
 	}
 	CASE(XADD)
 	{
-		uint64_t *q = (uint64_t *)atomic_ptr(t, sp[-1], "xadd");
+		uint64_t *q = atomic_ptr(w, sp[-1], "xadd");
 		if (q == NULL)
 			goto error;
 		a = __atomic_fetch_add(q, sp[0], __ATOMIC_SEQ_CST);
 		*--sp = a;
+		fence(w, p);
 		NEXT(1);
 	}
 	CASE(XCHG)
 	{
-		uint64_t *q = (uint64_t *)atomic_ptr(t, sp[-1], "xchg");
+		uint64_t *q = atomic_ptr(w, sp[-1], "xchg");
 		if (q == NULL)
 			goto error;
 		a = __atomic_exchange_n(q, sp[0], __ATOMIC_SEQ_CST);
 		*--sp = a;
+		fence(w, p);
 		NEXT(1);
 	}
 	CASE(FENCE)
 	{
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		fence(w, p);
 		NEXT(1);
 	}
-	CASE(SPAWN)
-	CASE(JOIN)
 	CASE(WAIT)
+	{
+		uint64_t *q = atomic_ptr(w, sp[-1], "wait");
+		if (q == NULL)
+			goto error;
+		a = sp[-1];
+		b = sp[0];
+		sp -= 2;
+		SAVE(pc + 1);
+		if (vm__wait(w, t, q, a, b))
+			return VM_STOP_PARK;
+		fence(w, p);
+		NEXT(1);
+	}
 	CASE(WAKE)
+	{
+		a = vm__wake(w, t, sp[-1], sp[0]);
+		*--sp = a;
+		fence(w, p);
+		NEXT(1);
+	}
 	CASE(LOCK)
+	{
+		uint64_t *q = atomic_ptr(w, *sp, "lock");
+		if (q == NULL)
+			goto error;
+		a = *sp;
+		*sp = 0; /* status: the owner was not lost */
+		SAVE(pc + 1);
+		if (vm__lock(w, t, q, a))
+			return VM_STOP_PARK;
+		fence(w, p);
+		NEXT(1);
+	}
 	CASE(UNLOCK)
 	{
-		FAIL("'%s' is not supported by this VM yet",
-		     vm_opinfo[p->m->code[p->x.cell_off[pc - cells]]].mnemonic);
+		uint64_t *q = atomic_ptr(w, *sp, "unlock");
+		if (q == NULL)
+			goto error;
+		if (!vm__unlock(w, t, q, *sp))
+			FAIL("unlock of 0x%" PRIx64 ", which is not locked", *sp);
+		sp--;
+		fence(w, p);
+		NEXT(1);
 	}
 	CASE(WRITE)
 	{
-		a = do_write(t, (int64_t)sp[-2], sp[-1], sp[0], &ok);
+		a = do_write(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
 		if (!ok)
 			goto error;
 		sp -= 2;
@@ -780,7 +955,7 @@ dispatch:
 	}
 	CASE(READ)
 	{
-		a = do_read(t, (int64_t)sp[-2], sp[-1], sp[0], &ok);
+		a = do_read(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
 		if (!ok)
 			goto error;
 		sp -= 2;
@@ -789,7 +964,7 @@ dispatch:
 	}
 	CASE(PRINTI)
 	{
-		do_printi(t, (int64_t)*sp--);
+		do_printi(p, (int64_t)*sp--);
 		NEXT(1);
 	}
 	CASE(OPEN)
@@ -833,7 +1008,7 @@ dispatch:
 	}
 	CASE(ARGV)
 	{
-		a = do_argv(t, (int64_t)sp[-2], sp[-1], sp[0], &ok);
+		a = do_argv(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
 		if (!ok)
 			goto error;
 		sp -= 2;
@@ -850,14 +1025,14 @@ dispatch:
 #undef JUMP
 #undef OPND
 #undef FAIL
+#undef SAVE
+#undef TICK
 #undef FAST
 #undef LOAD
 #undef STORE
 #undef BINOP
 
 error:
-	report(t, pc);
-	status = 70;
-done:
-	return status;
+	vm__proc_fail(p, t, (uint32_t)(pc - cells), w->fault.msg);
+	return VM_STOP_END;
 }

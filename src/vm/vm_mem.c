@@ -1,22 +1,32 @@
 /* Address spaces and checked access to program memory.
  *
  * A space maps page numbers to struct vm_page through a 4-level radix tree
- * (VM_RADIX_BITS per level). Page 0 is never mapped, so null and small
- * offsets from it always fault. A page's bytes are allocated on its first
- * write; until then loads read a shared zero page.
+ * of struct vm_node (VM_RADIX_BITS per level). Page 0 is never mapped, so
+ * null and small offsets from it always fault. A local page's bytes are
+ * allocated on its first write; until then loads read a shared zero page.
  *
- * Happy path of a load: the interpreter looks the page up in the thread's
+ * Copy-on-write: spawn gives the child the parent's root node (one
+ * reference more), so it costs O(1). Nodes and pages with more than one
+ * reference are immutable; whoever wants to change one (a store, an
+ * allocation, a free) first walks down with walk_w(), which copies every
+ * shared node on the path and the page itself, each copy taking a
+ * reference on its children. The last reference frees a node or page.
+ *
+ * The global space is never shared this way (refs stay 1); instead many
+ * workers read its tree while one thread at a time (under proc->glock)
+ * maps or unmaps pages. Slots are read and written with atomics, nodes are
+ * never freed before the process ends, and unmapped pages are kept on a
+ * reuse list rather than freed, so a reader racing with an unmap never
+ * touches freed host memory; each unmap bumps proc->ggen and workers drop
+ * their cached global translations at the next fence (SPEC 3.1).
+ *
+ * Happy path of a load: the interpreter looks the page up in its worker's
  * read TLB (direct-mapped on the page number); on a miss it calls
  * vm__xlate(), which walks the tree, checks the page and fills the TLB.
- * Stores use a separate write TLB that never holds read-only pages.
- *
- * Failure modes: an unmapped, null or read-only page, or (under --check) an
- * access outside a live block, sets t->fault and returns NULL; the
- * interpreter turns that into a runtime error. Freeing pages flushes the
- * TLBs (vm__tlb_flush) so no stale translation survives.
- *
- * Runs on the thread that owns the space (local) or, for now, the only
- * thread of the process (global). */
+ * Stores use a separate write TLB that never holds read-only or shared
+ * pages. Failure modes: an unmapped, null or read-only page, or (under
+ * --check) an access outside a live block, sets the worker's fault and
+ * returns NULL; the interpreter turns that into a runtime error. */
 #include "vm/vm_int.h"
 
 #include <stdarg.h>
@@ -26,43 +36,16 @@
 
 static const uint8_t zero_page[VM_PAGE_SIZE] __attribute__((aligned(64)));
 
-void vm__space_init(struct vm_space *s, vm_word base, bool check)
+#define LEAF (VM_RADIX_LEVELS - 1)
+
+static void *load_slot(void *const *slot)
 {
-	memset(s, 0, sizeof *s);
-	s->base = base;
-	s->top = 1; /* page 0 stays unmapped: null */
-	s->check = check;
+	return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
 }
 
-static void free_page(struct vm_page *pg)
+static void store_slot(void **slot, void *v)
 {
-	free(pg->data);
-	free(pg->sizes);
-	free(pg);
-}
-
-static void free_node(void **node, int level)
-{
-	if (node == NULL)
-		return;
-	for (unsigned i = 0; i < VM_RADIX_FAN; i++) {
-		if (node[i] == NULL)
-			continue;
-		if (level == VM_RADIX_LEVELS - 1)
-			free_page(node[i]);
-		else
-			free_node(node[i], level + 1);
-	}
-	free(node);
-}
-
-void vm__space_close(struct vm_space *s)
-{
-	free_node(s->root, 0);
-	free(s->free_ranges);
-	for (int c = 0; c < VM_NCLASSES; c++)
-		free(s->partial[c]);
-	memset(s, 0, sizeof *s);
+	__atomic_store_n(slot, v, __ATOMIC_RELEASE);
 }
 
 static unsigned radix_index(vm_word pageno, int level)
@@ -71,53 +54,283 @@ static unsigned radix_index(vm_word pageno, int level)
 	return (unsigned)(pageno >> shift) & (VM_RADIX_FAN - 1);
 }
 
+/* ---- Pages and nodes ---- */
+
+static void page_free(struct vm_page *pg)
+{
+	free(pg->data);
+	free(pg->sizes);
+	free(pg);
+}
+
+static void page_unref(struct vm_page *pg)
+{
+	if (atomic_fetch_sub(&pg->refs, 1) == 1)
+		page_free(pg);
+}
+
+static struct vm_page *page_clone(const struct vm_page *pg)
+{
+	struct vm_page *c = malloc(sizeof *c);
+	uint32_t nb;
+
+	if (c == NULL)
+		return NULL;
+	memcpy((void *)c, (const void *)pg, sizeof *c);
+	atomic_init(&c->refs, 1);
+	c->data = NULL;
+	c->sizes = NULL;
+	if (pg->data != NULL) {
+		c->data = aligned_alloc(VM_PAGE_SIZE, VM_PAGE_SIZE);
+		if (c->data == NULL)
+			goto fail;
+		memcpy(c->data, pg->data, VM_PAGE_SIZE);
+	}
+	if (pg->sizes != NULL) {
+		nb = VM_PAGE_SIZE / vm__class_size[pg->cls];
+		c->sizes = malloc(nb * sizeof *c->sizes);
+		if (c->sizes == NULL)
+			goto fail;
+		memcpy(c->sizes, pg->sizes, nb * sizeof *c->sizes);
+	}
+	return c;
+fail:
+	page_free(c);
+	return NULL;
+}
+
+static void node_unref(struct vm_node *n, int level)
+{
+	if (n == NULL || atomic_fetch_sub(&n->refs, 1) != 1)
+		return;
+	for (unsigned i = 0; i < VM_RADIX_FAN; i++) {
+		if (n->slot[i] == NULL)
+			continue;
+		if (level == LEAF)
+			page_unref(n->slot[i]);
+		else
+			node_unref(n->slot[i], level + 1);
+	}
+	free(n);
+}
+
+static struct vm_node *node_new(void)
+{
+	struct vm_node *n = calloc(1, sizeof *n);
+
+	if (n != NULL)
+		atomic_init(&n->refs, 1);
+	return n;
+}
+
+/* A private copy of shared node @n; the copy references @n's children. */
+static struct vm_node *node_clone(const struct vm_node *n, int level)
+{
+	struct vm_node *c = node_new();
+
+	if (c == NULL)
+		return NULL;
+	memcpy(c->slot, n->slot, sizeof c->slot);
+	for (unsigned i = 0; i < VM_RADIX_FAN; i++) {
+		if (c->slot[i] == NULL)
+			continue;
+		if (level == LEAF)
+			atomic_fetch_add(&((struct vm_page *)c->slot[i])->refs, 1);
+		else
+			atomic_fetch_add(&((struct vm_node *)c->slot[i])->refs, 1);
+	}
+	return c;
+}
+
+/* Make the node in *@slot private (refs == 1); creates it when @create.
+ * Returns it, or NULL (absent, or out of memory: *@nomem). */
+static struct vm_node *own_node(void **slot, int level, bool create,
+				bool *nomem)
+{
+	struct vm_node *n = load_slot(slot), *c;
+
+	if (n == NULL) {
+		if (!create)
+			return NULL;
+		c = node_new();
+	} else if (atomic_load(&n->refs) > 1) {
+		c = node_clone(n, level);
+	} else {
+		return n;
+	}
+	if (c == NULL) {
+		*nomem = true;
+		return NULL;
+	}
+	store_slot(slot, c);
+	if (n != NULL)
+		node_unref(n, level);
+	return c;
+}
+
+/* The leaf node for @pageno, private, created when @create. */
+static struct vm_node *walk_w(struct vm_space *s, vm_word pageno, bool create,
+			      bool *nomem)
+{
+	void **slot = (void **)&s->root;
+	struct vm_node *n = NULL;
+
+	for (int level = 0; level <= LEAF; level++) {
+		n = own_node(slot, level, create, nomem);
+		if (n == NULL)
+			return NULL;
+		if (level < LEAF)
+			slot = &n->slot[radix_index(pageno, level)];
+	}
+	return n;
+}
+
+/* ---- Spaces ---- */
+
+int vm__space_init(struct vm_space *s, vm_word base, bool check, bool global)
+{
+	memset(s, 0, sizeof *s);
+	s->base = base;
+	s->check = check;
+	s->global = global;
+	s->heap = calloc(1, sizeof *s->heap);
+	if (s->heap == NULL)
+		return FL_ENOMEM;
+	atomic_init(&s->heap->refs, 1);
+	s->heap->top = 1; /* page 0 stays unmapped: null */
+	return 0;
+}
+
+static void heap_unref(struct vm_heap *h)
+{
+	if (h == NULL || atomic_fetch_sub(&h->refs, 1) != 1)
+		return;
+	free(h->free_ranges);
+	for (int c = 0; c < VM_NCLASSES; c++)
+		free(h->partial[c]);
+	free(h);
+}
+
+void vm__space_close(struct vm_space *s)
+{
+	node_unref(s->root, 0);
+	heap_unref(s->heap);
+	while (s->retired != NULL) {
+		struct vm_page *pg = s->retired;
+		s->retired = pg->next_retired;
+		page_free(pg);
+	}
+	memset(s, 0, sizeof *s);
+}
+
+void vm__space_fork(struct vm_space *to, const struct vm_space *from)
+{
+	*to = *from;
+	to->retired = NULL;
+	if (to->root != NULL)
+		atomic_fetch_add(&to->root->refs, 1);
+	atomic_fetch_add(&to->heap->refs, 1);
+}
+
 struct vm_page *vm__page_get(const struct vm_space *s, vm_word pageno)
 {
-	void **node = s->root;
+	void *const *slot = (void *const *)&s->root;
+	struct vm_node *n;
 
 	if (pageno >= VM_MAX_PAGE)
 		return NULL;
-	for (int level = 0; node != NULL && level < VM_RADIX_LEVELS - 1; level++)
-		node = node[radix_index(pageno, level)];
-	return node ? node[radix_index(pageno, VM_RADIX_LEVELS - 1)] : NULL;
+	for (int level = 0; level <= LEAF; level++) {
+		n = load_slot(slot);
+		if (n == NULL)
+			return NULL;
+		slot = &n->slot[radix_index(pageno, level)];
+	}
+	return load_slot(slot);
+}
+
+struct vm_page *vm__page_get_w(struct vm_space *s, vm_word pageno,
+			       bool *nomem)
+{
+	struct vm_node *leaf;
+	struct vm_page *pg, *c;
+	void **slot;
+
+	*nomem = false;
+	if (pageno >= VM_MAX_PAGE || vm__page_get(s, pageno) == NULL)
+		return NULL;
+	leaf = walk_w(s, pageno, false, nomem);
+	if (leaf == NULL)
+		return NULL;
+	slot = &leaf->slot[radix_index(pageno, LEAF)];
+	pg = load_slot(slot);
+	if (pg == NULL || atomic_load(&pg->refs) == 1)
+		return pg;
+	c = page_clone(pg);
+	if (c == NULL) {
+		*nomem = true;
+		return NULL;
+	}
+	store_slot(slot, c);
+	page_unref(pg);
+	return c;
 }
 
 struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno)
 {
-	void ***slot = (void ***)&s->root;
+	struct vm_node *leaf;
 	struct vm_page *pg;
+	bool nomem = false;
 
 	if (pageno == 0 || pageno >= VM_MAX_PAGE)
 		return NULL;
-	for (int level = 0; level < VM_RADIX_LEVELS; level++) {
-		if (*slot == NULL) {
-			*slot = calloc(VM_RADIX_FAN, sizeof(void *));
-			if (*slot == NULL)
-				return NULL;
-		}
-		if (level == VM_RADIX_LEVELS - 1)
-			break;
-		slot = (void ***)&(*slot)[radix_index(pageno, level)];
-	}
-	pg = calloc(1, sizeof *pg);
-	if (pg == NULL)
+	leaf = walk_w(s, pageno, true, &nomem);
+	if (leaf == NULL)
 		return NULL;
-	(*slot)[radix_index(pageno, VM_RADIX_LEVELS - 1)] = pg;
+	if (s->retired != NULL) {
+		pg = s->retired;
+		s->retired = pg->next_retired;
+		uint8_t *data = pg->data;
+		memset((void *)pg, 0, sizeof *pg);
+		pg->data = data;
+		memset(data, 0, VM_PAGE_SIZE);
+	} else {
+		pg = calloc(1, sizeof *pg);
+		if (pg == NULL)
+			return NULL;
+		/* Global pages get their bytes now: workers may race to
+		 * touch them, and nothing may change pg->data after. */
+		if (s->global && vm__page_bytes(pg) == NULL) {
+			free(pg);
+			return NULL;
+		}
+	}
+	atomic_init(&pg->refs, 1);
+	store_slot(&leaf->slot[radix_index(pageno, LEAF)], pg);
 	return pg;
 }
 
 void vm__page_unmap(struct vm_space *s, vm_word pageno)
 {
-	void **node = s->root;
+	bool nomem = false;
+	struct vm_node *leaf = walk_w(s, pageno, false, &nomem);
+	void **slot;
+	struct vm_page *pg;
 
-	for (int level = 0; node != NULL && level < VM_RADIX_LEVELS - 1; level++)
-		node = node[radix_index(pageno, level)];
-	if (node == NULL)
+	if (leaf == NULL)
+		return; /* out of memory copying the path: the page stays */
+	slot = &leaf->slot[radix_index(pageno, LEAF)];
+	pg = load_slot(slot);
+	if (pg == NULL)
 		return;
-	unsigned i = radix_index(pageno, VM_RADIX_LEVELS - 1);
-	if (node[i] != NULL)
-		free_page(node[i]);
-	node[i] = NULL;
+	store_slot(slot, NULL);
+	if (s->global) {
+		free(pg->sizes);
+		pg->sizes = NULL;
+		pg->next_retired = s->retired;
+		s->retired = pg;
+	} else {
+		page_unref(pg);
+	}
 }
 
 uint8_t *vm__page_bytes(struct vm_page *pg)
@@ -132,63 +345,66 @@ uint8_t *vm__page_bytes(struct vm_page *pg)
 
 /* ---- Translation ---- */
 
-void vm__fault(struct vm_thread *t, const char *fmt, ...)
+void vm__fault(struct vm_worker *w, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(t->fault.msg, sizeof t->fault.msg, fmt, ap);
+	vsnprintf(w->fault.msg, sizeof w->fault.msg, fmt, ap);
 	va_end(ap);
 }
 
-void vm__tlb_flush(struct vm_thread *t)
+void vm__tlb_flush(struct vm_worker *w)
 {
 	for (int i = 0; i < VM_TLB_SIZE; i++) {
-		t->rtlb[i].key = ~(vm_word)0;
-		t->wtlb[i].key = ~(vm_word)0;
+		w->rtlb[i].key = ~(vm_word)0;
+		w->wtlb[i].key = ~(vm_word)0;
 	}
 }
 
-static struct vm_space *space_of(struct vm_thread *t, vm_word addr)
-{
-	return (addr & VM_GLOBAL_BIT) ? &t->proc->global : &t->local;
-}
-
-uint8_t *vm__xlate(struct vm_thread *t, vm_word addr, vm_word n, bool write,
+uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
 		   const char *what)
 {
-	struct vm_space *s = space_of(t, addr);
+	struct vm_thread *t = w->cur;
+	struct vm_proc *p = t->proc;
+	bool global = (addr & VM_GLOBAL_BIT) != 0;
+	struct vm_space *s = global ? &p->global : &t->local;
 	vm_word off = addr & ~VM_GLOBAL_BIT;
 	vm_word pageno = off >> VM_PAGE_SHIFT;
 	struct vm_page *pg;
-	struct vm_tlb_entry *e;
 	uint8_t *data;
+	bool nomem = false;
 
 	if (pageno == 0) {
-		vm__fault(t, "%s at null address 0x%llx", what,
+		vm__fault(w, "%s at null address 0x%llx", what,
 			  (unsigned long long)addr);
 		return NULL;
 	}
 	pg = vm__page_get(s, pageno);
-	if (pg == NULL) {
-		vm__fault(t, "%s at unmapped address 0x%llx", what,
+	if (pg != NULL && write && pg->kind == VM_PAGE_RODATA) {
+		vm__fault(w, "%s at read-only address 0x%llx", what,
 			  (unsigned long long)addr);
 		return NULL;
 	}
-	if (write && pg->kind == VM_PAGE_RODATA) {
-		vm__fault(t, "%s at read-only address 0x%llx", what,
-			  (unsigned long long)addr);
+	if (pg != NULL && write && !global)
+		pg = vm__page_get_w(s, pageno, &nomem);
+	if (pg == NULL) {
+		if (nomem)
+			vm__fault(w, "out of memory");
+		else
+			vm__fault(w, "%s at unmapped address 0x%llx", what,
+				  (unsigned long long)addr);
 		return NULL;
 	}
 	if (s->check && !vm__heap_live(s, addr, n)) {
-		vm__fault(t, "%s at 0x%llx outside any live block", what,
+		vm__fault(w, "%s at 0x%llx outside any live block", what,
 			  (unsigned long long)addr);
 		return NULL;
 	}
 	if (write) {
 		data = vm__page_bytes(pg);
 		if (data == NULL) {
-			vm__fault(t, "out of memory");
+			vm__fault(w, "out of memory");
 			return NULL;
 		}
 	} else {
@@ -196,12 +412,11 @@ uint8_t *vm__xlate(struct vm_thread *t, vm_word addr, vm_word n, bool write,
 	}
 	if (!s->check) {
 		vm_word key = addr >> VM_PAGE_SHIFT;
-		e = write ? &t->wtlb[key % VM_TLB_SIZE]
-			  : &t->rtlb[key % VM_TLB_SIZE];
+		struct vm_tlb_entry *e = &w->rtlb[key % VM_TLB_SIZE];
 		e->key = key;
 		e->data = data;
-		if (write) { /* the read side sees the same, now real, bytes */
-			e = &t->rtlb[key % VM_TLB_SIZE];
+		if (write) {
+			e = &w->wtlb[key % VM_TLB_SIZE];
 			e->key = key;
 			e->data = data;
 		}
@@ -222,14 +437,14 @@ static vm_word min3(vm_word a, vm_word b, vm_word c)
 	return m < c ? m : c;
 }
 
-int vm__mem_read(struct vm_thread *t, void *dst, vm_word addr, vm_word n,
+int vm__mem_read(struct vm_worker *w, void *dst, vm_word addr, vm_word n,
 		 const char *what)
 {
 	uint8_t *d = dst;
 
 	while (n > 0) {
 		vm_word k = n < page_left(addr) ? n : page_left(addr);
-		const uint8_t *p = vm__xlate(t, addr, k, false, what);
+		const uint8_t *p = vm__xlate(w, addr, k, false, what);
 		if (p == NULL)
 			return FL_EFAULT;
 		memcpy(d, p, k);
@@ -240,14 +455,14 @@ int vm__mem_read(struct vm_thread *t, void *dst, vm_word addr, vm_word n,
 	return 0;
 }
 
-int vm__mem_write(struct vm_thread *t, vm_word addr, const void *src,
+int vm__mem_write(struct vm_worker *w, vm_word addr, const void *src,
 		  vm_word n, const char *what)
 {
 	const uint8_t *q = src;
 
 	while (n > 0) {
 		vm_word k = n < page_left(addr) ? n : page_left(addr);
-		uint8_t *p = vm__xlate(t, addr, k, true, what);
+		uint8_t *p = vm__xlate(w, addr, k, true, what);
 		if (p == NULL)
 			return FL_EFAULT;
 		memcpy(p, q, k);
@@ -259,40 +474,32 @@ int vm__mem_write(struct vm_thread *t, vm_word addr, const void *src,
 }
 
 /* memmove semantics: when dst overlaps the tail of src, go backwards. Each
- * step copies a run that stays inside one page on both sides. */
-int vm__mem_copy(struct vm_thread *t, vm_word dst, vm_word src, vm_word n)
+ * step copies a run that stays inside one page on both sides; the source
+ * is translated after the destination, since making the destination
+ * writable may have copied the page the source is on. */
+int vm__mem_copy(struct vm_worker *w, vm_word dst, vm_word src, vm_word n)
 {
 	bool backward = dst > src && dst - src < n;
 
-	if (n == 0)
-		return 0;
-	if (!backward) {
-		while (n > 0) {
-			vm_word k = min3(n, page_left(src), page_left(dst));
-			const uint8_t *s = vm__xlate(t, src, k, false, "copy");
-			if (s == NULL)
-				return FL_EFAULT;
-			uint8_t *d = vm__xlate(t, dst, k, true, "copy");
-			if (d == NULL)
-				return FL_EFAULT;
-			/* d's translation may have materialised s's page */
-			s = vm__xlate(t, src, k, false, "copy");
-			memmove(d, s, k);
+	while (n > 0) {
+		vm_word k, s0, d0;
+		if (!backward) {
+			k = min3(n, page_left(src), page_left(dst));
+			s0 = src;
+			d0 = dst;
 			src += k;
 			dst += k;
-			n -= k;
+		} else {
+			vm_word se = src + n, de = dst + n; /* exclusive ends */
+			k = min3(n, ((se - 1) & (VM_PAGE_SIZE - 1)) + 1,
+				 ((de - 1) & (VM_PAGE_SIZE - 1)) + 1);
+			s0 = se - k;
+			d0 = de - k;
 		}
-		return 0;
-	}
-	while (n > 0) {
-		vm_word se = src + n, de = dst + n; /* exclusive ends */
-		vm_word sk = ((se - 1) & (VM_PAGE_SIZE - 1)) + 1;
-		vm_word dk = ((de - 1) & (VM_PAGE_SIZE - 1)) + 1;
-		vm_word k = min3(n, sk, dk);
-		uint8_t *d = vm__xlate(t, de - k, k, true, "copy");
+		uint8_t *d = vm__xlate(w, d0, k, true, "copy");
 		if (d == NULL)
 			return FL_EFAULT;
-		const uint8_t *s = vm__xlate(t, se - k, k, false, "copy");
+		const uint8_t *s = vm__xlate(w, s0, k, false, "copy");
 		if (s == NULL)
 			return FL_EFAULT;
 		memmove(d, s, k);
@@ -301,11 +508,11 @@ int vm__mem_copy(struct vm_thread *t, vm_word dst, vm_word src, vm_word n)
 	return 0;
 }
 
-int vm__mem_fill(struct vm_thread *t, vm_word dst, uint8_t byte, vm_word n)
+int vm__mem_fill(struct vm_worker *w, vm_word dst, uint8_t byte, vm_word n)
 {
 	while (n > 0) {
 		vm_word k = n < page_left(dst) ? n : page_left(dst);
-		uint8_t *d = vm__xlate(t, dst, k, true, "fill");
+		uint8_t *d = vm__xlate(w, dst, k, true, "fill");
 		if (d == NULL)
 			return FL_EFAULT;
 		memset(d, byte, k);

@@ -1,17 +1,22 @@
-/* A process on the embedded VM: load a verified module, run main, end.
+/* A process on the embedded VM: load a verified module, run it on the
+ * scheduler's workers until it ends, clean up.
  *
  * vm_run() builds a struct vm_proc (global space with the module's
  * read-only data and globals at their fixed addresses, linked code, the
- * buffered stdout), a struct vm_thread for main, and runs the interpreter
- * until the process ends. Output is buffered per process and flushed when
- * the process ends for any reason, before anything goes to stderr, before
- * reading stdin, and at once when stdout is a terminal: output written
- * before a runtime error is never lost.
+ * buffered stdout, wait queues, the thread table), creates main as thread
+ * 1, and runs the scheduler. The process ends exactly once (vm__proc_end):
+ * when main returns, when any thread executes exit, on a runtime error in
+ * any thread, or on deadlock; every worker then stops at its next check
+ * and the threads still alive are simply freed.
  *
- * Runs on the caller's thread. */
+ * Output is buffered per process under a mutex, so each write or printi is
+ * atomic, and flushed when the process ends for any reason, before
+ * anything goes to stderr, before reading stdin, and at once when stdout is
+ * a terminal: output written before a runtime error is never lost. */
 #include "vm/vm_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +31,6 @@ void vm_options_init(struct vm_options *o)
 	o->fd_out = 1;
 	o->fd_err = 2;
 	o->prog = "flock";
-	o->memory = 0;
 }
 
 /* ---- Output ---- */
@@ -46,29 +50,36 @@ static void write_all(int fd, const uint8_t *p, size_t n)
 	}
 }
 
-void vm__out_flush(struct vm_out *o)
+static void flush_locked(struct vm_out *o)
 {
 	write_all(o->fd, o->buf.data, o->buf.len);
 	o->buf.len = 0;
 }
 
+void vm__out_flush(struct vm_out *o)
+{
+	pthread_mutex_lock(&o->lock);
+	flush_locked(o);
+	pthread_mutex_unlock(&o->lock);
+}
+
 void vm__out_write(struct vm_out *o, const void *p, size_t n)
 {
+	pthread_mutex_lock(&o->lock);
 	if (o->buf.len + n > OUT_FLUSH_AT)
-		vm__out_flush(o);
+		flush_locked(o);
 	if (n >= OUT_FLUSH_AT) {
 		write_all(o->fd, p, n);
-		return;
-	}
-	fl_buf_put(&o->buf, p, n);
-	if (o->tty || fl_buf_failed(&o->buf)) {
+	} else {
+		fl_buf_put(&o->buf, p, n);
 		if (fl_buf_failed(&o->buf)) { /* out of memory: write through */
 			fl_buf_close(&o->buf);
 			write_all(o->fd, p, n);
-			return;
+		} else if (o->tty) {
+			flush_locked(o);
 		}
-		vm__out_flush(o);
 	}
+	pthread_mutex_unlock(&o->lock);
 }
 
 /* ---- Loading ---- */
@@ -91,8 +102,8 @@ static int load_segment(struct vm_proc *p, enum vm_segment seg,
 		memcpy(pg->data, bytes + i * VM_PAGE_SIZE,
 		       k < VM_PAGE_SIZE ? k : VM_PAGE_SIZE);
 	}
-	if (first + np > p->global.top)
-		p->global.top = first + np;
+	if (first + np > p->global.heap->top)
+		p->global.heap->top = first + np;
 	p->budget -= (int64_t)(np * VM_PAGE_SIZE);
 	return 0;
 }
@@ -107,45 +118,102 @@ int vm__load_segments(struct vm_proc *p, struct fl_err *err)
 	return rc;
 }
 
-/* ---- Threads ---- */
+/* ---- The end ---- */
 
-static int thread_init(struct vm_thread *t, struct vm_proc *p, vm_word tid)
+bool vm__proc_end(struct vm_proc *p, int status)
 {
-	memset(t, 0, sizeof *t);
-	t->proc = p;
-	t->tid = tid;
-	vm__space_init(&t->local, 0, p->opt.check);
-	vm__tlb_flush(t);
-	return 0;
+	bool first = false;
+
+	pthread_mutex_lock(&p->endlock);
+	if (!atomic_load(&p->ending)) {
+		p->status = status;
+		atomic_store(&p->ending, true);
+		first = true;
+	}
+	pthread_mutex_unlock(&p->endlock);
+	if (first)
+		vm__sched_stop(&p->sched);
+	return first;
 }
 
-static void thread_close(struct vm_thread *t)
+void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
+		   const char *msg)
 {
-	vm__space_close(&t->local);
-	free(t->stack);
-	free(t->frames);
+	const struct vm_module *m = p->m;
+	uint32_t off = p->x.cell_off[pc];
+	int f = vm_module_func_at(m, off);
+
+	pthread_mutex_lock(&p->endlock);
+	if (!atomic_load(&p->ending)) {
+		p->status = 70;
+		atomic_store(&p->ending, true);
+		vm__out_flush(&p->out);
+		dprintf(p->opt.fd_err,
+			"%s:%" PRIu32 ": runtime error: %s (in function %s, "
+			"thread %" PRIu64 ")\n",
+			m->source, vm_module_line(m, off), msg,
+			f >= 0 ? m->funcs[f].name : "?", t->tid);
+	}
+	pthread_mutex_unlock(&p->endlock);
+	vm__sched_stop(&p->sched);
+}
+
+void vm__proc_deadlock(struct vm_proc *p)
+{
+	char msg[96];
+	int64_t n = atomic_load(&p->live);
+
+	snprintf(msg, sizeof msg,
+		 "deadlock: all %" PRId64 " thread%s blocked for good", n,
+		 n == 1 ? " is" : "s are");
+	/* main is parked, so its saved pc is the instruction after the one
+	 * it waits in. */
+	vm__proc_fail(p, p->main, p->main->pc ? p->main->pc - 1 : 0, msg);
+}
+
+/* ---- Running ---- */
+
+static int nworkers(const struct vm_options *o, long ncpu)
+{
+	if (o->cpus > 0)
+		return o->cpus > VM_MAX_CPUS ? VM_MAX_CPUS : (int)o->cpus;
+	return ncpu > VM_MAX_CPUS ? VM_MAX_CPUS : (int)ncpu;
+}
+
+static void proc_free(struct vm_proc *p)
+{
+	for (size_t i = 0; i < p->threads_cap; i++)
+		vm__thread_free(p->threads[i]);
+	free(p->threads);
+	vm__sched_close(&p->sched);
+	vm__unlink(p);
+	if (p->global.heap != NULL)
+		vm__space_close(&p->global);
+	fl_buf_close(&p->out.buf);
+	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
+		pthread_mutex_destroy(&p->waitq[i].lock);
+	pthread_mutex_destroy(&p->out.lock);
+	pthread_mutex_destroy(&p->glock);
+	pthread_mutex_destroy(&p->tlock);
+	pthread_mutex_destroy(&p->endlock);
+	free(p);
 }
 
 int vm_run(const struct vm_module *m, const struct vm_options *o)
 {
-	struct vm_proc *p;
-	struct vm_thread *t;
+	struct vm_proc *p = calloc(1, sizeof *p);
 	struct fl_err err;
-	int status;
 	long ncpu;
+	int status;
 
-	p = calloc(1, sizeof *p);
-	t = malloc(sizeof *t);
-	if (p == NULL || t == NULL) {
-		free(p);
-		free(t);
+	if (p == NULL) {
 		dprintf(o->fd_err, "%s: out of memory\n", o->prog);
 		return 70;
 	}
 	p->m = m;
 	p->opt = *o;
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	p->ncpu = ncpu > 0 ? ncpu : 1;
+	p->ncpu = nworkers(o, ncpu > 0 ? ncpu : 1);
 	if (o->memory == 0) {
 		long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
 		p->budget = pages > 0 && size > 0 ? (int64_t)pages * size / 2
@@ -156,22 +224,31 @@ int vm_run(const struct vm_module *m, const struct vm_options *o)
 	p->out.fd = o->fd_out;
 	p->out.tty = isatty(o->fd_out) == 1;
 	fl_buf_init(&p->out.buf);
-	vm__space_init(&p->global, VM_GLOBAL_BIT, o->check);
-	thread_init(t, p, 1);
+	pthread_mutex_init(&p->out.lock, NULL);
+	pthread_mutex_init(&p->glock, NULL);
+	pthread_mutex_init(&p->tlock, NULL);
+	pthread_mutex_init(&p->endlock, NULL);
+	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
+		pthread_mutex_init(&p->waitq[i].lock, NULL);
+	atomic_init(&p->next_tid, 1);
 
-	if (vm__load_segments(p, &err) != 0 || vm__link(p) != 0) {
-		dprintf(o->fd_err, "%s: cannot load %s: out of memory\n",
-			o->prog, m->source);
-		status = 70;
-	} else {
-		status = vm__interp(t);
-	}
+	if (vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true) != 0 ||
+	    vm__load_segments(p, &err) != 0 || vm__link(p) != 0 ||
+	    vm__sched_init(&p->sched, p, (int)p->ncpu) != 0)
+		goto nomem;
+	p->main = vm__thread_new(
+		p, &p->x.funcs[vm_module_find_func(m, "main")], NULL, 0, NULL);
+	if (p->main == NULL)
+		goto nomem;
+	vm__sched_push(&p->sched, NULL, p->main);
+	vm__sched_run(&p->sched);
 	vm__out_flush(&p->out);
-	fl_buf_close(&p->out.buf);
-	thread_close(t);
-	vm__unlink(p);
-	vm__space_close(&p->global);
-	free(t);
-	free(p);
+	status = p->status;
+	proc_free(p);
 	return status;
+nomem:
+	dprintf(o->fd_err, "%s: cannot load %s: out of memory\n", o->prog,
+		m->source);
+	proc_free(p);
+	return 70;
 }

@@ -1,0 +1,189 @@
+/* Blocking synchronisation: wait/wake (futex semantics) and lock/unlock on
+ * a mutex word, for global and local memory.
+ *
+ * Parked threads hang in wait queues, one per hash bucket of the word's
+ * address, each under its own mutex. A waiter is identified by the word's
+ * address and its space (the process for global memory, the thread itself
+ * for local memory, which no other thread can see).
+ *
+ * wait: under the bucket lock, compare the word with @expected and park if
+ * equal, so a wake that follows a store cannot be missed. wake: under the
+ * same lock, take up to n waiters of that word.
+ *
+ * Mutex words: 0 free, 1 locked, 2 locked with waiters. lock takes 0 -> 1
+ * with one compare-and-swap when uncontended; otherwise it marks the word 2
+ * and joins the bucket's queue. unlock of a word with waiters hands the
+ * mutex straight to the first one (the word never becomes 0 meanwhile), so
+ * waiters are served in order and none starves.
+ *
+ * Callers (the interpreter) have saved the thread's registers before any
+ * call that may park it: once it is in a queue, another worker may resume
+ * it at any moment. Runs on any worker. */
+#include "vm/vm_int.h"
+
+static struct vm_waitq *bucket(struct vm_proc *p, vm_word addr)
+{
+	return &p->waitq[((addr >> 3) * 0x9e3779b97f4a7c15ull >> 56) %
+			 VM_WAIT_BUCKETS];
+}
+
+static const void *space_id(const struct vm_thread *t, vm_word addr)
+{
+	return (addr & VM_GLOBAL_BIT) ? (const void *)t->proc : (const void *)t;
+}
+
+static void enqueue(struct vm_waitq *q, struct vm_thread *t)
+{
+	t->next = NULL;
+	if (q->tail != NULL)
+		q->tail->next = t;
+	else
+		q->head = t;
+	q->tail = t;
+}
+
+/* Remove and return the first waiter of (@addr, @space) of @kind. */
+static struct vm_thread *dequeue(struct vm_waitq *q, vm_word addr,
+				 const void *space, uint8_t kind)
+{
+	struct vm_thread *prev = NULL;
+
+	for (struct vm_thread *t = q->head; t != NULL; prev = t, t = t->next) {
+		if (t->wait_addr != addr || t->wait_space != space ||
+		    t->wait_kind != kind)
+			continue;
+		if (prev != NULL)
+			prev->next = t->next;
+		else
+			q->head = t->next;
+		if (q->tail == t)
+			q->tail = prev;
+		t->next = NULL;
+		return t;
+	}
+	return NULL;
+}
+
+static bool has_waiter(const struct vm_waitq *q, vm_word addr,
+		       const void *space, uint8_t kind)
+{
+	for (const struct vm_thread *t = q->head; t != NULL; t = t->next)
+		if (t->wait_addr == addr && t->wait_space == space &&
+		    t->wait_kind == kind)
+			return true;
+	return false;
+}
+
+static void park(struct vm_waitq *q, struct vm_thread *t, vm_word addr,
+		 uint8_t kind)
+{
+	t->wait_addr = addr;
+	t->wait_space = space_id(t, addr);
+	t->wait_kind = kind;
+	atomic_store(&t->state, VM_T_PARKED);
+	enqueue(q, t);
+}
+
+static void unpark(struct vm_worker *w, struct vm_thread *t)
+{
+	atomic_store(&t->state, VM_T_RUNNABLE);
+	vm__sched_push(w->sched, w, t);
+}
+
+bool vm__wait(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
+	      vm_word addr, vm_word expected)
+{
+	struct vm_waitq *q = bucket(t->proc, addr);
+	bool parked = false;
+
+	pthread_mutex_lock(&q->lock);
+	if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == expected) {
+		park(q, t, addr, 0);
+		parked = true;
+	}
+	pthread_mutex_unlock(&q->lock);
+	(void)w;
+	return parked;
+}
+
+vm_word vm__wake(struct vm_worker *w, struct vm_thread *t, vm_word addr,
+		 vm_word n)
+{
+	struct vm_waitq *q = bucket(t->proc, addr);
+	const void *space = space_id(t, addr);
+	vm_word woken = 0;
+	struct vm_thread *x;
+
+	pthread_mutex_lock(&q->lock);
+	while (woken < n && (x = dequeue(q, addr, space, 0)) != NULL) {
+		unpark(w, x);
+		woken++;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return woken;
+}
+
+bool vm__lock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
+	      vm_word addr)
+{
+	struct vm_waitq *q;
+	uint64_t v = 0;
+
+	if (__atomic_compare_exchange_n(word, &v, 1, false, __ATOMIC_SEQ_CST,
+					__ATOMIC_SEQ_CST))
+		return false;
+	q = bucket(t->proc, addr);
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		v = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+		if (v == 0) {
+			if (__atomic_compare_exchange_n(word, &v, 1, false,
+							__ATOMIC_SEQ_CST,
+							__ATOMIC_SEQ_CST))
+				break;
+			continue;
+		}
+		if (v != 2 && !__atomic_compare_exchange_n(word, &v, 2, false,
+							   __ATOMIC_SEQ_CST,
+							   __ATOMIC_SEQ_CST))
+			continue;
+		park(q, t, addr, 1);
+		pthread_mutex_unlock(&q->lock);
+		return true;
+	}
+	pthread_mutex_unlock(&q->lock);
+	(void)w;
+	return false;
+}
+
+bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
+		vm_word addr)
+{
+	struct vm_waitq *q;
+	struct vm_thread *x;
+	const void *space;
+	uint64_t v = __atomic_load_n(word, __ATOMIC_SEQ_CST);
+
+	if (v == 0)
+		return false;
+	if (v == 1 && __atomic_compare_exchange_n(word, &v, 0, false,
+						  __ATOMIC_SEQ_CST,
+						  __ATOMIC_SEQ_CST))
+		return true;
+	q = bucket(t->proc, addr);
+	space = space_id(t, addr);
+	pthread_mutex_lock(&q->lock);
+	x = dequeue(q, addr, space, 1);
+	if (x != NULL) {
+		/* Hand over: the word stays locked; the new owner's lock
+		 * instruction completes with status 0. */
+		__atomic_store_n(word, has_waiter(q, addr, space, 1) ? 2 : 1,
+				 __ATOMIC_SEQ_CST);
+		x->stack[x->sp] = 0;
+		unpark(w, x);
+	} else {
+		__atomic_store_n(word, 0, __ATOMIC_SEQ_CST);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return true;
+}
