@@ -197,11 +197,16 @@ struct vm_thread {
 	vm_word wait_addr;        /* parked in wait/lock: the word */
 	const void *wait_space;   /* ... and whose space it is in */
 	uint8_t wait_kind;        /* 0 wait, 1 lock */
+	/* Where it last ran: its worker's TLB is still valid for it only if
+	 * that worker has run nothing else since (vm_sched.c). */
+	struct vm_worker *last_worker;
+	uint64_t last_run;
 };
 
 /* ---- Workers and the scheduler (vm_sched.c) ---- */
 
 #define VM_TLB_SIZE 256
+#define VM_TLB_TRACK 32 /* filled entries remembered for a cheap flush */
 
 struct vm_tlb_entry {
 	vm_word key; /* address >> VM_PAGE_SHIFT, or ~0 when empty */
@@ -220,10 +225,15 @@ struct vm_worker {
 	pthread_mutex_t lock; /* guards the run queue */
 	struct vm_thread *head, *tail; /* run queue (FIFO) */
 	struct vm_thread *cur;         /* running now, or NULL */
-	struct vm_thread *last;        /* whose local pages the TLB holds */
+	struct vm_thread *next;        /* run this one next (work-first spawn) */
+	uint64_t runs;                 /* threads run so far */
 	uint64_t gen;                  /* global unmap generation seen */
 	struct vm_tlb_entry rtlb[VM_TLB_SIZE]; /* readable pages */
 	struct vm_tlb_entry wtlb[VM_TLB_SIZE]; /* writable pages */
+	/* Indices filled since the last flush (VM_TLB_TRACK + 1: too many
+	 * to track, flush everything). */
+	uint16_t filled[VM_TLB_TRACK];
+	unsigned nfilled;
 	struct vm_fault fault;
 };
 
@@ -243,9 +253,12 @@ int vm__sched_init(struct vm_sched *s, struct vm_proc *p, int nworkers);
  * the process ends. */
 void vm__sched_run(struct vm_sched *s);
 void vm__sched_close(struct vm_sched *s);
-/* Make @t runnable on @w's queue (w may be NULL: worker 0). */
+/* Make @t runnable at the back of @w's queue (w may be NULL: worker 0),
+ * or at the front when @front. */
 void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
 		    struct vm_thread *t);
+void vm__sched_push_front(struct vm_sched *s, struct vm_worker *w,
+			  struct vm_thread *t);
 /* End the process: every worker stops at its next check. */
 void vm__sched_stop(struct vm_sched *s);
 
@@ -365,6 +378,7 @@ enum vm_stop {
 	VM_STOP_PARK,  /* parked; someone else will queue it */
 	VM_STOP_DONE,  /* the thread returned */
 	VM_STOP_END,   /* the process ended */
+	VM_STOP_SPAWN, /* spawned w->next: run it now, the parent is queued */
 };
 
 /* Run @t on @w until it yields, parks, finishes or the process ends. */

@@ -823,8 +823,7 @@ dispatch:
 		const struct vm_xfunc *callee = OPND.fn;
 		struct vm_thread *c;
 		/* Local pages become shared copy-on-write: no cached
-		 * translation may write them in place any more. spawn is
-		 * also a fence in the parent (the queue's lock). */
+		 * translation may write them in place any more. */
 		for (int i = 0; i < VM_TLB_SIZE; i++)
 			if (!(wtlb[i].key >> (63 - VM_PAGE_SHIFT) & 1))
 				wtlb[i].key = ~(vm_word)0;
@@ -834,8 +833,15 @@ dispatch:
 			FAIL("out of memory (spawn)");
 		sp -= callee->nargs;
 		*++sp = c->tid;
-		vm__sched_push(w->sched, w, c);
-		NEXT(2);
+		/* Work first: run the child now and queue the parent at the
+		 * front, where an idle worker steals it. A short child then
+		 * ends before the parent writes again, so the pages they
+		 * share are seldom copied. The queue's lock is the fence
+		 * spawn promises. */
+		SAVE(pc + 2);
+		vm__sched_push_front(w->sched, w, t);
+		w->next = c;
+		return VM_STOP_SPAWN;
 	}
 	CASE(JOIN)
 	{

@@ -76,8 +76,15 @@ static struct vm_page *page_clone(const struct vm_page *pg)
 
 	if (c == NULL)
 		return NULL;
-	memcpy((void *)c, (const void *)pg, sizeof *c);
 	atomic_init(&c->refs, 1);
+	c->kind = pg->kind;
+	c->cls = pg->cls;
+	c->nlive = pg->nlive;
+	c->pidx = pg->pidx;
+	c->head = pg->head;
+	c->bytes = pg->bytes;
+	memcpy(c->live, pg->live, sizeof c->live);
+	c->next_retired = NULL;
 	c->data = NULL;
 	c->sizes = NULL;
 	if (pg->data != NULL) {
@@ -356,10 +363,34 @@ void vm__fault(struct vm_worker *w, const char *fmt, ...)
 
 void vm__tlb_flush(struct vm_worker *w)
 {
-	for (int i = 0; i < VM_TLB_SIZE; i++) {
-		w->rtlb[i].key = ~(vm_word)0;
-		w->wtlb[i].key = ~(vm_word)0;
+	if (w->nfilled <= VM_TLB_TRACK) {
+		for (unsigned i = 0; i < w->nfilled; i++) {
+			w->rtlb[w->filled[i]].key = ~(vm_word)0;
+			w->wtlb[w->filled[i]].key = ~(vm_word)0;
+		}
+	} else {
+		for (int i = 0; i < VM_TLB_SIZE; i++) {
+			w->rtlb[i].key = ~(vm_word)0;
+			w->wtlb[i].key = ~(vm_word)0;
+		}
 	}
+	w->nfilled = 0;
+}
+
+static void tlb_fill(struct vm_worker *w, struct vm_tlb_entry *tlb,
+		     vm_word key, uint8_t *data)
+{
+	unsigned i = (unsigned)(key % VM_TLB_SIZE);
+
+	if (tlb[i].key == ~(vm_word)0 && w->rtlb[i].key == ~(vm_word)0 &&
+	    w->wtlb[i].key == ~(vm_word)0) {
+		if (w->nfilled < VM_TLB_TRACK)
+			w->filled[w->nfilled] = (uint16_t)i;
+		if (w->nfilled <= VM_TLB_TRACK)
+			w->nfilled++;
+	}
+	tlb[i].key = key;
+	tlb[i].data = data;
 }
 
 uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
@@ -412,14 +443,9 @@ uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
 	}
 	if (!s->check) {
 		vm_word key = addr >> VM_PAGE_SHIFT;
-		struct vm_tlb_entry *e = &w->rtlb[key % VM_TLB_SIZE];
-		e->key = key;
-		e->data = data;
-		if (write) {
-			e = &w->wtlb[key % VM_TLB_SIZE];
-			e->key = key;
-			e->data = data;
-		}
+		tlb_fill(w, w->rtlb, key, data);
+		if (write)
+			tlb_fill(w, w->wtlb, key, data);
 	}
 	return data + (off & (VM_PAGE_SIZE - 1));
 }

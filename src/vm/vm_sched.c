@@ -40,6 +40,7 @@ int vm__sched_init(struct vm_sched *s, struct vm_proc *p, int nworkers)
 		w->sched = s;
 		w->id = i;
 		pthread_mutex_init(&w->lock, NULL);
+		w->nfilled = VM_TLB_TRACK + 1; /* calloc'd keys: clear all */
 		vm__tlb_flush(w);
 	}
 	return 0;
@@ -76,6 +77,23 @@ void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
 	}
 }
 
+void vm__sched_push_front(struct vm_sched *s, struct vm_worker *w,
+			  struct vm_thread *t)
+{
+	pthread_mutex_lock(&w->lock);
+	t->next = w->head;
+	w->head = t;
+	if (w->tail == NULL)
+		w->tail = t;
+	pthread_mutex_unlock(&w->lock);
+	atomic_fetch_add(&s->nqueued, 1);
+	if (atomic_load(&s->nidle) > 0) {
+		pthread_mutex_lock(&s->lock);
+		pthread_cond_signal(&s->wake);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 static struct vm_thread *pop(struct vm_sched *s, struct vm_worker *w)
 {
 	struct vm_thread *t;
@@ -99,7 +117,7 @@ static struct vm_thread *next_thread(struct vm_sched *s, struct vm_worker *w)
 
 	for (int i = 1; t == NULL && i < s->nworkers; i++) {
 		struct vm_worker *v = &s->workers[(w->id + i) % s->nworkers];
-		if (v->head != NULL || atomic_load(&s->nqueued) > 0)
+		if (atomic_load(&s->nqueued) > 0)
 			t = pop(s, v);
 	}
 	return t;
@@ -137,18 +155,20 @@ static void *worker_main(void *arg)
 {
 	struct vm_worker *w = arg;
 	struct vm_sched *s = w->sched;
-	vm_word last = 0;
 
 	while (!atomic_load(&s->stop)) {
-		struct vm_thread *t = next_thread(s, w);
+		struct vm_thread *t = w->next ? w->next : next_thread(s, w);
+		w->next = NULL;
 		if (t == NULL) {
 			idle(s);
 			continue;
 		}
-		if (t->tid != last) { /* the TLB holds another thread's pages */
+		/* The TLB may hold another thread's local pages, or this
+		 * thread's from before it ran elsewhere. */
+		if (t->last_worker != w || t->last_run != w->runs)
 			vm__tlb_flush(w);
-			last = t->tid;
-		}
+		t->last_worker = w;
+		t->last_run = ++w->runs;
 		w->cur = t;
 		switch (vm__interp(w, t)) {
 		case VM_STOP_YIELD:
@@ -156,6 +176,7 @@ static void *worker_main(void *arg)
 			break;
 		case VM_STOP_PARK:
 		case VM_STOP_DONE:
+		case VM_STOP_SPAWN:
 			break;
 		case VM_STOP_END:
 			vm__sched_stop(s);
