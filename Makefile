@@ -26,7 +26,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 FLOCK := $(BUILD)/flock
 
-.PHONY: all run test check unit programs docs asan asan-check fuzz bench install clean help deps-build deps-test deps-bench clang
+.PHONY: all run test check unit programs docs asan asan-check tsan tsan-check stress fuzz bench install clean help deps-build deps-test deps-bench clang
 
 all: $(FLOCK)
 
@@ -36,6 +36,8 @@ help:
 	@echo "make test       install what is missing, run every test: gcc build, clang build"
 	@echo "                (switch dispatch), and Address+UB sanitizers"
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
+	@echo "make tsan       the golden programs under ThreadSanitizer"
+	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier (FUZZ_SECONDS=$(FUZZ_SECONDS))"
 	@echo "make bench      benchmarks side by side with lua5.4"
 	@echo "make docs       check docs/isa.md against the instruction table"
@@ -101,6 +103,22 @@ clang:
 asan: deps-test
 	@$(MAKE) --no-print-directory asan-check
 
+# ThreadSanitizer over the golden programs (threads run on 1, 2 and 8
+# workers there); any report fails the run.
+tsan: deps-test
+	@$(MAKE) --no-print-directory tsan-check
+
+tsan-check:
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-tsan OPT="-O1 -g" \
+		SAN="-fsanitize=thread" all
+	FLOCK=$(abspath build-tsan/flock) TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+		$(PYTEST) -q tests/programs
+
+# The thread programs $(STRESS_RUNS) times in a row on 1, 2 and 8 workers.
+STRESS_RUNS ?= 50
+stress: all
+	FLOCK=$(abspath $(FLOCK)) FLOCK_STRESS=$(STRESS_RUNS) $(PYTEST) -q -k threads tests/programs
+
 asan-check:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" check
@@ -122,6 +140,6 @@ install: all
 	install -m 755 $(FLOCK) $(DESTDIR)$(PREFIX)/bin/flock
 
 clean:
-	rm -rf build build-asan build-clang build-fuzz
+	rm -rf build build-asan build-clang build-fuzz build-tsan
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(UNIT_BIN:=.d)

@@ -21,6 +21,9 @@ static const char help[] =
 	"  --call-depth N      call depth limit per thread (default 100000)\n"
 	"  --memory SIZE       memory limit of the process, e.g. 512MiB\n"
 	"                      (default: half the machine's RAM)\n"
+	"  --debug-migrate     test aid: at every preemption, encode each\n"
+	"                      thread's state to bytes and continue from a\n"
+	"                      copy decoded from them\n"
 	"  --data DIR          the embedded VM's storage directory (default\n"
 	"                      ~/.flock/local; no instruction uses it yet)\n"
 	"  --vm VM@HOST:PORT   run on a Flock VM cluster (not in this build)\n"
@@ -54,6 +57,8 @@ int cli_run(int argc, char **argv)
 			return CLI_EX_OK;
 		} else if (strcmp(a, "--check") == 0) {
 			o.check = true;
+		} else if (strcmp(a, "--debug-migrate") == 0) {
+			o.migrate = true;
 		} else if (strcmp(a, "--stack-words") == 0 ||
 			   strcmp(a, "--call-depth") == 0) {
 			if ((rc = need_value(i, argc, argv)))

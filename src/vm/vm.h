@@ -173,6 +173,8 @@ struct vm_options {
 	uint64_t memory;      /* bytes of pages a process may map; 0: half
 				 the machine's RAM */
 	uint32_t cpus;        /* worker OS threads; 0: one per core */
+	bool migrate;         /* debug: round-trip threads through their
+				 serialised state at every preemption */
 	int argc;             /* program arguments; argv[0] is the file name */
 	char **argv;
 	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */

@@ -331,6 +331,21 @@ void vm__thread_unlist(struct vm_proc *p, vm_word tid);
 bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 			   size_t need);
 
+/* ---- Thread state (vm_tstate.c) ---- */
+
+/* Append the state of @t -- not running, registers saved -- to @b. */
+int vm__thread_encode(const struct vm_thread *t, struct fl_buf *b);
+/* A new thread of @p from bytes made by vm__thread_encode (hostile input:
+ * FL_EFORMAT with @err naming the problem). Not listed in the thread
+ * table. The stack and local memory must still be checked against the
+ * module before running it: see vm__thread_roundtrip. */
+int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
+		      struct vm_thread **out, struct fl_err *err);
+/* --debug-migrate: replace runnable @t by a thread decoded from its own
+ * encoding, as a move to another machine would. Returns the new thread
+ * (or @t if that could not be done). */
+struct vm_thread *vm__thread_roundtrip(struct vm_thread *t);
+
 /* ---- Blocking synchronisation (vm_sync.c) ---- */
 
 /* @word is the host address of the 8-byte-aligned word at @addr. The

@@ -530,7 +530,8 @@ static enum vm_stop run(struct vm_worker *w, struct vm_thread *t,
 			budget = VM_BUDGET;                                   \
 			if (atomic_load(&p->ending))                          \
 				return VM_STOP_END;                           \
-			if (atomic_load(&w->sched->nqueued) > 0) {            \
+			if (atomic_load(&w->sched->nqueued) > 0 ||            \
+			    p->opt.migrate) {                                 \
 				SAVE(to);                                     \
 				return VM_STOP_YIELD;                         \
 			}                                                     \

@@ -172,6 +172,8 @@ static void *worker_main(void *arg)
 		w->cur = t;
 		switch (vm__interp(w, t)) {
 		case VM_STOP_YIELD:
+			if (s->proc->opt.migrate)
+				t = vm__thread_roundtrip(t);
 			vm__sched_push(s, w, t);
 			break;
 		case VM_STOP_PARK:
