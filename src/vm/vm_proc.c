@@ -202,6 +202,7 @@ static void proc_free(struct vm_proc *p)
 int vm_run(const struct vm_module *m, const struct vm_options *o)
 {
 	struct vm_proc *p = calloc(1, sizeof *p);
+	const struct vm_xfunc *fn;
 	struct fl_err err;
 	long ncpu;
 	int status;
@@ -236,8 +237,18 @@ int vm_run(const struct vm_module *m, const struct vm_options *o)
 	    vm__load_segments(p, &err) != 0 || vm__link(p) != 0 ||
 	    vm__sched_init(&p->sched, p, (int)p->ncpu) != 0)
 		goto nomem;
-	p->main = vm__thread_new(
-		p, &p->x.funcs[vm_module_find_func(m, "main")], NULL, 0, NULL);
+	fn = &p->x.funcs[vm_module_find_func(m, "main")];
+	if (fn->frame_words + 1 > o->stack_words) {
+		dprintf(o->fd_err,
+			"%s:%" PRIu32 ": runtime error: stack overflow (data "
+			"stack limit of %" PRIu32 " words) (in function main, "
+			"thread 1)\n",
+			m->source, vm_module_line(m, m->funcs[fn->index].code_off),
+			o->stack_words);
+		proc_free(p);
+		return 70;
+	}
+	p->main = vm__thread_new(p, fn, NULL, 0, NULL);
 	if (p->main == NULL)
 		goto nomem;
 	vm__sched_push(&p->sched, NULL, p->main);
