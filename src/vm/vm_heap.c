@@ -9,8 +9,8 @@
  * once, so a later access to it faults; its page number is kept for reuse.
  *
  * Invariants: a slab page is in its class's partial stack iff 0 < nlive <
- * blocks-per-page; an empty slab page is unmapped. Every mapped page costs
- * VM_PAGE_SIZE bytes of the process's budget until unmapped.
+ * blocks-per-page; an empty slab page is unmapped. The process's memory
+ * budget is charged per page by vm_mem.c, not here.
  *
  * Failure modes: out of address space or budget or host memory -> 0, the
  * caller raises "out of memory"; free of anything but a live block start ->
@@ -47,17 +47,6 @@ static uint32_t blocks_per_page(int c)
 static vm_word pages_for(vm_word n)
 {
 	return (n + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
-}
-
-static bool take_budget(_Atomic int64_t *budget, vm_word npages)
-{
-	int64_t want = (int64_t)(npages * VM_PAGE_SIZE);
-
-	if (atomic_fetch_sub(budget, want) < want) {
-		atomic_fetch_add(budget, want);
-		return false;
-	}
-	return true;
 }
 
 static bool live_bit(const struct vm_page *pg, uint32_t i)
@@ -186,8 +175,7 @@ static bool partial_remove(struct vm_space *s, int c, struct vm_page *pg)
 	return true;
 }
 
-static vm_word alloc_small(struct vm_space *s, vm_word n,
-			   _Atomic int64_t *budget)
+static vm_word alloc_small(struct vm_space *s, vm_word n)
 {
 	struct vm_heap *h = s->heap;
 	int c = class_of(n);
@@ -202,8 +190,6 @@ static vm_word alloc_small(struct vm_space *s, vm_word n,
 		if (pg == NULL)
 			return 0;
 	} else {
-		if (!take_budget(budget, 1))
-			return 0;
 		pageno = reserve_pages(h, 1);
 		pg = pageno ? vm__page_map(s, pageno) : NULL;
 		if (pg == NULL)
@@ -236,20 +222,19 @@ fail_mapped:
 fail_page:
 	if (pageno)
 		release_pages(h, pageno, 1);
-	atomic_fetch_add(budget, (int64_t)VM_PAGE_SIZE);
 	return 0;
 }
 
-static vm_word alloc_large(struct vm_space *s, vm_word n,
-			   _Atomic int64_t *budget)
+static vm_word alloc_large(struct vm_space *s, vm_word n)
 {
 	vm_word np = pages_for(n), first, i;
 
-	if (!take_budget(budget, np))
-		return 0;
+	if (s->budget != NULL &&
+	    (int64_t)np > atomic_load(s->budget) / (int64_t)VM_PAGE_SIZE)
+		return 0; /* clearly too big: fail before mapping anything */
 	first = reserve_pages(s->heap, np);
 	if (first == 0)
-		goto fail;
+		return 0;
 	for (i = 0; i < np; i++) {
 		struct vm_page *pg = vm__page_map(s, first + i);
 		if (pg == NULL)
@@ -264,24 +249,21 @@ fail_mapped:
 	while (i-- > 0)
 		vm__page_unmap(s, first + i);
 	release_pages(s->heap, first, np);
-fail:
-	atomic_fetch_add(budget, (int64_t)(np * VM_PAGE_SIZE));
 	return 0;
 }
 
-vm_word vm__heap_alloc(struct vm_space *s, vm_word n, _Atomic int64_t *budget)
+vm_word vm__heap_alloc(struct vm_space *s, vm_word n)
 {
 	if (n > ((vm_word)1 << VM_SPACE_BITS))
 		return 0;
 	n = (n + 7) & ~(vm_word)7;
 	if (!vm__heap_own(s))
 		return 0;
-	return n <= VM_SMALL_MAX ? alloc_small(s, n, budget)
-				 : alloc_large(s, n, budget);
+	return n <= VM_SMALL_MAX ? alloc_small(s, n) : alloc_large(s, n);
 }
 
-int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
-		  vm_word *first, vm_word *unmapped)
+int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
+		  vm_word *unmapped)
 {
 	vm_word off = addr & ~VM_GLOBAL_BIT, pageno = off >> VM_PAGE_SHIFT;
 	uint32_t o = (uint32_t)(off & (VM_PAGE_SIZE - 1));
@@ -311,7 +293,6 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
 			}
 			vm__page_unmap(s, pageno);
 			release_pages(s->heap, pageno, 1);
-			atomic_fetch_add(budget, (int64_t)VM_PAGE_SIZE);
 			*unmapped = 1;
 		}
 		return 0;
@@ -323,7 +304,6 @@ int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
 		for (vm_word i = 0; i < np; i++)
 			vm__page_unmap(s, pageno + i);
 		release_pages(s->heap, pageno, np);
-		atomic_fetch_add(budget, (int64_t)(np * VM_PAGE_SIZE));
 		*unmapped = np;
 		return 0;
 	}

@@ -98,6 +98,9 @@ struct vm_space {
 	bool check;   /* keep per-block sizes for --check */
 	bool global;  /* never shared: pages are retired, not freed */
 	struct vm_page *retired; /* global: unmapped pages kept for reuse */
+	/* Bytes of pages the process may still create, shared by all its
+	 * spaces (NULL: no limit); see charge() in vm_mem.c. */
+	_Atomic int64_t *budget;
 };
 
 extern const uint32_t vm__class_size[VM_NCLASSES];
@@ -120,13 +123,14 @@ void vm__page_unmap(struct vm_space *s, vm_word pageno);
 /* The page's bytes for writing, allocated on first write. */
 uint8_t *vm__page_bytes(struct vm_page *pg);
 
-/* Allocate @n bytes (already nonzero); 0 when out of memory or over the
- * process limit @budget (bytes still available, updated). */
-vm_word vm__heap_alloc(struct vm_space *s, vm_word n, _Atomic int64_t *budget);
-/* 0, or FL_EFAULT when @addr is not a live block start. Pages the free
- * unmapped are *@unmapped pages from *@first (translations to flush). */
-int vm__heap_free(struct vm_space *s, vm_word addr, _Atomic int64_t *budget,
-		  vm_word *first, vm_word *unmapped);
+/* Allocate @n bytes (already nonzero); 0 when out of memory, of address
+ * space, or of the process's budget. */
+vm_word vm__heap_alloc(struct vm_space *s, vm_word n);
+/* 0, FL_ENOMEM, or FL_EFAULT when @addr is not a live block start. Pages
+ * the free unmapped are *@unmapped pages from *@first (translations to
+ * flush). */
+int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
+		  vm_word *unmapped);
 /* --check: is [addr, addr+n) inside one live block (or segment)? */
 bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n);
 /* Make @s's allocator state private (copy it if shared); false on ENOMEM. */

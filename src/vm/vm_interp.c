@@ -331,7 +331,7 @@ static vm_word alloc(struct vm_worker *w, struct vm_space *s, vm_word n,
 
 	if (s->global)
 		pthread_mutex_lock(&p->glock);
-	a = vm__heap_alloc(s, n, &p->budget);
+	a = vm__heap_alloc(s, n);
 	if (s->global)
 		pthread_mutex_unlock(&p->glock);
 	if (a == 0)
@@ -349,8 +349,7 @@ static bool do_free(struct vm_worker *w, vm_word a)
 
 	if (global)
 		pthread_mutex_lock(&p->glock);
-	rc = vm__heap_free(global ? &p->global : &t->local, a, &p->budget,
-			   &first, &n);
+	rc = vm__heap_free(global ? &p->global : &t->local, a, &first, &n);
 	if (global && n > 0)
 		atomic_fetch_add(&p->ggen, 1);
 	if (global)

@@ -63,19 +63,47 @@ static void page_free(struct vm_page *pg)
 	free(pg);
 }
 
-static void page_unref(struct vm_page *pg)
+/* The process's memory limit counts pages, whoever references them: a
+ * page is charged when it is created (mapped or copied on write) and
+ * credited when its last reference goes. @budget may be NULL: no limit. */
+static bool charge(_Atomic int64_t *budget)
 {
-	if (atomic_fetch_sub(&pg->refs, 1) == 1)
-		page_free(pg);
+	if (budget == NULL)
+		return true;
+	if (atomic_fetch_sub(budget, VM_PAGE_SIZE) < VM_PAGE_SIZE) {
+		atomic_fetch_add(budget, VM_PAGE_SIZE);
+		return false;
+	}
+	return true;
 }
 
-static struct vm_page *page_clone(const struct vm_page *pg)
+static void credit(_Atomic int64_t *budget)
 {
-	struct vm_page *c = malloc(sizeof *c);
+	if (budget != NULL)
+		atomic_fetch_add(budget, VM_PAGE_SIZE);
+}
+
+static void page_unref(struct vm_page *pg, _Atomic int64_t *budget)
+{
+	if (atomic_fetch_sub(&pg->refs, 1) == 1) {
+		page_free(pg);
+		credit(budget);
+	}
+}
+
+static struct vm_page *page_clone(const struct vm_page *pg,
+				  _Atomic int64_t *budget)
+{
+	struct vm_page *c;
 	uint32_t nb;
 
-	if (c == NULL)
+	if (!charge(budget))
 		return NULL;
+	c = malloc(sizeof *c);
+	if (c == NULL) {
+		credit(budget);
+		return NULL;
+	}
 	atomic_init(&c->refs, 1);
 	c->kind = pg->kind;
 	c->cls = pg->cls;
@@ -103,10 +131,11 @@ static struct vm_page *page_clone(const struct vm_page *pg)
 	return c;
 fail:
 	page_free(c);
+	credit(budget);
 	return NULL;
 }
 
-static void node_unref(struct vm_node *n, int level)
+static void node_unref(struct vm_node *n, int level, _Atomic int64_t *budget)
 {
 	if (n == NULL || atomic_fetch_sub(&n->refs, 1) != 1)
 		return;
@@ -114,9 +143,9 @@ static void node_unref(struct vm_node *n, int level)
 		if (n->slot[i] == NULL)
 			continue;
 		if (level == LEAF)
-			page_unref(n->slot[i]);
+			page_unref(n->slot[i], budget);
 		else
-			node_unref(n->slot[i], level + 1);
+			node_unref(n->slot[i], level + 1, budget);
 	}
 	free(n);
 }
@@ -151,8 +180,8 @@ static struct vm_node *node_clone(const struct vm_node *n, int level)
 
 /* Make the node in *@slot private (refs == 1); creates it when @create.
  * Returns it, or NULL (absent, or out of memory: *@nomem). */
-static struct vm_node *own_node(void **slot, int level, bool create,
-				bool *nomem)
+static struct vm_node *own_node(struct vm_space *s, void **slot, int level,
+				bool create, bool *nomem)
 {
 	struct vm_node *n = load_slot(slot), *c;
 
@@ -171,7 +200,7 @@ static struct vm_node *own_node(void **slot, int level, bool create,
 	}
 	store_slot(slot, c);
 	if (n != NULL)
-		node_unref(n, level);
+		node_unref(n, level, s->budget);
 	return c;
 }
 
@@ -183,7 +212,7 @@ static struct vm_node *walk_w(struct vm_space *s, vm_word pageno, bool create,
 	struct vm_node *n = NULL;
 
 	for (int level = 0; level <= LEAF; level++) {
-		n = own_node(slot, level, create, nomem);
+		n = own_node(s, slot, level, create, nomem);
 		if (n == NULL)
 			return NULL;
 		if (level < LEAF)
@@ -220,7 +249,7 @@ static void heap_unref(struct vm_heap *h)
 
 void vm__space_close(struct vm_space *s)
 {
-	node_unref(s->root, 0);
+	node_unref(s->root, 0, s->global ? NULL : s->budget);
 	heap_unref(s->heap);
 	while (s->retired != NULL) {
 		struct vm_page *pg = s->retired;
@@ -272,13 +301,13 @@ struct vm_page *vm__page_get_w(struct vm_space *s, vm_word pageno,
 	pg = load_slot(slot);
 	if (pg == NULL || atomic_load(&pg->refs) == 1)
 		return pg;
-	c = page_clone(pg);
+	c = page_clone(pg, s->budget);
 	if (c == NULL) {
 		*nomem = true;
 		return NULL;
 	}
 	store_slot(slot, c);
-	page_unref(pg);
+	page_unref(pg, s->budget);
 	return c;
 }
 
@@ -291,7 +320,7 @@ struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno)
 	if (pageno == 0 || pageno >= VM_MAX_PAGE)
 		return NULL;
 	leaf = walk_w(s, pageno, true, &nomem);
-	if (leaf == NULL)
+	if (leaf == NULL || !charge(s->budget))
 		return NULL;
 	if (s->retired != NULL) {
 		pg = s->retired;
@@ -302,12 +331,15 @@ struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno)
 		memset(data, 0, VM_PAGE_SIZE);
 	} else {
 		pg = calloc(1, sizeof *pg);
-		if (pg == NULL)
+		if (pg == NULL) {
+			credit(s->budget);
 			return NULL;
+		}
 		/* Global pages get their bytes now: workers may race to
 		 * touch them, and nothing may change pg->data after. */
 		if (s->global && vm__page_bytes(pg) == NULL) {
 			free(pg);
+			credit(s->budget);
 			return NULL;
 		}
 	}
@@ -335,8 +367,9 @@ void vm__page_unmap(struct vm_space *s, vm_word pageno)
 		pg->sizes = NULL;
 		pg->next_retired = s->retired;
 		s->retired = pg;
+		credit(s->budget);
 	} else {
-		page_unref(pg);
+		page_unref(pg, s->budget);
 	}
 }
 

@@ -104,7 +104,6 @@ static int load_segment(struct vm_proc *p, enum vm_segment seg,
 	}
 	if (first + np > p->global.heap->top)
 		p->global.heap->top = first + np;
-	p->budget -= (int64_t)(np * VM_PAGE_SIZE);
 	return 0;
 }
 
@@ -233,8 +232,10 @@ int vm_run(const struct vm_module *m, const struct vm_options *o)
 		pthread_mutex_init(&p->waitq[i].lock, NULL);
 	atomic_init(&p->next_tid, 1);
 
-	if (vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true) != 0 ||
-	    vm__load_segments(p, &err) != 0 || vm__link(p) != 0 ||
+	if (vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true) != 0)
+		goto nomem;
+	p->global.budget = &p->budget;
+	if (vm__load_segments(p, &err) != 0 || vm__link(p) != 0 ||
 	    vm__sched_init(&p->sched, p, (int)p->ncpu) != 0)
 		goto nomem;
 	fn = &p->x.funcs[vm_module_find_func(m, "main")];

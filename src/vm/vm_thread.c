@@ -148,6 +148,7 @@ struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
 		vm__space_fork(&t->local, &parent->local);
 	else if (vm__space_init(&t->local, 0, p->opt.check, false) != 0)
 		goto fail;
+	t->local.budget = &p->budget;
 	if (!vm__thread_grow_stack(t, &f, fn->frame_words + 1))
 		goto fail;
 	t->frames = malloc(MIN_FRAMES * sizeof *t->frames);

@@ -265,6 +265,7 @@ int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 	rc = vm__space_init(&t->local, 0, p->opt.check, false);
 	if (rc)
 		goto fail;
+	t->local.budget = &p->budget;
 	t->tid = fl_get_u64(&d.r);
 	off = fl_get_u32(&d.r);
 	t->sp = (int32_t)fl_get_u32(&d.r);
