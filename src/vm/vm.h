@@ -120,6 +120,10 @@ struct vm_module {
 	uint32_t code_len;
 	struct vm_line *lines;
 	uint32_t nlines;
+	/* Set by vm_verify(): the operand stack depth (words above the
+	 * frame's slots) on entry to the instruction at each code offset;
+	 * -1 where no instruction starts or none is reachable. */
+	int32_t *depth;
 };
 
 /* An empty module (source "?"), or NULL when out of memory. */

@@ -47,6 +47,7 @@ void vm_module_free(struct vm_module *m)
 	free(m->funcs);
 	free(m->code);
 	free(m->lines);
+	free(m->depth);
 	free(m);
 }
 

@@ -155,7 +155,8 @@ struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
 	if (t->frames == NULL)
 		goto fail;
 	t->frames_cap = MIN_FRAMES;
-	memcpy(t->stack, args, nargs * sizeof *args);
+	if (nargs > 0)
+		memcpy(t->stack, args, nargs * sizeof *args);
 	memset(t->stack + nargs, 0, (fn->nslots - nargs) * sizeof *t->stack);
 	t->bp = 0;
 	t->sp = (int32_t)fn->nslots - 1;

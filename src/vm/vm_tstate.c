@@ -242,12 +242,58 @@ static int decode_space(struct dec *d, struct vm_thread *t)
 	return 0;
 }
 
+/* Function index at cell @cell, or -1. */
+static int func_of(const struct vm_proc *p, uint32_t cell)
+{
+	return vm_module_func_at(p->m, p->x.cell_off[cell]);
+}
+
+/* The stack layout the verifier proved for every pc: each frame's slots
+ * plus the operand depth at its resume point reach exactly the next
+ * frame's base (where the callee's arguments were), and the top frame's
+ * depth at pc gives sp. Without this a forged state could make the
+ * interpreter read or write outside the stack. */
+static bool frames_fit(const struct vm_proc *p, const struct vm_thread *t)
+{
+	const struct vm_module *m = p->m;
+	int f = func_of(p, t->pc);
+	int64_t want;
+
+	if (f < 0 || m->depth == NULL)
+		return false;
+	want = (int64_t)t->bp + p->x.funcs[f].nslots - 1 +
+	       m->depth[p->x.cell_off[t->pc]];
+	if (m->depth[p->x.cell_off[t->pc]] < 0 || want != t->sp)
+		return false;
+	for (uint32_t i = 0; i < t->depth; i++) {
+		uint32_t ret = t->frames[i].ret;
+		uint32_t callee_bp = i + 1 < t->depth ? t->frames[i + 1].bp
+						      : t->bp;
+		int caller = func_of(p, ret);
+		int32_t d;
+		if (caller < 0 || ret < 2)
+			return false;
+		d = m->depth[p->x.cell_off[ret]];
+		/* After the call returns, the result sits at callee_bp. */
+		if (d < 1 || (int64_t)t->frames[i].bp +
+					 p->x.funcs[caller].nslots - 1 + d !=
+				     (int64_t)callee_bp)
+			return false;
+		/* ret must follow a call instruction. */
+		if (m->code[p->x.cell_off[ret - 2]] != VM_OP_CALL ||
+		    p->x.cell_off[ret - 1] != p->x.cell_off[ret - 2])
+			return false;
+	}
+	return true;
+}
+
 int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 		      struct vm_thread **out, struct fl_err *err)
 {
 	struct dec d = {.err = err};
 	struct vm_thread *t;
 	const uint8_t *magic;
+	const struct vm_xfunc *fn;
 	uint32_t off, n;
 	struct vm_fault f;
 	int rc;
@@ -298,11 +344,13 @@ int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 	}
 	n = fl_get_u32(&d.r);
 	if (n != (uint32_t)(t->sp + 1) || t->sp < -1 || !fits(&d, n, 8) ||
-	    t->bp > n) {
-		bad(&d, "bad stack");
+	    !frames_fit(p, t)) {
+		bad(&d, "stack does not match the code");
 		goto fail;
 	}
-	if (!vm__thread_grow_stack(t, &f, (size_t)n + 1)) {
+	/* Room for everything the current function may still push. */
+	fn = &p->x.funcs[vm_module_func_at(p->m, off)];
+	if (!vm__thread_grow_stack(t, &f, (size_t)t->bp + fn->frame_words + 1)) {
 		bad(&d, f.msg);
 		goto fail;
 	}

@@ -370,7 +370,12 @@ int vm_verify(struct vm_module *m, bool need_main, struct fl_err *err)
 	}
 out:
 	free(v.start);
-	free(v.depth);
 	free(v.work);
+	if (rc == 0) {
+		free(m->depth);
+		m->depth = v.depth;
+	} else {
+		free(v.depth);
+	}
 	return rc;
 }
