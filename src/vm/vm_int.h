@@ -308,6 +308,12 @@ struct vm_proc {
 	struct vm_thread *main; /* thread 1, for deadlock reports */
 };
 
+/* A loaded process, not yet running (no threads): NULL when out of
+ * memory. vm_run() is vm__proc_new + main + the scheduler + free. */
+struct vm_proc *vm__proc_new(const struct vm_module *m,
+			     const struct vm_options *o);
+void vm__proc_free(struct vm_proc *p);
+
 /* End the process with @status (first caller wins); returns whether this
  * call was the one that ended it. */
 bool vm__proc_end(struct vm_proc *p, int status);

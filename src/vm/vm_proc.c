@@ -179,8 +179,10 @@ static int nworkers(const struct vm_options *o, long ncpu)
 	return ncpu > VM_MAX_CPUS ? VM_MAX_CPUS : (int)ncpu;
 }
 
-static void proc_free(struct vm_proc *p)
+void vm__proc_free(struct vm_proc *p)
 {
+	if (p == NULL)
+		return;
 	for (size_t i = 0; i < p->threads_cap; i++)
 		vm__thread_free(p->threads[i]);
 	free(p->threads);
@@ -198,18 +200,15 @@ static void proc_free(struct vm_proc *p)
 	free(p);
 }
 
-int vm_run(const struct vm_module *m, const struct vm_options *o)
+struct vm_proc *vm__proc_new(const struct vm_module *m,
+			     const struct vm_options *o)
 {
 	struct vm_proc *p = calloc(1, sizeof *p);
-	const struct vm_xfunc *fn;
 	struct fl_err err;
 	long ncpu;
-	int status;
 
-	if (p == NULL) {
-		dprintf(o->fd_err, "%s: out of memory\n", o->prog);
-		return 70;
-	}
+	if (p == NULL)
+		return NULL;
 	p->m = m;
 	p->opt = *o;
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -231,12 +230,25 @@ int vm_run(const struct vm_module *m, const struct vm_options *o)
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
 		pthread_mutex_init(&p->waitq[i].lock, NULL);
 	atomic_init(&p->next_tid, 1);
-
 	if (vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true) != 0)
-		goto nomem;
+		goto fail;
 	p->global.budget = &p->budget;
 	if (vm__load_segments(p, &err) != 0 || vm__link(p) != 0 ||
 	    vm__sched_init(&p->sched, p, (int)p->ncpu) != 0)
+		goto fail;
+	return p;
+fail:
+	vm__proc_free(p);
+	return NULL;
+}
+
+int vm_run(const struct vm_module *m, const struct vm_options *o)
+{
+	struct vm_proc *p = vm__proc_new(m, o);
+	const struct vm_xfunc *fn;
+	int status;
+
+	if (p == NULL)
 		goto nomem;
 	fn = &p->x.funcs[vm_module_find_func(m, "main")];
 	if (fn->frame_words + 1 > o->stack_words) {
@@ -246,7 +258,7 @@ int vm_run(const struct vm_module *m, const struct vm_options *o)
 			"thread 1)\n",
 			m->source, vm_module_line(m, m->funcs[fn->index].code_off),
 			o->stack_words);
-		proc_free(p);
+		vm__proc_free(p);
 		return 70;
 	}
 	p->main = vm__thread_new(p, fn, NULL, 0, NULL);
@@ -256,11 +268,11 @@ int vm_run(const struct vm_module *m, const struct vm_options *o)
 	vm__sched_run(&p->sched);
 	vm__out_flush(&p->out);
 	status = p->status;
-	proc_free(p);
+	vm__proc_free(p);
 	return status;
 nomem:
 	dprintf(o->fd_err, "%s: cannot load %s: out of memory\n", o->prog,
 		m->source);
-	proc_free(p);
+	vm__proc_free(p);
 	return 70;
 }
