@@ -28,6 +28,25 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+/* Program memory is the program's business: under SPEC 3.1 a plain store
+ * and a plain load of one word by two threads, ordered only by fences, is
+ * correct, but it is a C data race inside the VM. ThreadSanitizer builds
+ * therefore leave the code that touches program memory uninstrumented
+ * (the interpreter loop and the bulk copies), so that they report races in
+ * the VM's own data, not the program's. */
+#if defined(__SANITIZE_THREAD__)
+#define VM_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define VM_TSAN 1
+#endif
+#endif
+#ifdef VM_TSAN
+#define VM_PROGRAM_MEMORY __attribute__((no_sanitize("thread")))
+#else
+#define VM_PROGRAM_MEMORY
+#endif
+
 /* ---- Pages and spaces (vm_mem.c, vm_heap.c) ---- */
 
 #define VM_PAGE_SHIFT 12
@@ -97,6 +116,7 @@ struct vm_space {
 	vm_word base; /* VM_GLOBAL_BIT or 0 */
 	bool check;   /* keep per-block sizes for --check */
 	bool global;  /* never shared: pages are retired, not freed */
+	uint64_t copies; /* pages copied on write so far (see vm__page_get_w) */
 	struct vm_page *retired; /* global: unmapped pages kept for reuse */
 	/* Bytes of pages the process may still create, shared by all its
 	 * spaces (NULL: no limit); see charge() in vm_mem.c. */
@@ -114,7 +134,9 @@ void vm__space_fork(struct vm_space *to, const struct vm_space *from);
  * in the global space. */
 struct vm_page *vm__page_get(const struct vm_space *s, vm_word pageno);
 /* The page, made private to this space so it may be written; NULL if
- * unmapped or out of memory (*@nomem tells which). */
+ * unmapped or out of memory (*@nomem tells which). A copy moves the page
+ * to new host memory and bumps s->copies: cached translations of it are
+ * stale and the caller must drop them. */
 struct vm_page *vm__page_get_w(struct vm_space *s, vm_word pageno,
 			       bool *nomem);
 /* Map a new page (zero) at @pageno; NULL when out of memory. */

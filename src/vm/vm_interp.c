@@ -43,8 +43,9 @@
 #define VM_SWITCH_DISPATCH 1
 #endif
 
-static enum vm_stop run(struct vm_worker *w, struct vm_thread *t,
-		       const void *const **table);
+static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
+					   struct vm_thread *t,
+					   const void *const **table);
 
 /* ---- Linking ---- */
 
@@ -329,11 +330,15 @@ static vm_word alloc(struct vm_worker *w, struct vm_space *s, vm_word n,
 	struct vm_proc *p = w->cur->proc;
 	vm_word a;
 
+	uint64_t copies = s->copies;
+
 	if (s->global)
 		pthread_mutex_lock(&p->glock);
 	a = vm__heap_alloc(s, n);
 	if (s->global)
 		pthread_mutex_unlock(&p->glock);
+	if (s->copies != copies) /* moved pages: cached translations stale */
+		vm__tlb_flush(w);
 	if (a == 0)
 		vm__fault(w, "out of memory (%s of %" PRIu64 " bytes)", what, n);
 	return a;
@@ -347,9 +352,12 @@ static bool do_free(struct vm_worker *w, vm_word a)
 	vm_word first, n;
 	int rc;
 
+	struct vm_space *s = global ? &p->global : &t->local;
+	uint64_t copies = s->copies;
+
 	if (global)
 		pthread_mutex_lock(&p->glock);
-	rc = vm__heap_free(global ? &p->global : &t->local, a, &first, &n);
+	rc = vm__heap_free(s, a, &first, &n);
 	if (global && n > 0)
 		atomic_fetch_add(&p->ggen, 1);
 	if (global)
@@ -362,7 +370,10 @@ static bool do_free(struct vm_worker *w, vm_word a)
 		vm__fault(w, "free of 0x%" PRIx64 ", which is not a live block", a);
 		return false;
 	}
-	flush_pages(w, a & VM_GLOBAL_BIT, first, n);
+	if (s->copies != copies)
+		vm__tlb_flush(w);
+	else
+		flush_pages(w, a & VM_GLOBAL_BIT, first, n);
 	return true;
 }
 
@@ -454,8 +465,9 @@ enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t)
 /* Backward jumps and calls a thread runs before it lets others run. */
 #define VM_BUDGET 10000
 
-static enum vm_stop run(struct vm_worker *w, struct vm_thread *t,
-			const void *const **table)
+static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
+					   struct vm_thread *t,
+					   const void *const **table)
 {
 #ifndef VM_SWITCH_DISPATCH
 	static const void *const labels[VM_OP__COUNT] = {
@@ -484,6 +496,12 @@ static enum vm_stop run(struct vm_worker *w, struct vm_thread *t,
 
 	if (atomic_load(&p->ending))
 		return VM_STOP_END;
+	/* Resuming after a park or on another worker: global pages freed
+	 * meanwhile must not stay cached (parking was a fence). */
+	if (atomic_load(&p->ggen) != w->gen) {
+		vm__tlb_flush(w);
+		w->gen = atomic_load(&p->ggen);
+	}
 #ifdef VM_SWITCH_DISPATCH
 #define CASE(name) case VM_OP_##name:
 #define NEXT(n)                                                               \
@@ -921,6 +939,10 @@ dispatch:
 	}
 	CASE(WAKE)
 	{
+		if (sp[-1] & 7)
+			FAIL("wake at unaligned address 0x%" PRIx64
+			     " (atomics need 8-byte alignment)",
+			     sp[-1]);
 		a = vm__wake(w, t, sp[-1], sp[0]);
 		*--sp = a;
 		fence(w, p);

@@ -18,7 +18,14 @@ A directive is a whole-line comment; the text after "NAME:" loses one
 leading space. The second test builds every program that should compile,
 disassembles it, builds the disassembly and checks that both modules are
 byte-identical.
+
+Thread programs (tests/programs/threads/) run three times, on 1, 2 and 8
+worker OS threads (`--cpus N`, ids NAME.fla-cpus1 and so on), unless their
+`; flags:` already give --cpus. With FLOCK_STRESS=N in the environment each
+of those runs repeats N times in a row and fails at the first run that
+differs, naming it (`make stress`).
 """
+import os
 import re
 import subprocess
 
@@ -74,17 +81,71 @@ class Spec:
 ALL = sorted(PROGRAMS.glob("**/*.fla"))
 SPECS = [Spec(p) for p in ALL]
 
+THREADS = PROGRAMS / "threads"
+CPUS = (1, 2, 8)
+
 
 def ids(specs):
     return [s.rel for s in specs]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=ids(SPECS))
-def test_program(spec):
-    args = ["run", spec.rel] + spec.flags
+def is_threads(spec):
+    return THREADS in spec.path.parents
+
+
+def runs(specs):
+    """(spec, extra flags) pairs and their ids: a thread program without
+    its own --cpus once per worker count, anything else once."""
+    cases, names = [], []
+    for s in specs:
+        if is_threads(s) and "--cpus" not in s.flags:
+            for n in CPUS:
+                cases.append((s, ["--cpus", str(n)]))
+                names.append("%s-cpus%d" % (s.rel, n))
+        else:
+            cases.append((s, []))
+            names.append(s.rel)
+    return cases, names
+
+
+def stress_runs():
+    v = os.environ.get("FLOCK_STRESS", "").strip()
+    if not v:
+        return 1
+    try:
+        n = int(v)
+    except ValueError:
+        raise pytest.UsageError("FLOCK_STRESS=%r is not a count" % v)
+    return max(n, 1)
+
+
+CASES, CASE_IDS = runs(SPECS)
+
+
+@pytest.mark.parametrize("spec,extra", CASES, ids=CASE_IDS)
+def test_program(spec, extra):
+    n = stress_runs() if is_threads(spec) else 1
+    for i in range(1, n + 1):
+        problems, err = check_once(spec, extra)
+        if problems:
+            what = "%s %s" % (spec.rel, " ".join(spec.flags + extra))
+            if n > 1:
+                what += " (run %d of %d)" % (i, n)
+            pytest.fail("%s:\n%s\n--- stderr\n%s"
+                        % (what.strip(), "\n".join(problems), err),
+                        pytrace=False)
+
+
+def check_once(spec, extra):
+    """Run @spec once with @extra flags; a list of problems and stderr."""
+    args = ["run", spec.rel] + spec.flags + extra
     if spec.args:
         args += ["--"] + spec.args
-    r = run_flock(args, stdin=spec.stdin_bytes())
+    try:
+        r = run_flock(args, stdin=spec.stdin_bytes())
+    except subprocess.TimeoutExpired as e:
+        return (["no exit within %ss (hung?)" % e.timeout],
+                (e.stderr or b"").decode("utf-8", errors="replace"))
     out = r.stdout
     err = r.stderr.decode("utf-8", errors="replace")
     problems = []
@@ -105,9 +166,7 @@ def test_program(spec):
             pos = m.end()
     elif err:
         problems.append("unexpected stderr")
-    if problems:
-        pytest.fail("%s:\n%s\n--- stderr\n%s" % (spec.rel, "\n".join(problems),
-                                                 err), pytrace=False)
+    return problems, err
 
 
 ROUND = [s for s in SPECS if s.status != 65]
