@@ -23,7 +23,9 @@ Thread programs (tests/programs/threads/) run three times, on 1, 2 and 8
 worker OS threads (`--cpus N`, ids NAME.fla-cpus1 and so on), unless their
 `; flags:` already give --cpus. With FLOCK_STRESS=N in the environment each
 of those runs repeats N times in a row and fails at the first run that
-differs, naming it (`make stress`).
+differs, naming it (`make stress`). A fourth run, NAME.fla-migrate, uses
+`--cpus 2 --debug-migrate`: each preempted thread is encoded to bytes and
+continues from the decoded copy, as when it moves between machines.
 """
 import os
 import re
@@ -102,6 +104,10 @@ def runs(specs):
             for n in CPUS:
                 cases.append((s, ["--cpus", str(n)]))
                 names.append("%s-cpus%d" % (s.rel, n))
+            # Every preempted thread goes through its serialised state
+            # and continues from the decoded copy (vm_tstate.c).
+            cases.append((s, ["--cpus", "2", "--debug-migrate"]))
+            names.append("%s-migrate" % s.rel)
         else:
             cases.append((s, []))
             names.append(s.rel)
