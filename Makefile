@@ -34,7 +34,7 @@ help:
 	@echo "make            build $(FLOCK)"
 	@echo "make run        install what is missing, build, run examples/hello.fla"
 	@echo "make test       install what is missing, run every test: gcc build, clang build"
-	@echo "                (switch dispatch), and Address+UB sanitizers"
+	@echo "                (switch dispatch), Address+UB and Thread sanitizers"
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
 	@echo "make tsan       the golden programs under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
@@ -82,6 +82,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory check
 	@$(MAKE) --no-print-directory clang
 	@$(MAKE) --no-print-directory asan-check
+	@$(MAKE) --no-print-directory tsan-check
 
 check: all unit programs docs
 
