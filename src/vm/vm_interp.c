@@ -391,7 +391,8 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	struct vm_proc *p = t->proc;
 	struct vm_thread *j;
 
-	if (t == p->main) {
+	/* By id: p->main changes under --debug-migrate. */
+	if (t->tid == 1) {
 		vm__proc_end(p, (int)(r & 255));
 		return VM_STOP_END;
 	}
