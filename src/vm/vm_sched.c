@@ -56,6 +56,17 @@ void vm__sched_close(struct vm_sched *s)
 	memset(s, 0, sizeof *s);
 }
 
+/* One more queued thread: wake an idle worker if there is one. */
+static void queued(struct vm_sched *s)
+{
+	atomic_fetch_add(&s->nqueued, 1);
+	if (atomic_load(&s->nidle) > 0) {
+		pthread_mutex_lock(&s->lock);
+		pthread_cond_signal(&s->wake);
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
 void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
 		    struct vm_thread *t)
 {
@@ -69,12 +80,7 @@ void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
 		w->head = t;
 	w->tail = t;
 	pthread_mutex_unlock(&w->lock);
-	atomic_fetch_add(&s->nqueued, 1);
-	if (atomic_load(&s->nidle) > 0) {
-		pthread_mutex_lock(&s->lock);
-		pthread_cond_signal(&s->wake);
-		pthread_mutex_unlock(&s->lock);
-	}
+	queued(s);
 }
 
 void vm__sched_push_front(struct vm_sched *s, struct vm_worker *w,
@@ -86,12 +92,7 @@ void vm__sched_push_front(struct vm_sched *s, struct vm_worker *w,
 	if (w->tail == NULL)
 		w->tail = t;
 	pthread_mutex_unlock(&w->lock);
-	atomic_fetch_add(&s->nqueued, 1);
-	if (atomic_load(&s->nidle) > 0) {
-		pthread_mutex_lock(&s->lock);
-		pthread_cond_signal(&s->wake);
-		pthread_mutex_unlock(&s->lock);
-	}
+	queued(s);
 }
 
 static struct vm_thread *pop(struct vm_sched *s, struct vm_worker *w)
