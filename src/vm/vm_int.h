@@ -53,8 +53,8 @@
 /* Each space addresses 2^VM_SPACE_BITS bytes; the radix tree has
  * VM_RADIX_LEVELS levels of VM_RADIX_BITS each (the top one smaller). */
 #define VM_SPACE_BITS 47
-#define VM_RADIX_BITS 9
-#define VM_RADIX_LEVELS 4
+#define VM_RADIX_BITS 6
+#define VM_RADIX_LEVELS 6
 #define VM_RADIX_FAN (1u << VM_RADIX_BITS)
 #define VM_MAX_PAGE ((vm_word)1 << (VM_SPACE_BITS - VM_PAGE_SHIFT))
 

@@ -1,7 +1,8 @@
 /* Address spaces and checked access to program memory.
  *
- * A space maps page numbers to struct vm_page through a 4-level radix tree
- * of struct vm_node (VM_RADIX_BITS per level). Page 0 is never mapped, so
+ * A space maps page numbers to struct vm_page through a 6-level radix tree
+ * of struct vm_node (64 slots, VM_RADIX_BITS, per level: small nodes keep
+ * the copies that copy-on-write makes small). Page 0 is never mapped, so
  * null and small offsets from it always fault. A local page's bytes are
  * allocated on its first write; until then loads read a shared zero page.
  *
