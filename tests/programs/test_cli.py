@@ -198,13 +198,22 @@ def test_disasm_of_fla(hello):
 
 @pytest.mark.parametrize("opt", [["--stack-words", "0"], ["--call-depth", "0"],
                                  ["--stack-words", "x"], ["--memory", "lots"],
-                                 ["--memory", "0"], ["--stack-words"]],
+                                 ["--memory", "0"], ["--stack-words"],
+                                 ["--cpus", "0"], ["--cpus", "x"],
+                                 ["--cpus", "1025"], ["--cpus"]],
                          ids=" ".join)
 def test_bad_option_value(opt, hello):
     r = run_flock(["run", str(hello)] + opt)
     assert r.returncode == 64
     assert r.stdout == b""
     assert text(r.stderr).count("\n") == 1, text(r.stderr)
+
+
+@pytest.mark.parametrize("cpus", ["1", "2", "8", "1024"])
+def test_cpus(cpus, hello):
+    r = run_flock(["run", str(hello), "--cpus", cpus])
+    assert r.returncode == 1, text(r.stderr)
+    assert r.stdout == b"hello, flock\n"
 
 
 @pytest.mark.parametrize("size", ["64MiB", "1GiB", "100000000", "5MB"])
