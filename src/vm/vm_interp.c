@@ -47,6 +47,15 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 					   struct vm_thread *t,
 					   const void *const **table);
 
+/* Handlers that exist only in linked code: jumps whose target is not after
+ * them, which spend preemption budget; forward jumps never need to. */
+enum {
+	VM_OP_JMPB = VM_OP__COUNT,
+	VM_OP_JZB,
+	VM_OP_JNZB,
+	VM_XOP__COUNT
+};
+
 /* ---- Linking ---- */
 
 int vm__link(struct vm_proc *p)
@@ -96,7 +105,12 @@ int vm__link(struct vm_proc *p)
 			union vm_cell *c = &x->cells[cell_at[off]];
 			const struct vm_symbol *s;
 			vm_insn_decode(m->code, m->code_len, off, &in, NULL);
-			enum vm_op op = in.op == VM_OP_PUSHA ? VM_OP_PUSH : in.op;
+			int op = in.op == VM_OP_PUSHA ? VM_OP_PUSH : (int)in.op;
+			if (vm_opinfo[in.op].operand == VM_OPND_LABEL &&
+			    (uint32_t)in.imm <= off - f->code_off)
+				op = in.op == VM_OP_JMP  ? VM_OP_JMPB
+				     : in.op == VM_OP_JZ ? VM_OP_JZB
+							 : VM_OP_JNZB;
 #ifdef VM_SWITCH_DISPATCH
 			c[0].op = op;
 #else
@@ -471,10 +485,11 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 					   const void *const **table)
 {
 #ifndef VM_SWITCH_DISPATCH
-	static const void *const labels[VM_OP__COUNT] = {
+	static const void *const labels[VM_XOP__COUNT] = {
 #define OP(name, mn, opnd, pops, pushes, flags, effect, doc) &&op_##name,
 #include "vm/vm_opcodes.def"
 #undef OP
+		&&op_JMPB, &&op_JZB, &&op_JNZB,
 	};
 	if (t == NULL) {
 		*table = labels;
@@ -599,7 +614,7 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 
 #ifdef VM_SWITCH_DISPATCH
 dispatch:
-	switch ((enum vm_op)pc->op)
+	switch ((int)pc->op)
 #else
 	goto *pc->h;
 #endif
@@ -723,24 +738,37 @@ dispatch:
 	CASE(GEU) BINOP(a >= b)
 	CASE(JMP)
 	{
-		if (OPND.target <= pc)
-			TICK(OPND.target);
 		JUMP(OPND.target);
 	}
 	CASE(JZ)
 	{
-		if (*sp-- == 0) {
-			if (OPND.target <= pc)
-				TICK(OPND.target);
+		if (*sp-- == 0)
 			JUMP(OPND.target);
-		}
 		NEXT(2);
 	}
 	CASE(JNZ)
 	{
+		if (*sp-- != 0)
+			JUMP(OPND.target);
+		NEXT(2);
+	}
+	CASE(JMPB)
+	{
+		TICK(OPND.target);
+		JUMP(OPND.target);
+	}
+	CASE(JZB)
+	{
+		if (*sp-- == 0) {
+			TICK(OPND.target);
+			JUMP(OPND.target);
+		}
+		NEXT(2);
+	}
+	CASE(JNZB)
+	{
 		if (*sp-- != 0) {
-			if (OPND.target <= pc)
-				TICK(OPND.target);
+			TICK(OPND.target);
 			JUMP(OPND.target);
 		}
 		NEXT(2);
@@ -1045,7 +1073,7 @@ dispatch:
 		NEXT(1);
 	}
 #ifdef VM_SWITCH_DISPATCH
-	case VM_OP__COUNT:
+	default:
 		break; /* not an instruction: the verifier rejects it */
 #endif
 	}

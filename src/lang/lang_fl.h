@@ -1,0 +1,123 @@
+/* Private to the .fl compiler (src/lang/lang_*.c): tokens, the AST, and the
+ * compiler state shared by the lexer (lang_lex.c), the parser
+ * (lang_parse.c) and the code generator (lang_gen.c). Not for use outside
+ * src/lang/. Nothing here keeps global state: one struct fl_comp per
+ * lang_compile() call owns everything (files, nodes, diagnostics). */
+#ifndef FLOCK_LANG_LANG_FL_H
+#define FLOCK_LANG_LANG_FL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "base/fl_buf.h"
+
+enum fl_tok_kind {
+	FT_EOF,
+	FT_NAME,
+	FT_INT, /* decimal, 0x, 'c' */
+	FT_STR, /* decoded bytes in comp->strs[soff .. soff+slen) */
+	FT_KW_FN, FT_KW_CONST, FT_KW_GLOBAL, FT_KW_USE, FT_KW_VAR, FT_KW_IF,
+	FT_KW_ELSE, FT_KW_WHILE, FT_KW_FOR, FT_KW_IN, FT_KW_BREAK,
+	FT_KW_CONTINUE, FT_KW_RETURN, FT_KW_SPAWN,
+	/* punctuation */
+	FT_LPAREN, FT_RPAREN, FT_LBRACE, FT_RBRACE, FT_LBRACK, FT_RBRACK,
+	FT_COMMA, FT_SEMI, FT_DOTDOT,
+	/* operators */
+	FT_OROR, FT_ANDAND, FT_OR, FT_XOR, FT_AND, FT_EQ, FT_NE, FT_LT, FT_LE,
+	FT_GT, FT_GE, FT_SHL, FT_SHR, FT_PLUS, FT_MINUS, FT_STAR, FT_SLASH,
+	FT_PERCENT, FT_BANG, FT_TILDE,
+	/* assignments */
+	FT_ASSIGN, FT_ADD_ASSIGN, FT_SUB_ASSIGN, FT_MUL_ASSIGN, FT_DIV_ASSIGN,
+	FT_MOD_ASSIGN, FT_AND_ASSIGN, FT_OR_ASSIGN, FT_XOR_ASSIGN,
+	FT_SHL_ASSIGN, FT_SHR_ASSIGN,
+};
+
+struct fl_tok {
+	enum fl_tok_kind kind;
+	uint32_t line, col;
+	const char *p; /* source text, borrowed from the file */
+	size_t n;
+	uint64_t val;      /* FT_INT */
+	size_t soff, slen; /* FT_STR */
+};
+
+enum fl_node_kind {
+	/* expressions */
+	FN_NUM, FN_STR, FN_NAME, FN_ADDR, FN_UNARY, FN_BINARY, FN_ANDAND,
+	FN_OROR, FN_INDEX, FN_CALL, FN_SPAWN,
+	/* statements */
+	FN_VAR, FN_IF, FN_WHILE, FN_FOR, FN_BREAK, FN_CONTINUE, FN_RETURN,
+	FN_EXPR, FN_ASSIGN, FN_BLOCK,
+	/* items */
+	FN_FUNC, FN_CONST, FN_GLOBAL,
+};
+
+/* One AST node. Lists (statements, arguments, parameters) chain through
+ * @next; @a..@c are the children, by kind:
+ *   UNARY/BINARY op, a, b;  INDEX a[b];  CALL/SPAWN name(args a, val=count)
+ *   VAR name = a;  IF a {b} else c;  WHILE a {b};  FOR name in a..b {c}
+ *   RETURN a;  EXPR a;  ASSIGN op a = b;  BLOCK a;
+ *   FUNC name(params a, val=count) {b};  CONST/GLOBAL name = a */
+struct fl_node {
+	enum fl_node_kind kind;
+	int op; /* enum fl_tok_kind */
+	uint16_t file;
+	uint32_t line, col;
+	const char *name;
+	size_t nlen;
+	int64_t val;
+	size_t soff, slen; /* FN_STR */
+	struct fl_node *a, *b, *c, *next;
+	/* resolution state of CONST items: 0 new, 1 being folded, 2 done */
+	int state;
+	bool bad; /* CONST failed to fold */
+};
+
+struct fl_file {
+	char *path;
+	char *src;
+	size_t len;
+};
+
+struct fl_comp {
+	FILE *diag;
+	bool nomem;
+	int nerrors;
+	struct fl_file *files;
+	size_t nfiles, capfiles;
+	struct fl_buf diags; /* struct fl_diag[] */
+	struct fl_buf strs;  /* decoded string literal bytes */
+	struct fl_buf arena; /* struct fl_node *[] of malloc'd chunks */
+	struct fl_node *chunk;
+	size_t chunk_used;
+	struct fl_buf items; /* struct fl_node *[]: fn, const, global */
+	bool uses_print;
+	int depth; /* use nesting */
+};
+
+/* lang_lex.c */
+/* Tokens of file @file into *@out (malloc'd, ends with FT_EOF). Lexical
+ * errors are reported; returns false only when out of memory. */
+bool fl__lex(struct fl_comp *c, uint16_t file, struct fl_tok **out,
+	     size_t *n);
+
+/* lang_parse.c */
+/* Lex and parse file @file, appending its items to c->items (and those of
+ * the files it uses). */
+void fl__parse_file(struct fl_comp *c, uint16_t file);
+/* Add a file (takes @path and @src); returns its index or -1 on no memory. */
+int fl__add_file(struct fl_comp *c, char *path, char *src, size_t len);
+struct fl_node *fl__node(struct fl_comp *c, enum fl_node_kind kind,
+			 uint16_t file, uint32_t line, uint32_t col);
+
+/* lang_gen.c */
+void fl__error(struct fl_comp *c, uint16_t file, uint32_t line,
+	       uint32_t col, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* The print/eprint runtime, in .fl, compiled when a program prints. */
+extern const char fl__prelude[];
+
+#endif
