@@ -82,17 +82,17 @@ int cli_load(const char *path, struct vm_module **out)
 				"%s: unknown kind of file (expected .fl, .fla "
 				"or .flb)",
 				path);
-	if (has_ext(path, ".fl"))
-		return cli_fail(CLI_EX_DATAERR,
-				"%s: the Flock language compiler is not part "
-				"of this build yet; use .fla assembly",
-				path);
 	rc = fl_read_file(path, &bytes, &len, &err);
 	if (rc)
 		return cli_fail(CLI_EX_NOINPUT, "%s", err.msg);
-	if (has_ext(path, ".fla")) {
+	if (!has_ext(path, ".flb")) {
 		fflush(stdout);
-		rc = asm_assemble(path, (const char *)bytes, len, &m, stderr);
+		if (has_ext(path, ".fla"))
+			rc = asm_assemble(path, (const char *)bytes, len, &m,
+					  stderr);
+		else
+			rc = lang_compile(path, (const char *)bytes, len, &m,
+					  stderr);
 		free(bytes);
 		if (rc == FL_ENOMEM)
 			return cli_fail(CLI_EX_SOFTWARE, "%s: out of memory",

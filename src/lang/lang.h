@@ -1,5 +1,5 @@
-/* Front ends: the .fla assembler and the disassembler (later the .fl
- * compiler). They turn text into struct vm_module and back; they depend on
+/* Front ends: the .fla assembler, the disassembler and the .fl
+ * compiler. They turn text into struct vm_module and back; they depend on
  * vm/ only for the module format and instruction table, never on the
  * runtime. Nothing here keeps global state. */
 #ifndef FLOCK_LANG_LANG_H
@@ -17,6 +17,15 @@
  * vm_module_free(). Returns 0, FL_ESYNTAX after diagnostics, or FL_ENOMEM.
  * The result is not verified: callers run vm_verify(). */
 int asm_assemble(const char *path, const char *src, size_t len,
+		 struct vm_module **out, FILE *diag);
+
+/* Compile .fl source @src (@len bytes, NUL-terminated) read from @path to a
+ * module. Every lexical, syntax and name error is written to @diag as
+ * "PATH:LINE:COL: error: MESSAGE", then the source line and a caret line;
+ * returns FL_ESYNTAX after diagnostics (no module), FL_ENOMEM, or 0. `use`
+ * paths are resolved relative to the including file and read with
+ * fl_read_file. The result is not verified: callers run vm_verify(). */
+int lang_compile(const char *path, const char *src, size_t len,
 		 struct vm_module **out, FILE *diag);
 
 /* Write @m as .fla text to @out. For any module that passes vm_verify(),

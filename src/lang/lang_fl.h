@@ -15,6 +15,7 @@
 
 enum fl_tok_kind {
 	FT_EOF,
+	FT_ERROR, /* a byte the lexer rejected (already reported) */
 	FT_NAME,
 	FT_INT, /* decimal, 0x, 'c' */
 	FT_STR, /* decoded bytes in comp->strs[soff .. soff+slen) */
@@ -72,15 +73,19 @@ struct fl_node {
 	struct fl_node *a, *b, *c, *next;
 	/* resolution state of CONST items: 0 new, 1 being folded, 2 done */
 	int state;
+	uint32_t index; /* FUNC: function index; GLOBAL: data word index */
 	bool bad; /* CONST failed to fold */
 };
 
 struct fl_file {
 	char *path;
+	char *canon; /* realpath(path), or a copy of it: for `use` once */
 	char *src;
 	size_t len;
 };
 
+/* One compilation. Files are kept to the end: AST names point into their
+ * source, and diagnostics quote it. */
 struct fl_comp {
 	FILE *diag;
 	bool nomem;
@@ -93,7 +98,6 @@ struct fl_comp {
 	struct fl_node *chunk;
 	size_t chunk_used;
 	struct fl_buf items; /* struct fl_node *[]: fn, const, global */
-	bool uses_print;
 	int depth; /* use nesting */
 };
 
@@ -113,6 +117,15 @@ struct fl_node *fl__node(struct fl_comp *c, enum fl_node_kind kind,
 			 uint16_t file, uint32_t line, uint32_t col);
 
 /* lang_gen.c */
+/* Resolve names and generate the module from c->items; reports name
+ * errors with fl__error(). Returns 0 (with *@out set unless errors were
+ * reported) or FL_ENOMEM. */
+struct vm_module;
+int fl__generate(struct fl_comp *c, struct vm_module **out);
+
+/* lang_compile.c */
+/* Record an error at @file:@line:@col (1-based); printed, sorted, when the
+ * compilation ends. */
 void fl__error(struct fl_comp *c, uint16_t file, uint32_t line,
 	       uint32_t col, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));

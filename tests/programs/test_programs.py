@@ -1,4 +1,5 @@
-"""The golden-program suite: every tests/programs/**/*.fla is run with
+"""The golden-program suite: every tests/programs/**/*.fla and *.fl (but
+those under a lib/ folder, which are `use`d by others) is run with
 `flock run FILE [flags] [-- args]` and checked against the comment
 directives it carries:
 
@@ -35,7 +36,8 @@ import pytest
 
 from flockrun import PROGRAMS, ROOT, run_flock
 
-DIRECTIVE = re.compile(r"^\s*;\s*(expect|status|stderr|args|flags|stdin):(.*)$")
+# `;` comments in assembly, `//` in the Flock language.
+DIRECTIVE = re.compile(r"^\s*(?:;|//)\s*(expect|status|stderr|args|flags|stdin):(.*)$")
 
 
 class Spec:
@@ -80,7 +82,9 @@ class Spec:
         return ("\n".join(self.stdin) + "\n").encode()
 
 
-ALL = sorted(PROGRAMS.glob("**/*.fla"))
+# .fl files under a lib/ folder are only `use`d by other programs.
+ALL = sorted(list(PROGRAMS.glob("**/*.fla")) +
+             [p for p in PROGRAMS.glob("**/*.fl") if "lib" not in p.parts])
 SPECS = [Spec(p) for p in ALL]
 
 THREADS = PROGRAMS / "threads"

@@ -1,0 +1,241 @@
+/* The .fl compiler's driver: lang_compile(), diagnostics, and the print
+ * runtime (the prelude).
+ *
+ * Owns: the struct fl_comp for one compilation (files, AST arena, string
+ * bytes, diagnostics), collecting errors and printing them sorted by file
+ * (in the order files were read), line and column, each as
+ * "PATH:LINE:COL: error: MSG", the source line and a caret line.
+ *
+ * Happy path: add the main file, parse it (lang_parse.c pulls in `use`d
+ * files), parse the prelude when the program calls print/eprint, then
+ * generate the module (lang_gen.c). Failure modes: any diagnostic means no
+ * module and FL_ESYNTAX; running out of memory anywhere gives FL_ENOMEM
+ * (diagnostics so far are still printed). Runs on the caller's thread; no
+ * global state. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/fl_error.h"
+#include "lang/lang.h"
+#include "lang/lang_fl.h"
+
+#define DIAG_MSG_MAX 240
+
+struct fl_diag {
+	uint16_t file;
+	uint32_t line, col, seq;
+	char msg[DIAG_MSG_MAX];
+};
+
+/* print(fmt, ...) lowers to $print(fd, fmt, args) where args is an
+ * alloc'd array of the arguments; $print formats into a growing local
+ * buffer [buf, cap, len] and writes it with one `write`, so the output of
+ * one call is never split by another thread's. */
+const char fl__prelude[] =
+	"fn $put(st, ch) {\n"
+	"    if st[2] == st[1] {\n"
+	"        var nb = alloc(st[1] * 2);\n"
+	"        copy(nb, st[0], st[2]);\n"
+	"        free(st[0]);\n"
+	"        st[0] = nb;\n"
+	"        st[1] = st[1] * 2;\n"
+	"    }\n"
+	"    store8(st[0] + st[2], ch);\n"
+	"    st[2] += 1;\n"
+	"    return 0;\n"
+	"}\n"
+	"fn $num(st, v, base, signed) {\n"
+	"    if signed && v < 0 { $put(st, '-'); v = -v; }\n"
+	"    var d = alloc(24);\n"
+	"    var k = 0;\n"
+	"    while 1 {\n"
+	"        var r = modu(v, base);\n"
+	"        if r < 10 { store8(d + k, '0' + r); }\n"
+	"        else { store8(d + k, 'a' + r - 10); }\n"
+	"        k += 1;\n"
+	"        v = divu(v, base);\n"
+	"        if v == 0 { break; }\n"
+	"    }\n"
+	"    while k > 0 { k -= 1; $put(st, load8(d + k)); }\n"
+	"    free(d);\n"
+	"    return 0;\n"
+	"}\n"
+	"fn $print(fd, fmt, args) {\n"
+	"    var st = alloc(24);\n"
+	"    st[1] = 64;\n"
+	"    st[0] = alloc(64);\n"
+	"    var i = 0;\n"
+	"    var a = 0;\n"
+	"    while 1 {\n"
+	"        var ch = load8(fmt + i);\n"
+	"        if ch == 0 { break; }\n"
+	"        i += 1;\n"
+	"        if ch != '%' { $put(st, ch); continue; }\n"
+	"        ch = load8(fmt + i);\n"
+	"        i += 1;\n"
+	"        if ch == '%' { $put(st, '%'); }\n"
+	"        else if ch == 'c' { $put(st, args[a]); a += 1; }\n"
+	"        else if ch == 's' {\n"
+	"            var s = args[a];\n"
+	"            a += 1;\n"
+	"            while load8(s) != 0 { $put(st, load8(s)); s += 1; }\n"
+	"        }\n"
+	"        else if ch == 'd' { $num(st, args[a], 10, 1); a += 1; }\n"
+	"        else if ch == 'u' { $num(st, args[a], 10, 0); a += 1; }\n"
+	"        else { $num(st, args[a], 16, 0); a += 1; }\n"
+	"    }\n"
+	"    var n = write(fd, st[0], st[2]);\n"
+	"    free(st[0]);\n"
+	"    free(st);\n"
+	"    free(args);\n"
+	"    return n;\n"
+	"}\n";
+
+void fl__error(struct fl_comp *c, uint16_t file, uint32_t line, uint32_t col,
+	       const char *fmt, ...)
+{
+	struct fl_diag d;
+	va_list ap;
+
+	memset(&d, 0, sizeof d);
+	d.file = file;
+	d.line = line;
+	d.col = col;
+	d.seq = (uint32_t)c->nerrors;
+	va_start(ap, fmt);
+	vsnprintf(d.msg, sizeof d.msg, fmt, ap);
+	va_end(ap);
+	c->nerrors++;
+	fl_buf_put(&c->diags, &d, sizeof d);
+	if (c->diags.failed)
+		c->nomem = true;
+}
+
+static int cmp_diag(const void *x, const void *y)
+{
+	const struct fl_diag *a = x, *b = y;
+
+	if (a->file != b->file)
+		return a->file < b->file ? -1 : 1;
+	if (a->line != b->line)
+		return a->line < b->line ? -1 : 1;
+	if (a->col != b->col)
+		return a->col < b->col ? -1 : 1;
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+static void print_diags(struct fl_comp *c)
+{
+	size_t n = c->diags.len / sizeof(struct fl_diag);
+	struct fl_diag *d = (struct fl_diag *)(void *)c->diags.data;
+
+	if (n == 0 || c->diag == NULL)
+		return;
+	qsort(d, n, sizeof *d, cmp_diag);
+	for (size_t i = 0; i < n; i++) {
+		const struct fl_file *f = &c->files[d[i].file];
+		const char *s = f->src, *end = f->src + f->len;
+		fprintf(c->diag, "%s:%u:%u: error: %s\n", f->path, d[i].line,
+			d[i].col, d[i].msg);
+		for (uint32_t l = 1; l < d[i].line && s < end; l++) {
+			const char *nl = memchr(s, '\n', (size_t)(end - s));
+			s = nl != NULL ? nl + 1 : end;
+		}
+		const char *e = memchr(s, '\n', (size_t)(end - s));
+		size_t ll = e != NULL ? (size_t)(e - s) : (size_t)(end - s);
+		if (ll > 0 && s[ll - 1] == '\r')
+			ll--;
+		fprintf(c->diag, "%.*s\n", (int)ll, s);
+		for (uint32_t k = 1; k < d[i].col && k <= ll; k++)
+			fputc(s[k - 1] == '\t' ? '\t' : ' ', c->diag);
+		fputs("^\n", c->diag);
+	}
+}
+
+/* Does the AST under @nd call print or eprint? */
+static bool calls_print(const struct fl_node *nd)
+{
+	for (; nd != NULL; nd = nd->next) {
+		if (nd->kind == FN_CALL &&
+		    ((nd->nlen == 5 && memcmp(nd->name, "print", 5) == 0) ||
+		     (nd->nlen == 6 && memcmp(nd->name, "eprint", 6) == 0)))
+			return true;
+		if (calls_print(nd->a) || calls_print(nd->b) ||
+		    calls_print(nd->c))
+			return true;
+	}
+	return false;
+}
+
+int lang_compile(const char *path, const char *src, size_t len,
+		 struct vm_module **out, FILE *diag)
+{
+	struct fl_comp c;
+	int rc = 0;
+
+	*out = NULL;
+	memset(&c, 0, sizeof c);
+	c.diag = diag;
+	fl_buf_init(&c.diags);
+	fl_buf_init(&c.strs);
+	fl_buf_init(&c.arena);
+	fl_buf_init(&c.items);
+	char *p = strdup(path);
+	char *s = malloc(len + 1);
+	if (p == NULL || s == NULL) {
+		free(p);
+		free(s);
+		c.nomem = true;
+	} else {
+		memcpy(s, src, len);
+		s[len] = 0;
+		if (fl__add_file(&c, p, s, len) == 0)
+			fl__parse_file(&c, 0);
+	}
+	/* Name errors are worth reporting even after syntax errors: the parser
+	 * keeps every item and `var` whose name it read. */
+	if (!c.nomem) {
+		size_t ni = c.items.len / sizeof(struct fl_node *);
+		struct fl_node **it = (struct fl_node **)(void *)c.items.data;
+		bool need = false;
+		for (size_t i = 0; i < ni && !need; i++)
+			need = calls_print(it[i]);
+		if (need) {
+			char *pp = strdup("<prelude>");
+			char *ps = strdup(fl__prelude);
+			int f = (pp && ps) ? fl__add_file(&c, pp, ps,
+							  strlen(ps))
+					   : (free(pp), free(ps),
+					      c.nomem = true, -1);
+			if (f > 0)
+				fl__parse_file(&c, (uint16_t)f);
+		}
+	}
+	if (!c.nomem)
+		rc = fl__generate(&c, out);
+	/* Name errors found by the generator are reported too. */
+	if (rc == 0 && c.nerrors > 0)
+		rc = FL_ESYNTAX;
+	if (c.nomem || c.strs.failed)
+		rc = FL_ENOMEM;
+	if (rc != 0 && *out != NULL) {
+		vm_module_free(*out);
+		*out = NULL;
+	}
+	print_diags(&c);
+	for (size_t i = 0; i < c.nfiles; i++) {
+		free(c.files[i].path);
+		free(c.files[i].canon);
+		free(c.files[i].src);
+	}
+	free(c.files);
+	size_t nch = c.arena.len / sizeof(struct fl_node *);
+	for (size_t i = 0; i < nch; i++)
+		free(((struct fl_node **)(void *)c.arena.data)[i]);
+	fl_buf_close(&c.arena);
+	fl_buf_close(&c.diags);
+	fl_buf_close(&c.strs);
+	fl_buf_close(&c.items);
+	return rc;
+}

@@ -1,0 +1,661 @@
+/* Unit tests for the .fl compiler (src/lang/lang_*.c): programs compiled,
+ * verified and run on the embedded VM with their output captured; the
+ * shape of generated code (constant folding, line table); one test per
+ * diagnostic kind with its line:col; `use`; and hostile input (random and
+ * mutated bytes) that must only produce diagnostics. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lang/lang.h"
+
+/* ---- Helpers ---- */
+
+static int compile_n(const char *path, const char *src, size_t len,
+		     struct vm_module **m, char **diag)
+{
+	size_t dlen = 0;
+	FILE *f = open_memstream(diag, &dlen);
+	int rc;
+
+	assert_non_null(f);
+	rc = lang_compile(path, src, len, m, f);
+	assert_int_equal(fclose(f), 0);
+	if (rc == 0)
+		assert_non_null(*m);
+	else
+		assert_null(*m);
+	return rc;
+}
+
+static struct vm_module *ok(const char *src)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+	struct fl_err err;
+	int rc = compile_n("t.fl", src, strlen(src), &m, &diag);
+
+	if (rc != 0)
+		fprintf(stderr, "unexpected diagnostics:\n%s", diag);
+	assert_int_equal(rc, 0);
+	assert_string_equal(diag, "");
+	free(diag);
+	rc = vm_verify(m, true, &err);
+	if (rc != 0)
+		fprintf(stderr, "verify: %s\n", err.msg);
+	assert_int_equal(rc, 0);
+	return m;
+}
+
+static char *slurp(FILE *f)
+{
+	long n;
+	char *s;
+
+	assert_int_equal(fseek(f, 0, SEEK_END), 0);
+	n = ftell(f);
+	assert_true(n >= 0);
+	rewind(f);
+	s = calloc(1, (size_t)n + 1);
+	assert_non_null(s);
+	assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	return s;
+}
+
+/* Compile and run @src; its stdout must be @out (and stderr @err when not
+ * NULL) and its exit status @status. */
+static void run_err(const char *src, const char *out, const char *errs,
+		    int status)
+{
+	struct vm_module *m = ok(src);
+	struct vm_options o;
+	FILE *fo = tmpfile(), *fe = tmpfile();
+	char *argv[] = {(char *)"t.fl", NULL};
+	int rc;
+
+	assert_non_null(fo);
+	assert_non_null(fe);
+	vm_options_init(&o);
+	o.cpus = 2;
+	o.argc = 1;
+	o.argv = argv;
+	o.fd_out = fileno(fo);
+	o.fd_err = fileno(fe);
+	rc = vm_run(m, &o);
+	vm_module_free(m);
+	char *so = slurp(fo), *se = slurp(fe);
+	if (strcmp(so, out) != 0 || rc != status)
+		fprintf(stderr, "status %d, stdout:\n%s\nstderr:\n%s\n", rc,
+			so, se);
+	assert_string_equal(so, out);
+	if (errs != NULL)
+		assert_string_equal(se, errs);
+	assert_int_equal(rc, status);
+	free(so);
+	free(se);
+}
+
+static void run(const char *src, const char *out, int status)
+{
+	run_err(src, out, NULL, status);
+}
+
+/* @src must fail to compile with @want among exactly @count diagnostics
+ * (each is three lines: message, source, caret). */
+static void bad(const char *src, const char *want, int count)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+	int lines = 0;
+
+	assert_int_equal(compile_n("t.fl", src, strlen(src), &m, &diag),
+			 FL_ESYNTAX);
+	if (strstr(diag, want) == NULL)
+		fprintf(stderr, "wanted: %s\ngot:\n%s", want, diag);
+	assert_non_null(strstr(diag, want));
+	for (const char *p = diag; *p; p++)
+		lines += *p == '\n';
+	if (lines != 3 * count)
+		fprintf(stderr, "wanted %d diagnostics, got:\n%s", count, diag);
+	assert_int_equal(lines, 3 * count);
+	free(diag);
+}
+
+/* ---- Programs ---- */
+
+static void test_return_status(void **state)
+{
+	(void)state;
+	run("fn main() { return 7; }", "", 7);
+	run("fn main() { }", "", 0);
+	run("fn main() { exit(4); return 1; }", "", 4);
+}
+
+static void test_arith_precedence(void **state)
+{
+	(void)state;
+	run("fn main() { var a = 7; var b = 3;\n"
+	    "print(\"%d %d %d %d %d\\n\", a + b * 2, (a + b) * 2, a / b,"
+	    " a % b, -a / b);\n"
+	    "print(\"%d %d %d %d\\n\", a << 2 | 1, a & 6 ^ 1, ~a, !a);\n"
+	    "print(\"%d %d %d %d\\n\", a < b, a >= b, a == 7 && b != 3,"
+	    " -1 >> 1);\n"
+	    "print(\"%d %d\\n\", ltu(-1, 1), shr(-1, 63));\n"
+	    "return 0; }",
+	    "13 20 2 1 -2\n29 7 -8 0\n0 1 0 -1\n0 1\n", 0);
+}
+
+static void test_fib_forward_call(void **state)
+{
+	(void)state;
+	run("fn main() { print(\"%d\\n\", fib(20)); return 0; }\n"
+	    "fn fib(n) { if n < 2 { return n; }\n"
+	    "  return fib(n - 1) + fib(n - 2); }",
+	    "6765\n", 0);
+}
+
+static void test_loops(void **state)
+{
+	(void)state;
+	run("fn main() {\n"
+	    "  var s = 0;\n"
+	    "  for i in 0..10 { if i == 8 { break; }\n"
+	    "    if i % 2 == 1 { continue; } s += i; }\n"
+	    "  var k = 0;\n"
+	    "  while 1 { k += 1; if k < 5 { continue; } break; }\n"
+	    "  for i in 3..3 { s = 1000; }\n"
+	    "  for i in 0..3 { for j in 0..3 { if j == 1 { break; } s += 100; } }\n"
+	    "  print(\"%d %d\\n\", s, k); return 0; }",
+	    "312 5\n", 0);
+}
+
+static void test_scopes(void **state)
+{
+	(void)state;
+	run("fn main() { var x = 1; { var x = 2; x += 1; }\n"
+	    "  if 1 { var x = x + 10; print(\"%d \", x); }\n"
+	    "  var y; print(\"%d %d\\n\", x, y); return 0; }",
+	    "11 1 0\n", 0);
+}
+
+static void test_globals_and_address(void **state)
+{
+	(void)state;
+	run("const K = 4;\nglobal g = K * 10 + 2;\nglobal h;\n"
+	    "fn bump(p) { p[0] += 1; return p[0]; }\n"
+	    "fn main() { h = 5; h <<= 2; bump(&g); xadd(&h, 1);\n"
+	    "  print(\"%d %d %d\\n\", g, h, load64(&g)); return 0; }",
+	    "43 21 43\n", 0);
+}
+
+static void test_arrays(void **state)
+{
+	(void)state;
+	run("fn main() { var p = alloc(80); var i = 2;\n"
+	    "  for k in 0..10 { p[k] = k * k; }\n"
+	    "  p[i] += 100; p[3] *= 2; p[i + 1] -= 1; p[9] /= 9;\n"
+	    "  p[4] %= 5; p[5] &= 7; p[6] |= 1; p[7] ^= 1; p[8] >>= 2;\n"
+	    "  for k in 0..10 { print(\"%d,\", p[k]); }\n"
+	    "  free(p); print(\"\\n\"); return 0; }",
+	    "0,1,104,17,1,1,37,48,16,9,\n", 0);
+}
+
+static void test_short_circuit(void **state)
+{
+	(void)state;
+	run("global n = 0;\n"
+	    "fn t(v) { n += 1; return v; }\n"
+	    "fn main() { var a = t(0) && t(1); var b = t(1) || t(0);\n"
+	    "  var c = t(2) && t(3); var d = t(0) || t(0);\n"
+	    "  print(\"%d %d %d %d %d\\n\", a, b, c, d, n); return 0; }",
+	    "0 1 1 0 6\n", 0);
+}
+
+static void test_print_formats(void **state)
+{
+	(void)state;
+	run_err("fn main() {\n"
+		"  print(\"%d %u %x %s %c %%\\n\", -5, -1, 0xbeef, \"str\","
+		" 'q');\n"
+		"  print(\"%d\\n\", -9223372036854775807 - 1);\n"
+		"  print(\"%s\\n\", \"a long string that will make the buffer"
+		" grow well past its first sixty-four bytes, twice over\");\n"
+		"  eprint(\"oops %d\\n\", 3);\n"
+		"  return 0; }",
+		"-5 18446744073709551615 beef str q %\n"
+		"-9223372036854775808\n"
+		"a long string that will make the buffer grow well past its"
+		" first sixty-four bytes, twice over\n",
+		"oops 3\n", 0);
+}
+
+static void test_escapes_and_chars(void **state)
+{
+	(void)state;
+	run("fn main() { var s = \"a\\tb\\x41\\\\\\\"\\'\";\n"
+	    "  print(\"%s %d %d %d\\n\", s, '\\n', '\\0', 0x10);\n"
+	    "  /* block\n comment */ return load8(s + 1); }",
+	    "a\tbA\\\"' 10 0 16\n", 9);
+}
+
+static void test_threads(void **state)
+{
+	(void)state;
+	run("global total = 0;\n"
+	    "fn work(lo, hi) { var c = 0; for i in lo..hi { c += i; }\n"
+	    "  xadd(&total, c); return c; }\n"
+	    "fn main() { var t = alloc(32);\n"
+	    "  for w in 0..4 { t[w] = spawn work(w * 100, (w + 1) * 100); }\n"
+	    "  var s = 0; for w in 0..4 { s += join(t[w]); }\n"
+	    "  print(\"%d %d\\n\", s, total); return 0; }",
+	    "79800 79800\n", 0);
+}
+
+static void test_builtin_values(void **state)
+{
+	(void)state;
+	/* a builtin that pushes nothing is 0 as a value; one that pushes is
+	 * dropped as a statement */
+	run("fn main() { var r = free(0) + 5; self(); ncpu();\n"
+	    "  var p = alloc(16); fill(p, 'x', 3); store8(p + 3, 0);\n"
+	    "  write(1, p, 3); return r; }",
+	    "xxx", 5);
+}
+
+/* The instructions of function @fi, decoded. */
+static int decode(const struct vm_module *m, uint32_t fi, struct vm_insn *out,
+		  int max)
+{
+	const struct vm_function *f = &m->funcs[fi];
+	int n = 0;
+
+	for (uint32_t off = 0; off < f->code_len; n++) {
+		assert_true(n < max);
+		assert_int_equal(vm_insn_decode(m->code + f->code_off,
+						f->code_len, off, &out[n],
+						NULL),
+				 0);
+		off += out[n].size;
+	}
+	return n;
+}
+
+static void test_constant_folding(void **state)
+{
+	struct vm_insn in[16];
+	struct vm_module *m;
+
+	(void)state;
+	m = ok("const A = 6;\nconst B = A * 7 - (1 << 3);\n"
+	       "fn main() { return B / 2 + -A % 4 + (A > 5 && !0); }");
+	int n = decode(m, 0, in, 16);
+	assert_int_equal(n, 4); /* push 16; ret; push 0; ret */
+	assert_int_equal(in[0].op, VM_OP_PUSH);
+	assert_true(in[0].imm == 17 - 2 + 1);
+	assert_int_equal(in[1].op, VM_OP_RET);
+	vm_module_free(m);
+	/* a local shadows a constant */
+	run("const A = 1;\nfn main() { var A = 5; return A; }", "", 5);
+}
+
+static void test_line_table(void **state)
+{
+	struct vm_module *m;
+
+	(void)state;
+	m = ok("fn f() {\n  return 1;\n}\nfn main() {\n  var x = 2;\n"
+	       "  x += f();\n  return x;\n}\n");
+	assert_true(m->nlines >= 4);
+	assert_int_equal(m->lines[0].code_off, 0);
+	assert_int_equal(m->lines[0].line, 2);
+	assert_int_equal(vm_module_line(m, m->funcs[1].code_off), 5);
+	assert_string_equal(m->source, "t.fl");
+	vm_module_free(m);
+}
+
+/* A compiled module disassembles and assembles back to the same bytes. */
+static void test_disasm_roundtrip(void **state)
+{
+	struct vm_module *m, *m2 = NULL;
+	struct fl_buf a, b;
+	char *text = NULL, *diag = NULL;
+	size_t tlen = 0, dlen = 0;
+
+	(void)state;
+	m = ok("const K = 3;\nglobal g = K;\nglobal h;\n"
+	       "fn f(x) { var s = \"str\"; return x + load8(s) + g; }\n"
+	       "fn main() { h = f(1); print(\"%d %s\\n\", h, \"x\");"
+	       " return 0; }\n");
+	FILE *f = open_memstream(&text, &tlen);
+	assert_non_null(f);
+	assert_int_equal(asm_disasm(m, f), 0);
+	assert_int_equal(fclose(f), 0);
+	f = open_memstream(&diag, &dlen);
+	assert_non_null(f);
+	assert_int_equal(asm_assemble("t.fl", text, tlen, &m2, f), 0);
+	assert_int_equal(fclose(f), 0);
+	assert_string_equal(diag, "");
+	fl_buf_init(&a);
+	fl_buf_init(&b);
+	assert_int_equal(vm_module_encode(m, &a), 0);
+	assert_int_equal(vm_module_encode(m2, &b), 0);
+	assert_int_equal(a.len, b.len);
+	assert_memory_equal(a.data, b.data, a.len);
+	fl_buf_close(&a);
+	fl_buf_close(&b);
+	free(text);
+	free(diag);
+	vm_module_free(m);
+	vm_module_free(m2);
+}
+
+/* ---- Diagnostics ---- */
+
+static void test_diag_format(void **state)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+
+	(void)state;
+	assert_int_equal(compile_n("d.fl", "fn main() {\n\tvar x = y;\n}\n",
+				   26, &m, &diag),
+			 FL_ESYNTAX);
+	assert_string_equal(diag, "d.fl:2:10: error: unknown name 'y'\n"
+				  "\tvar x = y;\n"
+				  "\t        ^\n");
+	free(diag);
+}
+
+static void test_diag_lexical(void **state)
+{
+	(void)state;
+	bad("fn main() { var s = \"abc; }\n", "t.fl:1:21: error: "
+	    "unterminated string literal", 2);
+	bad("fn main() { return 1 @ 2; }", "t.fl:1:22: error: unexpected "
+	    "character '@'", 1);
+	bad("fn main() { return '\\q'; }", "t.fl:1:21: error: invalid "
+	    "escape sequence", 1);
+	bad("fn main() { return 'ab'; }", "t.fl:1:20: error: a character "
+	    "literal holds exactly one character", 1);
+	bad("fn main() { return 99999999999999999999; }", "t.fl:1:20: "
+	    "error: number '99999999999999999999' does not fit", 1);
+	bad("fn main() { return 12ab; }", "t.fl:1:20: error: malformed "
+	    "number '12ab'", 1);
+	bad("fn main() { return 0x; }", "malformed number '0x'", 1);
+	bad("fn main() { return 0; }\n/* never closed\n", "t.fl:2:1: error: "
+	    "unterminated comment", 1);
+}
+
+static void test_diag_syntax_recovery(void **state)
+{
+	(void)state;
+	bad("fn main() {\n  var x = 1 +;\n  x = ;\n  return x\n}\n"
+	    "fn g( { }\nglobal ;\nfn h() { return 0; }\n",
+	    "t.fl:2:14: error: expected an expression, found ';'", 5);
+	bad("fn main() {\n  var x = 1 +;\n  x = ;\n  return x\n}\n",
+	    "t.fl:4:11: error: expected ';' after 'x'", 3);
+	bad("fn main() {\n  var x = 1 +;\n  x = ;\n  return x\n}\n",
+	    "t.fl:3:7: error: expected an expression, found ';'", 3);
+	bad("fn main() { if 1 { return 0; }", "expected '}', found end of "
+	    "file", 1);
+	bad("return 1;\nfn main() { }", "t.fl:1:1: error: expected 'fn', "
+	    "'const', 'global' or 'use', found 'return'", 1);
+	bad("fn main() { return ((((1); }", "expected ')'", 1);
+}
+
+static void test_diag_names(void **state)
+{
+	(void)state;
+	bad("fn main() { return y; }", "t.fl:1:20: error: unknown name 'y'",
+	    1);
+	bad("fn main() { return g(1); }", "t.fl:1:20: error: unknown "
+	    "function 'g'", 1);
+	bad("fn f() { }\nglobal f;\nfn main() { }", "t.fl:2:8: error: 'f' "
+	    "is already defined at line 1", 1);
+	bad("fn main() { var a; var a; }", "t.fl:1:24: error: 'a' is "
+	    "already declared in this scope", 1);
+	bad("fn f(a, a) { }\nfn main() { }", "'a' is already declared", 1);
+	bad("fn f(a) { return a; }\nfn main() { return f(1, 2); }",
+	    "t.fl:2:20: error: 'f' takes 1 argument, given 2", 1);
+	bad("fn main() { return alloc(); }", "t.fl:1:20: error: 'alloc' "
+	    "takes 1 argument, given 0", 1);
+	bad("fn main() { break; }", "t.fl:1:13: error: 'break' outside a "
+	    "loop", 1);
+	bad("fn main() { while 1 { } continue; }", "'continue' outside a "
+	    "loop", 1);
+	bad("const K = 1;\nfn main() { K = 2; }", "t.fl:2:13: error: cannot "
+	    "assign to constant 'K'", 1);
+	bad("fn main() { 1 + 2 = 3; }", "t.fl:1:13: error: cannot assign to "
+	    "this expression", 1);
+	bad("fn f() { }\nfn main() { f = 3; }", "cannot assign to function "
+	    "'f'", 1);
+	bad("fn main() { var x; return &x; }", "t.fl:1:27: error: '&' needs "
+	    "a global", 1);
+	bad("fn main() { return main; }", "function 'main' used as a value",
+	    1);
+	bad("fn alloc(n) { }\nfn main() { }", "'alloc' is a builtin", 1);
+	bad("fn main(a) { }", "'main' takes no parameters", 1);
+	bad("fn main() { return spawn free(0); }", "cannot spawn builtin",
+	    1);
+	bad("fn main() { var v = 1; return v(); }", "unknown function 'v'",
+	    1);
+	/* the arguments of a bad call are still checked */
+	bad("fn main() { return nope(1, zz); }", "t.fl:1:28: error: unknown "
+	    "name 'zz'", 2);
+}
+
+static void test_diag_constants(void **state)
+{
+	(void)state;
+	bad("fn f() { return 1; }\nconst K = f();\nfn main() { }",
+	    "t.fl:2:11: error: not a constant expression", 1);
+	bad("const A = B;\nconst B = A;\nfn main() { }", "depends on itself",
+	    1);
+	bad("const A = 1 / 0;\nfn main() { }", "t.fl:1:13: error: division "
+	    "by zero in a constant expression", 1);
+	bad("global g = h;\nfn main() { }", "t.fl:1:12: error: unknown name "
+	    "'h'", 1);
+	bad("global g = 1;\nglobal h = g;\nfn main() { }", "'g' is not a "
+	    "constant", 1);
+}
+
+static void test_diag_print(void **state)
+{
+	(void)state;
+	bad("fn main() { var f = \"%d\"; print(f, 1); }", "t.fl:1:33: "
+	    "error: the format of 'print' must be a string literal", 1);
+	bad("fn main() { print(\"%d %s\\n\", 1); }", "t.fl:1:13: error: "
+	    "format expects 2 arguments, given 1", 1);
+	bad("fn main() { eprint(\"%q\\n\", 1); }", "bad conversion '%q'", 1);
+	bad("fn main() { print(); }", "must be a string literal", 1);
+	bad("fn main() { print(\"50%\"); }", "t.fl:1:19: error: bad "
+	    "conversion in format", 1);
+}
+
+/* ---- use ---- */
+
+static void write_text(const char *path, const char *s)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(s, f);
+	assert_int_equal(fclose(f), 0);
+}
+
+static void test_use(void **state)
+{
+	char dir[] = "/tmp/fl_use_XXXXXX";
+	char p[4][128];
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+	const char *main_src = "use \"lib/a.fl\";\nuse \"lib/b.fl\";\n"
+			       "fn main() { return twice(3) + K; }\n";
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(p[0], sizeof p[0], "%s/lib", dir);
+	assert_int_equal(mkdir(p[0], 0700), 0);
+	snprintf(p[1], sizeof p[1], "%s/lib/a.fl", dir);
+	write_text(p[1], "use \"b.fl\";\nfn twice(x) { return 2 * x; }\n");
+	snprintf(p[2], sizeof p[2], "%s/lib/b.fl", dir);
+	write_text(p[2], "use \"a.fl\";\nconst K = 10;\n");
+	snprintf(p[3], sizeof p[3], "%s/main.fl", dir);
+	assert_int_equal(compile_n(p[3], main_src, strlen(main_src), &m,
+				   &diag),
+			 0);
+	assert_string_equal(diag, "");
+	assert_int_equal(m->nfuncs, 2);
+	free(diag);
+	vm_module_free(m);
+	/* errors name the used file */
+	write_text(p[2], "const K = ;\n");
+	assert_int_equal(compile_n(p[3], main_src, strlen(main_src), &m,
+				   &diag),
+			 FL_ESYNTAX);
+	assert_non_null(strstr(diag, "lib/b.fl:1:11: error: expected an "
+				     "expression"));
+	free(diag);
+	/* a missing file */
+	const char *miss = "use \"nope.fl\";\nfn main() { }\n";
+	assert_int_equal(compile_n(p[3], miss, strlen(miss), &m, &diag),
+			 FL_ESYNTAX);
+	assert_non_null(strstr(diag, "main.fl:1:5: error: cannot read "
+				     "'nope.fl'"));
+	free(diag);
+	unlink(p[1]);
+	unlink(p[2]);
+	rmdir(p[0]);
+	rmdir(dir);
+}
+
+/* ---- Hostile input ---- */
+
+static void try_bytes(const char *src, size_t len)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+	int rc = compile_n("t.fl", src, len, &m, &diag);
+
+	assert_true(rc == 0 || rc == FL_ESYNTAX);
+	if (rc == 0) {
+		struct fl_err err;
+		/* whatever compiles must verify (main may be missing) */
+		assert_int_equal(vm_verify(m, false, &err), 0);
+	}
+	vm_module_free(m);
+	free(diag);
+}
+
+static void test_random_bytes(void **state)
+{
+	static const char alphabet[] = "fnvarifelsewhiletforinbreakreturn"
+				       "spawnconstglobaluse(){}[];,.=+-*/%<>"
+				       "&|^!~'\"\\ \n0123456789xabc_";
+	char buf[256];
+
+	(void)state;
+	srand(1234);
+	for (int i = 0; i < 3000; i++) {
+		size_t n = (size_t)(rand() % 200);
+		for (size_t k = 0; k < n; k++)
+			buf[k] = i % 3 == 0 ? (char)(rand() & 0xff)
+					    : alphabet[rand() %
+						       (sizeof alphabet - 1)];
+		buf[n] = 0;
+		try_bytes(buf, n);
+	}
+}
+
+static void test_mutations(void **state)
+{
+	static const char prog[] =
+		"const N = 100;\nglobal total = 0;\n"
+		"fn is_prime(n) { if n < 2 { return 0; } var d = 2;\n"
+		"  while d * d <= n { if n % d == 0 { return 0; } d += 1; }\n"
+		"  return 1; }\n"
+		"fn count(lo, hi) { var c = 0; for i in lo..hi {\n"
+		"  c += is_prime(i); } xadd(&total, c); return c; }\n"
+		"fn main() { var t = alloc(16); t[0] = spawn count(0, N);\n"
+		"  join(t[0]); print(\"%d %s\\n\", total, \"x\"); return 0; }\n";
+	char buf[sizeof prog];
+
+	(void)state;
+	try_bytes(prog, strlen(prog));
+	srand(99);
+	for (int i = 0; i < 2000; i++) {
+		memcpy(buf, prog, sizeof prog);
+		for (int k = 0; k < 1 + i % 4; k++)
+			buf[rand() % (sizeof prog - 1)] = (char)(rand() % 128);
+		try_bytes(buf, strlen(buf));
+	}
+	/* deep nesting must not overflow the C stack */
+	char *deep = malloc(100001);
+	assert_non_null(deep);
+	memcpy(deep, "fn main() { return ", 19);
+	memset(deep + 19, '(', 100000 - 19);
+	deep[100000] = 0;
+	try_bytes(deep, 100000);
+	memset(deep + 19, '-', 100000 - 19);
+	try_bytes(deep, 100000);
+	for (size_t i = 19; i + 2 < 100000; i += 2)
+		memcpy(deep + i, "1+", 2);
+	try_bytes(deep, 100000);
+	memcpy(deep, "fn main() {         ", 19);
+	memset(deep + 19, '{', 100000 - 19);
+	try_bytes(deep, 100000);
+	free(deep);
+	/* long but legal: a 5000-term sum and 2000 else-ifs */
+	struct fl_buf b;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1; var s = x");
+	for (int i = 0; i < 5000; i++)
+		fl_buf_put_str(&b, " + x");
+	fl_buf_put_str(&b, "; if x == 0 { s = 0; }");
+	for (int i = 0; i < 2000; i++)
+		fl_buf_printf(&b, " else if x == %d { s += 1; }", i + 2);
+	fl_buf_put_str(&b, " return s & 255; }");
+	fl_buf_put_u8(&b, 0);
+	assert_false(b.failed);
+	run((const char *)b.data, "", 5001 & 255);
+	fl_buf_close(&b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_return_status),
+	    cmocka_unit_test(test_arith_precedence),
+	    cmocka_unit_test(test_fib_forward_call),
+	    cmocka_unit_test(test_loops),
+	    cmocka_unit_test(test_scopes),
+	    cmocka_unit_test(test_globals_and_address),
+	    cmocka_unit_test(test_arrays),
+	    cmocka_unit_test(test_short_circuit),
+	    cmocka_unit_test(test_print_formats),
+	    cmocka_unit_test(test_escapes_and_chars),
+	    cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_builtin_values),
+	    cmocka_unit_test(test_constant_folding),
+	    cmocka_unit_test(test_line_table),
+	    cmocka_unit_test(test_disasm_roundtrip),
+	    cmocka_unit_test(test_diag_format),
+	    cmocka_unit_test(test_diag_lexical),
+	    cmocka_unit_test(test_diag_syntax_recovery),
+	    cmocka_unit_test(test_diag_names),
+	    cmocka_unit_test(test_diag_constants),
+	    cmocka_unit_test(test_diag_print),
+	    cmocka_unit_test(test_use),
+	    cmocka_unit_test(test_random_bytes),
+	    cmocka_unit_test(test_mutations),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
