@@ -32,7 +32,7 @@ all: $(FLOCK)
 
 help:
 	@echo "make            build $(FLOCK)"
-	@echo "make run        install what is missing, build, run examples/hello.fla"
+	@echo "make run        install what is missing, build, run examples/primes.fl (threads)"
 	@echo "make test       install what is missing, run every test: gcc build, clang build"
 	@echo "                (switch dispatch), Address+UB and Thread sanitizers"
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
@@ -75,7 +75,7 @@ $(BUILD)/isadoc: tests/tools/isadoc.c $(BUILD)/libflock.a
 
 run: deps-build
 	@$(MAKE) --no-print-directory all
-	$(FLOCK) run examples/hello.fla
+	$(FLOCK) run examples/primes.fl
 
 # The README's test command: everything a change must keep green.
 test: deps-test

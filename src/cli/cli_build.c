@@ -8,7 +8,7 @@
 static const char help[] =
 	"usage: flock build FILE [-o OUT.flb]\n"
 	"\n"
-	"Compile FILE (.fla assembly) to a bytecode module, verified as\n"
+	"Compile FILE (.fl Flock or .fla assembly) to a bytecode module, verified as\n"
 	"`flock run` would. OUT defaults to FILE with its extension replaced\n"
 	"by .flb. Diagnostics go to stderr; exit 65 if FILE does not compile.\n";
 

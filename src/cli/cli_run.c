@@ -9,7 +9,7 @@
 static const char help[] =
 	"usage: flock run FILE [OPTIONS] [-- ARGS...]\n"
 	"\n"
-	"Run FILE (.fla assembly or .flb module) as a new process on the\n"
+	"Run FILE (.fl Flock, .fla assembly or .flb module) as a new process on the\n"
 	"embedded VM and exit with its status. ARGS after -- are the\n"
 	"program's arguments 1..n (argument 0 is FILE).\n"
 	"\n"
