@@ -38,8 +38,8 @@ help:
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
 	@echo "make tsan       the golden programs under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
-	@echo "make fuzz       libFuzzer on the module loader+verifier and the thread-state"
-	@echo "                decoder, FUZZ_SECONDS=$(FUZZ_SECONDS) each"
+	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
+	@echo "                decoder and the .fl compiler, FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, Erlang and Go"
 	@echo "make docs       check docs/isa.md against the instruction table"
 	@echo "make install    install flock into PREFIX=$(PREFIX)"
@@ -138,6 +138,11 @@ fuzz: deps-test
 		-o build-fuzz/fuzz_tstate tests/fuzz/fuzz_tstate.c build-fuzz/libflock.a -lm -lpthread
 	build-fuzz/fuzz_tstate -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-tstate
+	@mkdir -p build-fuzz/corpus-compile
+	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
+		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lm -lpthread
+	build-fuzz/fuzz_compile -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-compile tests/fuzz/seeds-fl
 
 bench: deps-bench all
 	bench/run.sh

@@ -965,6 +965,10 @@ static void check_items(struct gen *g)
 		else if (builtin(it->name, it->nlen) >= 0 ||
 			 is_print(it->name, it->nlen))
 			err(g, it, "'%.*s' is a builtin", NM(it));
+		else if (it->kind != FN_CONST && it->nlen > VM_NAME_MAX)
+			/* functions and globals become module symbols */
+			err(g, it, "name '%.40s...' is longer than %d bytes",
+			    it->name, VM_NAME_MAX);
 	}
 }
 

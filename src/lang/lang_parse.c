@@ -153,11 +153,12 @@ static bool expect(struct ps *p, enum fl_tok_kind k, const char *what)
 	    cur(p)->kind != FT_ERROR &&
 	    p->t[p->i - 1].line != cur(p)->line) {
 		const struct fl_tok *pv = &p->t[p->i - 1];
-		p->panic = true;
 		fl__error(p->c, p->file, pv->line, pv->col + (uint32_t)pv->n,
 			  "expected ';' after '%.*s'",
 			  (int)(pv->n > 40 ? 40 : pv->n), pv->p);
-		return false;
+		/* Go on as if it were there: the next line is most likely a
+		 * statement of its own, and may hold errors worth seeing. */
+		return true;
 	}
 	perr(p, cur(p), what);
 	return false;
@@ -620,8 +621,13 @@ static void use_item(struct ps *p, const struct fl_tok *t)
 	const char *rel = (const char *)c->strs.data + s->soff;
 	const char *inc = c->files[p->file].path;
 	const char *slash = strrchr(inc, '/');
-	size_t dlen = (rel[0] != '/' && slash != NULL)
-			      ? (size_t)(slash - inc + 1) : 0;
+	/* Relative to the including file's folder; "./" when it has none,
+	 * so that no name (such as "-") reads as anything but a path. */
+	if (slash == NULL) {
+		inc = "./";
+		slash = inc + 1;
+	}
+	size_t dlen = rel[0] != '/' ? (size_t)(slash - inc + 1) : 0;
 	if (strlen(rel) != s->slen || s->slen == 0) {
 		fl__error(c, p->file, s->line, s->col, "bad file name in 'use'");
 		return;
