@@ -2,7 +2,9 @@
 #include "cli/cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lang/lang.h"
 
@@ -10,13 +12,33 @@ static const char help[] =
 	"usage: flock disasm FILE\n"
 	"\n"
 	"Print FILE (a .flb module, or a program to compile first) as .fla\n"
-	"assembly on stdout. `flock build` of the output gives back an\n"
-	"identical module.\n";
+	"assembly on stdout, with the source lines (when the module's source\n"
+	"file can be read) as comments. `flock build` of the output gives\n"
+	"back an identical module.\n";
+
+/* The module's source file, when it is a readable regular file of sane
+ * size (its lines become comments); NULL otherwise. */
+static uint8_t *read_source(const char *path, size_t *len)
+{
+	struct stat st;
+	struct fl_err err;
+	uint8_t *p;
+
+	*len = 0;
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) ||
+	    st.st_size > (16 << 20))
+		return NULL;
+	if (fl_read_file(path, &p, len, &err) != 0)
+		return NULL;
+	return p;
+}
 
 int cli_disasm(int argc, char **argv)
 {
 	const char *file = NULL;
 	struct vm_module *m;
+	uint8_t *src;
+	size_t len;
 	int rc;
 
 	for (int i = 1; i < argc; i++) {
@@ -40,8 +62,11 @@ int cli_disasm(int argc, char **argv)
 	rc = cli_load(file, &m);
 	if (rc)
 		return rc;
-	if (asm_disasm(m, stdout) != 0 || fflush(stdout) != 0)
+	src = read_source(m->source, &len);
+	if (asm_disasm_source(m, (const char *)src, len, stdout) != 0 ||
+	    fflush(stdout) != 0)
 		rc = cli_fail(CLI_EX_CANTCREAT, "disasm: cannot write output");
+	free(src);
 	vm_module_free(m);
 	return rc;
 }

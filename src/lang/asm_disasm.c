@@ -217,8 +217,12 @@ static void put_insn(FILE *out, const struct vm_module *m,
 }
 
 /* Print function @f; *@li is the next line-table entry to announce. */
+struct src;
+static void put_source_line(FILE *out, const struct src *src, uint32_t n);
+
 static int put_func(FILE *out, const struct vm_module *m,
-		    const struct vm_function *f, uint32_t *li)
+		    const struct vm_function *f, uint32_t *li,
+		    const struct src *src)
 {
 	uint32_t start = f->code_off < m->code_len ? f->code_off : m->code_len;
 	uint32_t len = f->code_len < m->code_len - start ? f->code_len
@@ -252,8 +256,10 @@ static int put_func(FILE *out, const struct vm_module *m,
 			line = m->lines[(*li)++].line;
 			announce = true;
 		}
-		if (announce)
+		if (announce) {
 			fprintf(out, INDENT ".line %" PRIu32 "\n", line);
+			put_source_line(out, src, line);
+		}
 		if (vm_insn_decode(code, len, off, &in, &err) != 0) {
 			fprintf(out, INDENT "; cannot decode: %s\n", err.msg);
 			break;
@@ -267,8 +273,49 @@ static int put_func(FILE *out, const struct vm_module *m,
 	return 0;
 }
 
+/* The program's source text split into lines, for comments. */
+struct src {
+	const char *text;
+	size_t len;
+};
+
+/* Print line @n (1-based) of @src as a comment, if it exists. */
+static void put_source_line(FILE *out, const struct src *src, uint32_t n)
+{
+	const char *p = src->text, *end = src->text + src->len, *e;
+
+	if (p == NULL)
+		return;
+	for (uint32_t i = 1; i < n && p < end; i++) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		p = nl ? nl + 1 : end;
+	}
+	if (p >= end)
+		return;
+	e = memchr(p, '\n', (size_t)(end - p));
+	if (e == NULL)
+		e = end;
+	while (p < e && (*p == ' ' || *p == '\t'))
+		p++;
+	while (e > p && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	if (e == p)
+		return;
+	fputs(INDENT "; ", out);
+	for (const char *q = p; q < e && q - p < 160; q++)
+		fputc(*q == '\0' ? ' ' : *q, out);
+	fputc('\n', out);
+}
+
 int asm_disasm(const struct vm_module *m, FILE *out)
 {
+	return asm_disasm_source(m, NULL, 0, out);
+}
+
+int asm_disasm_source(const struct vm_module *m, const char *text, size_t len,
+		      FILE *out)
+{
+	struct src src = {text, len};
 	const struct vm_symbol **order =
 	    malloc((m->nsyms ? m->nsyms : 1) * sizeof *order);
 	uint32_t li = 0;
@@ -287,7 +334,7 @@ int asm_disasm(const struct vm_module *m, FILE *out)
 	put_segment(out, m, order, VM_SEG_DATA);
 	fputs(".text\n", out);
 	for (uint32_t i = 0; i < m->nfuncs && rc == 0; i++)
-		rc = put_func(out, m, &m->funcs[i], &li);
+		rc = put_func(out, m, &m->funcs[i], &li, &src);
 	free(order);
 	if (rc == 0 && (fflush(out) != 0 || ferror(out)))
 		rc = FL_EIO;

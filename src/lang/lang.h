@@ -33,4 +33,10 @@ int lang_compile(const char *path, const char *src, size_t len,
  * Returns 0, FL_EIO or FL_ENOMEM. */
 int asm_disasm(const struct vm_module *m, FILE *out);
 
+/* The same, with each source line the line table names shown as a
+ * comment after its .line directive; @text (@len bytes, may be NULL) is
+ * the module's source file. Comments do not change what it assembles to. */
+int asm_disasm_source(const struct vm_module *m, const char *text, size_t len,
+		      FILE *out);
+
 #endif
