@@ -256,3 +256,17 @@ def test_run_data_option(tmp_path, hello):
     r = run_flock(["run", str(hello), "--data", str(d)])
     assert r.returncode == 1, text(r.stderr)
     assert r.stdout == b"hello, flock\n"
+
+
+def test_disasm_source_comments(tmp_path):
+    """disasm shows each source line the line table names as a comment,
+    and the commented text still builds to the same module."""
+    a, b, fla = tmp_path / "a.flb", tmp_path / "b.flb", tmp_path / "a.fla"
+    assert run_flock(["build", "examples/fib.fl", "-o", str(a)]).returncode == 0
+    r = run_flock(["disasm", str(a)])
+    assert r.returncode == 0, text(r.stderr)
+    out = text(r.stdout)
+    assert "        .line 11\n        ; return fib(n - 1) + fib(n - 2);\n" in out
+    fla.write_bytes(r.stdout)
+    assert run_flock(["build", str(fla), "-o", str(b)]).returncode == 0
+    assert a.read_bytes() == b.read_bytes()
