@@ -22,29 +22,12 @@ import re
 
 import pytest
 
-from flockrun import ROOT, run_flock
+from flockrun import ROOT, Spec, run_flock
 
 EXAMPLES = ROOT / "examples"
 LANGUAGE_MD = ROOT / "docs" / "language.md"
 
-DIRECTIVE = re.compile(r"^\s*//\s*(expect|args):(.*)$")
 FENCE = re.compile(r"^```([A-Za-z0-9_-]*)\s*$")
-
-
-def example_spec(path):
-    expect, args = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        m = DIRECTIVE.match(line)
-        if not m:
-            continue
-        key, val = m.group(1), m.group(2)
-        if val.startswith(" "):
-            val = val[1:]
-        if key == "expect":
-            expect.append(val)
-        else:
-            args += val.split()
-    return "".join(l + "\n" for l in expect).encode(), args
 
 
 def example_params():
@@ -72,8 +55,9 @@ def test_examples_exist():
 
 @pytest.mark.parametrize("path,cpus", example_params())
 def test_example(path, cpus):
-    stdout, args = example_spec(path)
-    cmd = ["run", str(path.relative_to(ROOT))]
+    spec = Spec(path)
+    stdout, args = spec.stdout, spec.args
+    cmd = ["run", spec.rel]
     if cpus is not None:
         cmd += ["--cpus", str(cpus)]
     if args:
