@@ -198,11 +198,29 @@ out:
 	return rc;
 }
 
+size_t fl_write_all(int fd, const void *buf, size_t n)
+{
+	const uint8_t *p = buf;
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t k = write(fd, p + done, n - done);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k == 0)
+				errno = EIO;
+			break;
+		}
+		done += (size_t)k;
+	}
+	return done;
+}
+
 int fl_write_file(const char *path, const void *p, size_t len,
 		  struct fl_err *err)
 {
 	char tmp[4096];
-	const uint8_t *q = p;
 	int fd;
 
 	if (snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid()) >=
@@ -212,15 +230,8 @@ int fl_write_file(const char *path, const void *p, size_t len,
 	if (fd < 0)
 		return fl_err_set(err, FL_EIO, "%s: %s", path,
 				  strerror(errno));
-	while (len > 0) {
-		ssize_t n = write(fd, q, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			goto fail;
-		q += n;
-		len -= (size_t)n;
-	}
+	if (fl_write_all(fd, p, len) < len)
+		goto fail;
 	if (close(fd) != 0) {
 		fd = -1;
 		goto fail;

@@ -79,6 +79,10 @@ struct fl_err;
 int fl_read_file(const char *path, uint8_t **out, size_t *len,
 		 struct fl_err *err);
 
+/* Write all @n bytes to @fd, retrying short writes and EINTR; returns how
+ * many were written before an error (errno tells which). */
+size_t fl_write_all(int fd, const void *buf, size_t n);
+
 /* Write @len bytes to @path atomically (temporary file + rename). */
 int fl_write_file(const char *path, const void *p, size_t len,
 		  struct fl_err *err);

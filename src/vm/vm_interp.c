@@ -216,18 +216,8 @@ static vm_word do_write(struct vm_worker *w, int64_t fd, vm_word addr,
 		}
 		if (fd == 1) {
 			vm__out_write(&p->out, buf, k);
-		} else {
-			const uint8_t *q = buf;
-			vm_word left = k;
-			while (left > 0) {
-				ssize_t r = write(p->opt.fd_err, q, left);
-				if (r < 0 && errno == EINTR)
-					continue;
-				if (r <= 0)
-					return done ? done : (vm_word)-FL_EIO;
-				q += r;
-				left -= (vm_word)r;
-			}
+		} else if (fl_write_all(p->opt.fd_err, buf, k) < k) {
+			return done ? done : (vm_word)-FL_EIO;
 		}
 		done += k;
 	}

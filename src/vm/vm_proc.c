@@ -37,22 +37,9 @@ void vm_options_init(struct vm_options *o)
 
 #define OUT_FLUSH_AT 65536
 
-static void write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return; /* the reader went away; nothing to keep */
-		p += k;
-		n -= (size_t)k;
-	}
-}
-
 static void flush_locked(struct vm_out *o)
 {
-	write_all(o->fd, o->buf.data, o->buf.len);
+	fl_write_all(o->fd, o->buf.data, o->buf.len);
 	o->buf.len = 0;
 }
 
@@ -69,12 +56,12 @@ void vm__out_write(struct vm_out *o, const void *p, size_t n)
 	if (o->buf.len + n > OUT_FLUSH_AT)
 		flush_locked(o);
 	if (n >= OUT_FLUSH_AT) {
-		write_all(o->fd, p, n);
+		fl_write_all(o->fd, p, n);
 	} else {
 		fl_buf_put(&o->buf, p, n);
 		if (fl_buf_failed(&o->buf)) { /* out of memory: write through */
 			fl_buf_close(&o->buf);
-			write_all(o->fd, p, n);
+			fl_write_all(o->fd, p, n);
 		} else if (o->tty) {
 			flush_locked(o);
 		}
