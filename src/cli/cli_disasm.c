@@ -18,7 +18,7 @@ static const char help[] =
 
 /* The module's source file, when it is a readable regular file of sane
  * size (its lines become comments); NULL otherwise. */
-static uint8_t *read_source(const char *path, size_t *len)
+static char *read_source(const char *path, size_t *len)
 {
 	struct stat st;
 	struct fl_err err;
@@ -30,14 +30,14 @@ static uint8_t *read_source(const char *path, size_t *len)
 		return NULL;
 	if (fl_read_file(path, &p, len, &err) != 0)
 		return NULL;
-	return p;
+	return (char *)p;
 }
 
 int cli_disasm(int argc, char **argv)
 {
 	const char *file = NULL;
 	struct vm_module *m;
-	uint8_t *src;
+	struct asm_text *texts;
 	size_t len;
 	int rc;
 
@@ -62,11 +62,23 @@ int cli_disasm(int argc, char **argv)
 	rc = cli_load(file, &m);
 	if (rc)
 		return rc;
-	src = read_source(m->source, &len);
-	if (asm_disasm_source(m, (const char *)src, len, stdout) != 0 ||
-	    fflush(stdout) != 0)
+	texts = calloc((size_t)m->nfiles + 1, sizeof *texts);
+	if (texts == NULL) {
+		vm_module_free(m);
+		return cli_fail(CLI_EX_SOFTWARE, "disasm: out of memory");
+	}
+	for (uint32_t i = 0; i <= m->nfiles; i++) {
+		const char *name = vm_module_file(m, i);
+		texts[i].text = lang_builtin_source(name, &texts[i].len);
+		if (texts[i].text == NULL)
+			texts[i].text = read_source(name, &texts[i].len);
+	}
+	if (asm_disasm_source(m, texts, stdout) != 0 || fflush(stdout) != 0)
 		rc = cli_fail(CLI_EX_CANTCREAT, "disasm: cannot write output");
-	free(src);
+	for (uint32_t i = 0; i <= m->nfiles; i++)
+		if (lang_builtin_source(vm_module_file(m, i), &len) == NULL)
+			free((char *)texts[i].text);
+	free(texts);
 	vm_module_free(m);
 	return rc;
 }

@@ -162,6 +162,10 @@ struct as {
 	struct fl_buf lines; /* struct vm_line[] */
 	bool line_set;	     /* a .line directive is in force */
 	uint32_t line_value;
+	uint32_t line_file;  /* its file: 0 the source, i > 0 files[i - 1] */
+	char *line_name;     /* its file when not yet in files[] */
+	char **files;	     /* source files of the line table, by first use */
+	uint32_t nfiles;
 	char *source;
 
 	struct fl_buf dsyms; /* struct dsym[] */
@@ -558,13 +562,17 @@ static void dir_section(struct as *a, const struct asm_tok *t, size_t nt)
 	a->sect = to;
 }
 
+/* `.line N` (line N of the source) or `.line N "FILE"` (of another
+ * source file, e.g. one a .fl program uses). */
 static void dir_line(struct as *a, const struct asm_tok *t, size_t nt)
 {
 	char s[ASM_SHOW_MAX];
 	uint64_t v;
+	const char *p;
 
-	if (nt != 2) {
-		error(a, a->line, "'.line' takes one line number");
+	if ((nt != 2 && nt != 3) || (nt == 3 && t[2].kind != ASM_T_STR)) {
+		error(a, a->line,
+		      "'.line' takes a line number and optionally a file name");
 		return;
 	}
 	if (!tok_uint(&t[1], UINT32_MAX, &v) || v == 0 || t[1].chr) {
@@ -572,8 +580,52 @@ static void dir_line(struct as *a, const struct asm_tok *t, size_t nt)
 		      SHOW(s, &t[1]), UINT32_MAX);
 		return;
 	}
+	free(a->line_name);
+	a->line_name = NULL;
+	a->line_file = 0;
+	if (nt == 3) {
+		p = str_bytes(a, &t[2]);
+		if (t[2].len == 0 || memchr(p, 0, t[2].len) != NULL ||
+		    t[2].len > VM_PATH_MAX) {
+			error(a, a->line,
+			      "file name must be 1..%u bytes without NUL",
+			      VM_PATH_MAX);
+			return;
+		}
+		for (uint32_t i = 0; i < a->nfiles && a->line_file == 0; i++)
+			if (strlen(a->files[i]) == t[2].len &&
+			    memcmp(a->files[i], p, t[2].len) == 0)
+				a->line_file = i + 1;
+		if (a->line_file == 0) {
+			/* files[] lists files in order of first use */
+			a->line_name = strndup(p, t[2].len);
+			if (a->line_name == NULL) {
+				a->nomem = true;
+				return;
+			}
+		}
+	}
 	a->line_set = true;
 	a->line_value = (uint32_t)v;
+}
+
+/* The file of the pending `.line "FILE"` gets its index on first use. */
+static bool use_line_file(struct as *a)
+{
+	char **f;
+
+	if (a->line_name == NULL)
+		return true;
+	f = realloc(a->files, (a->nfiles + 1) * sizeof *f);
+	if (f == NULL) {
+		a->nomem = true;
+		return false;
+	}
+	a->files = f;
+	f[a->nfiles++] = a->line_name;
+	a->line_name = NULL;
+	a->line_file = a->nfiles;
+	return true;
 }
 
 static void dir_source(struct as *a, const struct asm_tok *t, size_t nt)
@@ -803,15 +855,18 @@ static bool emit(struct as *a, enum vm_op op, int64_t v)
 	size_t size = 1 + (size_t)vm_operand_size(vm_opinfo[op].operand);
 	uint32_t line = a->line_set ? a->line_value : a->line;
 	size_t nl = VEC_LEN(&a->lines, struct vm_line);
+	const struct vm_line *last =
+		nl ? &VEC(&a->lines, struct vm_line)[nl - 1] : NULL;
 
-	if (!room(a, 2, size))
+	if (!room(a, 2, size) || !use_line_file(a))
 		return false;
-	if (nl == 0 || VEC(&a->lines, struct vm_line)[nl - 1].line != line) {
+	if (last == NULL || last->line != line || last->file != a->line_file) {
 		struct vm_line *l = push(a, &a->lines, sizeof *l);
 		if (l == NULL)
 			return false;
 		l->code_off = (uint32_t)a->code.len;
 		l->line = line;
+		l->file = a->line_file;
 	}
 	vm_insn_encode(&a->code, op, v);
 	return true;
@@ -1106,6 +1161,10 @@ static struct vm_module *build(struct as *a, struct dsym **order)
 	if (nl > 0)
 		memcpy(m->lines, a->lines.data, nl * sizeof *m->lines);
 	m->nlines = (uint32_t)nl;
+	m->files = a->files;
+	m->nfiles = a->nfiles;
+	a->files = NULL;
+	a->nfiles = 0;
 	if (a->nomem)
 		goto fail;
 	return m;
@@ -1173,6 +1232,10 @@ static void as_close(struct as *a)
 	free(a->labels.tab);
 	free(a->ops.tab);
 	free(a->source);
+	free(a->line_name);
+	for (uint32_t i = 0; i < a->nfiles; i++)
+		free(a->files[i]);
+	free(a->files);
 }
 
 int asm_assemble(const char *path, const char *src, size_t len,

@@ -13,10 +13,11 @@
  *   .text             func NAME NARGS NLOCALS ... end in table order, code
  *                     labels L<offset> where jumps land, push SYMNAME for
  *                     PUSHA, call NAME, immediates in decimal, and .line N
- *                     before each instruction where a line-table entry starts
- *                     (.line is sticky in the assembler, and the assembler
- *                     adds entries only where the line changes, so the table
- *                     comes back as it was).
+ *                     (.line N "FILE" for file table entries) before each
+ *                     instruction where a line-table entry starts (.line is
+ *                     sticky in the assembler, which adds entries only where
+ *                     the line or file changes and numbers files in order
+ *                     of first use, so the tables come back as they were).
  *
  * Failure modes: the module is only borrowed and never trusted beyond not
  * crashing: code that does not decode ends its function with a comment, and
@@ -217,12 +218,11 @@ static void put_insn(FILE *out, const struct vm_module *m,
 }
 
 /* Print function @f; *@li is the next line-table entry to announce. */
-struct src;
-static void put_source_line(FILE *out, const struct src *src, uint32_t n);
+static void put_source_line(FILE *out, const struct asm_text *src, uint32_t n);
 
 static int put_func(FILE *out, const struct vm_module *m,
 		    const struct vm_function *f, uint32_t *li,
-		    const struct src *src)
+		    const struct asm_text *src)
 {
 	uint32_t start = f->code_off < m->code_len ? f->code_off : m->code_len;
 	uint32_t len = f->code_len < m->code_len - start ? f->code_len
@@ -247,18 +247,27 @@ static int put_func(FILE *out, const struct vm_module *m,
 		f->nlocals);
 	for (off = 0; off < len; off += in.size) {
 		bool announce = false;
-		uint32_t line = 0;
+		uint32_t line = 0, file = 0;
 
 		if (target[off])
 			fprintf(out, "L%" PRIu32 ":\n", off);
 		while (*li < m->nlines &&
 		       m->lines[*li].code_off <= start + off) {
-			line = m->lines[(*li)++].line;
+			line = m->lines[*li].line;
+			file = m->lines[(*li)++].file;
 			announce = true;
 		}
 		if (announce) {
-			fprintf(out, INDENT ".line %" PRIu32 "\n", line);
-			put_source_line(out, src, line);
+			fprintf(out, INDENT ".line %" PRIu32, line);
+			if (file > 0) {
+				const char *fn = vm_module_file(m, file);
+				fputc(' ', out);
+				quote(out, (const uint8_t *)fn, strlen(fn),
+				      false);
+			}
+			fputc('\n', out);
+			if (src != NULL && file <= m->nfiles)
+				put_source_line(out, &src[file], line);
 		}
 		if (vm_insn_decode(code, len, off, &in, &err) != 0) {
 			fprintf(out, INDENT "; cannot decode: %s\n", err.msg);
@@ -273,14 +282,8 @@ static int put_func(FILE *out, const struct vm_module *m,
 	return 0;
 }
 
-/* The program's source text split into lines, for comments. */
-struct src {
-	const char *text;
-	size_t len;
-};
-
 /* Print line @n (1-based) of @src as a comment, if it exists. */
-static void put_source_line(FILE *out, const struct src *src, uint32_t n)
+static void put_source_line(FILE *out, const struct asm_text *src, uint32_t n)
 {
 	const char *p = src->text, *end = src->text + src->len, *e;
 
@@ -309,13 +312,12 @@ static void put_source_line(FILE *out, const struct src *src, uint32_t n)
 
 int asm_disasm(const struct vm_module *m, FILE *out)
 {
-	return asm_disasm_source(m, NULL, 0, out);
+	return asm_disasm_source(m, NULL, out);
 }
 
-int asm_disasm_source(const struct vm_module *m, const char *text, size_t len,
+int asm_disasm_source(const struct vm_module *m, const struct asm_text *texts,
 		      FILE *out)
 {
-	struct src src = {text, len};
 	const struct vm_symbol **order =
 	    malloc((m->nsyms ? m->nsyms : 1) * sizeof *order);
 	uint32_t li = 0;
@@ -334,7 +336,7 @@ int asm_disasm_source(const struct vm_module *m, const char *text, size_t len,
 	put_segment(out, m, order, VM_SEG_DATA);
 	fputs(".text\n", out);
 	for (uint32_t i = 0; i < m->nfuncs && rc == 0; i++)
-		rc = put_func(out, m, &m->funcs[i], &li, &src);
+		rc = put_func(out, m, &m->funcs[i], &li, texts);
 	free(order);
 	if (rc == 0 && (fflush(out) != 0 || ferror(out)))
 		rc = FL_EIO;

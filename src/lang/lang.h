@@ -33,10 +33,22 @@ int lang_compile(const char *path, const char *src, size_t len,
  * Returns 0, FL_EIO or FL_ENOMEM. */
 int asm_disasm(const struct vm_module *m, FILE *out);
 
+/* A source file's text for asm_disasm_source() (@text NULL: unknown). */
+struct asm_text {
+	const char *text;
+	size_t len;
+};
+
 /* The same, with each source line the line table names shown as a
- * comment after its .line directive; @text (@len bytes, may be NULL) is
- * the module's source file. Comments do not change what it assembles to. */
-int asm_disasm_source(const struct vm_module *m, const char *text, size_t len,
+ * comment after its .line directive. @texts (NULL, or m->nfiles + 1
+ * entries) holds the text of each file of the line table: [0] the
+ * module's source, [i] m->files[i - 1]. Comments do not change what it
+ * assembles to. */
+int asm_disasm_source(const struct vm_module *m, const struct asm_text *texts,
 		      FILE *out);
+
+/* The text of a source file the compiler supplies itself ("<prelude>",
+ * print's implementation), or NULL when @name is not one. */
+const char *lang_builtin_source(const char *name, size_t *len);
 
 #endif

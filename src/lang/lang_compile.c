@@ -1,7 +1,7 @@
 /* The .fl compiler's driver: lang_compile(), diagnostics, and the print
  * runtime (the prelude).
  *
- * Owns: the struct fl_comp for one compilation (files, AST arena, string
+ * Owns: the struct lang_comp for one compilation (files, AST arena, string
  * bytes, diagnostics), collecting errors and printing them sorted by file
  * (in the order files were read), line and column, each as
  * "PATH:LINE:COL: error: MSG", the source line and a caret line.
@@ -22,7 +22,7 @@
 
 #define DIAG_MSG_MAX 240
 
-struct fl_diag {
+struct lang_diag {
 	uint16_t file;
 	uint32_t line, col, seq;
 	char msg[DIAG_MSG_MAX];
@@ -32,7 +32,7 @@ struct fl_diag {
  * alloc'd array of the arguments; $print formats into a growing local
  * buffer [buf, cap, len] and writes it with one `write`, so the output of
  * one call is never split by another thread's. */
-const char fl__prelude[] =
+const char lang__prelude[] =
 	"fn $put(st, ch) {\n"
 	"    if st[2] == st[1] {\n"
 	"        var nb = alloc(st[1] * 2);\n"
@@ -92,10 +92,10 @@ const char fl__prelude[] =
 	"    return n;\n"
 	"}\n";
 
-void fl__error(struct fl_comp *c, uint16_t file, uint32_t line, uint32_t col,
+void lang__error(struct lang_comp *c, uint16_t file, uint32_t line, uint32_t col,
 	       const char *fmt, ...)
 {
-	struct fl_diag d;
+	struct lang_diag d;
 	va_list ap;
 
 	memset(&d, 0, sizeof d);
@@ -114,7 +114,7 @@ void fl__error(struct fl_comp *c, uint16_t file, uint32_t line, uint32_t col,
 
 static int cmp_diag(const void *x, const void *y)
 {
-	const struct fl_diag *a = x, *b = y;
+	const struct lang_diag *a = x, *b = y;
 
 	if (a->file != b->file)
 		return a->file < b->file ? -1 : 1;
@@ -125,16 +125,16 @@ static int cmp_diag(const void *x, const void *y)
 	return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
-static void print_diags(struct fl_comp *c)
+static void print_diags(struct lang_comp *c)
 {
-	size_t n = c->diags.len / sizeof(struct fl_diag);
-	struct fl_diag *d = (struct fl_diag *)(void *)c->diags.data;
+	size_t n = c->diags.len / sizeof(struct lang_diag);
+	struct lang_diag *d = (struct lang_diag *)(void *)c->diags.data;
 
 	if (n == 0 || c->diag == NULL)
 		return;
 	qsort(d, n, sizeof *d, cmp_diag);
 	for (size_t i = 0; i < n; i++) {
-		const struct fl_file *f = &c->files[d[i].file];
+		const struct lang_file *f = &c->files[d[i].file];
 		const char *s = f->src, *end = f->src + f->len;
 		fprintf(c->diag, "%s:%u:%u: error: %s\n", f->path, d[i].line,
 			d[i].col, d[i].msg);
@@ -154,7 +154,7 @@ static void print_diags(struct fl_comp *c)
 }
 
 /* Does the AST under @nd call print or eprint? */
-static bool calls_print(const struct fl_node *nd)
+static bool calls_print(const struct lang_node *nd)
 {
 	for (; nd != NULL; nd = nd->next) {
 		if (nd->kind == FN_CALL &&
@@ -168,10 +168,18 @@ static bool calls_print(const struct fl_node *nd)
 	return false;
 }
 
+const char *lang_builtin_source(const char *name, size_t *len)
+{
+	if (strcmp(name, "<prelude>") != 0)
+		return NULL;
+	*len = sizeof lang__prelude - 1;
+	return lang__prelude;
+}
+
 int lang_compile(const char *path, const char *src, size_t len,
 		 struct vm_module **out, FILE *diag)
 {
-	struct fl_comp c;
+	struct lang_comp c;
 	int rc = 0;
 
 	*out = NULL;
@@ -190,30 +198,30 @@ int lang_compile(const char *path, const char *src, size_t len,
 	} else {
 		memcpy(s, src, len);
 		s[len] = 0;
-		if (fl__add_file(&c, p, s, len) == 0)
-			fl__parse_file(&c, 0);
+		if (lang__add_file(&c, p, s, len) == 0)
+			lang__parse_file(&c, 0);
 	}
 	/* Name errors are worth reporting even after syntax errors: the parser
 	 * keeps every item and `var` whose name it read. */
 	if (!c.nomem) {
-		size_t ni = c.items.len / sizeof(struct fl_node *);
-		struct fl_node **it = (struct fl_node **)(void *)c.items.data;
+		size_t ni = c.items.len / sizeof(struct lang_node *);
+		struct lang_node **it = (struct lang_node **)(void *)c.items.data;
 		bool need = false;
 		for (size_t i = 0; i < ni && !need; i++)
 			need = calls_print(it[i]);
 		if (need) {
-			char *pp = strdup("<prelude>");
-			char *ps = strdup(fl__prelude);
-			int f = (pp && ps) ? fl__add_file(&c, pp, ps,
+			char *pp = strdup("<prelude>"); /* lang_builtin_source() */
+			char *ps = strdup(lang__prelude);
+			int f = (pp && ps) ? lang__add_file(&c, pp, ps,
 							  strlen(ps))
 					   : (free(pp), free(ps),
 					      c.nomem = true, -1);
 			if (f > 0)
-				fl__parse_file(&c, (uint16_t)f);
+				lang__parse_file(&c, (uint16_t)f);
 		}
 	}
 	if (!c.nomem)
-		rc = fl__generate(&c, out);
+		rc = lang__generate(&c, out);
 	/* Name errors found by the generator are reported too. */
 	if (rc == 0 && c.nerrors > 0)
 		rc = FL_ESYNTAX;
@@ -230,9 +238,9 @@ int lang_compile(const char *path, const char *src, size_t len,
 		free(c.files[i].src);
 	}
 	free(c.files);
-	size_t nch = c.arena.len / sizeof(struct fl_node *);
+	size_t nch = c.arena.len / sizeof(struct lang_node *);
 	for (size_t i = 0; i < nch; i++)
-		free(((struct fl_node **)(void *)c.arena.data)[i]);
+		free(((struct lang_node **)(void *)c.arena.data)[i]);
 	fl_buf_close(&c.arena);
 	fl_buf_close(&c.diags);
 	fl_buf_close(&c.strs);

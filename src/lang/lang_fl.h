@@ -1,7 +1,7 @@
 /* Private to the .fl compiler (src/lang/lang_*.c): tokens, the AST, and the
  * compiler state shared by the lexer (lang_lex.c), the parser
  * (lang_parse.c) and the code generator (lang_gen.c). Not for use outside
- * src/lang/. Nothing here keeps global state: one struct fl_comp per
+ * src/lang/. Nothing here keeps global state: one struct lang_comp per
  * lang_compile() call owns everything (files, nodes, diagnostics). */
 #ifndef FLOCK_LANG_LANG_FL_H
 #define FLOCK_LANG_LANG_FL_H
@@ -13,7 +13,7 @@
 
 #include "base/fl_buf.h"
 
-enum fl_tok_kind {
+enum lang_tok_kind {
 	FT_EOF,
 	FT_ERROR, /* a byte the lexer rejected (already reported) */
 	FT_NAME,
@@ -35,8 +35,8 @@ enum fl_tok_kind {
 	FT_SHL_ASSIGN, FT_SHR_ASSIGN,
 };
 
-struct fl_tok {
-	enum fl_tok_kind kind;
+struct lang_tok {
+	enum lang_tok_kind kind;
 	uint32_t line, col;
 	const char *p; /* source text, borrowed from the file */
 	size_t n;
@@ -44,7 +44,7 @@ struct fl_tok {
 	size_t soff, slen; /* FT_STR */
 };
 
-enum fl_node_kind {
+enum lang_node_kind {
 	/* expressions */
 	FN_NUM, FN_STR, FN_NAME, FN_ADDR, FN_UNARY, FN_BINARY, FN_ANDAND,
 	FN_OROR, FN_INDEX, FN_CALL, FN_SPAWN,
@@ -61,23 +61,23 @@ enum fl_node_kind {
  *   VAR name = a;  IF a {b} else c;  WHILE a {b};  FOR name in a..b {c}
  *   RETURN a;  EXPR a;  ASSIGN op a = b;  BLOCK a;
  *   FUNC name(params a, val=count) {b};  CONST/GLOBAL name = a */
-struct fl_node {
-	enum fl_node_kind kind;
-	int op; /* enum fl_tok_kind */
+struct lang_node {
+	enum lang_node_kind kind;
+	int op; /* enum lang_tok_kind */
 	uint16_t file;
 	uint32_t line, col;
 	const char *name;
 	size_t nlen;
 	int64_t val;
 	size_t soff, slen; /* FN_STR */
-	struct fl_node *a, *b, *c, *next;
+	struct lang_node *a, *b, *c, *next;
 	/* resolution state of CONST items: 0 new, 1 being folded, 2 done */
 	int state;
 	uint32_t index; /* FUNC: function index; GLOBAL: data word index */
 	bool bad; /* CONST failed to fold */
 };
 
-struct fl_file {
+struct lang_file {
 	char *path;
 	char *canon; /* realpath(path), or a copy of it: for `use` once */
 	char *src;
@@ -86,51 +86,51 @@ struct fl_file {
 
 /* One compilation. Files are kept to the end: AST names point into their
  * source, and diagnostics quote it. */
-struct fl_comp {
+struct lang_comp {
 	FILE *diag;
 	bool nomem;
 	int nerrors;
-	struct fl_file *files;
+	struct lang_file *files;
 	size_t nfiles, capfiles;
-	struct fl_buf diags; /* struct fl_diag[] */
+	struct fl_buf diags; /* struct lang_diag[] */
 	struct fl_buf strs;  /* decoded string literal bytes */
-	struct fl_buf arena; /* struct fl_node *[] of malloc'd chunks */
-	struct fl_node *chunk;
+	struct fl_buf arena; /* struct lang_node *[] of malloc'd chunks */
+	struct lang_node *chunk;
 	size_t chunk_used;
-	struct fl_buf items; /* struct fl_node *[]: fn, const, global */
+	struct fl_buf items; /* struct lang_node *[]: fn, const, global */
 	int depth; /* use nesting */
 };
 
 /* lang_lex.c */
 /* Tokens of file @file into *@out (malloc'd, ends with FT_EOF). Lexical
  * errors are reported; returns false only when out of memory. */
-bool fl__lex(struct fl_comp *c, uint16_t file, struct fl_tok **out,
+bool lang__lex(struct lang_comp *c, uint16_t file, struct lang_tok **out,
 	     size_t *n);
 
 /* lang_parse.c */
 /* Lex and parse file @file, appending its items to c->items (and those of
  * the files it uses). */
-void fl__parse_file(struct fl_comp *c, uint16_t file);
+void lang__parse_file(struct lang_comp *c, uint16_t file);
 /* Add a file (takes @path and @src); returns its index or -1 on no memory. */
-int fl__add_file(struct fl_comp *c, char *path, char *src, size_t len);
-struct fl_node *fl__node(struct fl_comp *c, enum fl_node_kind kind,
+int lang__add_file(struct lang_comp *c, char *path, char *src, size_t len);
+struct lang_node *lang__node(struct lang_comp *c, enum lang_node_kind kind,
 			 uint16_t file, uint32_t line, uint32_t col);
 
 /* lang_gen.c */
 /* Resolve names and generate the module from c->items; reports name
- * errors with fl__error(). Returns 0 (with *@out set unless errors were
+ * errors with lang__error(). Returns 0 (with *@out set unless errors were
  * reported) or FL_ENOMEM. */
 struct vm_module;
-int fl__generate(struct fl_comp *c, struct vm_module **out);
+int lang__generate(struct lang_comp *c, struct vm_module **out);
 
 /* lang_compile.c */
 /* Record an error at @file:@line:@col (1-based); printed, sorted, when the
  * compilation ends. */
-void fl__error(struct fl_comp *c, uint16_t file, uint32_t line,
+void lang__error(struct lang_comp *c, uint16_t file, uint32_t line,
 	       uint32_t col, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 
 /* The print/eprint runtime, in .fl, compiled when a program prints. */
-extern const char fl__prelude[];
+extern const char lang__prelude[];
 
 #endif

@@ -21,7 +21,7 @@
  *
  * Failure modes: unknown names, duplicates, wrong argument counts,
  * break/continue outside a loop, bad assignment targets, non-constant
- * initialisers and bad print formats are reported with fl__error() and
+ * initialisers and bad print formats are reported with lang__error() and
  * generation goes on (no module is built). Out of memory sets c->nomem.
  * Data symbol operands are patched at the end, once the symbol order
  * (rodata first, then data) is known. */
@@ -53,15 +53,22 @@ struct loop {
 };
 
 struct gen {
-	struct fl_comp *c;
-	struct fl_node **items;
+	struct lang_comp *c;
+	struct lang_node **items;
 	size_t nitems;
-	struct fl_node **tab; /* open addressing by name: first definition */
+	struct lang_node **tab; /* open addressing by name: first definition */
 	size_t tabcap;        /* a power of two, > 2 * nitems */
 	struct fl_buf code, lines, rodata, fixes;
 	struct fl_buf rsyms; /* uint32_t offsets of "$sN" */
+	uint32_t *stab;	     /* string literal -> "$sN" (see string()) */
+	size_t stabcap;
 	struct fl_buf funcs; /* struct vm_function (name borrowed) */
 	uint32_t nglobals;
+	/* line table files: c->files index -> module file index (UINT32_MAX
+	 * until first used), and back */
+	uint32_t *fmap;
+	uint16_t *forder;
+	uint32_t nmfiles;
 	/* the current function */
 	uint32_t fstart;
 	struct fl_buf locals; /* struct local */
@@ -123,10 +130,10 @@ static bool is_print(const char *name, size_t n)
 
 /* ---- Names ---- */
 
-static void err(struct gen *g, const struct fl_node *nd, const char *fmt,
+static void err(struct gen *g, const struct lang_node *nd, const char *fmt,
 		...) __attribute__((format(printf, 3, 4)));
 
-static void err(struct gen *g, const struct fl_node *nd, const char *fmt,
+static void err(struct gen *g, const struct lang_node *nd, const char *fmt,
 		...)
 {
 	char msg[200];
@@ -135,7 +142,7 @@ static void err(struct gen *g, const struct fl_node *nd, const char *fmt,
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	fl__error(g->c, nd->file, nd->line, nd->col, "%s", msg);
+	lang__error(g->c, nd->file, nd->line, nd->col, "%s", msg);
 }
 
 #define NM(nd) (int)((nd)->nlen > 60 ? 60 : (nd)->nlen), (nd)->name
@@ -164,7 +171,7 @@ static void index_items(struct gen *g)
 		return;
 	}
 	for (size_t i = 0; i < g->nitems; i++) {
-		struct fl_node *it = g->items[i];
+		struct lang_node *it = g->items[i];
 		size_t k = hash(it->name, it->nlen) & (g->tabcap - 1);
 		it->index = it->kind == FN_FUNC ? nf++ : ng;
 		ng += it->kind == FN_GLOBAL;
@@ -179,14 +186,14 @@ static void index_items(struct gen *g)
 
 /* The item named @name, or NULL; *@index is its function or global
  * index. */
-static struct fl_node *item(struct gen *g, const char *name, size_t n,
+static struct lang_node *item(struct gen *g, const char *name, size_t n,
 			    uint32_t *index)
 {
 	if (g->tab == NULL)
 		return NULL;
 	size_t k = hash(name, n) & (g->tabcap - 1);
 	for (; g->tab[k] != NULL; k = (k + 1) & (g->tabcap - 1)) {
-		struct fl_node *it = g->tab[k];
+		struct lang_node *it = g->tab[k];
 		if (it->nlen == n && memcmp(it->name, name, n) == 0) {
 			if (index != NULL)
 				*index = it->index;
@@ -209,7 +216,7 @@ static struct local *local(struct gen *g, const char *name, size_t n)
 	return NULL;
 }
 
-static bool declare(struct gen *g, const struct fl_node *nd, uint32_t *slot)
+static bool declare(struct gen *g, const struct lang_node *nd, uint32_t *slot)
 {
 	struct local *l = local(g, nd->name, nd->nlen);
 
@@ -240,15 +247,20 @@ static void scope_close(struct gen *g)
 
 /* ---- Emitting ---- */
 
-static void emit(struct gen *g, const struct fl_node *nd, enum vm_op op,
+static void emit(struct gen *g, const struct lang_node *nd, enum vm_op op,
 		 int64_t v)
 {
 	size_t nl = g->lines.len / sizeof(struct vm_line);
 	struct vm_line *ls = (struct vm_line *)(void *)g->lines.data;
 	uint32_t line = nd->line ? nd->line : 1;
+	uint32_t *file = &g->fmap[nd->file];
 
-	if (nl == 0 || ls[nl - 1].line != line) {
-		struct vm_line e = {(uint32_t)g->code.len, line};
+	if (*file == UINT32_MAX) { /* files are numbered by first use */
+		g->forder[g->nmfiles] = nd->file;
+		*file = ++g->nmfiles;
+	}
+	if (nl == 0 || ls[nl - 1].line != line || ls[nl - 1].file != *file) {
+		struct vm_line e = {(uint32_t)g->code.len, line, *file};
 		fl_buf_put(&g->lines, &e, sizeof e);
 	}
 	vm_insn_encode(&g->code, op, v);
@@ -261,7 +273,7 @@ static void put_u32(uint8_t *q, uint32_t v)
 }
 
 /* A jump to be patched; returns its operand position. */
-static uint32_t jump(struct gen *g, const struct fl_node *nd, enum vm_op op)
+static uint32_t jump(struct gen *g, const struct lang_node *nd, enum vm_op op)
 {
 	emit(g, nd, op, 0);
 	return (uint32_t)g->code.len - 4;
@@ -278,7 +290,7 @@ static uint32_t here(const struct gen *g)
 	return (uint32_t)g->code.len;
 }
 
-static void push_addr(struct gen *g, const struct fl_node *nd, uint32_t seg,
+static void push_addr(struct gen *g, const struct lang_node *nd, uint32_t seg,
 		      uint32_t idx)
 {
 	emit(g, nd, VM_OP_PUSHA, 0);
@@ -288,9 +300,9 @@ static void push_addr(struct gen *g, const struct fl_node *nd, uint32_t seg,
 
 /* ---- Constant folding ---- */
 
-static bool fold(struct gen *g, struct fl_node *nd, int64_t *v, bool report);
+static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report);
 
-static bool const_item(struct gen *g, struct fl_node *it, int64_t *v,
+static bool const_item(struct gen *g, struct lang_node *it, int64_t *v,
 		       bool report)
 {
 	if (it->state == 1) {
@@ -313,7 +325,7 @@ static bool const_item(struct gen *g, struct fl_node *it, int64_t *v,
 	return true;
 }
 
-static bool fold_binary(struct gen *g, struct fl_node *nd, uint64_t a,
+static bool fold_binary(struct gen *g, struct lang_node *nd, uint64_t a,
 			uint64_t b, int64_t *v, bool report)
 {
 	int64_t sa = (int64_t)a, sb = (int64_t)b;
@@ -357,7 +369,7 @@ static bool fold_binary(struct gen *g, struct fl_node *nd, uint64_t a,
 }
 
 /* Fold @nd to a constant. With @report, explain why not (initialisers). */
-static bool fold(struct gen *g, struct fl_node *nd, int64_t *v, bool report)
+static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
 {
 	int64_t a, b;
 
@@ -368,7 +380,7 @@ static bool fold(struct gen *g, struct fl_node *nd, int64_t *v, bool report)
 	case FN_NAME: {
 		if (local(g, nd->name, nd->nlen) != NULL)
 			return false;
-		struct fl_node *it = item(g, nd->name, nd->nlen, NULL);
+		struct lang_node *it = item(g, nd->name, nd->nlen, NULL);
 		if (it != NULL && it->kind == FN_CONST)
 			return const_item(g, it, v, report);
 		if (report) {
@@ -411,8 +423,8 @@ static bool fold(struct gen *g, struct fl_node *nd, int64_t *v, bool report)
 
 /* ---- Expressions ---- */
 
-static void expr(struct gen *g, struct fl_node *nd);
-static void call(struct gen *g, struct fl_node *nd, bool want);
+static void expr(struct gen *g, struct lang_node *nd);
+static void call(struct gen *g, struct lang_node *nd, bool want);
 
 static enum vm_op binop(int op)
 {
@@ -440,17 +452,68 @@ static enum vm_op binop(int op)
 	}
 }
 
-static void string(struct gen *g, struct fl_node *nd)
+static uint64_t hash_bytes(const uint8_t *p, size_t n)
 {
-	uint32_t idx = (uint32_t)(g->rsyms.len / sizeof(uint32_t));
-	uint32_t off = (uint32_t)g->rodata.len;
+	uint64_t h = 0xcbf29ce484222325u; /* FNV-1a */
 
-	fl_buf_put(&g->rsyms, &off, sizeof off);
-	fl_buf_put(&g->rodata, g->c->strs.data + nd->soff, nd->slen + 1);
-	push_addr(g, nd, VM_SEG_RODATA, idx);
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 0x100000001b3u;
+	return h;
 }
 
-static void name(struct gen *g, struct fl_node *nd)
+/* The rodata symbol of a string literal: identical literals share one
+ * (g->stab: open addressing, symbol index + 1, 0 empty). */
+static void string(struct gen *g, struct lang_node *nd)
+{
+	const uint8_t *p = g->c->strs.data + nd->soff;
+	size_t n = nd->slen + 1;
+	uint32_t nsym = (uint32_t)(g->rsyms.len / sizeof(uint32_t));
+	const uint32_t *offs = (const uint32_t *)(void *)g->rsyms.data;
+	size_t i;
+
+	if (2 * (size_t)(nsym + 1) > g->stabcap) {
+		size_t cap = g->stabcap ? 2 * g->stabcap : 64;
+		uint32_t *t = calloc(cap, sizeof *t);
+		if (t == NULL) {
+			g->c->nomem = true;
+			return;
+		}
+		for (uint32_t k = 0; k < nsym; k++) {
+			uint32_t end = k + 1 < nsym ? offs[k + 1]
+						    : (uint32_t)g->rodata.len;
+			i = hash_bytes(g->rodata.data + offs[k],
+				       end - offs[k]) & (cap - 1);
+			while (t[i] != 0)
+				i = (i + 1) & (cap - 1);
+			t[i] = k + 1;
+		}
+		free(g->stab);
+		g->stab = t;
+		g->stabcap = cap;
+	}
+	for (i = hash_bytes(p, n) & (g->stabcap - 1); g->stab[i] != 0;
+	     i = (i + 1) & (g->stabcap - 1)) {
+		uint32_t k = g->stab[i] - 1;
+		uint32_t end = k + 1 < nsym ? offs[k + 1]
+					    : (uint32_t)g->rodata.len;
+		if (end - offs[k] == n &&
+		    memcmp(g->rodata.data + offs[k], p, n) == 0) {
+			push_addr(g, nd, VM_SEG_RODATA, k);
+			return;
+		}
+	}
+	uint32_t off = (uint32_t)g->rodata.len;
+	fl_buf_put(&g->rsyms, &off, sizeof off);
+	fl_buf_put(&g->rodata, p, n);
+	if (g->rodata.failed || g->rsyms.failed) {
+		g->c->nomem = true;
+		return;
+	}
+	g->stab[i] = nsym + 1;
+	push_addr(g, nd, VM_SEG_RODATA, nsym);
+}
+
+static void name(struct gen *g, struct lang_node *nd)
 {
 	struct local *l = local(g, nd->name, nd->nlen);
 	uint32_t idx;
@@ -459,7 +522,7 @@ static void name(struct gen *g, struct fl_node *nd)
 		emit(g, nd, VM_OP_GET, l->slot);
 		return;
 	}
-	struct fl_node *it = item(g, nd->name, nd->nlen, &idx);
+	struct lang_node *it = item(g, nd->name, nd->nlen, &idx);
 	if (it != NULL && it->kind == FN_GLOBAL) {
 		push_addr(g, nd, VM_SEG_DATA, idx);
 		emit(g, nd, VM_OP_LD64, 0);
@@ -475,7 +538,7 @@ static void name(struct gen *g, struct fl_node *nd)
 }
 
 /* addr of p[i] */
-static void index_addr(struct gen *g, struct fl_node *nd)
+static void index_addr(struct gen *g, struct lang_node *nd)
 {
 	int64_t i;
 
@@ -493,7 +556,7 @@ static void index_addr(struct gen *g, struct fl_node *nd)
 	emit(g, nd, VM_OP_ADD, 0);
 }
 
-static void logic(struct gen *g, struct fl_node *nd)
+static void logic(struct gen *g, struct lang_node *nd)
 {
 	bool and = nd->kind == FN_ANDAND;
 	uint32_t j1, j2;
@@ -509,7 +572,7 @@ static void logic(struct gen *g, struct fl_node *nd)
 	patch(g, j2, here(g));
 }
 
-static void expr(struct gen *g, struct fl_node *nd)
+static void expr(struct gen *g, struct lang_node *nd)
 {
 	int64_t v;
 	uint32_t idx;
@@ -526,7 +589,7 @@ static void expr(struct gen *g, struct fl_node *nd)
 		name(g, nd);
 		break;
 	case FN_ADDR: {
-		struct fl_node *it = local(g, nd->name, nd->nlen) != NULL
+		struct lang_node *it = local(g, nd->name, nd->nlen) != NULL
 					     ? NULL
 					     : item(g, nd->name, nd->nlen, &idx);
 		if (it != NULL && it->kind == FN_GLOBAL) {
@@ -576,16 +639,16 @@ static void expr(struct gen *g, struct fl_node *nd)
 	}
 }
 
-static void args(struct gen *g, struct fl_node *a)
+static void args(struct gen *g, struct lang_node *a)
 {
 	for (; a != NULL; a = a->next)
 		expr(g, a);
 }
 
 /* print/eprint: $print(fd, fmt, [args...]) */
-static void print(struct gen *g, struct fl_node *nd, bool want)
+static void print(struct gen *g, struct lang_node *nd, bool want)
 {
-	struct fl_node *fmt = nd->a;
+	struct lang_node *fmt = nd->a;
 	int64_t want_args = 0;
 	uint32_t pf;
 
@@ -595,6 +658,11 @@ static void print(struct gen *g, struct fl_node *nd, bool want)
 		goto value;
 	}
 	const char *s = (const char *)g->c->strs.data + fmt->soff;
+	if (memchr(s, 0, fmt->slen) != NULL) {
+		err(g, fmt, "the format of '%.*s' contains a NUL byte (the "
+			    "output would end there)", NM(nd));
+		goto value;
+	}
 	for (size_t i = 0; i < fmt->slen; i++) {
 		if (s[i] != '%')
 			continue;
@@ -625,7 +693,7 @@ static void print(struct gen *g, struct fl_node *nd, bool want)
 	emit(g, nd, VM_OP_PUSH, want_args * 8);
 	emit(g, nd, VM_OP_ALLOC, 0);
 	int64_t k = 0;
-	for (struct fl_node *a = fmt->next; a != NULL; a = a->next, k++) {
+	for (struct lang_node *a = fmt->next; a != NULL; a = a->next, k++) {
 		emit(g, nd, VM_OP_DUP, 0);
 		if (k > 0) {
 			emit(g, nd, VM_OP_PUSH, k * 8);
@@ -646,10 +714,10 @@ value:
 		emit(g, nd, VM_OP_PUSH, 0);
 }
 
-static void call(struct gen *g, struct fl_node *nd, bool want)
+static void call(struct gen *g, struct lang_node *nd, bool want)
 {
 	uint32_t idx;
-	struct fl_node *it = item(g, nd->name, nd->nlen, &idx);
+	struct lang_node *it = item(g, nd->name, nd->nlen, &idx);
 	bool spawn = nd->kind == FN_SPAWN;
 
 	if (it != NULL && it->kind == FN_FUNC) {
@@ -676,7 +744,7 @@ static void call(struct gen *g, struct fl_node *nd, bool want)
 		print(g, nd, want);
 		return;
 	}
-	if (b < 0) {
+	if (b < 0 && !is_print(nd->name, nd->nlen)) {
 		err(g, nd, "unknown function '%.*s'", NM(nd));
 		goto value;
 	}
@@ -707,18 +775,18 @@ value:
 
 /* ---- Statements ---- */
 
-static void stmts(struct gen *g, struct fl_node *s);
+static void stmts(struct gen *g, struct lang_node *s);
 
-static void block(struct gen *g, struct fl_node *b)
+static void block(struct gen *g, struct lang_node *b)
 {
 	g->depth++;
 	stmts(g, b->a);
 	scope_close(g);
 }
 
-static void assign(struct gen *g, struct fl_node *nd)
+static void assign(struct gen *g, struct lang_node *nd)
 {
-	struct fl_node *lhs = nd->a;
+	struct lang_node *lhs = nd->a;
 	bool plain = nd->op == FT_ASSIGN;
 	uint32_t idx;
 
@@ -734,7 +802,7 @@ static void assign(struct gen *g, struct fl_node *nd)
 			emit(g, nd, VM_OP_SET, slot);
 			return;
 		}
-		struct fl_node *it = item(g, lhs->name, lhs->nlen, &idx);
+		struct lang_node *it = item(g, lhs->name, lhs->nlen, &idx);
 		if (it == NULL || it->kind != FN_GLOBAL) {
 			if (it == NULL && builtin(lhs->name, lhs->nlen) < 0)
 				err(g, lhs, "unknown name '%.*s'", NM(lhs));
@@ -750,7 +818,7 @@ static void assign(struct gen *g, struct fl_node *nd)
 	} else if (lhs->kind == FN_INDEX) {
 		index_addr(g, lhs);
 	} else {
-		const struct fl_node *at = lhs;
+		const struct lang_node *at = lhs;
 		/* point at the start of the expression, not its operator */
 		while (at->kind == FN_BINARY || at->kind == FN_ANDAND ||
 		       at->kind == FN_OROR)
@@ -783,7 +851,7 @@ static void loop_end(struct gen *g, struct loop *lp, uint32_t cont,
 	fl_buf_close(&lp->conts);
 }
 
-static void loop_stmt(struct gen *g, struct fl_node *nd)
+static void loop_stmt(struct gen *g, struct lang_node *nd)
 {
 	struct loop lp, *outer = g->loop;
 	uint32_t top, exit, cont, i = 0, hi = 0;
@@ -796,7 +864,7 @@ static void loop_stmt(struct gen *g, struct fl_node *nd)
 	if (nd->kind == FN_FOR) {
 		expr(g, nd->a);
 		expr(g, nd->b);
-		struct fl_node hid = *nd;
+		struct lang_node hid = *nd;
 		hid.name = "$hi";
 		hid.nlen = 3;
 		ok = declare(g, &hid, &hi) && declare(g, nd, &i);
@@ -836,7 +904,7 @@ static void loop_stmt(struct gen *g, struct fl_node *nd)
 	scope_close(g);
 }
 
-static void if_stmt(struct gen *g, struct fl_node *nd)
+static void if_stmt(struct gen *g, struct lang_node *nd)
 {
 	uint32_t jelse, jend;
 
@@ -856,7 +924,7 @@ static void if_stmt(struct gen *g, struct fl_node *nd)
 	patch(g, jend, here(g));
 }
 
-static void stmt(struct gen *g, struct fl_node *nd)
+static void stmt(struct gen *g, struct lang_node *nd)
 {
 	uint32_t slot;
 
@@ -917,13 +985,13 @@ static void stmt(struct gen *g, struct fl_node *nd)
 	}
 }
 
-static void stmts(struct gen *g, struct fl_node *s)
+static void stmts(struct gen *g, struct lang_node *s)
 {
 	for (; s != NULL && !g->c->nomem; s = s->next)
 		stmt(g, s);
 }
 
-static void function(struct gen *g, struct fl_node *fn)
+static void function(struct gen *g, struct lang_node *fn)
 {
 	struct vm_function f;
 	uint32_t slot;
@@ -933,10 +1001,8 @@ static void function(struct gen *g, struct fl_node *fn)
 	g->locals.len = 0;
 	g->nslots = 0;
 	g->depth = 1;
-	for (struct fl_node *p = fn->a; p != NULL; p = p->next)
+	for (struct lang_node *p = fn->a; p != NULL; p = p->next)
 		declare(g, p, &slot);
-	if (same(fn->name, fn->nlen, "main") && fn->val != 0)
-		err(g, fn, "'main' takes no parameters");
 	if (fn->b != NULL)
 		stmts(g, fn->b->a);
 	/* the implicit `return 0`, on the line of the fn's name */
@@ -957,11 +1023,15 @@ static void function(struct gen *g, struct fl_node *fn)
 static void check_items(struct gen *g)
 {
 	for (size_t i = 0; i < g->nitems; i++) {
-		struct fl_node *it = g->items[i];
-		struct fl_node *first = item(g, it->name, it->nlen, NULL);
-		if (first != it)
+		struct lang_node *it = g->items[i];
+		struct lang_node *first = item(g, it->name, it->nlen, NULL);
+		if (first != it && first->file == it->file)
 			err(g, it, "'%.*s' is already defined at line %u",
 			    NM(it), first->line);
+		else if (first != it)
+			err(g, it, "'%.*s' is already defined at %s:%u",
+			    NM(it), g->c->files[first->file].path,
+			    first->line);
 		else if (builtin(it->name, it->nlen) >= 0 ||
 			 is_print(it->name, it->nlen))
 			err(g, it, "'%.*s' is a builtin", NM(it));
@@ -970,6 +1040,24 @@ static void check_items(struct gen *g)
 			err(g, it, "name '%.40s...' is longer than %d bytes",
 			    it->name, VM_NAME_MAX);
 	}
+}
+
+/* The entry point: `fn main()` taking nothing. Only checked when all else
+ * compiled, since a `main` that did not parse may be missing from the
+ * items. */
+static void check_main(struct gen *g)
+{
+	struct lang_node *m = item(g, "main", 4, NULL);
+
+	if (m != NULL && m->kind == FN_FUNC && m->val != 0)
+		err(g, m, "'main' takes no parameters (use argc and argv)");
+	if (g->c->nerrors > 0)
+		return;
+	if (m == NULL || m->kind != FN_FUNC)
+		lang__error(g->c, m ? m->file : 0, m ? m->line : 1,
+			  m ? m->col : 1,
+			  m ? "'main' must be a function"
+			    : "the program has no function 'main'");
 }
 
 static char *dup_name(struct gen *g, const char *p, size_t n)
@@ -1026,7 +1114,7 @@ static struct vm_module *build(struct gen *g, struct fl_buf *data)
 	}
 	uint32_t k = 0;
 	for (size_t i = 0; i < g->nitems; i++) {
-		struct fl_node *it = g->items[i];
+		struct lang_node *it = g->items[i];
 		if (it->kind != FN_GLOBAL)
 			continue;
 		struct vm_symbol *s = &m->syms[m->nsyms++];
@@ -1036,7 +1124,7 @@ static struct vm_module *build(struct gen *g, struct fl_buf *data)
 	}
 	struct vm_function *fs = (struct vm_function *)(void *)g->funcs.data;
 	for (size_t i = 0; i < nf; i++) {
-		const struct fl_node *fn = (const struct fl_node *)fs[i].name;
+		const struct lang_node *fn = (const struct lang_node *)fs[i].name;
 		m->funcs[i] = fs[i];
 		m->funcs[i].name = dup_name(g, fn->name, fn->nlen);
 		m->nfuncs++;
@@ -1044,6 +1132,13 @@ static struct vm_module *build(struct gen *g, struct fl_buf *data)
 	if (nl > 0)
 		memcpy(m->lines, g->lines.data, nl * sizeof *m->lines);
 	m->nlines = (uint32_t)nl;
+	m->files = calloc(g->nmfiles + 1, sizeof *m->files);
+	if (m->files == NULL)
+		goto nomem;
+	for (uint32_t i = 0; i < g->nmfiles; i++) {
+		const char *path = g->c->files[g->forder[i]].path;
+		m->files[m->nfiles++] = dup_name(g, path, strlen(path));
+	}
 	m->rodata = take(g, &g->rodata, &m->rodata_len);
 	m->data = take(g, data, &m->data_len);
 	m->code = take(g, &g->code, &m->code_len);
@@ -1056,15 +1151,15 @@ nomem:
 	return NULL;
 }
 
-int fl__generate(struct fl_comp *c, struct vm_module **out)
+int lang__generate(struct lang_comp *c, struct vm_module **out)
 {
 	struct gen g;
 	struct fl_buf data;
 
 	memset(&g, 0, sizeof g);
 	g.c = c;
-	g.items = (struct fl_node **)(void *)c->items.data;
-	g.nitems = c->items.len / sizeof(struct fl_node *);
+	g.items = (struct lang_node **)(void *)c->items.data;
+	g.nitems = c->items.len / sizeof(struct lang_node *);
 	fl_buf_init(&g.code);
 	fl_buf_init(&g.lines);
 	fl_buf_init(&g.rodata);
@@ -1073,10 +1168,22 @@ int fl__generate(struct fl_comp *c, struct vm_module **out)
 	fl_buf_init(&g.funcs);
 	fl_buf_init(&g.locals);
 	fl_buf_init(&data);
+	g.fmap = malloc((c->nfiles + 1) * sizeof *g.fmap);
+	g.forder = malloc((c->nfiles + 1) * sizeof *g.forder);
+	if (g.fmap == NULL || g.forder == NULL) {
+		free(g.fmap);
+		free(g.forder);
+		c->nomem = true;
+		return FL_ENOMEM;
+	}
+	g.fmap[0] = 0; /* the module's source */
+	for (size_t i = 1; i < c->nfiles; i++)
+		g.fmap[i] = UINT32_MAX;
 	index_items(&g);
 	check_items(&g);
+	check_main(&g);
 	for (size_t i = 0; i < g.nitems; i++) {
-		struct fl_node *it = g.items[i];
+		struct lang_node *it = g.items[i];
 		int64_t v = 0;
 		if (it->kind == FN_CONST) {
 			const_item(&g, it, &v, true);
@@ -1098,7 +1205,7 @@ int fl__generate(struct fl_comp *c, struct vm_module **out)
 		c->nomem = true;
 	if (g.code.len > VM_SEGMENT_MAX || g.rodata.len > VM_SEGMENT_MAX ||
 	    data.len > VM_SEGMENT_MAX)
-		fl__error(c, 0, 1, 1, "program too large");
+		lang__error(c, 0, 1, 1, "program too large");
 	if (!c->nomem && c->nerrors == 0)
 		*out = build(&g, &data);
 	fl_buf_close(&g.code);
@@ -1110,5 +1217,8 @@ int fl__generate(struct fl_comp *c, struct vm_module **out)
 	fl_buf_close(&g.locals);
 	fl_buf_close(&data);
 	free(g.tab);
+	free(g.fmap);
+	free(g.forder);
+	free(g.stab);
 	return c->nomem ? FL_ENOMEM : 0;
 }

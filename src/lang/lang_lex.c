@@ -7,7 +7,7 @@
  *
  * Happy path: one pass, longest-match operators, FT_EOF at the end.
  * Failure modes: a lexical error (stray byte, unterminated literal or
- * comment, bad escape, number too large) is reported with fl__error() at
+ * comment, bad escape, number too large) is reported with lang__error() at
  * its line:col and lexing continues after it, so the parser still sees the
  * rest of the file. Out of memory returns false. Runs on the compiling
  * thread only. */
@@ -17,7 +17,7 @@
 #include "lang/lang_fl.h"
 
 struct lx {
-	struct fl_comp *c;
+	struct lang_comp *c;
 	uint16_t file;
 	const char *s;
 	size_t len, i;
@@ -28,7 +28,7 @@ struct lx {
 
 static const struct {
 	const char *w;
-	enum fl_tok_kind k;
+	enum lang_tok_kind k;
 } keywords[] = {
 	{"fn", FT_KW_FN},       {"const", FT_KW_CONST},
 	{"global", FT_KW_GLOBAL}, {"use", FT_KW_USE},
@@ -42,7 +42,7 @@ static const struct {
 /* Operators, longest first. */
 static const struct {
 	const char *o;
-	enum fl_tok_kind k;
+	enum lang_tok_kind k;
 } ops[] = {
 	{"<<=", FT_SHL_ASSIGN}, {">>=", FT_SHR_ASSIGN}, {"||", FT_OROR},
 	{"&&", FT_ANDAND},      {"==", FT_EQ},          {"!=", FT_NE},
@@ -121,14 +121,14 @@ static int escape(struct lx *x)
 	default:
 		break;
 	}
-	fl__error(x->c, x->file, x->line, col_at(x, at),
+	lang__error(x->c, x->file, x->line, col_at(x, at),
 		  "invalid escape sequence in literal");
 	if (ch == '\n' || ch == 0)
 		x->i--; /* leave the newline / end for the caller */
 	return -1;
 }
 
-static void lex_number(struct lx *x, struct fl_tok *t)
+static void lex_number(struct lx *x, struct lang_tok *t)
 {
 	size_t at = x->i;
 	uint64_t v = 0;
@@ -163,17 +163,17 @@ static void lex_number(struct lx *x, struct fl_tok *t)
 	}
 	t->val = v;
 	if (bad)
-		fl__error(x->c, x->file, t->line, t->col,
+		lang__error(x->c, x->file, t->line, t->col,
 			  "malformed number '%.*s'", (int)(x->i - at),
 			  x->s + at);
 	else if (big)
-		fl__error(x->c, x->file, t->line, t->col,
+		lang__error(x->c, x->file, t->line, t->col,
 			  "number '%.*s' does not fit in 64 bits",
 			  (int)(x->i - at), x->s + at);
 }
 
 /* 'c' or "string"; an unterminated one becomes FT_ERROR. */
-static void lex_quoted(struct lx *x, struct fl_tok *t, char q)
+static void lex_quoted(struct lx *x, struct lang_tok *t, char q)
 {
 	size_t nbytes = 0;
 	int first = 0;
@@ -198,7 +198,7 @@ static void lex_quoted(struct lx *x, struct fl_tok *t, char q)
 			fl_buf_put_u8(&x->c->strs, (uint8_t)b);
 	}
 	if (x->i >= x->len || x->s[x->i] != q) {
-		fl__error(x->c, x->file, t->line, t->col,
+		lang__error(x->c, x->file, t->line, t->col,
 			  q == '"' ? "unterminated string literal"
 				   : "unterminated character literal");
 		if (q == '"')
@@ -208,7 +208,7 @@ static void lex_quoted(struct lx *x, struct fl_tok *t, char q)
 	} else {
 		x->i++;
 		if (q == '\'' && nbytes != 1 && !bad)
-			fl__error(x->c, x->file, t->line, t->col,
+			lang__error(x->c, x->file, t->line, t->col,
 				  "a character literal holds exactly one "
 				  "character");
 	}
@@ -249,7 +249,7 @@ static void skip(struct lx *x)
 				x->i++;
 			}
 			if (x->i >= x->len) {
-				fl__error(x->c, x->file, line, col,
+				lang__error(x->c, x->file, line, col,
 					  "unterminated comment");
 				return;
 			}
@@ -260,7 +260,7 @@ static void skip(struct lx *x)
 	}
 }
 
-static void next(struct lx *x, struct fl_tok *t)
+static void next(struct lx *x, struct lang_tok *t)
 {
 	memset(t, 0, sizeof *t);
 	skip(x);
@@ -306,10 +306,10 @@ static void next(struct lx *x, struct fl_tok *t)
 		}
 	}
 	if (ch >= 0x21 && ch < 0x7f)
-		fl__error(x->c, x->file, t->line, t->col,
+		lang__error(x->c, x->file, t->line, t->col,
 			  "unexpected character '%c'", ch);
 	else
-		fl__error(x->c, x->file, t->line, t->col,
+		lang__error(x->c, x->file, t->line, t->col,
 			  "unexpected byte 0x%02x", ch);
 	x->i++;
 	t->kind = FT_ERROR;
@@ -317,7 +317,7 @@ static void next(struct lx *x, struct fl_tok *t)
 	return;
 }
 
-bool fl__lex(struct fl_comp *c, uint16_t file, struct fl_tok **out,
+bool lang__lex(struct lang_comp *c, uint16_t file, struct lang_tok **out,
 	     size_t *n)
 {
 	struct lx x = {
@@ -332,7 +332,7 @@ bool fl__lex(struct fl_comp *c, uint16_t file, struct fl_tok **out,
 
 	fl_buf_init(&b);
 	for (;;) {
-		struct fl_tok t;
+		struct lang_tok t;
 		next(&x, &t);
 		fl_buf_put(&b, &t, sizeof t);
 		if (t.kind == FT_EOF || b.failed)
@@ -345,7 +345,7 @@ bool fl__lex(struct fl_comp *c, uint16_t file, struct fl_tok **out,
 		return false;
 	}
 	size_t bytes;
-	*out = (struct fl_tok *)(void *)fl_buf_take(&b, &bytes);
-	*n = bytes / sizeof(struct fl_tok);
+	*out = (struct lang_tok *)(void *)fl_buf_take(&b, &bytes);
+	*n = bytes / sizeof(struct lang_tok);
 	return true;
 }

@@ -5,7 +5,7 @@
  * `use` (paths relative to the including file, each file once, compared by
  * realpath).
  *
- * Happy path: fl__parse_file() lexes the file, parses its items in order
+ * Happy path: lang__parse_file() lexes the file, parses its items in order
  * and appends fn/const/global nodes to c->items; a `use` parses the other
  * file on the spot, so its items come before the rest of this file's.
  * Failure modes: a syntax error is reported at the offending token, then
@@ -25,9 +25,9 @@
 #define CHUNK_NODES 256
 
 struct ps {
-	struct fl_comp *c;
+	struct lang_comp *c;
 	uint16_t file;
-	struct fl_tok *t;
+	struct lang_tok *t;
 	size_t n, i;
 	bool panic;
 	int nest;  /* unary/paren/block nesting */
@@ -39,22 +39,22 @@ struct ps {
 
 /* Recursion in the parser and code generator follows the AST's depth;
  * these limits keep it far from the C stack's size on any input. */
-static bool too_deep(struct ps *p, const struct fl_tok *t, bool over)
+static bool too_deep(struct ps *p, const struct lang_tok *t, bool over)
 {
 	if (!over)
 		return false;
 	if (!p->panic)
-		fl__error(p->c, p->file, t->line, t->col,
+		lang__error(p->c, p->file, t->line, t->col,
 			  "nested too deeply");
 	p->panic = true;
 	return true;
 }
 
-struct fl_node *fl__node(struct fl_comp *c, enum fl_node_kind kind,
+struct lang_node *lang__node(struct lang_comp *c, enum lang_node_kind kind,
 			 uint16_t file, uint32_t line, uint32_t col)
 {
 	if (c->chunk == NULL || c->chunk_used == CHUNK_NODES) {
-		struct fl_node *ch = calloc(CHUNK_NODES, sizeof *ch);
+		struct lang_node *ch = calloc(CHUNK_NODES, sizeof *ch);
 		if (ch == NULL) {
 			c->nomem = true;
 			return NULL;
@@ -68,7 +68,7 @@ struct fl_node *fl__node(struct fl_comp *c, enum fl_node_kind kind,
 		c->chunk = ch;
 		c->chunk_used = 0;
 	}
-	struct fl_node *nd = &c->chunk[c->chunk_used++];
+	struct lang_node *nd = &c->chunk[c->chunk_used++];
 	nd->kind = kind;
 	nd->file = file;
 	nd->line = line;
@@ -76,7 +76,7 @@ struct fl_node *fl__node(struct fl_comp *c, enum fl_node_kind kind,
 	return nd;
 }
 
-int fl__add_file(struct fl_comp *c, char *path, char *src, size_t len)
+int lang__add_file(struct lang_comp *c, char *path, char *src, size_t len)
 {
 	char *canon = realpath(path, NULL);
 
@@ -86,13 +86,13 @@ int fl__add_file(struct fl_comp *c, char *path, char *src, size_t len)
 		goto fail;
 	if (c->nfiles == c->capfiles) {
 		size_t cap = c->capfiles ? 2 * c->capfiles : 8;
-		struct fl_file *f = realloc(c->files, cap * sizeof *f);
+		struct lang_file *f = realloc(c->files, cap * sizeof *f);
 		if (f == NULL)
 			goto fail;
 		c->files = f;
 		c->capfiles = cap;
 	}
-	c->files[c->nfiles] = (struct fl_file){path, canon, src, len};
+	c->files[c->nfiles] = (struct lang_file){path, canon, src, len};
 	return (int)c->nfiles++;
 fail:
 	free(canon);
@@ -102,25 +102,25 @@ fail:
 	return -1;
 }
 
-static const struct fl_tok *cur(const struct ps *p)
+static const struct lang_tok *cur(const struct ps *p)
 {
 	return &p->t[p->i];
 }
 
-static bool at(const struct ps *p, enum fl_tok_kind k)
+static bool at(const struct ps *p, enum lang_tok_kind k)
 {
 	return p->t[p->i].kind == k;
 }
 
-static const struct fl_tok *advance(struct ps *p)
+static const struct lang_tok *advance(struct ps *p)
 {
-	const struct fl_tok *t = &p->t[p->i];
+	const struct lang_tok *t = &p->t[p->i];
 	if (t->kind != FT_EOF)
 		p->i++;
 	return t;
 }
 
-static bool accept(struct ps *p, enum fl_tok_kind k)
+static bool accept(struct ps *p, enum lang_tok_kind k)
 {
 	if (!at(p, k))
 		return false;
@@ -128,7 +128,7 @@ static bool accept(struct ps *p, enum fl_tok_kind k)
 	return true;
 }
 
-static void perr(struct ps *p, const struct fl_tok *t, const char *what)
+static void perr(struct ps *p, const struct lang_tok *t, const char *what)
 {
 	if (p->panic)
 		return;
@@ -136,15 +136,15 @@ static void perr(struct ps *p, const struct fl_tok *t, const char *what)
 	if (t->kind == FT_ERROR)
 		return; /* the lexer has said why */
 	if (t->kind == FT_EOF)
-		fl__error(p->c, p->file, t->line, t->col,
+		lang__error(p->c, p->file, t->line, t->col,
 			  "expected %s, found end of file", what);
 	else
-		fl__error(p->c, p->file, t->line, t->col,
+		lang__error(p->c, p->file, t->line, t->col,
 			  "expected %s, found '%.*s'", what,
 			  (int)(t->n > 40 ? 40 : t->n), t->p);
 }
 
-static bool expect(struct ps *p, enum fl_tok_kind k, const char *what)
+static bool expect(struct ps *p, enum lang_tok_kind k, const char *what)
 {
 	if (accept(p, k))
 		return true;
@@ -152,8 +152,8 @@ static bool expect(struct ps *p, enum fl_tok_kind k, const char *what)
 	if (k == FT_SEMI && p->i > 0 && !p->panic &&
 	    cur(p)->kind != FT_ERROR &&
 	    p->t[p->i - 1].line != cur(p)->line) {
-		const struct fl_tok *pv = &p->t[p->i - 1];
-		fl__error(p->c, p->file, pv->line, pv->col + (uint32_t)pv->n,
+		const struct lang_tok *pv = &p->t[p->i - 1];
+		lang__error(p->c, p->file, pv->line, pv->col + (uint32_t)pv->n,
 			  "expected ';' after '%.*s'",
 			  (int)(pv->n > 40 ? 40 : pv->n), pv->p);
 		/* Go on as if it were there: the next line is most likely a
@@ -164,24 +164,24 @@ static bool expect(struct ps *p, enum fl_tok_kind k, const char *what)
 	return false;
 }
 
-static struct fl_node *mk(struct ps *p, enum fl_node_kind k,
-			  const struct fl_tok *t)
+static struct lang_node *mk(struct ps *p, enum lang_node_kind k,
+			  const struct lang_tok *t)
 {
-	return fl__node(p->c, k, p->file, t->line, t->col);
+	return lang__node(p->c, k, p->file, t->line, t->col);
 }
 
-static struct fl_node *expr(struct ps *p);
+static struct lang_node *expr(struct ps *p);
 
 /* Comma-separated expressions up to ')'; the '(' is consumed. */
-static struct fl_node *args(struct ps *p, int64_t *count)
+static struct lang_node *args(struct ps *p, int64_t *count)
 {
-	struct fl_node *head = NULL, **tail = &head;
+	struct lang_node *head = NULL, **tail = &head;
 
 	*count = 0;
 	if (accept(p, FT_RPAREN))
 		return head;
 	do {
-		struct fl_node *e = expr(p);
+		struct lang_node *e = expr(p);
 		if (e == NULL)
 			return NULL;
 		*tail = e;
@@ -193,10 +193,10 @@ static struct fl_node *args(struct ps *p, int64_t *count)
 	return head ? head : NULL;
 }
 
-static struct fl_node *call(struct ps *p, enum fl_node_kind k,
-			    const struct fl_tok *name)
+static struct lang_node *call(struct ps *p, enum lang_node_kind k,
+			    const struct lang_tok *name)
 {
-	struct fl_node *nd = mk(p, k, name);
+	struct lang_node *nd = mk(p, k, name);
 	if (nd == NULL)
 		return NULL;
 	nd->name = name->p;
@@ -206,10 +206,10 @@ static struct fl_node *call(struct ps *p, enum fl_node_kind k,
 	return p->panic ? NULL : nd;
 }
 
-static struct fl_node *primary(struct ps *p)
+static struct lang_node *primary(struct ps *p)
 {
-	const struct fl_tok *t = cur(p);
-	struct fl_node *nd;
+	const struct lang_tok *t = cur(p);
+	struct lang_node *nd;
 
 	switch (t->kind) {
 	case FT_INT:
@@ -235,7 +235,7 @@ static struct fl_node *primary(struct ps *p)
 		return nd;
 	case FT_KW_SPAWN: {
 		advance(p);
-		const struct fl_tok *name = cur(p);
+		const struct lang_tok *name = cur(p);
 		if (!at(p, FT_NAME)) {
 			perr(p, name, "a function name after 'spawn'");
 			return NULL;
@@ -264,13 +264,13 @@ static struct fl_node *primary(struct ps *p)
 	}
 }
 
-static struct fl_node *postfix(struct ps *p)
+static struct lang_node *postfix(struct ps *p)
 {
-	struct fl_node *e = primary(p);
+	struct lang_node *e = primary(p);
 
 	while (e != NULL && at(p, FT_LBRACK)) {
-		const struct fl_tok *t = advance(p);
-		struct fl_node *ix = mk(p, FN_INDEX, t);
+		const struct lang_tok *t = advance(p);
+		struct lang_node *ix = mk(p, FN_INDEX, t);
 		if (ix == NULL)
 			return NULL;
 		ix->a = e;
@@ -282,10 +282,10 @@ static struct fl_node *postfix(struct ps *p)
 	return e;
 }
 
-static struct fl_node *unary(struct ps *p)
+static struct lang_node *unary(struct ps *p)
 {
-	const struct fl_tok *t = cur(p);
-	struct fl_node *nd;
+	const struct lang_tok *t = cur(p);
+	struct lang_node *nd;
 
 	if (too_deep(p, t, ++p->nest > NEST_MAX)) {
 		p->nest--;
@@ -302,7 +302,7 @@ static struct fl_node *unary(struct ps *p)
 		}
 	} else if (t->kind == FT_AND) {
 		advance(p);
-		const struct fl_tok *name = cur(p);
+		const struct lang_tok *name = cur(p);
 		nd = NULL;
 		if (!at(p, FT_NAME)) {
 			perr(p, name, "a global's name after '&'");
@@ -318,7 +318,7 @@ static struct fl_node *unary(struct ps *p)
 	return nd;
 }
 
-static int prec(enum fl_tok_kind k)
+static int prec(enum lang_tok_kind k)
 {
 	switch (k) {
 	case FT_OROR: return 1;
@@ -335,17 +335,17 @@ static int prec(enum fl_tok_kind k)
 	}
 }
 
-static struct fl_node *binary(struct ps *p, int min)
+static struct lang_node *binary(struct ps *p, int min)
 {
-	struct fl_node *l = unary(p);
+	struct lang_node *l = unary(p);
 	int chain = 0;
 
 	while (l != NULL && prec(cur(p)->kind) >= min) {
-		const struct fl_tok *t = advance(p);
+		const struct lang_tok *t = advance(p);
 		if (too_deep(p, t, ++chain > CHAIN_MAX))
 			return NULL;
 		int pr = prec(t->kind);
-		struct fl_node *nd = mk(p, t->kind == FT_ANDAND ? FN_ANDAND
+		struct lang_node *nd = mk(p, t->kind == FT_ANDAND ? FN_ANDAND
 					   : t->kind == FT_OROR ? FN_OROR
 								: FN_BINARY,
 					t);
@@ -361,22 +361,22 @@ static struct fl_node *binary(struct ps *p, int min)
 	return l;
 }
 
-static struct fl_node *expr(struct ps *p)
+static struct lang_node *expr(struct ps *p)
 {
 	return binary(p, 1);
 }
 
-static struct fl_node *block(struct ps *p);
-static struct fl_node *stmt(struct ps *p);
+static struct lang_node *block(struct ps *p);
+static struct lang_node *stmt(struct ps *p);
 
-static bool is_assign(enum fl_tok_kind k)
+static bool is_assign(enum lang_tok_kind k)
 {
 	return k >= FT_ASSIGN && k <= FT_SHR_ASSIGN;
 }
 
-static struct fl_node *if_stmt(struct ps *p, const struct fl_tok *t)
+static struct lang_node *if_stmt(struct ps *p, const struct lang_tok *t)
 {
-	struct fl_node *nd = mk(p, FN_IF, t);
+	struct lang_node *nd = mk(p, FN_IF, t);
 	if (nd == NULL)
 		return NULL;
 	nd->a = expr(p);
@@ -386,7 +386,7 @@ static struct fl_node *if_stmt(struct ps *p, const struct fl_tok *t)
 	if (nd->b == NULL)
 		return NULL;
 	if (accept(p, FT_KW_ELSE)) {
-		const struct fl_tok *e = cur(p);
+		const struct lang_tok *e = cur(p);
 		if (accept(p, FT_KW_IF)) {
 			if (too_deep(p, e, p->elifs + 1 > CHAIN_MAX))
 				return NULL;
@@ -402,15 +402,15 @@ static struct fl_node *if_stmt(struct ps *p, const struct fl_tok *t)
 	return nd;
 }
 
-static struct fl_node *stmt(struct ps *p)
+static struct lang_node *stmt(struct ps *p)
 {
-	const struct fl_tok *t = cur(p);
-	struct fl_node *nd = NULL;
+	const struct lang_tok *t = cur(p);
+	struct lang_node *nd = NULL;
 
 	switch (t->kind) {
 	case FT_KW_VAR: {
 		advance(p);
-		const struct fl_tok *name = cur(p);
+		const struct lang_tok *name = cur(p);
 		if (!expect(p, FT_NAME, "a variable name"))
 			return NULL;
 		if ((nd = mk(p, FN_VAR, name)) == NULL)
@@ -434,7 +434,7 @@ static struct fl_node *stmt(struct ps *p)
 		return nd;
 	case FT_KW_FOR: {
 		advance(p);
-		const struct fl_tok *name = cur(p);
+		const struct lang_tok *name = cur(p);
 		if (!expect(p, FT_NAME, "a loop variable"))
 			return NULL;
 		if ((nd = mk(p, FN_FOR, name)) == NULL)
@@ -464,11 +464,11 @@ static struct fl_node *stmt(struct ps *p)
 	default:
 		break;
 	}
-	struct fl_node *e = expr(p);
+	struct lang_node *e = expr(p);
 	if (e == NULL)
 		return NULL;
 	if (is_assign(cur(p)->kind)) {
-		const struct fl_tok *op = advance(p);
+		const struct lang_tok *op = advance(p);
 		if ((nd = mk(p, FN_ASSIGN, op)) == NULL)
 			return NULL;
 		nd->op = op->kind;
@@ -483,7 +483,7 @@ static struct fl_node *stmt(struct ps *p)
 	return expect(p, FT_SEMI, "';'") ? nd : NULL;
 }
 
-static bool item_start(enum fl_tok_kind k)
+static bool item_start(enum lang_tok_kind k)
 {
 	return k == FT_KW_FN || k == FT_KW_CONST || k == FT_KW_GLOBAL ||
 	       k == FT_KW_USE;
@@ -508,10 +508,10 @@ static void sync_stmt(struct ps *p)
 	p->panic = false;
 }
 
-static struct fl_node *block(struct ps *p)
+static struct lang_node *block(struct ps *p)
 {
-	const struct fl_tok *t = cur(p);
-	struct fl_node *nd, **tail;
+	const struct lang_tok *t = cur(p);
+	struct lang_node *nd, **tail;
 
 	if (!expect(p, FT_LBRACE, "'{'"))
 		return NULL;
@@ -523,7 +523,7 @@ static struct fl_node *block(struct ps *p)
 	tail = &nd->a;
 	while (!at(p, FT_RBRACE) && !at(p, FT_EOF) &&
 	       !item_start(cur(p)->kind) && !p->c->nomem) {
-		struct fl_node *s = stmt(p);
+		struct lang_node *s = stmt(p);
 		if (s != NULL) {
 			*tail = s;
 			tail = &s->next;
@@ -537,17 +537,17 @@ static struct fl_node *block(struct ps *p)
 	return nd;
 }
 
-static void add_item(struct ps *p, struct fl_node *nd)
+static void add_item(struct ps *p, struct lang_node *nd)
 {
 	fl_buf_put(&p->c->items, &nd, sizeof nd);
 	if (p->c->items.failed)
 		p->c->nomem = true;
 }
 
-static struct fl_node *fn_item(struct ps *p)
+static struct lang_node *fn_item(struct ps *p)
 {
-	const struct fl_tok *name = cur(p);
-	struct fl_node *nd, **tail;
+	const struct lang_tok *name = cur(p);
+	struct lang_node *nd, **tail;
 
 	if (!expect(p, FT_NAME, "a function name"))
 		return NULL;
@@ -563,10 +563,10 @@ static struct fl_node *fn_item(struct ps *p)
 	tail = &nd->a;
 	if (!accept(p, FT_RPAREN)) {
 		do {
-			const struct fl_tok *pt = cur(p);
+			const struct lang_tok *pt = cur(p);
 			if (!expect(p, FT_NAME, "a parameter name"))
 				return nd;
-			struct fl_node *pn = mk(p, FN_NAME, pt);
+			struct lang_node *pn = mk(p, FN_NAME, pt);
 			if (pn == NULL)
 				return nd;
 			pn->name = pt->p;
@@ -583,11 +583,11 @@ static struct fl_node *fn_item(struct ps *p)
 	return nd;
 }
 
-static struct fl_node *data_item(struct ps *p, const struct fl_tok *t)
+static struct lang_node *data_item(struct ps *p, const struct lang_tok *t)
 {
-	const struct fl_tok *name = cur(p);
+	const struct lang_tok *name = cur(p);
 	bool is_const = t->kind == FT_KW_CONST;
-	struct fl_node *nd;
+	struct lang_node *nd;
 
 	if (!expect(p, FT_NAME, is_const ? "a constant name" : "a global name"))
 		return NULL;
@@ -609,10 +609,10 @@ static struct fl_node *data_item(struct ps *p, const struct fl_tok *t)
 }
 
 /* `use "path";` */
-static void use_item(struct ps *p, const struct fl_tok *t)
+static void use_item(struct ps *p, const struct lang_tok *t)
 {
-	const struct fl_tok *s = cur(p);
-	struct fl_comp *c = p->c;
+	const struct lang_tok *s = cur(p);
+	struct lang_comp *c = p->c;
 
 	if (!expect(p, FT_STR, "a file name string"))
 		return;
@@ -629,7 +629,7 @@ static void use_item(struct ps *p, const struct fl_tok *t)
 	}
 	size_t dlen = rel[0] != '/' ? (size_t)(slash - inc + 1) : 0;
 	if (strlen(rel) != s->slen || s->slen == 0) {
-		fl__error(c, p->file, s->line, s->col, "bad file name in 'use'");
+		lang__error(c, p->file, s->line, s->col, "bad file name in 'use'");
 		return;
 	}
 	char *path = malloc(dlen + s->slen + 1);
@@ -650,7 +650,7 @@ static void use_item(struct ps *p, const struct fl_tok *t)
 	}
 	free(canon);
 	if (c->depth >= USE_DEPTH_MAX) {
-		fl__error(c, p->file, t->line, t->col,
+		lang__error(c, p->file, t->line, t->col,
 			  "'use' nested too deeply");
 		free(path);
 		return;
@@ -665,30 +665,30 @@ static void use_item(struct ps *p, const struct fl_tok *t)
 		return;
 	}
 	if (rc != 0) {
-		fl__error(c, p->file, s->line, s->col, "cannot read '%s': %s",
+		lang__error(c, p->file, s->line, s->col, "cannot read '%s': %s",
 			  rel, fl_strerror(rc));
 		free(path);
 		return;
 	}
-	int f = fl__add_file(c, path, (char *)src, len);
+	int f = lang__add_file(c, path, (char *)src, len);
 	if (f < 0)
 		return;
 	c->depth++;
-	fl__parse_file(c, (uint16_t)f);
+	lang__parse_file(c, (uint16_t)f);
 	c->depth--;
 }
 
-void fl__parse_file(struct fl_comp *c, uint16_t file)
+void lang__parse_file(struct lang_comp *c, uint16_t file)
 {
 	struct ps p = {.c = c, .file = file};
 
-	if (!fl__lex(c, file, &p.t, &p.n)) {
+	if (!lang__lex(c, file, &p.t, &p.n)) {
 		c->nomem = true;
 		return;
 	}
 	while (!at(&p, FT_EOF) && !c->nomem) {
-		const struct fl_tok *t = advance(&p);
-		struct fl_node *nd = NULL;
+		const struct lang_tok *t = advance(&p);
+		struct lang_node *nd = NULL;
 		switch (t->kind) {
 		case FT_KW_FN:
 			nd = fn_item(&p);

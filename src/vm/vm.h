@@ -77,8 +77,9 @@ void vm_insn_encode(struct fl_buf *b, enum vm_op op, int64_t operand);
 /* ---- Modules (.flb) ---- */
 
 #define VM_MODULE_MAGIC "FLKB"
-#define VM_MODULE_VERSION 1
+#define VM_MODULE_VERSION 2
 #define VM_NAME_MAX 255          /* function and symbol names, bytes */
+#define VM_PATH_MAX 4096         /* names in the source file table, bytes */
 #define VM_SEGMENT_MAX (1u << 28) /* rodata/data/code bytes */
 #define VM_FRAME_MAX 65535       /* nargs + nlocals */
 
@@ -100,10 +101,13 @@ struct vm_function {
 };
 
 /* Instructions at code offsets >= code_off (up to the next entry) come from
- * source line @line. Entries are sorted by code_off, lines never 0. */
+ * line @line of source file @file: 0 is the module's source, i > 0 is
+ * files[i - 1] (e.g. a file the program `use`s). Entries are sorted by
+ * code_off, lines never 0. */
 struct vm_line {
 	uint32_t code_off;
 	uint32_t line;
+	uint32_t file;
 };
 
 struct vm_module {
@@ -118,6 +122,8 @@ struct vm_module {
 	uint32_t nfuncs;
 	uint8_t *code;
 	uint32_t code_len;
+	char **files; /* more source files the line table names */
+	uint32_t nfiles;
 	struct vm_line *lines;
 	uint32_t nlines;
 	/* Set by vm_verify(): the operand stack depth (words above the
@@ -155,8 +161,14 @@ bool vm_name_valid(const char *s, size_t len);
 /* Index of function @name, or -1. */
 int vm_module_find_func(const struct vm_module *m, const char *name);
 
-/* Source line of the instruction at code offset @off (0 if unknown). */
-uint32_t vm_module_line(const struct vm_module *m, uint32_t off);
+/* Source line of the instruction at code offset @off (0 if unknown); its
+ * file's name into *@file when @file is not NULL (the module's source when
+ * unknown). */
+uint32_t vm_module_line(const struct vm_module *m, uint32_t off,
+			const char **file);
+
+/* Name of source file @i of the line table (0: the module's source). */
+const char *vm_module_file(const struct vm_module *m, uint32_t i);
 
 /* Function containing code offset @off, or -1. */
 int vm_module_func_at(const struct vm_module *m, uint32_t off);

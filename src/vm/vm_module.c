@@ -8,7 +8,8 @@
  *   u32 nfuncs, each: str name, u32 nargs, u32 nlocals, u32 code_off,
  *                     u32 code_len
  *   u32 code_len, bytes
- *   u32 nlines, each: u32 code_off, u32 line
+ *   u32 nfiles, each: str name      (source files besides `source`)
+ *   u32 nlines, each: u32 code_off, u32 line, u32 file
  * and nothing after. The decoder checks every length against the bytes that
  * remain before allocating, so a hostile header cannot make it allocate more
  * than the input's size; it checks structure (sizes, offsets, ordering).
@@ -40,6 +41,9 @@ void vm_module_free(struct vm_module *m)
 		free(m->syms[i].name);
 	for (uint32_t i = 0; i < m->nfuncs; i++)
 		free(m->funcs[i].name);
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		free(m->files[i]);
+	free(m->files);
 	free(m->source);
 	free(m->rodata);
 	free(m->data);
@@ -88,10 +92,14 @@ int vm_module_encode(const struct vm_module *m, struct fl_buf *b)
 	}
 	fl_buf_put_u32(b, m->code_len);
 	fl_buf_put(b, m->code, m->code_len);
+	fl_buf_put_u32(b, m->nfiles);
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		put_str(b, m->files[i]);
 	fl_buf_put_u32(b, m->nlines);
 	for (uint32_t i = 0; i < m->nlines; i++) {
 		fl_buf_put_u32(b, m->lines[i].code_off);
 		fl_buf_put_u32(b, m->lines[i].line);
+		fl_buf_put_u32(b, m->lines[i].file);
 	}
 	return fl_buf_failed(b) ? FL_ENOMEM : 0;
 }
@@ -113,8 +121,8 @@ static int fail(struct dec *d, const char *what)
 	return d->rc;
 }
 
-/* A length-prefixed name: non-empty, no NUL, at most VM_NAME_MAX bytes
- * (the source name may be longer). */
+/* A length-prefixed string of at most @max bytes without NUL; empty only
+ * when @max is UINT16_MAX (the module's source name). */
 static char *get_str(struct dec *d, const char *what, size_t max)
 {
 	uint16_t n = fl_get_u16(&d->r);
@@ -279,7 +287,21 @@ int vm_module_decode(const uint8_t *p, size_t len, struct vm_module **out,
 	if (d.rc)
 		goto fail;
 
-	m->nlines = get_count(&d, "line table entry", 8);
+	m->nfiles = get_count(&d, "source file", 3);
+	if (d.rc)
+		goto fail;
+	m->files = get_array(&d, m->nfiles, sizeof *m->files);
+	if (d.rc) {
+		m->nfiles = 0;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < m->nfiles; i++) {
+		m->files[i] = get_str(&d, "source file name", VM_PATH_MAX);
+		if (m->files[i] == NULL)
+			goto fail;
+	}
+
+	m->nlines = get_count(&d, "line table entry", 12);
 	if (d.rc)
 		goto fail;
 	m->lines = get_array(&d, m->nlines, sizeof *m->lines);
@@ -290,6 +312,7 @@ int vm_module_decode(const uint8_t *p, size_t len, struct vm_module **out,
 	for (uint32_t i = 0; i < m->nlines; i++) {
 		m->lines[i].code_off = fl_get_u32(&d.r);
 		m->lines[i].line = fl_get_u32(&d.r);
+		m->lines[i].file = fl_get_u32(&d.r);
 	}
 	if (d.r.failed) {
 		fail(&d, "line table");
@@ -335,7 +358,13 @@ int vm_module_find_func(const struct vm_module *m, const char *name)
 	return -1;
 }
 
-uint32_t vm_module_line(const struct vm_module *m, uint32_t off)
+const char *vm_module_file(const struct vm_module *m, uint32_t i)
+{
+	return i > 0 && i <= m->nfiles ? m->files[i - 1] : m->source;
+}
+
+uint32_t vm_module_line(const struct vm_module *m, uint32_t off,
+			const char **file)
 {
 	uint32_t lo = 0, hi = m->nlines;
 
@@ -347,6 +376,8 @@ uint32_t vm_module_line(const struct vm_module *m, uint32_t off)
 		else
 			hi = mid;
 	}
+	if (file != NULL)
+		*file = vm_module_file(m, lo == 0 ? 0 : m->lines[lo - 1].file);
 	return lo == 0 ? 0 : m->lines[lo - 1].line;
 }
 

@@ -128,6 +128,8 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 	const struct vm_module *m = p->m;
 	uint32_t off = p->x.cell_off[pc];
 	int f = vm_module_func_at(m, off);
+	const char *file;
+	uint32_t line = vm_module_line(m, off, &file);
 
 	pthread_mutex_lock(&p->endlock);
 	if (!atomic_load(&p->ending)) {
@@ -137,8 +139,7 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 		dprintf(p->opt.fd_err,
 			"%s:%" PRIu32 ": runtime error: %s (in function %s, "
 			"thread %" PRIu64 ")\n",
-			m->source, vm_module_line(m, off), msg,
-			f >= 0 ? m->funcs[f].name : "?", t->tid);
+			file, line, msg, f >= 0 ? m->funcs[f].name : "?", t->tid);
 	}
 	pthread_mutex_unlock(&p->endlock);
 	vm__sched_stop(&p->sched);
@@ -239,12 +240,14 @@ int vm_run(const struct vm_module *m, const struct vm_options *o)
 		goto nomem;
 	fn = &p->x.funcs[vm_module_find_func(m, "main")];
 	if (fn->frame_words + 1 > o->stack_words) {
+		const char *file;
+		uint32_t line = vm_module_line(
+			m, m->funcs[fn->index].code_off, &file);
 		dprintf(o->fd_err,
 			"%s:%" PRIu32 ": runtime error: stack overflow (data "
 			"stack limit of %" PRIu32 " words) (in function main, "
 			"thread 1)\n",
-			m->source, vm_module_line(m, m->funcs[fn->index].code_off),
-			o->stack_words);
+			file, line, o->stack_words);
 		vm__proc_free(p);
 		return 70;
 	}

@@ -52,6 +52,35 @@ static int check_names(struct verifier *v, const char **names, uint32_t n,
 	return 0;
 }
 
+static int cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* No file is listed twice (the assembler's `.line N "file"` could not
+ * tell the two apart). */
+static int check_file_names(struct verifier *v)
+{
+	const struct vm_module *m = v->m;
+	char **sorted;
+	int rc = 0;
+
+	if (m->nfiles < 2)
+		return 0;
+	sorted = malloc(m->nfiles * sizeof *sorted);
+	if (sorted == NULL)
+		return fl_err_set(v->err, FL_ENOMEM, "out of memory");
+	memcpy(sorted, m->files, m->nfiles * sizeof *sorted);
+	qsort(sorted, m->nfiles, sizeof *sorted, cmp_names);
+	for (uint32_t i = 1; i < m->nfiles && rc == 0; i++)
+		if (strcmp(sorted[i - 1], sorted[i]) == 0)
+			rc = fl_err_set(v->err, FL_EFORMAT,
+					"source file '%.200s' is listed twice",
+					sorted[i]);
+	free(sorted);
+	return rc;
+}
+
 static int check_tables(struct verifier *v)
 {
 	struct vm_module *m = v->m;
@@ -115,9 +144,12 @@ static int check_tables(struct verifier *v)
 				  "%u bytes of code belong to no function",
 				  m->code_len - off);
 
-	/* The line table is canonical -- it starts at the first instruction
-	 * and each entry changes the line -- so that every verified module
+	/* The line table is canonical -- it starts at the first instruction,
+	 * each entry changes the line or file, the file table lists each
+	 * file once in order of first use -- so that every verified module
 	 * disassembles to text that assembles back to the same bytes. */
+	uint32_t next = 1; /* files are first named in table order */
+
 	if (m->code_len > 0 && (m->nlines == 0 || m->lines[0].code_off != 0))
 		return fl_err_set(v->err, FL_EFORMAT,
 				  "the line table does not start at the first "
@@ -130,13 +162,30 @@ static int check_tables(struct verifier *v)
 					  "%u) is out of order or range",
 					  i, m->lines[i].code_off,
 					  m->lines[i].line);
-		if (i > 0 && m->lines[i].line == m->lines[i - 1].line)
+		if (m->lines[i].file > m->nfiles)
+			return fl_err_set(v->err, FL_EFORMAT,
+					  "line table entry %u names source "
+					  "file %u of %u",
+					  i, m->lines[i].file, m->nfiles);
+		if (m->lines[i].file > next)
+			return fl_err_set(v->err, FL_EFORMAT,
+					  "line table entry %u names source "
+					  "file %u before file %u",
+					  i, m->lines[i].file, next);
+		if (m->lines[i].file == next)
+			next++;
+		if (i > 0 && m->lines[i].line == m->lines[i - 1].line &&
+		    m->lines[i].file == m->lines[i - 1].file)
 			return fl_err_set(v->err, FL_EFORMAT,
 					  "line table entries %u and %u repeat "
 					  "line %u",
 					  i - 1, i, m->lines[i].line);
 	}
-	return 0;
+	if (next <= m->nfiles)
+		return fl_err_set(v->err, FL_EFORMAT,
+				  "source file %u ('%s') is not in the line "
+				  "table", next, m->files[next - 1]);
+	return check_file_names(v);
 }
 
 /* "FILE:LINE: error: verification failed in function 'F': WHAT", the shape
@@ -147,13 +196,14 @@ static int insn_error(struct verifier *v, const struct vm_function *f,
 		      long a, long b)
 {
 	char what[FL_ERR_MAX];
+	const char *file;
+	uint32_t line = vm_module_line(v->m, off, &file);
 
 	snprintf(what, sizeof what, fmt, detail, a, b);
 	return fl_err_set(v->err, FL_EFORMAT,
 			  "%s:%u: error: verification failed in function "
 			  "'%s': %s",
-			  v->m->source, vm_module_line(v->m, off), f->name,
-			  what);
+			  file, line, f->name, what);
 }
 
 static const char *plural(long n)

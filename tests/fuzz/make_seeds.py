@@ -9,8 +9,9 @@ test_fuzz_seeds_are_valid in tests/unit/vm/test_module.c) cross-checks the
 C encoder against the documentation.
 
 Every seed has a canonical line table, as the verifier requires: it starts
-at code offset 0 and each entry changes the line (Module.func writes entries
-only where the line changes; Module.encode checks the result).
+at code offset 0 and each entry changes the line or the file (Module.func
+writes entries only where they change; Module.encode checks the result), and
+the file table lists each other source file once, in order of first use.
 
 Run from anywhere: python3 tests/fuzz/make_seeds.py. The output is
 deterministic; rerun it after an instruction is added or the format
@@ -91,18 +92,26 @@ class Module:
         self.data = b""
         self.syms = []   # (name, segment, offset)
         self.funcs = []  # (name, nargs, nlocals, code)
-        self.lines = []  # (code_off, line)
+        self.lines = []  # (code_off, line, file)
+        self.files = []  # source files besides self.source: file 1, 2, ...
 
     def sym(self, name, seg, off):
         self.syms.append((name, seg, off))
         return len(self.syms) - 1
 
-    def func(self, name, nargs, nlocals, items, line=None):
+    def func(self, name, nargs, nlocals, items, line=None, file=None):
         """Append a function and its line-table entries. @line: an int
         numbers the instructions one source line each from there; a list
         gives each instruction its line (lines may go down as well as up);
         None puts the whole function on the line after the last one used.
-        An entry is added only where the line changes."""
+        @file: the name of another source file the lines are in (None: the
+        module's source). An entry is added only where line or file
+        changes."""
+        fi = 0
+        if file is not None:
+            if file not in self.files:
+                self.files.append(file)
+            fi = self.files.index(file) + 1
         code, _ = assemble(items)
         start = sum(len(f[3]) for f in self.funcs)
         insns = [it for it in items if not isinstance(it, str)]
@@ -116,8 +125,8 @@ class Module:
         assert len(per_insn) == len(insns), name
         off = start
         for it, ln in zip(insns, per_insn):
-            if not self.lines or self.lines[-1][1] != ln:
-                self.lines.append((off, ln))
+            if not self.lines or self.lines[-1][1:] != (ln, fi):
+                self.lines.append((off, ln, fi))
             off += 1 + OPERAND_SIZE[OPS[it[0]][1]]
         self.funcs.append((name, nargs, nlocals, code))
         return len(self.funcs) - 1
@@ -125,14 +134,19 @@ class Module:
     def check_lines(self, code_len):
         """The verifier's line-table rules: lines are nonzero, offsets
         strictly increase inside the code, the table starts at offset 0
-        when there is code, and consecutive entries differ in line."""
+        when there is code, consecutive entries differ in line or file, and
+        files are first named in table order."""
         if code_len:
             assert self.lines and self.lines[0][0] == 0, self.source
-        for i, (off, line) in enumerate(self.lines):
+        first_use = []
+        for i, (off, line, fi) in enumerate(self.lines):
             assert line != 0 and off < code_len, self.source
             if i:
                 assert off > self.lines[i - 1][0], self.source
-                assert line != self.lines[i - 1][1], self.source
+                assert (line, fi) != self.lines[i - 1][1:], self.source
+            if fi and fi not in first_use:
+                first_use.append(fi)
+        assert first_use == list(range(1, len(self.files) + 1)), self.source
 
     def encode(self):
         out = b"FLKB" + u16(VERSION) + u16(0) + string(self.source)
@@ -150,9 +164,12 @@ class Module:
         code = b"".join(f[3] for f in self.funcs)
         self.check_lines(len(code))
         out += u32(len(code)) + code
+        out += u32(len(self.files))
+        for name in self.files:
+            out += string(name)
         out += u32(len(self.lines))
-        for off, line in self.lines:
-            out += u32(off) + u32(line)
+        for off, line, fi in self.lines:
+            out += u32(off) + u32(line) + u32(fi)
         return out
 
 
@@ -205,9 +222,10 @@ def calls():
         ("ADD",), ("RET",),
         "small",
         ("GET", 0), ("RET",)]
-    m.func("fib", 1, 0, fib, line=1)
+    # fib and add3 come from files the program uses, main from its own
+    m.func("fib", 1, 0, fib, line=1, file="lib/fib.fl")
     m.func("add3", 3, 0, [("GET", 0), ("GET", 1), ("ADD",), ("GET", 2),
-                          ("ADD",), ("RET",)], line=20)
+                          ("ADD",), ("RET",)], line=20, file="lib/add.fl")
     m.func("main", 0, 0, [
         ("PUSH", 15), ("CALL", 0), ("PUSH", 2), ("PUSH", 3), ("CALL", 1),
         ("PRINTI",), ("PUSH", 0), ("RET",)], line=30)

@@ -1,6 +1,8 @@
 """The flock command line (SPEC sections 1 and 9): help, usage errors and
 their statuses, missing and malformed inputs, `flock build` outputs, and
 running a built module."""
+import re
+
 import pytest
 
 from flockrun import run_flock
@@ -267,6 +269,33 @@ def test_disasm_source_comments(tmp_path):
     assert r.returncode == 0, text(r.stderr)
     out = text(r.stdout)
     assert "        .line 11\n        ; return fib(n - 1) + fib(n - 2);\n" in out
+    fla.write_bytes(r.stdout)
+    assert run_flock(["build", str(fla), "-o", str(b)]).returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_disasm_used_files(tmp_path):
+    """Code from a `use`d file and from print's prelude is shown with
+    `.line N "FILE"` and that file's lines as comments; the text builds
+    back to the same module."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "util.fl").write_text("// util\nfn twice(x) {\n    return 2 * x;\n}\n")
+    (tmp_path / "main.fl").write_text(
+        'use "lib/util.fl";\nfn main() {\n    print("%d\\n", twice(21));\n'
+        '    return 0;\n}\n')
+    a, b, fla = tmp_path / "a.flb", tmp_path / "b.flb", tmp_path / "a.fla"
+    main = str(tmp_path / "main.fl")
+    r = run_flock(["run", main])
+    assert (r.returncode, r.stdout) == (0, b"42\n"), text(r.stderr)
+    assert run_flock(["build", main, "-o", str(a)]).returncode == 0
+    r = run_flock(["disasm", str(a)])
+    assert r.returncode == 0, text(r.stderr)
+    out = text(r.stdout)
+    util = str(lib / "util.fl")
+    assert f'        .line 3 "{util}"\n        ; return 2 * x;\n' in out, out
+    assert '.line 3\n        ; print("%d\\n", twice(21));\n' in out, out
+    assert re.search(r'\.line \d+ "<prelude>"\n        ; \S', out), out
     fla.write_bytes(r.stdout)
     assert run_flock(["build", str(fla), "-o", str(b)]).returncode == 0
     assert a.read_bytes() == b.read_bytes()

@@ -410,7 +410,7 @@ static void test_lines(void **state)
 				 "        ret\n"       /* 16 */
 				 "end\n");
 	const struct vm_line want[] = {
-	    {0, 2}, {9, 4}, {18, 100}, {21, 7}, {31, 8}};
+	    {0, 2, 0}, {9, 4, 0}, {18, 100, 0}, {21, 7, 0}, {31, 8, 0}};
 
 	(void)state;
 	/* The second .line 100 repeats the line in force, and g's first
@@ -420,7 +420,45 @@ static void test_lines(void **state)
 		assert_int_equal(m->lines[i].code_off, want[i].code_off);
 		assert_int_equal(m->lines[i].line, want[i].line);
 	}
-	assert_int_equal(vm_module_line(m, 19), 100);
+	assert_int_equal(vm_module_line(m, 19, NULL), 100);
+	roundtrip(m);
+	vm_module_free(m);
+}
+
+/* `.line N "FILE"`: lines of other source files (a .fl program's used
+ * files), numbered in order of first use; a file named but never used
+ * before the next `.line` does not enter the table. */
+static void test_line_files(void **state)
+{
+	struct vm_module *m = ok("func main 0 0\n"		/* 1 */
+				 "  .line 7 \"lib/a.fl\"\n"	/* 2 */
+				 "  push 1\n"			/* 3 */
+				 "  .line 9 \"unused.fl\"\n"	/* 4 */
+				 "  .line 7 \"lib/b.fl\"\n"	/* 5 */
+				 "  push 2\n"			/* 6 */
+				 "  .line 7 \"lib/a.fl\"\n"	/* 7 */
+				 "  add\n"			/* 8 */
+				 "  .line 7\n"			/* 9 */
+				 "  ret\n"			/* 10 */
+				 "end\n");
+	static const struct vm_line want[] = {
+	    {0, 7, 1}, {9, 7, 2}, {18, 7, 1}, {19, 7, 0}};
+	const char *file;
+
+	(void)state;
+	assert_int_equal(m->nfiles, 2);
+	assert_string_equal(m->files[0], "lib/a.fl");
+	assert_string_equal(m->files[1], "lib/b.fl");
+	assert_int_equal(m->nlines, 4);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(m->lines[i].code_off, want[i].code_off);
+		assert_int_equal(m->lines[i].line, want[i].line);
+		assert_int_equal(m->lines[i].file, want[i].file);
+	}
+	assert_int_equal(vm_module_line(m, 9, &file), 7);
+	assert_string_equal(file, "lib/b.fl");
+	assert_int_equal(vm_module_line(m, 19, &file), 7);
+	assert_string_equal(file, "t.fla");
 	roundtrip(m);
 	vm_module_free(m);
 }
@@ -673,8 +711,16 @@ static void test_diag_structure(void **state)
 	bad(F ".line 0\nend\n",
 	    "t.fla:2: error: line number '0' out of range 1..4294967295\n", 1);
 	bad(F ".line 4294967296\nend\n", "out of range 1..4294967295\n", 1);
-	bad(F ".line\nend\n", "t.fla:2: error: '.line' takes one line number\n",
+	bad(F ".line\nend\n",
+	    "t.fla:2: error: '.line' takes a line number and optionally a "
+	    "file name\n",
 	    1);
+	bad(F ".line 3 4\nend\n", "'.line' takes a line number and", 1);
+	bad(F ".line 3 \"a\" \"b\"\nend\n", "'.line' takes a line number",
+	    1);
+	bad(F ".line 3 \"\"\nend\n",
+	    "t.fla:2: error: file name must be 1..4096 bytes without NUL\n", 1);
+	bad(F ".line 3 \"a\\0b\"\nend\n", "file name must be 1..4096", 1);
 }
 
 static void test_diag_data(void **state)
@@ -933,7 +979,7 @@ static void test_roundtrip_built(void **state)
 	/* Line entries that jump around, code labels, a function with no
 	 * line change (g's first instruction stays on line 10). */
 	static const struct vm_line lines[] = {
-	    {0, 10}, {9, 3}, {14, 10}, {33, 11}};
+	    {0, 10, 0}, {9, 3, 0}, {14, 10, 0}, {33, 11, 0}};
 	struct vm_module *m = built(lines, 4);
 
 	(void)state;
@@ -948,12 +994,12 @@ static void test_roundtrip_built(void **state)
  * instruction or only the first. */
 static void test_roundtrip_line_tables(void **state)
 {
-	static const struct vm_line t1[] = {{0, 5},  {9, 1},  {14, 5},
-					    {23, 1}, {24, 5}, {33, 1}};
+	static const struct vm_line t1[] = {{0, 5, 0},  {9, 1, 0},  {14, 5, 0},
+					    {23, 1, 0}, {24, 5, 0}, {33, 1, 0}};
 	static const struct vm_line t2[] = {
-	    {0, 4294967295u}, {9, 1}, {24, 4294967294u}};
-	static const struct vm_line t3[] = {{0, 1}};
-	static const struct vm_line t4[] = {{0, 3}, {24, 2}, {33, 3}};
+	    {0, 4294967295u, 0}, {9, 1, 0}, {24, 4294967294u, 0}};
+	static const struct vm_line t3[] = {{0, 1, 0}};
+	static const struct vm_line t4[] = {{0, 3, 0}, {24, 2, 0}, {33, 3, 0}};
 	static const struct {
 		const struct vm_line *lines;
 		uint32_t n;
@@ -987,8 +1033,8 @@ static struct vm_module *reassemble(const struct vm_module *m)
  * their text is the canonical table, which verifies and round-trips. */
 static void test_noncanonical_lines_rejected(void **state)
 {
-	static const struct vm_line repeat[] = {{0, 10}, {9, 10}, {14, 3}};
-	static const struct vm_line late[] = {{9, 3}, {14, 4}};
+	static const struct vm_line repeat[] = {{0, 10, 0}, {9, 10, 0}, {14, 3, 0}};
+	static const struct vm_line late[] = {{9, 3, 0}, {14, 4, 0}};
 	struct vm_module *m, *m2;
 	struct fl_buf a, b;
 	struct fl_err err;
@@ -1145,6 +1191,7 @@ int main(void)
 	    cmocka_unit_test(test_every_opcode),
 	    cmocka_unit_test(test_data),
 	    cmocka_unit_test(test_lines),
+	    cmocka_unit_test(test_line_files),
 	    cmocka_unit_test(test_source),
 	    cmocka_unit_test(test_syntax_variants),
 	    cmocka_unit_test(test_limits_ok),

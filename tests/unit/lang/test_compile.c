@@ -317,8 +317,26 @@ static void test_line_table(void **state)
 	assert_true(m->nlines >= 4);
 	assert_int_equal(m->lines[0].code_off, 0);
 	assert_int_equal(m->lines[0].line, 2);
-	assert_int_equal(vm_module_line(m, m->funcs[1].code_off), 5);
+	assert_int_equal(vm_module_line(m, m->funcs[1].code_off, NULL), 5);
 	assert_string_equal(m->source, "t.fl");
+	assert_int_equal(m->nfiles, 0);
+	vm_module_free(m);
+	/* print's implementation is compiled from the file "<prelude>": its
+	 * lines name that file, main's name t.fl */
+	m = ok("fn main() {\n  print(\"%d\\n\", 1);\n  return 0;\n}\n");
+	int pf = vm_module_find_func(m, "$print"), mf = vm_module_find_func(m, "main");
+	const char *file;
+	size_t len;
+	assert_true(pf >= 0 && mf >= 0);
+	assert_int_equal(m->nfiles, 1);
+	assert_string_equal(m->files[0], "<prelude>");
+	assert_true(vm_module_line(m, m->funcs[pf].code_off, &file) > 0);
+	assert_string_equal(file, "<prelude>");
+	assert_int_equal(vm_module_line(m, m->funcs[mf].code_off, &file), 2);
+	assert_string_equal(file, "t.fl");
+	assert_non_null(lang_builtin_source("<prelude>", &len));
+	assert_true(len > 0);
+	assert_null(lang_builtin_source("t.fl", &len));
 	vm_module_free(m);
 }
 

@@ -60,6 +60,8 @@ static struct vm_module *sample(void)
 	unit_line(m, 18, 10);
 	unit_line(m, 18 + 63, 12);
 	unit_line(m, 18 + 73, 14);
+	/* the return of 0 comes from line 12 of a file the program uses */
+	unit_line_file(m, 18 + 63, unit_file(m, "lib/used.fl"));
 	return m;
 }
 
@@ -72,7 +74,8 @@ static void encode(const struct vm_module *m, struct fl_buf *b)
 
 /* Byte offsets of the count fields in @m's encoding. */
 struct layout {
-	size_t rodata_len, data_len, nsyms, nfuncs, code_len, nlines, end;
+	size_t rodata_len, data_len, nsyms, nfuncs, code_len, nfiles, nlines;
+	size_t end;
 	size_t sym0_name, func0_name;
 };
 
@@ -97,8 +100,12 @@ static struct layout layout_of(const struct vm_module *m)
 		off += 2 + strlen(m->funcs[i].name) + 16;
 	l.code_len = off;
 	off += 4 + m->code_len;
+	l.nfiles = off;
+	off += 4;
+	for (uint32_t i = 0; i < m->nfiles; i++)
+		off += 2 + strlen(m->files[i]);
 	l.nlines = off;
-	off += 4 + 8 * (size_t)m->nlines;
+	off += 4 + 12 * (size_t)m->nlines;
 	l.end = off;
 	return l;
 }
@@ -163,10 +170,14 @@ static void assert_modules_equal(const struct vm_module *a,
 	}
 	assert_int_equal(a->code_len, b->code_len);
 	assert_memory_equal(a->code, b->code, a->code_len);
+	assert_int_equal(a->nfiles, b->nfiles);
+	for (uint32_t i = 0; i < a->nfiles; i++)
+		assert_string_equal(a->files[i], b->files[i]);
 	assert_int_equal(a->nlines, b->nlines);
 	for (uint32_t i = 0; i < a->nlines; i++) {
 		assert_int_equal(a->lines[i].code_off, b->lines[i].code_off);
 		assert_int_equal(a->lines[i].line, b->lines[i].line);
+		assert_int_equal(a->lines[i].file, b->lines[i].file);
 	}
 }
 
@@ -332,7 +343,7 @@ static void test_golden_bytes(void **state)
 {
 	/* The documented layout, spelled out. */
 	static const uint8_t want[] = {
-	    'F',	'L', 'K', 'B', 1,    0,	  0, 0, /* magic, version, flags
+	    'F',	'L', 'K', 'B', 2,    0,	  0, 0, /* magic, version, flags
 							 */
 	    2,		0,   'a', 'b',			/* source */
 	    2,		0,   0,	  0,   'h',  'i',	/* rodata */
@@ -345,8 +356,10 @@ static void test_golden_bytes(void **state)
 	    0,		0,   0,	  0,   10,   0,	  0, 0, /* code 0+10 */
 	    10,		0,   0,	  0,			/* code_len */
 	    VM_OP_PUSH, 7,   0,	  0,   0,    0,	  0, 0, 0,
-	    VM_OP_RET,	1,   0,	  0,   0,		/* nlines */
+	    VM_OP_RET,	0,   0,	  0,   0,		/* nfiles */
+	    1,		0,   0,	  0,			/* nlines */
 	    0,		0,   0,	  0,   5,    0,	  0, 0, /* offset 0: line 5 */
+	    0,		0,   0,	  0,			/* of the source */
 	};
 	struct vm_module *m = unit_module(), *d;
 	struct fl_buf b;
@@ -431,7 +444,7 @@ static void test_bad_magic(void **state)
 
 static void test_bad_version(void **state)
 {
-	static const uint16_t versions[] = {0, 2, 0x100, 0xffff};
+	static const uint16_t versions[] = {0, 1, 3, 0x100, 0xffff};
 	struct vm_module *m = sample();
 	struct fl_buf b;
 
@@ -507,7 +520,12 @@ static void test_truncation_messages(void **state)
 	expect_decode_fails(b.data, l.nsyms + 2, FL_EFORMAT, "symbol");
 	expect_decode_fails(b.data, l.sym0_name + 3, FL_EFORMAT, "symbol");
 	expect_decode_fails(b.data, l.func0_name + 7, FL_EFORMAT, "function");
+	expect_decode_fails(b.data, l.nfiles + 3, FL_EFORMAT, "source file");
+	expect_decode_fails(b.data, l.nfiles + 4 + 5, FL_EFORMAT,
+			    "source file name");
 	expect_decode_fails(b.data, l.nlines + 4 + 7, FL_EFORMAT, "line table");
+	expect_decode_fails(b.data, l.nlines + 4 + 11, FL_EFORMAT,
+			    "line table");
 	fl_buf_close(&b);
 	vm_module_free(m);
 }
@@ -550,6 +568,7 @@ static void test_counts_larger_than_input(void **state)
 	    {l.nsyms, "symbol count"},
 	    {l.nfuncs, "function count"},
 	    {l.code_len, "code count"},
+	    {l.nfiles, "source file count"},
 	    {l.nlines, "line table entry count"},
 	};
 	struct fl_buf b;
@@ -713,22 +732,34 @@ static void test_module_line(void **state)
 	struct vm_module *m = sample();
 
 	(void)state;
-	assert_int_equal(vm_module_line(m, 0), 3);
-	assert_int_equal(vm_module_line(m, 17), 3);
-	assert_int_equal(vm_module_line(m, 18), 10);
-	assert_int_equal(vm_module_line(m, 18 + 62), 10);
-	assert_int_equal(vm_module_line(m, 18 + 63), 12);
-	assert_int_equal(vm_module_line(m, 18 + 72), 12);
-	assert_int_equal(vm_module_line(m, 18 + 73), 14);
-	assert_int_equal(vm_module_line(m, 18 + 82), 14);
-	assert_int_equal(vm_module_line(m, 0xffffffff), 14);
+	assert_int_equal(vm_module_line(m, 0, NULL), 3);
+	assert_int_equal(vm_module_line(m, 17, NULL), 3);
+	assert_int_equal(vm_module_line(m, 18, NULL), 10);
+	assert_int_equal(vm_module_line(m, 18 + 62, NULL), 10);
+	assert_int_equal(vm_module_line(m, 18 + 63, NULL), 12);
+	assert_int_equal(vm_module_line(m, 18 + 72, NULL), 12);
+	assert_int_equal(vm_module_line(m, 18 + 73, NULL), 14);
+	assert_int_equal(vm_module_line(m, 18 + 82, NULL), 14);
+	assert_int_equal(vm_module_line(m, 0xffffffff, NULL), 14);
+	/* Each line's file: the source, or one from the file table. */
+	const char *file = NULL;
+	assert_int_equal(vm_module_line(m, 18 + 62, &file), 10);
+	assert_string_equal(file, "sample.fla");
+	assert_int_equal(vm_module_line(m, 18 + 63, &file), 12);
+	assert_string_equal(file, "lib/used.fl");
+	assert_int_equal(vm_module_line(m, 18 + 73, &file), 14);
+	assert_string_equal(file, "sample.fla");
+	assert_string_equal(vm_module_file(m, 0), "sample.fla");
+	assert_string_equal(vm_module_file(m, 1), "lib/used.fl");
+	assert_string_equal(vm_module_file(m, 2), "sample.fla");
 	/* Before the first entry, or no table: unknown. */
 	m->lines[0].code_off = 5;
-	assert_int_equal(vm_module_line(m, 4), 0);
-	assert_int_equal(vm_module_line(m, 5), 3);
+	assert_int_equal(vm_module_line(m, 4, NULL), 0);
+	assert_int_equal(vm_module_line(m, 5, NULL), 3);
 	m->nlines = 0;
-	assert_int_equal(vm_module_line(m, 0), 0);
-	assert_int_equal(vm_module_line(m, 50), 0);
+	assert_int_equal(vm_module_line(m, 0, &file), 0);
+	assert_string_equal(file, "sample.fla");
+	assert_int_equal(vm_module_line(m, 50, NULL), 0);
 	m->nlines = 4;
 	vm_module_free(m);
 }
@@ -741,10 +772,10 @@ static void test_module_line_many(void **state)
 	/* Entries every 3 bytes: exercise the binary search at scale. */
 	for (uint32_t i = 0; i < 1000; i++)
 		unit_line(m, 3 * i + 1, 100 + i);
-	assert_int_equal(vm_module_line(m, 0), 0);
+	assert_int_equal(vm_module_line(m, 0, NULL), 0);
 	for (uint32_t off = 1; off < 3100; off++) {
 		uint32_t i = (off - 1) / 3;
-		assert_int_equal(vm_module_line(m, off),
+		assert_int_equal(vm_module_line(m, off, NULL),
 				 100 + (i < 1000 ? i : 999));
 	}
 	vm_module_free(m);

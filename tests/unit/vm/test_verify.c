@@ -844,7 +844,7 @@ static void test_line_table_starts_at_code(void **state)
 	assert_int_equal(m->nlines, 2);
 	m->nlines = 1;
 	verify_ok(m, false);
-	assert_int_equal(vm_module_line(m, 10), 1);
+	assert_int_equal(vm_module_line(m, 10, NULL), 1);
 	m->lines[0].code_off = 10; /* only g has a line */
 	expect_reject(m, false,
 		      "the line table does not start at the first "
@@ -862,6 +862,71 @@ static void test_line_table_starts_at_code(void **state)
 	expect_reject(m, false,
 		      "the line table does not start at the first "
 		      "instruction");
+}
+
+/* The file table: every file is named by the line table, first in table
+ * order, once; entries name files that exist; the same line number in
+ * another file is a change. */
+static void test_line_table_files(void **state)
+{
+	struct vm_module *m;
+
+	(void)state;
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
+	unit_line(m, 9, 1);
+	unit_line(m, 10, 2);
+	unit_line(m, 11, 1);
+	unit_line_file(m, 9, unit_file(m, "a.fl"));
+	unit_line_file(m, 10, unit_file(m, "b.fl"));
+	verify_ok(m, false); /* 1, a.fl:1 (not a repeat), b.fl:2, 1 */
+	vm_module_free(m);
+	/* A file index beyond the table. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
+	unit_line(m, 9, 1);
+	unit_line_file(m, 9, unit_file(m, "a.fl"));
+	m->lines[0].file = 2;
+	expect_reject(m, false,
+		      "line table entry 0 names source file 2 of 1");
+	/* b.fl named before a.fl. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(DROP), I(RET)));
+	unit_line(m, 9, 1);
+	unit_line(m, 10, 2);
+	unit_file(m, "a.fl");
+	unit_file(m, "b.fl");
+	m->lines[1].file = 2;
+	m->lines[2].file = 1;
+	expect_reject(m, false,
+		      "line table entry 1 names source file 2 before file 1");
+
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(RET)));
+	unit_line(m, 9, 2);
+	unit_line_file(m, 9, unit_file(m, "a.fl"));
+	unit_file(m, "never.fl");
+	expect_reject(m, false,
+		      "source file 2 ('never.fl') is not in the line table");
+
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(RET)));
+	unit_line(m, 9, 2);
+	unit_line(m, 10, 3);
+	unit_line_file(m, 9, unit_file(m, "a.fl"));
+	unit_line_file(m, 10, unit_file(m, "a.fl"));
+	expect_reject(m, false, "source file 'a.fl' is listed twice");
+
+	/* Same file, same line: a repeat. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(DUP), I(RET)));
+	unit_line(m, 9, 2);
+	unit_line(m, 10, 2);
+	unit_line_file(m, 9, unit_file(m, "a.fl"));
+	unit_line_file(m, 10, 1);
+	expect_reject(m, false, "line table entries 1 and 2 repeat line 2");
+
+	/* A bad instruction on a line of another file names that file. */
+	m = one("f", 0, 0, CODE(I(PUSH, 0), I(ADD), I(RET)));
+	unit_line(m, 9, 4);
+	unit_line_file(m, 9, unit_file(m, "lib/a.fl"));
+	expect_reject(m, false,
+		      "lib/a.fl:4: error: verification failed in function "
+		      "'f'");
 }
 
 /* ...and consecutive entries are on different lines (an entry that does not
@@ -957,7 +1022,7 @@ static void test_message_shape(void **state)
 			    "words, the stack has 1");
 	/* No line for the failing instruction (the table starts after it,
 	 * or is empty): the table is what is wrong. */
-	m->lines[0] = (struct vm_line){30, 9};
+	m->lines[0] = (struct vm_line){30, 9, 0};
 	m->nlines = 1;
 	assert_int_equal(vm_verify(m, true, &err), FL_EFORMAT);
 	assert_string_equal(err.msg, no_start);
@@ -1023,6 +1088,7 @@ int main(void)
 	    cmocka_unit_test(test_line_table),
 	    cmocka_unit_test(test_line_table_starts_at_code),
 	    cmocka_unit_test(test_line_table_repeats),
+	    cmocka_unit_test(test_line_table_files),
 	    cmocka_unit_test(test_message_shape),
 	    cmocka_unit_test(test_main),
 	};

@@ -112,7 +112,24 @@ static inline void unit_line(struct vm_module *m, uint32_t code_off,
 			return;
 		}
 	m->lines = unit_grow(m->lines, m->nlines + 1, sizeof *m->lines);
-	m->lines[m->nlines++] = (struct vm_line){code_off, line};
+	m->lines[m->nlines++] = (struct vm_line){code_off, line, 0};
+}
+
+/* Append source file @name to the line table's files; its index (> 0). */
+static inline uint32_t unit_file(struct vm_module *m, const char *name)
+{
+	m->files = unit_grow(m->files, m->nfiles + 1, sizeof *m->files);
+	m->files[m->nfiles++] = unit_strdup(name);
+	return m->nfiles;
+}
+
+/* Put the line entry at @code_off (which must exist) in file @file. */
+static inline void unit_line_file(struct vm_module *m, uint32_t code_off,
+				  uint32_t file)
+{
+	for (uint32_t i = 0; i < m->nlines; i++)
+		if (m->lines[i].code_off == code_off)
+			m->lines[i].file = file;
 }
 
 /* The line after the last entry's: a new entry on it never repeats. */
