@@ -24,6 +24,8 @@ static const char help[] =
 	"  --debug-migrate     test aid: at every preemption, encode each\n"
 	"                      thread's state to bytes and continue from a\n"
 	"                      copy decoded from them\n"
+	"  --debug-no-fuse     test aid: run without superinstructions (one\n"
+	"                      handler per instruction), to measure them\n"
 	"  --data DIR          the embedded VM's storage directory (default\n"
 	"                      ~/.flock/local; no instruction uses it yet)\n"
 	"  --vm VM@HOST:PORT   run on a Flock VM cluster (not in this build)\n"
@@ -59,6 +61,8 @@ int cli_run(int argc, char **argv)
 			o.check = true;
 		} else if (strcmp(a, "--debug-migrate") == 0) {
 			o.migrate = true;
+		} else if (strcmp(a, "--debug-no-fuse") == 0) {
+			o.no_fuse = true;
 		} else if (strcmp(a, "--stack-words") == 0 ||
 			   strcmp(a, "--call-depth") == 0) {
 			if ((rc = need_value(i, argc, argv)))

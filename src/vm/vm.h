@@ -191,6 +191,7 @@ struct vm_options {
 	uint32_t cpus;        /* worker OS threads; 0: one per core */
 	bool migrate;         /* debug: round-trip threads through their
 				 serialised state at every preemption */
+	bool no_fuse;         /* debug: link without superinstructions */
 	int argc;             /* program arguments; argv[0] is the file name */
 	char **argv;
 	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */

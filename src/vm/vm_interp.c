@@ -47,14 +47,164 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 					   struct vm_thread *t,
 					   const void *const **table);
 
+/* Binary operators that have fused forms (see "Superinstructions"): the
+ * handler name and the result from a (below) and b (top). */
+#define VM_FUSED_BINOPS(X)                                                    \
+	X(ADD, a + b)                                                         \
+	X(SUB, a - b)                                                         \
+	X(MUL, a * b)                                                         \
+	X(AND, a & b)                                                         \
+	X(OR, a | b)                                                          \
+	X(XOR, a ^ b)                                                         \
+	X(SHL, a << (b & 63))                                                 \
+	X(SHR, a >> (b & 63))                                                 \
+	X(SAR, (vm_word)((int64_t)a >> (b & 63)))                             \
+	VM_FUSED_CMPS(X)
+#define VM_FUSED_CMPS(X)                                                      \
+	X(EQ, a == b)                                                         \
+	X(NE, a != b)                                                         \
+	X(LT, (int64_t)a < (int64_t)b)                                        \
+	X(LE, (int64_t)a <= (int64_t)b)                                       \
+	X(GT, (int64_t)a > (int64_t)b)                                        \
+	X(GE, (int64_t)a >= (int64_t)b)                                       \
+	X(LTU, a < b)                                                         \
+	X(LEU, a <= b)                                                        \
+	X(GTU, a > b)                                                         \
+	X(GEU, a >= b)
+
 /* Handlers that exist only in linked code: jumps whose target is not after
- * them, which spend preemption budget; forward jumps never need to. */
+ * them, which spend preemption budget (forward jumps never need to), and
+ * superinstructions. */
 enum {
 	VM_OP_JMPB = VM_OP__COUNT,
 	VM_OP_JZB,
 	VM_OP_JNZB,
+#define X(name, expr) VM_OP_##name##_S, VM_OP_##name##_K,
+	VM_FUSED_BINOPS(X)
+#undef X
+#define X(name, expr) VM_OP_##name##_JZ, VM_OP_##name##_S_JZ, VM_OP_##name##_K_JZ,
+	VM_FUSED_CMPS(X)
+#undef X
+	VM_OP_DIV_K,
+	VM_OP_MOD_K,
+	VM_OP_INC_S,
+	VM_OP_IDX8_S,
+	VM_OP_LDIDX8_S,
 	VM_XOP__COUNT
 };
+
+/* ---- Superinstructions ----
+ *
+ * The linker replaces the handler of an instruction that starts a common
+ * sequence with one handler doing the whole sequence. The sequence's other
+ * cells stay as they were, so a jump into its middle, a thread resumed at
+ * any instruction, and the pc-to-offset map all still work; the fused
+ * handler reads the operands from their cells and skips to the cell after
+ * the sequence. Only sequences that cannot fail or park are fused (no
+ * division by a slot, no backward jump), so no state is ever observed in
+ * the middle of one, except a load's fault, which names the load.
+ *   get b; OP            -> OP_S      (OP: a binary operator above)
+ *   push k; OP           -> OP_K
+ *   CMP; jz L            -> CMP_JZ    (forward L)
+ *   get b; CMP; jz L     -> CMP_S_JZ
+ *   push k; CMP; jz L    -> CMP_K_JZ
+ *   push k; div|mod      -> DIV_K, MOD_K (k not 0 or -1)
+ *   get a; push k; add; set a        -> INC_S  (a += k)
+ *   get i; push 3; shl; add          -> IDX8_S (tos += 8 * i)
+ *   get i; push 3; shl; add; ld64    -> LDIDX8_S */
+
+/* The instructions of a function from one offset on, decoded. */
+struct fuse_win {
+	struct vm_insn in[5];
+	bool back[5]; /* a jump whose target is not after it */
+	int n;
+};
+
+static int fused_binop(enum vm_op op, bool slot)
+{
+	switch (op) {
+#define X(name, expr)                                                         \
+	case VM_OP_##name:                                                    \
+		return slot ? VM_OP_##name##_S : VM_OP_##name##_K;
+		VM_FUSED_BINOPS(X)
+#undef X
+	default:
+		return -1;
+	}
+}
+
+/* CMP + forward jz: which = 0 on the stack, 1 slot, 2 immediate. */
+static int fused_cmp_jz(enum vm_op op, int which)
+{
+	switch (op) {
+#define X(name, expr)                                                         \
+	case VM_OP_##name:                                                    \
+		return VM_OP_##name##_JZ + which;
+		VM_FUSED_CMPS(X)
+#undef X
+	default:
+		return -1;
+	}
+}
+
+/* The handler to put on the first instruction of @w, or -1. */
+static int fuse(const struct fuse_win *w)
+{
+	const struct vm_insn *in = w->in;
+	int n = w->n;
+	bool get = in[0].op == VM_OP_GET, push = in[0].op == VM_OP_PUSH;
+
+	if (n >= 5 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
+	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD &&
+	    in[4].op == VM_OP_LD64)
+		return VM_OP_LDIDX8_S;
+	if (n >= 4 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
+	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD)
+		return VM_OP_IDX8_S;
+	if (n >= 4 && get && in[1].op == VM_OP_PUSH && in[2].op == VM_OP_ADD &&
+	    in[3].op == VM_OP_SET && in[3].imm == in[0].imm)
+		return VM_OP_INC_S;
+	if (n >= 3 && (get || push) && in[2].op == VM_OP_JZ && !w->back[2] &&
+	    fused_cmp_jz(in[1].op, 0) >= 0)
+		return fused_cmp_jz(in[1].op, get ? 1 : 2);
+	if (n >= 2 && (get || push) && fused_binop(in[1].op, get) >= 0)
+		return fused_binop(in[1].op, get);
+	if (n >= 2 && push && in[0].imm != 0 && in[0].imm != -1 &&
+	    (in[1].op == VM_OP_DIV || in[1].op == VM_OP_MOD))
+		return in[1].op == VM_OP_DIV ? VM_OP_DIV_K : VM_OP_MOD_K;
+	if (n >= 2 && in[1].op == VM_OP_JZ && !w->back[1])
+		return fused_cmp_jz(in[0].op, 0);
+	return -1;
+}
+
+/* Put superinstructions on function @f's linked code. */
+static void fuse_function(const struct vm_module *m,
+			  const struct vm_function *f, union vm_cell *cells,
+			  const uint32_t *cell_at, const void *const *table)
+{
+	uint32_t end = f->code_off + f->code_len;
+	struct fuse_win w;
+
+	for (uint32_t off = f->code_off; off < end; off += w.in[0].size) {
+		uint32_t o = off;
+		for (w.n = 0; w.n < 5 && o < end; w.n++) {
+			vm_insn_decode(m->code, m->code_len, o, &w.in[w.n], NULL);
+			w.back[w.n] =
+				vm_opinfo[w.in[w.n].op].operand == VM_OPND_LABEL &&
+				(uint32_t)w.in[w.n].imm <= o - f->code_off;
+			o += w.in[w.n].size;
+		}
+		int op = fuse(&w);
+		if (op < 0)
+			continue;
+#ifdef VM_SWITCH_DISPATCH
+		(void)table;
+		cells[cell_at[off]].op = (uintptr_t)op;
+#else
+		cells[cell_at[off]].h = table[op];
+#endif
+	}
+}
 
 /* ---- Linking ---- */
 
@@ -137,6 +287,9 @@ int vm__link(struct vm_proc *p)
 			}
 		}
 	}
+	if (!p->opt.no_fuse)
+		for (uint32_t i = 0; i < m->nfuncs; i++)
+			fuse_function(m, &m->funcs[i], x->cells, cell_at, table);
 	x->cell_at = cell_at;
 	return 0;
 nomem:
@@ -480,6 +633,13 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 #include "vm/vm_opcodes.def"
 #undef OP
 		&&op_JMPB, &&op_JZB, &&op_JNZB,
+#define X(name, expr) &&op_##name##_S, &&op_##name##_K,
+		VM_FUSED_BINOPS(X)
+#undef X
+#define X(name, expr) &&op_##name##_JZ, &&op_##name##_S_JZ, &&op_##name##_K_JZ,
+		VM_FUSED_CMPS(X)
+#undef X
+		&&op_DIV_K, &&op_MOD_K, &&op_INC_S, &&op_IDX8_S, &&op_LDIDX8_S,
 	};
 	if (t == NULL) {
 		*table = labels;
@@ -762,6 +922,85 @@ dispatch:
 			JUMP(OPND.target);
 		}
 		NEXT(2);
+	}
+	/* Superinstructions (see fuse()): operands are read from the cells
+	 * of the instructions they replace. */
+#define X(name, expr)                                                         \
+	CASE(name##_S)                                                        \
+	{                                                                     \
+		a = *sp;                                                      \
+		b = bp[pc[1].u];                                              \
+		*sp = (expr);                                                 \
+		NEXT(3);                                                      \
+	}                                                                     \
+	CASE(name##_K)                                                        \
+	{                                                                     \
+		a = *sp;                                                      \
+		b = pc[1].u;                                                  \
+		*sp = (expr);                                                 \
+		NEXT(3);                                                      \
+	}
+	VM_FUSED_BINOPS(X)
+#undef X
+#define X(name, expr)                                                         \
+	CASE(name##_JZ)                                                       \
+	{                                                                     \
+		a = sp[-1];                                                   \
+		b = sp[0];                                                    \
+		sp -= 2;                                                      \
+		if (!(expr))                                                  \
+			JUMP(pc[2].target);                                   \
+		NEXT(3);                                                      \
+	}                                                                     \
+	CASE(name##_S_JZ)                                                     \
+	{                                                                     \
+		a = *sp--;                                                    \
+		b = bp[pc[1].u];                                              \
+		if (!(expr))                                                  \
+			JUMP(pc[4].target);                                   \
+		NEXT(5);                                                      \
+	}                                                                     \
+	CASE(name##_K_JZ)                                                     \
+	{                                                                     \
+		a = *sp--;                                                    \
+		b = pc[1].u;                                                  \
+		if (!(expr))                                                  \
+			JUMP(pc[4].target);                                   \
+		NEXT(5);                                                      \
+	}
+	VM_FUSED_CMPS(X)
+#undef X
+	CASE(DIV_K) /* k is neither 0 nor -1 */
+	{
+		*sp = (vm_word)((int64_t)*sp / pc[1].i);
+		NEXT(3);
+	}
+	CASE(MOD_K)
+	{
+		*sp = (vm_word)((int64_t)*sp % pc[1].i);
+		NEXT(3);
+	}
+	CASE(INC_S)
+	{
+		bp[pc[1].u] += pc[3].u;
+		NEXT(7);
+	}
+	CASE(IDX8_S)
+	{
+		*sp += bp[pc[1].u] << 3;
+		NEXT(6);
+	}
+	CASE(LDIDX8_S)
+	{
+		a = *sp + (bp[pc[1].u] << 3);
+		const uint8_t *q_ = FAST(rtlb, a, 8);
+		if (q_ != NULL) {
+			memcpy(sp, q_, 8);
+			NEXT(7);
+		}
+		pc += 6; /* the ld64 itself: a fault names it */
+		*sp = a;
+		JUMP(pc);
 	}
 	CASE(CALL)
 	{

@@ -27,6 +27,9 @@ of those runs repeats N times in a row and fails at the first run that
 differs, naming it (`make stress`). A fourth run, NAME.fla-migrate, uses
 `--cpus 2 --debug-migrate`: each preempted thread is encoded to bytes and
 continues from the decoded copy, as when it moves between machines.
+
+Programs in tests/programs/fused/ (every superinstruction the linker makes)
+also run with --debug-no-fuse (ids NAME-nofuse): same results either way.
 """
 import os
 import re
@@ -42,6 +45,7 @@ ALL = sorted(list(PROGRAMS.glob("**/*.fla")) +
 SPECS = [Spec(p) for p in ALL]
 
 THREADS = PROGRAMS / "threads"
+FUSED = PROGRAMS / "fused"
 CPUS = (1, 2, 8)
 
 
@@ -69,6 +73,10 @@ def runs(specs):
         else:
             cases.append((s, []))
             names.append(s.rel)
+        if FUSED in s.path.parents:
+            # the same program without superinstructions gives the same
+            cases.append((s, ["--debug-no-fuse"]))
+            names.append("%s-nofuse" % s.rel)
     return cases, names
 
 
