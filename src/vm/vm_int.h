@@ -362,6 +362,8 @@ void vm__thread_unlist(struct vm_proc *p, vm_word tid);
  * limit or out of memory. */
 bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 			   size_t need);
+/* Free @t's data stack (it has a guard word below stack[0]). */
+void vm__thread_free_stack(struct vm_thread *t);
 
 /* ---- Thread state (vm_tstate.c) ---- */
 

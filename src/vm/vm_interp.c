@@ -13,10 +13,18 @@
  * everything else that depends on run-time values.
  *
  * Registers: pc points at the running instruction's handler cell until the
- * handler moves it, so on any error it names the faulting instruction. sp
- * points at the top word; bp at slot 0 of the frame. SAVE() writes them to
- * the thread (as indices) before anything that can park it or hand it to
- * another worker; a thread is resumed from exactly that state.
+ * handler moves it, so on any error it names the faulting instruction. The
+ * top of the operand stack is cached in tos; sp points at the word below
+ * it (the top word in memory); bp at slot 0 of the frame. With an empty
+ * operand stack tos mirrors the word at sp + 1 (the frame's last slot, or
+ * below the frame), so pushing it there is harmless; the only slot write
+ * that could break the mirror (a fused `a += k` on the last slot with an
+ * empty stack) is not fused. Handlers that are not on the hot path spill
+ * tos first (SPILL: the memory then holds the whole stack, sp at the top
+ * word, as the thread's saved state does) and reload it at the end
+ * (NEXT_FILL). SAVE() writes the spilled registers to the thread (as
+ * indices) before anything that can park it or hand it to another worker;
+ * a thread is resumed from exactly that state.
  *
  * Scheduling: every backward jump and call spends one unit of the thread's
  * budget; when it runs out the thread yields if anything else is queued,
@@ -195,6 +203,14 @@ static void fuse_function(const struct vm_module *m,
 			o += w.in[w.n].size;
 		}
 		int op = fuse(&w);
+		/* With an empty stack, tos mirrors the frame's last slot (see
+		 * the register notes above): an in-place add to that slot
+		 * must go through the stack. */
+		if (op == VM_OP_INC_S &&
+		    (m->depth == NULL ||
+		     (m->depth[off] == 0 &&
+		      w.in[0].imm == (int64_t)(f->nargs + f->nlocals) - 1)))
+			continue;
 		if (op < 0)
 			continue;
 #ifdef VM_SWITCH_DISPATCH
@@ -555,8 +571,7 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	}
 	/* Its memory is no longer needed; only the result is. */
 	vm__space_close(&t->local);
-	free(t->stack);
-	t->stack = NULL;
+	vm__thread_free_stack(t);
 	free(t->frames);
 	t->frames = NULL;
 	pthread_mutex_lock(&p->tlock);
@@ -656,6 +671,7 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 	struct vm_tlb_entry *const rtlb = w->rtlb, *const wtlb = w->wtlb;
 	const union vm_cell *pc = cells + t->pc;
 	vm_word *sp = t->stack + t->sp, *bp = t->stack + t->bp, a, b;
+	vm_word tos = *sp--; /* stack[-1] exists: see vm__thread_grow_stack */
 	int64_t sa, sb;
 	int budget = VM_BUDGET;
 	bool ok;
@@ -694,6 +710,13 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 	} while (0)
 #endif
 #define OPND (pc[1])
+/* tos into memory (sp then points at the top word) and back. */
+#define SPILL() (*++sp = tos)
+#define NEXT_FILL(n)                                                          \
+	do {                                                                  \
+		tos = *sp--;                                                  \
+		NEXT(n);                                                      \
+	} while (0)
 #define FAIL(...)                                                             \
 	do {                                                                  \
 		vm__fault(w, __VA_ARGS__);                                    \
@@ -715,6 +738,7 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 				return VM_STOP_END;                           \
 			if (atomic_load(&w->sched->nqueued) > 0 ||            \
 			    p->opt.migrate) {                                 \
+				SPILL();                                      \
 				SAVE(to);                                     \
 				return VM_STOP_YIELD;                         \
 			}                                                     \
@@ -731,34 +755,35 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 	 : NULL)
 #define LOAD(n, type, name)                                                   \
 	{                                                                     \
-		const uint8_t *q_ = FAST(rtlb, *sp, n);                       \
+		const uint8_t *q_ = FAST(rtlb, tos, n);                       \
 		type v_;                                                      \
 		if (q_ != NULL) {                                             \
 			memcpy(&v_, q_, n);                                   \
-			*sp = (vm_word)v_;                                    \
+			tos = (vm_word)v_;                                    \
 		} else {                                                      \
-			if (!load_slow(w, *sp, n, name, &a))                  \
+			if (!load_slow(w, tos, n, name, &a))                  \
 				goto error;                                   \
 			memcpy(&v_, &a, n);                                   \
-			*sp = (vm_word)v_;                                    \
+			tos = (vm_word)v_;                                    \
 		}                                                             \
 		NEXT(1);                                                      \
 	}
 #define STORE(n, name)                                                        \
 	{                                                                     \
-		uint8_t *q_ = FAST(wtlb, sp[-1], n);                          \
+		uint8_t *q_ = FAST(wtlb, sp[0], n);                           \
 		if (q_ != NULL)                                               \
-			memcpy(q_, sp, n);                                    \
-		else if (!store_slow(w, sp[-1], n, sp[0], name))              \
+			memcpy(q_, &tos, n);                                  \
+		else if (!store_slow(w, sp[0], n, tos, name))                 \
 			goto error;                                           \
+		tos = sp[-1];                                                 \
 		sp -= 2;                                                      \
 		NEXT(1);                                                      \
 	}
 #define BINOP(expr)                                                           \
 	{                                                                     \
-		a = sp[-1];                                                   \
-		b = sp[0];                                                    \
-		*--sp = (expr);                                               \
+		a = *sp--;                                                    \
+		b = tos;                                                      \
+		tos = (expr);                                                 \
 		NEXT(1);                                                      \
 	}
 
@@ -772,55 +797,59 @@ dispatch:
 	CASE(PUSH)
 	CASE(PUSHA)
 	{
-		*++sp = OPND.u;
+		SPILL();
+		tos = OPND.u;
 		NEXT(2);
 	}
 	CASE(DUP)
 	{
-		sp[1] = sp[0];
-		sp++;
+		SPILL();
 		NEXT(1);
 	}
 	CASE(DROP)
 	{
-		sp--;
+		tos = *sp--;
 		NEXT(1);
 	}
 	CASE(SWAP)
 	{
-		a = sp[0];
-		sp[0] = sp[-1];
-		sp[-1] = a;
+		a = *sp;
+		*sp = tos;
+		tos = a;
 		NEXT(1);
 	}
 	CASE(OVER)
 	{
-		sp[1] = sp[-1];
-		sp++;
+		a = *sp;
+		SPILL();
+		tos = a;
 		NEXT(1);
 	}
 	CASE(ROT)
 	{
-		a = sp[-2];
-		sp[-2] = sp[-1];
+		a = sp[-1];
 		sp[-1] = sp[0];
-		sp[0] = a;
+		sp[0] = tos;
+		tos = a;
 		NEXT(1);
 	}
 	CASE(PICK)
 	{
-		sp[1] = sp[-(ptrdiff_t)OPND.u];
-		sp++;
+		a = OPND.u == 0 ? tos : sp[1 - (ptrdiff_t)OPND.u];
+		SPILL();
+		tos = a;
 		NEXT(2);
 	}
 	CASE(GET)
 	{
-		*++sp = bp[OPND.u];
+		SPILL();
+		tos = bp[OPND.u];
 		NEXT(2);
 	}
 	CASE(SET)
 	{
-		bp[OPND.u] = *sp--;
+		bp[OPND.u] = tos;
+		tos = *sp--;
 		NEXT(2);
 	}
 	CASE(ADD) BINOP(a + b)
@@ -828,41 +857,41 @@ dispatch:
 	CASE(MUL) BINOP(a * b)
 	CASE(DIV)
 	{
-		sa = (int64_t)sp[-1];
-		sb = (int64_t)sp[0];
+		sa = (int64_t)*sp;
+		sb = (int64_t)tos;
 		if (sb == 0)
 			FAIL("division by zero");
-		*--sp = sb == -1 ? (vm_word)0 - (vm_word)sa : (vm_word)(sa / sb);
+		sp--;
+		tos = sb == -1 ? (vm_word)0 - (vm_word)sa : (vm_word)(sa / sb);
 		NEXT(1);
 	}
 	CASE(MOD)
 	{
-		sa = (int64_t)sp[-1];
-		sb = (int64_t)sp[0];
+		sa = (int64_t)*sp;
+		sb = (int64_t)tos;
 		if (sb == 0)
 			FAIL("division by zero");
-		*--sp = sb == -1 ? 0 : (vm_word)(sa % sb);
+		sp--;
+		tos = sb == -1 ? 0 : (vm_word)(sa % sb);
 		NEXT(1);
 	}
 	CASE(DIVU)
 	{
-		if (sp[0] == 0)
+		if (tos == 0)
 			FAIL("division by zero");
-		a = sp[-1] / sp[0];
-		*--sp = a;
+		tos = *sp-- / tos;
 		NEXT(1);
 	}
 	CASE(MODU)
 	{
-		if (sp[0] == 0)
+		if (tos == 0)
 			FAIL("division by zero");
-		a = sp[-1] % sp[0];
-		*--sp = a;
+		tos = *sp-- % tos;
 		NEXT(1);
 	}
 	CASE(NEG)
 	{
-		*sp = (vm_word)0 - *sp;
+		tos = (vm_word)0 - tos;
 		NEXT(1);
 	}
 	CASE(AND) BINOP(a & b)
@@ -870,7 +899,7 @@ dispatch:
 	CASE(XOR) BINOP(a ^ b)
 	CASE(NOT)
 	{
-		*sp = ~*sp;
+		tos = ~tos;
 		NEXT(1);
 	}
 	CASE(SHL) BINOP(a << (b & 63))
@@ -892,13 +921,17 @@ dispatch:
 	}
 	CASE(JZ)
 	{
-		if (*sp-- == 0)
+		a = tos;
+		tos = *sp--;
+		if (a == 0)
 			JUMP(OPND.target);
 		NEXT(2);
 	}
 	CASE(JNZ)
 	{
-		if (*sp-- != 0)
+		a = tos;
+		tos = *sp--;
+		if (a != 0)
 			JUMP(OPND.target);
 		NEXT(2);
 	}
@@ -909,7 +942,9 @@ dispatch:
 	}
 	CASE(JZB)
 	{
-		if (*sp-- == 0) {
+		a = tos;
+		tos = *sp--;
+		if (a == 0) {
 			TICK(OPND.target);
 			JUMP(OPND.target);
 		}
@@ -917,7 +952,9 @@ dispatch:
 	}
 	CASE(JNZB)
 	{
-		if (*sp-- != 0) {
+		a = tos;
+		tos = *sp--;
+		if (a != 0) {
 			TICK(OPND.target);
 			JUMP(OPND.target);
 		}
@@ -928,16 +965,16 @@ dispatch:
 #define X(name, expr)                                                         \
 	CASE(name##_S)                                                        \
 	{                                                                     \
-		a = *sp;                                                      \
+		a = tos;                                                      \
 		b = bp[pc[1].u];                                              \
-		*sp = (expr);                                                 \
+		tos = (expr);                                                 \
 		NEXT(3);                                                      \
 	}                                                                     \
 	CASE(name##_K)                                                        \
 	{                                                                     \
-		a = *sp;                                                      \
+		a = tos;                                                      \
 		b = pc[1].u;                                                  \
-		*sp = (expr);                                                 \
+		tos = (expr);                                                 \
 		NEXT(3);                                                      \
 	}
 	VM_FUSED_BINOPS(X)
@@ -945,8 +982,9 @@ dispatch:
 #define X(name, expr)                                                         \
 	CASE(name##_JZ)                                                       \
 	{                                                                     \
-		a = sp[-1];                                                   \
-		b = sp[0];                                                    \
+		a = sp[0];                                                    \
+		b = tos;                                                      \
+		tos = sp[-1];                                                 \
 		sp -= 2;                                                      \
 		if (!(expr))                                                  \
 			JUMP(pc[2].target);                                   \
@@ -954,16 +992,18 @@ dispatch:
 	}                                                                     \
 	CASE(name##_S_JZ)                                                     \
 	{                                                                     \
-		a = *sp--;                                                    \
+		a = tos;                                                      \
 		b = bp[pc[1].u];                                              \
+		tos = *sp--;                                                  \
 		if (!(expr))                                                  \
 			JUMP(pc[4].target);                                   \
 		NEXT(5);                                                      \
 	}                                                                     \
 	CASE(name##_K_JZ)                                                     \
 	{                                                                     \
-		a = *sp--;                                                    \
+		a = tos;                                                      \
 		b = pc[1].u;                                                  \
+		tos = *sp--;                                                  \
 		if (!(expr))                                                  \
 			JUMP(pc[4].target);                                   \
 		NEXT(5);                                                      \
@@ -972,12 +1012,12 @@ dispatch:
 #undef X
 	CASE(DIV_K) /* k is neither 0 nor -1 */
 	{
-		*sp = (vm_word)((int64_t)*sp / pc[1].i);
+		tos = (vm_word)((int64_t)tos / pc[1].i);
 		NEXT(3);
 	}
 	CASE(MOD_K)
 	{
-		*sp = (vm_word)((int64_t)*sp % pc[1].i);
+		tos = (vm_word)((int64_t)tos % pc[1].i);
 		NEXT(3);
 	}
 	CASE(INC_S)
@@ -987,27 +1027,29 @@ dispatch:
 	}
 	CASE(IDX8_S)
 	{
-		*sp += bp[pc[1].u] << 3;
+		tos += bp[pc[1].u] << 3;
 		NEXT(6);
 	}
 	CASE(LDIDX8_S)
 	{
-		a = *sp + (bp[pc[1].u] << 3);
+		a = tos + (bp[pc[1].u] << 3);
 		const uint8_t *q_ = FAST(rtlb, a, 8);
 		if (q_ != NULL) {
-			memcpy(sp, q_, 8);
+			memcpy(&tos, q_, 8);
 			NEXT(7);
 		}
-		pc += 6; /* the ld64 itself: a fault names it */
-		*sp = a;
-		JUMP(pc);
+		tos = a; /* the ld64 itself: a fault names it */
+		JUMP(pc + 6);
 	}
 	CASE(CALL)
 	{
 		const struct vm_xfunc *callee = OPND.fn;
-		vm_word *nbp = sp - callee->nargs + 1;
-		size_t need = (size_t)(nbp - t->stack) + callee->frame_words + 1;
+		vm_word *nbp;
+		size_t need;
 		TICK(pc);
+		SPILL();
+		nbp = sp - callee->nargs + 1;
+		need = (size_t)(nbp - t->stack) + callee->frame_words + 1;
 		if (need > t->stack_cap) {
 			size_t osp = (size_t)(sp - t->stack);
 			size_t obp = (size_t)(bp - t->stack);
@@ -1026,28 +1068,30 @@ dispatch:
 			nbp[i] = 0;
 		bp = nbp;
 		sp = nbp + callee->nslots - 1;
+		tos = *sp--;
 		JUMP(callee->entry);
 	}
 	CASE(RET)
 	{
-		a = *sp;
 		if (t->depth == 0) {
+			SPILL();
 			SAVE(pc);
-			return finish(w, t, a);
+			return finish(w, t, tos);
 		}
 		t->depth--;
-		sp = bp;
-		*sp = a;
+		sp = bp - 1; /* tos, the result, replaces the frame */
 		bp = t->stack + t->frames[t->depth].bp;
 		JUMP(cells + t->frames[t->depth].ret);
 	}
 	CASE(EXIT)
 	{
+		SPILL();
 		vm__proc_end(p, (int)(*sp & 255));
 		return VM_STOP_END;
 	}
 	CASE(TRAP)
 	{
+		SPILL();
 		FAIL("trap %" PRId64, (int64_t)*sp);
 	}
 	CASE(LD8) LOAD(1, uint8_t, "ld8")
@@ -1063,39 +1107,45 @@ dispatch:
 	CASE(ST64) STORE(8, "st64")
 	CASE(ALLOC)
 	{
+		SPILL();
 		if (*sp != 0 && (*sp = alloc(w, &t->local, *sp, "alloc")) == 0)
 			goto error;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(GALLOC)
 	{
+		SPILL();
 		if (*sp != 0 && (*sp = alloc(w, &p->global, *sp, "galloc")) == 0)
 			goto error;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(FREE)
 	{
+		SPILL();
 		a = *sp--;
 		if (a != 0 && !do_free(w, a))
 			goto error;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(COPY)
 	{
+		SPILL();
 		if (vm__mem_copy(w, sp[-2], sp[-1], sp[0]) != 0)
 			goto error;
 		sp -= 3;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(FILL)
 	{
+		SPILL();
 		if (vm__mem_fill(w, sp[-2], (uint8_t)sp[-1], sp[0]) != 0)
 			goto error;
 		sp -= 3;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(SPAWN)
 	{
+		SPILL();
 		const struct vm_xfunc *callee = OPND.fn;
 		struct vm_thread *c;
 		/* Local pages become shared copy-on-write: no cached
@@ -1121,11 +1171,12 @@ dispatch:
 	}
 	CASE(JOIN)
 	{
+		SPILL();
 		SAVE(pc + 1);
 		switch (join(w, t, *sp, sp)) {
 		case JOIN_DONE:
 			fence(w, p);
-			NEXT(1);
+			NEXT_FILL(1);
 		case JOIN_PARKED:
 			return VM_STOP_PARK;
 		case JOIN_ERROR:
@@ -1135,16 +1186,19 @@ dispatch:
 	}
 	CASE(SELF)
 	{
+		SPILL();
 		*++sp = t->tid;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(YIELD)
 	{
+		SPILL();
 		SAVE(pc + 1);
 		return VM_STOP_YIELD;
 	}
 	CASE(CAS)
 	{
+		SPILL();
 		uint64_t *q = atomic_ptr(w, sp[-2], "cas");
 		if (q == NULL)
 			goto error;
@@ -1154,35 +1208,39 @@ dispatch:
 		sp -= 2;
 		*sp = a;
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(XADD)
 	{
+		SPILL();
 		uint64_t *q = atomic_ptr(w, sp[-1], "xadd");
 		if (q == NULL)
 			goto error;
 		a = __atomic_fetch_add(q, sp[0], __ATOMIC_SEQ_CST);
 		*--sp = a;
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(XCHG)
 	{
+		SPILL();
 		uint64_t *q = atomic_ptr(w, sp[-1], "xchg");
 		if (q == NULL)
 			goto error;
 		a = __atomic_exchange_n(q, sp[0], __ATOMIC_SEQ_CST);
 		*--sp = a;
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(FENCE)
 	{
+		SPILL();
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(WAIT)
 	{
+		SPILL();
 		uint64_t *q = atomic_ptr(w, sp[-1], "wait");
 		if (q == NULL)
 			goto error;
@@ -1193,10 +1251,11 @@ dispatch:
 		if (vm__wait(w, t, q, a, b))
 			return VM_STOP_PARK;
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(WAKE)
 	{
+		SPILL();
 		if (sp[-1] & 7)
 			FAIL("wake at unaligned address 0x%" PRIx64
 			     " (atomics need 8-byte alignment)",
@@ -1204,10 +1263,11 @@ dispatch:
 		a = vm__wake(w, t, sp[-1], sp[0]);
 		*--sp = a;
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(LOCK)
 	{
+		SPILL();
 		uint64_t *q = atomic_ptr(w, *sp, "lock");
 		if (q == NULL)
 			goto error;
@@ -1217,10 +1277,11 @@ dispatch:
 		if (vm__lock(w, t, q, a))
 			return VM_STOP_PARK;
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(UNLOCK)
 	{
+		SPILL();
 		uint64_t *q = atomic_ptr(w, *sp, "unlock");
 		if (q == NULL)
 			goto error;
@@ -1228,30 +1289,33 @@ dispatch:
 			FAIL("unlock of 0x%" PRIx64 ", which is not locked", *sp);
 		sp--;
 		fence(w, p);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(WRITE)
 	{
+		SPILL();
 		a = do_write(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
 		if (!ok)
 			goto error;
 		sp -= 2;
 		*sp = a;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(READ)
 	{
+		SPILL();
 		a = do_read(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
 		if (!ok)
 			goto error;
 		sp -= 2;
 		*sp = a;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(PRINTI)
 	{
+		SPILL();
 		do_printi(p, (int64_t)*sp--);
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(OPEN)
 	CASE(SEEK)
@@ -1264,42 +1328,48 @@ dispatch:
 	CASE(LIST)
 	CASE(SETATTR)
 	{
+		SPILL();
 		/* Storage arrives with the cluster; until then every storage
 		 * instruction fails the way a program can handle. */
 		const struct vm_opinfo *oi =
 			&vm_opinfo[p->m->code[p->x.cell_off[pc - cells]]];
 		sp -= oi->pops;
 		*++sp = (vm_word)-FL_ENOSYS;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(CLOCK)
 	{
+		SPILL();
 		*++sp = now_ns();
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(NODE)
 	{
+		SPILL();
 		*++sp = 0;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(NCPU)
 	{
+		SPILL();
 		*++sp = (vm_word)p->ncpu;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(ARGC)
 	{
+		SPILL();
 		*++sp = (vm_word)p->opt.argc;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 	CASE(ARGV)
 	{
+		SPILL();
 		a = do_argv(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
 		if (!ok)
 			goto error;
 		sp -= 2;
 		*sp = a;
-		NEXT(1);
+		NEXT_FILL(1);
 	}
 #ifdef VM_SWITCH_DISPATCH
 	default:

@@ -120,15 +120,28 @@ bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 		cap *= 2;
 	if (cap > limit)
 		cap = limit;
-	s = realloc(t->stack, cap * sizeof *s);
+	/* One more word below stack[0]: the interpreter caches the top of
+	 * the stack in a register and may spill it to stack[-1] while a
+	 * frame without slots has an empty stack (see vm_interp.c). */
+	s = realloc(t->stack ? t->stack - 1 : NULL, (cap + 1) * sizeof *s);
 	if (s == NULL) {
 		snprintf(f->msg, sizeof f->msg,
 			 "out of memory (data stack of %zu words)", cap);
 		return false;
 	}
-	t->stack = s;
+	if (t->stack == NULL)
+		s[0] = 0;
+	t->stack = s + 1;
 	t->stack_cap = (uint32_t)cap;
 	return true;
+}
+
+void vm__thread_free_stack(struct vm_thread *t)
+{
+	if (t->stack != NULL)
+		free(t->stack - 1);
+	t->stack = NULL;
+	t->stack_cap = 0;
 }
 
 struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
@@ -179,7 +192,7 @@ void vm__thread_free(struct vm_thread *t)
 		return;
 	if (t->local.heap != NULL)
 		vm__space_close(&t->local);
-	free(t->stack);
+	vm__thread_free_stack(t);
 	free(t->frames);
 	free(t);
 }

@@ -62,10 +62,14 @@ static void check_verified(const struct vm_module *m, const uint8_t *data,
 		check(m->nlines > 0 && m->lines[0].code_off == 0,
 		      "line table does not start at offset 0");
 	for (uint32_t i = 1; i < m->nlines; i++)
-		check(m->lines[i].line != m->lines[i - 1].line,
+		check(m->lines[i].line != m->lines[i - 1].line ||
+			      m->lines[i].file != m->lines[i - 1].file,
 		      "line table entries repeat a line");
+	for (uint32_t i = 0; i < m->nlines; i++)
+		check(m->lines[i].file <= m->nfiles,
+		      "line table entry names a file not in the table");
 	for (uint32_t i = 0; i < m->nfuncs; i++)
-		check(vm_module_line(m, m->funcs[i].code_off) != 0,
+		check(vm_module_line(m, m->funcs[i].code_off, NULL) != 0,
 		      "a function's first instruction has no line");
 }
 
