@@ -98,6 +98,9 @@ enum {
 	VM_OP_INC_S,
 	VM_OP_IDX8_S,
 	VM_OP_LDIDX8_S,
+	VM_OP_IDX8,
+	VM_OP_LDIDX8,
+	VM_OP_GET2,
 	VM_XOP__COUNT
 };
 
@@ -119,7 +122,10 @@ enum {
  *   push k; div|mod      -> DIV_K, MOD_K (k not 0 or -1)
  *   get a; push k; add; set a        -> INC_S  (a += k)
  *   get i; push 3; shl; add          -> IDX8_S (tos += 8 * i)
- *   get i; push 3; shl; add; ld64    -> LDIDX8_S */
+ *   get i; push 3; shl; add; ld64    -> LDIDX8_S
+ *   push 3; shl; add                 -> IDX8   (p i -- p + 8 * i)
+ *   push 3; shl; add; ld64           -> LDIDX8
+ *   get a; get b                     -> GET2   (unless get b starts one) */
 
 /* The instructions of a function from one offset on, decoded. */
 struct fuse_win {
@@ -161,6 +167,8 @@ static int fuse(const struct fuse_win *w)
 	const struct vm_insn *in = w->in;
 	int n = w->n;
 	bool get = in[0].op == VM_OP_GET, push = in[0].op == VM_OP_PUSH;
+	bool idx = push && in[0].imm == 3 && n >= 3 && in[1].op == VM_OP_SHL &&
+		   in[2].op == VM_OP_ADD;
 
 	if (n >= 5 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
 	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD &&
@@ -180,8 +188,19 @@ static int fuse(const struct fuse_win *w)
 	if (n >= 2 && push && in[0].imm != 0 && in[0].imm != -1 &&
 	    (in[1].op == VM_OP_DIV || in[1].op == VM_OP_MOD))
 		return in[1].op == VM_OP_DIV ? VM_OP_DIV_K : VM_OP_MOD_K;
+	if (idx)
+		return n >= 4 && in[3].op == VM_OP_LD64 ? VM_OP_LDIDX8
+							: VM_OP_IDX8;
 	if (n >= 2 && in[1].op == VM_OP_JZ && !w->back[1])
 		return fused_cmp_jz(in[0].op, 0);
+	if (n >= 2 && get && in[1].op == VM_OP_GET) {
+		struct fuse_win rest = *w;
+		memmove(rest.in, rest.in + 1, (size_t)(n - 1) * sizeof *rest.in);
+		memmove(rest.back, rest.back + 1, (size_t)(n - 1) * sizeof *rest.back);
+		rest.n = n - 1;
+		if (fuse(&rest) < 0)
+			return VM_OP_GET2;
+	}
 	return -1;
 }
 
@@ -655,6 +674,7 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 		VM_FUSED_CMPS(X)
 #undef X
 		&&op_DIV_K, &&op_MOD_K, &&op_INC_S, &&op_IDX8_S, &&op_LDIDX8_S,
+		&&op_IDX8, &&op_LDIDX8, &&op_GET2,
 	};
 	if (t == NULL) {
 		*table = labels;
@@ -1040,6 +1060,30 @@ dispatch:
 		}
 		tos = a; /* the ld64 itself: a fault names it */
 		JUMP(pc + 6);
+	}
+	CASE(IDX8)
+	{
+		tos = *sp-- + (tos << 3);
+		NEXT(4);
+	}
+	CASE(LDIDX8)
+	{
+		a = *sp-- + (tos << 3);
+		const uint8_t *q_ = FAST(rtlb, a, 8);
+		if (q_ != NULL) {
+			memcpy(&tos, q_, 8);
+			NEXT(5);
+		}
+		tos = a; /* the ld64 itself: a fault names it */
+		JUMP(pc + 4);
+	}
+	CASE(GET2)
+	{
+		sp[1] = tos;
+		sp[2] = bp[pc[1].u];
+		sp += 2;
+		tos = bp[pc[3].u];
+		NEXT(4);
 	}
 	CASE(CALL)
 	{
