@@ -1,6 +1,6 @@
 // mutex.go -- W goroutines (argument 1, default NumCPU) each add 1 to one
 // counter ITERS times (argument 2, default 1000000) with an increment under a sync.Mutex;
-// main waits for them and prints the counter. Same algorithm as mutex.fla.
+// main waits for them and prints the counter. Same algorithm as mutex.fl.
 package main
 
 import (

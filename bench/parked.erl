@@ -1,7 +1,7 @@
 %% parked.erl -- spawn N processes (N = argument 1, default 100000) that each
 %% check in with main and block in `receive go`; once all N have checked in,
 %% main sends go to each, receives each one's result {Pid, 1} in spawn order
-%% and prints the sum (N). Same algorithm as parked.fla.
+%% and prints the sum (N). Same algorithm as parked.fl.
 %% Run: erl -noshell +P 2000000 -run parked main N
 -module(parked).
 -export([main/0, main/1]).

@@ -1,7 +1,7 @@
 // parked.go -- spawn N goroutines (N = argument 1, default 100000) that each
 // check in and block on a channel; once all N have checked in, main closes
 // the channel, waits for all of them and prints the sum of their results
-// (N). Same algorithm as parked.fla.
+// (N). Same algorithm as parked.fl.
 package main
 
 import (

@@ -1,7 +1,7 @@
 %% primes.erl -- count the primes below LIMIT (argument 2, default 2000000) by
 %% trial division on W processes (argument 1, default the number of
 %% schedulers). Worker K tests the blocks of 1000 numbers K, K+W, K+2W, ...;
-%% main joins them and prints the total. Same algorithm as primes.fla.
+%% main joins them and prints the total. Same algorithm as primes.fl.
 %% Run: erl -noshell [+S 1] -run primes main W LIMIT
 -module(primes).
 -export([main/0, main/1]).

@@ -1,7 +1,7 @@
 // primes.go -- count the primes below LIMIT (argument 2, default 2000000) by
 // trial division on W goroutines (argument 1, default NumCPU). Worker k tests
 // the blocks of 1000 numbers k, k+W, k+2W, ...; main waits for them and prints
-// the total. Same algorithm as primes.fla. Run with GOMAXPROCS=1 for one core.
+// the total. Same algorithm as primes.fl. Run with GOMAXPROCS=1 for one core.
 package main
 
 import (

@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
 """Flock benchmarks side by side with other runtimes.
 
-  bench/run.py            CPU benchmarks (vs lua5.4), then thread benchmarks
-  bench/run.py --cpu      only the CPU benchmarks: fib, loop (vs lua5.4)
+  bench/run.py            CPU benchmarks, then thread benchmarks
+  bench/run.py --cpu      only the CPU benchmarks (vs lua5.4 and luajit -joff):
+                          fib, loop, sieve, matmul, calls, words
   bench/run.py --threads  only the thread benchmarks (vs Erlang and Go):
                           spawnjoin, parked, primes, xadd, mutex
 
-Every program is built ahead (flock build, erlc, go build into a temporary
-directory) and each measurement runs it in a fresh child process: one warm-up
-run, then BENCH_RUNS runs (default 5; BENCH_RUNS_BIG, default 3, for the
-million-thread case). A line shows the median wall time and the median peak
-RSS (GNU time's %M) of each side and the ratios
-flock/other. Every side must print the expected answer. When Flock cannot run
-a benchmark yet, the competitor's numbers are shown with "flock: n/a (why)".
+Each benchmark is one algorithm written twice: bench/NAME.fl for Flock and
+NAME.lua (run by lua5.4 and by LuaJIT's interpreter, luajit -joff), NAME.go
+or NAME.erl for the competitor, given the same arguments. Every program is
+built ahead (flock build, erlc, go build into a temporary directory) and each
+measurement runs it in a fresh child process: one warm-up run, then
+BENCH_RUNS runs (default 5; BENCH_RUNS_BIG, default 3, for the million-thread
+case). A line shows the median wall time and the median peak RSS (GNU time's
+%M) of each side and the ratios flock/other; the CPU table ends with the
+geometric mean of the ratios for each competitor. Both sides must print the
+same answer (the thread benchmarks: the expected one). When a side cannot
+run a benchmark, its numbers are shown as n/a with the reason.
+BENCH_QUICK=1 shrinks every input (about 10x) for a quick smoke test.
 Exit status 1 when some program printed a wrong answer or a competitor failed.
 """
 import argparse, math, os, shutil, signal, statistics, subprocess, sys
@@ -24,6 +30,7 @@ FLOCK = os.environ.get("FLOCK", os.path.join(ROOT, "build", "flock"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 RUNS_BIG = int(os.environ.get("BENCH_RUNS_BIG", "3"))
 TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", "120"))  # seconds per run
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 NCPU = len(os.sched_getaffinity(0))
 TIME = "/usr/bin/time"  # GNU time, package "time"
 
@@ -109,15 +116,28 @@ class Flock:
     def build(self, prog):
         out = os.path.join(self.tmp, prog + ".flb")
         if not os.path.exists(out):
-            p = subprocess.run([FLOCK, "build", os.path.join(BENCH, prog + ".fla"),
+            p = subprocess.run([FLOCK, "build", os.path.join(BENCH, prog + ".fl"),
                                 "-o", out], capture_output=True, text=True)
             if p.returncode != 0:
-                sys.exit(f"bench: flock build {prog}.fla failed: {p.stderr.strip()}")
+                sys.exit(f"bench: flock build {prog}.fl failed: {p.stderr.strip()}")
         return out
 
     def cmd(self, prog, args, cpus=None):
         opts = ["--cpus", str(cpus)] if cpus and self.has_cpus else []
         return [FLOCK, "run", self.build(prog)] + opts + ["--", *map(str, args)], None
+
+
+class Lua:
+    """lua5.4, or LuaJIT's interpreter alone (luajit -joff), on NAME.lua."""
+
+    def __init__(self, name, argv0, *opts):
+        self.name = name
+        if not shutil.which(argv0):
+            raise NA(f"{argv0} not installed (scripts/deps.sh bench)")
+        self.argv = [argv0, *opts]
+
+    def cmd(self, prog, args, cpus=None):
+        return self.argv + [os.path.join(BENCH, prog + ".lua"), *map(str, args)], None
 
 
 class Erlang:
@@ -167,8 +187,10 @@ class Go:
 
 # ---- output ----------------------------------------------------------------
 
-HEADER = (f"{'benchmark':<18} {'vs':<7} {'flock s':>8} {'other s':>8} {'ratio':>6} "
-          f"{'flock MiB':>9} {'other MiB':>9} {'ratio':>6}  derived (flock vs other)")
+VS = 12  # width of the 'vs' column: "luajit -joff"
+HEADER_CPU = (f"{'benchmark':<18} {'vs':<{VS}} {'flock s':>8} {'other s':>8} {'ratio':>6} "
+              f"{'flock MiB':>9} {'other MiB':>9} {'ratio':>6}")
+HEADER = HEADER_CPU + "  derived (flock vs other)"
 
 
 def mib(kib):
@@ -187,17 +209,17 @@ def check(side, bench, out, expected):
 def row(bench, other, f, o, derived="", flock_na=None):
     """f, o: (s, KiB, out) of flock and the competitor; f None if n/a."""
     if f is None:
-        line = (f"{bench:<18} {other:<7} {'-':>8} {o[0]:8.3f} {'-':>6} "
+        line = (f"{bench:<18} {other:<{VS}} {'-':>8} {o[0]:8.3f} {'-':>6} "
                 f"{'-':>9} {mib(o[1])} {'-':>6}  {derived}")
         line = line.rstrip() + f"  flock: n/a ({flock_na})"
     else:
-        line = (f"{bench:<18} {other:<7} {f[0]:8.3f} {o[0]:8.3f} {f[0] / o[0]:6.2f} "
+        line = (f"{bench:<18} {other:<{VS}} {f[0]:8.3f} {o[0]:8.3f} {f[0] / o[0]:6.2f} "
                 f"{mib(f[1])} {mib(o[1])} {f[1] / o[1]:6.2f}  {derived}")
     print(line.rstrip(), flush=True)
 
 
 def na_row(bench, other, why):
-    print(f"{bench:<18} {other:<7} n/a ({why})", flush=True)
+    print(f"{bench:<18} {other:<{VS}} n/a ({why})", flush=True)
 
 
 def versus(bench, flock, others, prog, args, expected, runs=RUNS, cpus=None,
@@ -253,26 +275,70 @@ class Derived:
 
 # ---- benchmarks --------------------------------------------------------------
 
+# name: (full-size arguments, BENCH_QUICK arguments), the same for both sides
+CPU = {
+    "fib": ([35], [30]),                      # naive recursive fib(N)
+    "loop": ([100000000], [10000000]),        # N iterations of integer arithmetic
+    "sieve": ([10000000, 4], [1000000, 4]),   # sieve of N entries, REPS times
+    "matmul": ([200, 10], [100, 10]),         # N x N matrix multiply, REPS times
+    "calls": ([50000000], [5000000]),         # N calls of a small function
+    "words": ([50000000], [5000000]),         # N random bytes, count the words
+}
+
+
+def geomean(xs):
+    xs = list(xs)
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
 def cpu_benches(tmp):
+    global failed
     flock = Flock(tmp)
-    if not shutil.which("lua5.4"):
-        print("cpu benchmarks: n/a (lua5.4 not installed; scripts/deps.sh bench)")
-        return
-    print(f"CPU benchmarks (median of {RUNS} runs after a warm-up)")
-    print(HEADER)
-    ratios = []
-    for b in ["fib", "loop"]:
+    others = []
+    for name, argv in [("lua5.4", ["lua5.4"]), ("luajit -joff", ["luajit", "-joff"])]:
         try:
-            f = measure(*flock.cmd(b, []))
-            lo = measure(["lua5.4", os.path.join(BENCH, b + ".lua")])
+            others.append(Lua(name, *argv))
         except NA as e:
-            sys.exit(f"bench: {b}: {e}")
-        if f[2] != lo[2]:
-            sys.exit(f"bench: {b}: flock printed {f[2]!r}, lua5.4 {lo[2]!r}")
-        ratios.append(f[0] / lo[0])
-        row(b, "lua5.4", f, lo)
-    gm = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    print(f"geometric mean of flock/lua5.4 time ratios: {gm:.2f}")
+            others.append((name, str(e)))
+    print(f"CPU benchmarks (median of {RUNS} run{'s' if RUNS != 1 else ''} after a warm-up"
+          + (", BENCH_QUICK=1: small inputs)" if QUICK else ")"))
+    print(HEADER_CPU)
+    ratios = {side_name(o): [] for o in others}
+    for b, (full, quick) in CPU.items():
+        args = quick if QUICK else full
+        label = f"{b} {' '.join(map(str, args))}"
+        fres, fwhy = None, None
+        try:
+            fres = measure(*flock.cmd(b, args))
+        except NA as e:
+            failed = True
+            fwhy = str(e)
+        for other in others:
+            if isinstance(other, tuple):  # (name, why not)
+                na_row(label, *other)
+                continue
+            try:
+                ores = measure(*other.cmd(b, args))
+            except NA as e:
+                failed = True
+                na_row(label, other.name, e)
+                continue
+            if fres is not None and ores[2] != fres[2]:
+                failed = True
+                na_row(label, other.name, f"answers differ: flock printed {fres[2]!r}, "
+                                          f"{other.name} {ores[2]!r}")
+                continue
+            row(label, other.name, fres, ores, "" if fres else f"printed {ores[2]}",
+                fwhy)
+            if fres:
+                ratios[other.name].append((fres[0] / ores[0], fres[1] / ores[1]))
+    for name, rs in ratios.items():
+        if rs:
+            print(f"geometric mean of flock/{name} ratios over {len(rs)} of {len(CPU)} "
+                  f"benchmarks: time {geomean(r[0] for r in rs):.2f}, "
+                  f"peak RSS {geomean(r[1] for r in rs):.2f}")
+        else:
+            print(f"geometric mean of flock/{name} ratios: n/a")
 
 
 def primes_below(n):
@@ -292,8 +358,11 @@ def thread_benches(tmp):
             others.append(cls(tmp))
         except NA as e:
             others.append((cls.name, str(e)))
+    scale = 10 if QUICK else 1  # BENCH_QUICK=1: inputs 10x smaller
+    big = 1000000 // scale
     print(f"Thread benchmarks on {NCPU} cores (median of {RUNS} runs after a warm-up, "
-          f"{RUNS_BIG} for 1M threads)")
+          f"{RUNS_BIG} for {count(big)} threads"
+          + (", BENCH_QUICK=1: small inputs)" if QUICK else ")"))
     load = os.getloadavg()[0]
     if load > 0.5:
         print(f"note: load average {load:.2f} before starting: other work on this machine "
@@ -303,21 +372,23 @@ def thread_benches(tmp):
               "default VM")
     print(HEADER)
 
-    # 1. spawn + join: ns per thread over the N = 0 run (start-up excluded)
+    # 1. spawn + join of 100k and 1M threads (10k and 100k quick): ns per thread
+    #    over the N = 0 run (start-up excluded)
     def per_thread(n):
         def fn(side, res):
             base = measure(*side.cmd("spawnjoin", [0]))
             return (res[0] - base[0]) / n * 1e9
         return Derived(fn, "ns/thread")
-    for n, label, runs in [(100000, "spawnjoin 100k", RUNS), (1000000, "spawnjoin 1M", RUNS_BIG)]:
+    for n, runs in [(100000 // scale, RUNS), (big, RUNS_BIG)]:
+        label = f"spawnjoin {count(n)}"
         versus(label, flock, others, "spawnjoin", [n], n * (n - 1), runs=runs,
                derive=per_thread(n))
 
-    # 2. parked threads: bytes per thread over the N = 0 run. Flock twice:
+    # 2. parked threads (100k, 10k quick): bytes per thread over the N = 0 run. Flock twice:
     #    tids in local memory (alloc: every parked thread keeps the snapshot
     #    of main's local memory it was spawned with) and in global memory.
-    n = 100000
-    for label, where in [("parked 100k", 0), ("parked 100k galloc", 1)]:
+    n = 100000 // scale
+    for label, where in [(f"parked {count(n)}", 0), (f"parked {count(n)} galloc", 1)]:
         def per_parked(side, res, where=where):
             extra = [where] if side is flock else []
             base = measure(*side.cmd("parked", [0] + extra))
@@ -325,8 +396,8 @@ def thread_benches(tmp):
         versus(label, flock, others, "parked", [n], n, flock_args=[where],
                derive=Derived(per_parked, "B/thread"))
 
-    # 3. primes below 2M on 1 core (W = 1) and on all cores (W = NCPU)
-    limit = 2000000
+    # 3. primes below 2M (200k quick) on 1 core (W = 1) and on all cores (W = NCPU)
+    limit = 2000000 // scale
     expected = primes_below(limit)
     versus("primes 1 cpu", flock, others, "primes", [1, limit], expected, cpus=1)
 
@@ -335,31 +406,41 @@ def thread_benches(tmp):
     versus(f"primes {NCPU} cpus", flock, others, "primes", [NCPU, limit], expected,
            cpus=NCPU, derive=Derived(scaling, "speed-up", "{:.2f}x"))
 
-    # 4. contended counter: W = NCPU threads x 1M increments; ns per increment
+    # 4. contended counter: W = NCPU threads x 1M (100k quick) increments; ns per increment
     #    over the ITERS = 0 run
-    iters = 1000000
+    iters = 1000000 // scale
 
     def per_op(prog):
         def fn(side, res):
             base = measure(*side.cmd(prog, [NCPU, 0]))
             return (res[0] - base[0]) / (NCPU * iters) * 1e9
         return Derived(fn, "ns/op", "{:.1f}")
-    versus(f"xadd {NCPU}x1M", flock, others, "xadd", [NCPU, iters], NCPU * iters,
+    versus(f"xadd {NCPU}x{count(iters)}", flock, others, "xadd", [NCPU, iters], NCPU * iters,
            derive=per_op("xadd"))
     no_mutex = ("erlang", "no idiomatic mutex: Erlang code shares a counter "
                           "with atomics, see xadd")
-    versus(f"mutex {NCPU}x1M", flock,
+    versus(f"mutex {NCPU}x{count(iters)}", flock,
            [no_mutex if side_name(o) == "erlang" else o for o in others],
            "mutex", [NCPU, iters], NCPU * iters, derive=per_op("mutex"))
+
+
+def count(n):
+    """100000 -> '100k', 1000000 -> '1M'."""
+    for div, unit in [(1000000, "M"), (1000, "k")]:
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return str(n)
 
 
 def side_name(o):
     return o[0] if isinstance(o, tuple) else o.name
 
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group()
-    g.add_argument("--cpu", action="store_true", help="only the CPU benchmarks (vs lua5.4)")
+    g.add_argument("--cpu", action="store_true",
+                   help="only the CPU benchmarks (vs lua5.4 and luajit -joff)")
     g.add_argument("--threads", action="store_true",
                    help="only the thread benchmarks (vs Erlang and Go)")
     a = ap.parse_args()

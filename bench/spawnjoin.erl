@@ -1,7 +1,7 @@
 %% spawnjoin.erl -- spawn N processes (N = argument 1, default 100000); each
 %% sends {self(), 2*I} to main and ends. Main receives the results in spawn
 %% order (Erlang's join: the classic parallel-map idiom) and prints the sum;
-%% the same algorithm as spawnjoin.fla. (spawn_monitor with the result as the
+%% the same algorithm as spawnjoin.fl. (spawn_monitor with the result as the
 %% exit reason was about 2x slower here, OTP 25.)
 %% Run: erl -noshell +P 2000000 -run spawnjoin main N
 -module(spawnjoin).

@@ -1,6 +1,6 @@
 // spawnjoin.go -- spawn N goroutines (N = argument 1, default 100000) that
 // each store 2*i in a results slice, wait for all with a WaitGroup and print
-// the sum; the same algorithm as spawnjoin.fla.
+// the sum; the same algorithm as spawnjoin.fl.
 package main
 
 import (

@@ -1,7 +1,7 @@
 %% xadd.erl -- W processes (argument 1, default the number of schedulers) each
 %% add 1 to one shared counter ITERS times (argument 2, default 1000000) with
 %% atomics:add/3; main joins them and prints the counter. Same algorithm as
-%% xadd.fla. (There is no mutex.erl: a lock process or gen_server around a
+%% xadd.fl. (There is no mutex.erl: a lock process or gen_server around a
 %% counter is not how Erlang code protects shared state.)
 %% Run: erl -noshell -run xadd main W ITERS
 -module(xadd).

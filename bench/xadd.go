@@ -1,6 +1,6 @@
 // xadd.go -- W goroutines (argument 1, default NumCPU) each add 1 to one
 // counter ITERS times (argument 2, default 1000000) with sync/atomic.AddInt64;
-// main waits for them and prints the counter. Same algorithm as xadd.fla.
+// main waits for them and prints the counter. Same algorithm as xadd.fl.
 package main
 
 import (

@@ -8,7 +8,7 @@ pkgs="make gcc pkg-config libuv1-dev libraft-dev libsodium-dev"
 case "$want" in
 build) ;;
 test) pkgs="$pkgs clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest" ;;
-bench) pkgs="$pkgs clang libcmocka-dev lua5.4 hyperfine erlang-base golang-go time" ;;
+bench) pkgs="$pkgs clang libcmocka-dev lua5.4 luajit hyperfine erlang-base golang-go time" ;;
 *) echo "deps.sh: unknown set '$want' (build, test or bench)" >&2; exit 64 ;;
 esac
 missing=""
