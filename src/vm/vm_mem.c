@@ -117,7 +117,7 @@ static struct vm_page *page_clone(const struct vm_page *pg,
 	c->data = NULL;
 	c->sizes = NULL;
 	if (pg->data != NULL) {
-		c->data = aligned_alloc(VM_PAGE_SIZE, VM_PAGE_SIZE);
+		c->data = malloc(VM_PAGE_SIZE);
 		if (c->data == NULL)
 			goto fail;
 		memcpy(c->data, pg->data, VM_PAGE_SIZE);
@@ -378,7 +378,7 @@ void vm__page_unmap(struct vm_space *s, vm_word pageno)
 uint8_t *vm__page_bytes(struct vm_page *pg)
 {
 	if (pg->data == NULL) {
-		pg->data = aligned_alloc(VM_PAGE_SIZE, VM_PAGE_SIZE);
+		pg->data = malloc(VM_PAGE_SIZE);
 		if (pg->data != NULL)
 			memset(pg->data, 0, VM_PAGE_SIZE);
 	}
