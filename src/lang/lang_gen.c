@@ -851,10 +851,20 @@ static void loop_end(struct gen *g, struct loop *lp, uint32_t cont,
 	fl_buf_close(&lp->conts);
 }
 
+/* Loops test at the bottom, so each iteration runs one conditional
+ * backward jump (the VM links `i += 1; i < hi; jnz` of a for loop into one
+ * superinstruction):
+ *         [for: a, b -> $hi, i]
+ *         jmp test
+ *   top:  body
+ *   cont: [for: i += 1]              <- continue
+ *   test: cond (for: i < $hi)
+ *         jnz top
+ *   exit:                            <- break */
 static void loop_stmt(struct gen *g, struct lang_node *nd)
 {
 	struct loop lp, *outer = g->loop;
-	uint32_t top, exit, cont, i = 0, hi = 0;
+	uint32_t top, entry, cont, i = 0, hi = 0;
 	bool ok = true;
 
 	memset(&lp, 0, sizeof lp);
@@ -873,7 +883,21 @@ static void loop_stmt(struct gen *g, struct lang_node *nd)
 			emit(g, nd, VM_OP_SET, i);
 		}
 	}
+	entry = jump(g, nd, VM_OP_JMP);
 	top = here(g);
+	g->loop = &lp;
+	block(g, nd->kind == FN_FOR ? nd->c : nd->b);
+	g->loop = outer;
+	cont = here(g);
+	if (nd->kind == FN_FOR && ok) {
+		emit(g, nd, VM_OP_GET, i);
+		emit(g, nd, VM_OP_PUSH, 1);
+		emit(g, nd, VM_OP_ADD, 0);
+		emit(g, nd, VM_OP_SET, i);
+	}
+	patch(g, entry, here(g));
+	if (nd->kind == FN_WHILE)
+		cont = here(g);
 	if (nd->kind == FN_FOR) {
 		if (ok) {
 			emit(g, nd, VM_OP_GET, i);
@@ -885,21 +909,7 @@ static void loop_stmt(struct gen *g, struct lang_node *nd)
 	} else {
 		expr(g, nd->a);
 	}
-	exit = jump(g, nd, VM_OP_JZ);
-	g->loop = &lp;
-	block(g, nd->kind == FN_FOR ? nd->c : nd->b);
-	g->loop = outer;
-	cont = here(g);
-	if (nd->kind == FN_FOR && ok) {
-		emit(g, nd, VM_OP_GET, i);
-		emit(g, nd, VM_OP_PUSH, 1);
-		emit(g, nd, VM_OP_ADD, 0);
-		emit(g, nd, VM_OP_SET, i);
-	} else if (nd->kind == FN_WHILE) {
-		cont = top;
-	}
-	patch(g, jump(g, nd, VM_OP_JMP), top);
-	patch(g, exit, here(g));
+	patch(g, jump(g, nd, VM_OP_JNZ), top);
 	loop_end(g, &lp, cont, here(g));
 	scope_close(g);
 }

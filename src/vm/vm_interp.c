@@ -17,9 +17,8 @@
  * top of the operand stack is cached in tos; sp points at the word below
  * it (the top word in memory); bp at slot 0 of the frame. With an empty
  * operand stack tos mirrors the word at sp + 1 (the frame's last slot, or
- * below the frame), so pushing it there is harmless; the only slot write
- * that could break the mirror (a fused `a += k` on the last slot with an
- * empty stack) is not fused. Handlers that are not on the hot path spill
+ * below the frame), so pushing it there is harmless; handlers that write
+ * a slot other than SET's way keep the mirror (MIRROR). Handlers that are not on the hot path spill
  * tos first (SPILL: the memory then holds the whole stack, sp at the top
  * word, as the thread's saved state does) and reload it at the end
  * (NEXT_FILL). SAVE() writes the spilled registers to the thread (as
@@ -87,10 +86,12 @@ enum {
 	VM_OP_JMPB = VM_OP__COUNT,
 	VM_OP_JZB,
 	VM_OP_JNZB,
-#define X(name, expr) VM_OP_##name##_S, VM_OP_##name##_K,
+#define X(name, expr) VM_OP_##name##_S, VM_OP_##name##_K, VM_OP_##name##_SET,
 	VM_FUSED_BINOPS(X)
 #undef X
-#define X(name, expr) VM_OP_##name##_JZ, VM_OP_##name##_S_JZ, VM_OP_##name##_K_JZ,
+#define X(name, expr)                                                         \
+	VM_OP_##name##_JZ, VM_OP_##name##_S_JZ, VM_OP_##name##_K_JZ,           \
+	VM_OP_##name##_JNZB, VM_OP_##name##_S_JNZB, VM_OP_##name##_K_JNZB,
 	VM_FUSED_CMPS(X)
 #undef X
 	VM_OP_DIV_K,
@@ -101,6 +102,7 @@ enum {
 	VM_OP_IDX8,
 	VM_OP_LDIDX8,
 	VM_OP_GET2,
+	VM_OP_FORLOOP,
 	VM_XOP__COUNT
 };
 
@@ -112,13 +114,19 @@ enum {
  * any instruction, and the pc-to-offset map all still work; the fused
  * handler reads the operands from their cells and skips to the cell after
  * the sequence. Only sequences that cannot fail or park are fused (no
- * division by a slot, no backward jump), so no state is ever observed in
- * the middle of one, except a load's fault, which names the load.
+ * division by a slot), so no state is ever observed in the middle of one,
+ * except a load's fault, which names the load; a fused backward jump
+ * spends budget like jnz and may yield at its target, after the sequence.
  *   get b; OP            -> OP_S      (OP: a binary operator above)
  *   push k; OP           -> OP_K
+ *   OP; set a            -> OP_SET
  *   CMP; jz L            -> CMP_JZ    (forward L)
  *   get b; CMP; jz L     -> CMP_S_JZ
  *   push k; CMP; jz L    -> CMP_K_JZ
+ *   CMP; jnz L           -> CMP_JNZB  (backward L: a loop's test), and
+ *                           the _S_ and _K_ forms as for jz
+ *   get i; push 1; add; set i; get i; get h; lt; jnz L
+ *                        -> FORLOOP   (backward L: a for loop's step)
  *   push k; div|mod      -> DIV_K, MOD_K (k not 0 or -1)
  *   get a; push k; add; set a        -> INC_S  (a += k)
  *   get i; push 3; shl; add          -> IDX8_S (tos += 8 * i)
@@ -128,18 +136,20 @@ enum {
  *   get a; get b                     -> GET2   (unless get b starts one) */
 
 /* The instructions of a function from one offset on, decoded. */
+#define FUSE_MAX 8 /* the longest sequence */
 struct fuse_win {
-	struct vm_insn in[5];
-	bool back[5]; /* a jump whose target is not after it */
+	struct vm_insn in[FUSE_MAX];
+	bool back[FUSE_MAX]; /* a jump whose target is not after it */
 	int n;
 };
 
-static int fused_binop(enum vm_op op, bool slot)
+/* OP's fused form: which = 0 operand in a slot, 1 immediate, 2 OP_SET. */
+static int fused_binop(enum vm_op op, int which)
 {
 	switch (op) {
 #define X(name, expr)                                                         \
 	case VM_OP_##name:                                                    \
-		return slot ? VM_OP_##name##_S : VM_OP_##name##_K;
+		return VM_OP_##name##_S + which;
 		VM_FUSED_BINOPS(X)
 #undef X
 	default:
@@ -147,18 +157,30 @@ static int fused_binop(enum vm_op op, bool slot)
 	}
 }
 
-/* CMP + forward jz: which = 0 on the stack, 1 slot, 2 immediate. */
-static int fused_cmp_jz(enum vm_op op, int which)
+/* CMP + forward jz (back false) or backward jnz (back true): which = 0
+ * on the stack, 1 slot, 2 immediate. */
+static int fused_cmp_jump(enum vm_op op, bool back, int which)
 {
 	switch (op) {
 #define X(name, expr)                                                         \
 	case VM_OP_##name:                                                    \
-		return VM_OP_##name##_JZ + which;
+		return (back ? VM_OP_##name##_JNZB : VM_OP_##name##_JZ) + which;
 		VM_FUSED_CMPS(X)
 #undef X
 	default:
 		return -1;
 	}
+}
+
+/* Does instruction @k of @w jump the way a fused CMP may: a forward jz or
+ * a backward jnz? *@back says which. */
+static bool cmp_jump(const struct fuse_win *w, int k, bool *back)
+{
+	if (k >= w->n)
+		return false;
+	*back = w->back[k];
+	return (w->in[k].op == VM_OP_JZ && !w->back[k]) ||
+	       (w->in[k].op == VM_OP_JNZ && w->back[k]);
 }
 
 /* The handler to put on the first instruction of @w, or -1. */
@@ -169,6 +191,14 @@ static int fuse(const struct fuse_win *w)
 	bool get = in[0].op == VM_OP_GET, push = in[0].op == VM_OP_PUSH;
 	bool idx = push && in[0].imm == 3 && n >= 3 && in[1].op == VM_OP_SHL &&
 		   in[2].op == VM_OP_ADD;
+	bool back;
+
+	if (n >= 8 && get && in[1].op == VM_OP_PUSH && in[1].imm == 1 &&
+	    in[2].op == VM_OP_ADD && in[3].op == VM_OP_SET &&
+	    in[3].imm == in[0].imm && in[4].op == VM_OP_GET &&
+	    in[4].imm == in[0].imm && in[5].op == VM_OP_GET &&
+	    in[6].op == VM_OP_LT && in[7].op == VM_OP_JNZ && w->back[7])
+		return VM_OP_FORLOOP;
 
 	if (n >= 5 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
 	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD &&
@@ -180,19 +210,21 @@ static int fuse(const struct fuse_win *w)
 	if (n >= 4 && get && in[1].op == VM_OP_PUSH && in[2].op == VM_OP_ADD &&
 	    in[3].op == VM_OP_SET && in[3].imm == in[0].imm)
 		return VM_OP_INC_S;
-	if (n >= 3 && (get || push) && in[2].op == VM_OP_JZ && !w->back[2] &&
-	    fused_cmp_jz(in[1].op, 0) >= 0)
-		return fused_cmp_jz(in[1].op, get ? 1 : 2);
-	if (n >= 2 && (get || push) && fused_binop(in[1].op, get) >= 0)
-		return fused_binop(in[1].op, get);
+	if ((get || push) && cmp_jump(w, 2, &back) &&
+	    fused_cmp_jump(in[1].op, back, 0) >= 0)
+		return fused_cmp_jump(in[1].op, back, get ? 1 : 2);
+	if (n >= 2 && (get || push) && fused_binop(in[1].op, 0) >= 0)
+		return fused_binop(in[1].op, get ? 0 : 1);
 	if (n >= 2 && push && in[0].imm != 0 && in[0].imm != -1 &&
 	    (in[1].op == VM_OP_DIV || in[1].op == VM_OP_MOD))
 		return in[1].op == VM_OP_DIV ? VM_OP_DIV_K : VM_OP_MOD_K;
 	if (idx)
 		return n >= 4 && in[3].op == VM_OP_LD64 ? VM_OP_LDIDX8
 							: VM_OP_IDX8;
-	if (n >= 2 && in[1].op == VM_OP_JZ && !w->back[1])
-		return fused_cmp_jz(in[0].op, 0);
+	if (cmp_jump(w, 1, &back) && fused_cmp_jump(in[0].op, back, 0) >= 0)
+		return fused_cmp_jump(in[0].op, back, 0);
+	if (n >= 2 && in[1].op == VM_OP_SET && fused_binop(in[0].op, 2) >= 0)
+		return fused_binop(in[0].op, 2);
 	if (n >= 2 && get && in[1].op == VM_OP_GET) {
 		struct fuse_win rest = *w;
 		memmove(rest.in, rest.in + 1, (size_t)(n - 1) * sizeof *rest.in);
@@ -214,7 +246,7 @@ static void fuse_function(const struct vm_module *m,
 
 	for (uint32_t off = f->code_off; off < end; off += w.in[0].size) {
 		uint32_t o = off;
-		for (w.n = 0; w.n < 5 && o < end; w.n++) {
+		for (w.n = 0; w.n < FUSE_MAX && o < end; w.n++) {
 			vm_insn_decode(m->code, m->code_len, o, &w.in[w.n], NULL);
 			w.back[w.n] =
 				vm_opinfo[w.in[w.n].op].operand == VM_OPND_LABEL &&
@@ -222,14 +254,6 @@ static void fuse_function(const struct vm_module *m,
 			o += w.in[w.n].size;
 		}
 		int op = fuse(&w);
-		/* With an empty stack, tos mirrors the frame's last slot (see
-		 * the register notes above): an in-place add to that slot
-		 * must go through the stack. */
-		if (op == VM_OP_INC_S &&
-		    (m->depth == NULL ||
-		     (m->depth[off] == 0 &&
-		      w.in[0].imm == (int64_t)(f->nargs + f->nlocals) - 1)))
-			continue;
 		if (op < 0)
 			continue;
 #ifdef VM_SWITCH_DISPATCH
@@ -667,14 +691,16 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 #include "vm/vm_opcodes.def"
 #undef OP
 		&&op_JMPB, &&op_JZB, &&op_JNZB,
-#define X(name, expr) &&op_##name##_S, &&op_##name##_K,
+#define X(name, expr) &&op_##name##_S, &&op_##name##_K, &&op_##name##_SET,
 		VM_FUSED_BINOPS(X)
 #undef X
-#define X(name, expr) &&op_##name##_JZ, &&op_##name##_S_JZ, &&op_##name##_K_JZ,
+#define X(name, expr)                                                         \
+	&&op_##name##_JZ, &&op_##name##_S_JZ, &&op_##name##_K_JZ,              \
+	&&op_##name##_JNZB, &&op_##name##_S_JNZB, &&op_##name##_K_JNZB,
 		VM_FUSED_CMPS(X)
 #undef X
 		&&op_DIV_K, &&op_MOD_K, &&op_INC_S, &&op_IDX8_S, &&op_LDIDX8_S,
-		&&op_IDX8, &&op_LDIDX8, &&op_GET2,
+		&&op_IDX8, &&op_LDIDX8, &&op_GET2, &&op_FORLOOP,
 	};
 	if (t == NULL) {
 		*table = labels;
@@ -730,6 +756,14 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 	} while (0)
 #endif
 #define OPND (pc[1])
+/* After writing slot @x other than by SET: with an empty stack, tos must
+ * mirror the word at sp + 1 (see the register notes), which is the
+ * frame's last slot -- maybe @x. */
+#define MIRROR(x)                                                             \
+	do {                                                                  \
+		if (sp + 1 == bp + (x))                                          \
+			tos = bp[(x)];                                        \
+	} while (0)
 /* tos into memory (sp then points at the top word) and back. */
 #define SPILL() (*++sp = tos)
 #define NEXT_FILL(n)                                                          \
@@ -996,6 +1030,14 @@ dispatch:
 		b = pc[1].u;                                                  \
 		tos = (expr);                                                 \
 		NEXT(3);                                                      \
+	}                                                                     \
+	CASE(name##_SET)                                                      \
+	{                                                                     \
+		a = *sp--;                                                    \
+		b = tos;                                                      \
+		bp[pc[2].u] = (expr);                                         \
+		tos = *sp--; /* after the store: see MIRROR */                \
+		NEXT(3);                                                      \
 	}
 	VM_FUSED_BINOPS(X)
 #undef X
@@ -1027,6 +1069,40 @@ dispatch:
 		if (!(expr))                                                  \
 			JUMP(pc[4].target);                                   \
 		NEXT(5);                                                      \
+	}                                                                     \
+	CASE(name##_JNZB)                                                     \
+	{                                                                     \
+		a = sp[0];                                                    \
+		b = tos;                                                      \
+		tos = sp[-1];                                                 \
+		sp -= 2;                                                      \
+		if (expr) {                                                   \
+			TICK(pc[2].target);                                   \
+			JUMP(pc[2].target);                                   \
+		}                                                             \
+		NEXT(3);                                                      \
+	}                                                                     \
+	CASE(name##_S_JNZB)                                                   \
+	{                                                                     \
+		a = tos;                                                      \
+		b = bp[pc[1].u];                                              \
+		tos = *sp--;                                                  \
+		if (expr) {                                                   \
+			TICK(pc[4].target);                                   \
+			JUMP(pc[4].target);                                   \
+		}                                                             \
+		NEXT(5);                                                      \
+	}                                                                     \
+	CASE(name##_K_JNZB)                                                   \
+	{                                                                     \
+		a = tos;                                                      \
+		b = pc[1].u;                                                  \
+		tos = *sp--;                                                  \
+		if (expr) {                                                   \
+			TICK(pc[4].target);                                   \
+			JUMP(pc[4].target);                                   \
+		}                                                             \
+		NEXT(5);                                                      \
 	}
 	VM_FUSED_CMPS(X)
 #undef X
@@ -1043,7 +1119,18 @@ dispatch:
 	CASE(INC_S)
 	{
 		bp[pc[1].u] += pc[3].u;
+		MIRROR(pc[1].u);
 		NEXT(7);
+	}
+	CASE(FORLOOP) /* i += 1; if i < hi: jump back */
+	{
+		a = ++bp[pc[1].u];
+		MIRROR(pc[1].u);
+		if ((int64_t)a < (int64_t)bp[pc[10].u]) {
+			TICK(pc[13].target);
+			JUMP(pc[13].target);
+		}
+		NEXT(14);
 	}
 	CASE(IDX8_S)
 	{
@@ -1424,6 +1511,7 @@ dispatch:
 #undef NEXT
 #undef JUMP
 #undef OPND
+#undef MIRROR
 #undef FAIL
 #undef SAVE
 #undef TICK

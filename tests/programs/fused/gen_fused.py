@@ -1,3 +1,11 @@
+#!/usr/bin/env python3
+"""Write fused.fla beside this script: a golden program with every
+superinstruction the linker makes (src/vm/vm_interp.c, "Superinstructions")
+and the results Python computes for it (64-bit wrap-around, C's truncating
+division). Rerun after adding a fused form; the test suite runs fused.fla
+with and without --debug-no-fuse."""
+import os
+
 M = (1 << 64) - 1
 def s64(x):
     x &= M
@@ -76,7 +84,40 @@ body.append("        get 2\n        push 56\n        add\n        ld64"); show()
 setab(5, 6)
 body.append("        get 0\n        get 1\n        swap\n        sub"); show(); exp.append(1)
 body.append("        get 1\n        get 0\n        get 1\n        rot\n        drop\n        mul"); show(); exp.append(30)
-with open("tests/programs/fused/fused.fla", "w") as o:
+# OP_SET: a binary operator straight into a slot
+for name, f in ops.items():
+    a, b = 12, 3
+    setab(a, b)
+    body.append(f"        push {a}\n        get 1\n        {name}\n        set 0\n        get 0"); show(); exp.append(s64(f(a, b)))
+# CMP + backward jnz in its three forms: count how often the loop runs
+for name, f in cmps.items():
+    for form in ("s", "k", "stack"):
+        # slot 0 counts up from 0; loop while CMP(slot0, 3) holds
+        top, test = L(), L()
+        body.append(f"        push 0\n        set 0\n        push 3\n        set 1\n        jmp {test}\n{top}:\n        get 0\n        push 1\n        add\n        set 0\n{test}:")
+        if form == "s":
+            body.append(f"        get 0\n        get 1\n        {name}\n        jnz {top}")
+        elif form == "k":
+            body.append(f"        get 0\n        push 3\n        {name}\n        jnz {top}")
+        else:
+            mid = L()
+            body.append(f"        get 0\n        get 1\n        jmp {mid}\n{mid}:\n        {name}\n        jnz {top}")
+        body.append("        get 0")
+        show()
+        c = 0
+        while f(c, 3) and c < 10:
+            c += 1
+        exp.append(c)
+# FORLOOP, with the counter in the last slot (slot 2) and the stack empty,
+# then a push: the counter must keep its final value
+body.append("        push 0\n        set 2\n        push 6\n        set 1\n        push 0\n        set 0")
+top, test = L(), L()
+body.append(f"        jmp {test}\n{top}:\n        get 0\n        get 2\n        add\n        set 0\n        get 2\n        push 1\n        add\n        set 2\n{test}:\n        get 2\n        get 1\n        lt\n        jnz {top}")
+body.append("        push 100\n        drop\n        get 2"); show(); exp.append(6)
+body.append("        get 0"); show(); exp.append(15)
+# INC_S on the last slot with an empty stack, then a push
+body.append("        get 2\n        push 5\n        add\n        set 2\n        push 1\n        drop\n        get 2"); show(); exp.append(11)
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused.fla"), "w") as o:
     o.write("; Every superinstruction the linker makes (docs/performance.md): binary\n")
     o.write("; operators with a slot or immediate operand, compare-and-branch from\n")
     o.write("; the stack, a slot or an immediate (taken and not taken, and entered\n")
