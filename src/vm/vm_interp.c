@@ -86,12 +86,15 @@ enum {
 	VM_OP_JMPB = VM_OP__COUNT,
 	VM_OP_JZB,
 	VM_OP_JNZB,
-#define X(name, expr) VM_OP_##name##_S, VM_OP_##name##_K, VM_OP_##name##_SET,
+#define X(name, expr)                                                         \
+	VM_OP_##name##_S, VM_OP_##name##_K, VM_OP_##name##_SET,                \
+	VM_OP_##name##_SSS,
 	VM_FUSED_BINOPS(X)
 #undef X
 #define X(name, expr)                                                         \
 	VM_OP_##name##_JZ, VM_OP_##name##_S_JZ, VM_OP_##name##_K_JZ,           \
-	VM_OP_##name##_JNZB, VM_OP_##name##_S_JNZB, VM_OP_##name##_K_JNZB,
+	VM_OP_##name##_SS_JZ, VM_OP_##name##_JNZB, VM_OP_##name##_S_JNZB,      \
+	VM_OP_##name##_K_JNZB, VM_OP_##name##_SS_JNZB,
 	VM_FUSED_CMPS(X)
 #undef X
 	VM_OP_DIV_K,
@@ -120,6 +123,8 @@ enum {
  *   get b; OP            -> OP_S      (OP: a binary operator above)
  *   push k; OP           -> OP_K
  *   OP; set a            -> OP_SET
+ *   get a; get b; OP; set c          -> OP_SSS (c = a OP b, all slots)
+ *   get a; get b; CMP; jz L          -> CMP_SS_JZ (and _SS_JNZB)
  *   CMP; jz L            -> CMP_JZ    (forward L)
  *   get b; CMP; jz L     -> CMP_S_JZ
  *   push k; CMP; jz L    -> CMP_K_JZ
@@ -143,7 +148,8 @@ struct fuse_win {
 	int n;
 };
 
-/* OP's fused form: which = 0 operand in a slot, 1 immediate, 2 OP_SET. */
+/* OP's fused form: which = 0 operand in a slot, 1 immediate, 2 OP_SET,
+ * 3 OP_SSS. */
 static int fused_binop(enum vm_op op, int which)
 {
 	switch (op) {
@@ -158,7 +164,7 @@ static int fused_binop(enum vm_op op, int which)
 }
 
 /* CMP + forward jz (back false) or backward jnz (back true): which = 0
- * on the stack, 1 slot, 2 immediate. */
+ * on the stack, 1 slot, 2 immediate, 3 both operands slots. */
 static int fused_cmp_jump(enum vm_op op, bool back, int which)
 {
 	switch (op) {
@@ -199,6 +205,12 @@ static int fuse(const struct fuse_win *w)
 	    in[4].imm == in[0].imm && in[5].op == VM_OP_GET &&
 	    in[6].op == VM_OP_LT && in[7].op == VM_OP_JNZ && w->back[7])
 		return VM_OP_FORLOOP;
+	if (n >= 4 && get && in[1].op == VM_OP_GET && in[3].op == VM_OP_SET &&
+	    fused_binop(in[2].op, 3) >= 0)
+		return fused_binop(in[2].op, 3);
+	if (get && in[1].op == VM_OP_GET && cmp_jump(w, 3, &back) &&
+	    fused_cmp_jump(in[2].op, back, 3) >= 0)
+		return fused_cmp_jump(in[2].op, back, 3);
 
 	if (n >= 5 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
 	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD &&
@@ -691,12 +703,14 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 #include "vm/vm_opcodes.def"
 #undef OP
 		&&op_JMPB, &&op_JZB, &&op_JNZB,
-#define X(name, expr) &&op_##name##_S, &&op_##name##_K, &&op_##name##_SET,
+#define X(name, expr)                                                         \
+	&&op_##name##_S, &&op_##name##_K, &&op_##name##_SET, &&op_##name##_SSS,
 		VM_FUSED_BINOPS(X)
 #undef X
 #define X(name, expr)                                                         \
 	&&op_##name##_JZ, &&op_##name##_S_JZ, &&op_##name##_K_JZ,              \
-	&&op_##name##_JNZB, &&op_##name##_S_JNZB, &&op_##name##_K_JNZB,
+	&&op_##name##_SS_JZ, &&op_##name##_JNZB, &&op_##name##_S_JNZB,         \
+	&&op_##name##_K_JNZB, &&op_##name##_SS_JNZB,
 		VM_FUSED_CMPS(X)
 #undef X
 		&&op_DIV_K, &&op_MOD_K, &&op_INC_S, &&op_IDX8_S, &&op_LDIDX8_S,
@@ -1038,6 +1052,14 @@ dispatch:
 		bp[pc[2].u] = (expr);                                         \
 		tos = *sp--; /* after the store: see MIRROR */                \
 		NEXT(3);                                                      \
+	}                                                                     \
+	CASE(name##_SSS)                                                      \
+	{                                                                     \
+		a = bp[pc[1].u];                                              \
+		b = bp[pc[3].u];                                              \
+		bp[pc[6].u] = (expr);                                         \
+		MIRROR(pc[6].u);                                              \
+		NEXT(7);                                                      \
 	}
 	VM_FUSED_BINOPS(X)
 #undef X
@@ -1069,6 +1091,14 @@ dispatch:
 		if (!(expr))                                                  \
 			JUMP(pc[4].target);                                   \
 		NEXT(5);                                                      \
+	}                                                                     \
+	CASE(name##_SS_JZ)                                                    \
+	{                                                                     \
+		a = bp[pc[1].u];                                              \
+		b = bp[pc[3].u];                                              \
+		if (!(expr))                                                  \
+			JUMP(pc[6].target);                                   \
+		NEXT(7);                                                      \
 	}                                                                     \
 	CASE(name##_JNZB)                                                     \
 	{                                                                     \
@@ -1103,6 +1133,16 @@ dispatch:
 			JUMP(pc[4].target);                                   \
 		}                                                             \
 		NEXT(5);                                                      \
+	}                                                                     \
+	CASE(name##_SS_JNZB)                                                  \
+	{                                                                     \
+		a = bp[pc[1].u];                                              \
+		b = bp[pc[3].u];                                              \
+		if (expr) {                                                   \
+			TICK(pc[6].target);                                   \
+			JUMP(pc[6].target);                                   \
+		}                                                             \
+		NEXT(7);                                                      \
 	}
 	VM_FUSED_CMPS(X)
 #undef X

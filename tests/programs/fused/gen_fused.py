@@ -41,15 +41,21 @@ for name, f in ops.items():
         show(); exp.append(s64(f(a, b)))
         body.append(f"        get 0\n        push {b}\n        {name}")  # OP_K
         show(); exp.append(s64(f(a, b)))
+        body.append(f"        get 0\n        get 1\n        {name}\n        set 2\n        get 2")  # OP_SSS
+        show(); exp.append(s64(f(a, b)))
+        body.append(f"        get 0\n        get 1\n        {name}\n        set 0\n        get 0")  # OP_SSS into a
+        show(); exp.append(s64(f(a, b)))
 for name, f in cmps.items():
     for a, b in pairs:
         setab(a, b)
         body.append(f"        get 0\n        get 1\n        {name}")  # CMP_S (value)
         show(); exp.append(int(f(a, b)))
-        for form in ("s", "k", "stack"):
+        for form in ("ss", "s", "k", "stack"):
             no, end = L(), L()
-            if form == "s":
+            if form == "ss":
                 body.append(f"        get 0\n        get 1\n        {name}\n        jz {no}")
+            elif form == "s":
+                body.append(f"        get 0\n        push 0\n        add\n        get 1\n        {name}\n        jz {no}")
             elif form == "k":
                 body.append(f"        get 0\n        push {b}\n        {name}\n        jz {no}")
             else:  # jump into the middle: the cmp's own cell runs CMP_JZ
@@ -91,12 +97,14 @@ for name, f in ops.items():
     body.append(f"        push {a}\n        get 1\n        {name}\n        set 0\n        get 0"); show(); exp.append(s64(f(a, b)))
 # CMP + backward jnz in its three forms: count how often the loop runs
 for name, f in cmps.items():
-    for form in ("s", "k", "stack"):
+    for form in ("ss", "s", "k", "stack"):
         # slot 0 counts up from 0; loop while CMP(slot0, 3) holds
         top, test = L(), L()
         body.append(f"        push 0\n        set 0\n        push 3\n        set 1\n        jmp {test}\n{top}:\n        get 0\n        push 1\n        add\n        set 0\n{test}:")
-        if form == "s":
+        if form == "ss":
             body.append(f"        get 0\n        get 1\n        {name}\n        jnz {top}")
+        elif form == "s":
+            body.append(f"        get 0\n        push 0\n        add\n        get 1\n        {name}\n        jnz {top}")
         elif form == "k":
             body.append(f"        get 0\n        push 3\n        {name}\n        jnz {top}")
         else:
