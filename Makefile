@@ -40,7 +40,7 @@ help:
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
 	@echo "                decoder and the .fl compiler, FUZZ_SECONDS=$(FUZZ_SECONDS) each"
-	@echo "make bench      benchmarks side by side with lua5.4, Erlang and Go"
+	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go"
 	@echo "make docs       check docs/isa.md against the instruction table"
 	@echo "make install    install flock into PREFIX=$(PREFIX)"
 	@echo "make clean      remove build outputs"

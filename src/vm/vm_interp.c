@@ -93,8 +93,9 @@ enum {
 #undef X
 #define X(name, expr)                                                         \
 	VM_OP_##name##_JZ, VM_OP_##name##_S_JZ, VM_OP_##name##_K_JZ,           \
-	VM_OP_##name##_SS_JZ, VM_OP_##name##_JNZB, VM_OP_##name##_S_JNZB,      \
-	VM_OP_##name##_K_JNZB, VM_OP_##name##_SS_JNZB,
+	VM_OP_##name##_SS_JZ, VM_OP_##name##_SK_JZ, VM_OP_##name##_JNZB,       \
+	VM_OP_##name##_S_JNZB, VM_OP_##name##_K_JNZB, VM_OP_##name##_SS_JNZB,  \
+	VM_OP_##name##_SK_JNZB,
 	VM_FUSED_CMPS(X)
 #undef X
 	VM_OP_DIV_K,
@@ -106,6 +107,11 @@ enum {
 	VM_OP_LDIDX8,
 	VM_OP_GET2,
 	VM_OP_FORLOOP,
+	VM_OP_GET_E,
+	VM_OP_PUSH_E,
+	VM_OP_GET2_E,
+	VM_OP_SET_K,
+	VM_OP_LD8_S,
 	VM_XOP__COUNT
 };
 
@@ -125,6 +131,11 @@ enum {
  *   OP; set a            -> OP_SET
  *   get a; get b; OP; set c          -> OP_SSS (c = a OP b, all slots)
  *   get a; get b; CMP; jz L          -> CMP_SS_JZ (and _SS_JNZB)
+ *   get a; push k; CMP; jz L         -> CMP_SK_JZ (and _SK_JNZB)
+ *   push k; set a        -> SET_K
+ *   get b; add; ld8      -> LD8_S     (a byte at p + i)
+ * and on an empty stack (the verifier's depth 0) GET, PUSH and GET2 skip
+ * spilling tos: GET_E, PUSH_E, GET2_E.
  *   CMP; jz L            -> CMP_JZ    (forward L)
  *   get b; CMP; jz L     -> CMP_S_JZ
  *   push k; CMP; jz L    -> CMP_K_JZ
@@ -164,7 +175,8 @@ static int fused_binop(enum vm_op op, int which)
 }
 
 /* CMP + forward jz (back false) or backward jnz (back true): which = 0
- * on the stack, 1 slot, 2 immediate, 3 both operands slots. */
+ * on the stack, 1 slot, 2 immediate, 3 both operands slots, 4 slot and
+ * immediate. */
 static int fused_cmp_jump(enum vm_op op, bool back, int which)
 {
 	switch (op) {
@@ -208,9 +220,14 @@ static int fuse(const struct fuse_win *w)
 	if (n >= 4 && get && in[1].op == VM_OP_GET && in[3].op == VM_OP_SET &&
 	    fused_binop(in[2].op, 3) >= 0)
 		return fused_binop(in[2].op, 3);
-	if (get && in[1].op == VM_OP_GET && cmp_jump(w, 3, &back) &&
-	    fused_cmp_jump(in[2].op, back, 3) >= 0)
-		return fused_cmp_jump(in[2].op, back, 3);
+	if (get && (in[1].op == VM_OP_GET || in[1].op == VM_OP_PUSH) &&
+	    cmp_jump(w, 3, &back) && fused_cmp_jump(in[2].op, back, 0) >= 0)
+		return fused_cmp_jump(in[2].op, back,
+				      in[1].op == VM_OP_GET ? 3 : 4);
+	if (n >= 3 && get && in[1].op == VM_OP_ADD && in[2].op == VM_OP_LD8)
+		return VM_OP_LD8_S;
+	if (n >= 2 && push && in[1].op == VM_OP_SET)
+		return VM_OP_SET_K;
 
 	if (n >= 5 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
 	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD &&
@@ -266,6 +283,16 @@ static void fuse_function(const struct vm_module *m,
 			o += w.in[w.n].size;
 		}
 		int op = fuse(&w);
+		/* On an empty stack, a push need not spill tos (it mirrors
+		 * the word it would be written to). */
+		if (m->depth != NULL && m->depth[off] == 0) {
+			if (op < 0 && w.in[0].op == VM_OP_GET)
+				op = VM_OP_GET_E;
+			else if (op < 0 && w.in[0].op == VM_OP_PUSH)
+				op = VM_OP_PUSH_E;
+			else if (op == VM_OP_GET2)
+				op = VM_OP_GET2_E;
+		}
 		if (op < 0)
 			continue;
 #ifdef VM_SWITCH_DISPATCH
@@ -709,12 +736,14 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 #undef X
 #define X(name, expr)                                                         \
 	&&op_##name##_JZ, &&op_##name##_S_JZ, &&op_##name##_K_JZ,              \
-	&&op_##name##_SS_JZ, &&op_##name##_JNZB, &&op_##name##_S_JNZB,         \
-	&&op_##name##_K_JNZB, &&op_##name##_SS_JNZB,
+	&&op_##name##_SS_JZ, &&op_##name##_SK_JZ, &&op_##name##_JNZB,          \
+	&&op_##name##_S_JNZB, &&op_##name##_K_JNZB, &&op_##name##_SS_JNZB,     \
+	&&op_##name##_SK_JNZB,
 		VM_FUSED_CMPS(X)
 #undef X
 		&&op_DIV_K, &&op_MOD_K, &&op_INC_S, &&op_IDX8_S, &&op_LDIDX8_S,
-		&&op_IDX8, &&op_LDIDX8, &&op_GET2, &&op_FORLOOP,
+		&&op_IDX8, &&op_LDIDX8, &&op_GET2, &&op_FORLOOP, &&op_GET_E,
+		&&op_PUSH_E, &&op_GET2_E, &&op_SET_K, &&op_LD8_S,
 	};
 	if (t == NULL) {
 		*table = labels;
@@ -1100,6 +1129,14 @@ dispatch:
 			JUMP(pc[6].target);                                   \
 		NEXT(7);                                                      \
 	}                                                                     \
+	CASE(name##_SK_JZ)                                                    \
+	{                                                                     \
+		a = bp[pc[1].u];                                              \
+		b = pc[3].u;                                                  \
+		if (!(expr))                                                  \
+			JUMP(pc[6].target);                                   \
+		NEXT(7);                                                      \
+	}                                                                     \
 	CASE(name##_JNZB)                                                     \
 	{                                                                     \
 		a = sp[0];                                                    \
@@ -1138,6 +1175,16 @@ dispatch:
 	{                                                                     \
 		a = bp[pc[1].u];                                              \
 		b = bp[pc[3].u];                                              \
+		if (expr) {                                                   \
+			TICK(pc[6].target);                                   \
+			JUMP(pc[6].target);                                   \
+		}                                                             \
+		NEXT(7);                                                      \
+	}                                                                     \
+	CASE(name##_SK_JNZB)                                                  \
+	{                                                                     \
+		a = bp[pc[1].u];                                              \
+		b = pc[3].u;                                                  \
 		if (expr) {                                                   \
 			TICK(pc[6].target);                                   \
 			JUMP(pc[6].target);                                   \
@@ -1203,6 +1250,42 @@ dispatch:
 		}
 		tos = a; /* the ld64 itself: a fault names it */
 		JUMP(pc + 4);
+	}
+	CASE(SET_K)
+	{
+		bp[pc[3].u] = pc[1].u;
+		MIRROR(pc[3].u);
+		NEXT(4);
+	}
+	CASE(LD8_S)
+	{
+		a = tos + bp[pc[1].u];
+		const uint8_t *q_ = FAST(rtlb, a, 1);
+		if (q_ != NULL) {
+			tos = *q_;
+			NEXT(4);
+		}
+		tos = a; /* the ld8 itself: a fault names it */
+		JUMP(pc + 3);
+	}
+	CASE(GET_E) /* GET on an empty stack: tos is the mirror */
+	{
+		sp++;
+		tos = bp[OPND.u];
+		NEXT(2);
+	}
+	CASE(PUSH_E)
+	{
+		sp++;
+		tos = OPND.u;
+		NEXT(2);
+	}
+	CASE(GET2_E)
+	{
+		sp[2] = bp[pc[1].u];
+		sp += 2;
+		tos = bp[pc[3].u];
+		NEXT(4);
 	}
 	CASE(GET2)
 	{

@@ -50,14 +50,16 @@ for name, f in cmps.items():
         setab(a, b)
         body.append(f"        get 0\n        get 1\n        {name}")  # CMP_S (value)
         show(); exp.append(int(f(a, b)))
-        for form in ("ss", "s", "k", "stack"):
+        for form in ("ss", "sk", "s", "k", "stack"):
             no, end = L(), L()
             if form == "ss":
                 body.append(f"        get 0\n        get 1\n        {name}\n        jz {no}")
             elif form == "s":
                 body.append(f"        get 0\n        push 0\n        add\n        get 1\n        {name}\n        jz {no}")
-            elif form == "k":
+            elif form == "sk":
                 body.append(f"        get 0\n        push {b}\n        {name}\n        jz {no}")
+            elif form == "k":
+                body.append(f"        get 0\n        push 0\n        add\n        push {b}\n        {name}\n        jz {no}")
             else:  # jump into the middle: the cmp's own cell runs CMP_JZ
                 mid = L()
                 body.append(f"        get 0\n        get 1\n        jmp {mid}\n{mid}:\n        {name}\n        jz {no}")
@@ -90,6 +92,10 @@ body.append("        get 2\n        push 56\n        add\n        ld64"); show()
 setab(5, 6)
 body.append("        get 0\n        get 1\n        swap\n        sub"); show(); exp.append(1)
 body.append("        get 1\n        get 0\n        get 1\n        rot\n        drop\n        mul"); show(); exp.append(30)
+# SET_K, and LD8_S (a byte of the array: little-endian words 11, -12, ...)
+body.append("        push 5\n        set 1\n        get 1"); show(); exp.append(5)
+body.append("        push 0\n        set 1\n        get 2\n        get 1\n        add\n        ld8"); show(); exp.append(11)
+body.append("        push 8\n        set 1\n        get 2\n        get 1\n        add\n        ld8"); show(); exp.append(244)
 # OP_SET: a binary operator straight into a slot
 for name, f in ops.items():
     a, b = 12, 3
@@ -97,7 +103,7 @@ for name, f in ops.items():
     body.append(f"        push {a}\n        get 1\n        {name}\n        set 0\n        get 0"); show(); exp.append(s64(f(a, b)))
 # CMP + backward jnz in its three forms: count how often the loop runs
 for name, f in cmps.items():
-    for form in ("ss", "s", "k", "stack"):
+    for form in ("ss", "sk", "s", "k", "stack"):
         # slot 0 counts up from 0; loop while CMP(slot0, 3) holds
         top, test = L(), L()
         body.append(f"        push 0\n        set 0\n        push 3\n        set 1\n        jmp {test}\n{top}:\n        get 0\n        push 1\n        add\n        set 0\n{test}:")
@@ -105,8 +111,10 @@ for name, f in cmps.items():
             body.append(f"        get 0\n        get 1\n        {name}\n        jnz {top}")
         elif form == "s":
             body.append(f"        get 0\n        push 0\n        add\n        get 1\n        {name}\n        jnz {top}")
-        elif form == "k":
+        elif form == "sk":
             body.append(f"        get 0\n        push 3\n        {name}\n        jnz {top}")
+        elif form == "k":
+            body.append(f"        get 0\n        push 0\n        add\n        push 3\n        {name}\n        jnz {top}")
         else:
             mid = L()
             body.append(f"        get 0\n        get 1\n        jmp {mid}\n{mid}:\n        {name}\n        jnz {top}")
