@@ -1092,107 +1092,49 @@ dispatch:
 	}
 	VM_FUSED_BINOPS(X)
 #undef X
-#define X(name, expr)                                                         \
-	CASE(name##_JZ)                                                       \
+/* Fused compare-and-branch: the operands (a below, b top) of each form,
+ * then the branch: to a forward target when the compare is false (jz), or
+ * to a backward one when it is true (jnz, spending budget); @t is the
+ * target's cell, @size the cells the sequence spans. */
+#define OPS_STACK a = sp[0], b = tos, tos = sp[-1], sp -= 2
+#define OPS_S a = tos, b = bp[pc[1].u], tos = *sp--
+#define OPS_K a = tos, b = pc[1].u, tos = *sp--
+#define OPS_SS a = bp[pc[1].u], b = bp[pc[3].u]
+#define OPS_SK a = bp[pc[1].u], b = pc[3].u
+#define BR_JZ(cond, t, size)                                                  \
 	{                                                                     \
-		a = sp[0];                                                    \
-		b = tos;                                                      \
-		tos = sp[-1];                                                 \
-		sp -= 2;                                                      \
-		if (!(expr))                                                  \
-			JUMP(pc[2].target);                                   \
-		NEXT(3);                                                      \
-	}                                                                     \
-	CASE(name##_S_JZ)                                                     \
-	{                                                                     \
-		a = tos;                                                      \
-		b = bp[pc[1].u];                                              \
-		tos = *sp--;                                                  \
-		if (!(expr))                                                  \
-			JUMP(pc[4].target);                                   \
-		NEXT(5);                                                      \
-	}                                                                     \
-	CASE(name##_K_JZ)                                                     \
-	{                                                                     \
-		a = tos;                                                      \
-		b = pc[1].u;                                                  \
-		tos = *sp--;                                                  \
-		if (!(expr))                                                  \
-			JUMP(pc[4].target);                                   \
-		NEXT(5);                                                      \
-	}                                                                     \
-	CASE(name##_SS_JZ)                                                    \
-	{                                                                     \
-		a = bp[pc[1].u];                                              \
-		b = bp[pc[3].u];                                              \
-		if (!(expr))                                                  \
-			JUMP(pc[6].target);                                   \
-		NEXT(7);                                                      \
-	}                                                                     \
-	CASE(name##_SK_JZ)                                                    \
-	{                                                                     \
-		a = bp[pc[1].u];                                              \
-		b = pc[3].u;                                                  \
-		if (!(expr))                                                  \
-			JUMP(pc[6].target);                                   \
-		NEXT(7);                                                      \
-	}                                                                     \
-	CASE(name##_JNZB)                                                     \
-	{                                                                     \
-		a = sp[0];                                                    \
-		b = tos;                                                      \
-		tos = sp[-1];                                                 \
-		sp -= 2;                                                      \
-		if (expr) {                                                   \
-			TICK(pc[2].target);                                   \
-			JUMP(pc[2].target);                                   \
-		}                                                             \
-		NEXT(3);                                                      \
-	}                                                                     \
-	CASE(name##_S_JNZB)                                                   \
-	{                                                                     \
-		a = tos;                                                      \
-		b = bp[pc[1].u];                                              \
-		tos = *sp--;                                                  \
-		if (expr) {                                                   \
-			TICK(pc[4].target);                                   \
-			JUMP(pc[4].target);                                   \
-		}                                                             \
-		NEXT(5);                                                      \
-	}                                                                     \
-	CASE(name##_K_JNZB)                                                   \
-	{                                                                     \
-		a = tos;                                                      \
-		b = pc[1].u;                                                  \
-		tos = *sp--;                                                  \
-		if (expr) {                                                   \
-			TICK(pc[4].target);                                   \
-			JUMP(pc[4].target);                                   \
-		}                                                             \
-		NEXT(5);                                                      \
-	}                                                                     \
-	CASE(name##_SS_JNZB)                                                  \
-	{                                                                     \
-		a = bp[pc[1].u];                                              \
-		b = bp[pc[3].u];                                              \
-		if (expr) {                                                   \
-			TICK(pc[6].target);                                   \
-			JUMP(pc[6].target);                                   \
-		}                                                             \
-		NEXT(7);                                                      \
-	}                                                                     \
-	CASE(name##_SK_JNZB)                                                  \
-	{                                                                     \
-		a = bp[pc[1].u];                                              \
-		b = pc[3].u;                                                  \
-		if (expr) {                                                   \
-			TICK(pc[6].target);                                   \
-			JUMP(pc[6].target);                                   \
-		}                                                             \
-		NEXT(7);                                                      \
+		if (!(cond))                                                  \
+			JUMP(pc[t].target);                                   \
+		NEXT(size);                                                   \
 	}
+#define BR_JNZB(cond, t, size)                                                \
+	{                                                                     \
+		if (cond) {                                                   \
+			TICK(pc[t].target);                                   \
+			JUMP(pc[t].target);                                   \
+		}                                                             \
+		NEXT(size);                                                   \
+	}
+#define X(name, expr)                                                         \
+	CASE(name##_JZ) { OPS_STACK; BR_JZ(expr, 2, 3) }                      \
+	CASE(name##_S_JZ) { OPS_S; BR_JZ(expr, 4, 5) }                        \
+	CASE(name##_K_JZ) { OPS_K; BR_JZ(expr, 4, 5) }                        \
+	CASE(name##_SS_JZ) { OPS_SS; BR_JZ(expr, 6, 7) }                      \
+	CASE(name##_SK_JZ) { OPS_SK; BR_JZ(expr, 6, 7) }                      \
+	CASE(name##_JNZB) { OPS_STACK; BR_JNZB(expr, 2, 3) }                  \
+	CASE(name##_S_JNZB) { OPS_S; BR_JNZB(expr, 4, 5) }                    \
+	CASE(name##_K_JNZB) { OPS_K; BR_JNZB(expr, 4, 5) }                    \
+	CASE(name##_SS_JNZB) { OPS_SS; BR_JNZB(expr, 6, 7) }                  \
+	CASE(name##_SK_JNZB) { OPS_SK; BR_JNZB(expr, 6, 7) }
 	VM_FUSED_CMPS(X)
 #undef X
+#undef OPS_STACK
+#undef OPS_S
+#undef OPS_K
+#undef OPS_SS
+#undef OPS_SK
+#undef BR_JZ
+#undef BR_JNZB
 	CASE(DIV_K) /* k is neither 0 nor -1 */
 	{
 		tos = (vm_word)((int64_t)tos / pc[1].i);
