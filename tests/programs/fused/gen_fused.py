@@ -30,6 +30,24 @@ def show():
     body.append("        call println\n        drop")
 def setab(a, b):
     body.append(f"        push {a}\n        set 0\n        push {b}\n        set 1")
+FORMS = ("ss", "sk", "s", "k", "stack")
+
+
+def compare(form, name, b, jump, target):
+    """Slots 0 (a) and 1 (b) compared by CMP @name and a @jump to @target,
+    in one of the linker's operand forms: both slots, slot and immediate,
+    a computed value and a slot, a computed value and an immediate, and
+    both on the stack (entered in the middle, so the CMP's cell runs)."""
+    pre = {"ss": "get 0\nget 1", "sk": f"get 0\npush {b}",
+           "s": "get 0\npush 0\nadd\nget 1", "k": f"get 0\npush 0\nadd\npush {b}"}
+    if form in pre:
+        code = f"{pre[form]}\n{name}\n{jump} {target}"
+        return "\n".join("        " + l for l in code.split("\n"))
+    mid = L()
+    return (f"        get 0\n        get 1\n        jmp {mid}\n{mid}:\n"
+            f"        {name}\n        {jump} {target}")
+
+
 lbl = [0]
 def L():
     lbl[0] += 1
@@ -50,19 +68,9 @@ for name, f in cmps.items():
         setab(a, b)
         body.append(f"        get 0\n        get 1\n        {name}")  # CMP_S (value)
         show(); exp.append(int(f(a, b)))
-        for form in ("ss", "sk", "s", "k", "stack"):
+        for form in FORMS:
             no, end = L(), L()
-            if form == "ss":
-                body.append(f"        get 0\n        get 1\n        {name}\n        jz {no}")
-            elif form == "s":
-                body.append(f"        get 0\n        push 0\n        add\n        get 1\n        {name}\n        jz {no}")
-            elif form == "sk":
-                body.append(f"        get 0\n        push {b}\n        {name}\n        jz {no}")
-            elif form == "k":
-                body.append(f"        get 0\n        push 0\n        add\n        push {b}\n        {name}\n        jz {no}")
-            else:  # jump into the middle: the cmp's own cell runs CMP_JZ
-                mid = L()
-                body.append(f"        get 0\n        get 1\n        jmp {mid}\n{mid}:\n        {name}\n        jz {no}")
+            body.append(compare(form, name, b, "jz", no))
             body.append(f"        push 1\n        jmp {end}\n{no}:\n        push 0\n{end}:")
             show(); exp.append(int(f(a, b)))
 for a in (100, -100, 7):
@@ -103,21 +111,11 @@ for name, f in ops.items():
     body.append(f"        push {a}\n        get 1\n        {name}\n        set 0\n        get 0"); show(); exp.append(s64(f(a, b)))
 # CMP + backward jnz in its three forms: count how often the loop runs
 for name, f in cmps.items():
-    for form in ("ss", "sk", "s", "k", "stack"):
+    for form in FORMS:
         # slot 0 counts up from 0; loop while CMP(slot0, 3) holds
         top, test = L(), L()
         body.append(f"        push 0\n        set 0\n        push 3\n        set 1\n        jmp {test}\n{top}:\n        get 0\n        push 1\n        add\n        set 0\n{test}:")
-        if form == "ss":
-            body.append(f"        get 0\n        get 1\n        {name}\n        jnz {top}")
-        elif form == "s":
-            body.append(f"        get 0\n        push 0\n        add\n        get 1\n        {name}\n        jnz {top}")
-        elif form == "sk":
-            body.append(f"        get 0\n        push 3\n        {name}\n        jnz {top}")
-        elif form == "k":
-            body.append(f"        get 0\n        push 0\n        add\n        push 3\n        {name}\n        jnz {top}")
-        else:
-            mid = L()
-            body.append(f"        get 0\n        get 1\n        jmp {mid}\n{mid}:\n        {name}\n        jnz {top}")
+        body.append(compare(form, name, 3, "jnz", top))
         body.append("        get 0")
         show()
         c = 0
