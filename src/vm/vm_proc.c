@@ -126,10 +126,26 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 		   const char *msg)
 {
 	const struct vm_module *m = p->m;
-	uint32_t off = p->x.cell_off[pc];
+	uint32_t off = p->x.cell_off[pc], depth = t->depth;
 	int f = vm_module_func_at(m, off);
-	const char *file;
+	const char *file, *inside = NULL;
 	uint32_t line = vm_module_line(m, off, &file);
+	char where[VM_NAME_MAX + 16] = "";
+
+	/* A source file named <...> is code the compiler supplied (print's
+	 * implementation, "<prelude>"): report the error where the program
+	 * called into it, naming the function it happened in. */
+	while (file[0] == '<' && depth > 0) {
+		if (inside == NULL)
+			inside = f >= 0 ? m->funcs[f].name : "?";
+		depth--;
+		/* the return cell follows the call's operand cell */
+		off = p->x.cell_off[t->frames[depth].ret - 1];
+		f = vm_module_func_at(m, off);
+		line = vm_module_line(m, off, &file);
+	}
+	if (inside != NULL)
+		snprintf(where, sizeof where, ", inside %s", inside);
 
 	pthread_mutex_lock(&p->endlock);
 	if (!atomic_load(&p->ending)) {
@@ -138,8 +154,9 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 		vm__out_flush(&p->out);
 		dprintf(p->opt.fd_err,
 			"%s:%" PRIu32 ": runtime error: %s (in function %s, "
-			"thread %" PRIu64 ")\n",
-			file, line, msg, f >= 0 ? m->funcs[f].name : "?", t->tid);
+			"thread %" PRIu64 "%s)\n",
+			file, line, msg, f >= 0 ? m->funcs[f].name : "?", t->tid,
+			where);
 	}
 	pthread_mutex_unlock(&p->endlock);
 	vm__sched_stop(&p->sched);
