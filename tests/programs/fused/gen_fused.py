@@ -123,14 +123,18 @@ for name, f in cmps.items():
             c += 1
         exp.append(c)
 # FORLOOP, with the counter in the last slot (slot 2) and the stack empty,
-# then a push: the counter must keep its final value
+# then a spill of the cached top: the counter must keep its final value
 body.append("        push 0\n        set 2\n        push 6\n        set 1\n        push 0\n        set 0")
 top, test = L(), L()
 body.append(f"        jmp {test}\n{top}:\n        get 0\n        get 2\n        add\n        set 0\n        get 2\n        push 1\n        add\n        set 2\n{test}:\n        get 2\n        get 1\n        lt\n        jnz {top}")
-body.append("        push 100\n        drop\n        get 2"); show(); exp.append(6)
+# (self spills the cached top of stack into the last slot's place: it
+# must hold the counter's new value)
+body.append("        self\n        drop\n        get 2"); show(); exp.append(6)
 body.append("        get 0"); show(); exp.append(15)
-# INC_S on the last slot with an empty stack, then a push
-body.append("        get 2\n        push 5\n        add\n        set 2\n        push 1\n        drop\n        get 2"); show(); exp.append(11)
+# INC_S, SET_K and OP_SSS on the last slot with an empty stack, then a spill
+body.append("        get 2\n        push 5\n        add\n        set 2\n        self\n        drop\n        get 2"); show(); exp.append(11)
+body.append("        push 7\n        set 2\n        self\n        drop\n        get 2"); show(); exp.append(7)
+body.append("        get 0\n        get 1\n        add\n        set 2\n        self\n        drop\n        get 2"); show(); exp.append(21)
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused.fla"), "w") as o:
     o.write("; Every superinstruction the linker makes (docs/performance.md): binary\n")
     o.write("; operators with a slot or immediate operand, compare-and-branch from\n")
