@@ -417,10 +417,15 @@ void vm__fault(struct vm_worker *w, const char *fmt, ...)
 /* Load the module's segments into @p's global space. */
 int vm__load_segments(struct vm_proc *p, struct fl_err *err);
 
-/* ---- The interpreter (vm_interp.c) ---- */
+/* ---- Linking (vm_link.c) and the interpreter (vm_interp.c) ---- */
 
+/* Link @p's module into p->x (threaded code, superinstructions unless
+ * opt.no_fuse); 0 or FL_ENOMEM. */
 int vm__link(struct vm_proc *p);
 void vm__unlink(struct vm_proc *p);
+/* The handler addresses, indexed by vm_xops.h's numbering (NULL when the
+ * interpreter is built with a switch, which dispatches on the number). */
+const void *const *vm__interp_handlers(void);
 
 enum vm_stop {
 	VM_STOP_YIELD, /* budget spent or yield: queue it again */

@@ -1,9 +1,5 @@
-/* The interpreter: links a verified module into threaded code and runs
- * VM threads on it.
+/* The interpreter: runs VM threads on a module's linked code (vm_link.c).
  *
- * Linking turns each instruction into a handler cell followed by at most
- * one operand cell: immediates and data addresses become values, jump
- * targets become cell pointers, functions become struct vm_xfunc pointers.
  * The loop keeps pc, sp and bp in locals and dispatches with computed goto
  * (define VM_SWITCH_DISPATCH for a portable switch). Nothing the verifier
  * proved is checked again here: operand ranges, stack depth per
@@ -18,10 +14,10 @@
  * it (the top word in memory); bp at slot 0 of the frame. With an empty
  * operand stack tos mirrors the word at sp + 1 (the frame's last slot, or
  * below the frame), so pushing it there is harmless; handlers that write
- * a slot other than SET's way keep the mirror (MIRROR). Handlers that are not on the hot path spill
- * tos first (SPILL: the memory then holds the whole stack, sp at the top
- * word, as the thread's saved state does) and reload it at the end
- * (NEXT_FILL). SAVE() writes the spilled registers to the thread (as
+ * a slot other than SET's way keep the mirror (MIRROR). Handlers that are
+ * not on the hot path spill tos first (SPILL: the memory then holds the
+ * whole stack, sp at the top word, as the thread's saved state does) and
+ * reload it at the end (NEXT_FILL). SAVE() writes the spilled registers to the thread (as
  * indices) before anything that can park it or hand it to another worker;
  * a thread is resumed from exactly that state.
  *
@@ -33,6 +29,7 @@
  *   FILE:LINE: runtime error: WHAT (in function NAME, thread N)
  * Runs on worker OS threads; no global state. */
 #include "vm/vm_int.h"
+#include "vm/vm_xops.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -53,357 +50,6 @@
 static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 					   struct vm_thread *t,
 					   const void *const **table);
-
-/* Binary operators that have fused forms (see "Superinstructions"): the
- * handler name and the result from a (below) and b (top). */
-#define VM_FUSED_BINOPS(X)                                                    \
-	X(ADD, a + b)                                                         \
-	X(SUB, a - b)                                                         \
-	X(MUL, a * b)                                                         \
-	X(AND, a & b)                                                         \
-	X(OR, a | b)                                                          \
-	X(XOR, a ^ b)                                                         \
-	X(SHL, a << (b & 63))                                                 \
-	X(SHR, a >> (b & 63))                                                 \
-	X(SAR, (vm_word)((int64_t)a >> (b & 63)))                             \
-	VM_FUSED_CMPS(X)
-#define VM_FUSED_CMPS(X)                                                      \
-	X(EQ, a == b)                                                         \
-	X(NE, a != b)                                                         \
-	X(LT, (int64_t)a < (int64_t)b)                                        \
-	X(LE, (int64_t)a <= (int64_t)b)                                       \
-	X(GT, (int64_t)a > (int64_t)b)                                        \
-	X(GE, (int64_t)a >= (int64_t)b)                                       \
-	X(LTU, a < b)                                                         \
-	X(LEU, a <= b)                                                        \
-	X(GTU, a > b)                                                         \
-	X(GEU, a >= b)
-
-/* Handlers that exist only in linked code: jumps whose target is not after
- * them, which spend preemption budget (forward jumps never need to), and
- * superinstructions. */
-enum {
-	VM_OP_JMPB = VM_OP__COUNT,
-	VM_OP_JZB,
-	VM_OP_JNZB,
-#define X(name, expr)                                                         \
-	VM_OP_##name##_S, VM_OP_##name##_K, VM_OP_##name##_SET,                \
-	VM_OP_##name##_SSS,
-	VM_FUSED_BINOPS(X)
-#undef X
-#define X(name, expr)                                                         \
-	VM_OP_##name##_JZ, VM_OP_##name##_S_JZ, VM_OP_##name##_K_JZ,           \
-	VM_OP_##name##_SS_JZ, VM_OP_##name##_SK_JZ, VM_OP_##name##_JNZB,       \
-	VM_OP_##name##_S_JNZB, VM_OP_##name##_K_JNZB, VM_OP_##name##_SS_JNZB,  \
-	VM_OP_##name##_SK_JNZB,
-	VM_FUSED_CMPS(X)
-#undef X
-	VM_OP_DIV_K,
-	VM_OP_MOD_K,
-	VM_OP_INC_S,
-	VM_OP_IDX8_S,
-	VM_OP_LDIDX8_S,
-	VM_OP_IDX8,
-	VM_OP_LDIDX8,
-	VM_OP_GET2,
-	VM_OP_FORLOOP,
-	VM_OP_GET_E,
-	VM_OP_PUSH_E,
-	VM_OP_GET2_E,
-	VM_OP_SET_K,
-	VM_OP_LD8_S,
-	VM_XOP__COUNT
-};
-
-/* ---- Superinstructions ----
- *
- * The linker replaces the handler of an instruction that starts a common
- * sequence with one handler doing the whole sequence. The sequence's other
- * cells stay as they were, so a jump into its middle, a thread resumed at
- * any instruction, and the pc-to-offset map all still work; the fused
- * handler reads the operands from their cells and skips to the cell after
- * the sequence. Only sequences that cannot fail or park are fused (no
- * division by a slot), so no state is ever observed in the middle of one,
- * except a load's fault, which names the load; a fused backward jump
- * spends budget like jnz and may yield at its target, after the sequence.
- *   get b; OP            -> OP_S      (OP: a binary operator above)
- *   push k; OP           -> OP_K
- *   OP; set a            -> OP_SET
- *   get a; get b; OP; set c          -> OP_SSS (c = a OP b, all slots)
- *   get a; get b; CMP; jz L          -> CMP_SS_JZ (and _SS_JNZB)
- *   get a; push k; CMP; jz L         -> CMP_SK_JZ (and _SK_JNZB)
- *   push k; set a        -> SET_K
- *   get b; add; ld8      -> LD8_S     (a byte at p + i)
- * and on an empty stack (the verifier's depth 0) GET, PUSH and GET2 skip
- * spilling tos: GET_E, PUSH_E, GET2_E.
- *   CMP; jz L            -> CMP_JZ    (forward L)
- *   get b; CMP; jz L     -> CMP_S_JZ
- *   push k; CMP; jz L    -> CMP_K_JZ
- *   CMP; jnz L           -> CMP_JNZB  (backward L: a loop's test), and
- *                           the _S_ and _K_ forms as for jz
- *   get i; push 1; add; set i; get i; get h; lt; jnz L
- *                        -> FORLOOP   (backward L: a for loop's step)
- *   push k; div|mod      -> DIV_K, MOD_K (k not 0 or -1)
- *   get a; push k; add; set a        -> INC_S  (a += k)
- *   get i; push 3; shl; add          -> IDX8_S (tos += 8 * i)
- *   get i; push 3; shl; add; ld64    -> LDIDX8_S
- *   push 3; shl; add                 -> IDX8   (p i -- p + 8 * i)
- *   push 3; shl; add; ld64           -> LDIDX8
- *   get a; get b                     -> GET2   (unless get b starts one) */
-
-/* The instructions of a function from one offset on, decoded. */
-#define FUSE_MAX 8 /* the longest sequence */
-struct fuse_win {
-	struct vm_insn in[FUSE_MAX];
-	bool back[FUSE_MAX]; /* a jump whose target is not after it */
-	int n;
-};
-
-/* OP's fused form: which = 0 operand in a slot, 1 immediate, 2 OP_SET,
- * 3 OP_SSS. */
-static int fused_binop(enum vm_op op, int which)
-{
-	switch (op) {
-#define X(name, expr)                                                         \
-	case VM_OP_##name:                                                    \
-		return VM_OP_##name##_S + which;
-		VM_FUSED_BINOPS(X)
-#undef X
-	default:
-		return -1;
-	}
-}
-
-/* CMP + forward jz (back false) or backward jnz (back true): which = 0
- * on the stack, 1 slot, 2 immediate, 3 both operands slots, 4 slot and
- * immediate. */
-static int fused_cmp_jump(enum vm_op op, bool back, int which)
-{
-	switch (op) {
-#define X(name, expr)                                                         \
-	case VM_OP_##name:                                                    \
-		return (back ? VM_OP_##name##_JNZB : VM_OP_##name##_JZ) + which;
-		VM_FUSED_CMPS(X)
-#undef X
-	default:
-		return -1;
-	}
-}
-
-/* Does instruction @k of @w jump the way a fused CMP may: a forward jz or
- * a backward jnz? *@back says which. */
-static bool cmp_jump(const struct fuse_win *w, int k, bool *back)
-{
-	if (k >= w->n)
-		return false;
-	*back = w->back[k];
-	return (w->in[k].op == VM_OP_JZ && !w->back[k]) ||
-	       (w->in[k].op == VM_OP_JNZ && w->back[k]);
-}
-
-/* The handler to put on the first instruction of @w, or -1. */
-static int fuse(const struct fuse_win *w)
-{
-	const struct vm_insn *in = w->in;
-	int n = w->n;
-	bool get = in[0].op == VM_OP_GET, push = in[0].op == VM_OP_PUSH;
-	bool idx = push && in[0].imm == 3 && n >= 3 && in[1].op == VM_OP_SHL &&
-		   in[2].op == VM_OP_ADD;
-	bool back;
-
-	if (n >= 8 && get && in[1].op == VM_OP_PUSH && in[1].imm == 1 &&
-	    in[2].op == VM_OP_ADD && in[3].op == VM_OP_SET &&
-	    in[3].imm == in[0].imm && in[4].op == VM_OP_GET &&
-	    in[4].imm == in[0].imm && in[5].op == VM_OP_GET &&
-	    in[6].op == VM_OP_LT && in[7].op == VM_OP_JNZ && w->back[7])
-		return VM_OP_FORLOOP;
-	if (n >= 4 && get && in[1].op == VM_OP_GET && in[3].op == VM_OP_SET &&
-	    fused_binop(in[2].op, 3) >= 0)
-		return fused_binop(in[2].op, 3);
-	if (get && (in[1].op == VM_OP_GET || in[1].op == VM_OP_PUSH) &&
-	    cmp_jump(w, 3, &back) && fused_cmp_jump(in[2].op, back, 0) >= 0)
-		return fused_cmp_jump(in[2].op, back,
-				      in[1].op == VM_OP_GET ? 3 : 4);
-	if (n >= 3 && get && in[1].op == VM_OP_ADD && in[2].op == VM_OP_LD8)
-		return VM_OP_LD8_S;
-	if (n >= 2 && push && in[1].op == VM_OP_SET)
-		return VM_OP_SET_K;
-
-	if (n >= 5 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
-	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD &&
-	    in[4].op == VM_OP_LD64)
-		return VM_OP_LDIDX8_S;
-	if (n >= 4 && get && in[1].op == VM_OP_PUSH && in[1].imm == 3 &&
-	    in[2].op == VM_OP_SHL && in[3].op == VM_OP_ADD)
-		return VM_OP_IDX8_S;
-	if (n >= 4 && get && in[1].op == VM_OP_PUSH && in[2].op == VM_OP_ADD &&
-	    in[3].op == VM_OP_SET && in[3].imm == in[0].imm)
-		return VM_OP_INC_S;
-	if ((get || push) && cmp_jump(w, 2, &back) &&
-	    fused_cmp_jump(in[1].op, back, 0) >= 0)
-		return fused_cmp_jump(in[1].op, back, get ? 1 : 2);
-	if (n >= 2 && (get || push) && fused_binop(in[1].op, 0) >= 0)
-		return fused_binop(in[1].op, get ? 0 : 1);
-	if (n >= 2 && push && in[0].imm != 0 && in[0].imm != -1 &&
-	    (in[1].op == VM_OP_DIV || in[1].op == VM_OP_MOD))
-		return in[1].op == VM_OP_DIV ? VM_OP_DIV_K : VM_OP_MOD_K;
-	if (idx)
-		return n >= 4 && in[3].op == VM_OP_LD64 ? VM_OP_LDIDX8
-							: VM_OP_IDX8;
-	if (cmp_jump(w, 1, &back) && fused_cmp_jump(in[0].op, back, 0) >= 0)
-		return fused_cmp_jump(in[0].op, back, 0);
-	if (n >= 2 && in[1].op == VM_OP_SET && fused_binop(in[0].op, 2) >= 0)
-		return fused_binop(in[0].op, 2);
-	if (n >= 2 && get && in[1].op == VM_OP_GET) {
-		struct fuse_win rest = *w;
-		memmove(rest.in, rest.in + 1, (size_t)(n - 1) * sizeof *rest.in);
-		memmove(rest.back, rest.back + 1, (size_t)(n - 1) * sizeof *rest.back);
-		rest.n = n - 1;
-		if (fuse(&rest) < 0)
-			return VM_OP_GET2;
-	}
-	return -1;
-}
-
-/* Put superinstructions on function @f's linked code. */
-static void fuse_function(const struct vm_module *m,
-			  const struct vm_function *f, union vm_cell *cells,
-			  const uint32_t *cell_at, const void *const *table)
-{
-	uint32_t end = f->code_off + f->code_len;
-	struct fuse_win w;
-
-	for (uint32_t off = f->code_off; off < end; off += w.in[0].size) {
-		uint32_t o = off;
-		for (w.n = 0; w.n < FUSE_MAX && o < end; w.n++) {
-			vm_insn_decode(m->code, m->code_len, o, &w.in[w.n], NULL);
-			w.back[w.n] =
-				vm_opinfo[w.in[w.n].op].operand == VM_OPND_LABEL &&
-				(uint32_t)w.in[w.n].imm <= o - f->code_off;
-			o += w.in[w.n].size;
-		}
-		int op = fuse(&w);
-		/* On an empty stack, a push need not spill tos (it mirrors
-		 * the word it would be written to). */
-		if (m->depth != NULL && m->depth[off] == 0) {
-			if (op < 0 && w.in[0].op == VM_OP_GET)
-				op = VM_OP_GET_E;
-			else if (op < 0 && w.in[0].op == VM_OP_PUSH)
-				op = VM_OP_PUSH_E;
-			else if (op == VM_OP_GET2)
-				op = VM_OP_GET2_E;
-		}
-		if (op < 0)
-			continue;
-#ifdef VM_SWITCH_DISPATCH
-		(void)table;
-		cells[cell_at[off]].op = (uintptr_t)op;
-#else
-		cells[cell_at[off]].h = table[op];
-#endif
-	}
-}
-
-/* ---- Linking ---- */
-
-int vm__link(struct vm_proc *p)
-{
-	const struct vm_module *m = p->m;
-	struct vm_xcode *x = &p->x;
-	const void *const *table = NULL;
-	uint32_t *cell_at = NULL; /* module offset -> cell index */
-	size_t n = 0;
-	struct vm_insn in;
-
-	run(NULL, NULL, &table);
-	for (uint32_t off = 0; off < m->code_len; off += in.size) {
-		vm_insn_decode(m->code, m->code_len, off, &in, NULL);
-		n += in.size > 1 ? 2 : 1;
-	}
-	x->ncells = n;
-	x->cells = calloc(n ? n : 1, sizeof *x->cells);
-	x->cell_off = calloc(n ? n : 1, sizeof *x->cell_off);
-	x->funcs = calloc(m->nfuncs ? m->nfuncs : 1, sizeof *x->funcs);
-	cell_at = calloc(m->code_len ? m->code_len : 1, sizeof *cell_at);
-	if (!x->cells || !x->cell_off || !x->funcs || !cell_at)
-		goto nomem;
-
-	n = 0;
-	for (uint32_t off = 0; off < m->code_len; off += in.size) {
-		vm_insn_decode(m->code, m->code_len, off, &in, NULL);
-		cell_at[off] = (uint32_t)n;
-		x->cell_off[n] = off;
-		if (in.size > 1)
-			x->cell_off[n + 1] = off;
-		n += in.size > 1 ? 2 : 1;
-	}
-	for (uint32_t i = 0; i < m->nfuncs; i++) {
-		const struct vm_function *f = &m->funcs[i];
-		struct vm_xfunc *xf = &x->funcs[i];
-		xf->entry = &x->cells[cell_at[f->code_off]];
-		xf->nargs = f->nargs;
-		xf->nslots = f->nargs + f->nlocals;
-		xf->frame_words = xf->nslots + f->max_stack;
-		xf->index = i;
-	}
-	for (uint32_t i = 0; i < m->nfuncs; i++) {
-		const struct vm_function *f = &m->funcs[i];
-		uint32_t end = f->code_off + f->code_len;
-		for (uint32_t off = f->code_off; off < end; off += in.size) {
-			union vm_cell *c = &x->cells[cell_at[off]];
-			const struct vm_symbol *s;
-			vm_insn_decode(m->code, m->code_len, off, &in, NULL);
-			int op = in.op == VM_OP_PUSHA ? VM_OP_PUSH : (int)in.op;
-			if (vm_opinfo[in.op].operand == VM_OPND_LABEL &&
-			    (uint32_t)in.imm <= off - f->code_off)
-				op = in.op == VM_OP_JMP  ? VM_OP_JMPB
-				     : in.op == VM_OP_JZ ? VM_OP_JZB
-							 : VM_OP_JNZB;
-#ifdef VM_SWITCH_DISPATCH
-			c[0].op = op;
-#else
-			c[0].h = table[op];
-#endif
-			switch (vm_opinfo[in.op].operand) {
-			case VM_OPND_NONE:
-				break;
-			case VM_OPND_ADDR:
-				s = &m->syms[in.imm];
-				c[1].u = vm_module_seg_base(m, s->segment) +
-					 s->offset;
-				break;
-			case VM_OPND_LABEL:
-				c[1].target =
-					&x->cells[cell_at[f->code_off + in.imm]];
-				break;
-			case VM_OPND_FUNC:
-				c[1].fn = &x->funcs[in.imm];
-				break;
-			default:
-				c[1].i = in.imm;
-				break;
-			}
-		}
-	}
-	if (!p->opt.no_fuse)
-		for (uint32_t i = 0; i < m->nfuncs; i++)
-			fuse_function(m, &m->funcs[i], x->cells, cell_at, table);
-	x->cell_at = cell_at;
-	return 0;
-nomem:
-	free(cell_at);
-	vm__unlink(p);
-	return FL_ENOMEM;
-}
-
-void vm__unlink(struct vm_proc *p)
-{
-	free(p->x.cells);
-	free(p->x.cell_off);
-	free(p->x.cell_at);
-	free(p->x.funcs);
-	memset(&p->x, 0, sizeof p->x);
-}
 
 /* ---- Slow paths, out of the loop ---- */
 
@@ -717,6 +363,14 @@ enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t)
 	return run(w, t, NULL);
 }
 
+const void *const *vm__interp_handlers(void)
+{
+	const void *const *table;
+
+	run(NULL, NULL, &table);
+	return table;
+}
+
 /* Backward jumps and calls a thread runs before it lets others run. */
 #define VM_BUDGET 10000
 
@@ -729,21 +383,9 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 #define OP(name, mn, opnd, pops, pushes, flags, effect, doc) &&op_##name,
 #include "vm/vm_opcodes.def"
 #undef OP
-		&&op_JMPB, &&op_JZB, &&op_JNZB,
-#define X(name, expr)                                                         \
-	&&op_##name##_S, &&op_##name##_K, &&op_##name##_SET, &&op_##name##_SSS,
-		VM_FUSED_BINOPS(X)
+#define X(name) &&op_##name,
+		VM_XOPS(X)
 #undef X
-#define X(name, expr)                                                         \
-	&&op_##name##_JZ, &&op_##name##_S_JZ, &&op_##name##_K_JZ,              \
-	&&op_##name##_SS_JZ, &&op_##name##_SK_JZ, &&op_##name##_JNZB,          \
-	&&op_##name##_S_JNZB, &&op_##name##_K_JNZB, &&op_##name##_SS_JNZB,     \
-	&&op_##name##_SK_JNZB,
-		VM_FUSED_CMPS(X)
-#undef X
-		&&op_DIV_K, &&op_MOD_K, &&op_INC_S, &&op_IDX8_S, &&op_LDIDX8_S,
-		&&op_IDX8, &&op_LDIDX8, &&op_GET2, &&op_FORLOOP, &&op_GET_E,
-		&&op_PUSH_E, &&op_GET2_E, &&op_SET_K, &&op_LD8_S,
 	};
 	if (t == NULL) {
 		*table = labels;
@@ -1057,9 +699,9 @@ dispatch:
 		}
 		NEXT(2);
 	}
-	/* Superinstructions (see fuse()): operands are read from the cells
-	 * of the instructions they replace. */
-#define X(name, expr)                                                         \
+	/* Superinstructions (vm_link.c lists their sequences): operands are
+	 * read from the cells of the instructions they replace. */
+#define X(unused, name, expr)                                                 \
 	CASE(name##_S)                                                        \
 	{                                                                     \
 		a = tos;                                                      \
@@ -1090,7 +732,7 @@ dispatch:
 		MIRROR(pc[6].u);                                              \
 		NEXT(7);                                                      \
 	}
-	VM_FUSED_BINOPS(X)
+	VM_FUSED_BINOPS(X, _)
 #undef X
 /* Fused compare-and-branch: the operands (a below, b top) of each form,
  * then the branch: to a forward target when the compare is false (jz), or
@@ -1115,7 +757,7 @@ dispatch:
 		}                                                             \
 		NEXT(size);                                                   \
 	}
-#define X(name, expr)                                                         \
+#define X(unused, name, expr)                                                 \
 	CASE(name##_JZ) { OPS_STACK; BR_JZ(expr, 2, 3) }                      \
 	CASE(name##_S_JZ) { OPS_S; BR_JZ(expr, 4, 5) }                        \
 	CASE(name##_K_JZ) { OPS_K; BR_JZ(expr, 4, 5) }                        \
@@ -1126,7 +768,7 @@ dispatch:
 	CASE(name##_K_JNZB) { OPS_K; BR_JNZB(expr, 4, 5) }                    \
 	CASE(name##_SS_JNZB) { OPS_SS; BR_JNZB(expr, 6, 7) }                  \
 	CASE(name##_SK_JNZB) { OPS_SK; BR_JNZB(expr, 6, 7) }
-	VM_FUSED_CMPS(X)
+	VM_FUSED_CMPS(X, _)
 #undef X
 #undef OPS_STACK
 #undef OPS_S

@@ -1,6 +1,6 @@
 """Random programs run with and without superinstructions must agree.
 
-The linker fuses common instruction sequences (src/vm/vm_interp.c,
+The linker fuses common instruction sequences (src/vm/vm_link.c,
 "Superinstructions"); tests/programs/fused/ checks each form on chosen
 values. Here a seeded generator writes many small .fla programs made of the
 shapes those sequences come from -- slot and immediate operands, stores

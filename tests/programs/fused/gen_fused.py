@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Write fused.fla beside this script: a golden program with every
-superinstruction the linker makes (src/vm/vm_interp.c, "Superinstructions")
+superinstruction the linker makes (src/vm/vm_link.c, "Superinstructions")
 and the results Python computes for it (64-bit wrap-around, C's truncating
 division). Rerun after adding a fused form; the test suite runs fused.fla
 with and without --debug-no-fuse."""
