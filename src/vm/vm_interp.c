@@ -17,9 +17,9 @@
  * a slot other than SET's way keep the mirror (MIRROR). Handlers that are
  * not on the hot path spill tos first (SPILL: the memory then holds the
  * whole stack, sp at the top word, as the thread's saved state does) and
- * reload it at the end (NEXT_FILL). SAVE() writes the spilled registers to the thread (as
- * indices) before anything that can park it or hand it to another worker;
- * a thread is resumed from exactly that state.
+ * reload it at the end (NEXT_FILL). SAVE() writes the spilled registers
+ * to the thread (as indices) before anything that can park it or hand it
+ * to another worker; a thread is resumed from exactly that state.
  *
  * Scheduling: every backward jump and call spends one unit of the thread's
  * budget; when it runs out the thread yields if anything else is queued,

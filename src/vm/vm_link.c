@@ -129,7 +129,7 @@ static int fuse(const struct fuse_win *w)
 	if (n >= 4 && get && in[1].op == VM_OP_GET && in[3].op == VM_OP_SET &&
 	    fused_binop(in[2].op, 3) >= 0)
 		return fused_binop(in[2].op, 3);
-	if (get && (in[1].op == VM_OP_GET || in[1].op == VM_OP_PUSH) &&
+	if (n >= 4 && get && (in[1].op == VM_OP_GET || in[1].op == VM_OP_PUSH) &&
 	    cmp_jump(w, 3, &back) && fused_cmp_jump(in[2].op, back, 0) >= 0)
 		return fused_cmp_jump(in[2].op, back,
 				      in[1].op == VM_OP_GET ? 3 : 4);
@@ -164,10 +164,12 @@ static int fuse(const struct fuse_win *w)
 	if (n >= 2 && in[1].op == VM_OP_SET && fused_binop(in[0].op, 2) >= 0)
 		return fused_binop(in[0].op, 2);
 	if (n >= 2 && get && in[1].op == VM_OP_GET) {
-		struct fuse_win rest = *w;
-		memmove(rest.in, rest.in + 1, (size_t)(n - 1) * sizeof *rest.in);
-		memmove(rest.back, rest.back + 1, (size_t)(n - 1) * sizeof *rest.back);
+		struct fuse_win rest; /* the window from `get b` on */
 		rest.n = n - 1;
+		for (int i = 0; i < rest.n; i++) {
+			rest.in[i] = in[i + 1];
+			rest.back[i] = w->back[i + 1];
+		}
 		if (fuse(&rest) < 0)
 			return VM_OP_GET2;
 	}
