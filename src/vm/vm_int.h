@@ -402,6 +402,9 @@ bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
 		   const char *what);
 void vm__tlb_flush(struct vm_worker *w);
+/* Forget @w's writable translations of local pages (a spawn makes them
+ * shared copy-on-write); cheap while few entries were filled. */
+void vm__tlb_drop_local_writes(struct vm_worker *w);
 
 /* Copy between program memory and the host, any length, page by page. */
 int vm__mem_read(struct vm_worker *w, void *dst, vm_word addr, vm_word n,

@@ -988,9 +988,7 @@ dispatch:
 		struct vm_thread *c;
 		/* Local pages become shared copy-on-write: no cached
 		 * translation may write them in place any more. */
-		for (int i = 0; i < VM_TLB_SIZE; i++)
-			if (!(wtlb[i].key >> (63 - VM_PAGE_SHIFT) & 1))
-				wtlb[i].key = ~(vm_word)0;
+		vm__tlb_drop_local_writes(w);
 		c = vm__thread_new(p, callee, sp - callee->nargs + 1,
 				   callee->nargs, t);
 		if (c == NULL)

@@ -412,6 +412,18 @@ void vm__tlb_flush(struct vm_worker *w)
 	w->nfilled = 0;
 }
 
+void vm__tlb_drop_local_writes(struct vm_worker *w)
+{
+	bool tracked = w->nfilled <= VM_TLB_TRACK;
+	unsigned n = tracked ? w->nfilled : VM_TLB_SIZE;
+
+	for (unsigned k = 0; k < n; k++) {
+		struct vm_tlb_entry *e = &w->wtlb[tracked ? w->filled[k] : k];
+		if (!(e->key >> (63 - VM_PAGE_SHIFT) & 1)) /* a local page */
+			e->key = ~(vm_word)0;
+	}
+}
+
 static void tlb_fill(struct vm_worker *w, struct vm_tlb_entry *tlb,
 		     vm_word key, uint8_t *data)
 {
