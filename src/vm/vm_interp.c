@@ -808,50 +808,34 @@ dispatch:
 		tos += bp[pc[1].u] << 3;
 		NEXT(6);
 	}
-	CASE(LDIDX8_S)
-	{
-		a = tos + (bp[pc[1].u] << 3);
-		const uint8_t *q_ = FAST(rtlb, a, 8);
-		if (q_ != NULL) {
-			memcpy(&tos, q_, 8);
-			NEXT(7);
-		}
-		tos = a; /* the ld64 itself: a fault names it */
-		JUMP(pc + 6);
+/* A fused load of @n bytes (1 or 8) from @addr: on a TLB miss the load
+ * instruction itself, cell @at, runs with the address (a fault names it). */
+#define FUSED_LOAD(n, addr, at, size)                                         \
+	{                                                                     \
+		a = (addr);                                                   \
+		const uint8_t *q_ = FAST(rtlb, a, n);                         \
+		if (q_ != NULL) {                                             \
+			tos = 0;                                              \
+			memcpy(&tos, q_, n);                                  \
+			NEXT(size);                                           \
+		}                                                             \
+		tos = a;                                                      \
+		JUMP(pc + (at));                                              \
 	}
+	CASE(LDIDX8_S) FUSED_LOAD(8, tos + (bp[pc[1].u] << 3), 6, 7)
 	CASE(IDX8)
 	{
 		tos = *sp-- + (tos << 3);
 		NEXT(4);
 	}
-	CASE(LDIDX8)
-	{
-		a = *sp-- + (tos << 3);
-		const uint8_t *q_ = FAST(rtlb, a, 8);
-		if (q_ != NULL) {
-			memcpy(&tos, q_, 8);
-			NEXT(5);
-		}
-		tos = a; /* the ld64 itself: a fault names it */
-		JUMP(pc + 4);
-	}
+	CASE(LDIDX8) FUSED_LOAD(8, *sp-- + (tos << 3), 4, 5)
 	CASE(SET_K)
 	{
 		bp[pc[3].u] = pc[1].u;
 		MIRROR(pc[3].u);
 		NEXT(4);
 	}
-	CASE(LD8_S)
-	{
-		a = tos + bp[pc[1].u];
-		const uint8_t *q_ = FAST(rtlb, a, 1);
-		if (q_ != NULL) {
-			tos = *q_;
-			NEXT(4);
-		}
-		tos = a; /* the ld8 itself: a fault names it */
-		JUMP(pc + 3);
-	}
+	CASE(LD8_S) FUSED_LOAD(1, tos + bp[pc[1].u], 3, 4)
 	CASE(GET_E) /* GET on an empty stack: tos is the mirror */
 	{
 		sp++;
@@ -1224,6 +1208,7 @@ dispatch:
 #undef LOAD
 #undef STORE
 #undef BINOP
+#undef FUSED_LOAD
 
 error:
 	vm__proc_fail(p, t, (uint32_t)(pc - cells), w->fault.msg);
