@@ -180,6 +180,68 @@ int vm_module_func_at(const struct vm_module *m, uint32_t off);
 #define VM_GLOBAL_BIT ((vm_word)1 << 63)
 vm_word vm_module_seg_base(const struct vm_module *m, enum vm_segment seg);
 
+/* ---- Nodes ----
+ *
+ * A node is one machine's runtime: worker OS threads with run queues, an
+ * inbox of outside events, timers. It hosts any number of processes,
+ * which start and end while it runs; two nodes may live in one OS
+ * process. vm_run() is a node with one process. */
+
+struct vm_node;
+struct vm_proc;
+
+struct vm_node_options {
+	uint32_t cpus;    /* worker OS threads; 0: one per core */
+	uint32_t machine; /* this machine's index in its VM (embedded: 0) */
+	/* Worker 0 is the thread that calls vm_node_serve(), not one the
+	 * node starts: for a node that runs one process while its starter
+	 * waits (the embedded VM). The main thread's allocator arena grows
+	 * cheaply; a new thread's grows a page at a time. */
+	bool caller_worker;
+	/* test aid: this many workers (the last ones) fail to start */
+	uint32_t debug_fail_workers;
+};
+
+void vm_node_options_init(struct vm_node_options *o);
+
+/* Start a node's workers. 0, or FL_ENOMEM / FL_EIO with @err saying what
+ * failed (a worker that cannot start leaves the node with fewer; none at
+ * all is an error). Free with vm_node_free(). */
+int vm_node_new(const struct vm_node_options *o, struct vm_node **out,
+		struct fl_err *err);
+/* Stop the workers and free @n; every process on it must have been freed
+ * with vm_proc_free() first. NULL is a no-op. */
+void vm_node_free(struct vm_node *n);
+/* Workers running (with caller_worker, worker 0 counts). */
+int vm_node_workers(const struct vm_node *n);
+/* caller_worker: run worker 0 on the calling thread until @p has ended
+ * and no worker holds any of its threads. */
+void vm_node_serve(struct vm_node *n, struct vm_proc *p);
+
+/* An outside event: @fn runs on one of the node's workers, soon. It must
+ * not block. The event stays the poster's memory; it must stay valid
+ * until @fn has started (it may free it there). */
+struct vm_event {
+	struct vm_event *next;
+	void (*fn)(struct vm_node *n, struct vm_event *ev);
+};
+
+/* Post @ev to @n's inbox. Any thread. */
+void vm_node_post(struct vm_node *n, struct vm_event *ev);
+
+/* A timer: @ev runs on a worker once @delay_ns have passed. */
+struct vm_timer {
+	uint64_t due;
+	size_t idx; /* in the node's heap, or SIZE_MAX when not armed */
+	struct vm_event ev;
+};
+
+/* Arm @tm (not armed now) to post @tm->ev after @delay_ns. Any thread. */
+void vm_node_timer_start(struct vm_node *n, struct vm_timer *tm,
+			 uint64_t delay_ns);
+/* Disarm @tm if it has not fired; true if it was armed. Any thread. */
+bool vm_node_timer_stop(struct vm_node *n, struct vm_timer *tm);
+
 /* ---- Running ---- */
 
 struct vm_options {
@@ -205,10 +267,24 @@ void vm_options_init(struct vm_options *o);
 
 #define VM_MAX_CPUS 1024
 
-/* Run verified module @m as a process on the embedded VM and return its
- * exit status: main's return value or exit's operand (low 8 bits), or 70
- * after printing a runtime error line on o->fd_err. Runs o->cpus worker
- * OS threads, the caller's among them. */
+/* Start verified module @m (borrowed until vm_proc_free) as a new
+ * process on @n: 0, or an error with @err saying what failed (the
+ * options, memory, the memory limit). */
+int vm_proc_start(struct vm_node *n, const struct vm_module *m,
+		  const struct vm_options *o, struct vm_proc **out,
+		  struct fl_err *err);
+/* Wait until @p has ended and its output is written; its exit status:
+ * main's return value or exit's operand (low 8 bits), or 70 after a
+ * runtime error line on o->fd_err. */
+int vm_proc_wait(struct vm_proc *p);
+/* Free an ended process, once no worker holds any of its threads (waits
+ * for that). NULL is a no-op. */
+void vm_proc_free(struct vm_proc *p);
+
+/* Run verified module @m as a process on the embedded VM -- a node of
+ * o->cpus workers with this one process -- and return its exit status
+ * as vm_proc_wait() does (70 also when it cannot start, with a line on
+ * o->fd_err saying why). */
 int vm_run(const struct vm_module *m, const struct vm_options *o);
 
 #endif

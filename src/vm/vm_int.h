@@ -1,22 +1,27 @@
 /* Private to src/vm/: the structures behind vm.h. Not for other layers.
  *
  * Objects and who owns what:
- *   struct vm_proc    one running program: its verified module, linked
- *                     code, global memory space, thread table, wait queues,
- *                     output buffer, options, and its scheduler.
+ *   struct vm_node    one machine's runtime: worker OS threads and their
+ *                     run queues, the inbox of outside events, timers. It
+ *                     hosts any number of processes.
+ *   struct vm_proc    one running program on a node: its verified module,
+ *                     linked code, global memory space, thread table, wait
+ *                     queues, output buffer, options.
  *   struct vm_thread  one VM thread: data stack, call frames, saved
- *                     registers, local memory space. Everything a thread
- *                     needs to continue is plain data (indices, not host
- *                     pointers) so a parked thread can be serialised
- *                     (vm_thread.c) and, later, moved to another machine.
- *   struct vm_worker  one OS thread running VM threads from its run queue;
- *                     owns the translation caches (TLBs) of whatever thread
- *                     it runs.
+ *                     registers, local memory space, what it is parked on.
+ *                     Everything a thread needs to continue is plain data
+ *                     (indices, not host pointers, and replies as values)
+ *                     so a thread can be serialised (vm_tstate.c) and
+ *                     moved to another machine.
+ *   struct vm_worker  one OS thread of a node, running VM threads of any
+ *                     of its processes; owns the translation caches (TLBs)
+ *                     of whatever thread it runs.
  *   struct vm_space   a 63-bit address space of 4 KiB pages: a radix tree
- *                     of refcounted nodes and pages, plus the allocator.
- *                     Local spaces are shared copy-on-write after spawn;
- *                     the global space is shared by all the process's
- *                     threads and changed only under proc->glock.
+ *                     of refcounted nodes (struct vm_radix) and pages,
+ *                     plus the allocator. Local spaces are shared
+ *                     copy-on-write after spawn; the global space is
+ *                     shared by all the process's threads and changed
+ *                     only under proc->glock.
  *   struct vm_page    one mapped page: the allocator's metadata for it and
  *                     its bytes. The VM's metadata never lives in program-
  *                     addressable memory. */
@@ -87,7 +92,7 @@ struct vm_page {
 };
 
 /* An interior radix-tree node; refcounted like pages. */
-struct vm_node {
+struct vm_radix {
 	_Atomic uint32_t refs;
 	void *slot[VM_RADIX_FAN];
 };
@@ -111,7 +116,7 @@ struct vm_heap {
 };
 
 struct vm_space {
-	struct vm_node *root;
+	struct vm_radix *root;
 	struct vm_heap *heap;
 	vm_word base; /* VM_GLOBAL_BIT or 0 */
 	bool check;   /* keep per-block sizes for --check */
@@ -195,9 +200,53 @@ struct vm_frame {
 };
 
 enum vm_tstate {
-	VM_T_RUNNABLE, /* in a run queue or running */
-	VM_T_PARKED,   /* waiting in join, wait or lock */
+	VM_T_RUNNABLE, /* in a run queue, running, or parked */
 	VM_T_DONE,     /* returned; @result is valid until joined */
+};
+
+/* What a parked thread waits for (its instruction re-executes when the
+ * reply comes). Part of the thread-state format: never renumber. */
+enum vm_park {
+	VM_PARK_NONE = 0,
+	VM_PARK_JOIN = 1,   /* arg: the thread joined */
+	VM_PARK_WAIT = 2,   /* arg: the word */
+	VM_PARK_LOCK = 3,   /* arg: the mutex word */
+	VM_PARK_INPUT = 4,  /* stdin: data or its end */
+	VM_PARK_OUTPUT = 5, /* room in the output stream */
+	VM_PARK_GLOBAL = 6, /* a page source request; arg: the address */
+	VM_PARK__COUNT
+};
+
+/* The park protocol (vm__park_begin, vm__park_commit, vm__resume):
+ *   RUN      running, queued, or just resumed
+ *   PARKING  its instruction registered it with a waker and is stopping
+ *   PARKED   stopped on its worker, in no run queue
+ *   EARLY    resumed while still PARKING: its worker requeues it
+ * A waker may resume a thread as soon as it was registered, before its
+ * worker has let go of it; the states make exactly one side queue it. */
+enum { VM_P_RUN, VM_P_PARKING, VM_P_PARKED, VM_P_EARLY };
+
+/* A reply to a parked thread: what its instruction finds when it runs
+ * again. @kind is the vm_park it answers. */
+struct vm_reply {
+	uint8_t kind;
+	bool ready;
+	int32_t status; /* 0, or an FL_E* code for the instruction */
+	vm_word value;
+};
+
+struct vm_worker;
+
+/* An entry in a wait queue (vm_sync.c): a thread waiting in wait or lock
+ * on a word, or, for a page source serving other machines, a stand-in
+ * for a remote thread. @wake runs under the queue's lock and must not
+ * block. */
+struct vm_waiter {
+	struct vm_waiter *next;
+	vm_word addr;
+	const void *space; /* whose word: a process (global), a thread (local) */
+	uint8_t kind;      /* VM_PARK_WAIT or VM_PARK_LOCK */
+	void (*wake)(struct vm_waiter *wt, struct vm_worker *w, vm_word value);
 };
 
 struct vm_proc;
@@ -206,7 +255,8 @@ struct vm_thread {
 	struct vm_proc *proc;
 	vm_word tid;
 	/* Saved registers while not running: cell index, stack indices of
-	 * the top word (sp, -1 when empty) and of slot 0 (bp). */
+	 * the top word (sp, -1 when empty) and of slot 0 (bp). A parked
+	 * thread's pc is the instruction it parked in, which runs again. */
 	uint32_t pc;
 	int32_t sp;
 	uint32_t bp;
@@ -216,20 +266,23 @@ struct vm_thread {
 	struct vm_frame *frames;
 	struct vm_space local;
 	_Atomic int state;  /* enum vm_tstate */
+	_Atomic int pstate; /* VM_P_*: the park protocol */
+	uint8_t park;       /* enum vm_park: what it waits for */
+	vm_word park_arg;
+	struct vm_reply reply;
 	vm_word result;     /* DONE: main's or the function's return value */
 	struct vm_thread *joiner; /* parked in join on this thread */
 	bool joined;              /* a join has claimed it */
-	struct vm_thread *next;   /* run queue or wait queue link */
-	vm_word wait_addr;        /* parked in wait/lock: the word */
-	const void *wait_space;   /* ... and whose space it is in */
-	uint8_t wait_kind;        /* 0 wait, 1 lock */
+	struct vm_thread *next;   /* run queue link */
+	struct vm_waiter waiter;  /* parked in wait or lock */
 	/* Where it last ran: its worker's TLB is still valid for it only if
 	 * that worker has run nothing else since (vm_sched.c). */
 	struct vm_worker *last_worker;
 	uint64_t last_run;
 };
 
-/* ---- Workers and the scheduler (vm_sched.c) ---- */
+/* ---- The node: workers, run queues, inbox, timers (vm_node.c,
+ * vm_sched.c) ---- */
 
 #define VM_TLB_SIZE 256
 #define VM_TLB_TRACK 32 /* filled entries remembered for a cheap flush */
@@ -245,13 +298,17 @@ struct vm_fault {
 };
 
 struct vm_worker {
-	struct vm_sched *sched;
+	struct vm_node *node;
 	int id;
 	pthread_t os;
 	pthread_mutex_t lock; /* guards the run queue */
-	struct vm_thread *head, *tail; /* run queue (FIFO) */
+	struct vm_thread *head, *tail; /* run queue (FIFO), stealable */
 	struct vm_thread *cur;         /* running now, or NULL */
-	struct vm_thread *next;        /* run this one next (work-first spawn) */
+	/* Run @now next (a spawned child); @lifo after the thread running
+	 * now stops (a spawning parent). Private to the worker: thieves see
+	 * only the run queue, so a short child ends and its parent goes on
+	 * where it was, without moving to another worker. */
+	struct vm_thread *now, *lifo;
 	uint64_t runs;                 /* threads run so far */
 	uint64_t gen;                  /* global unmap generation seen */
 	struct vm_tlb_entry rtlb[VM_TLB_SIZE]; /* readable pages */
@@ -263,30 +320,37 @@ struct vm_worker {
 	struct vm_fault fault;
 };
 
-struct vm_sched {
-	struct vm_proc *proc;
-	int nworkers;
+struct vm_timer;
+
+struct vm_node {
+	struct vm_node_options opt;
+	_Atomic int nworkers; /* started: workers[0 .. nworkers) run */
+	int workers_cap;      /* workers[] allocated */
 	struct vm_worker *workers;
-	pthread_mutex_t lock; /* idle workers sleep on @wake */
+	/* @lock guards sleeping (@wake), the inbox and the timers. */
+	pthread_mutex_t lock;
 	pthread_cond_t wake;
 	_Atomic int nidle;
 	_Atomic int64_t nqueued; /* threads in run queues */
 	_Atomic bool stop;
+	struct vm_event *inbox_head, *inbox_tail;
+	_Atomic int64_t ninbox;
+	struct vm_timer **timers; /* a binary min-heap on @due */
+	size_t ntimers, timers_cap;
+	_Atomic uint64_t next_due; /* earliest due time, UINT64_MAX: none */
+	_Atomic uint64_t next_pid;
 };
 
-int vm__sched_init(struct vm_sched *s, struct vm_proc *p, int nworkers);
-/* Run worker 0 on the calling thread and the rest on new OS threads until
- * the process ends. */
-void vm__sched_run(struct vm_sched *s);
-void vm__sched_close(struct vm_sched *s);
-/* Make @t runnable at the back of @w's queue (w may be NULL: worker 0),
- * or at the front when @front. */
-void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
+/* Make @t runnable at the back of @w's queue (w may be NULL: worker 0). */
+void vm__sched_push(struct vm_node *n, struct vm_worker *w,
 		    struct vm_thread *t);
-void vm__sched_push_front(struct vm_sched *s, struct vm_worker *w,
-			  struct vm_thread *t);
-/* End the process: every worker stops at its next check. */
-void vm__sched_stop(struct vm_sched *s);
+/* The worker loop (a worker's OS thread). */
+void *vm__worker_main(void *arg);
+/* Run due timers and inbox events; called by workers between threads.
+ * Returns whether it ran anything. */
+bool vm__node_poll(struct vm_worker *w);
+/* Nanoseconds on the monotonic clock. */
+uint64_t vm__now(void);
 
 /* ---- Processes (vm_proc.c) ---- */
 
@@ -301,11 +365,13 @@ struct vm_out {
 
 struct vm_waitq {
 	pthread_mutex_t lock;
-	struct vm_thread *head, *tail;
+	struct vm_waiter *head, *tail;
 };
 
 struct vm_proc {
+	struct vm_node *node;
 	const struct vm_module *m;
+	vm_word pid;
 	struct vm_xcode x;
 	struct vm_options opt;
 	struct vm_space global;
@@ -314,27 +380,31 @@ struct vm_proc {
 	_Atomic int64_t budget; /* bytes of pages the process may still map */
 	struct vm_out out;      /* buffered stdout */
 	long ncpu;
-	struct vm_sched sched;
 	/* Threads by id (open addressing, tid 0 = empty), under @tlock. */
 	pthread_mutex_t tlock;
 	struct vm_thread **threads;
 	size_t nthreads, threads_cap;
 	_Atomic vm_word next_tid;
+	vm_word main_tid;
 	_Atomic int64_t live; /* threads not yet DONE */
+	/* Threads that can run (queued, running, just resumed) plus requests
+	 * to the outside world in flight. Zero before the end: nothing can
+	 * ever run again, a deadlock. Zero after the end: no worker holds any
+	 * of its threads and nothing will answer, so it may be freed. Whoever
+	 * makes a thread runnable (a waker, a reply) raises it before its own
+	 * share can fall. */
+	_Atomic int64_t nbusy;
 	struct vm_waitq waitq[VM_WAIT_BUCKETS];
-	/* The end: set once, by main's return, exit, a runtime error or a
-	 * deadlock. */
+	/* The end: @ending is set once, by main's return, exit, a runtime
+	 * error or a deadlock; @ended once its output is out, @quiet once
+	 * nbusy is 0 after that (vm_proc_wait/free). */
 	_Atomic bool ending;
 	int status;
+	bool ended;
+	_Atomic bool quiet;
 	pthread_mutex_t endlock;
-	struct vm_thread *main; /* thread 1, for deadlock reports */
+	pthread_cond_t endcond;
 };
-
-/* A loaded process, not yet running (no threads): NULL when out of
- * memory. vm_run() is vm__proc_new + main + the scheduler + free. */
-struct vm_proc *vm__proc_new(const struct vm_module *m,
-			     const struct vm_options *o);
-void vm__proc_free(struct vm_proc *p);
 
 /* End the process with @status (first caller wins); returns whether this
  * call was the one that ended it. */
@@ -343,14 +413,16 @@ bool vm__proc_end(struct vm_proc *p, int status);
  * function F, thread N)" for @t at cell @pc, unless it already ended. */
 void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 		   const char *msg);
-/* Every thread is blocked for good: fail naming where main waits. */
-void vm__proc_deadlock(struct vm_proc *p);
-
-/* ---- Threads (vm_thread.c) ---- */
+/* One more / one fewer thread of @p can run, or request of it is in
+ * flight (vm_proc.c): the last decrement before the end is a deadlock,
+ * after the end it lets the process be freed. */
+void vm__proc_busy_inc(struct vm_proc *p);
+void vm__proc_busy_dec(struct vm_proc *p);
 
 /* A new thread running function @fn with @nargs arguments from @args;
  * its local memory is a copy-on-write snapshot of @parent's (or empty).
- * Registered in the thread table. NULL when out of memory. */
+ * Registered in the thread table and counted as runnable. NULL when out
+ * of memory. */
 struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
 				 const vm_word *args, uint32_t nargs,
 				 const struct vm_thread *parent);
@@ -358,12 +430,30 @@ void vm__thread_free(struct vm_thread *t);
 /* Look up @tid in the table (under p->tlock by the caller). */
 struct vm_thread *vm__thread_find(struct vm_proc *p, vm_word tid);
 void vm__thread_unlist(struct vm_proc *p, vm_word tid);
+/* Replace @old by @new_t (same tid) in the table, under p->tlock. */
+void vm__thread_relist(struct vm_proc *p, struct vm_thread *old,
+		       struct vm_thread *new_t);
 /* Grow the data stack so @need words fit; false (fault set) past the
  * limit or out of memory. */
 bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 			   size_t need);
 /* Free @t's data stack (it has a guard word below stack[0]). */
 void vm__thread_free_stack(struct vm_thread *t);
+
+/* Parking. The instruction calls vm__park_begin() before it makes @t
+ * known to whoever will wake it, then stops with VM_STOP_PARK; its worker
+ * then calls vm__park_commit(). vm__resume() gives @t its reply and
+ * queues it (on @w's queue), whichever of the two comes second. The
+ * resumed thread re-executes the instruction, which takes the reply with
+ * vm__reply_take(). */
+void vm__park_begin(struct vm_thread *t, enum vm_park kind, vm_word arg);
+void vm__park_commit(struct vm_worker *w, struct vm_thread *t);
+void vm__resume(struct vm_worker *w, struct vm_thread *t, int32_t status,
+		vm_word value);
+/* The reply waiting for @t's re-executed instruction of @kind, if any
+ * (taken: a second call returns false). */
+bool vm__reply_take(struct vm_thread *t, enum vm_park kind,
+		    struct vm_reply *out);
 
 /* ---- Thread state (vm_tstate.c) ---- */
 
@@ -375,15 +465,20 @@ int vm__thread_encode(const struct vm_thread *t, struct fl_buf *b);
  * module before running it: see vm__thread_roundtrip. */
 int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 		      struct vm_thread **out, struct fl_err *err);
-/* --debug-migrate: replace runnable @t by a thread decoded from its own
- * encoding, as a move to another machine would. Returns the new thread
- * (or @t if that could not be done). */
-struct vm_thread *vm__thread_roundtrip(struct vm_thread *t);
+/* --debug-migrate: replace runnable @t (on @w) by a thread decoded from
+ * its own encoding, as a move to another machine would. Returns the new
+ * thread; when the round trip fails it fails the process with a runtime
+ * error saying why and returns NULL (@t stays in the table, not queued). */
+struct vm_thread *vm__thread_roundtrip(struct vm_worker *w,
+				       struct vm_thread *t);
 
 /* ---- Blocking synchronisation (vm_sync.c) ---- */
 
 /* @word is the host address of the 8-byte-aligned word at @addr. The
- * caller has saved @t's registers: a true return means @t is parked. */
+ * caller has saved @t's registers at the instruction: a true return means
+ * @t is parking (vm__park_begin) and stops with VM_STOP_PARK; when it is
+ * resumed, the instruction runs again and these calls take the reply
+ * (woken, or handed the mutex). */
 bool vm__wait(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 	      vm_word addr, vm_word expected);
 vm_word vm__wake(struct vm_worker *w, struct vm_thread *t, vm_word addr,
@@ -435,7 +530,7 @@ enum vm_stop {
 	VM_STOP_PARK,  /* parked; someone else will queue it */
 	VM_STOP_DONE,  /* the thread returned */
 	VM_STOP_END,   /* the process ended */
-	VM_STOP_SPAWN, /* spawned w->next: run it now, the parent is queued */
+	VM_STOP_SPAWN, /* spawned w->now: run it now; the parent is w->lifo */
 };
 
 /* Run @t on @w until it yields, parks, finishes or the process ends. */

@@ -292,8 +292,7 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	struct vm_proc *p = t->proc;
 	struct vm_thread *j;
 
-	/* By id: p->main changes under --debug-migrate. */
-	if (t->tid == 1) {
+	if (t->tid == p->main_tid) {
 		vm__proc_end(p, (int)(r & 255));
 		return VM_STOP_END;
 	}
@@ -307,23 +306,19 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	atomic_store(&t->state, VM_T_DONE);
 	atomic_fetch_sub(&p->live, 1);
 	j = t->joiner;
-	if (j != NULL) {
+	if (j != NULL)
 		vm__thread_unlist(p, t->tid);
-		j->stack[j->sp] = r;
-	}
 	pthread_mutex_unlock(&p->tlock);
 	if (j != NULL) {
 		vm__thread_free(t);
-		atomic_store(&j->state, VM_T_RUNNABLE);
-		vm__sched_push(w->sched, w, j);
+		vm__resume(w, j, 0, r); /* the result, as a reply */
 	}
 	return VM_STOP_DONE;
 }
 
 enum join_result { JOIN_DONE, JOIN_PARKED, JOIN_ERROR };
 
-/* Join thread @tid from @t, whose registers are saved with the tid word on
- * top (where the result goes). */
+/* Join thread @tid from @t, whose registers are saved at the join. */
 static enum join_result join(struct vm_worker *w, struct vm_thread *t,
 			     vm_word tid, vm_word *r)
 {
@@ -350,8 +345,8 @@ static enum join_result join(struct vm_worker *w, struct vm_thread *t,
 		vm__thread_free(c);
 		return JOIN_DONE;
 	}
+	vm__park_begin(t, VM_PARK_JOIN, tid);
 	c->joiner = t;
-	atomic_store(&t->state, VM_T_PARKED);
 	pthread_mutex_unlock(&p->tlock);
 	return JOIN_PARKED;
 }
@@ -405,6 +400,7 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 	vm_word tos = *sp--; /* stack[-1] exists: see vm__thread_grow_stack */
 	int64_t sa, sb;
 	int budget = VM_BUDGET;
+	struct vm_reply reply;
 	bool ok;
 
 	if (atomic_load(&p->ending))
@@ -475,8 +471,10 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 			budget = VM_BUDGET;                                   \
 			if (atomic_load(&p->ending))                          \
 				return VM_STOP_END;                           \
-			if (atomic_load(&w->sched->nqueued) > 0 ||            \
-			    p->opt.migrate) {                                 \
+			if (vm__node_poll(w) && atomic_load(&p->ending))      \
+				return VM_STOP_END;                           \
+			if (atomic_load(&w->node->nqueued) > 0 ||             \
+			    w->lifo != NULL || p->opt.migrate) {              \
 				SPILL();                                      \
 				SAVE(to);                                     \
 				return VM_STOP_YIELD;                         \
@@ -979,20 +977,23 @@ dispatch:
 			FAIL("out of memory (spawn)");
 		sp -= callee->nargs;
 		*++sp = c->tid;
-		/* Work first: run the child now and queue the parent at the
-		 * front, where an idle worker steals it. A short child then
-		 * ends before the parent writes again, so the pages they
-		 * share are seldom copied. The queue's lock is the fence
-		 * spawn promises. */
+		/* Work first: run the child now; the parent waits on this
+		 * worker (vm_sched.c). A short child then ends before the
+		 * parent writes again, so the pages they share are seldom
+		 * copied. */
 		SAVE(pc + 2);
-		vm__sched_push_front(w->sched, w, t);
-		w->next = c;
+		w->now = c;
 		return VM_STOP_SPAWN;
 	}
 	CASE(JOIN)
 	{
 		SPILL();
-		SAVE(pc + 1);
+		if (vm__reply_take(t, VM_PARK_JOIN, &reply)) {
+			*sp = reply.value;
+			fence(w, p);
+			NEXT_FILL(1);
+		}
+		SAVE(pc);
 		switch (join(w, t, *sp, sp)) {
 		case JOIN_DONE:
 			fence(w, p);
@@ -1061,15 +1062,18 @@ dispatch:
 	CASE(WAIT)
 	{
 		SPILL();
+		if (vm__reply_take(t, VM_PARK_WAIT, &reply)) { /* woken */
+			sp -= 2;
+			fence(w, p);
+			NEXT_FILL(1);
+		}
 		uint64_t *q = atomic_ptr(w, sp[-1], "wait");
 		if (q == NULL)
 			goto error;
-		a = sp[-1];
-		b = sp[0];
-		sp -= 2;
-		SAVE(pc + 1);
-		if (vm__wait(w, t, q, a, b))
+		SAVE(pc);
+		if (vm__wait(w, t, q, sp[-1], sp[0]))
 			return VM_STOP_PARK;
+		sp -= 2;
 		fence(w, p);
 		NEXT_FILL(1);
 	}
@@ -1088,14 +1092,18 @@ dispatch:
 	CASE(LOCK)
 	{
 		SPILL();
+		if (vm__reply_take(t, VM_PARK_LOCK, &reply)) { /* handed over */
+			*sp = reply.value;
+			fence(w, p);
+			NEXT_FILL(1);
+		}
 		uint64_t *q = atomic_ptr(w, *sp, "lock");
 		if (q == NULL)
 			goto error;
-		a = *sp;
-		*sp = 0; /* status: the owner was not lost */
-		SAVE(pc + 1);
-		if (vm__lock(w, t, q, a))
+		SAVE(pc);
+		if (vm__lock(w, t, q, *sp))
 			return VM_STOP_PARK;
+		*sp = 0; /* status: the owner was not lost */
 		fence(w, p);
 		NEXT_FILL(1);
 	}

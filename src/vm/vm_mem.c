@@ -1,7 +1,7 @@
 /* Address spaces and checked access to program memory.
  *
  * A space maps page numbers to struct vm_page through a 6-level radix tree
- * of struct vm_node (64 slots, VM_RADIX_BITS, per level: small nodes keep
+ * of struct vm_radix (64 slots, VM_RADIX_BITS, per level: small nodes keep
  * the copies that copy-on-write makes small). Page 0 is never mapped, so
  * null and small offsets from it always fault. A local page's bytes are
  * allocated on its first write; until then loads read a shared zero page.
@@ -136,7 +136,7 @@ fail:
 	return NULL;
 }
 
-static void node_unref(struct vm_node *n, int level, _Atomic int64_t *budget)
+static void node_unref(struct vm_radix *n, int level, _Atomic int64_t *budget)
 {
 	if (n == NULL || atomic_fetch_sub(&n->refs, 1) != 1)
 		return;
@@ -151,9 +151,9 @@ static void node_unref(struct vm_node *n, int level, _Atomic int64_t *budget)
 	free(n);
 }
 
-static struct vm_node *node_new(void)
+static struct vm_radix *node_new(void)
 {
-	struct vm_node *n = calloc(1, sizeof *n);
+	struct vm_radix *n = calloc(1, sizeof *n);
 
 	if (n != NULL)
 		atomic_init(&n->refs, 1);
@@ -161,9 +161,9 @@ static struct vm_node *node_new(void)
 }
 
 /* A private copy of shared node @n; the copy references @n's children. */
-static struct vm_node *node_clone(const struct vm_node *n, int level)
+static struct vm_radix *node_clone(const struct vm_radix *n, int level)
 {
-	struct vm_node *c = node_new();
+	struct vm_radix *c = node_new();
 
 	if (c == NULL)
 		return NULL;
@@ -174,17 +174,17 @@ static struct vm_node *node_clone(const struct vm_node *n, int level)
 		if (level == LEAF)
 			atomic_fetch_add(&((struct vm_page *)c->slot[i])->refs, 1);
 		else
-			atomic_fetch_add(&((struct vm_node *)c->slot[i])->refs, 1);
+			atomic_fetch_add(&((struct vm_radix *)c->slot[i])->refs, 1);
 	}
 	return c;
 }
 
 /* Make the node in *@slot private (refs == 1); creates it when @create.
  * Returns it, or NULL (absent, or out of memory: *@nomem). */
-static struct vm_node *own_node(struct vm_space *s, void **slot, int level,
+static struct vm_radix *own_node(struct vm_space *s, void **slot, int level,
 				bool create, bool *nomem)
 {
-	struct vm_node *n = load_slot(slot), *c;
+	struct vm_radix *n = load_slot(slot), *c;
 
 	if (n == NULL) {
 		if (!create)
@@ -206,11 +206,11 @@ static struct vm_node *own_node(struct vm_space *s, void **slot, int level,
 }
 
 /* The leaf node for @pageno, private, created when @create. */
-static struct vm_node *walk_w(struct vm_space *s, vm_word pageno, bool create,
+static struct vm_radix *walk_w(struct vm_space *s, vm_word pageno, bool create,
 			      bool *nomem)
 {
 	void **slot = (void **)&s->root;
-	struct vm_node *n = NULL;
+	struct vm_radix *n = NULL;
 
 	for (int level = 0; level <= LEAF; level++) {
 		n = own_node(s, slot, level, create, nomem);
@@ -272,7 +272,7 @@ void vm__space_fork(struct vm_space *to, const struct vm_space *from)
 struct vm_page *vm__page_get(const struct vm_space *s, vm_word pageno)
 {
 	void *const *slot = (void *const *)&s->root;
-	struct vm_node *n;
+	struct vm_radix *n;
 
 	if (pageno >= VM_MAX_PAGE)
 		return NULL;
@@ -288,7 +288,7 @@ struct vm_page *vm__page_get(const struct vm_space *s, vm_word pageno)
 struct vm_page *vm__page_get_w(struct vm_space *s, vm_word pageno,
 			       bool *nomem)
 {
-	struct vm_node *leaf;
+	struct vm_radix *leaf;
 	struct vm_page *pg, *c;
 	void **slot;
 
@@ -315,7 +315,7 @@ struct vm_page *vm__page_get_w(struct vm_space *s, vm_word pageno,
 
 struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno)
 {
-	struct vm_node *leaf;
+	struct vm_radix *leaf;
 	struct vm_page *pg;
 	bool nomem = false;
 
@@ -353,7 +353,7 @@ struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno)
 void vm__page_unmap(struct vm_space *s, vm_word pageno)
 {
 	bool nomem = false;
-	struct vm_node *leaf = walk_w(s, pageno, false, &nomem);
+	struct vm_radix *leaf = walk_w(s, pageno, false, &nomem);
 	void **slot;
 	struct vm_page *pg;
 

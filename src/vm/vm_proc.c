@@ -1,21 +1,34 @@
-/* A process on the embedded VM: load a verified module, run it on the
- * scheduler's workers until it ends, clean up.
+/* A process on a node: load a verified module, run it on the node's
+ * workers until it ends, clean up.
  *
- * vm_run() builds a struct vm_proc (global space with the module's
+ * vm_proc_start() builds a struct vm_proc (global space with the module's
  * read-only data and globals at their fixed addresses, linked code, the
- * buffered stdout, wait queues, the thread table), creates main as thread
- * 1, and runs the scheduler. The process ends exactly once (vm__proc_end):
+ * buffered stdout, wait queues, the thread table), creates main and
+ * queues it on the node. The process ends exactly once (vm__proc_end):
  * when main returns, when any thread executes exit, on a runtime error in
- * any thread, or on deadlock; every worker then stops at its next check
- * and the threads still alive are simply freed.
+ * any thread, or on deadlock. Its threads then stop at their next check
+ * or are dropped from the run queues; once nbusy is 0 no worker holds any
+ * of them, the output is flushed and vm_proc_wait() returns the status.
+ * vm_proc_free() frees what is left (parked and finished threads).
+ *
+ * Deadlock: nbusy counts the threads that can run plus the requests to
+ * the outside world in flight. A thread that parks on another thread
+ * (join, wait, lock) lowers it; whoever wakes it raises it first. When it
+ * reaches 0 before the end, nothing can ever run again: the process ends
+ * with a runtime error naming where main waits. This is per process and
+ * independent of how many workers the node has or how busy they are.
  *
  * Output is buffered per process under a mutex, so each write or printi is
  * atomic, and flushed when the process ends for any reason, before
  * anything goes to stderr, before reading stdin, and at once when stdout is
- * a terminal: output written before a runtime error is never lost. */
+ * a terminal: output written before a runtime error is never lost.
+ *
+ * Runs on workers (the end, failures, counts) and on the thread that
+ * started the process (start, wait, free). */
 #include "vm/vm_int.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +119,37 @@ int vm__load_segments(struct vm_proc *p, struct fl_err *err)
 
 /* ---- The end ---- */
 
+/* The process is over and nothing runs or waits for it any more. */
+static void quiet(struct vm_proc *p)
+{
+	struct vm_node *n = p->node;
+
+	pthread_mutex_lock(&p->endlock);
+	atomic_store(&p->quiet, true);
+	pthread_cond_broadcast(&p->endcond);
+	pthread_mutex_unlock(&p->endlock);
+	/* A vm_node_serve() of it may sleep as an idle worker. */
+	pthread_mutex_lock(&n->lock);
+	pthread_cond_broadcast(&n->wake);
+	pthread_mutex_unlock(&n->lock);
+}
+
+static void deadlock(struct vm_proc *p);
+
+void vm__proc_busy_inc(struct vm_proc *p)
+{
+	atomic_fetch_add(&p->nbusy, 1);
+}
+
+void vm__proc_busy_dec(struct vm_proc *p)
+{
+	if (atomic_fetch_sub(&p->nbusy, 1) != 1)
+		return;
+	if (!atomic_load(&p->ending))
+		deadlock(p);
+	quiet(p);
+}
+
 bool vm__proc_end(struct vm_proc *p, int status)
 {
 	bool first = false;
@@ -117,8 +161,6 @@ bool vm__proc_end(struct vm_proc *p, int status)
 		first = true;
 	}
 	pthread_mutex_unlock(&p->endlock);
-	if (first)
-		vm__sched_stop(&p->sched);
 	return first;
 }
 
@@ -159,39 +201,42 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 			where);
 	}
 	pthread_mutex_unlock(&p->endlock);
-	vm__sched_stop(&p->sched);
 }
 
-void vm__proc_deadlock(struct vm_proc *p)
+/* Every thread is blocked for good (nbusy fell to 0 before the end). */
+static void deadlock(struct vm_proc *p)
 {
 	char msg[96];
 	int64_t n = atomic_load(&p->live);
+	struct vm_thread *main_t;
 
 	snprintf(msg, sizeof msg,
 		 "deadlock: all %" PRId64 " thread%s blocked for good", n,
 		 n == 1 ? " is" : "s are");
-	/* main is parked, so its saved pc is the instruction after the one
-	 * it waits in. */
-	vm__proc_fail(p, p->main, p->main->pc ? p->main->pc - 1 : 0, msg);
+	/* Nothing runs: the table is stable. main is parked, its saved pc
+	 * at the instruction it waits in. */
+	pthread_mutex_lock(&p->tlock);
+	main_t = vm__thread_find(p, p->main_tid);
+	pthread_mutex_unlock(&p->tlock);
+	if (main_t != NULL)
+		vm__proc_fail(p, main_t, main_t->pc, msg);
+	else
+		vm__proc_end(p, 70);
 }
 
-/* ---- Running ---- */
+/* ---- Life ---- */
 
-static int nworkers(const struct vm_options *o, long ncpu)
-{
-	if (o->cpus > 0)
-		return o->cpus > VM_MAX_CPUS ? VM_MAX_CPUS : (int)o->cpus;
-	return ncpu > VM_MAX_CPUS ? VM_MAX_CPUS : (int)ncpu;
-}
-
-void vm__proc_free(struct vm_proc *p)
+void vm_proc_free(struct vm_proc *p)
 {
 	if (p == NULL)
 		return;
+	pthread_mutex_lock(&p->endlock);
+	while (!atomic_load(&p->quiet))
+		pthread_cond_wait(&p->endcond, &p->endlock);
+	pthread_mutex_unlock(&p->endlock);
 	for (size_t i = 0; i < p->threads_cap; i++)
 		vm__thread_free(p->threads[i]);
 	free(p->threads);
-	vm__sched_close(&p->sched);
 	vm__unlink(p);
 	if (p->global.heap != NULL)
 		vm__space_close(&p->global);
@@ -201,23 +246,54 @@ void vm__proc_free(struct vm_proc *p)
 	pthread_mutex_destroy(&p->out.lock);
 	pthread_mutex_destroy(&p->glock);
 	pthread_mutex_destroy(&p->tlock);
+	pthread_cond_destroy(&p->endcond);
 	pthread_mutex_destroy(&p->endlock);
 	free(p);
 }
 
-struct vm_proc *vm__proc_new(const struct vm_module *m,
-			     const struct vm_options *o)
+/* End @p before it ran anything, with a runtime error at the start of
+ * main (its first frame does not fit the limits). */
+static void fail_at_start(struct vm_proc *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void fail_at_start(struct vm_proc *p, const char *fmt, ...)
+{
+	const struct vm_function *mf =
+		&p->m->funcs[vm_module_find_func(p->m, "main")];
+	const char *file;
+	uint32_t line = vm_module_line(p->m, mf->code_off, &file);
+	char msg[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	dprintf(p->opt.fd_err,
+		"%s:%" PRIu32 ": runtime error: %s (in function main, thread "
+		"%" PRIu64 ")\n",
+		file, line, msg, p->main_tid);
+	p->status = 70;
+	atomic_store(&p->ending, true);
+	atomic_store(&p->quiet, true);
+}
+
+int vm_proc_start(struct vm_node *n, const struct vm_module *m,
+		  const struct vm_options *o, struct vm_proc **out,
+		  struct fl_err *err)
 {
 	struct vm_proc *p = calloc(1, sizeof *p);
-	struct fl_err err;
-	long ncpu;
+	const struct vm_xfunc *fn;
+	struct vm_thread *main_t;
+	int rc;
 
+	*out = NULL;
 	if (p == NULL)
-		return NULL;
+		return fl_err_set(err, FL_ENOMEM, "out of memory");
+	p->node = n;
 	p->m = m;
 	p->opt = *o;
-	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	p->ncpu = nworkers(o, ncpu > 0 ? ncpu : 1);
+	p->pid = atomic_fetch_add(&n->next_pid, 1);
+	p->ncpu = vm_node_workers(n);
 	if (o->memory == 0) {
 		long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
 		p->budget = pages > 0 && size > 0 ? (int64_t)pages * size / 2
@@ -232,54 +308,86 @@ struct vm_proc *vm__proc_new(const struct vm_module *m,
 	pthread_mutex_init(&p->glock, NULL);
 	pthread_mutex_init(&p->tlock, NULL);
 	pthread_mutex_init(&p->endlock, NULL);
+	pthread_cond_init(&p->endcond, NULL);
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
 		pthread_mutex_init(&p->waitq[i].lock, NULL);
 	atomic_init(&p->next_tid, 1);
-	if (vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true) != 0)
+	p->main_tid = 1;
+	rc = vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true);
+	if (rc) {
+		fl_err_set(err, rc, "global memory: out of memory");
 		goto fail;
+	}
 	p->global.budget = &p->budget;
-	if (vm__load_segments(p, &err) != 0 || vm__link(p) != 0 ||
-	    vm__sched_init(&p->sched, p, (int)p->ncpu) != 0)
+	if ((rc = vm__load_segments(p, err)) != 0)
 		goto fail;
-	return p;
+	if ((rc = vm__link(p)) != 0) {
+		fl_err_set(err, rc, "link: out of memory");
+		goto fail;
+	}
+	fn = &p->x.funcs[vm_module_find_func(m, "main")];
+	if (fn->frame_words + 1 > o->stack_words) {
+		fail_at_start(p, "stack overflow (data stack limit of %" PRIu32
+				 " words)",
+			      o->stack_words);
+		*out = p;
+		return 0;
+	}
+	main_t = vm__thread_new(p, fn, NULL, 0, NULL);
+	if (main_t == NULL) {
+		rc = fl_err_set(err, FL_ENOMEM, "main thread: out of memory");
+		goto fail;
+	}
+	if (n->opt.caller_worker &&
+	    pthread_equal(pthread_self(), n->workers[0].os))
+		n->workers[0].now = main_t; /* we are worker 0: run it first */
+	else
+		vm__sched_push(n, NULL, main_t);
+	*out = p;
+	return 0;
 fail:
-	vm__proc_free(p);
-	return NULL;
+	atomic_store(&p->quiet, true);
+	vm_proc_free(p);
+	return rc;
+}
+
+int vm_proc_wait(struct vm_proc *p)
+{
+	int status;
+
+	pthread_mutex_lock(&p->endlock);
+	while (!atomic_load(&p->quiet))
+		pthread_cond_wait(&p->endcond, &p->endlock);
+	status = p->status;
+	pthread_mutex_unlock(&p->endlock);
+	vm__out_flush(&p->out);
+	return status;
 }
 
 int vm_run(const struct vm_module *m, const struct vm_options *o)
 {
-	struct vm_proc *p = vm__proc_new(m, o);
-	const struct vm_xfunc *fn;
+	struct vm_node_options no;
+	struct vm_node *n;
+	struct vm_proc *p;
+	struct fl_err err;
 	int status;
 
-	if (p == NULL)
-		goto nomem;
-	fn = &p->x.funcs[vm_module_find_func(m, "main")];
-	if (fn->frame_words + 1 > o->stack_words) {
-		const char *file;
-		uint32_t line = vm_module_line(
-			m, m->funcs[fn->index].code_off, &file);
-		dprintf(o->fd_err,
-			"%s:%" PRIu32 ": runtime error: stack overflow (data "
-			"stack limit of %" PRIu32 " words) (in function main, "
-			"thread 1)\n",
-			file, line, o->stack_words);
-		vm__proc_free(p);
-		return 70;
+	vm_node_options_init(&no);
+	no.cpus = o->cpus;
+	no.caller_worker = true;
+	if (vm_node_new(&no, &n, &err) != 0)
+		goto fail;
+	if (vm_proc_start(n, m, o, &p, &err) != 0) {
+		vm_node_free(n);
+		goto fail;
 	}
-	p->main = vm__thread_new(p, fn, NULL, 0, NULL);
-	if (p->main == NULL)
-		goto nomem;
-	vm__sched_push(&p->sched, NULL, p->main);
-	vm__sched_run(&p->sched);
-	vm__out_flush(&p->out);
-	status = p->status;
-	vm__proc_free(p);
+	vm_node_serve(n, p);
+	status = vm_proc_wait(p);
+	vm_proc_free(p);
+	vm_node_free(n);
 	return status;
-nomem:
-	dprintf(o->fd_err, "%s: cannot load %s: out of memory\n", o->prog,
-		m->source);
-	vm__proc_free(p);
+fail:
+	dprintf(o->fd_err, "%s: cannot load %s: %s\n", o->prog, m->source,
+		err.msg);
 	return 70;
 }

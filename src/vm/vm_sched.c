@@ -1,77 +1,50 @@
-/* The scheduler: worker OS threads running VM threads from run queues.
+/* The scheduler: a node's worker OS threads running VM threads of any of
+ * its processes.
  *
- * Each worker has a FIFO run queue under its own mutex; a worker whose
- * queue is empty steals from the others, and when there is nothing
- * anywhere it sleeps on the scheduler's condition variable. A VM thread
- * runs until it spends its instruction budget (counted at backward jumps
- * and calls, vm_interp.c), yields, parks (join, wait, lock: someone else
- * queues it again) or ends. A parked thread is in no queue and costs no
- * CPU.
+ * Each worker has a FIFO run queue under its own mutex, which idle
+ * workers steal from, and two private slots: @now, a child spawn just
+ * made (it runs first), and @lifo, the parent that spawned it (it runs
+ * when the child stops). Thieves never see the private slots, so a short
+ * child ends and its parent goes on on the same worker, with its TLB and
+ * caches warm, instead of being stolen at every spawn; a second spawn
+ * pushes the older parent to the front of the queue, where it is
+ * stealable. A VM thread runs until it spends its instruction budget
+ * (backward jumps and calls, vm_interp.c), yields, parks, ends or its
+ * process ends. A parked thread is in no queue and costs no CPU.
  *
  * Sleeping without lost wake-ups: a worker going idle raises nidle and
- * then checks nqueued under s->lock; a pusher raises nqueued and then, if
- * nidle > 0, signals under s->lock. With sequentially consistent atomics
- * one of the two sees the other.
+ * then checks nqueued (and the inbox and timers) under n->lock; a pusher
+ * raises nqueued and then, if nidle > 0, signals under n->lock. With
+ * sequentially consistent atomics one of the two sees the other. Idle
+ * workers sleep until the earliest timer.
  *
- * Deadlock: when every worker is idle and no thread is queued, nothing can
- * ever run again (this VM has no outside events that wake threads), so the
- * process ends with a runtime error naming where main waits.
+ * Threads of a process that has ended are dropped when a worker meets
+ * them; the process counts them (vm__proc_busy_dec) until none is left.
  *
- * Runs on the worker OS threads; worker 0 is the thread that called
- * vm__sched_run(). */
+ * Runs on the worker OS threads vm_node_new() starts. */
 #include "vm/vm_int.h"
 
-#include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-int vm__sched_init(struct vm_sched *s, struct vm_proc *p, int nworkers)
-{
-	memset(s, 0, sizeof *s);
-	s->proc = p;
-	s->workers = calloc((size_t)nworkers, sizeof *s->workers);
-	if (s->workers == NULL)
-		return FL_ENOMEM;
-	s->nworkers = nworkers;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->wake, NULL);
-	for (int i = 0; i < nworkers; i++) {
-		struct vm_worker *w = &s->workers[i];
-		w->sched = s;
-		w->id = i;
-		pthread_mutex_init(&w->lock, NULL);
-		w->nfilled = VM_TLB_TRACK + 1; /* calloc'd keys: clear all */
-		vm__tlb_flush(w);
-	}
-	return 0;
-}
-
-void vm__sched_close(struct vm_sched *s)
-{
-	for (int i = 0; i < s->nworkers; i++)
-		pthread_mutex_destroy(&s->workers[i].lock);
-	free(s->workers);
-	pthread_mutex_destroy(&s->lock);
-	pthread_cond_destroy(&s->wake);
-	memset(s, 0, sizeof *s);
-}
+#include <time.h>
 
 /* One more queued thread: wake an idle worker if there is one. */
-static void queued(struct vm_sched *s)
+static void queued(struct vm_node *n)
 {
-	atomic_fetch_add(&s->nqueued, 1);
-	if (atomic_load(&s->nidle) > 0) {
-		pthread_mutex_lock(&s->lock);
-		pthread_cond_signal(&s->wake);
-		pthread_mutex_unlock(&s->lock);
+	atomic_fetch_add(&n->nqueued, 1);
+	if (atomic_load(&n->nidle) > 0) {
+		pthread_mutex_lock(&n->lock);
+		pthread_cond_signal(&n->wake);
+		pthread_mutex_unlock(&n->lock);
 	}
 }
 
-void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
+void vm__sched_push(struct vm_node *n, struct vm_worker *w,
 		    struct vm_thread *t)
 {
 	if (w == NULL)
-		w = &s->workers[0];
+		w = &n->workers[0];
 	t->next = NULL;
 	pthread_mutex_lock(&w->lock);
 	if (w->tail != NULL)
@@ -80,11 +53,11 @@ void vm__sched_push(struct vm_sched *s, struct vm_worker *w,
 		w->head = t;
 	w->tail = t;
 	pthread_mutex_unlock(&w->lock);
-	queued(s);
+	queued(n);
 }
 
-void vm__sched_push_front(struct vm_sched *s, struct vm_worker *w,
-			  struct vm_thread *t)
+static void push_front(struct vm_node *n, struct vm_worker *w,
+		       struct vm_thread *t)
 {
 	pthread_mutex_lock(&w->lock);
 	t->next = w->head;
@@ -92,10 +65,10 @@ void vm__sched_push_front(struct vm_sched *s, struct vm_worker *w,
 	if (w->tail == NULL)
 		w->tail = t;
 	pthread_mutex_unlock(&w->lock);
-	queued(s);
+	queued(n);
 }
 
-static struct vm_thread *pop(struct vm_sched *s, struct vm_worker *w)
+static struct vm_thread *pop(struct vm_node *n, struct vm_worker *w)
 {
 	struct vm_thread *t;
 
@@ -108,64 +81,81 @@ static struct vm_thread *pop(struct vm_sched *s, struct vm_worker *w)
 	}
 	pthread_mutex_unlock(&w->lock);
 	if (t != NULL)
-		atomic_fetch_sub(&s->nqueued, 1);
+		atomic_fetch_sub(&n->nqueued, 1);
 	return t;
 }
 
-static struct vm_thread *next_thread(struct vm_sched *s, struct vm_worker *w)
+static struct vm_thread *next_thread(struct vm_node *n, struct vm_worker *w)
 {
-	struct vm_thread *t = pop(s, w);
+	struct vm_thread *t;
+	int nw;
 
-	for (int i = 1; t == NULL && i < s->nworkers; i++) {
-		struct vm_worker *v = &s->workers[(w->id + i) % s->nworkers];
-		if (atomic_load(&s->nqueued) > 0)
-			t = pop(s, v);
+	if (w->now != NULL) {
+		t = w->now;
+		w->now = NULL;
+		return t;
+	}
+	if (w->lifo != NULL) {
+		t = w->lifo;
+		w->lifo = NULL;
+		return t;
+	}
+	t = pop(n, w);
+	nw = atomic_load(&n->nworkers);
+	for (int i = 1; t == NULL && i < nw; i++) {
+		struct vm_worker *v = &n->workers[(w->id + i) % nw];
+		if (atomic_load(&n->nqueued) > 0)
+			t = pop(n, v);
 	}
 	return t;
 }
 
-void vm__sched_stop(struct vm_sched *s)
+/* Sleep until there is work, an event or a due timer, or the node stops. */
+static void idle(struct vm_node *n, struct vm_proc *serve)
 {
-	pthread_mutex_lock(&s->lock);
-	atomic_store(&s->stop, true);
-	pthread_cond_broadcast(&s->wake);
-	pthread_mutex_unlock(&s->lock);
-}
-
-/* Sleep until there is work or the process ends. */
-static void idle(struct vm_sched *s)
-{
-	bool deadlock = false;
-
-	pthread_mutex_lock(&s->lock);
-	atomic_fetch_add(&s->nidle, 1);
-	while (!atomic_load(&s->stop) && atomic_load(&s->nqueued) == 0) {
-		if (atomic_load(&s->nidle) == s->nworkers) {
-			deadlock = true;
-			break;
-		}
-		pthread_cond_wait(&s->wake, &s->lock);
-	}
-	atomic_fetch_sub(&s->nidle, 1);
-	pthread_mutex_unlock(&s->lock);
-	if (deadlock)
-		vm__proc_deadlock(s->proc);
-}
-
-static void *worker_main(void *arg)
-{
-	struct vm_worker *w = arg;
-	struct vm_sched *s = w->sched;
-
-	while (!atomic_load(&s->stop)) {
-		struct vm_thread *t = w->next ? w->next : next_thread(s, w);
-		w->next = NULL;
-		if (t == NULL) {
-			idle(s);
+	pthread_mutex_lock(&n->lock);
+	atomic_fetch_add(&n->nidle, 1);
+	while (!atomic_load(&n->stop) && atomic_load(&n->nqueued) == 0 &&
+	       atomic_load(&n->ninbox) == 0 &&
+	       (serve == NULL || !atomic_load(&serve->quiet))) {
+		uint64_t due = atomic_load(&n->next_due);
+		if (due == UINT64_MAX) {
+			pthread_cond_wait(&n->wake, &n->lock);
 			continue;
 		}
-		/* The TLB may hold another thread's local pages, or this
-		 * thread's from before it ran elsewhere. */
+		if (due <= vm__now())
+			break;
+		struct timespec ts = {.tv_sec = (time_t)(due / 1000000000u),
+				      .tv_nsec = (long)(due % 1000000000u)};
+		pthread_cond_timedwait(&n->wake, &n->lock, &ts);
+	}
+	atomic_fetch_sub(&n->nidle, 1);
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* The worker loop, until the node stops or, for the caller's worker 0,
+ * until @serve is quiet. */
+static void work(struct vm_worker *w, struct vm_proc *serve)
+{
+	struct vm_node *n = w->node;
+
+	while (!atomic_load(&n->stop) &&
+	       (serve == NULL || !atomic_load(&serve->quiet))) {
+		struct vm_thread *t;
+		struct vm_proc *p;
+		vm__node_poll(w);
+		t = next_thread(n, w);
+		if (t == NULL) {
+			idle(n, serve);
+			continue;
+		}
+		p = t->proc;
+		if (atomic_load(&p->ending)) {
+			vm__proc_busy_dec(p); /* dropped: the process is over */
+			continue;
+		}
+		/* The TLB may hold another thread's pages, or this thread's
+		 * from before it ran elsewhere. */
 		if (t->last_worker != w || t->last_run != w->runs)
 			vm__tlb_flush(w);
 		t->last_worker = w;
@@ -173,34 +163,42 @@ static void *worker_main(void *arg)
 		w->cur = t;
 		switch (vm__interp(w, t)) {
 		case VM_STOP_YIELD:
-			if (s->proc->opt.migrate)
-				t = vm__thread_roundtrip(t);
-			vm__sched_push(s, w, t);
+			if (p->opt.migrate) {
+				struct vm_thread *c = vm__thread_roundtrip(w, t);
+				if (c == NULL) { /* it failed the process */
+					vm__proc_busy_dec(p);
+					break;
+				}
+				t = c;
+			}
+			vm__sched_push(n, w, t);
 			break;
 		case VM_STOP_PARK:
-		case VM_STOP_DONE:
-		case VM_STOP_SPAWN:
+			vm__park_commit(w, t);
 			break;
+		case VM_STOP_SPAWN:
+			/* The child runs next; the parent waits privately,
+			 * and an older parent becomes stealable. */
+			if (w->lifo != NULL)
+				push_front(n, w, w->lifo);
+			w->lifo = t;
+			break;
+		case VM_STOP_DONE:
 		case VM_STOP_END:
-			vm__sched_stop(s);
+			vm__proc_busy_dec(p);
 			break;
 		}
 		w->cur = NULL;
 	}
+}
+
+void *vm__worker_main(void *arg)
+{
+	work(arg, NULL);
 	return NULL;
 }
 
-void vm__sched_run(struct vm_sched *s)
+void vm_node_serve(struct vm_node *n, struct vm_proc *p)
 {
-	int started = 1;
-
-	for (int i = 1; i < s->nworkers; i++) {
-		if (pthread_create(&s->workers[i].os, NULL, worker_main,
-				   &s->workers[i]) != 0)
-			break; /* run with the workers we got */
-		started++;
-	}
-	worker_main(&s->workers[0]);
-	for (int i = 1; i < started; i++)
-		pthread_join(s->workers[i].os, NULL);
+	work(&n->workers[0], p);
 }

@@ -18,10 +18,16 @@
  * waiters are served in order and none starves; only a thread that has not
  * queued yet can win a race against another such thread.
  *
- * Callers (the interpreter) have saved the thread's registers before any
- * call that may park it: once it is in a queue, another worker may resume
- * it at any moment. Runs on any worker. */
+ * Queues hold struct vm_waiter entries: a local thread's own (its wake
+ * resumes it with a reply: woken, or handed the mutex), or a page
+ * source's stand-in for a thread elsewhere. Callers (the interpreter)
+ * have saved the thread's registers at the instruction before any call
+ * that may park it: once it is in a queue, another worker may resume it
+ * at any moment, and the instruction then runs again and takes the reply.
+ * Runs on any worker. */
 #include "vm/vm_int.h"
+
+#include <stddef.h>
 
 static struct vm_waitq *bucket(struct vm_proc *p, vm_word addr)
 {
@@ -34,34 +40,33 @@ static const void *space_id(const struct vm_thread *t, vm_word addr)
 	return (addr & VM_GLOBAL_BIT) ? (const void *)t->proc : (const void *)t;
 }
 
-static void enqueue(struct vm_waitq *q, struct vm_thread *t)
+static void enqueue(struct vm_waitq *q, struct vm_waiter *wt)
 {
-	t->next = NULL;
+	wt->next = NULL;
 	if (q->tail != NULL)
-		q->tail->next = t;
+		q->tail->next = wt;
 	else
-		q->head = t;
-	q->tail = t;
+		q->head = wt;
+	q->tail = wt;
 }
 
 /* Remove and return the first waiter of (@addr, @space) of @kind. */
-static struct vm_thread *dequeue(struct vm_waitq *q, vm_word addr,
+static struct vm_waiter *dequeue(struct vm_waitq *q, vm_word addr,
 				 const void *space, uint8_t kind)
 {
-	struct vm_thread *prev = NULL;
+	struct vm_waiter *prev = NULL;
 
-	for (struct vm_thread *t = q->head; t != NULL; prev = t, t = t->next) {
-		if (t->wait_addr != addr || t->wait_space != space ||
-		    t->wait_kind != kind)
+	for (struct vm_waiter *x = q->head; x != NULL; prev = x, x = x->next) {
+		if (x->addr != addr || x->space != space || x->kind != kind)
 			continue;
 		if (prev != NULL)
-			prev->next = t->next;
+			prev->next = x->next;
 		else
-			q->head = t->next;
-		if (q->tail == t)
+			q->head = x->next;
+		if (q->tail == x)
 			q->tail = prev;
-		t->next = NULL;
-		return t;
+		x->next = NULL;
+		return x;
 	}
 	return NULL;
 }
@@ -69,27 +74,33 @@ static struct vm_thread *dequeue(struct vm_waitq *q, vm_word addr,
 static bool has_waiter(const struct vm_waitq *q, vm_word addr,
 		       const void *space, uint8_t kind)
 {
-	for (const struct vm_thread *t = q->head; t != NULL; t = t->next)
-		if (t->wait_addr == addr && t->wait_space == space &&
-		    t->wait_kind == kind)
+	for (const struct vm_waiter *x = q->head; x != NULL; x = x->next)
+		if (x->addr == addr && x->space == space && x->kind == kind)
 			return true;
 	return false;
+}
+
+/* A local thread's waiter: resume it with the reply. */
+static void thread_wake(struct vm_waiter *wt, struct vm_worker *w,
+			vm_word value)
+{
+	struct vm_thread *t =
+		(struct vm_thread *)((char *)wt - offsetof(struct vm_thread, waiter));
+
+	vm__resume(w, t, 0, value);
 }
 
 static void park(struct vm_waitq *q, struct vm_thread *t, vm_word addr,
 		 uint8_t kind)
 {
-	t->wait_addr = addr;
-	t->wait_space = space_id(t, addr);
-	t->wait_kind = kind;
-	atomic_store(&t->state, VM_T_PARKED);
-	enqueue(q, t);
-}
+	struct vm_waiter *wt = &t->waiter;
 
-static void unpark(struct vm_worker *w, struct vm_thread *t)
-{
-	atomic_store(&t->state, VM_T_RUNNABLE);
-	vm__sched_push(w->sched, w, t);
+	vm__park_begin(t, kind, addr);
+	wt->addr = addr;
+	wt->space = space_id(t, addr);
+	wt->kind = kind;
+	wt->wake = thread_wake;
+	enqueue(q, wt);
 }
 
 bool vm__wait(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
@@ -100,7 +111,7 @@ bool vm__wait(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 
 	pthread_mutex_lock(&q->lock);
 	if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == expected) {
-		park(q, t, addr, 0);
+		park(q, t, addr, VM_PARK_WAIT);
 		parked = true;
 	}
 	pthread_mutex_unlock(&q->lock);
@@ -114,11 +125,11 @@ vm_word vm__wake(struct vm_worker *w, struct vm_thread *t, vm_word addr,
 	struct vm_waitq *q = bucket(t->proc, addr);
 	const void *space = space_id(t, addr);
 	vm_word woken = 0;
-	struct vm_thread *x;
+	struct vm_waiter *x;
 
 	pthread_mutex_lock(&q->lock);
-	while (woken < n && (x = dequeue(q, addr, space, 0)) != NULL) {
-		unpark(w, x);
+	while (woken < n && (x = dequeue(q, addr, space, VM_PARK_WAIT)) != NULL) {
+		x->wake(x, w, 0);
 		woken++;
 	}
 	pthread_mutex_unlock(&q->lock);
@@ -169,7 +180,7 @@ bool vm__lock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 							   __ATOMIC_SEQ_CST,
 							   __ATOMIC_SEQ_CST))
 			continue;
-		park(q, t, addr, 1);
+		park(q, t, addr, VM_PARK_LOCK);
 		pthread_mutex_unlock(&q->lock);
 		return true;
 	}
@@ -182,7 +193,7 @@ bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 		vm_word addr)
 {
 	struct vm_waitq *q;
-	struct vm_thread *x;
+	struct vm_waiter *x;
 	const void *space;
 	uint64_t v = __atomic_load_n(word, __ATOMIC_SEQ_CST);
 
@@ -195,14 +206,14 @@ bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 	q = bucket(t->proc, addr);
 	space = space_id(t, addr);
 	pthread_mutex_lock(&q->lock);
-	x = dequeue(q, addr, space, 1);
+	x = dequeue(q, addr, space, VM_PARK_LOCK);
 	if (x != NULL) {
 		/* Hand over: the word stays locked; the new owner's lock
-		 * instruction completes with status 0. */
-		__atomic_store_n(word, has_waiter(q, addr, space, 1) ? 2 : 1,
+		 * instruction completes with the status in the reply (0: the
+		 * previous owner was not lost). */
+		__atomic_store_n(word, has_waiter(q, addr, space, VM_PARK_LOCK) ? 2 : 1,
 				 __ATOMIC_SEQ_CST);
-		x->stack[x->sp] = 0;
-		unpark(w, x);
+		x->wake(x, w, 0);
 	} else {
 		__atomic_store_n(word, 0, __ATOMIC_SEQ_CST);
 	}

@@ -1,5 +1,5 @@
 /* VM threads: creation with a copy-on-spawn snapshot of local memory, the
- * process's thread table, stack growth, and freeing.
+ * process's thread table, stack growth, parking, and freeing.
  *
  * A thread is a small struct plus its data stack and frames, both grown on
  * demand from a few words, so a parked thread with a small stack costs a
@@ -7,6 +7,16 @@
  * never reused within a process. The table maps ids to live (not yet
  * joined) threads with open addressing; it is what makes join of an
  * unknown or already joined id a clean runtime error.
+ *
+ * Parking: an instruction that must wait (join, wait, lock, a request to
+ * the outside world) registers its thread with whoever will wake it,
+ * having called vm__park_begin(), and stops; the thread's saved pc stays
+ * at that instruction. The waker calls vm__resume() with a reply, which
+ * the re-executed instruction takes (vm__reply_take) and completes with,
+ * as if it had never stopped. The waker may come before the parking
+ * worker has let go of the thread (pstate EARLY, see vm_int.h); then that
+ * worker queues it. Replies are values in the thread, never writes into
+ * its saved stack, so a parked thread's state is complete as it is.
  *
  * Threads: vm__thread_new() and the table functions may run on any worker;
  * the table is guarded by proc->tlock (callers of find/unlist hold it). */
@@ -101,6 +111,81 @@ void vm__thread_unlist(struct vm_proc *p, vm_word tid)
 	}
 }
 
+void vm__thread_relist(struct vm_proc *p, struct vm_thread *old,
+		       struct vm_thread *new_t)
+{
+	if (p->threads_cap == 0)
+		return;
+	for (size_t j = slot_of(old->tid, p->threads_cap); p->threads[j] != NULL;
+	     j = (j + 1) & (p->threads_cap - 1))
+		if (p->threads[j] == old) {
+			p->threads[j] = new_t;
+			return;
+		}
+}
+
+/* ---- Parking ---- */
+
+void vm__park_begin(struct vm_thread *t, enum vm_park kind, vm_word arg)
+{
+	t->park = (uint8_t)kind;
+	t->park_arg = arg;
+	t->reply.ready = false;
+	atomic_store(&t->pstate, VM_P_PARKING);
+}
+
+void vm__park_commit(struct vm_worker *w, struct vm_thread *t)
+{
+	int s = VM_P_PARKING;
+
+	if (atomic_compare_exchange_strong(&t->pstate, &s, VM_P_PARKED)) {
+		vm__proc_busy_dec(t->proc);
+		return;
+	}
+	/* Resumed while parking (EARLY): it never stopped being busy. */
+	atomic_store(&t->pstate, VM_P_RUN);
+	vm__sched_push(w->node, w, t);
+}
+
+void vm__resume(struct vm_worker *w, struct vm_thread *t, int32_t status,
+		vm_word value)
+{
+	int s;
+
+	t->reply.kind = t->park;
+	t->reply.status = status;
+	t->reply.value = value;
+	t->reply.ready = true;
+	s = atomic_load(&t->pstate);
+	for (;;) {
+		if (s == VM_P_PARKED) {
+			if (!atomic_compare_exchange_weak(&t->pstate, &s,
+							  VM_P_RUN))
+				continue;
+			vm__proc_busy_inc(t->proc);
+			vm__sched_push(w->node, w, t);
+			return;
+		}
+		if (s == VM_P_PARKING) {
+			if (!atomic_compare_exchange_weak(&t->pstate, &s,
+							  VM_P_EARLY))
+				continue;
+			return;
+		}
+		return; /* not parked: nothing to wake */
+	}
+}
+
+bool vm__reply_take(struct vm_thread *t, enum vm_park kind,
+		    struct vm_reply *out)
+{
+	if (!t->reply.ready || t->reply.kind != kind)
+		return false;
+	*out = t->reply;
+	t->reply.ready = false;
+	return true;
+}
+
 /* ---- Threads ---- */
 
 bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
@@ -157,6 +242,7 @@ struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
 	t->proc = p;
 	t->tid = atomic_fetch_add(&p->next_tid, 1);
 	atomic_init(&t->state, VM_T_RUNNABLE);
+	atomic_init(&t->pstate, VM_P_RUN);
 	if (parent != NULL)
 		vm__space_fork(&t->local, &parent->local);
 	else if (vm__space_init(&t->local, 0, p->opt.check, false) != 0)
@@ -180,6 +266,7 @@ struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
 	if (!listed)
 		goto fail;
 	atomic_fetch_add(&p->live, 1);
+	vm__proc_busy_inc(p);
 	return t;
 fail:
 	vm__thread_free(t);

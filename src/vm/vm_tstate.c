@@ -21,6 +21,7 @@
  * limits, before anything is allocated or trusted. Runs on any thread. */
 #include "vm/vm_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,7 +46,7 @@ static void each_page(const void *const *node, int level, vm_word prefix,
 		if (level == VM_RADIX_LEVELS - 1)
 			fn(arg, pn, c);
 		else
-			each_page((const void *const *)((const struct vm_node *)c)->slot,
+			each_page((const void *const *)((const struct vm_radix *)c)->slot,
 				  level + 1, pn, fn, arg);
 	}
 }
@@ -308,6 +309,7 @@ int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 		return FL_ENOMEM;
 	t->proc = p;
 	atomic_init(&t->state, VM_T_RUNNABLE);
+	atomic_init(&t->pstate, VM_P_RUN);
 	rc = vm__space_init(&t->local, 0, p->opt.check, false);
 	if (rc)
 		goto fail;
@@ -370,29 +372,34 @@ fail:
 	return rc;
 }
 
-struct vm_thread *vm__thread_roundtrip(struct vm_thread *t)
+struct vm_thread *vm__thread_roundtrip(struct vm_worker *w,
+				       struct vm_thread *t)
 {
 	struct vm_proc *p = t->proc;
 	struct vm_thread *c = NULL;
 	struct fl_buf b;
 	struct fl_err err;
+	int rc;
 
 	fl_buf_init(&b);
-	if (vm__thread_encode(t, &b) != 0 ||
-	    vm__thread_decode(p, b.data, b.len, &c, &err) != 0) {
-		fl_buf_close(&b);
-		return t;
-	}
+	rc = vm__thread_encode(t, &b);
+	if (rc != 0)
+		fl_err_set(&err, rc, "encode: %s", fl_strerror(rc));
+	else
+		rc = vm__thread_decode(p, b.data, b.len, &c, &err);
 	fl_buf_close(&b);
+	if (rc != 0) {
+		/* A test aid that quietly kept the old thread would make
+		 * every test that relies on it unable to fail. */
+		vm__fault(w, "debug-migrate: round trip failed: %.160s", err.msg);
+		vm__proc_fail(p, t, t->pc, w->fault.msg);
+		return NULL;
+	}
 	/* Relations kept by the process, not by the thread itself. */
 	pthread_mutex_lock(&p->tlock);
 	c->joined = t->joined;
 	c->joiner = t->joiner;
-	for (size_t i = 0; i < p->threads_cap; i++)
-		if (p->threads[i] == t)
-			p->threads[i] = c;
-	if (p->main == t)
-		p->main = c;
+	vm__thread_relist(p, t, c);
 	pthread_mutex_unlock(&p->tlock);
 	vm__thread_free(t);
 	return c;

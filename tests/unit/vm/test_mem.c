@@ -878,7 +878,7 @@ struct pageset {
 	size_t n, cap;
 };
 
-static void collect_pages(const struct vm_node *n, int level,
+static void collect_pages(const struct vm_radix *n, int level,
 			  struct pageset *ps)
 {
 	if (n == NULL)
@@ -1905,7 +1905,7 @@ static void test_cow_close_either_side(void **state)
 			pg[k] = vm__page_get(so, pageno(big) + k);
 			assert_int_equal(refs_of(pg[k]), 1);
 		}
-		struct vm_node *root = so->root;
+		struct vm_radix *root = so->root;
 		struct vm_heap *heap = so->heap;
 		put(e, other, big, bign, 8);
 		for (vm_word k = 0; k < 3; k++)
