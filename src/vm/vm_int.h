@@ -270,6 +270,9 @@ struct vm_thread {
 	uint8_t park;       /* enum vm_park: what it waits for */
 	vm_word park_arg;
 	struct vm_reply reply;
+	/* Progress of a restartable instruction it parked in (bytes a write
+	 * has queued so far); 0 between instructions. */
+	vm_word partial;
 	vm_word result;     /* DONE: main's or the function's return value */
 	struct vm_thread *joiner; /* parked in join on this thread */
 	bool joined;              /* a join has claimed it */
@@ -354,11 +357,34 @@ uint64_t vm__now(void);
 
 /* ---- Processes (vm_proc.c) ---- */
 
-struct vm_out {
-	int fd;
-	bool tty;
+/* A process's stdio (vm_stdio.c). Output is a queue of records (u8 fd,
+ * u32 length, bytes) that a driver writes out; input a buffer a driver
+ * fills when a reader wants more. Workers never do the I/O itself. */
+struct vm_stream {
+	int err;   /* 0, or the FL_E* code writing it failed with */
+	bool told; /* the program's write got that code */
+};
+
+struct vm_pio {
 	pthread_mutex_t lock;
-	struct fl_buf buf;
+	struct fl_buf q;      /* output records not yet taken by the driver */
+	size_t last;          /* offset of q's last record header, or SIZE_MAX */
+	size_t queued;        /* payload bytes in q or being written */
+	struct vm_stream out[3]; /* [1] stdout, [2] stderr */
+	bool tty;             /* stdout is a terminal: written at every write */
+	uint8_t *in;          /* input not yet read (VM_IN_MAX bytes) */
+	size_t in_off, in_len;
+	int in_err;           /* FL_E* reading failed with, reported once */
+	bool in_eof, in_wanted;
+	struct vm_thread *out_wait, *in_wait; /* parked writers, readers */
+	struct vm_event ev;   /* resumes them (posted by the driver) */
+	bool ev_posted;
+	/* The embedded fd driver: its thread, the eventfd that wakes it. */
+	pthread_t th;
+	bool th_started;
+	int evfd;
+	_Atomic bool kicked;
+	bool closed; /* the driver is done, all output out (under endlock) */
 };
 
 #define VM_WAIT_BUCKETS 256
@@ -378,7 +404,7 @@ struct vm_proc {
 	pthread_mutex_t glock; /* the global space's page table and heap */
 	_Atomic uint64_t ggen; /* bumped when global pages are unmapped */
 	_Atomic int64_t budget; /* bytes of pages the process may still map */
-	struct vm_out out;      /* buffered stdout */
+	struct vm_pio io;       /* stdin, stdout, stderr */
 	long ncpu;
 	/* Threads by id (open addressing, tid 0 = empty), under @tlock. */
 	pthread_mutex_t tlock;
@@ -396,11 +422,10 @@ struct vm_proc {
 	_Atomic int64_t nbusy;
 	struct vm_waitq waitq[VM_WAIT_BUCKETS];
 	/* The end: @ending is set once, by main's return, exit, a runtime
-	 * error or a deadlock; @ended once its output is out, @quiet once
-	 * nbusy is 0 after that (vm_proc_wait/free). */
+	 * error or a deadlock; @quiet once nbusy is 0 after that, and
+	 * io.closed once its output is out (vm_proc_wait/free). */
 	_Atomic bool ending;
 	int status;
-	bool ended;
 	_Atomic bool quiet;
 	pthread_mutex_t endlock;
 	pthread_cond_t endcond;
@@ -443,7 +468,8 @@ void vm__thread_free_stack(struct vm_thread *t);
 /* Parking. The instruction calls vm__park_begin() before it makes @t
  * known to whoever will wake it, then stops with VM_STOP_PARK; its worker
  * then calls vm__park_commit(). vm__resume() gives @t its reply and
- * queues it (on @w's queue), whichever of the two comes second. The
+ * queues it (on @w's queue, or where it last ran when @w is NULL: an
+ * event), whichever of the two comes second. The
  * resumed thread re-executes the instruction, which takes the reply with
  * vm__reply_take(). */
 void vm__park_begin(struct vm_thread *t, enum vm_park kind, vm_word arg);
@@ -536,8 +562,34 @@ enum vm_stop {
 /* Run @t on @w until it yields, parks, finishes or the process ends. */
 enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t);
 
-/* Output (vm_proc.c). Atomic per call. */
-void vm__out_write(struct vm_out *o, const void *p, size_t n);
-void vm__out_flush(struct vm_out *o);
+/* ---- stdio (vm_stdio.c) ---- */
+
+/* What a slow path did: done, a runtime error (w->fault set), the thread
+ * is parking (the instruction runs again when it is resumed), or the
+ * process ended. */
+enum vm_res { VM_OK = 0, VM_FAULT, VM_PARK, VM_END };
+
+/* Set up @p's stdio and start its driver (the fd driver on
+ * p->opt.fd_in/out/err); 0 or an error with @err saying what failed. */
+int vm__io_init(struct vm_proc *p, struct fl_err *err);
+/* Wait for the driver to finish (after quiet) and release everything. */
+void vm__io_close(struct vm_proc *p);
+/* write ( fd addr n -- written ) for @t: *@res is the result word. */
+enum vm_res vm__io_write(struct vm_worker *w, struct vm_thread *t, int64_t fd,
+			 vm_word addr, vm_word n, vm_word *res);
+/* read ( fd addr n -- got ). */
+enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
+			vm_word addr, vm_word n, vm_word *res);
+/* printi: @s of @n bytes to stdout (no result). */
+enum vm_res vm__io_print(struct vm_worker *w, struct vm_thread *t,
+			 const char *s, size_t n);
+/* Queue @s on stderr whatever the queue holds (runtime error lines). */
+void vm__io_errline(struct vm_proc *p, const char *s);
+/* The process ended / became quiet: cancel parked readers and writers,
+ * let the driver finish. Any thread. */
+void vm__io_ending(struct vm_proc *p);
+/* Wait until the driver has written everything; the exit status, which
+ * an unreported output error may change (vm_stdio.c). */
+int vm__io_wait(struct vm_proc *p, int status);
 
 #endif

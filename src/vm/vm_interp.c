@@ -93,66 +93,6 @@ static bool grow_frames(struct vm_worker *w, struct vm_thread *t)
 	return true;
 }
 
-static vm_word do_write(struct vm_worker *w, int64_t fd, vm_word addr,
-			vm_word n, bool *ok)
-{
-	struct vm_proc *p = w->cur->proc;
-	uint8_t buf[4096];
-	vm_word done = 0;
-
-	*ok = true;
-	if (fd != 1 && fd != 2)
-		return (vm_word)-FL_EBADF;
-	if (fd == 2)
-		vm__out_flush(&p->out);
-	while (done < n) {
-		vm_word k = n - done < sizeof buf ? n - done : sizeof buf;
-		if (vm__mem_read(w, buf, addr + done, k, "write") != 0) {
-			*ok = false;
-			return 0;
-		}
-		if (fd == 1) {
-			vm__out_write(&p->out, buf, k);
-		} else if (fl_write_all(p->opt.fd_err, buf, k) < k) {
-			return done ? done : (vm_word)-FL_EIO;
-		}
-		done += k;
-	}
-	return done;
-}
-
-/* Reads block the worker: stdin is the one outside event this VM has. */
-static vm_word do_read(struct vm_worker *w, int64_t fd, vm_word addr,
-		       vm_word n, bool *ok)
-{
-	struct vm_proc *p = w->cur->proc;
-	uint8_t buf[65536];
-	ssize_t got;
-
-	*ok = true;
-	if (fd != 0)
-		return (vm_word)-FL_EBADF;
-	if (n > sizeof buf)
-		n = sizeof buf;
-	/* Check the whole destination before consuming any input. */
-	for (vm_word a = addr; a - addr < n; a = (a | (VM_PAGE_SIZE - 1)) + 1)
-		if (vm__xlate(w, a, 1, true, "read") == NULL) {
-			*ok = false;
-			return 0;
-		}
-	vm__out_flush(&p->out);
-	do
-		got = read(p->opt.fd_in, buf, n);
-	while (got < 0 && errno == EINTR);
-	if (got < 0)
-		return (vm_word)-FL_EIO;
-	if (vm__mem_write(w, addr, buf, (vm_word)got, "read") != 0) {
-		*ok = false;
-		return 0;
-	}
-	return (vm_word)got;
-}
-
 static vm_word do_argv(struct vm_worker *w, int64_t i, vm_word buf, vm_word n,
 		       bool *ok)
 {
@@ -169,14 +109,6 @@ static vm_word do_argv(struct vm_worker *w, int64_t i, vm_word buf, vm_word n,
 		return 0;
 	}
 	return len;
-}
-
-static void do_printi(struct vm_proc *p, int64_t v)
-{
-	char s[24];
-	int n = snprintf(s, sizeof s, "%" PRId64, v);
-
-	vm__out_write(&p->out, s, (size_t)n);
 }
 
 static void flush_pages(struct vm_worker *w, vm_word space, vm_word first,
@@ -456,6 +388,23 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 	do {                                                                  \
 		vm__fault(w, __VA_ARGS__);                                    \
 		goto error;                                                   \
+	} while (0)
+/* The result of a slow path (enum vm_res) called with the stack spilled
+ * and as the instruction found it: on VM_PARK the thread stops at this
+ * instruction, which runs again when it is resumed. */
+#define SLOW(expr)                                                            \
+	do {                                                                  \
+		switch (expr) {                                               \
+		case VM_OK:                                                   \
+			break;                                                \
+		case VM_FAULT:                                                \
+			goto error;                                           \
+		case VM_PARK:                                                 \
+			SAVE(pc);                                             \
+			return VM_STOP_PARK;                                  \
+		case VM_END:                                                  \
+			return VM_STOP_END;                                   \
+		}                                                             \
 	} while (0)
 /* Registers into the thread, with pc at @next (a cell pointer). */
 #define SAVE(next)                                                            \
@@ -1122,9 +1071,7 @@ dispatch:
 	CASE(WRITE)
 	{
 		SPILL();
-		a = do_write(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
-		if (!ok)
-			goto error;
+		SLOW(vm__io_write(w, t, (int64_t)sp[-2], sp[-1], sp[0], &a));
 		sp -= 2;
 		*sp = a;
 		NEXT_FILL(1);
@@ -1132,9 +1079,7 @@ dispatch:
 	CASE(READ)
 	{
 		SPILL();
-		a = do_read(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
-		if (!ok)
-			goto error;
+		SLOW(vm__io_read(w, t, (int64_t)sp[-2], sp[-1], sp[0], &a));
 		sp -= 2;
 		*sp = a;
 		NEXT_FILL(1);
@@ -1142,7 +1087,10 @@ dispatch:
 	CASE(PRINTI)
 	{
 		SPILL();
-		do_printi(p, (int64_t)*sp--);
+		char s_[24];
+		int n_ = snprintf(s_, sizeof s_, "%" PRId64, (int64_t)*sp);
+		SLOW(vm__io_print(w, t, s_, (size_t)n_));
+		sp--;
 		NEXT_FILL(1);
 	}
 	CASE(OPEN)
@@ -1211,6 +1159,7 @@ dispatch:
 #undef MIRROR
 #undef FAIL
 #undef SAVE
+#undef SLOW
 #undef TICK
 #undef FAST
 #undef LOAD

@@ -18,10 +18,9 @@
  * with a runtime error naming where main waits. This is per process and
  * independent of how many workers the node has or how busy they are.
  *
- * Output is buffered per process under a mutex, so each write or printi is
- * atomic, and flushed when the process ends for any reason, before
- * anything goes to stderr, before reading stdin, and at once when stdout is
- * a terminal: output written before a runtime error is never lost.
+ * stdio is vm_stdio.c's: workers queue output and take input, a driver
+ * does the I/O. A runtime error's line goes into the same queue, after
+ * everything written before it.
  *
  * Runs on workers (the end, failures, counts) and on the thread that
  * started the process (start, wait, free). */
@@ -44,42 +43,6 @@ void vm_options_init(struct vm_options *o)
 	o->fd_out = 1;
 	o->fd_err = 2;
 	o->prog = "flock";
-}
-
-/* ---- Output ---- */
-
-#define OUT_FLUSH_AT 65536
-
-static void flush_locked(struct vm_out *o)
-{
-	fl_write_all(o->fd, o->buf.data, o->buf.len);
-	o->buf.len = 0;
-}
-
-void vm__out_flush(struct vm_out *o)
-{
-	pthread_mutex_lock(&o->lock);
-	flush_locked(o);
-	pthread_mutex_unlock(&o->lock);
-}
-
-void vm__out_write(struct vm_out *o, const void *p, size_t n)
-{
-	pthread_mutex_lock(&o->lock);
-	if (o->buf.len + n > OUT_FLUSH_AT)
-		flush_locked(o);
-	if (n >= OUT_FLUSH_AT) {
-		fl_write_all(o->fd, p, n);
-	} else {
-		fl_buf_put(&o->buf, p, n);
-		if (fl_buf_failed(&o->buf)) { /* out of memory: write through */
-			fl_buf_close(&o->buf);
-			fl_write_all(o->fd, p, n);
-		} else if (o->tty) {
-			flush_locked(o);
-		}
-	}
-	pthread_mutex_unlock(&o->lock);
 }
 
 /* ---- Loading ---- */
@@ -119,7 +82,8 @@ int vm__load_segments(struct vm_proc *p, struct fl_err *err)
 
 /* ---- The end ---- */
 
-/* The process is over and nothing runs or waits for it any more. */
+/* The process is over and nothing runs or waits for it any more. From
+ * the moment @quiet is set its owner may free it: touch only the node. */
 static void quiet(struct vm_proc *p)
 {
 	struct vm_node *n = p->node;
@@ -128,7 +92,8 @@ static void quiet(struct vm_proc *p)
 	atomic_store(&p->quiet, true);
 	pthread_cond_broadcast(&p->endcond);
 	pthread_mutex_unlock(&p->endlock);
-	/* A vm_node_serve() of it may sleep as an idle worker. */
+	/* A vm_node_serve() of it may sleep as an idle worker. (Its stdio
+	 * driver is woken by vm_proc_wait, which then waits for it.) */
 	pthread_mutex_lock(&n->lock);
 	pthread_cond_broadcast(&n->wake);
 	pthread_mutex_unlock(&n->lock);
@@ -161,6 +126,8 @@ bool vm__proc_end(struct vm_proc *p, int status)
 		first = true;
 	}
 	pthread_mutex_unlock(&p->endlock);
+	if (first)
+		vm__io_ending(p);
 	return first;
 }
 
@@ -191,16 +158,18 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 
 	pthread_mutex_lock(&p->endlock);
 	if (!atomic_load(&p->ending)) {
+		char text[FL_ERR_MAX + 2 * VM_NAME_MAX + 64];
+		snprintf(text, sizeof text,
+			 "%s:%" PRIu32 ": runtime error: %s (in function %s, "
+			 "thread %" PRIu64 "%s)\n",
+			 file, line, msg, f >= 0 ? m->funcs[f].name : "?",
+			 t->tid, where);
 		p->status = 70;
 		atomic_store(&p->ending, true);
-		vm__out_flush(&p->out);
-		dprintf(p->opt.fd_err,
-			"%s:%" PRIu32 ": runtime error: %s (in function %s, "
-			"thread %" PRIu64 "%s)\n",
-			file, line, msg, f >= 0 ? m->funcs[f].name : "?", t->tid,
-			where);
+		vm__io_errline(p, text);
 	}
 	pthread_mutex_unlock(&p->endlock);
+	vm__io_ending(p);
 }
 
 /* Every thread is blocked for good (nbusy fell to 0 before the end). */
@@ -240,10 +209,9 @@ void vm_proc_free(struct vm_proc *p)
 	vm__unlink(p);
 	if (p->global.heap != NULL)
 		vm__space_close(&p->global);
-	fl_buf_close(&p->out.buf);
+	vm__io_close(p);
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
 		pthread_mutex_destroy(&p->waitq[i].lock);
-	pthread_mutex_destroy(&p->out.lock);
 	pthread_mutex_destroy(&p->glock);
 	pthread_mutex_destroy(&p->tlock);
 	pthread_cond_destroy(&p->endcond);
@@ -265,13 +233,16 @@ static void fail_at_start(struct vm_proc *p, const char *fmt, ...)
 	char msg[200];
 	va_list ap;
 
+	char text[sizeof msg + VM_PATH_MAX + 64];
+
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	dprintf(p->opt.fd_err,
-		"%s:%" PRIu32 ": runtime error: %s (in function main, thread "
-		"%" PRIu64 ")\n",
-		file, line, msg, p->main_tid);
+	snprintf(text, sizeof text,
+		 "%s:%" PRIu32 ": runtime error: %s (in function main, thread "
+		 "%" PRIu64 ")\n",
+		 file, line, msg, p->main_tid);
+	vm__io_errline(p, text);
 	p->status = 70;
 	atomic_store(&p->ending, true);
 	atomic_store(&p->quiet, true);
@@ -301,10 +272,6 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 	} else {
 		p->budget = (int64_t)o->memory;
 	}
-	p->out.fd = o->fd_out;
-	p->out.tty = isatty(o->fd_out) == 1;
-	fl_buf_init(&p->out.buf);
-	pthread_mutex_init(&p->out.lock, NULL);
 	pthread_mutex_init(&p->glock, NULL);
 	pthread_mutex_init(&p->tlock, NULL);
 	pthread_mutex_init(&p->endlock, NULL);
@@ -313,6 +280,8 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 		pthread_mutex_init(&p->waitq[i].lock, NULL);
 	atomic_init(&p->next_tid, 1);
 	p->main_tid = 1;
+	if ((rc = vm__io_init(p, err)) != 0)
+		goto fail;
 	rc = vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true);
 	if (rc) {
 		fl_err_set(err, rc, "global memory: out of memory");
@@ -360,8 +329,7 @@ int vm_proc_wait(struct vm_proc *p)
 		pthread_cond_wait(&p->endcond, &p->endlock);
 	status = p->status;
 	pthread_mutex_unlock(&p->endlock);
-	vm__out_flush(&p->out);
-	return status;
+	return vm__io_wait(p, status);
 }
 
 int vm_run(const struct vm_module *m, const struct vm_options *o)

@@ -163,7 +163,10 @@ void vm__resume(struct vm_worker *w, struct vm_thread *t, int32_t status,
 							  VM_P_RUN))
 				continue;
 			vm__proc_busy_inc(t->proc);
-			vm__sched_push(w->node, w, t);
+			/* Not from a worker (an event): back where it ran. */
+			if (w == NULL)
+				w = t->last_worker;
+			vm__sched_push(t->proc->node, w, t);
 			return;
 		}
 		if (s == VM_P_PARKING) {
