@@ -178,6 +178,24 @@ int vm_module_func_at(const struct vm_module *m, uint32_t off);
  * at the next page boundary after it. */
 #define VM_PAGE_SIZE 4096u
 #define VM_GLOBAL_BIT ((vm_word)1 << 63)
+
+/* Global addresses (docs/memory.md): bit 63 set, bits 62..47 a slot,
+ * bits 46..0 the offset in it. Slot 0 is the process's origin machine's
+ * (module data, and galloc there); slot m + 1 is machine m's galloc
+ * range elsewhere. Local addresses are offsets alone. */
+#define VM_SLOT_SHIFT 47
+#define VM_SLOT_MASK ((vm_word)0xffff)
+#define VM_OFFSET_MASK (((vm_word)1 << VM_SLOT_SHIFT) - 1)
+
+/* The slot of global address @a, and the base address of slot @s. */
+static inline uint32_t vm_gslot(vm_word a)
+{
+	return (uint32_t)(a >> VM_SLOT_SHIFT & VM_SLOT_MASK);
+}
+static inline vm_word vm_gslot_base(uint32_t s)
+{
+	return VM_GLOBAL_BIT | (vm_word)s << VM_SLOT_SHIFT;
+}
 vm_word vm_module_seg_base(const struct vm_module *m, enum vm_segment seg);
 
 /* ---- Nodes ----

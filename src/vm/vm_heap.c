@@ -265,13 +265,15 @@ vm_word vm__heap_alloc(struct vm_space *s, vm_word n)
 int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 		  vm_word *unmapped)
 {
-	vm_word off = addr & ~VM_GLOBAL_BIT, pageno = off >> VM_PAGE_SHIFT;
+	vm_word off = addr & VM_OFFSET_MASK, pageno = off >> VM_PAGE_SHIFT;
 	uint32_t o = (uint32_t)(off & (VM_PAGE_SIZE - 1));
-	struct vm_page *pg = vm__page_get(s, pageno);
+	struct vm_page *pg = NULL;
 	bool nomem;
 
 	*first = pageno;
 	*unmapped = 0;
+	if ((addr & ~VM_OFFSET_MASK) == s->base) /* this space's slot */
+		pg = vm__page_get(s, pageno);
 	if (pg == NULL)
 		return FL_EFAULT;
 	if (pg->kind == VM_PAGE_SLAB) {
@@ -312,7 +314,7 @@ int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 
 bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n)
 {
-	vm_word off = addr & ~VM_GLOBAL_BIT;
+	vm_word off = addr & VM_OFFSET_MASK;
 	const struct vm_page *pg = vm__page_get(s, off >> VM_PAGE_SHIFT);
 	vm_word start, len;
 

@@ -271,8 +271,16 @@ struct vm_thread {
 	vm_word park_arg;
 	struct vm_reply reply;
 	/* Progress of a restartable instruction it parked in (bytes a write
-	 * has queued so far); 0 between instructions. */
+	 * has queued so far), or a result it already has (@held: a join
+	 * whose acquire fence parked); 0 and false between instructions. */
 	vm_word partial;
+	bool held;
+	/* A page source's reply on its way through the inbox. */
+	struct {
+		struct vm_event ev;
+		int32_t status;
+		vm_word value;
+	} rq;
 	vm_word result;     /* DONE: main's or the function's return value */
 	struct vm_thread *joiner; /* parked in join on this thread */
 	bool joined;              /* a join has claimed it */
@@ -313,7 +321,8 @@ struct vm_worker {
 	 * where it was, without moving to another worker. */
 	struct vm_thread *now, *lifo;
 	uint64_t runs;                 /* threads run so far */
-	uint64_t gen;                  /* global unmap generation seen */
+	uint64_t gen;                  /* page source generation seen ... */
+	const void *gen_owner;         /* ... of this source (vm_gmem.c) */
 	struct vm_tlb_entry rtlb[VM_TLB_SIZE]; /* readable pages */
 	struct vm_tlb_entry wtlb[VM_TLB_SIZE]; /* writable pages */
 	/* Indices filled since the last flush (VM_TLB_TRACK + 1: too many
@@ -324,6 +333,7 @@ struct vm_worker {
 };
 
 struct vm_timer;
+struct vm_gsrc;
 
 struct vm_node {
 	struct vm_node_options opt;
@@ -400,9 +410,7 @@ struct vm_proc {
 	vm_word pid;
 	struct vm_xcode x;
 	struct vm_options opt;
-	struct vm_space global;
-	pthread_mutex_t glock; /* the global space's page table and heap */
-	_Atomic uint64_t ggen; /* bumped when global pages are unmapped */
+	struct vm_gsrc *gs;     /* global memory (vm_gsrc.h) */
 	_Atomic int64_t budget; /* bytes of pages the process may still map */
 	struct vm_pio io;       /* stdin, stdout, stderr */
 	long ncpu;
@@ -517,29 +525,42 @@ bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 
 /* ---- Memory access (vm_mem.c) ---- */
 
+/* What a slow path did: done, a runtime error (w->fault set), the thread
+ * is parking (the instruction runs again when it is resumed), or the
+ * process ended. */
+enum vm_res { VM_OK = 0, VM_FAULT, VM_PARK, VM_END };
+
 /* Translate [addr, addr+n) -- within one page -- for a load (write=false)
- * or store by the thread @w runs; fills @w's TLB. NULL with w->fault set
- * on a bad address. @what names the instruction for the message. */
-uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
-		   const char *what);
+ * or store by the thread @w runs, into *@out; fills @w's TLB. Global
+ * addresses go to the process's page source. @what names the instruction
+ * for a fault's message. */
+enum vm_res vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
+		      const char *what, uint8_t **out);
 void vm__tlb_flush(struct vm_worker *w);
 /* Forget @w's writable translations of local pages (a spawn makes them
  * shared copy-on-write); cheap while few entries were filled. */
 void vm__tlb_drop_local_writes(struct vm_worker *w);
+/* Forget @w's translations of @n pages from page @first of the space at
+ * @base (they were unmapped). */
+void vm__tlb_drop_pages(struct vm_worker *w, vm_word base, vm_word first,
+			vm_word n);
 
-/* Copy between program memory and the host, any length, page by page. */
-int vm__mem_read(struct vm_worker *w, void *dst, vm_word addr, vm_word n,
-		 const char *what);
-int vm__mem_write(struct vm_worker *w, vm_word addr, const void *src,
-		  vm_word n, const char *what);
-int vm__mem_copy(struct vm_worker *w, vm_word dst, vm_word src, vm_word n);
-int vm__mem_fill(struct vm_worker *w, vm_word dst, uint8_t byte, vm_word n);
+/* Copy between program memory and the host, any length, page by page. A
+ * VM_PARK leaves nothing to undo: doing it again from the start is the
+ * same (reads), or stores the same bytes again (writes). */
+enum vm_res vm__mem_read(struct vm_worker *w, void *dst, vm_word addr,
+			 vm_word n, const char *what);
+enum vm_res vm__mem_write(struct vm_worker *w, vm_word addr, const void *src,
+			  vm_word n, const char *what);
+/* copy and fill, restartable: the operands are updated in place as the
+ * work proceeds, so after a VM_PARK they describe what is left. */
+enum vm_res vm__mem_copy(struct vm_worker *w, vm_word *dst, vm_word *src,
+			 vm_word *n);
+enum vm_res vm__mem_fill(struct vm_worker *w, vm_word *dst, uint8_t byte,
+			 vm_word *n);
 
 void vm__fault(struct vm_worker *w, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-
-/* Load the module's segments into @p's global space. */
-int vm__load_segments(struct vm_proc *p, struct fl_err *err);
 
 /* ---- Linking (vm_link.c) and the interpreter (vm_interp.c) ---- */
 
@@ -563,11 +584,6 @@ enum vm_stop {
 enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t);
 
 /* ---- stdio (vm_stdio.c) ---- */
-
-/* What a slow path did: done, a runtime error (w->fault set), the thread
- * is parking (the instruction runs again when it is resumed), or the
- * process ended. */
-enum vm_res { VM_OK = 0, VM_FAULT, VM_PARK, VM_END };
 
 /* Set up @p's stdio and start its driver (the fd driver on
  * p->opt.fd_in/out/err); 0 or an error with @err saying what failed. */

@@ -28,7 +28,7 @@
  * A runtime error ends the process (exit 70) with one line on stderr:
  *   FILE:LINE: runtime error: WHAT (in function NAME, thread N)
  * Runs on worker OS threads; no global state. */
-#include "vm/vm_int.h"
+#include "vm/vm_gsrc.h"
 #include "vm/vm_xops.h"
 
 #include <errno.h>
@@ -53,22 +53,21 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 
 /* ---- Slow paths, out of the loop ---- */
 
-static bool load_slow(struct vm_worker *w, vm_word a, unsigned n,
-		      const char *what, vm_word *v)
+static enum vm_res load_slow(struct vm_worker *w, vm_word a, unsigned n,
+			     const char *what, vm_word *v)
 {
 	uint8_t b[8];
+	enum vm_res rc = vm__mem_read(w, b, a, n, what);
 
-	if (vm__mem_read(w, b, a, n, what) != 0)
-		return false;
 	*v = 0;
 	memcpy(v, b, n);
-	return true;
+	return rc;
 }
 
-static bool store_slow(struct vm_worker *w, vm_word a, unsigned n, vm_word v,
-		       const char *what)
+static enum vm_res store_slow(struct vm_worker *w, vm_word a, unsigned n,
+			      vm_word v, const char *what)
 {
-	return vm__mem_write(w, a, &v, n, what) == 0;
+	return vm__mem_write(w, a, &v, n, what);
 }
 
 static bool grow_frames(struct vm_worker *w, struct vm_thread *t)
@@ -93,121 +92,132 @@ static bool grow_frames(struct vm_worker *w, struct vm_thread *t)
 	return true;
 }
 
-static vm_word do_argv(struct vm_worker *w, int64_t i, vm_word buf, vm_word n,
-		       bool *ok)
+static enum vm_res do_argv(struct vm_worker *w, int64_t i, vm_word buf,
+			   vm_word n, vm_word *res)
 {
 	const struct vm_options *o = &w->cur->proc->opt;
+	enum vm_res rc;
 	size_t len;
 
-	*ok = true;
-	if (i < 0 || i >= o->argc)
-		return (vm_word)-FL_EINVAL;
+	if (i < 0 || i >= o->argc) {
+		*res = (vm_word)-FL_EINVAL;
+		return VM_OK;
+	}
 	len = strlen(o->argv[i]);
-	if (vm__mem_write(w, buf, o->argv[i], len < n ? len : n, "argv") != 0 ||
-	    (len < n && vm__mem_write(w, buf + len, "", 1, "argv") != 0)) {
-		*ok = false;
-		return 0;
-	}
-	return len;
+	rc = vm__mem_write(w, buf, o->argv[i], len < n ? len : n, "argv");
+	if (rc == VM_OK && len < n)
+		rc = vm__mem_write(w, buf + len, "", 1, "argv");
+	*res = len;
+	return rc;
 }
 
-static void flush_pages(struct vm_worker *w, vm_word space, vm_word first,
-			vm_word n)
+static bool aligned(struct vm_worker *w, vm_word a, const char *what)
 {
-	if (n >= VM_TLB_SIZE) {
-		vm__tlb_flush(w);
-		return;
-	}
-	for (vm_word i = 0; i < n; i++) {
-		vm_word key = (space | ((first + i) << VM_PAGE_SHIFT)) >> VM_PAGE_SHIFT;
-		if (w->rtlb[key % VM_TLB_SIZE].key == key)
-			w->rtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
-		if (w->wtlb[key % VM_TLB_SIZE].key == key)
-			w->wtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
-	}
+	if ((a & 7) == 0)
+		return true;
+	vm__fault(w, "%s at unaligned address 0x%" PRIx64
+		     " (atomics need 8-byte alignment)",
+		  what, a);
+	return false;
 }
 
-/* The host address of the aligned word at @a for an atomic access. */
-static uint64_t *atomic_ptr(struct vm_worker *w, vm_word a, const char *what)
+/* The host word of local 8-byte-aligned @a for an atomic access. */
+static enum vm_res local_word(struct vm_worker *w, vm_word a, const char *what,
+			      uint64_t **q)
 {
 	struct vm_tlb_entry *e = &w->wtlb[(a >> VM_PAGE_SHIFT) % VM_TLB_SIZE];
+	uint8_t *d;
+	enum vm_res rc;
 
-	if (a & 7) {
-		vm__fault(w, "%s at unaligned address 0x%" PRIx64
-			     " (atomics need 8-byte alignment)",
-			  what, a);
-		return NULL;
+	if (e->key == a >> VM_PAGE_SHIFT) {
+		*q = (uint64_t *)(e->data + (a & (VM_PAGE_SIZE - 1)));
+		return VM_OK;
 	}
-	if (e->key == a >> VM_PAGE_SHIFT)
-		return (uint64_t *)(e->data + (a & (VM_PAGE_SIZE - 1)));
-	return (uint64_t *)vm__xlate(w, a, 8, true, what);
+	rc = vm__xlate(w, a, 8, true, what, &d);
+	*q = (uint64_t *)d;
+	return rc;
 }
 
-/* A fence: drop cached global translations if pages were unmapped since
- * this worker last looked (SPEC 3.1: frees become visible at fences). */
-static void fence(struct vm_worker *w, struct vm_proc *p)
+/* cas, xadd, xchg: global words at the page source, local ones here. */
+static VM_PROGRAM_MEMORY enum vm_res atomic_op(struct vm_worker *w, enum vm_gop op, vm_word addr,
+			     vm_word a, vm_word b, const char *what,
+			     vm_word *old)
 {
-	uint64_t g;
+	struct vm_gsrc *g = w->cur->proc->gs;
+	uint64_t *q;
+	enum vm_res rc;
 
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	g = atomic_load(&p->ggen);
-	if (g != w->gen) {
-		vm__tlb_flush(w);
-		w->gen = g;
+	if (!aligned(w, addr, what))
+		return VM_FAULT;
+	if (addr & VM_GLOBAL_BIT)
+		return g->ops->atomic(g, w, op, addr, a, b, what, old);
+	if ((rc = local_word(w, addr, what, &q)) != VM_OK)
+		return rc;
+	/* Local memory is the thread's own: nothing to order. */
+	switch (op) {
+	case VM_GOP_CAS:
+		*old = *q;
+		if (*q == a)
+			*q = b;
+		break;
+	case VM_GOP_XADD:
+		*old = *q;
+		*q += a;
+		break;
+	case VM_GOP_XCHG:
+		*old = *q;
+		*q = a;
+		break;
 	}
+	return VM_OK;
 }
 
-static vm_word alloc(struct vm_worker *w, struct vm_space *s, vm_word n,
-		     const char *what)
+static enum vm_res fence(struct vm_worker *w, enum vm_fence kind)
 {
-	struct vm_proc *p = w->cur->proc;
-	vm_word a;
+	struct vm_gsrc *g = w->cur->proc->gs;
 
+	return g->ops->fence(g, w, kind);
+}
+
+static enum vm_res do_alloc(struct vm_worker *w, vm_word n, vm_word *a)
+{
+	struct vm_space *s = &w->cur->local;
 	uint64_t copies = s->copies;
 
-	if (s->global)
-		pthread_mutex_lock(&p->glock);
-	a = vm__heap_alloc(s, n);
-	if (s->global)
-		pthread_mutex_unlock(&p->glock);
+	*a = vm__heap_alloc(s, n);
 	if (s->copies != copies) /* moved pages: cached translations stale */
 		vm__tlb_flush(w);
-	if (a == 0)
-		vm__fault(w, "out of memory (%s of %" PRIu64 " bytes)", what, n);
-	return a;
+	if (*a == 0) {
+		vm__fault(w, "out of memory (alloc of %" PRIu64 " bytes)", n);
+		return VM_FAULT;
+	}
+	return VM_OK;
 }
 
-static bool do_free(struct vm_worker *w, vm_word a)
+static enum vm_res do_free(struct vm_worker *w, vm_word a)
 {
 	struct vm_thread *t = w->cur;
-	struct vm_proc *p = t->proc;
-	bool global = (a & VM_GLOBAL_BIT) != 0;
+	struct vm_space *s = &t->local;
+	uint64_t copies = s->copies;
 	vm_word first, n;
 	int rc;
 
-	struct vm_space *s = global ? &p->global : &t->local;
-	uint64_t copies = s->copies;
-
-	if (global)
-		pthread_mutex_lock(&p->glock);
+	if (a & VM_GLOBAL_BIT)
+		return t->proc->gs->ops->free(t->proc->gs, w, a);
 	rc = vm__heap_free(s, a, &first, &n);
-	if (global && n > 0)
-		atomic_fetch_add(&p->ggen, 1);
-	if (global)
-		pthread_mutex_unlock(&p->glock);
 	if (rc == FL_ENOMEM) {
 		vm__fault(w, "out of memory (free)");
-		return false;
+		return VM_FAULT;
 	}
 	if (rc != 0) {
 		vm__fault(w, "free of 0x%" PRIx64 ", which is not a live block", a);
-		return false;
+		return VM_FAULT;
 	}
 	if (s->copies != copies)
 		vm__tlb_flush(w);
 	else
-		flush_pages(w, a & VM_GLOBAL_BIT, first, n);
-	return true;
+		vm__tlb_drop_pages(w, 0, first, n);
+	return VM_OK;
 }
 
 static vm_word now_ns(void)
@@ -333,16 +343,9 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 	int64_t sa, sb;
 	int budget = VM_BUDGET;
 	struct vm_reply reply;
-	bool ok;
 
 	if (atomic_load(&p->ending))
 		return VM_STOP_END;
-	/* Resuming after a park or on another worker: global pages freed
-	 * meanwhile must not stay cached (parking was a fence). */
-	if (atomic_load(&p->ggen) != w->gen) {
-		vm__tlb_flush(w);
-		w->gen = atomic_load(&p->ggen);
-	}
 #ifdef VM_SWITCH_DISPATCH
 #define CASE(name) case VM_OP_##name:
 #define NEXT(n)                                                               \
@@ -447,8 +450,16 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 			memcpy(&v_, q_, n);                                   \
 			tos = (vm_word)v_;                                    \
 		} else {                                                      \
-			if (!load_slow(w, tos, n, name, &a))                  \
+			switch (load_slow(w, tos, n, name, &a)) {             \
+			case VM_OK:                                           \
+				break;                                        \
+			case VM_PARK: /* the address is still in tos */       \
+				SPILL();                                      \
+				SAVE(pc);                                     \
+				return VM_STOP_PARK;                          \
+			default:                                              \
 				goto error;                                   \
+			}                                                     \
 			memcpy(&v_, &a, n);                                   \
 			tos = (vm_word)v_;                                    \
 		}                                                             \
@@ -459,8 +470,17 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 		uint8_t *q_ = FAST(wtlb, sp[0], n);                           \
 		if (q_ != NULL)                                               \
 			memcpy(q_, &tos, n);                                  \
-		else if (!store_slow(w, sp[0], n, tos, name))                 \
-			goto error;                                           \
+		else                                                          \
+			switch (store_slow(w, sp[0], n, tos, name)) {         \
+			case VM_OK:                                           \
+				break;                                        \
+			case VM_PARK:                                         \
+				SPILL();                                      \
+				SAVE(pc);                                     \
+				return VM_STOP_PARK;                          \
+			default:                                              \
+				goto error;                                   \
+			}                                                     \
 		tos = sp[-1];                                                 \
 		sp -= 2;                                                      \
 		NEXT(1);                                                      \
@@ -844,6 +864,8 @@ dispatch:
 	{
 		if (t->depth == 0) {
 			SPILL();
+			/* Its writes are released before its result is. */
+			SLOW(fence(w, VM_FENCE_RELEASE));
 			SAVE(pc);
 			return finish(w, t, tos);
 		}
@@ -877,38 +899,40 @@ dispatch:
 	CASE(ALLOC)
 	{
 		SPILL();
-		if (*sp != 0 && (*sp = alloc(w, &t->local, *sp, "alloc")) == 0)
-			goto error;
+		if (*sp != 0) {
+			SLOW(do_alloc(w, *sp, &a));
+			*sp = a;
+		}
 		NEXT_FILL(1);
 	}
 	CASE(GALLOC)
 	{
 		SPILL();
-		if (*sp != 0 && (*sp = alloc(w, &p->global, *sp, "galloc")) == 0)
-			goto error;
+		if (*sp != 0) {
+			SLOW(p->gs->ops->alloc(p->gs, w, *sp, &a));
+			*sp = a;
+		}
 		NEXT_FILL(1);
 	}
 	CASE(FREE)
 	{
 		SPILL();
-		a = *sp--;
-		if (a != 0 && !do_free(w, a))
-			goto error;
+		if (*sp != 0)
+			SLOW(do_free(w, *sp));
+		sp--;
 		NEXT_FILL(1);
 	}
-	CASE(COPY)
+	CASE(COPY) /* the operands track progress: see vm__mem_copy */
 	{
 		SPILL();
-		if (vm__mem_copy(w, sp[-2], sp[-1], sp[0]) != 0)
-			goto error;
+		SLOW(vm__mem_copy(w, &sp[-2], &sp[-1], &sp[0]));
 		sp -= 3;
 		NEXT_FILL(1);
 	}
 	CASE(FILL)
 	{
 		SPILL();
-		if (vm__mem_fill(w, sp[-2], (uint8_t)sp[-1], sp[0]) != 0)
-			goto error;
+		SLOW(vm__mem_fill(w, &sp[-2], (uint8_t)sp[-1], &sp[0]));
 		sp -= 3;
 		NEXT_FILL(1);
 	}
@@ -917,6 +941,8 @@ dispatch:
 		SPILL();
 		const struct vm_xfunc *callee = OPND.fn;
 		struct vm_thread *c;
+		/* The parent's writes are released before the child exists. */
+		SLOW(fence(w, VM_FENCE_RELEASE));
 		/* Local pages become shared copy-on-write: no cached
 		 * translation may write them in place any more. */
 		vm__tlb_drop_local_writes(w);
@@ -937,22 +963,30 @@ dispatch:
 	CASE(JOIN)
 	{
 		SPILL();
-		if (vm__reply_take(t, VM_PARK_JOIN, &reply)) {
-			*sp = reply.value;
-			fence(w, p);
-			NEXT_FILL(1);
+		/* The result comes now, or as the reply that resumes it, or it
+		 * was held while the acquire after it parked. */
+		if (t->held) {
+			a = t->partial;
+		} else if (vm__reply_take(t, VM_PARK_JOIN, &reply)) {
+			a = reply.value;
+		} else {
+			SAVE(pc);
+			switch (join(w, t, *sp, &a)) {
+			case JOIN_DONE:
+				break;
+			case JOIN_PARKED:
+				return VM_STOP_PARK;
+			case JOIN_ERROR:
+				goto error;
+			}
 		}
-		SAVE(pc);
-		switch (join(w, t, *sp, sp)) {
-		case JOIN_DONE:
-			fence(w, p);
-			NEXT_FILL(1);
-		case JOIN_PARKED:
-			return VM_STOP_PARK;
-		case JOIN_ERROR:
-			goto error;
-		}
-		goto error;
+		t->held = true;
+		t->partial = a;
+		SLOW(fence(w, VM_FENCE_ACQUIRE));
+		t->held = false;
+		t->partial = 0;
+		*sp = a;
+		NEXT_FILL(1);
 	}
 	CASE(SELF)
 	{
@@ -969,103 +1003,97 @@ dispatch:
 	CASE(CAS)
 	{
 		SPILL();
-		uint64_t *q = atomic_ptr(w, sp[-2], "cas");
-		if (q == NULL)
-			goto error;
-		a = sp[-1];
-		__atomic_compare_exchange_n(q, &a, sp[0], false, __ATOMIC_SEQ_CST,
-					    __ATOMIC_SEQ_CST);
+		SLOW(atomic_op(w, VM_GOP_CAS, sp[-2], sp[-1], sp[0], "cas", &a));
 		sp -= 2;
 		*sp = a;
-		fence(w, p);
 		NEXT_FILL(1);
 	}
 	CASE(XADD)
 	{
 		SPILL();
-		uint64_t *q = atomic_ptr(w, sp[-1], "xadd");
-		if (q == NULL)
-			goto error;
-		a = __atomic_fetch_add(q, sp[0], __ATOMIC_SEQ_CST);
+		SLOW(atomic_op(w, VM_GOP_XADD, sp[-1], sp[0], 0, "xadd", &a));
 		*--sp = a;
-		fence(w, p);
 		NEXT_FILL(1);
 	}
 	CASE(XCHG)
 	{
 		SPILL();
-		uint64_t *q = atomic_ptr(w, sp[-1], "xchg");
-		if (q == NULL)
-			goto error;
-		a = __atomic_exchange_n(q, sp[0], __ATOMIC_SEQ_CST);
+		SLOW(atomic_op(w, VM_GOP_XCHG, sp[-1], sp[0], 0, "xchg", &a));
 		*--sp = a;
-		fence(w, p);
 		NEXT_FILL(1);
 	}
 	CASE(FENCE)
 	{
 		SPILL();
-		fence(w, p);
+		SLOW(fence(w, VM_FENCE_FULL));
 		NEXT_FILL(1);
 	}
+	/* wait, wake, lock, unlock: on global words at the page source; on
+	 * local ones (which only this thread can see) here. */
 	CASE(WAIT)
 	{
 		SPILL();
-		if (vm__reply_take(t, VM_PARK_WAIT, &reply)) { /* woken */
-			sp -= 2;
-			fence(w, p);
-			NEXT_FILL(1);
-		}
-		uint64_t *q = atomic_ptr(w, sp[-1], "wait");
-		if (q == NULL)
+		if (!aligned(w, sp[-1], "wait"))
 			goto error;
-		SAVE(pc);
-		if (vm__wait(w, t, q, sp[-1], sp[0]))
-			return VM_STOP_PARK;
+		if (sp[-1] & VM_GLOBAL_BIT) {
+			SLOW(p->gs->ops->wait(p->gs, w, sp[-1], sp[0]));
+		} else if (!vm__reply_take(t, VM_PARK_WAIT, &reply)) {
+			uint64_t *q;
+			SLOW(local_word(w, sp[-1], "wait", &q));
+			SAVE(pc);
+			if (vm__wait(w, t, q, sp[-1], sp[0]))
+				return VM_STOP_PARK;
+		}
 		sp -= 2;
-		fence(w, p);
 		NEXT_FILL(1);
 	}
 	CASE(WAKE)
 	{
 		SPILL();
-		if (sp[-1] & 7)
-			FAIL("wake at unaligned address 0x%" PRIx64
-			     " (atomics need 8-byte alignment)",
-			     sp[-1]);
-		a = vm__wake(w, t, sp[-1], sp[0]);
+		if (!aligned(w, sp[-1], "wake"))
+			goto error;
+		if (sp[-1] & VM_GLOBAL_BIT)
+			SLOW(p->gs->ops->wake(p->gs, w, sp[-1], sp[0], &a));
+		else
+			a = vm__wake(w, t, sp[-1], sp[0]);
 		*--sp = a;
-		fence(w, p);
 		NEXT_FILL(1);
 	}
 	CASE(LOCK)
 	{
 		SPILL();
-		if (vm__reply_take(t, VM_PARK_LOCK, &reply)) { /* handed over */
-			*sp = reply.value;
-			fence(w, p);
-			NEXT_FILL(1);
-		}
-		uint64_t *q = atomic_ptr(w, *sp, "lock");
-		if (q == NULL)
+		if (!aligned(w, *sp, "lock"))
 			goto error;
-		SAVE(pc);
-		if (vm__lock(w, t, q, *sp))
-			return VM_STOP_PARK;
-		*sp = 0; /* status: the owner was not lost */
-		fence(w, p);
+		if (*sp & VM_GLOBAL_BIT) {
+			SLOW(p->gs->ops->lock(p->gs, w, *sp, &a));
+		} else if (vm__reply_take(t, VM_PARK_LOCK, &reply)) {
+			a = reply.value; /* handed over */
+		} else {
+			uint64_t *q;
+			SLOW(local_word(w, *sp, "lock", &q));
+			SAVE(pc);
+			if (vm__lock(w, t, q, *sp))
+				return VM_STOP_PARK;
+			a = 0; /* status: the owner was not lost */
+		}
+		*sp = a;
 		NEXT_FILL(1);
 	}
 	CASE(UNLOCK)
 	{
 		SPILL();
-		uint64_t *q = atomic_ptr(w, *sp, "unlock");
-		if (q == NULL)
+		if (!aligned(w, *sp, "unlock"))
 			goto error;
-		if (!vm__unlock(w, t, q, *sp))
-			FAIL("unlock of 0x%" PRIx64 ", which is not locked", *sp);
+		if (*sp & VM_GLOBAL_BIT) {
+			SLOW(p->gs->ops->unlock(p->gs, w, *sp));
+		} else {
+			uint64_t *q;
+			SLOW(local_word(w, *sp, "unlock", &q));
+			if (!vm__unlock(w, t, q, *sp))
+				FAIL("unlock of 0x%" PRIx64 ", which is not locked",
+				     *sp);
+		}
 		sp--;
-		fence(w, p);
 		NEXT_FILL(1);
 	}
 	CASE(WRITE)
@@ -1140,9 +1168,7 @@ dispatch:
 	CASE(ARGV)
 	{
 		SPILL();
-		a = do_argv(w, (int64_t)sp[-2], sp[-1], sp[0], &ok);
-		if (!ok)
-			goto error;
+		SLOW(do_argv(w, (int64_t)sp[-2], sp[-1], sp[0], &a));
 		sp -= 2;
 		*sp = a;
 		NEXT_FILL(1);

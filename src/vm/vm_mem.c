@@ -13,22 +13,24 @@
  * shared node on the path and the page itself, each copy taking a
  * reference on its children. The last reference frees a node or page.
  *
- * The global space is never shared this way (refs stay 1); instead many
- * workers read its tree while one thread at a time (under proc->glock)
- * maps or unmaps pages. Slots are read and written with atomics, nodes are
- * never freed before the process ends, and unmapped pages are kept on a
- * reuse list rather than freed, so a reader racing with an unmap never
- * touches freed host memory; each unmap bumps proc->ggen and workers drop
- * their cached global translations at the next fence (SPEC 3.1).
+ * A global space (the local page source's, vm_gmem.c) is never shared
+ * this way (refs stay 1); instead many workers read its tree while one
+ * thread at a time (under the source's lock) maps or unmaps pages. Slots
+ * are read and written with atomics, nodes are never freed before the
+ * process ends, and unmapped pages are kept on a reuse list rather than
+ * freed, so a reader racing with an unmap never touches freed host memory.
  *
  * Happy path of a load: the interpreter looks the page up in its worker's
  * read TLB (direct-mapped on the page number); on a miss it calls
- * vm__xlate(), which walks the tree, checks the page and fills the TLB.
+ * vm__xlate(), which walks the thread's local tree, or asks the process's
+ * page source for a global address, checks the page and fills the TLB.
  * Stores use a separate write TLB that never holds read-only or shared
  * pages. Failure modes: an unmapped, null or read-only page, or (under
  * --check) an access outside a live block, sets the worker's fault and
- * returns NULL; the interpreter turns that into a runtime error. */
-#include "vm/vm_int.h"
+ * returns VM_FAULT; the interpreter turns that into a runtime error. A
+ * page source may also answer VM_PARK: the thread waits for the page and
+ * its instruction runs again. */
+#include "vm/vm_gsrc.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -440,15 +442,29 @@ static void tlb_fill(struct vm_worker *w, struct vm_tlb_entry *tlb,
 	tlb[i].data = data;
 }
 
-uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
-		   const char *what)
+void vm__tlb_drop_pages(struct vm_worker *w, vm_word base, vm_word first,
+			vm_word n)
 {
-	struct vm_thread *t = w->cur;
-	struct vm_proc *p = t->proc;
-	bool global = (addr & VM_GLOBAL_BIT) != 0;
-	struct vm_space *s = global ? &p->global : &t->local;
-	vm_word off = addr & ~VM_GLOBAL_BIT;
-	vm_word pageno = off >> VM_PAGE_SHIFT;
+	if (n >= VM_TLB_SIZE) {
+		vm__tlb_flush(w);
+		return;
+	}
+	for (vm_word i = 0; i < n; i++) {
+		vm_word key = (base | ((first + i) << VM_PAGE_SHIFT)) >> VM_PAGE_SHIFT;
+		if (w->rtlb[key % VM_TLB_SIZE].key == key)
+			w->rtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
+		if (w->wtlb[key % VM_TLB_SIZE].key == key)
+			w->wtlb[key % VM_TLB_SIZE].key = ~(vm_word)0;
+	}
+}
+
+/* Local memory: the running thread's own space. */
+static enum vm_res xlate_local(struct vm_worker *w, vm_word addr, vm_word n,
+			       bool write, const char *what, uint8_t **out,
+			       bool *cache)
+{
+	struct vm_space *s = &w->cur->local;
+	vm_word pageno = addr >> VM_PAGE_SHIFT;
 	struct vm_page *pg;
 	uint8_t *data;
 	bool nomem = false;
@@ -456,15 +472,10 @@ uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
 	if (pageno == 0) {
 		vm__fault(w, "%s at null address 0x%llx", what,
 			  (unsigned long long)addr);
-		return NULL;
+		return VM_FAULT;
 	}
 	pg = vm__page_get(s, pageno);
-	if (pg != NULL && write && pg->kind == VM_PAGE_RODATA) {
-		vm__fault(w, "%s at read-only address 0x%llx", what,
-			  (unsigned long long)addr);
-		return NULL;
-	}
-	if (pg != NULL && write && !global)
+	if (pg != NULL && write)
 		pg = vm__page_get_w(s, pageno, &nomem);
 	if (pg == NULL) {
 		if (nomem)
@@ -472,29 +483,46 @@ uint8_t *vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
 		else
 			vm__fault(w, "%s at unmapped address 0x%llx", what,
 				  (unsigned long long)addr);
-		return NULL;
+		return VM_FAULT;
 	}
 	if (s->check && !vm__heap_live(s, addr, n)) {
 		vm__fault(w, "%s at 0x%llx outside any live block", what,
 			  (unsigned long long)addr);
-		return NULL;
+		return VM_FAULT;
 	}
 	if (write) {
 		data = vm__page_bytes(pg);
 		if (data == NULL) {
 			vm__fault(w, "out of memory");
-			return NULL;
+			return VM_FAULT;
 		}
 	} else {
 		data = pg->data ? pg->data : (uint8_t *)zero_page;
 	}
-	if (!s->check) {
+	*out = data + (addr & (VM_PAGE_SIZE - 1));
+	*cache = !s->check;
+	return VM_OK;
+}
+
+enum vm_res vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
+		      const char *what, uint8_t **out)
+{
+	struct vm_gsrc *g = w->cur->proc->gs;
+	bool cache = false;
+	enum vm_res rc;
+
+	if (addr & VM_GLOBAL_BIT)
+		rc = g->ops->page(g, w, addr, n, write, what, out, &cache);
+	else
+		rc = xlate_local(w, addr, n, write, what, out, &cache);
+	if (rc == VM_OK && cache) {
 		vm_word key = addr >> VM_PAGE_SHIFT;
-		tlb_fill(w, w->rtlb, key, data);
+		uint8_t *page = *out - (addr & (VM_PAGE_SIZE - 1));
+		tlb_fill(w, w->rtlb, key, page);
 		if (write)
-			tlb_fill(w, w->wtlb, key, data);
+			tlb_fill(w, w->wtlb, key, page);
 	}
-	return data + (off & (VM_PAGE_SIZE - 1));
+	return rc;
 }
 
 /* ---- Bulk access ---- */
@@ -539,87 +567,96 @@ static vm_word min3(vm_word a, vm_word b, vm_word c)
 	return m < c ? m : c;
 }
 
-int vm__mem_read(struct vm_worker *w, void *dst, vm_word addr, vm_word n,
-		 const char *what)
+enum vm_res vm__mem_read(struct vm_worker *w, void *dst, vm_word addr,
+			 vm_word n, const char *what)
 {
 	uint8_t *d = dst;
 
 	while (n > 0) {
 		vm_word k = n < page_left(addr) ? n : page_left(addr);
-		const uint8_t *p = vm__xlate(w, addr, k, false, what);
-		if (p == NULL)
-			return FL_EFAULT;
+		uint8_t *p;
+		enum vm_res rc = vm__xlate(w, addr, k, false, what, &p);
+		if (rc != VM_OK)
+			return rc;
 		prog_move(d, p, k);
 		d += k;
 		addr += k;
 		n -= k;
 	}
-	return 0;
+	return VM_OK;
 }
 
-int vm__mem_write(struct vm_worker *w, vm_word addr, const void *src,
-		  vm_word n, const char *what)
+enum vm_res vm__mem_write(struct vm_worker *w, vm_word addr, const void *src,
+			  vm_word n, const char *what)
 {
 	const uint8_t *q = src;
 
 	while (n > 0) {
 		vm_word k = n < page_left(addr) ? n : page_left(addr);
-		uint8_t *p = vm__xlate(w, addr, k, true, what);
-		if (p == NULL)
-			return FL_EFAULT;
+		uint8_t *p;
+		enum vm_res rc = vm__xlate(w, addr, k, true, what, &p);
+		if (rc != VM_OK)
+			return rc;
 		prog_move(p, q, k);
 		q += k;
 		addr += k;
 		n -= k;
 	}
-	return 0;
+	return VM_OK;
 }
 
-/* memmove semantics: when dst overlaps the tail of src, go backwards. Each
- * step copies a run that stays inside one page on both sides; the source
- * is translated after the destination, since making the destination
- * writable may have copied the page the source is on. */
-int vm__mem_copy(struct vm_worker *w, vm_word dst, vm_word src, vm_word n)
+/* memmove semantics: when dst overlaps the tail of src, go backwards
+ * (from the end, so only *@n shrinks; forwards all three move). Each step
+ * copies a run that stays inside one page on both sides; the source is
+ * translated after the destination, since making the destination
+ * writable may have copied the page the source is on. The direction
+ * chosen again after a park is the same, or forwards once what is left
+ * no longer overlaps, which is as right. */
+enum vm_res vm__mem_copy(struct vm_worker *w, vm_word *dst, vm_word *src,
+			 vm_word *n)
 {
-	bool backward = dst > src && dst - src < n;
+	bool backward = *dst > *src && *dst - *src < *n;
 
-	while (n > 0) {
+	while (*n > 0) {
 		vm_word k, s0, d0;
+		uint8_t *d, *s;
+		enum vm_res rc;
 		if (!backward) {
-			k = min3(n, page_left(src), page_left(dst));
-			s0 = src;
-			d0 = dst;
-			src += k;
-			dst += k;
+			k = min3(*n, page_left(*src), page_left(*dst));
+			s0 = *src;
+			d0 = *dst;
 		} else {
-			vm_word se = src + n, de = dst + n; /* exclusive ends */
-			k = min3(n, ((se - 1) & (VM_PAGE_SIZE - 1)) + 1,
+			vm_word se = *src + *n, de = *dst + *n; /* exclusive ends */
+			k = min3(*n, ((se - 1) & (VM_PAGE_SIZE - 1)) + 1,
 				 ((de - 1) & (VM_PAGE_SIZE - 1)) + 1);
 			s0 = se - k;
 			d0 = de - k;
 		}
-		uint8_t *d = vm__xlate(w, d0, k, true, "copy");
-		if (d == NULL)
-			return FL_EFAULT;
-		const uint8_t *s = vm__xlate(w, s0, k, false, "copy");
-		if (s == NULL)
-			return FL_EFAULT;
+		if ((rc = vm__xlate(w, d0, k, true, "copy", &d)) != VM_OK ||
+		    (rc = vm__xlate(w, s0, k, false, "copy", &s)) != VM_OK)
+			return rc;
 		prog_move(d, s, k);
-		n -= k;
+		if (!backward) {
+			*src += k;
+			*dst += k;
+		}
+		*n -= k;
 	}
-	return 0;
+	return VM_OK;
 }
 
-int vm__mem_fill(struct vm_worker *w, vm_word dst, uint8_t byte, vm_word n)
+enum vm_res vm__mem_fill(struct vm_worker *w, vm_word *dst, uint8_t byte,
+			 vm_word *n)
 {
-	while (n > 0) {
-		vm_word k = n < page_left(dst) ? n : page_left(dst);
-		uint8_t *d = vm__xlate(w, dst, k, true, "fill");
-		if (d == NULL)
-			return FL_EFAULT;
+	while (*n > 0) {
+		vm_word k = *n < page_left(*dst) ? *n : page_left(*dst);
+		uint8_t *d;
+		enum vm_res rc = vm__xlate(w, *dst, k, true, "fill", &d);
+		if (rc != VM_OK)
+			return rc;
 		prog_set(d, byte, k);
-		dst += k;
-		n -= k;
+		*dst += k;
+		*n -= k;
 	}
-	return 0;
+	return VM_OK;
 }

@@ -24,7 +24,7 @@
  *
  * Runs on workers (the end, failures, counts) and on the thread that
  * started the process (start, wait, free). */
-#include "vm/vm_int.h"
+#include "vm/vm_gsrc.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -43,41 +43,6 @@ void vm_options_init(struct vm_options *o)
 	o->fd_out = 1;
 	o->fd_err = 2;
 	o->prog = "flock";
-}
-
-/* ---- Loading ---- */
-
-static int load_segment(struct vm_proc *p, enum vm_segment seg,
-			const uint8_t *bytes, uint32_t len, struct fl_err *err)
-{
-	vm_word base = vm_module_seg_base(p->m, seg) & ~VM_GLOBAL_BIT;
-	vm_word first = base >> VM_PAGE_SHIFT;
-	vm_word np = ((vm_word)len + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
-
-	for (vm_word i = 0; i < np; i++) {
-		struct vm_page *pg = vm__page_map(&p->global, first + i);
-		uint32_t k = len - (uint32_t)(i * VM_PAGE_SIZE);
-		if (pg == NULL || vm__page_bytes(pg) == NULL)
-			return fl_err_set(err, FL_ENOMEM, "out of memory");
-		pg->kind = seg == VM_SEG_RODATA ? VM_PAGE_RODATA : VM_PAGE_DATA;
-		pg->head = first;
-		pg->bytes = len;
-		memcpy(pg->data, bytes + i * VM_PAGE_SIZE,
-		       k < VM_PAGE_SIZE ? k : VM_PAGE_SIZE);
-	}
-	if (first + np > p->global.heap->top)
-		p->global.heap->top = first + np;
-	return 0;
-}
-
-int vm__load_segments(struct vm_proc *p, struct fl_err *err)
-{
-	int rc = load_segment(p, VM_SEG_RODATA, p->m->rodata, p->m->rodata_len,
-			      err);
-	if (rc == 0)
-		rc = load_segment(p, VM_SEG_DATA, p->m->data, p->m->data_len,
-				  err);
-	return rc;
 }
 
 /* ---- The end ---- */
@@ -207,12 +172,11 @@ void vm_proc_free(struct vm_proc *p)
 		vm__thread_free(p->threads[i]);
 	free(p->threads);
 	vm__unlink(p);
-	if (p->global.heap != NULL)
-		vm__space_close(&p->global);
+	if (p->gs != NULL)
+		p->gs->ops->close(p->gs);
 	vm__io_close(p);
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
 		pthread_mutex_destroy(&p->waitq[i].lock);
-	pthread_mutex_destroy(&p->glock);
 	pthread_mutex_destroy(&p->tlock);
 	pthread_cond_destroy(&p->endcond);
 	pthread_mutex_destroy(&p->endlock);
@@ -272,7 +236,6 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 	} else {
 		p->budget = (int64_t)o->memory;
 	}
-	pthread_mutex_init(&p->glock, NULL);
 	pthread_mutex_init(&p->tlock, NULL);
 	pthread_mutex_init(&p->endlock, NULL);
 	pthread_cond_init(&p->endcond, NULL);
@@ -282,14 +245,10 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 	p->main_tid = 1;
 	if ((rc = vm__io_init(p, err)) != 0)
 		goto fail;
-	rc = vm__space_init(&p->global, VM_GLOBAL_BIT, o->check, true);
-	if (rc) {
-		fl_err_set(err, rc, "global memory: out of memory");
+	if ((rc = vm__glocal_new(p, &p->gs, err)) != 0) {
+		fl_err_wrap(err, "global memory");
 		goto fail;
 	}
-	p->global.budget = &p->budget;
-	if ((rc = vm__load_segments(p, err)) != 0)
-		goto fail;
 	if ((rc = vm__link(p)) != 0) {
 		fl_err_set(err, rc, "link: out of memory");
 		goto fail;

@@ -215,9 +215,12 @@ enum vm_res vm__io_write(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	}
 	while (done < n) {
 		vm_word k = n - done < sizeof buf ? n - done : sizeof buf;
-		if (vm__mem_read(w, buf, addr + done, k, "write") != 0) {
-			rc = VM_FAULT;
-			break;
+		rc = vm__mem_read(w, buf, addr + done, k, "write");
+		if (rc != VM_OK) {
+			t->partial = rc == VM_PARK ? done : 0; /* resume here */
+			if (wake)
+				kick(io);
+			return rc;
 		}
 		pthread_mutex_lock(&io->lock);
 		if (io->out[fd].err) {
@@ -307,10 +310,15 @@ enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	}
 	if (n > VM_IN_MAX)
 		n = VM_IN_MAX;
-	/* The whole destination first: a bad address consumes no input. */
-	for (vm_word a = addr; a - addr < n; a = (a | (VM_PAGE_SIZE - 1)) + 1)
-		if (vm__xlate(w, a, 1, true, "read") == NULL)
-			return VM_FAULT;
+	/* The whole destination first: a bad address consumes no input, and
+	 * a page source keeps what it translated for writing until this
+	 * thread's next fence (vm_gsrc.h), so the copy below cannot park. */
+	for (vm_word a = addr; a - addr < n; a = (a | (VM_PAGE_SIZE - 1)) + 1) {
+		uint8_t *d;
+		enum vm_res rc = vm__xlate(w, a, 1, true, "read", &d);
+		if (rc != VM_OK)
+			return rc;
+	}
 	pthread_mutex_lock(&io->lock);
 	k = io->in_len - io->in_off;
 	if (k == 0) {
@@ -337,10 +345,8 @@ enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	memcpy(buf, io->in + io->in_off, k);
 	io->in_off += k;
 	pthread_mutex_unlock(&io->lock);
-	if (vm__mem_write(w, addr, buf, k, "read") != 0)
-		return VM_FAULT;
 	*res = k;
-	return VM_OK;
+	return vm__mem_write(w, addr, buf, k, "read") == VM_OK ? VM_OK : VM_FAULT;
 }
 
 /* ---- The fd driver: one thread per process ---- */

@@ -26,7 +26,7 @@
 
 #include <cmocka.h>
 
-#include "vm/vm_int.h"
+#include "vm/vm_gsrc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +77,47 @@ static int free_block(struct vm_space *s, vm_word a)
 	if (rc != 0)
 		assert_true(unmapped == 0);
 	return rc;
+}
+
+/* The calls under test, with the results these tests check: a pointer or
+ * NULL, 0 or FL_EFAULT (local memory and the local page source never
+ * park). */
+static uint8_t *xl(struct vm_worker *w, vm_word a, vm_word n, bool write,
+		   const char *what)
+{
+	uint8_t *p = NULL;
+	enum vm_res rc = vm__xlate(w, a, n, write, what, &p);
+
+	assert_true(rc == VM_OK || rc == VM_FAULT);
+	return rc == VM_OK ? p : NULL;
+}
+
+static int res_code(enum vm_res rc)
+{
+	assert_true(rc == VM_OK || rc == VM_FAULT);
+	return rc == VM_OK ? 0 : FL_EFAULT;
+}
+
+static int mread(struct vm_worker *w, void *d, vm_word a, vm_word n,
+		 const char *what)
+{
+	return res_code(vm__mem_read(w, d, a, n, what));
+}
+
+static int mwrite(struct vm_worker *w, vm_word a, const void *s, vm_word n,
+		  const char *what)
+{
+	return res_code(vm__mem_write(w, a, s, n, what));
+}
+
+static int mcopy(struct vm_worker *w, vm_word d, vm_word s, vm_word n)
+{
+	return res_code(vm__mem_copy(w, &d, &s, &n));
+}
+
+static int mfill(struct vm_worker *w, vm_word d, uint8_t b, vm_word n)
+{
+	return res_code(vm__mem_fill(w, &d, b, &n));
 }
 
 /* ---- Allocator ---- */
@@ -674,7 +715,11 @@ static void test_check_mode_exact_sizes(void **state)
  * Worker w[i] runs thread t[i]. */
 #define NT 6
 
+/* The local page source's space: slot 0 of global memory. */
+#define gspace(e) vm__glocal_space((e)->p->gs)
+
 struct env {
+	struct vm_module *m; /* empty: no segments */
 	struct vm_proc *p;
 	struct vm_thread *t[NT];
 	struct vm_worker *w[NT];
@@ -724,9 +769,14 @@ static struct env *env_new(bool check)
 		e->w[i]->cur = e->t[i];
 		worker_init(e->w[i]);
 	}
-	assert_int_equal(vm__space_init(&e->p->global, VM_GLOBAL_BIT, check, true),
-			 0);
-	e->p->global.budget = &e->p->budget; /* as vm_run() does */
+	/* Global memory is the local page source, as vm_proc_start() makes
+	 * it, on an empty module. */
+	e->m = vm_module_new();
+	assert_non_null(e->m);
+	e->p->m = e->m;
+	e->p->opt.check = check;
+	struct fl_err err;
+	assert_int_equal(vm__glocal_new(e->p, &e->p->gs, &err), 0);
 	new_space(e, 0);
 	return e;
 }
@@ -759,7 +809,8 @@ static int teardown(void **state)
 		free(e->t[i]);
 		free(e->w[i]);
 	}
-	vm__space_close(&e->p->global);
+	e->p->gs->ops->close(e->p->gs);
+	vm_module_free(e->m);
 	free(e->p);
 	free(e);
 	return 0;
@@ -801,7 +852,7 @@ static vm_word lalloc(struct env *e, vm_word n)
 
 static vm_word galloc(struct env *e, vm_word n)
 {
-	return alloc_ok(&e->p->global, n);
+	return alloc_ok(gspace(e), n);
 }
 
 static int lfree_in(struct env *e, int i, vm_word a)
@@ -838,7 +889,7 @@ static void put(struct env *e, int i, vm_word a, vm_word n, unsigned seed)
 
 	assert_non_null(buf);
 	pattern(buf, a, n, seed);
-	assert_int_equal(vm__mem_write(e->w[i], a, buf, n, "st"), 0);
+	assert_int_equal(mwrite(e->w[i], a, buf, n, "st"), 0);
 	free(buf);
 }
 
@@ -854,7 +905,7 @@ static void expect_at(struct env *e, int i, vm_word a, vm_word n, unsigned seed)
 	else
 		pattern(want, a, n, seed);
 	memset(got, 0xee, n);
-	assert_int_equal(vm__mem_read(e->w[i], got, a, n, "ld"), 0);
+	assert_int_equal(mread(e->w[i], got, a, n, "ld"), 0);
 	for (vm_word k = 0; k < n; k++)
 		if (got[k] != want[k])
 			fail_msg("thread %d: byte 0x%llx is 0x%02x, expected "
@@ -913,7 +964,7 @@ static int64_t pages_held(struct env *e)
 	struct pageset ps = {0};
 	int64_t n = 0;
 
-	collect_pages(e->p->global.root, 0, &ps);
+	collect_pages(gspace(e)->root, 0, &ps);
 	for (int i = 0; i < NT; i++)
 		if (live_space(e, i))
 			collect_pages(lspace(e, i)->root, 0, &ps);
@@ -952,13 +1003,13 @@ static void test_xlate_null(void **state)
 	struct env *e = *state;
 	struct vm_worker *w = e->w[0];
 
-	assert_null(vm__xlate(w, 0, 1, false, "ld8"));
+	assert_null(xl(w, 0, 1, false, "ld8"));
 	expect_fault(e, "ld8 at null address 0x0");
-	assert_null(vm__xlate(w, 0xff8, 8, true, "st64"));
+	assert_null(xl(w, 0xff8, 8, true, "st64"));
 	expect_fault(e, "st64 at null address 0xff8");
-	assert_null(vm__xlate(w, VM_GLOBAL_BIT, 8, false, "ld64"));
+	assert_null(xl(w, VM_GLOBAL_BIT, 8, false, "ld64"));
 	expect_fault(e, "ld64 at null address 0x8000000000000000");
-	assert_null(vm__xlate(w, VM_GLOBAL_BIT | 16, 1, true, "st8"));
+	assert_null(xl(w, VM_GLOBAL_BIT | 16, 1, true, "st8"));
 	expect_fault(e, "st8 at null address 0x8000000000000010");
 }
 
@@ -968,31 +1019,31 @@ static void test_xlate_unmapped(void **state)
 	struct vm_worker *w = e->w[0];
 	vm_word a;
 
-	assert_null(vm__xlate(w, 0x5000, 1, false, "ld8"));
+	assert_null(xl(w, 0x5000, 1, false, "ld8"));
 	expect_fault(e, "ld8 at unmapped address 0x5000");
-	assert_null(vm__xlate(w, 0x7fffffffffffffffull, 1, false, "ld8"));
+	assert_null(xl(w, 0x7fffffffffffffffull, 1, false, "ld8"));
 	expect_fault(e, "ld8 at unmapped address 0x7fffffffffffffff");
-	assert_null(vm__xlate(w, ~(vm_word)0, 1, true, "st8"));
+	assert_null(xl(w, ~(vm_word)0, 1, true, "st8"));
 	expect_fault(e, "st8 at unmapped address 0xffffffffffffffff");
 	/* Freed: the page is gone. */
 	a = galloc(e, 16);
-	assert_non_null(vm__xlate(w, a, 8, true, "st64"));
-	assert_int_equal(free_block(&e->p->global, a), 0);
+	assert_non_null(xl(w, a, 8, true, "st64"));
+	assert_int_equal(free_block(gspace(e), a), 0);
 	vm__tlb_flush(w);
-	assert_null(vm__xlate(w, a + 8, 8, false, "ld64"));
+	assert_null(xl(w, a + 8, 8, false, "ld64"));
 	char want[80];
 	snprintf(want, sizeof want, "ld64 at unmapped address 0x%llx",
 		 (unsigned long long)(a + 8));
 	expect_fault(e, want);
 	/* A local address never reaches the global space and vice versa. */
-	assert_null(vm__xlate(w, a & ~VM_GLOBAL_BIT, 1, false, "ld8"));
+	assert_null(xl(w, a & ~VM_GLOBAL_BIT, 1, false, "ld8"));
 }
 
 static void test_xlate_read_only(void **state)
 {
 	struct env *e = *state;
 	struct vm_worker *w = e->w[0];
-	struct vm_page *pg = vm__page_map(&e->p->global, 5);
+	struct vm_page *pg = vm__page_map(gspace(e), 5);
 	vm_word addr = VM_GLOBAL_BIT | (5 << VM_PAGE_SHIFT);
 	uint8_t *d, *r;
 
@@ -1004,35 +1055,35 @@ static void test_xlate_read_only(void **state)
 	assert_non_null(d);
 	memcpy(d, "constant", 8);
 
-	r = vm__xlate(w, addr + 2, 3, false, "ld8");
+	r = xl(w, addr + 2, 3, false, "ld8");
 	assert_ptr_equal(r, d + 2);
 	assert_memory_equal(r, "nst", 3);
-	assert_null(vm__xlate(w, addr + 2, 1, true, "st8"));
+	assert_null(xl(w, addr + 2, 1, true, "st8"));
 	expect_fault(e, "st8 at read-only address 0x8000000000005002");
 	/* Even with the read translation cached. */
-	assert_non_null(vm__xlate(w, addr, 8, false, "ld64"));
-	assert_null(vm__xlate(w, addr, 8, true, "st64"));
+	assert_non_null(xl(w, addr, 8, false, "ld64"));
+	assert_null(xl(w, addr, 8, true, "st64"));
 	for (int i = 0; i < VM_TLB_SIZE; i++)
 		assert_true(w->wtlb[i].key == ~(vm_word)0);
 	/* Bulk writes fault the same way and change nothing. */
-	assert_int_equal(vm__mem_write(w, addr, "XX", 2, "write"), FL_EFAULT);
+	assert_int_equal(mwrite(w, addr, "XX", 2, "write"), FL_EFAULT);
 	expect_fault(e, "write at read-only address 0x8000000000005000");
-	assert_int_equal(vm__mem_fill(w, addr + 4, 'X', 10), FL_EFAULT);
+	assert_int_equal(mfill(w, addr + 4, 'X', 10), FL_EFAULT);
 	expect_fault(e, "fill at read-only address 0x8000000000005004");
 	vm_word g = galloc(e, 64);
-	assert_int_equal(vm__mem_copy(w, addr, g, 8), FL_EFAULT);
+	assert_int_equal(mcopy(w, addr, g, 8), FL_EFAULT);
 	expect_fault(e, "copy at read-only address 0x8000000000005000");
-	assert_int_equal(vm__mem_copy(w, addr + 1, addr, 8), FL_EFAULT);
+	assert_int_equal(mcopy(w, addr + 1, addr, 8), FL_EFAULT);
 	assert_memory_equal(d, "constant", 8);
 	/* Copying *from* read-only data is fine. */
 	uint8_t got[8];
-	assert_int_equal(vm__mem_copy(w, g, addr, 8), 0);
-	assert_int_equal(vm__mem_read(w, got, g, 8, "read"), 0);
+	assert_int_equal(mcopy(w, g, addr, 8), 0);
+	assert_int_equal(mread(w, got, g, 8, "read"), 0);
 	assert_memory_equal(got, "constant", 8);
 	/* Module globals are writable. */
 	pg->kind = VM_PAGE_DATA;
 	vm__tlb_flush(w);
-	assert_ptr_equal(vm__xlate(w, addr, 1, true, "st8"), d);
+	assert_ptr_equal(xl(w, addr, 1, true, "st8"), d);
 }
 
 /* A page's bytes exist only once written; reads before that see zeros,
@@ -1048,21 +1099,21 @@ static void test_xlate_zero_page_then_write(void **state)
 	uint8_t *r, *wp;
 
 	assert_null(pg->data);
-	r = vm__xlate(w, a, 8, false, "ld64");
+	r = xl(w, a, 8, false, "ld64");
 	assert_non_null(r);
 	for (int i = 0; i < 8; i++)
 		assert_int_equal(r[i], 0);
 	assert_null(pg->data); /* no allocation on read */
 	assert_true(w->rtlb[key % VM_TLB_SIZE].key == key);
 
-	wp = vm__xlate(w, a + 8, 8, true, "st64");
+	wp = xl(w, a + 8, 8, true, "st64");
 	assert_non_null(pg->data);
 	assert_ptr_equal(wp, pg->data + (a + 8) % PAGE);
 	wp[0] = 42;
 	assert_true(w->wtlb[key % VM_TLB_SIZE].key == key);
 	assert_ptr_equal(w->wtlb[key % VM_TLB_SIZE].data, pg->data);
 	assert_ptr_equal(w->rtlb[key % VM_TLB_SIZE].data, pg->data);
-	r = vm__xlate(w, a + 8, 1, false, "ld8");
+	r = xl(w, a + 8, 1, false, "ld8");
 	assert_int_equal(*r, 42);
 
 	vm__tlb_flush(w);
@@ -1080,11 +1131,11 @@ static void test_spaces_are_separate(void **state)
 	vm_word l = lalloc(e, 8), g = galloc(e, 8), x = 0;
 
 	assert_true((g & ~VM_GLOBAL_BIT) == l);
-	assert_int_equal(vm__mem_write(w, l, "local!!", 8, "st"), 0);
-	assert_int_equal(vm__mem_write(w, g, "global!", 8, "st"), 0);
-	assert_int_equal(vm__mem_read(w, &x, l, 8, "ld"), 0);
+	assert_int_equal(mwrite(w, l, "local!!", 8, "st"), 0);
+	assert_int_equal(mwrite(w, g, "global!", 8, "st"), 0);
+	assert_int_equal(mread(w, &x, l, 8, "ld"), 0);
 	assert_memory_equal(&x, "local!!", 8);
-	assert_int_equal(vm__mem_read(w, &x, g, 8, "ld"), 0);
+	assert_int_equal(mread(w, &x, g, 8, "ld"), 0);
 	assert_memory_equal(&x, "global!", 8);
 }
 
@@ -1100,12 +1151,12 @@ static void test_read_write_across_pages(void **state)
 		src[i] = (uint8_t)(i * 13 + 5);
 	for (int k = 0; k < 2; k++) {
 		vm_word a = bases[k];
-		struct vm_space *s = k ? &e->p->global : &t->local;
+		struct vm_space *s = k ? gspace(e) : &t->local;
 		/* 100 bytes straddling the first boundary. */
-		assert_int_equal(vm__mem_write(w, a + PAGE - 50, src, 100, "w"),
+		assert_int_equal(mwrite(w, a + PAGE - 50, src, 100, "w"),
 				 0);
 		memset(dst, 0, sizeof dst);
-		assert_int_equal(vm__mem_read(w, dst, a + PAGE - 50, 100, "r"),
+		assert_int_equal(mread(w, dst, a + PAGE - 50, 100, "r"),
 				 0);
 		assert_memory_equal(dst, src, 100);
 		assert_memory_equal(
@@ -1114,28 +1165,28 @@ static void test_read_write_across_pages(void **state)
 				    src + 50, 50);
 		/* Across all three pages. */
 		assert_int_equal(
-		    vm__mem_write(w, a + 10, src, 3 * PAGE - 20, "w"), 0);
-		assert_int_equal(vm__mem_read(w, dst, a, 3 * PAGE, "r"), 0);
+		    mwrite(w, a + 10, src, 3 * PAGE - 20, "w"), 0);
+		assert_int_equal(mread(w, dst, a, 3 * PAGE, "r"), 0);
 		for (int i = 0; i < 10; i++)
 			assert_int_equal(dst[i], 0);
 		assert_memory_equal(dst + 10, src, 3 * PAGE - 20);
 		/* Zero length: nothing, not even at a bad address. */
-		assert_int_equal(vm__mem_read(w, dst, 0, 0, "r"), 0);
-		assert_int_equal(vm__mem_write(w, 0, src, 0, "w"), 0);
+		assert_int_equal(mread(w, dst, 0, 0, "r"), 0);
+		assert_int_equal(mwrite(w, 0, src, 0, "w"), 0);
 	}
 	/* Running off the end of mapped memory faults at the first byte of
 	 * the unmapped page. */
 	vm_word last = lalloc(e, PAGE);
 	assert_null(vm__page_get(&t->local, pageno(last) + 1));
-	assert_int_equal(vm__mem_write(w, last + PAGE - 4, src, 8, "st64"),
+	assert_int_equal(mwrite(w, last + PAGE - 4, src, 8, "st64"),
 			 FL_EFAULT);
 	char want[80];
 	snprintf(want, sizeof want, "st64 at unmapped address 0x%llx",
 		 (unsigned long long)(last + PAGE));
 	expect_fault(e, want);
-	assert_int_equal(vm__mem_read(w, dst, last + 8, PAGE, "read"),
+	assert_int_equal(mread(w, dst, last + 8, PAGE, "read"),
 			 FL_EFAULT);
-	assert_int_equal(vm__mem_read(w, dst, 16, 8, "read"), FL_EFAULT);
+	assert_int_equal(mread(w, dst, 16, 8, "read"), FL_EFAULT);
 	expect_fault(e, "read at null address 0x10");
 }
 
@@ -1163,7 +1214,7 @@ static void test_copy_overlapping(void **state)
 	assert_non_null(got);
 	for (int i = 0; i < N; i++)
 		host[i] = (uint8_t)(i * 7 + i / 251);
-	assert_int_equal(vm__mem_write(w, a, host, N, "w"), 0);
+	assert_int_equal(mwrite(w, a, host, N, "w"), 0);
 	for (size_t c = 0; c < sizeof cases / sizeof *cases + 400; c++) {
 		vm_word d, s, n;
 		if (c < sizeof cases / sizeof *cases) {
@@ -1176,9 +1227,9 @@ static void test_copy_overlapping(void **state)
 			if (n > room)
 				n = room;
 		}
-		assert_int_equal(vm__mem_copy(w, a + d, a + s, n), 0);
+		assert_int_equal(mcopy(w, a + d, a + s, n), 0);
 		memmove(host + d, host + s, n);
-		assert_int_equal(vm__mem_read(w, got, a, N, "r"), 0);
+		assert_int_equal(mread(w, got, a, N, "r"), 0);
 		if (memcmp(got, host, N) != 0)
 			fail_msg("copy dst %llu src %llu n %llu differs",
 				 (unsigned long long)d, (unsigned long long)s,
@@ -1198,17 +1249,17 @@ static void test_copy_between_spaces_and_zero_pages(void **state)
 
 	for (size_t i = 0; i < sizeof buf; i++)
 		buf[i] = (uint8_t)(i % 251 + 1);
-	assert_int_equal(vm__mem_write(w, l, buf, sizeof buf, "w"), 0);
-	assert_int_equal(vm__mem_copy(w, g + 5, l, 2 * PAGE), 0);
-	assert_int_equal(vm__mem_read(w, got, g, sizeof got, "r"), 0);
+	assert_int_equal(mwrite(w, l, buf, sizeof buf, "w"), 0);
+	assert_int_equal(mcopy(w, g + 5, l, 2 * PAGE), 0);
+	assert_int_equal(mread(w, got, g, sizeof got, "r"), 0);
 	assert_memory_equal(got + 5, buf, 2 * PAGE);
 	assert_int_equal(got[0], 0);
 	assert_int_equal(got[2 * PAGE + 5], 0);
 
 	/* From never-written pages: zeros arrive, in both directions. */
 	vm_word z = lalloc(e, 2 * PAGE);
-	assert_int_equal(vm__mem_copy(w, l + 3, z + 100, PAGE), 0);
-	assert_int_equal(vm__mem_read(w, got, l, 4 * 1024 + 10, "r"), 0);
+	assert_int_equal(mcopy(w, l + 3, z + 100, PAGE), 0);
+	assert_int_equal(mread(w, got, l, 4 * 1024 + 10, "r"), 0);
 	assert_memory_equal(got, buf, 3);
 	for (vm_word i = 3; i < 3 + PAGE; i++)
 		assert_int_equal(got[i], 0);
@@ -1217,27 +1268,27 @@ static void test_copy_between_spaces_and_zero_pages(void **state)
 	/* Within one never-written block, overlapping both ways: the first
 	 * write materialises the page the source is then read from. */
 	vm_word y = lalloc(e, 2 * PAGE);
-	assert_int_equal(vm__mem_write(w, y + PAGE + 10, "abcdef", 6, "w"), 0);
-	assert_int_equal(vm__mem_copy(w, y + PAGE + 12, y + PAGE + 10, 6), 0);
-	assert_int_equal(vm__mem_read(w, got, y + PAGE + 10, 8, "r"), 0);
+	assert_int_equal(mwrite(w, y + PAGE + 10, "abcdef", 6, "w"), 0);
+	assert_int_equal(mcopy(w, y + PAGE + 12, y + PAGE + 10, 6), 0);
+	assert_int_equal(mread(w, got, y + PAGE + 10, 8, "r"), 0);
 	assert_memory_equal(got, "ababcdef", 8);
-	assert_int_equal(vm__mem_copy(w, y + PAGE + 8, y + PAGE + 10, 8), 0);
-	assert_int_equal(vm__mem_read(w, got, y + PAGE + 8, 10, "r"), 0);
+	assert_int_equal(mcopy(w, y + PAGE + 8, y + PAGE + 10, 8), 0);
+	assert_int_equal(mread(w, got, y + PAGE + 8, 10, "r"), 0);
 	assert_memory_equal(got, "ababcdefef", 10);
 	/* First page of y still zero-backed: copy it over data. */
 	assert_null(vm__page_get(&t->local, pageno(y))->data);
-	assert_int_equal(vm__mem_copy(w, y + PAGE - 2, y + PAGE - 10, 20), 0);
-	assert_int_equal(vm__mem_read(w, got, y + PAGE - 2, 20, "r"), 0);
+	assert_int_equal(mcopy(w, y + PAGE - 2, y + PAGE - 10, 20), 0);
+	assert_int_equal(mread(w, got, y + PAGE - 2, 20, "r"), 0);
 	for (int i = 0; i < 18; i++)
 		assert_int_equal(got[i], 0);
 	assert_memory_equal(got + 18, "ab", 2); /* was at y+PAGE+8 */
 
 	/* Faults: unmapped source, null destination; n = 0 never faults. */
-	assert_int_equal(vm__mem_copy(w, l, 0x7000000, 8), FL_EFAULT);
+	assert_int_equal(mcopy(w, l, 0x7000000, 8), FL_EFAULT);
 	expect_fault(e, "copy at unmapped address 0x7000000");
-	assert_int_equal(vm__mem_copy(w, 8, l, 8), FL_EFAULT);
+	assert_int_equal(mcopy(w, 8, l, 8), FL_EFAULT);
 	expect_fault(e, "copy at null address 0x8");
-	assert_int_equal(vm__mem_copy(w, 0, 0, 0), 0);
+	assert_int_equal(mcopy(w, 0, 0, 0), 0);
 }
 
 static void test_fill(void **state)
@@ -1249,20 +1300,20 @@ static void test_fill(void **state)
 	uint8_t host[N], got[N];
 
 	memset(host, 0, sizeof host);
-	assert_int_equal(vm__mem_fill(w, a + 4000, 0x5a, 5000), 0);
+	assert_int_equal(mfill(w, a + 4000, 0x5a, 5000), 0);
 	memset(host + 4000, 0x5a, 5000);
-	assert_int_equal(vm__mem_fill(w, a + 1, 0xff, 1), 0);
+	assert_int_equal(mfill(w, a + 1, 0xff, 1), 0);
 	host[1] = 0xff;
-	assert_int_equal(vm__mem_fill(w, a + N - 7, 7, 7), 0);
+	assert_int_equal(mfill(w, a + N - 7, 7, 7), 0);
 	memset(host + N - 7, 7, 7);
-	assert_int_equal(vm__mem_fill(w, a, 9, 0), 0);
-	assert_int_equal(vm__mem_read(w, got, a, N, "r"), 0);
+	assert_int_equal(mfill(w, a, 9, 0), 0);
+	assert_int_equal(mread(w, got, a, N, "r"), 0);
 	assert_memory_equal(got, host, N);
 	/* Past the end of the block's pages. */
-	assert_null(vm__page_get(&e->p->global, pageno(a) + 3));
-	assert_int_equal(vm__mem_fill(w, a + N - 1, 1, 2), FL_EFAULT);
-	assert_int_equal(vm__mem_fill(w, 0, 1, 0), 0);
-	assert_int_equal(vm__mem_fill(w, 0, 1, 1), FL_EFAULT);
+	assert_null(vm__page_get(gspace(e), pageno(a) + 3));
+	assert_int_equal(mfill(w, a + N - 1, 1, 2), FL_EFAULT);
+	assert_int_equal(mfill(w, 0, 1, 0), 0);
+	assert_int_equal(mfill(w, 0, 1, 1), FL_EFAULT);
 	expect_fault(e, "fill at null address 0x0");
 }
 
@@ -1277,25 +1328,25 @@ static void test_check_mode_access(void **state)
 	char want[100];
 
 	assert_true(c == a + 48);
-	assert_non_null(vm__xlate(w, a, 8, true, "st64"));
-	assert_non_null(vm__xlate(w, a + 32, 8, false, "ld64"));
-	assert_null(vm__xlate(w, a + 36, 8, false, "ld64"));
+	assert_non_null(xl(w, a, 8, true, "st64"));
+	assert_non_null(xl(w, a + 32, 8, false, "ld64"));
+	assert_null(xl(w, a + 36, 8, false, "ld64"));
 	snprintf(want, sizeof want, "ld64 at 0x%llx outside any live block",
 		 (unsigned long long)(a + 36));
 	expect_fault(e, want);
-	assert_null(vm__xlate(w, a + 40, 1, true, "st8"));
+	assert_null(xl(w, a + 40, 1, true, "st8"));
 	for (int i = 0; i < VM_TLB_SIZE; i++) {
 		assert_true(w->rtlb[i].key == ~(vm_word)0);
 		assert_true(w->wtlb[i].key == ~(vm_word)0);
 	}
 	/* Bulk operations are checked chunk by chunk. */
-	assert_int_equal(vm__mem_fill(w, a, 1, 40), 0);
-	assert_int_equal(vm__mem_fill(w, a, 1, 41), FL_EFAULT);
-	assert_int_equal(vm__mem_copy(w, c, a, 40), 0);
-	assert_int_equal(vm__mem_copy(w, c, a, 48), FL_EFAULT);
+	assert_int_equal(mfill(w, a, 1, 40), 0);
+	assert_int_equal(mfill(w, a, 1, 41), FL_EFAULT);
+	assert_int_equal(mcopy(w, c, a, 40), 0);
+	assert_int_equal(mcopy(w, c, a, 48), FL_EFAULT);
 	/* After a free, even the still-mapped page's slot is dead. */
 	assert_int_equal(free_block(&t->local, a), 0);
-	assert_null(vm__xlate(w, a, 1, false, "ld8"));
+	assert_null(xl(w, a, 1, false, "ld8"));
 }
 
 /* ---- Translation caches ---- */
@@ -1327,7 +1378,7 @@ static void test_tlb_flush_empties(void **state)
 					? g + (vm_word)(k / 7) * PAGE
 					: l + (vm_word)k * PAGE;
 			assert_non_null(
-			    vm__xlate(w, a + 8, 8, k % 2 == 0, "ld64"));
+			    xl(w, a + 8, 8, k % 2 == 0, "ld64"));
 			vm_word key = a >> VM_PAGE_SHIFT;
 			assert_true(w->rtlb[key % VM_TLB_SIZE].key == key);
 		}
@@ -1374,11 +1425,11 @@ static void test_tlb_thread_switch(void **state)
 		    ~(vm_word)0);
 	assert_true(w->wtlb[(a >> VM_PAGE_SHIFT) % VM_TLB_SIZE].key ==
 		    ~(vm_word)0);
-	assert_int_equal(vm__mem_read(w, got, a, 8, "ld64"), FL_EFAULT);
+	assert_int_equal(mread(w, got, a, 8, "ld64"), FL_EFAULT);
 	expect_fault_w(w, "ld64 at unmapped address 0x1000");
 	b = lalloc_in(e, 1, 64);
 	assert_true(b == a);
-	assert_int_equal(vm__mem_read(w, got, b, 8, "ld64"), 0);
+	assert_int_equal(mread(w, got, b, 8, "ld64"), 0);
 	for (int i = 0; i < 8; i++)
 		assert_int_equal(got[i], 0);
 	w->cur = e->t[0];
@@ -1481,7 +1532,7 @@ static void test_cow_write_isolation(void **state)
 	assert_ptr_equal(vm__page_get(s2, pageno(big) + 2)->data, cached);
 	memcpy(got, cached + 8, 16);
 	expect_at(e, 1, big + 2 * PAGE + 8, 16, 20);
-	assert_int_equal(vm__mem_read(w2, want, big + 2 * PAGE + 8, 16, "ld"),
+	assert_int_equal(mread(w2, want, big + 2 * PAGE + 8, 16, "ld"),
 			 0);
 	assert_memory_equal(got, want, 16);
 
@@ -1509,23 +1560,23 @@ static void test_cow_write_isolation(void **state)
 	expect_at(e, 1, sm[4], 200, 51);
 
 	/* Copies and fills take private pages too. */
-	assert_int_equal(vm__mem_copy(w2, sm[3], sm[2], 24), 0);
-	assert_int_equal(vm__mem_read(w2, got, sm[3], 24, "ld"), 0);
+	assert_int_equal(mcopy(w2, sm[3], sm[2], 24), 0);
+	assert_int_equal(mread(w2, got, sm[3], 24, "ld"), 0);
 	pattern(want, sm[2], 24, 12);
 	assert_memory_equal(got, want, 24);
 	expect_at(e, 0, sm[3], 24, 13);
-	assert_int_equal(vm__mem_fill(w1, sm[5], 0x77, 2048), 0);
-	assert_int_equal(vm__mem_read(w1, got, sm[5], 2048, "ld"), 0);
+	assert_int_equal(mfill(w1, sm[5], 0x77, 2048), 0);
+	assert_int_equal(mread(w1, got, sm[5], 2048, "ld"), 0);
 	for (int i = 0; i < 2048; i++)
 		assert_int_equal(got[i], 0x77);
 	expect_at(e, 1, sm[5], 2048, 15);
 	/* A copy whose destination and source share one page (big's last,
 	 * still shared): the source is read from the copy just made. */
-	assert_int_equal(vm__mem_copy(w1, big + 3 * PAGE + 4, big + 3 * PAGE,
+	assert_int_equal(mcopy(w1, big + 3 * PAGE + 4, big + 3 * PAGE,
 				      96),
 			 0);
 	pattern(want, big + 3 * PAGE, 96, 20);
-	assert_int_equal(vm__mem_read(w1, got, big + 3 * PAGE + 4, 96, "ld"),
+	assert_int_equal(mread(w1, got, big + 3 * PAGE + 4, 96, "ld"),
 			 0);
 	assert_memory_equal(got, want, 96);
 	expect_at(e, 1, big + 3 * PAGE, 100, 42);
@@ -1609,7 +1660,7 @@ static void cow_allocators(struct env *e)
 	assert_int_equal(vm__page_get(s2, pageno(a[0]))->nlive, 5);
 	expect_at(e, 0, a[1], 48, 101);
 	if (e->check) {
-		assert_int_equal(vm__mem_read(e->w[1], got, a[1], 8, "ld64"),
+		assert_int_equal(mread(e->w[1], got, a[1], 8, "ld64"),
 				 FL_EFAULT);
 		snprintf(want, sizeof want,
 			 "ld64 at 0x%llx outside any live block",
@@ -1680,7 +1731,7 @@ static void cow_allocators(struct env *e)
 	}
 	expect_at(e, 0, l, ln, 110);
 	vm__tlb_flush(e->w[1]);
-	assert_int_equal(vm__mem_read(e->w[1], got, l + PAGE, 8, "ld64"),
+	assert_int_equal(mread(e->w[1], got, l + PAGE, 8, "ld64"),
 			 FL_EFAULT);
 	snprintf(want, sizeof want, "ld64 at unmapped address 0x%llx",
 		 (unsigned long long)(l + PAGE));
@@ -1997,7 +2048,7 @@ static void model_check_block(struct env *e, int i, const struct mblk *b)
 	uint8_t *got = malloc(b->n);
 
 	assert_non_null(got);
-	assert_int_equal(vm__mem_read(e->w[i], got, b->a, b->n, "ld"), 0);
+	assert_int_equal(mread(e->w[i], got, b->a, b->n, "ld"), 0);
 	if (e->check) { /* the live range is exactly the block */
 		assert_true(vm__heap_live(lspace(e, i), b->a, b->n));
 		assert_false(vm__heap_live(lspace(e, i), b->a, b->n + 1));
@@ -2075,7 +2126,7 @@ static void cow_model(struct env *e, uint64_t x, int steps)
 			for (vm_word k = 0; k < n; k++)
 				buf[k] = (uint8_t)rng(&x);
 			assert_int_equal(
-			    vm__mem_write(e->w[i], b->a + off, buf, n, "st"), 0);
+			    mwrite(e->w[i], b->a + off, buf, n, "st"), 0);
 			memcpy(b->bytes + off, buf, n);
 		} else if (r < 63) {
 			/* copy, maybe within one block */
@@ -2085,7 +2136,7 @@ static void cow_model(struct env *e, uint64_t x, int steps)
 			vm_word room = d->n - doff < s->n - soff ? d->n - doff
 								 : s->n - soff;
 			vm_word n = rng(&x) % (room + 1);
-			assert_int_equal(vm__mem_copy(e->w[i], d->a + doff,
+			assert_int_equal(mcopy(e->w[i], d->a + doff,
 						      s->a + soff, n),
 					 0);
 			memmove(d->bytes + doff, s->bytes + soff, n);
@@ -2095,7 +2146,7 @@ static void cow_model(struct env *e, uint64_t x, int steps)
 			vm_word off = rng(&x) % b->n;
 			vm_word n = rng(&x) % (b->n - off + 1);
 			uint8_t v = (uint8_t)rng(&x);
-			assert_int_equal(vm__mem_fill(e->w[i], b->a + off, v, n),
+			assert_int_equal(mfill(e->w[i], b->a + off, v, n),
 					 0);
 			memset(b->bytes + off, v, n);
 		} else if (r < 88) {
@@ -2323,18 +2374,18 @@ static void test_cow_write_over_budget(void **state)
 		struct vm_space *s = lspace(e, side);
 		struct vm_worker *w = e->w[side];
 
-		assert_int_equal(vm__mem_write(w, a, "x", 1, "st8"), FL_EFAULT);
+		assert_int_equal(mwrite(w, a, "x", 1, "st8"), FL_EFAULT);
 		expect_fault_w(w, "out of memory");
 		assert_true(e->p->budget == (int64_t)PAGE - 1);
-		assert_int_equal(vm__mem_fill(w, a + 8, 0, 8), FL_EFAULT);
+		assert_int_equal(mfill(w, a + 8, 0, 8), FL_EFAULT);
 		expect_fault_w(w, "out of memory");
-		assert_int_equal(vm__mem_copy(w, a + 16, a, 8), FL_EFAULT);
+		assert_int_equal(mcopy(w, a + 16, a, 8), FL_EFAULT);
 		expect_fault_w(w, "out of memory");
-		assert_int_equal(vm__mem_write(w, l + PAGE - 4, "12345678", 8,
+		assert_int_equal(mwrite(w, l + PAGE - 4, "12345678", 8,
 					       "st"),
 				 FL_EFAULT);
 		expect_fault_w(w, "out of memory");
-		assert_null(vm__xlate(w, l + PAGE, 8, true, "st64"));
+		assert_null(xl(w, l + PAGE, 8, true, "st64"));
 		expect_fault_w(w, "out of memory");
 		assert_null(vm__page_get_w(s, pageno(a), &nomem));
 		assert_true(nomem);
@@ -2560,22 +2611,22 @@ static void test_global_stale_translation(void **state)
 	expect_at(e, 0, g, 128, 1);
 	assert_true(w->rtlb[key % VM_TLB_SIZE].key == key);
 	cached = w->rtlb[key % VM_TLB_SIZE].data;
-	assert_int_equal(free_block(&e->p->global, g), 0);
-	assert_null(vm__page_get(&e->p->global, pageno(g)));
-	assert_ptr_equal(e->p->global.retired->data, cached);
+	assert_int_equal(free_block(gspace(e), g), 0);
+	assert_null(vm__page_get(gspace(e), pageno(g)));
+	assert_ptr_equal(gspace(e)->retired->data, cached);
 	memcpy(got, (const uint8_t *)cached + (g & (PAGE - 1)), 8);
 	/* Reused: the stale reader sees the new page's zeros. */
 	vm_word h = galloc(e, 3 * PAGE);
-	assert_null(e->p->global.retired);
-	assert_true(vm__page_get(&e->p->global, pageno(h))->data == cached ||
-		    vm__page_get(&e->p->global, pageno(h) + 1)->data == cached ||
-		    vm__page_get(&e->p->global, pageno(h) + 2)->data == cached);
+	assert_null(gspace(e)->retired);
+	assert_true(vm__page_get(gspace(e), pageno(h))->data == cached ||
+		    vm__page_get(gspace(e), pageno(h) + 1)->data == cached ||
+		    vm__page_get(gspace(e), pageno(h) + 2)->data == cached);
 	for (vm_word i = 0; i < PAGE; i++)
 		assert_int_equal(cached[i], 0);
 	/* After the fence's flush the freed address faults. */
 	vm__tlb_flush(w);
 	if (pageno(h) > pageno(g) || pageno(h) + 2 < pageno(g)) {
-		assert_null(vm__xlate(w, g, 8, false, "ld64"));
+		assert_null(xl(w, g, 8, false, "ld64"));
 		char want[80];
 		snprintf(want, sizeof want, "ld64 at unmapped address 0x%llx",
 			 (unsigned long long)g);
@@ -2590,7 +2641,7 @@ static void test_global_stale_translation(void **state)
 static void test_global_budget(void **state)
 {
 	struct env *e = *state;
-	struct vm_space *gs = &e->p->global;
+	struct vm_space *gs = gspace(e);
 	vm_word g, h, g2, k, first, n;
 	int64_t spare;
 
