@@ -15,7 +15,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings \
            -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS  := -std=gnu11 $(OPT) $(WARN) $(SAN) -Isrc -D_GNU_SOURCE $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
-LIBS    := -lm
+LIBS    := -lsodium -lm
 
 LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
@@ -137,17 +137,17 @@ fuzz: deps-test
 		OPT="-O1 -g" SAN="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libflock.a
 	@mkdir -p build-fuzz/corpus-module
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_module tests/fuzz/fuzz_module.c build-fuzz/libflock.a -lm
+		-o build-fuzz/fuzz_module tests/fuzz/fuzz_module.c build-fuzz/libflock.a -lsodium -lm
 	build-fuzz/fuzz_module -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-module tests/fuzz/seeds
 	@mkdir -p build-fuzz/corpus-tstate
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_tstate tests/fuzz/fuzz_tstate.c build-fuzz/libflock.a -lm -lpthread
+		-o build-fuzz/fuzz_tstate tests/fuzz/fuzz_tstate.c build-fuzz/libflock.a -lsodium -lm -lpthread
 	build-fuzz/fuzz_tstate -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-tstate
 	@mkdir -p build-fuzz/corpus-compile
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lm -lpthread
+		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lsodium -lm -lpthread
 	build-fuzz/fuzz_compile -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-compile tests/fuzz/seeds-fl
 

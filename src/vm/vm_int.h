@@ -408,6 +408,7 @@ struct vm_proc {
 	struct vm_node *node;
 	const struct vm_module *m;
 	vm_word pid;
+	uint8_t module_hash[32]; /* BLAKE2b-256 of the module's encoding */
 	struct vm_xcode x;
 	struct vm_options opt;
 	struct vm_gsrc *gs;     /* global memory (vm_gsrc.h) */
@@ -446,6 +447,14 @@ bool vm__proc_end(struct vm_proc *p, int status);
  * function F, thread N)" for @t at cell @pc, unless it already ended. */
 void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 		   const char *msg);
+/* A loaded and linked process on @n with no threads yet (vm_proc_start
+ * adds main); 0 or an error with @err saying what failed. */
+int vm__proc_new(struct vm_node *n, const struct vm_module *m,
+		 const struct vm_options *o, struct vm_proc **out,
+		 struct fl_err *err);
+/* End a process none of whose threads was ever queued (tests, fuzzers):
+ * it may be freed at once. */
+void vm__proc_abandon(struct vm_proc *p);
 /* One more / one fewer thread of @p can run, or request of it is in
  * flight (vm_proc.c): the last decrement before the end is a deadlock,
  * after the end it lets the process be freed. */

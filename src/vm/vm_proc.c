@@ -34,6 +34,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 void vm_options_init(struct vm_options *o)
 {
 	memset(o, 0, sizeof *o);
@@ -212,13 +214,27 @@ static void fail_at_start(struct vm_proc *p, const char *fmt, ...)
 	atomic_store(&p->quiet, true);
 }
 
-int vm_proc_start(struct vm_node *n, const struct vm_module *m,
-		  const struct vm_options *o, struct vm_proc **out,
-		  struct fl_err *err)
+/* The module's identity: a hash of its encoding, which threads moving
+ * between machines carry (vm_tstate.c). */
+static int module_hash(struct vm_proc *p, struct fl_err *err)
+{
+	struct fl_buf b;
+	int rc;
+
+	fl_buf_init(&b);
+	rc = vm_module_encode(p->m, &b);
+	if (rc == 0)
+		crypto_generichash(p->module_hash, sizeof p->module_hash, b.data,
+				   b.len, NULL, 0);
+	fl_buf_close(&b);
+	return rc ? fl_err_set(err, rc, "module hash: out of memory") : 0;
+}
+
+int vm__proc_new(struct vm_node *n, const struct vm_module *m,
+		 const struct vm_options *o, struct vm_proc **out,
+		 struct fl_err *err)
 {
 	struct vm_proc *p = calloc(1, sizeof *p);
-	const struct vm_xfunc *fn;
-	struct vm_thread *main_t;
 	int rc;
 
 	*out = NULL;
@@ -253,6 +269,34 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 		fl_err_set(err, rc, "link: out of memory");
 		goto fail;
 	}
+	if ((rc = module_hash(p, err)) != 0)
+		goto fail;
+	*out = p;
+	return 0;
+fail:
+	vm__proc_abandon(p);
+	vm_proc_free(p);
+	return rc;
+}
+
+void vm__proc_abandon(struct vm_proc *p)
+{
+	atomic_store(&p->ending, true);
+	atomic_store(&p->quiet, true);
+}
+
+int vm_proc_start(struct vm_node *n, const struct vm_module *m,
+		  const struct vm_options *o, struct vm_proc **out,
+		  struct fl_err *err)
+{
+	const struct vm_xfunc *fn;
+	struct vm_thread *main_t;
+	struct vm_proc *p;
+	int rc;
+
+	*out = NULL;
+	if ((rc = vm__proc_new(n, m, o, &p, err)) != 0)
+		return rc;
 	fn = &p->x.funcs[vm_module_find_func(m, "main")];
 	if (fn->frame_words + 1 > o->stack_words) {
 		fail_at_start(p, "stack overflow (data stack limit of %" PRIu32
@@ -263,8 +307,9 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 	}
 	main_t = vm__thread_new(p, fn, NULL, 0, NULL);
 	if (main_t == NULL) {
-		rc = fl_err_set(err, FL_ENOMEM, "main thread: out of memory");
-		goto fail;
+		vm__proc_abandon(p);
+		vm_proc_free(p);
+		return fl_err_set(err, FL_ENOMEM, "main thread: out of memory");
 	}
 	if (n->opt.caller_worker &&
 	    pthread_equal(pthread_self(), n->workers[0].os))
@@ -273,10 +318,6 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 		vm__sched_push(n, NULL, main_t);
 	*out = p;
 	return 0;
-fail:
-	atomic_store(&p->quiet, true);
-	vm_proc_free(p);
-	return rc;
 }
 
 int vm_proc_wait(struct vm_proc *p)
