@@ -98,7 +98,7 @@ unit: $(UNIT_BIN)
 	@rc=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || rc=1; done; exit $$rc
 
 programs: $(FLOCK)
-	FLOCK=$(abspath $(FLOCK)) $(PYTEST) -q tests/programs
+	FLOCK=$(abspath $(FLOCK)) FLOCK_SAN="$(SAN)" $(PYTEST) -q tests/programs
 
 docs: $(BUILD)/isadoc
 	@$(BUILD)/isadoc --check docs/isa.md
@@ -120,8 +120,8 @@ tsan: deps-test
 tsan-check:
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-tsan OPT="-O1 -g" \
 		SAN="-fsanitize=thread" all
-	FLOCK=$(abspath build-tsan/flock) TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
-		$(PYTEST) -q tests/programs
+	FLOCK=$(abspath build-tsan/flock) FLOCK_SAN=thread \
+		TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(PYTEST) -q tests/programs
 
 # The thread programs $(STRESS_RUNS) times in a row on 1, 2 and 8 workers.
 STRESS_RUNS ?= 50

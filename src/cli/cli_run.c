@@ -2,9 +2,11 @@
  * embedded VM, exiting with its status. */
 #include "cli/cli.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char help[] =
 	"usage: flock run FILE [OPTIONS] [-- ARGS...]\n"
@@ -17,10 +19,17 @@ static const char help[] =
 	"  --cpus N            worker OS threads running VM threads\n"
 	"                      (default: one per core)\n"
 	"  --check             catch every access outside a live block\n"
-	"  --stack-words N     data stack limit per thread (default 1048576)\n"
-	"  --call-depth N      call depth limit per thread (default 100000)\n"
-	"  --memory SIZE       memory limit of the process, e.g. 512MiB\n"
+	"  --stack-words N     data stack limit per thread (default 1048576,\n"
+	"                      at most 2147483647)\n"
+	"  --call-depth N      call depth limit per thread (default 100000,\n"
+	"                      at most 2147483647)\n"
+	"  --memory SIZE       everything the VM may hold for the process:\n"
+	"                      pages, stacks, frames, threads; e.g. 512MiB\n"
 	"                      (default: half the machine's RAM)\n"
+	"  --max-threads N     threads at once, counting finished ones not\n"
+	"                      yet joined (default 4194304)\n"
+	"  --stats             at the end, a summary on stderr: wall time,\n"
+	"                      threads made, memory limit, peak host memory\n"
 	"  --debug-migrate     test aid: at every preemption, encode each\n"
 	"                      thread's state to bytes and continue from a\n"
 	"                      copy decoded from them\n"
@@ -30,6 +39,39 @@ static const char help[] =
 	"                      ~/.flock/local; no instruction uses it yet)\n"
 	"  --vm VM@HOST:PORT   run on a Flock VM cluster (not in this build)\n"
 	"  -h, --help          show this help\n";
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The most host memory this process held (its VmHWM: this executable
+ * only, unlike getrusage, which counts what a parent had before exec). */
+static long peak_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kib = -1;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+static void print_stats(const struct vm_stats *st, double secs)
+{
+	fprintf(stderr,
+		"flock: stats: %.3f s, %" PRIu64 " threads, memory limit %" PRIu64
+		" bytes, peak host memory %ld KiB\n",
+		secs, st->threads, st->limit, peak_rss_kib());
+}
 
 static int need_value(int i, int argc, char **argv)
 {
@@ -41,7 +83,9 @@ static int need_value(int i, int argc, char **argv)
 int cli_run(int argc, char **argv)
 {
 	struct vm_options o;
+	struct vm_stats stats = {0};
 	struct vm_module *m;
+	double t0;
 	const char *file = NULL;
 	int i, rc, nargs = 0;
 	char **args = NULL;
@@ -59,6 +103,8 @@ int cli_run(int argc, char **argv)
 			return CLI_EX_OK;
 		} else if (strcmp(a, "--check") == 0) {
 			o.check = true;
+		} else if (strcmp(a, "--stats") == 0) {
+			o.stats = &stats;
 		} else if (strcmp(a, "--debug-migrate") == 0) {
 			o.migrate = true;
 		} else if (strcmp(a, "--debug-no-fuse") == 0) {
@@ -68,15 +114,25 @@ int cli_run(int argc, char **argv)
 			if ((rc = need_value(i, argc, argv)))
 				return rc;
 			if (!cli_parse_u64(argv[++i], false, &v) || v == 0 ||
-			    v > UINT32_MAX)
+			    v > VM_MAX_STACK_WORDS)
 				return cli_fail(CLI_EX_USAGE,
 						"run: %s: '%s' is not a count "
 						"between 1 and %u",
-						a, argv[i], UINT32_MAX);
+						a, argv[i], VM_MAX_STACK_WORDS);
 			if (a[2] == 's')
 				o.stack_words = (uint32_t)v;
 			else
 				o.max_depth = (uint32_t)v;
+		} else if (strcmp(a, "--max-threads") == 0) {
+			if ((rc = need_value(i, argc, argv)))
+				return rc;
+			if (!cli_parse_u64(argv[++i], false, &v) || v == 0 ||
+			    v > UINT32_MAX)
+				return cli_fail(CLI_EX_USAGE,
+						"run: --max-threads: '%s' is not a "
+						"count between 1 and %u",
+						argv[i], UINT32_MAX);
+			o.max_threads = (uint32_t)v;
 		} else if (strcmp(a, "--cpus") == 0) {
 			if ((rc = need_value(i, argc, argv)))
 				return rc;
@@ -144,7 +200,10 @@ int cli_run(int argc, char **argv)
 	for (i = 0; i < nargs; i++)
 		o.argv[i + 1] = args[i];
 	fflush(stdout);
+	t0 = now_s();
 	rc = vm_run(m, &o);
+	if (o.stats != NULL)
+		print_stats(&stats, now_s() - t0);
 	free(o.argv);
 	vm_module_free(m);
 	return rc;

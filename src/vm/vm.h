@@ -266,8 +266,10 @@ struct vm_options {
 	uint32_t stack_words; /* data stack limit per thread, words */
 	uint32_t max_depth;   /* call depth limit per thread */
 	bool check;           /* --check: catch accesses outside live blocks */
-	uint64_t memory;      /* bytes of pages a process may map; 0: half
-				 the machine's RAM */
+	uint64_t memory;      /* bytes the VM may hold for the process
+				 (pages, stacks, frames, threads, tables);
+				 0: half the machine's RAM */
+	uint32_t max_threads; /* threads at once, not yet joined */
 	uint32_t cpus;        /* worker OS threads; 0: one per core */
 	bool migrate;         /* debug: round-trip threads through their
 				 serialised state at every preemption */
@@ -276,10 +278,21 @@ struct vm_options {
 	char **argv;
 	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */
 	const char *prog;          /* prefix for runtime error lines */
+	struct vm_stats *stats;    /* filled when the process ends, or NULL */
+};
+
+/* What a process did (flock run --stats). */
+struct vm_stats {
+	uint64_t threads; /* threads it made, main included */
+	uint64_t limit;   /* its memory limit, bytes (--memory) */
 };
 
 #define VM_DEFAULT_STACK_WORDS (1u << 20)
 #define VM_DEFAULT_MAX_DEPTH 100000u
+#define VM_DEFAULT_MAX_THREADS (1u << 22)
+/* What the saved registers hold: sp is a signed 32-bit word index. */
+#define VM_MAX_STACK_WORDS 0x7fffffffu
+#define VM_MAX_CALL_DEPTH 0x7fffffffu
 
 void vm_options_init(struct vm_options *o);
 

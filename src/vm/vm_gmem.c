@@ -22,6 +22,7 @@
 #include "vm/vm_gsrc.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -261,7 +262,9 @@ static enum vm_res l_alloc(struct vm_gsrc *g, struct vm_worker *w, vm_word n,
 	*addr = vm__heap_alloc(&L->space, n);
 	pthread_mutex_unlock(&L->lock);
 	if (*addr == 0) {
-		vm__fault(w, "out of memory (galloc of %" PRIu64 " bytes)", n);
+		char what[64];
+		snprintf(what, sizeof what, "galloc of %" PRIu64 " bytes", n);
+		vm__oom_msg(&w->fault, L->p, what, vm__alloc_cost(n));
 		return VM_FAULT;
 	}
 	return VM_OK;

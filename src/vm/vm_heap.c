@@ -10,7 +10,9 @@
  *
  * Invariants: a slab page is in its class's partial stack iff 0 < nlive <
  * blocks-per-page; an empty slab page is unmapped. The process's memory
- * budget is charged per page by vm_mem.c, not here.
+ * budget is charged per page and node by vm_mem.c, and here for the
+ * allocator's own state: a private copy of it (a spawned thread's first
+ * allocation) and its lists' growth (h->charged, credited when it goes).
  *
  * Failure modes: out of address space or budget or host memory -> 0, the
  * caller raises "out of memory"; free of anything but a live block start ->
@@ -62,16 +64,34 @@ static void set_live(struct vm_page *pg, uint32_t i, bool on)
 			 __ATOMIC_RELAXED);
 }
 
+/* What a copy of @h costs against the limit. */
+static int64_t heap_cost(const struct vm_heap *h)
+{
+	int64_t n = (int64_t)(sizeof *h + VM_MALLOC_OVERHEAD) +
+		    (int64_t)(h->nfree * sizeof(struct vm_range));
+
+	for (int k = 0; k < VM_NCLASSES; k++)
+		n += (int64_t)(h->npartial[k] * sizeof(vm_word));
+	return n;
+}
+
 bool vm__heap_own(struct vm_space *s)
 {
 	struct vm_heap *h = s->heap, *c;
+	int64_t cost;
 
 	if (atomic_load(&h->refs) == 1)
 		return true;
-	c = calloc(1, sizeof *c);
-	if (c == NULL)
+	cost = heap_cost(h);
+	if (!vm__charge(s->budget, cost))
 		return false;
+	c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		vm__credit(s->budget, cost);
+		return false;
+	}
 	atomic_init(&c->refs, 1);
+	c->charged = cost;
 	c->top = h->top;
 	if (h->nfree > 0) {
 		c->free_ranges = malloc(h->nfree * sizeof *c->free_ranges);
@@ -92,19 +112,44 @@ bool vm__heap_own(struct vm_space *s)
 		c->npartial[k] = c->partial_cap[k] = h->npartial[k];
 	}
 	s->heap = c;
-	if (atomic_fetch_sub(&h->refs, 1) == 1) { /* the other side let go */
-		free(h->free_ranges);
-		for (int k = 0; k < VM_NCLASSES; k++)
-			free(h->partial[k]);
-		free(h);
-	}
+	vm__heap_unref(h, s->budget); /* the other side may have let go */
 	return true;
 fail:
 	free(c->free_ranges);
 	for (int k = 0; k < VM_NCLASSES; k++)
 		free(c->partial[k]);
 	free(c);
+	vm__credit(s->budget, cost);
 	return false;
+}
+
+void vm__heap_unref(struct vm_heap *h, _Atomic int64_t *budget)
+{
+	if (h == NULL || atomic_fetch_sub(&h->refs, 1) != 1)
+		return;
+	vm__credit(budget, h->charged);
+	free(h->free_ranges);
+	for (int c = 0; c < VM_NCLASSES; c++)
+		free(h->partial[c]);
+	free(h);
+}
+
+/* Grow a list of @h from @cap to @ncap entries of @size bytes, charged. */
+static void *grow_list(struct vm_space *s, void *list, size_t cap,
+		       size_t ncap, size_t size)
+{
+	int64_t more = (int64_t)((ncap - cap) * size);
+	void *l;
+
+	if (!vm__charge(s->budget, more))
+		return NULL;
+	l = realloc(list, ncap * size);
+	if (l == NULL) {
+		vm__credit(s->budget, more);
+		return NULL;
+	}
+	s->heap->charged += more;
+	return l;
 }
 
 /* A run of @n unused page numbers: first fit among freed runs, else fresh. */
@@ -127,11 +172,14 @@ static vm_word reserve_pages(struct vm_heap *h, vm_word n)
 	return h->top - n;
 }
 
-static void release_pages(struct vm_heap *h, vm_word first, vm_word n)
+static void release_pages(struct vm_space *s, vm_word first, vm_word n)
 {
+	struct vm_heap *h = s->heap;
+
 	if (h->nfree == h->free_cap) {
 		size_t cap = h->free_cap ? 2 * h->free_cap : 16;
-		struct vm_range *r = realloc(h->free_ranges, cap * sizeof *r);
+		struct vm_range *r = grow_list(s, h->free_ranges, h->free_cap,
+					       cap, sizeof *r);
 		if (r == NULL)
 			return; /* the page numbers are lost, nothing else */
 		h->free_ranges = r;
@@ -140,12 +188,15 @@ static void release_pages(struct vm_heap *h, vm_word first, vm_word n)
 	h->free_ranges[h->nfree++] = (struct vm_range){first, n};
 }
 
-static bool partial_push(struct vm_heap *h, int c, vm_word pageno,
+static bool partial_push(struct vm_space *s, int c, vm_word pageno,
 			 struct vm_page *pg)
 {
+	struct vm_heap *h = s->heap;
+
 	if (h->npartial[c] == h->partial_cap[c]) {
 		size_t cap = h->partial_cap[c] ? 2 * h->partial_cap[c] : 8;
-		vm_word *p = realloc(h->partial[c], cap * sizeof *p);
+		vm_word *p = grow_list(s, h->partial[c], h->partial_cap[c], cap,
+				       sizeof *p);
 		if (p == NULL)
 			return false;
 		h->partial[c] = p;
@@ -194,14 +245,27 @@ static vm_word alloc_small(struct vm_space *s, vm_word n)
 		pg = pageno ? vm__page_map(s, pageno) : NULL;
 		if (pg == NULL)
 			goto fail_page;
-		pg->kind = VM_PAGE_SLAB;
-		pg->cls = (uint8_t)c;
+		/* --check: a size per block, in a table of the largest count
+		 * (a global page's may be read by racing workers after the
+		 * page is reused for another class). */
 		if (s->check) {
-			pg->sizes = calloc(nb, sizeof *pg->sizes);
-			if (pg->sizes == NULL)
+			if (!vm__charge(s->budget, VM_COST_SIZES))
 				goto fail_mapped;
+			if (pg->sizes == NULL) {
+				uint32_t *z = calloc(VM_SIZES_MAX, sizeof *z);
+				if (z == NULL) {
+					vm__credit(s->budget, VM_COST_SIZES);
+					goto fail_mapped;
+				}
+				__atomic_store_n(&pg->sizes, z, __ATOMIC_RELEASE);
+			} else {
+				for (uint32_t k = 0; k < VM_SIZES_MAX; k++)
+					VM_SET(pg->sizes[k], 0);
+			}
 		}
-		if (!partial_push(h, c, pageno, pg))
+		VM_SET(pg->cls, (uint8_t)c);
+		VM_SET(pg->kind, VM_PAGE_SLAB); /* its sizes are charged now */
+		if (!partial_push(s, c, pageno, pg))
 			goto fail_mapped;
 	}
 	for (i = 0; i < nb; i++)
@@ -212,7 +276,7 @@ static vm_word alloc_small(struct vm_space *s, vm_word n)
 	set_live(pg, i, true);
 	pg->nlive++;
 	if (pg->sizes != NULL)
-		pg->sizes[i] = (uint32_t)n;
+		VM_SET(pg->sizes[i], (uint32_t)n);
 	if (pg->data != NULL)
 		memset(pg->data + i * size, 0, size);
 	return s->base | (pageno << VM_PAGE_SHIFT) | (vm_word)i * size;
@@ -221,7 +285,7 @@ fail_mapped:
 	vm__page_unmap(s, pageno);
 fail_page:
 	if (pageno)
-		release_pages(h, pageno, 1);
+		release_pages(s, pageno, 1);
 	return 0;
 }
 
@@ -230,7 +294,7 @@ static vm_word alloc_large(struct vm_space *s, vm_word n)
 	vm_word np = pages_for(n), first, i;
 
 	if (s->budget != NULL &&
-	    (int64_t)np > atomic_load(s->budget) / (int64_t)VM_PAGE_SIZE)
+	    (int64_t)np > atomic_load(s->budget) / VM_COST_PAGE)
 		return 0; /* clearly too big: fail before mapping anything */
 	first = reserve_pages(s->heap, np);
 	if (first == 0)
@@ -239,16 +303,16 @@ static vm_word alloc_large(struct vm_space *s, vm_word n)
 		struct vm_page *pg = vm__page_map(s, first + i);
 		if (pg == NULL)
 			goto fail_mapped;
-		pg->kind = VM_PAGE_LARGE;
-		pg->head = first;
-		pg->bytes = n;
+		VM_SET(pg->head, first);
+		VM_SET(pg->bytes, n);
+		VM_SET(pg->kind, VM_PAGE_LARGE);
 	}
 	return s->base | (first << VM_PAGE_SHIFT);
 
 fail_mapped:
 	while (i-- > 0)
 		vm__page_unmap(s, first + i);
-	release_pages(s->heap, first, np);
+	release_pages(s, first, np);
 	return 0;
 }
 
@@ -284,7 +348,7 @@ int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 			return FL_EFAULT;
 		if (!vm__heap_own(s) || !(pg = vm__page_get_w(s, pageno, &nomem)))
 			return FL_ENOMEM;
-		if (pg->nlive == nb && !partial_push(s->heap, c, pageno, pg))
+		if (pg->nlive == nb && !partial_push(s, c, pageno, pg))
 			return FL_ENOMEM;
 		set_live(pg, i, false);
 		pg->nlive--;
@@ -294,7 +358,7 @@ int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 				return 0;
 			}
 			vm__page_unmap(s, pageno);
-			release_pages(s->heap, pageno, 1);
+			release_pages(s, pageno, 1);
 			*unmapped = 1;
 		}
 		return 0;
@@ -305,7 +369,7 @@ int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 			return FL_ENOMEM;
 		for (vm_word i = 0; i < np; i++)
 			vm__page_unmap(s, pageno + i);
-		release_pages(s->heap, pageno, np);
+		release_pages(s, pageno, np);
 		*unmapped = np;
 		return 0;
 	}
@@ -318,18 +382,21 @@ bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n)
 	const struct vm_page *pg = vm__page_get(s, off >> VM_PAGE_SHIFT);
 	vm_word start, len;
 
+	/* Racing workers may change a global page's metadata meanwhile:
+	 * every field is read once, and each value is valid alone. */
 	if (pg == NULL)
 		return false;
-	if (pg->kind == VM_PAGE_SLAB) {
-		uint32_t size = vm__class_size[pg->cls];
+	if (VM_GET(pg->kind) == VM_PAGE_SLAB) {
+		uint32_t size = vm__class_size[VM_GET(pg->cls) % VM_NCLASSES];
 		uint32_t o = (uint32_t)(off & (VM_PAGE_SIZE - 1)), i = o / size;
+		const uint32_t *sizes = __atomic_load_n(&pg->sizes, __ATOMIC_ACQUIRE);
 		if (!live_bit(pg, i))
 			return false;
 		start = (off & ~(vm_word)(VM_PAGE_SIZE - 1)) + (vm_word)i * size;
-		len = pg->sizes ? pg->sizes[i] : size;
+		len = sizes ? VM_GET(sizes[i]) : size;
 	} else {
-		start = pg->head << VM_PAGE_SHIFT;
-		len = pg->bytes;
+		start = VM_GET(pg->head) << VM_PAGE_SHIFT;
+		len = VM_GET(pg->bytes);
 	}
 	return off >= start && off - start < len && n <= len - (off - start);
 }

@@ -87,7 +87,8 @@ struct vm_page {
 	vm_word head;    /* LARGE, RODATA, DATA: first page of the block */
 	vm_word bytes;   /* LARGE, RODATA, DATA: the block's size in bytes */
 	uint64_t live[VM_SLAB_WORDS]; /* SLAB: a bit per block slot */
-	uint32_t *sizes; /* SLAB under --check: each live block's size */
+	uint32_t *sizes; /* SLAB under --check: each live block's size
+			  * (VM_SIZES_MAX entries) */
 	struct vm_page *next_retired; /* global: on the reuse list */
 };
 
@@ -113,6 +114,7 @@ struct vm_heap {
 	/* Per size class: pages with a free slot (a stack of page numbers). */
 	vm_word *partial[VM_NCLASSES];
 	size_t npartial[VM_NCLASSES], partial_cap[VM_NCLASSES];
+	int64_t charged; /* bytes of it the budget was charged for */
 };
 
 struct vm_space {
@@ -129,6 +131,27 @@ struct vm_space {
 };
 
 extern const uint32_t vm__class_size[VM_NCLASSES];
+
+/* What the VM's own memory for a process costs against its limit
+ * (--memory): every allocation it makes, with the host allocator's
+ * overhead, so that the limit bounds the host memory the process takes. */
+#define VM_MALLOC_OVERHEAD 16
+#define VM_COST_PAGE                                                          \
+	((int64_t)(VM_PAGE_SIZE + sizeof(struct vm_page) + 2 * VM_MALLOC_OVERHEAD))
+#define VM_COST_NODE ((int64_t)(sizeof(struct vm_radix) + VM_MALLOC_OVERHEAD))
+/* --check: a slab page's table of block sizes, for the smallest class. */
+#define VM_SIZES_MAX (VM_PAGE_SIZE / 8)
+#define VM_COST_SIZES ((int64_t)(VM_SIZES_MAX * 4 + VM_MALLOC_OVERHEAD))
+
+/* Take @n bytes from / give them back to @budget (NULL: no limit); false
+ * when fewer are left. Any thread. */
+bool vm__charge(_Atomic int64_t *budget, int64_t n);
+void vm__credit(_Atomic int64_t *budget, int64_t n);
+
+/* Fields of a global page that racing workers may read while its owner
+ * changes them (vm_gmem.c): relaxed atomics, each value valid alone. */
+#define VM_GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define VM_SET(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
 /* 0 or FL_ENOMEM. */
 int vm__space_init(struct vm_space *s, vm_word base, bool check, bool global);
@@ -160,8 +183,11 @@ int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 		  vm_word *unmapped);
 /* --check: is [addr, addr+n) inside one live block (or segment)? */
 bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n);
-/* Make @s's allocator state private (copy it if shared); false on ENOMEM. */
+/* Make @s's allocator state private (copy it if shared); false on ENOMEM
+ * or when over the budget. */
 bool vm__heap_own(struct vm_space *s);
+/* Drop a reference to @h; the last one frees it, crediting @budget. */
+void vm__heap_unref(struct vm_heap *h, _Atomic int64_t *budget);
 
 /* ---- Linked code (vm_interp.c) ---- */
 
@@ -412,7 +438,8 @@ struct vm_proc {
 	struct vm_xcode x;
 	struct vm_options opt;
 	struct vm_gsrc *gs;     /* global memory (vm_gsrc.h) */
-	_Atomic int64_t budget; /* bytes of pages the process may still map */
+	_Atomic int64_t budget; /* bytes the VM may still take for it */
+	int64_t limit;          /* its memory limit, bytes (--memory) */
 	struct vm_pio io;       /* stdin, stdout, stderr */
 	long ncpu;
 	/* Threads by id (open addressing, tid 0 = empty), under @tlock. */
@@ -455,6 +482,12 @@ int vm__proc_new(struct vm_node *n, const struct vm_module *m,
 /* End a process none of whose threads was ever queued (tests, fuzzers):
  * it may be freed at once. */
 void vm__proc_abandon(struct vm_proc *p);
+/* About what an allocation of @n bytes costs the budget (saturating). */
+int64_t vm__alloc_cost(vm_word n);
+/* "out of memory (@what)" in @f, naming the memory limit when fewer than
+ * @need bytes of it are left (vm_proc.c). */
+void vm__oom_msg(struct vm_fault *f, const struct vm_proc *p, const char *what,
+		 int64_t need);
 /* One more / one fewer thread of @p can run, or request of it is in
  * flight (vm_proc.c): the last decrement before the end is a deadlock,
  * after the end it lets the process be freed. */
@@ -468,6 +501,15 @@ void vm__proc_busy_dec(struct vm_proc *p);
 struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
 				 const vm_word *args, uint32_t nargs,
 				 const struct vm_thread *parent);
+/* The same, saying in @f why it failed: memory, the memory limit, the
+ * thread limit (--max-threads, counting threads not yet joined). */
+struct vm_thread *vm__thread_make(struct vm_proc *p, const struct vm_xfunc *fn,
+				  const vm_word *args, uint32_t nargs,
+				  const struct vm_thread *parent,
+				  struct vm_fault *f);
+/* A zeroed thread struct of @p, charged to its memory limit (what every
+ * way of making a thread starts from; vm__thread_free gives it back). */
+struct vm_thread *vm__thread_alloc(struct vm_proc *p, struct vm_fault *f);
 void vm__thread_free(struct vm_thread *t);
 /* Look up @tid in the table (under p->tlock by the caller). */
 struct vm_thread *vm__thread_find(struct vm_proc *p, vm_word tid);
@@ -479,8 +521,14 @@ void vm__thread_relist(struct vm_proc *p, struct vm_thread *old,
  * limit or out of memory. */
 bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 			   size_t need);
-/* Free @t's data stack (it has a guard word below stack[0]). */
+/* Grow the frame stack so @need frames fit; false (fault set) past the
+ * call depth limit or out of memory. */
+bool vm__thread_grow_frames(struct vm_thread *t, struct vm_fault *f,
+			    uint32_t need);
+/* Free @t's data stack (it has a guard word below stack[0]) / frames,
+ * crediting the memory limit. */
 void vm__thread_free_stack(struct vm_thread *t);
+void vm__thread_free_frames(struct vm_thread *t);
 
 /* Parking. The instruction calls vm__park_begin() before it makes @t
  * known to whoever will wake it, then stops with VM_STOP_PARK; its worker

@@ -70,28 +70,6 @@ static enum vm_res store_slow(struct vm_worker *w, vm_word a, unsigned n,
 	return vm__mem_write(w, a, &v, n, what);
 }
 
-static bool grow_frames(struct vm_worker *w, struct vm_thread *t)
-{
-	uint32_t cap = 2 * t->frames_cap, limit = t->proc->opt.max_depth;
-	struct vm_frame *f;
-
-	if (t->depth >= limit) {
-		vm__fault(w, "stack overflow (call depth limit of %" PRIu32 ")",
-			  limit);
-		return false;
-	}
-	if (cap > limit)
-		cap = limit;
-	f = realloc(t->frames, cap * sizeof *f);
-	if (f == NULL) {
-		vm__fault(w, "out of memory (call frames)");
-		return false;
-	}
-	t->frames = f;
-	t->frames_cap = cap;
-	return true;
-}
-
 static enum vm_res do_argv(struct vm_worker *w, int64_t i, vm_word buf,
 			   vm_word n, vm_word *res)
 {
@@ -188,7 +166,9 @@ static enum vm_res do_alloc(struct vm_worker *w, vm_word n, vm_word *a)
 	if (s->copies != copies) /* moved pages: cached translations stale */
 		vm__tlb_flush(w);
 	if (*a == 0) {
-		vm__fault(w, "out of memory (alloc of %" PRIu64 " bytes)", n);
+		char what[64];
+		snprintf(what, sizeof what, "alloc of %" PRIu64 " bytes", n);
+		vm__oom_msg(&w->fault, w->cur->proc, what, vm__alloc_cost(n));
 		return VM_FAULT;
 	}
 	return VM_OK;
@@ -241,8 +221,7 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	/* Its memory is no longer needed; only the result is. */
 	vm__space_close(&t->local);
 	vm__thread_free_stack(t);
-	free(t->frames);
-	t->frames = NULL;
+	vm__thread_free_frames(t);
 	pthread_mutex_lock(&p->tlock);
 	t->result = r;
 	atomic_store(&t->state, VM_T_DONE);
@@ -848,7 +827,8 @@ dispatch:
 			bp = t->stack + obp;
 			nbp = sp - callee->nargs + 1;
 		}
-		if (t->depth == t->frames_cap && !grow_frames(w, t))
+		if (t->depth == t->frames_cap &&
+		    !vm__thread_grow_frames(t, &w->fault, t->depth + 1))
 			goto error;
 		t->frames[t->depth].ret = (uint32_t)(pc + 2 - cells);
 		t->frames[t->depth].bp = (uint32_t)(bp - t->stack);
@@ -946,10 +926,10 @@ dispatch:
 		/* Local pages become shared copy-on-write: no cached
 		 * translation may write them in place any more. */
 		vm__tlb_drop_local_writes(w);
-		c = vm__thread_new(p, callee, sp - callee->nargs + 1,
-				   callee->nargs, t);
+		c = vm__thread_make(p, callee, sp - callee->nargs + 1,
+				    callee->nargs, t, &w->fault);
 		if (c == NULL)
-			FAIL("out of memory (spawn)");
+			goto error;
 		sp -= callee->nargs;
 		*++sp = c->tid;
 		/* Work first: run the child now; the parent waits on this

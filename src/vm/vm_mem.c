@@ -59,6 +59,18 @@ static unsigned radix_index(vm_word pageno, int level)
 
 /* ---- Pages and nodes ---- */
 
+/* Zero a page's bytes, which racy program threads may be reading. */
+static VM_PROGRAM_MEMORY void prog_zero(uint8_t *d)
+{
+#ifdef VM_TSAN
+	volatile uint8_t *vd = d;
+	for (size_t i = 0; i < VM_PAGE_SIZE; i++)
+		vd[i] = 0;
+#else
+	memset(d, 0, VM_PAGE_SIZE);
+#endif
+}
+
 static void page_free(struct vm_page *pg)
 {
 	free(pg->data);
@@ -66,45 +78,62 @@ static void page_free(struct vm_page *pg)
 	free(pg);
 }
 
-/* The process's memory limit counts pages, whoever references them: a
- * page is charged when it is created (mapped or copied on write) and
- * credited when its last reference goes. @budget may be NULL: no limit. */
-static bool charge(_Atomic int64_t *budget)
+bool vm__charge(_Atomic int64_t *budget, int64_t n)
 {
-	if (budget == NULL)
+	if (budget == NULL || n <= 0)
 		return true;
-	if (atomic_fetch_sub(budget, VM_PAGE_SIZE) < VM_PAGE_SIZE) {
-		atomic_fetch_add(budget, VM_PAGE_SIZE);
+	if (atomic_fetch_sub(budget, n) < n) {
+		atomic_fetch_add(budget, n);
 		return false;
 	}
 	return true;
 }
 
+void vm__credit(_Atomic int64_t *budget, int64_t n)
+{
+	if (budget != NULL && n > 0)
+		atomic_fetch_add(budget, n);
+}
+
+/* The process's memory limit counts every page and tree node, whoever
+ * references them: charged when created (mapped or copied on write),
+ * credited when the last reference goes. @budget may be NULL: no limit. */
+static bool charge(_Atomic int64_t *budget)
+{
+	return vm__charge(budget, VM_COST_PAGE);
+}
+
 static void credit(_Atomic int64_t *budget)
 {
-	if (budget != NULL)
-		atomic_fetch_add(budget, VM_PAGE_SIZE);
+	vm__credit(budget, VM_COST_PAGE);
+}
+
+/* A page's cost: a slab page under --check has a size table too. */
+static int64_t page_cost(const struct vm_page *pg)
+{
+	return VM_COST_PAGE +
+	       (pg->kind == VM_PAGE_SLAB && pg->sizes != NULL ? VM_COST_SIZES : 0);
 }
 
 static void page_unref(struct vm_page *pg, _Atomic int64_t *budget)
 {
 	if (atomic_fetch_sub(&pg->refs, 1) == 1) {
+		vm__credit(budget, page_cost(pg));
 		page_free(pg);
-		credit(budget);
 	}
 }
 
 static struct vm_page *page_clone(const struct vm_page *pg,
 				  _Atomic int64_t *budget)
 {
+	int64_t cost = page_cost(pg);
 	struct vm_page *c;
-	uint32_t nb;
 
-	if (!charge(budget))
+	if (!vm__charge(budget, cost))
 		return NULL;
 	c = malloc(sizeof *c);
 	if (c == NULL) {
-		credit(budget);
+		vm__credit(budget, cost);
 		return NULL;
 	}
 	atomic_init(&c->refs, 1);
@@ -118,23 +147,22 @@ static struct vm_page *page_clone(const struct vm_page *pg,
 	c->next_retired = NULL;
 	c->data = NULL;
 	c->sizes = NULL;
-	if (pg->data != NULL) {
+	if (pg->data != NULL) { /* a local page: nobody changes pg->data */
 		c->data = malloc(VM_PAGE_SIZE);
 		if (c->data == NULL)
 			goto fail;
 		memcpy(c->data, pg->data, VM_PAGE_SIZE);
 	}
 	if (pg->sizes != NULL) {
-		nb = VM_PAGE_SIZE / vm__class_size[pg->cls];
-		c->sizes = malloc(nb * sizeof *c->sizes);
+		c->sizes = malloc(VM_SIZES_MAX * sizeof *c->sizes);
 		if (c->sizes == NULL)
 			goto fail;
-		memcpy(c->sizes, pg->sizes, nb * sizeof *c->sizes);
+		memcpy(c->sizes, pg->sizes, VM_SIZES_MAX * sizeof *c->sizes);
 	}
 	return c;
 fail:
 	page_free(c);
-	credit(budget);
+	vm__credit(budget, cost);
 	return NULL;
 }
 
@@ -151,21 +179,29 @@ static void node_unref(struct vm_radix *n, int level, _Atomic int64_t *budget)
 			node_unref(n->slot[i], level + 1, budget);
 	}
 	free(n);
+	vm__credit(budget, VM_COST_NODE);
 }
 
-static struct vm_radix *node_new(void)
+static struct vm_radix *node_new(_Atomic int64_t *budget)
 {
-	struct vm_radix *n = calloc(1, sizeof *n);
+	struct vm_radix *n;
 
-	if (n != NULL)
-		atomic_init(&n->refs, 1);
+	if (!vm__charge(budget, VM_COST_NODE))
+		return NULL;
+	n = calloc(1, sizeof *n);
+	if (n == NULL) {
+		vm__credit(budget, VM_COST_NODE);
+		return NULL;
+	}
+	atomic_init(&n->refs, 1);
 	return n;
 }
 
 /* A private copy of shared node @n; the copy references @n's children. */
-static struct vm_radix *node_clone(const struct vm_radix *n, int level)
+static struct vm_radix *node_clone(const struct vm_radix *n, int level,
+				   _Atomic int64_t *budget)
 {
-	struct vm_radix *c = node_new();
+	struct vm_radix *c = node_new(budget);
 
 	if (c == NULL)
 		return NULL;
@@ -191,9 +227,9 @@ static struct vm_radix *own_node(struct vm_space *s, void **slot, int level,
 	if (n == NULL) {
 		if (!create)
 			return NULL;
-		c = node_new();
+		c = node_new(s->budget);
 	} else if (atomic_load(&n->refs) > 1) {
-		c = node_clone(n, level);
+		c = node_clone(n, level, s->budget);
 	} else {
 		return n;
 	}
@@ -240,20 +276,10 @@ int vm__space_init(struct vm_space *s, vm_word base, bool check, bool global)
 	return 0;
 }
 
-static void heap_unref(struct vm_heap *h)
-{
-	if (h == NULL || atomic_fetch_sub(&h->refs, 1) != 1)
-		return;
-	free(h->free_ranges);
-	for (int c = 0; c < VM_NCLASSES; c++)
-		free(h->partial[c]);
-	free(h);
-}
-
 void vm__space_close(struct vm_space *s)
 {
 	node_unref(s->root, 0, s->global ? NULL : s->budget);
-	heap_unref(s->heap);
+	vm__heap_unref(s->heap, s->global ? NULL : s->budget);
 	while (s->retired != NULL) {
 		struct vm_page *pg = s->retired;
 		s->retired = pg->next_retired;
@@ -327,22 +353,27 @@ struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno)
 	if (leaf == NULL || !charge(s->budget))
 		return NULL;
 	if (s->retired != NULL) {
+		/* A racy program's workers may still read this struct (a
+		 * translation made before the unmap): its fields change one by
+		 * one to values as valid as before, its bytes and size table
+		 * stay where they are. */
 		pg = s->retired;
 		s->retired = pg->next_retired;
-		uint8_t *data = pg->data;
-		memset((void *)pg, 0, sizeof *pg);
-		pg->data = data;
-		memset(data, 0, VM_PAGE_SIZE);
+		pg->next_retired = NULL;
+		VM_SET(pg->kind, 0);
+		VM_SET(pg->cls, 0);
+		pg->nlive = 0;
+		pg->pidx = 0;
+		VM_SET(pg->head, 0);
+		VM_SET(pg->bytes, 0);
+		for (unsigned i = 0; i < VM_SLAB_WORDS; i++)
+			VM_SET(pg->live[i], 0);
+		uint8_t *data = VM_GET(pg->data);
+		if (data != NULL)
+			prog_zero(data);
 	} else {
 		pg = calloc(1, sizeof *pg);
 		if (pg == NULL) {
-			credit(s->budget);
-			return NULL;
-		}
-		/* Global pages get their bytes now: workers may race to
-		 * touch them, and nothing may change pg->data after. */
-		if (s->global && vm__page_bytes(pg) == NULL) {
-			free(pg);
 			credit(s->budget);
 			return NULL;
 		}
@@ -367,11 +398,11 @@ void vm__page_unmap(struct vm_space *s, vm_word pageno)
 		return;
 	store_slot(slot, NULL);
 	if (s->global) {
-		free(pg->sizes);
-		pg->sizes = NULL;
+		/* Kept whole, size table included: racy readers (vm_gmem.c). */
+		vm__credit(s->budget, page_cost(pg));
+		VM_SET(pg->kind, VM_PAGE_RODATA); /* uncharged sizes from now */
 		pg->next_retired = s->retired;
 		s->retired = pg;
-		credit(s->budget);
 	} else {
 		page_unref(pg, s->budget);
 	}
@@ -379,12 +410,21 @@ void vm__page_unmap(struct vm_space *s, vm_word pageno)
 
 uint8_t *vm__page_bytes(struct vm_page *pg)
 {
-	if (pg->data == NULL) {
-		pg->data = malloc(VM_PAGE_SIZE);
-		if (pg->data != NULL)
-			memset(pg->data, 0, VM_PAGE_SIZE);
+	uint8_t *d = __atomic_load_n(&pg->data, __ATOMIC_ACQUIRE), *none = NULL;
+
+	if (d != NULL)
+		return d;
+	/* The first touch: racing workers (a global page) may both get
+	 * here; one installs its bytes, which then never change. */
+	d = calloc(1, VM_PAGE_SIZE);
+	if (d == NULL)
+		return NULL;
+	if (!__atomic_compare_exchange_n(&pg->data, &none, d, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		free(d);
+		return none;
 	}
-	return pg->data;
+	return d;
 }
 
 /* ---- Translation ---- */
@@ -478,8 +518,9 @@ static enum vm_res xlate_local(struct vm_worker *w, vm_word addr, vm_word n,
 	if (pg != NULL && write)
 		pg = vm__page_get_w(s, pageno, &nomem);
 	if (pg == NULL) {
-		if (nomem)
-			vm__fault(w, "out of memory");
+		if (nomem) /* copying a shared page (and its path) */
+			vm__oom_msg(&w->fault, w->cur->proc, "copy on write",
+				    VM_COST_PAGE + VM_RADIX_LEVELS * VM_COST_NODE);
 		else
 			vm__fault(w, "%s at unmapped address 0x%llx", what,
 				  (unsigned long long)addr);

@@ -41,10 +41,51 @@ void vm_options_init(struct vm_options *o)
 	memset(o, 0, sizeof *o);
 	o->stack_words = VM_DEFAULT_STACK_WORDS;
 	o->max_depth = VM_DEFAULT_MAX_DEPTH;
+	o->max_threads = VM_DEFAULT_MAX_THREADS;
 	o->fd_in = 0;
 	o->fd_out = 1;
 	o->fd_err = 2;
 	o->prog = "flock";
+}
+
+/* ---- Limits ---- */
+
+/* @n bytes as the user wrote them, e.g. "256 MiB", else "N bytes". */
+static void fmt_size(char *buf, size_t len, int64_t n)
+{
+	static const char *const units[] = {"TiB", "GiB", "MiB", "KiB"};
+
+	for (int i = 0; i < 4; i++) {
+		int64_t u = (int64_t)1 << (10 * (4 - i));
+		if (n >= u && n % u == 0) {
+			snprintf(buf, len, "%" PRId64 " %s", n / u, units[i]);
+			return;
+		}
+	}
+	snprintf(buf, len, "%" PRId64 " bytes", n);
+}
+
+int64_t vm__alloc_cost(vm_word n)
+{
+	if (n > ((vm_word)1 << 46))
+		return INT64_MAX;
+	return (int64_t)(n / VM_PAGE_SIZE + 1) * VM_COST_PAGE;
+}
+
+void vm__oom_msg(struct vm_fault *f, const struct vm_proc *p, const char *what,
+		 int64_t need)
+{
+	char size[32];
+
+	if (atomic_load(&p->budget) >= need) { /* the host's memory, not ours */
+		snprintf(f->msg, sizeof f->msg, "out of memory (%s)", what);
+		return;
+	}
+	fmt_size(size, sizeof size, p->limit);
+	snprintf(f->msg, sizeof f->msg,
+		 "out of memory (%s; the process's memory limit, --memory, is "
+		 "%s)",
+		 what, size);
 }
 
 /* ---- The end ---- */
@@ -234,10 +275,22 @@ int vm__proc_new(struct vm_node *n, const struct vm_module *m,
 		 const struct vm_options *o, struct vm_proc **out,
 		 struct fl_err *err)
 {
-	struct vm_proc *p = calloc(1, sizeof *p);
+	struct vm_proc *p;
 	int rc;
 
 	*out = NULL;
+	if (o->stack_words == 0 || o->stack_words > VM_MAX_STACK_WORDS)
+		return fl_err_set(err, FL_EUSAGE,
+				  "options: a data stack of %" PRIu32 " words "
+				  "(1 to %u)",
+				  o->stack_words, VM_MAX_STACK_WORDS);
+	if (o->max_depth == 0 || o->max_depth > VM_MAX_CALL_DEPTH)
+		return fl_err_set(err, FL_EUSAGE,
+				  "options: a call depth of %" PRIu32 " (1 to %u)",
+				  o->max_depth, VM_MAX_CALL_DEPTH);
+	if (o->max_threads == 0)
+		return fl_err_set(err, FL_EUSAGE, "options: a thread limit of 0");
+	p = calloc(1, sizeof *p);
 	if (p == NULL)
 		return fl_err_set(err, FL_ENOMEM, "out of memory");
 	p->node = n;
@@ -247,11 +300,12 @@ int vm__proc_new(struct vm_node *n, const struct vm_module *m,
 	p->ncpu = vm_node_workers(n);
 	if (o->memory == 0) {
 		long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
-		p->budget = pages > 0 && size > 0 ? (int64_t)pages * size / 2
-						  : (int64_t)1 << 32;
+		p->limit = pages > 0 && size > 0 ? (int64_t)pages * size / 2
+						 : (int64_t)1 << 32;
 	} else {
-		p->budget = (int64_t)o->memory;
+		p->limit = o->memory > INT64_MAX ? INT64_MAX : (int64_t)o->memory;
 	}
+	p->budget = p->limit;
 	pthread_mutex_init(&p->tlock, NULL);
 	pthread_mutex_init(&p->endlock, NULL);
 	pthread_cond_init(&p->endcond, NULL);
@@ -329,6 +383,10 @@ int vm_proc_wait(struct vm_proc *p)
 		pthread_cond_wait(&p->endcond, &p->endlock);
 	status = p->status;
 	pthread_mutex_unlock(&p->endlock);
+	if (p->opt.stats != NULL) {
+		p->opt.stats->threads = atomic_load(&p->next_tid) - 1;
+		p->opt.stats->limit = (uint64_t)p->limit;
+	}
 	return vm__io_wait(p, status);
 }
 

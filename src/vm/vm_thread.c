@@ -191,11 +191,27 @@ bool vm__reply_take(struct vm_thread *t, enum vm_park kind,
 
 /* ---- Threads ---- */
 
+/* What a thread's parts cost against the memory limit (vm_int.h). */
+static int64_t stack_cost(uint32_t cap)
+{
+	return cap ? (int64_t)(cap + 1) * 8 + VM_MALLOC_OVERHEAD : 0;
+}
+
+static int64_t frames_cost(uint32_t cap)
+{
+	return cap ? (int64_t)(cap * sizeof(struct vm_frame)) + VM_MALLOC_OVERHEAD
+		   : 0;
+}
+
+#define THREAD_COST ((int64_t)(sizeof(struct vm_thread) + VM_MALLOC_OVERHEAD))
+
 bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 			   size_t need)
 {
-	size_t cap = t->stack_cap ? t->stack_cap : MIN_STACK;
-	uint32_t limit = t->proc->opt.stack_words;
+	struct vm_proc *p = t->proc;
+	uint64_t cap = t->stack_cap ? t->stack_cap : MIN_STACK;
+	uint32_t limit = p->opt.stack_words;
+	int64_t more;
 	vm_word *s;
 
 	if (need > limit) {
@@ -208,13 +224,21 @@ bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 		cap *= 2;
 	if (cap > limit)
 		cap = limit;
+	more = stack_cost((uint32_t)cap) - stack_cost(t->stack_cap);
+	if (!vm__charge(&p->budget, more)) {
+		char what[64];
+		snprintf(what, sizeof what, "data stack of %" PRIu64 " words", cap);
+		vm__oom_msg(f, p, what, more);
+		return false;
+	}
 	/* One more word below stack[0]: the interpreter caches the top of
 	 * the stack in a register and may spill it to stack[-1] while a
 	 * frame without slots has an empty stack (see vm_interp.c). */
 	s = realloc(t->stack ? t->stack - 1 : NULL, (cap + 1) * sizeof *s);
 	if (s == NULL) {
+		vm__credit(&p->budget, more);
 		snprintf(f->msg, sizeof f->msg,
-			 "out of memory (data stack of %zu words)", cap);
+			 "out of memory (data stack of %" PRIu64 " words)", cap);
 		return false;
 	}
 	if (t->stack == NULL)
@@ -224,39 +248,99 @@ bool vm__thread_grow_stack(struct vm_thread *t, struct vm_fault *f,
 	return true;
 }
 
+bool vm__thread_grow_frames(struct vm_thread *t, struct vm_fault *f,
+			    uint32_t need)
+{
+	struct vm_proc *p = t->proc;
+	uint32_t limit = p->opt.max_depth;
+	uint64_t cap = t->frames_cap ? t->frames_cap : MIN_FRAMES;
+	struct vm_frame *fr;
+	int64_t more;
+
+	if (need > limit) {
+		snprintf(f->msg, sizeof f->msg,
+			 "stack overflow (call depth limit of %" PRIu32 ")", limit);
+		return false;
+	}
+	while (cap < need)
+		cap *= 2;
+	if (cap > limit)
+		cap = limit;
+	if (cap <= t->frames_cap)
+		return true;
+	more = frames_cost((uint32_t)cap) - frames_cost(t->frames_cap);
+	if (!vm__charge(&p->budget, more)) {
+		vm__oom_msg(f, p, "call frames", more);
+		return false;
+	}
+	fr = realloc(t->frames, cap * sizeof *fr);
+	if (fr == NULL) {
+		vm__credit(&p->budget, more);
+		snprintf(f->msg, sizeof f->msg, "out of memory (call frames)");
+		return false;
+	}
+	t->frames = fr;
+	t->frames_cap = (uint32_t)cap;
+	return true;
+}
+
 void vm__thread_free_stack(struct vm_thread *t)
 {
+	vm__credit(&t->proc->budget, stack_cost(t->stack_cap));
 	if (t->stack != NULL)
 		free(t->stack - 1);
 	t->stack = NULL;
 	t->stack_cap = 0;
 }
 
-struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
-				 const vm_word *args, uint32_t nargs,
-				 const struct vm_thread *parent)
+void vm__thread_free_frames(struct vm_thread *t)
 {
-	struct vm_thread *t = calloc(1, sizeof *t);
-	struct vm_fault f;
+	vm__credit(&t->proc->budget, frames_cost(t->frames_cap));
+	free(t->frames);
+	t->frames = NULL;
+	t->frames_cap = 0;
+}
+
+struct vm_thread *vm__thread_alloc(struct vm_proc *p, struct vm_fault *f)
+{
+	struct vm_thread *t;
+
+	if (!vm__charge(&p->budget, THREAD_COST)) {
+		vm__oom_msg(f, p, "spawn", THREAD_COST);
+		return NULL;
+	}
+	t = calloc(1, sizeof *t);
+	if (t == NULL) {
+		vm__credit(&p->budget, THREAD_COST);
+		snprintf(f->msg, sizeof f->msg, "out of memory (spawn)");
+		return NULL;
+	}
+	t->proc = p;
+	atomic_init(&t->state, VM_T_RUNNABLE);
+	atomic_init(&t->pstate, VM_P_RUN);
+	return t;
+}
+
+struct vm_thread *vm__thread_make(struct vm_proc *p, const struct vm_xfunc *fn,
+				  const vm_word *args, uint32_t nargs,
+				  const struct vm_thread *parent,
+				  struct vm_fault *f)
+{
+	struct vm_thread *t = vm__thread_alloc(p, f);
 	bool listed;
 
 	if (t == NULL)
 		return NULL;
-	t->proc = p;
-	t->tid = atomic_fetch_add(&p->next_tid, 1);
-	atomic_init(&t->state, VM_T_RUNNABLE);
-	atomic_init(&t->pstate, VM_P_RUN);
-	if (parent != NULL)
+	if (parent != NULL) {
 		vm__space_fork(&t->local, &parent->local);
-	else if (vm__space_init(&t->local, 0, p->opt.check, false) != 0)
+	} else if (vm__space_init(&t->local, 0, p->opt.check, false) != 0) {
+		snprintf(f->msg, sizeof f->msg, "out of memory (spawn)");
 		goto fail;
+	}
 	t->local.budget = &p->budget;
-	if (!vm__thread_grow_stack(t, &f, fn->frame_words + 1))
+	if (!vm__thread_grow_stack(t, f, fn->frame_words + 1) ||
+	    !vm__thread_grow_frames(t, f, MIN_FRAMES))
 		goto fail;
-	t->frames = malloc(MIN_FRAMES * sizeof *t->frames);
-	if (t->frames == NULL)
-		goto fail;
-	t->frames_cap = MIN_FRAMES;
 	if (nargs > 0)
 		memcpy(t->stack, args, nargs * sizeof *args);
 	memset(t->stack + nargs, 0, (fn->nslots - nargs) * sizeof *t->stack);
@@ -264,16 +348,36 @@ struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
 	t->sp = (int32_t)fn->nslots - 1;
 	t->pc = (uint32_t)(fn->entry - p->x.cells);
 	pthread_mutex_lock(&p->tlock);
+	if (p->nthreads >= p->opt.max_threads) {
+		pthread_mutex_unlock(&p->tlock);
+		snprintf(f->msg, sizeof f->msg,
+			 "too many threads (spawn; the process's thread limit, "
+			 "--max-threads, is %" PRIu32 ")",
+			 p->opt.max_threads);
+		goto fail;
+	}
+	t->tid = atomic_fetch_add(&p->next_tid, 1);
 	listed = table_add(p, t);
 	pthread_mutex_unlock(&p->tlock);
-	if (!listed)
+	if (!listed) {
+		snprintf(f->msg, sizeof f->msg, "out of memory (spawn)");
 		goto fail;
+	}
 	atomic_fetch_add(&p->live, 1);
 	vm__proc_busy_inc(p);
 	return t;
 fail:
 	vm__thread_free(t);
 	return NULL;
+}
+
+struct vm_thread *vm__thread_new(struct vm_proc *p, const struct vm_xfunc *fn,
+				 const vm_word *args, uint32_t nargs,
+				 const struct vm_thread *parent)
+{
+	struct vm_fault f;
+
+	return vm__thread_make(p, fn, args, nargs, parent, &f);
 }
 
 void vm__thread_free(struct vm_thread *t)
@@ -283,6 +387,7 @@ void vm__thread_free(struct vm_thread *t)
 	if (t->local.heap != NULL)
 		vm__space_close(&t->local);
 	vm__thread_free_stack(t);
-	free(t->frames);
+	vm__thread_free_frames(t);
+	vm__credit(&t->proc->budget, THREAD_COST);
 	free(t);
 }

@@ -120,6 +120,118 @@ static int mfill(struct vm_worker *w, vm_word d, uint8_t b, vm_word n)
 	return res_code(vm__mem_fill(w, &d, b, &n));
 }
 
+/* ---- What the budget holds ----
+ *
+ * The memory limit charges every distinct page (VM_COST_PAGE, plus a
+ * size table's cost for a slab page under --check), every distinct radix
+ * node (VM_COST_NODE) and what each distinct allocator state was charged
+ * (h->charged), however many spaces share them. held() counts them by
+ * walking the trees, so tests can say how many pages they expect and
+ * check the budget against everything the spaces really hold. */
+struct ptrset {
+	const void **p;
+	size_t n, cap;
+};
+
+static void ptr_add(struct ptrset *ps, const void *x)
+{
+	if (ps->n == ps->cap) {
+		ps->cap = ps->cap ? 2 * ps->cap : 256;
+		ps->p = realloc(ps->p, ps->cap * sizeof *ps->p);
+		assert_non_null(ps->p);
+	}
+	ps->p[ps->n++] = x;
+}
+
+static int cmp_ptr(const void *x, const void *y)
+{
+	uintptr_t p = (uintptr_t)*(const void *const *)x;
+	uintptr_t q = (uintptr_t)*(const void *const *)y;
+
+	return p < q ? -1 : p > q;
+}
+
+/* Sort @ps and drop repeats; returns the count. */
+static size_t ptr_distinct(struct ptrset *ps)
+{
+	size_t n = 0;
+
+	if (ps->n > 0)
+		qsort(ps->p, ps->n, sizeof *ps->p, cmp_ptr);
+	for (size_t i = 0; i < ps->n; i++)
+		if (i == 0 || ps->p[i] != ps->p[i - 1])
+			ps->p[n++] = ps->p[i];
+	ps->n = n;
+	return n;
+}
+
+static void collect(const struct vm_radix *n, int level, struct ptrset *nodes,
+		    struct ptrset *pages)
+{
+	if (n == NULL)
+		return;
+	ptr_add(nodes, n);
+	for (unsigned i = 0; i < VM_RADIX_FAN; i++) {
+		const void *c = n->slot[i];
+		if (c == NULL)
+			continue;
+		if (level < VM_RADIX_LEVELS - 1)
+			collect(c, level + 1, nodes, pages);
+		else
+			ptr_add(pages, c);
+	}
+}
+
+/* The bytes the open spaces @ss hold against the budget; their distinct
+ * pages in *@npages. */
+static int64_t held(struct vm_space *const *ss, int nss, int64_t *npages)
+{
+	struct ptrset nodes = {0}, pages = {0}, heaps = {0};
+	int64_t bytes = 0;
+
+	for (int i = 0; i < nss; i++) {
+		if (ss[i]->heap == NULL)
+			continue;
+		collect(ss[i]->root, 0, &nodes, &pages);
+		ptr_add(&heaps, ss[i]->heap);
+	}
+	bytes += (int64_t)ptr_distinct(&nodes) * VM_COST_NODE;
+	*npages = (int64_t)ptr_distinct(&pages);
+	for (size_t i = 0; i < pages.n; i++) {
+		const struct vm_page *pg = pages.p[i];
+		bytes += VM_COST_PAGE;
+		if (pg->kind == VM_PAGE_SLAB && pg->sizes != NULL)
+			bytes += VM_COST_SIZES;
+	}
+	ptr_distinct(&heaps);
+	for (size_t i = 0; i < heaps.n; i++)
+		bytes += ((const struct vm_heap *)heaps.p[i])->charged;
+	free(nodes.p);
+	free(pages.p);
+	free(heaps.p);
+	return bytes;
+}
+
+/* Space @s, alone on budget *@b that started at @start, holds @n pages
+ * and the budget is charged exactly what it holds. */
+static void expect_held_from(struct vm_space *s, _Atomic int64_t *b,
+			     int64_t start, int64_t n)
+{
+	int64_t pages, bytes = held(&s, 1, &pages);
+
+	if (pages != n)
+		fail_msg("%lld pages mapped, expected %lld", (long long)pages,
+			 (long long)n);
+	if (atomic_load(b) != start - bytes)
+		fail_msg("budget is start %+lld bytes, %lld held",
+			 (long long)(atomic_load(b) - start), (long long)bytes);
+}
+
+static void expect_held(struct vm_space *s, _Atomic int64_t *b, int64_t n)
+{
+	expect_held_from(s, b, BUDGET, n);
+}
+
 /* ---- Allocator ---- */
 
 /* A bare space per test, closed by the teardown even when the test fails
@@ -188,14 +300,14 @@ static void test_rounding_and_classes(void **state)
 	assert_int_equal(pg->kind, VM_PAGE_SLAB);
 	assert_int_equal(vm__class_size[pg->cls], 8);
 	assert_int_equal(pg->nlive, 3);
-	assert_true(b == BUDGET - (int64_t)PAGE);
+	expect_held(s, &b, 1);
 
 	/* 9 and 12 round to 16: consecutive 16-byte slots of a new page. */
 	c = alloc_ok(s, 9);
 	assert_true(pageno(c) != pageno(a));
 	assert_true(alloc_ok(s, 12) == c + 16);
 	assert_true(alloc_ok(s, 16) == c + 32);
-	assert_true(b == BUDGET - 2 * (int64_t)PAGE);
+	expect_held(s, &b, 2);
 
 	/* 17 -> 24, 33 -> 40 (class 48), 2041 -> 2048. */
 	c = alloc_ok(s, 17);
@@ -223,20 +335,20 @@ static void test_page_table_limits(void **state)
 	s->budget = &b;
 	assert_null(vm__page_map(s, 0)); /* null page */
 	assert_null(vm__page_map(s, VM_MAX_PAGE));
-	assert_true(b == BUDGET); /* refused: nothing charged */
+	expect_held(s, &b, 0); /* refused: nothing charged */
 	assert_null(vm__page_get(s, 0));
 	assert_null(vm__page_get(s, VM_MAX_PAGE));
 	assert_null(vm__page_get(s, ~(vm_word)0));
 	assert_non_null(vm__page_map(s, VM_MAX_PAGE - 1));
-	assert_true(b == BUDGET - (int64_t)PAGE);
+	expect_held(s, &b, 1);
 	assert_non_null(vm__page_get(s, VM_MAX_PAGE - 1));
 	assert_null(vm__page_get(s, VM_MAX_PAGE - 2));
 	vm__page_unmap(s, VM_MAX_PAGE - 1);
 	assert_null(vm__page_get(s, VM_MAX_PAGE - 1));
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 	vm__page_unmap(s, 77); /* never mapped: harmless */
 	vm__page_unmap(s, VM_MAX_PAGE - 1);
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 }
 
 static void test_zero_filled(void **state)
@@ -349,7 +461,7 @@ static void check_distinct(struct vm_space *s)
 		assert_int_equal(free_block(s, blks[i].a), 0);
 	for (size_t i = 0; i < nblk; i++)
 		assert_null(vm__page_get(s, pageno(blks[i].a)));
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 	for (int c = 0; c < VM_NCLASSES; c++)
 		assert_int_equal(s->heap->npartial[c], 0);
 	free(blks);
@@ -374,7 +486,7 @@ static void test_large_blocks(void **state)
 	s->budget = &b;
 	a = alloc_ok(s, 10000);
 	assert_true(a % PAGE == 0);
-	assert_true(b == BUDGET - 3 * (int64_t)PAGE);
+	expect_held(s, &b, 3);
 	for (vm_word i = 0; i < 3; i++) {
 		struct vm_page *pg = vm__page_get(s, pageno(a) + i);
 		assert_non_null(pg);
@@ -395,14 +507,14 @@ static void test_large_blocks(void **state)
 		assert_null(vm__page_get(s, pageno(a) + i));
 	assert_int_equal(vm__heap_free(s, one, &first, &n), 0);
 	assert_true(n == 1);
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 
 	/* Larger than a space: refused outright, budget untouched. */
 	assert_true(vm__heap_alloc(s, ((vm_word)1 << VM_SPACE_BITS) + 1) ==
 		    0);
 	assert_true(vm__heap_alloc(s, ~(vm_word)0) == 0);
 	assert_true(vm__heap_alloc(s, ~(vm_word)0 - 6) == 0);
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 }
 
 static void test_bad_frees(void **state)
@@ -450,10 +562,10 @@ static void test_bad_frees(void **state)
 	assert_int_equal(free_block(s, l + 3 * PAGE), FL_EFAULT);
 
 	/* Module segments are not heap blocks. */
-	assert_true(b == BUDGET - 4 * (int64_t)PAGE); /* t24's and l's */
+	expect_held(s, &b, 4); /* t24's and l's */
 	ro = vm__page_map(s, 1000);
 	assert_non_null(ro);
-	assert_true(b == BUDGET - 5 * (int64_t)PAGE); /* mapped: charged */
+	expect_held(s, &b, 5); /* mapped: charged */
 	ro->kind = VM_PAGE_RODATA;
 	ro->head = 1000;
 	ro->bytes = PAGE;
@@ -465,9 +577,9 @@ static void test_bad_frees(void **state)
 	 * the allocator hands out what is really free. */
 	assert_int_equal(free_block(s, l), 0);
 	assert_int_equal(free_block(s, t24), 0);
-	assert_true(b == BUDGET - (int64_t)PAGE); /* the segment page */
+	expect_held(s, &b, 1); /* the segment page */
 	vm__page_unmap(s, 1000);
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 }
 
 static void test_last_block_unmaps_page(void **state)
@@ -492,7 +604,7 @@ static void test_last_block_unmaps_page(void **state)
 	assert_true(first == pageno(a)); /* without the global bit */
 	assert_true(n == 1);
 	assert_null(vm__page_get(s, pageno(a)));
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 	assert_int_equal(s->heap->npartial[7], 0);
 }
 
@@ -510,13 +622,13 @@ static void test_full_page_comes_back(void **state)
 	assert_true(a[1] == a[0] + 2048);
 	assert_true(pageno(a[2]) != pageno(a[0]));
 	assert_true(a[3] == a[2] + 2048);
-	assert_true(b == BUDGET - 3 * (int64_t)PAGE);
+	expect_held(s, &b, 3);
 	assert_int_equal(free_block(s, a[0]), 0);
 	assert_int_equal(free_block(s, a[3]), 0);
 	/* The holes are reused before any new page is mapped. */
 	vm_word p = alloc_ok(s, 2048), q = alloc_ok(s, 2048);
 	vm_word r = alloc_ok(s, 2048);
-	assert_true(b == BUDGET - 3 * (int64_t)PAGE);
+	expect_held(s, &b, 3);
 	vm_word all[] = {a[0], a[3], a[4] + 2048};
 	for (int i = 0; i < 3; i++) {
 		vm_word got[] = {p, q, r};
@@ -527,27 +639,43 @@ static void test_full_page_comes_back(void **state)
 	}
 	/* Everything in use: the next one needs a fresh page. */
 	vm_word z = alloc_ok(s, 2048);
-	assert_true(b == BUDGET - 4 * (int64_t)PAGE);
+	expect_held(s, &b, 4);
 	assert_true(pageno(z) != pageno(a[0]) && pageno(z) != pageno(a[2]) &&
 		    pageno(z) != pageno(a[4]));
 }
 
-/* The budget counts mapped pages: a block on a new page charges one, a
- * slot on a page already mapped costs nothing, the page's unmapping (its
- * last block freed, or the space closed) credits it. */
+/* The budget counts what the VM makes: a block on a new page charges the
+ * page (and the tree nodes on its path, the first time), a slot on a page
+ * already mapped costs nothing, the page's unmapping (its last block
+ * freed, or the space closed) credits it; closing the space credits the
+ * nodes too. */
+#define CP VM_COST_PAGE
+#define PATH ((int64_t)VM_RADIX_LEVELS * VM_COST_NODE)
+#define LIST ((int64_t)(8 * sizeof(vm_word))) /* a class's first partial list */
+#define FR ((int64_t)(16 * sizeof(struct vm_range))) /* the first free-run list */
+
+/* A fresh space on budget *@b of @n bytes. */
+static void fresh(struct vm_space *s, _Atomic int64_t *b, int64_t n)
+{
+	vm__space_close(s);
+	assert_int_equal(vm__space_init(s, 0, false, false), 0);
+	*b = n;
+	s->budget = b;
+}
+
 static void test_budget(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = 2 * PAGE;
+	_Atomic int64_t b = PATH + 2 * CP + 2 * LIST + FR;
 	vm_word a1, a2, a3, top;
 
 	s->budget = &b;
-	a1 = alloc_ok(s, 8);
-	assert_true(b == PAGE);
-	a2 = alloc_ok(s, 16);
-	assert_true(b == 0);
-	/* A new page is over budget: refused, nothing left mapped, the
-	 * budget as it was. */
+	a1 = alloc_ok(s, 8); /* page 1, the path to it, class 8's list */
+	assert_true(b == CP + LIST + FR);
+	a2 = alloc_ok(s, 16); /* page 2 shares page 1's leaf node */
+	assert_true(b == FR);
+	/* A new page is over budget: refused, nothing left mapped (the page
+	 * number it took goes to the free-run list, which takes its own). */
 	top = s->heap->top;
 	assert_true(vm__heap_alloc(s, 24) == 0);
 	assert_true(b == 0);
@@ -566,35 +694,35 @@ static void test_budget(void **state)
 	assert_int_equal(free_block(s, a3), 0);
 	assert_true(b == 0);
 	assert_int_equal(free_block(s, a2), 0);
-	assert_true(b == PAGE);
-	a2 = alloc_ok(s, 24);
+	assert_true(b == CP);
+	a2 = alloc_ok(s, 16);
 	assert_true(b == 0);
-	/* Closing the space credits every page it still has. */
+	/* Closing the space credits every page, node and list it has. */
 	vm__space_close(s);
-	assert_true(b == 2 * PAGE);
+	assert_true(b == PATH + 2 * CP + 2 * LIST + FR);
 
-	/* Large: all or nothing, refused before a page is mapped or a page
-	 * number taken. */
+	/* Large: refused before a page is mapped or a page number taken
+	 * when clearly too big for what is left. */
 	assert_int_equal(vm__space_init(s, 0, false, false), 0);
-	s->budget = &b;
-	b = 3 * PAGE;
-	assert_true(vm__heap_alloc(s, 3 * PAGE + 1) == 0);
-	assert_true(b == 3 * PAGE);
+	fresh(s, &b, PATH + 3 * CP);
+	assert_true(vm__heap_alloc(s, 3 * PAGE + 1) == 0); /* 4 pages */
+	assert_true(b == PATH + 3 * CP);
 	assert_true(s->heap->top == 1);
-	b = 3 * PAGE - 1; /* two whole pages and a bit */
+	fresh(s, &b, 3 * CP - 1); /* two whole pages and a bit */
 	assert_true(vm__heap_alloc(s, 2 * PAGE + 1) == 0);
-	assert_true(b == 3 * PAGE - 1);
+	assert_true(b == 3 * CP - 1);
 	assert_true(s->heap->top == 1);
 	a1 = alloc_ok(s, 2 * PAGE);
-	assert_true(b == PAGE - 1);
-	assert_int_equal(free_block(s, a1), 0);
-	b = 3 * PAGE;
+	assert_true(b == CP - 1 - PATH);
+	fresh(s, &b, PATH + 3 * CP);
 	a1 = alloc_ok(s, 3 * PAGE);
 	assert_true(b == 0);
+	/* Freed: its pages come back, and the free-run list takes its
+	 * first room from them. */
 	assert_int_equal(free_block(s, a1), 0);
-	assert_true(b == 3 * PAGE);
-	/* Less than a page left. */
-	b = 100;
+	assert_true(b == 3 * CP - FR);
+	/* Less than a node left: nothing is made. */
+	fresh(s, &b, 100);
 	assert_true(vm__heap_alloc(s, 1) == 0);
 	assert_true(b == 100);
 	assert_true(vm__heap_alloc(s, PAGE) == 0);
@@ -758,6 +886,7 @@ static struct env *env_new(bool check)
 	e->p = calloc(1, sizeof *e->p);
 	assert_non_null(e->p);
 	e->p->budget = BUDGET;
+	e->p->limit = BUDGET;
 	for (int i = 0; i < NT; i++) {
 		e->t[i] = calloc(1, sizeof *e->t[i]);
 		e->w[i] = calloc(1, sizeof *e->w[i]);
@@ -924,77 +1053,66 @@ static uint32_t refs_of(const struct vm_page *pg)
 /* The memory limit counts pages: the process is charged for each distinct
  * page mapped in any open local space or in the global space, however
  * many spaces share it (retired global pages are free). Walk the trees. */
-struct pageset {
-	const struct vm_page **pg;
-	size_t n, cap;
-};
-
-static void collect_pages(const struct vm_radix *n, int level,
-			  struct pageset *ps)
+/* Every open space of @e: the global one and the threads' local ones. */
+static int env_spaces(struct env *e, struct vm_space **ss)
 {
-	if (n == NULL)
-		return;
-	for (unsigned i = 0; i < VM_RADIX_FAN; i++) {
-		const void *c = n->slot[i];
-		if (c == NULL)
-			continue;
-		if (level < VM_RADIX_LEVELS - 1) {
-			collect_pages(c, level + 1, ps);
-			continue;
-		}
-		if (ps->n == ps->cap) {
-			ps->cap = ps->cap ? 2 * ps->cap : 256;
-			ps->pg = realloc(ps->pg, ps->cap * sizeof *ps->pg);
-			assert_non_null(ps->pg);
-		}
-		ps->pg[ps->n++] = c;
-	}
-}
+	int n = 0;
 
-static int cmp_ptr(const void *x, const void *y)
-{
-	uintptr_t p = (uintptr_t)*(const void *const *)x;
-	uintptr_t q = (uintptr_t)*(const void *const *)y;
-
-	return p < q ? -1 : p > q;
+	ss[n++] = gspace(e);
+	for (int i = 0; i < NT; i++)
+		if (live_space(e, i))
+			ss[n++] = lspace(e, i);
+	return n;
 }
 
 static int64_t pages_held(struct env *e)
 {
-	struct pageset ps = {0};
-	int64_t n = 0;
+	struct vm_space *ss[NT + 1];
+	int64_t pages;
 
-	collect_pages(gspace(e)->root, 0, &ps);
-	for (int i = 0; i < NT; i++)
-		if (live_space(e, i))
-			collect_pages(lspace(e, i)->root, 0, &ps);
-	if (ps.n > 0)
-		qsort(ps.pg, ps.n, sizeof *ps.pg, cmp_ptr);
-	for (size_t i = 0; i < ps.n; i++)
-		n += i == 0 || ps.pg[i] != ps.pg[i - 1];
-	free(ps.pg);
+	held(ss, env_spaces(e, ss), &pages);
+	return pages;
+}
+
+/* The budget charges exactly what the process holds. */
+static void expect_charged(struct env *e)
+{
+	struct vm_space *ss[NT + 1];
+	int64_t pages, bytes = held(ss, env_spaces(e, ss), &pages);
+	int64_t b = atomic_load(&e->p->budget);
+
+	if (b != BUDGET - bytes)
+		fail_msg("budget is BUDGET %+lld bytes, %lld held (%lld pages)",
+			 (long long)(b - BUDGET), (long long)bytes,
+			 (long long)pages);
+}
+
+/* What the allocator states of @e's spaces were charged (copies after a
+ * spawn, their lists' growth). */
+static int64_t heaps_charged(struct env *e)
+{
+	struct vm_space *ss[NT + 1];
+	struct ptrset hs = {0};
+	int64_t n = 0;
+	int k = env_spaces(e, ss);
+
+	for (int i = 0; i < k; i++)
+		ptr_add(&hs, ss[i]->heap);
+	ptr_distinct(&hs);
+	for (size_t i = 0; i < hs.n; i++)
+		n += ((const struct vm_heap *)hs.p[i])->charged;
+	free(hs.p);
 	return n;
 }
 
-/* The budget charges exactly the pages the process holds. */
-static void expect_charged(struct env *e)
-{
-	int64_t held = pages_held(e), b = atomic_load(&e->p->budget);
-
-	if (b != BUDGET - held * (int64_t)PAGE)
-		fail_msg("budget is BUDGET %+lld bytes, %lld pages held",
-			 (long long)(b - BUDGET), (long long)held);
-}
-
-/* e->p->budget is BUDGET less @n pages. */
+/* The process holds @n distinct pages and is charged exactly that. */
 static void expect_budget(struct env *e, int64_t n)
 {
-	int64_t b = atomic_load(&e->p->budget);
+	int64_t pages = pages_held(e);
 
-	if (b != BUDGET - n * (int64_t)PAGE)
-		fail_msg("budget is BUDGET %+lld bytes, expected %lld pages "
-			 "charged",
-			 (long long)(b - BUDGET), (long long)n);
+	if (pages != n)
+		fail_msg("%lld pages held, expected %lld", (long long)pages,
+			 (long long)n);
 	expect_charged(e);
 }
 
@@ -2345,18 +2463,23 @@ static void test_close_credits_private_pages(void **state)
 	expect_budget(e, 0);
 }
 
-/* Copy on write needs a page of budget: at the limit, a store to a shared
- * page faults "out of memory" and changes nothing (the page stays shared,
- * the budget is as it was), on either side and through any path; so do a
- * free of a block on a shared slab page (it changes the page's live
- * bits) and an allocation on one. Given a page, the store takes its copy;
- * the other side then writes the original in place, needing nothing. */
+/* Copy on write needs budget for the page and the tree nodes on its
+ * path: at the limit, a store to a shared page faults "out of memory",
+ * naming the limit, and changes nothing (the page stays shared, the
+ * budget is as it was), on either side and through any path; so do a
+ * free of a block on a shared slab page (it changes the page's live bits)
+ * and an allocation on one. Given enough, the store takes its copy; the
+ * other side then writes the original in place, needing nothing. */
 static void test_cow_write_over_budget(void **state)
 {
 	struct env *e = *state;
 	vm_word a = lalloc(e, 64), a2 = lalloc(e, 64), l = lalloc(e, 2 * PAGE);
+	const char *oom = "out of memory (copy on write; the process's memory "
+			  "limit, --memory, is 1 GiB)";
 	struct vm_page *pg, *lp;
-	int64_t spare;
+	/* A slab page's copy under --check copies its size table too. */
+	int64_t pc = CP + (e->check ? VM_COST_SIZES : 0);
+	int64_t spare, heaps0, more;
 	bool nomem;
 
 	assert_true(pageno(a2) == pageno(a));
@@ -2367,31 +2490,39 @@ static void test_cow_write_over_budget(void **state)
 	pg = vm__page_get(lspace(e, 0), pageno(a));
 	lp = vm__page_get(lspace(e, 0), pageno(l) + 1);
 
-	/* Less than a page left (the rest set aside, given back below). */
-	spare = atomic_load(&e->p->budget) - (int64_t)(PAGE - 1);
+	/* Less than any copy left: a large page's and its path (the rest
+	 * set aside, given back below). */
+	heaps0 = heaps_charged(e);
+	spare = atomic_load(&e->p->budget) - (CP + PATH - 1);
 	atomic_fetch_sub(&e->p->budget, spare);
 	for (int side = 0; side < 2; side++) {
 		struct vm_space *s = lspace(e, side);
 		struct vm_worker *w = e->w[side];
 
 		assert_int_equal(mwrite(w, a, "x", 1, "st8"), FL_EFAULT);
-		expect_fault_w(w, "out of memory");
-		assert_true(e->p->budget == (int64_t)PAGE - 1);
+		expect_fault_w(w, oom);
+		/* The first failed store has made its path private (the
+		 * nodes fit); the page is still shared. */
+		assert_true(e->p->budget ==
+			    CP - 1 - (heaps_charged(e) - heaps0));
 		assert_int_equal(mfill(w, a + 8, 0, 8), FL_EFAULT);
-		expect_fault_w(w, "out of memory");
+		expect_fault_w(w, oom);
 		assert_int_equal(mcopy(w, a + 16, a, 8), FL_EFAULT);
-		expect_fault_w(w, "out of memory");
+		expect_fault_w(w, oom);
 		assert_int_equal(mwrite(w, l + PAGE - 4, "12345678", 8,
 					       "st"),
 				 FL_EFAULT);
-		expect_fault_w(w, "out of memory");
+		expect_fault_w(w, oom);
 		assert_null(xl(w, l + PAGE, 8, true, "st64"));
-		expect_fault_w(w, "out of memory");
+		expect_fault_w(w, oom);
 		assert_null(vm__page_get_w(s, pageno(a), &nomem));
 		assert_true(nomem);
+		/* Changing the shared allocator state takes a private copy of
+		 * it (which fits), then the page's copy (which does not). */
 		assert_int_equal(lfree_in(e, side, a), FL_ENOMEM);
 		assert_true(vm__heap_alloc(s, 64) == 0);
-		assert_true(e->p->budget == (int64_t)PAGE - 1);
+		assert_true(e->p->budget ==
+			    CP - 1 - (heaps_charged(e) - heaps0));
 		/* Still one page each, shared. */
 		assert_ptr_equal(vm__page_get(s, pageno(a)), pg);
 		assert_ptr_equal(vm__page_get(s, pageno(l) + 1), lp);
@@ -2407,24 +2538,27 @@ static void test_cow_write_over_budget(void **state)
 		expect_at(e, side, l, 2 * PAGE, 2);
 	}
 
-	/* One page more: the child's store takes its copy... */
-	atomic_fetch_add(&e->p->budget, 1);
+	/* Exactly a page: the child's store takes its copy... */
+	more = pc - (CP - 1) + (heaps_charged(e) - heaps0);
+	atomic_fetch_add(&e->p->budget, more);
+	spare -= more;
 	put(e, 1, a, 8, 3);
 	assert_true(e->p->budget == 0);
 	assert_int_equal(refs_of(pg), 1);
-	/* ... and the parent, the original's only holder, writes and frees
-	 * in place with nothing left. */
+	/* ... and the parent, the original's only holder, writes in place
+	 * with nothing left. */
 	put(e, 0, a, 8, 4);
+	assert_true(e->p->budget == 0);
+	/* The rest back: frees on both sides (each side's first takes its
+	 * own copy of the allocator state), the failed ones left a live. */
+	atomic_fetch_add(&e->p->budget, spare);
+	expect_charged(e);
 	assert_int_equal(lfree_in(e, 0, a2), 0);
 	assert_int_equal(lfree_in(e, 1, a2), 0); /* on the child's copy */
-	assert_true(e->p->budget == 0);
-	/* Freed, not lost: the failed frees left a live. */
 	assert_int_equal(lfree_in(e, 0, a), 0);
 	assert_int_equal(lfree_in(e, 0, a), FL_EFAULT);
-	assert_true(e->p->budget == (int64_t)PAGE);
 	expect_at(e, 1, a, 8, 3);
 	expect_at(e, 1, a + 8, 56, 1);
-	atomic_fetch_add(&e->p->budget, spare - 1);
 	expect_budget(e, 3);
 }
 
@@ -2456,16 +2590,17 @@ static bool is_retired(const struct vm_space *s, const struct vm_page *p)
 
 static void expect_zero_page(const struct vm_page *pg)
 {
-	assert_non_null(pg->data);
+	if (pg->data == NULL) /* never touched: reads see zeros */
+		return;
 	for (vm_word i = 0; i < PAGE; i++)
 		if (pg->data[i] != 0)
 			fail_msg("reused page: byte %llu is 0x%02x",
 				 (unsigned long long)i, pg->data[i]);
 }
 
-/* Global pages get their bytes when mapped; unmapping retires the page
- * (struct and bytes) to the space's reuse list, and the next mapping takes
- * it back, zeroed, in any role. */
+/* Global pages get their bytes when first touched; unmapping retires the
+ * page (struct, bytes and size table) to the space's reuse list, and the
+ * next mapping takes it back, zeroed, in any role. */
 static void global_reuse(struct vm_space *s)
 {
 	_Atomic int64_t b = BUDGET;
@@ -2477,8 +2612,10 @@ static void global_reuse(struct vm_space *s)
 	assert_true(s->global);
 	a = alloc_ok(s, 40);
 	pg = vm__page_get(s, pageno(a));
-	assert_non_null(pg->data); /* before any write */
-	data = pg->data;
+	assert_null(pg->data); /* before any touch: galloc is lazy */
+	data = vm__page_bytes(pg);
+	assert_non_null(data);
+	assert_ptr_equal(vm__page_bytes(pg), data); /* once */
 	assert_true((s->check) == (pg->sizes != NULL));
 	memset(data, 0x5c, VM_PAGE_SIZE);
 	assert_null(s->retired);
@@ -2489,13 +2626,13 @@ static void global_reuse(struct vm_space *s)
 	assert_ptr_equal(s->retired, pg);
 	assert_null(pg->next_retired);
 	assert_ptr_equal(pg->data, data); /* kept for racing readers */
-	assert_null(pg->sizes);
-	assert_true(b == BUDGET); /* retired pages cost no budget */
+	assert_true((s->check) == (pg->sizes != NULL)); /* so is this */
+	expect_held(s, &b, 0); /* retired pages cost no budget */
 
 	/* One page: the same struct and bytes come back, zeroed, and are
 	 * charged again. */
 	c = alloc_ok(s, 3000); /* one large page */
-	assert_true(b == BUDGET - (int64_t)PAGE);
+	expect_held(s, &b, 1);
 	assert_ptr_equal(vm__page_get(s, pageno(c)), pg);
 	assert_null(s->retired);
 	assert_ptr_equal(pg->data, data);
@@ -2510,10 +2647,10 @@ static void global_reuse(struct vm_space *s)
 
 	/* Several: kept and reused last in, first out, each once. */
 	l = alloc_ok(s, 3 * PAGE);
-	assert_true(b == BUDGET - 4 * (int64_t)PAGE);
+	expect_held(s, &b, 4);
 	for (int i = 0; i < 3; i++) {
 		pl[i] = vm__page_get(s, pageno(l) + (vm_word)i);
-		memset(pl[i]->data, 0xa5, VM_PAGE_SIZE);
+		memset(vm__page_bytes(pl[i]), 0xa5, VM_PAGE_SIZE);
 	}
 	memset(pg->data, 0x11, VM_PAGE_SIZE);
 	assert_int_equal(vm__heap_free(s, c, &first, &n), 0);
@@ -2525,11 +2662,11 @@ static void global_reuse(struct vm_space *s)
 		assert_true(is_retired(s, pl[i]));
 	}
 	assert_true(is_retired(s, pg));
-	assert_true(b == BUDGET);
+	expect_held(s, &b, 0);
 
 	m = alloc_ok(s, 2 * PAGE);
 	assert_int_equal(count_retired(s), 2);
-	assert_true(b == BUDGET - 2 * (int64_t)PAGE);
+	expect_held(s, &b, 2);
 	for (vm_word i = 0; i < 2; i++) {
 		struct vm_page *q = vm__page_get(s, pageno(m) + i);
 		bool found = false;
@@ -2543,7 +2680,7 @@ static void global_reuse(struct vm_space *s)
 	}
 	k = alloc_ok(s, 8); /* a slab page */
 	assert_int_equal(count_retired(s), 1);
-	assert_true(b == BUDGET - 3 * (int64_t)PAGE);
+	expect_held(s, &b, 3);
 	pg = vm__page_get(s, pageno(k));
 	assert_false(is_retired(s, pg));
 	expect_zero_page(pg);
@@ -2559,7 +2696,7 @@ static void global_reuse(struct vm_space *s)
 	struct vm_page *d = vm__page_map(s, 5000);
 	assert_non_null(d);
 	assert_null(s->retired);
-	assert_true(b == BUDGET - 4 * (int64_t)PAGE);
+	expect_held(s, &b, 4);
 	expect_zero_page(d);
 	assert_null(d->next_retired);
 	struct vm_page *f = vm__page_map(s, 5001);
@@ -2567,24 +2704,25 @@ static void global_reuse(struct vm_space *s)
 	for (int j = 0; j < 4; j++)
 		assert_ptr_not_equal(f, set[j]);
 	expect_zero_page(f);
-	assert_true(b == BUDGET - 5 * (int64_t)PAGE);
+	expect_held(s, &b, 5);
 	vm__page_unmap(s, 5000);
 	vm__page_unmap(s, 5001);
 	assert_int_equal(count_retired(s), 2);
 	assert_ptr_equal(s->retired, f);
-	assert_true(b == BUDGET - 3 * (int64_t)PAGE);
+	expect_held(s, &b, 3);
 	/* Over budget, a retired page is not taken: the list stays. */
-	b = PAGE - 1;
+	int64_t saved = b;
+	b = VM_COST_PAGE - 1;
 	assert_null(vm__page_map(s, 5002));
 	assert_true(vm__heap_alloc(s, 100) == 0);
 	assert_int_equal(count_retired(s), 2);
 	assert_ptr_equal(s->retired, f);
-	assert_true(b == PAGE - 1);
-	b = BUDGET - 3 * (int64_t)PAGE;
+	assert_true(b == VM_COST_PAGE - 1);
+	b = saved;
 	/* The space's close frees the retired pages (LSan). */
 	assert_int_equal(vm__heap_free(s, m, &first, &n), 0);
 	assert_int_equal(count_retired(s), 4);
-	assert_true(b == BUDGET - (int64_t)PAGE); /* k's */
+	expect_held(s, &b, 1); /* k's */
 }
 
 static void test_global_reuse(void **state)
@@ -2679,14 +2817,18 @@ static void test_global_budget(void **state)
 	new_space(e, 0);
 
 	/* Less than a page left: no global page, fresh or reused. */
-	spare = atomic_load(&e->p->budget) - (int64_t)(PAGE - 1);
+	spare = atomic_load(&e->p->budget) - (VM_COST_PAGE - 1);
 	atomic_fetch_sub(&e->p->budget, spare);
 	assert_true(vm__heap_alloc(gs, 100) == 0);
 	assert_true(vm__heap_alloc(gs, 2 * PAGE) == 0);
 	assert_null(vm__page_map(gs, 9001));
+	assert_true(e->p->budget == VM_COST_PAGE - 1);
+	/* The thread's first page does not fit either (the tree nodes on
+	 * its path do, and stay, and so does the page number it had taken,
+	 * in a free-run list). */
 	assert_true(vm__heap_alloc(lspace(e, 0), 8) == 0);
 	assert_int_equal(count_retired(gs), 1);
-	assert_true(e->p->budget == (int64_t)PAGE - 1);
+	assert_true(e->p->budget == VM_COST_PAGE - 1 - PATH - FR);
 	/* A slot on a global page already mapped costs nothing. */
 	assert_true(pageno(galloc(e, 8)) == pageno(k));
 	atomic_fetch_add(&e->p->budget, spare);
