@@ -337,10 +337,12 @@ static int load_segment(struct glocal *L, enum vm_segment seg,
 	for (vm_word i = 0; i < np; i++) {
 		struct vm_page *pg = vm__page_map(s, first + i);
 		uint32_t k = len - (uint32_t)(i * VM_PAGE_SIZE);
-		if (pg == NULL || vm__page_bytes(pg) == NULL)
-			return fl_err_set(err, FL_ENOMEM,
-					  "%s (%" PRIu32 " bytes): out of memory",
-					  name, len);
+		if (pg == NULL || vm__page_bytes(pg) == NULL) {
+			struct vm_fault f;
+			vm__oom_msg(&f, L->p, "the module's data", VM_COST_PAGE);
+			return fl_err_set(err, FL_ENOMEM, "%s of %" PRIu32 " bytes: %s",
+					  name, len, f.msg);
+		}
 		pg->kind = seg == VM_SEG_RODATA ? VM_PAGE_RODATA : VM_PAGE_DATA;
 		pg->head = first;
 		pg->bytes = len;

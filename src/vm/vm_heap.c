@@ -277,8 +277,9 @@ static vm_word alloc_small(struct vm_space *s, vm_word n)
 	pg->nlive++;
 	if (pg->sizes != NULL)
 		VM_SET(pg->sizes[i], (uint32_t)n);
-	if (pg->data != NULL)
-		memset(pg->data + i * size, 0, size);
+	uint8_t *bytes = __atomic_load_n(&pg->data, __ATOMIC_ACQUIRE);
+	if (bytes != NULL) /* else still all zero */
+		memset(bytes + i * size, 0, size);
 	return s->base | (pageno << VM_PAGE_SHIFT) | (vm_word)i * size;
 
 fail_mapped:

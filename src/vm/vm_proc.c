@@ -346,6 +346,7 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 	const struct vm_xfunc *fn;
 	struct vm_thread *main_t;
 	struct vm_proc *p;
+	struct vm_fault f;
 	int rc;
 
 	*out = NULL;
@@ -359,11 +360,11 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 		*out = p;
 		return 0;
 	}
-	main_t = vm__thread_new(p, fn, NULL, 0, NULL);
+	main_t = vm__thread_make(p, fn, NULL, 0, NULL, &f);
 	if (main_t == NULL) {
 		vm__proc_abandon(p);
 		vm_proc_free(p);
-		return fl_err_set(err, FL_ENOMEM, "main thread: out of memory");
+		return fl_err_set(err, FL_ENOMEM, "main thread: %s", f.msg);
 	}
 	if (n->opt.caller_worker &&
 	    pthread_equal(pthread_self(), n->workers[0].os))

@@ -299,3 +299,36 @@ def test_disasm_used_files(tmp_path):
     fla.write_bytes(r.stdout)
     assert run_flock(["build", str(fla), "-o", str(b)]).returncode == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+BIG_DATA = """.data
+big:    .zero 100000
+.text
+func main 0 0
+        push 0
+        ret
+end
+"""
+
+
+def test_load_error_names_what_failed(tmp_path):
+    # A module whose data does not fit the memory limit: the message says
+    # which part of loading failed and why, not just "out of memory".
+    p = tmp_path / "big.fla"
+    p.write_text(BIG_DATA)
+    r = run_flock(["run", str(p), "--memory", "16KiB"])
+    assert r.returncode == 70
+    err = text(r.stderr)
+    assert err == ("flock: cannot load %s: global memory: globals of 100000 "
+                   "bytes: out of memory (the module's data; the process's "
+                   "memory limit, --memory, is 16 KiB)\n" % p)
+
+
+def test_load_error_main_thread(tmp_path):
+    p = tmp_path / "nodata.fla"
+    p.write_text(".text\nfunc main 0 0\n push 0\n ret\nend\n")
+    r = run_flock(["run", str(p), "--memory", "300"])
+    assert r.returncode == 70
+    assert text(r.stderr) == ("flock: cannot load %s: main thread: out of "
+                              "memory (spawn; the process's memory limit, "
+                              "--memory, is 300 bytes)\n" % p)

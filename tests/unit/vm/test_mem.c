@@ -28,6 +28,7 @@
 
 #include "vm/vm_gsrc.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -2837,6 +2838,69 @@ static void test_global_budget(void **state)
 	expect_budget(e, 1);
 }
 
+/* A racy program's workers may read a global page's metadata while
+ * another thread frees its last block (the page is retired), allocates
+ * again (it is reused, zeroed, for another class) and so on: what they
+ * read is stale or fresh but never freed memory -- the size table of a
+ * --check page and the page's bytes stay with the struct -- and the bytes
+ * pointer, once set, never changes. ASan would report a use after free
+ * (the size table freed at the unmap, as it once was) and LSan the bytes
+ * of a page whose pointer a reader's first touch replaced. */
+struct race {
+	struct vm_space *s;
+	_Atomic vm_word addr;
+	_Atomic bool stop;
+	uint64_t reads;
+};
+
+static void *race_reader(void *arg)
+{
+	struct race *r = arg;
+
+	while (!atomic_load(&r->stop)) {
+		vm_word a = atomic_load(&r->addr);
+		struct vm_page *pg = vm__page_get(r->s, pageno(a));
+		if (pg != NULL) {
+			uint8_t *d = vm__page_bytes(pg); /* a first touch */
+			(void)VM_GET(pg->kind);
+			if (d != NULL)
+				(void)__atomic_load_n(d + (a & (PAGE - 1)),
+						      __ATOMIC_RELAXED);
+		}
+		(void)vm__heap_live(r->s, a, 8);
+		r->reads++;
+	}
+	return NULL;
+}
+
+static void test_global_racy_readers(void **state)
+{
+	struct env *e = *state;
+	struct race r = {.s = gspace(e)};
+	pthread_t th[2];
+	static const vm_word sizes[] = {8, 48, 2048, 5000};
+
+	atomic_store(&r.addr, galloc(e, 8));
+	assert_int_equal(free_block(r.s, atomic_load(&r.addr)), 0);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, race_reader, &r), 0);
+	for (int i = 0; i < 20000; i++) {
+		vm_word a = alloc_ok(r.s, sizes[i % 4]);
+		atomic_store(&r.addr, a);
+		assert_int_equal(free_block(r.s, a), 0);
+	}
+	atomic_store(&r.stop, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	assert_true(r.reads > 0);
+	expect_budget(e, 0);
+}
+
+static void test_global_racy_readers_check(void **state)
+{
+	test_global_racy_readers(state);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2920,6 +2984,10 @@ int main(void)
 					    setup_check_global, teardown_space),
 	    cmocka_unit_test_setup_teardown(test_global_stale_translation,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_global_racy_readers_check,
+					    setup_check, teardown),
+	    cmocka_unit_test_setup_teardown(test_global_racy_readers, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(test_global_budget, setup,
 					    teardown),
 	};
