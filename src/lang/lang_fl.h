@@ -55,6 +55,12 @@ enum lang_node_kind {
 	FN_FUNC, FN_CONST, FN_GLOBAL,
 };
 
+enum lang_fold {
+	LANG_FOLD_NOT_YET, /* not looked at */
+	LANG_FOLD_CONST,   /* a constant: lang_node.cval */
+	LANG_FOLD_NOT,     /* not a constant */
+};
+
 /* One AST node. Lists (statements, arguments, parameters) chain through
  * @next; @a..@c are the children, by kind:
  *   UNARY/BINARY op, a, b;  INDEX a[b];  CALL/SPAWN name(args a, val=count)
@@ -73,6 +79,10 @@ struct lang_node {
 	struct lang_node *a, *b, *c, *next;
 	/* resolution state of CONST items: 0 new, 1 being folded, 2 done */
 	int state;
+	/* An expression's constant folding (lang_gen.c), done once per node:
+	 * LANG_FOLD_*, and @cval the value when LANG_FOLD_CONST. */
+	uint8_t fold;
+	int64_t cval;
 	uint32_t index; /* FUNC: function index; GLOBAL: data word index */
 	bool bad; /* CONST failed to fold */
 };

@@ -368,8 +368,9 @@ static bool fold_binary(struct gen *g, struct lang_node *nd, uint64_t a,
 	return true;
 }
 
-/* Fold @nd to a constant. With @report, explain why not (initialisers). */
-static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
+/* One node's folding, its children's already done or done here. */
+static bool fold_node(struct gen *g, struct lang_node *nd, int64_t *v,
+		      bool report)
 {
 	int64_t a, b;
 
@@ -419,6 +420,24 @@ static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
 			err(g, nd, "not a constant expression");
 		return false;
 	}
+}
+
+/* Fold @nd to a constant. With @report, explain why not (initialisers).
+ * Each node is folded once, bottom-up, and keeps the result (nd->fold):
+ * expr() asks at every node, so asking again must cost nothing or a long
+ * sum would fold its left operand once per '+'. A node is folded in one
+ * context only -- code in its scope, or an initialiser with @report and
+ * no scope -- so the kept answer is always the one wanted. */
+static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
+{
+	if (nd->fold == LANG_FOLD_NOT_YET) {
+		int64_t r = 0;
+		bool ok = fold_node(g, nd, &r, report);
+		nd->fold = ok ? LANG_FOLD_CONST : LANG_FOLD_NOT;
+		nd->cval = ok ? r : 0;
+	}
+	*v = nd->cval;
+	return nd->fold == LANG_FOLD_CONST;
 }
 
 /* ---- Expressions ---- */

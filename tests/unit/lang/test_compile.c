@@ -647,6 +647,49 @@ static void test_mutations(void **state)
 	fl_buf_close(&b);
 }
 
+/* ---- Big inputs ----
+ * Sources of about a megabyte, made here. Each is big enough that a pass
+ * quadratic in its size, or recursing as deep as the source is long,
+ * fails visibly: a stack overflow (surely under ASan) or a run that does
+ * not end. None checks a time. */
+
+#define BIG (1 << 20)
+
+/* The text of @b, NUL-terminated. */
+static const char *big_text(struct fl_buf *b)
+{
+	fl_buf_put_u8(b, 0);
+	assert_false(b->failed);
+	return (const char *)b->data;
+}
+
+/* @n copies of @s. */
+static void big_repeat(struct fl_buf *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		fl_buf_put_str(b, s);
+}
+
+/* Constant folding looks at each node once: expr() asks at every node of
+ * a sum, and folding the left operand again each time is quadratic. */
+static void test_big_sums(void **state)
+{
+	struct fl_buf b;
+	int terms = 9999, sums = BIG / (4 * 9999);
+
+	(void)state;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1; var s = 0;\n");
+	for (int k = 0; k < sums; k++) {
+		fl_buf_put_str(&b, "s = s");
+		big_repeat(&b, " + x", (size_t)terms);
+		fl_buf_put_str(&b, ";\n");
+	}
+	fl_buf_put_str(&b, "return s & 255; }\n");
+	run(big_text(&b), "", (sums * terms) & 255);
+	fl_buf_close(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +717,7 @@ int main(void)
 	    cmocka_unit_test(test_use),
 	    cmocka_unit_test(test_random_bytes),
 	    cmocka_unit_test(test_mutations),
+	    cmocka_unit_test(test_big_sums),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
