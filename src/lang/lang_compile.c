@@ -153,21 +153,6 @@ static void print_diags(struct lang_comp *c)
 	}
 }
 
-/* Does the AST under @nd call print or eprint? */
-static bool calls_print(const struct lang_node *nd)
-{
-	for (; nd != NULL; nd = nd->next) {
-		if (nd->kind == FN_CALL &&
-		    ((nd->nlen == 5 && memcmp(nd->name, "print", 5) == 0) ||
-		     (nd->nlen == 6 && memcmp(nd->name, "eprint", 6) == 0)))
-			return true;
-		if (calls_print(nd->a) || calls_print(nd->b) ||
-		    calls_print(nd->c))
-			return true;
-	}
-	return false;
-}
-
 const char *lang_builtin_source(const char *name, size_t *len)
 {
 	if (strcmp(name, "<prelude>") != 0)
@@ -204,12 +189,10 @@ int lang_compile(const char *path, const char *src, size_t len,
 	/* Name errors are worth reporting even after syntax errors: the parser
 	 * keeps every item and `var` whose name it read. */
 	if (!c.nomem) {
-		size_t ni = c.items.len / sizeof(struct lang_node *);
-		struct lang_node **it = (struct lang_node **)(void *)c.items.data;
-		bool need = false;
-		for (size_t i = 0; i < ni && !need; i++)
-			need = calls_print(it[i]);
-		if (need) {
+		/* c.prints may also count a call in a statement dropped after a
+		 * syntax error: the prelude is compiled for nothing then, but no
+		 * module is built anyway. */
+		if (c.prints) {
 			char *pp = strdup("<prelude>"); /* lang_builtin_source() */
 			char *ps = strdup(lang__prelude);
 			int f = (pp && ps) ? lang__add_file(&c, pp, ps,

@@ -61,12 +61,21 @@ enum lang_fold {
 	LANG_FOLD_NOT,     /* not a constant */
 };
 
+/* Levels of nesting the parser takes (parentheses, indexes, call
+ * arguments, unary operators, blocks; see lang_parse.c). */
+#define LANG_NEST_MAX 256
+
 /* One AST node. Lists (statements, arguments, parameters) chain through
  * @next; @a..@c are the children, by kind:
  *   UNARY/BINARY op, a, b;  INDEX a[b];  CALL/SPAWN name(args a, val=count)
  *   VAR name = a;  IF a {b} else c;  WHILE a {b};  FOR name in a..b {c}
  *   RETURN a;  EXPR a;  ASSIGN op a = b;  BLOCK a;
- *   FUNC name(params a, val=count) {b};  CONST/GLOBAL name = a */
+ *   FUNC name(params a, val=count) {b};  CONST/GLOBAL name = a
+ * Depth: lists, the left operand @a of BINARY/ANDAND/OROR, the array @a of
+ * INDEX and an IF's else-if @c can chain as long as the source; other
+ * children nest at most LANG_NEST_MAX levels deep (a dozen nodes a level,
+ * at most: right operands of higher precedence). A pass that recurses
+ * must walk the former with loops. */
 struct lang_node {
 	enum lang_node_kind kind;
 	int op; /* enum lang_tok_kind */
@@ -108,7 +117,8 @@ struct lang_comp {
 	struct lang_node *chunk;
 	size_t chunk_used;
 	struct fl_buf items; /* struct lang_node *[]: fn, const, global */
-	int depth; /* use nesting */
+	int depth;   /* use nesting */
+	bool prints; /* a call to print or eprint was parsed */
 };
 
 /* lang_lex.c */

@@ -19,6 +19,11 @@
  * folded; division by a constant zero is left to the runtime except in a
  * const/global initialiser, where it is an error.
  *
+ * No pass here recurses deeper than the parser's nesting limit
+ * (lang_fl.h): chains of operators and indexes are walked with a stack
+ * (see Chains), else-ifs and constants defined through each other with
+ * loops. Each node is folded once.
+ *
  * Failure modes: unknown names, duplicates, wrong argument counts,
  * break/continue outside a loop, bad assignment targets, non-constant
  * initialisers and bad print formats are reported with lang__error() and
@@ -73,6 +78,7 @@ struct gen {
 	uint32_t fstart;
 	struct fl_buf locals; /* struct local */
 	uint32_t nslots, depth;
+	struct fl_buf chain; /* struct lang_node *[]: see Chains */
 	struct loop *loop;
 	bool noscope; /* folding a const/global initialiser */
 };
@@ -298,32 +304,40 @@ static void push_addr(struct gen *g, const struct lang_node *nd, uint32_t seg,
 	fl_buf_put(&g->fixes, &f, sizeof f);
 }
 
+/* ---- Chains ----
+ * A chain of binary operators (`a + b + ...`, each node the left operand
+ * @a of the next) or of indexes (`p[i][j]...`) is as long as the source
+ * (lang_fl.h). fold() and expr() walk down it with g->chain, a stack of
+ * the nodes above, and handle each node on the way back up, recursing
+ * only into the other children. Each walk pushes above the stack's top as
+ * it found it and leaves it so. */
+
+static bool is_operator(const struct lang_node *nd)
+{
+	return nd->kind == FN_BINARY || nd->kind == FN_ANDAND ||
+	       nd->kind == FN_OROR;
+}
+
+static bool chain_push(struct gen *g, struct lang_node *nd)
+{
+	fl_buf_put(&g->chain, &nd, sizeof nd);
+	if (g->chain.failed)
+		g->c->nomem = true;
+	return !g->chain.failed;
+}
+
+static struct lang_node *chain_pop(struct gen *g)
+{
+	struct lang_node *nd;
+
+	g->chain.len -= sizeof nd;
+	memcpy(&nd, g->chain.data + g->chain.len, sizeof nd);
+	return nd;
+}
+
 /* ---- Constant folding ---- */
 
 static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report);
-
-static bool const_item(struct gen *g, struct lang_node *it, int64_t *v,
-		       bool report)
-{
-	if (it->state == 1) {
-		if (report)
-			err(g, it, "constant '%.*s' depends on itself", NM(it));
-		it->bad = true;
-		*v = 0;
-		return true;
-	}
-	if (it->state == 0) {
-		bool saved = g->noscope;
-		it->state = 1;
-		g->noscope = true;
-		if (it->a == NULL || !fold(g, it->a, &it->val, true))
-			it->bad = true;
-		g->noscope = saved;
-		it->state = 2;
-	}
-	*v = it->bad ? 0 : it->val;
-	return true;
-}
 
 static bool fold_binary(struct gen *g, struct lang_node *nd, uint64_t a,
 			uint64_t b, int64_t *v, bool report)
@@ -368,11 +382,19 @@ static bool fold_binary(struct gen *g, struct lang_node *nd, uint64_t a,
 	return true;
 }
 
-/* One node's folding, its children's already done or done here. */
+/* A constant's value. resolve_consts() has folded every constant before
+ * any other fold() runs, dependencies first; one still being folded (state
+ * 1) is in a cycle, reported there, and reads as 0. */
+static int64_t const_value(const struct lang_node *it)
+{
+	return it->state == 2 && !it->bad ? it->val : 0;
+}
+
+/* One node that is not an operator. */
 static bool fold_node(struct gen *g, struct lang_node *nd, int64_t *v,
 		      bool report)
 {
-	int64_t a, b;
+	int64_t a;
 
 	switch (nd->kind) {
 	case FN_NUM:
@@ -382,8 +404,10 @@ static bool fold_node(struct gen *g, struct lang_node *nd, int64_t *v,
 		if (local(g, nd->name, nd->nlen) != NULL)
 			return false;
 		struct lang_node *it = item(g, nd->name, nd->nlen, NULL);
-		if (it != NULL && it->kind == FN_CONST)
-			return const_item(g, it, v, report);
+		if (it != NULL && it->kind == FN_CONST) {
+			*v = const_value(it);
+			return true;
+		}
 		if (report) {
 			if (it == NULL)
 				err(g, nd, "unknown name '%.*s'", NM(nd));
@@ -399,27 +423,37 @@ static bool fold_node(struct gen *g, struct lang_node *nd, int64_t *v,
 		     : nd->op == FT_TILDE ? ~a
 					  : a == 0;
 		return true;
-	case FN_BINARY:
-	case FN_ANDAND:
-	case FN_OROR: {
-		bool okA = fold(g, nd->a, &a, report);
-		bool okB = fold(g, nd->b, &b, report);
-		if (!okA || !okB)
-			return false;
-		if (nd->kind == FN_ANDAND)
-			*v = a != 0 && b != 0;
-		else if (nd->kind == FN_OROR)
-			*v = a != 0 || b != 0;
-		else
-			return fold_binary(g, nd, (uint64_t)a, (uint64_t)b, v,
-					   report);
-		return true;
-	}
 	default:
 		if (report)
 			err(g, nd, "not a constant expression");
 		return false;
 	}
+}
+
+/* An operator whose left operand is folded. The right one is folded here
+ * too (reported even when the left one is not a constant). */
+static bool fold_operator(struct gen *g, struct lang_node *nd, int64_t *v,
+			  bool report)
+{
+	int64_t a = nd->a->cval, b;
+	bool okA = nd->a->fold == LANG_FOLD_CONST;
+	bool okB = fold(g, nd->b, &b, report);
+
+	if (!okA || !okB)
+		return false;
+	if (nd->kind == FN_ANDAND)
+		*v = a != 0 && b != 0;
+	else if (nd->kind == FN_OROR)
+		*v = a != 0 || b != 0;
+	else
+		return fold_binary(g, nd, (uint64_t)a, (uint64_t)b, v, report);
+	return true;
+}
+
+static void fold_keep(struct lang_node *nd, bool ok, const int64_t *v)
+{
+	nd->fold = ok ? LANG_FOLD_CONST : LANG_FOLD_NOT;
+	nd->cval = ok ? *v : 0;
 }
 
 /* Fold @nd to a constant. With @report, explain why not (initialisers).
@@ -430,14 +464,118 @@ static bool fold_node(struct gen *g, struct lang_node *nd, int64_t *v,
  * no scope -- so the kept answer is always the one wanted. */
 static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
 {
-	if (nd->fold == LANG_FOLD_NOT_YET) {
-		int64_t r = 0;
-		bool ok = fold_node(g, nd, &r, report);
-		nd->fold = ok ? LANG_FOLD_CONST : LANG_FOLD_NOT;
-		nd->cval = ok ? r : 0;
+	struct lang_node *top = nd;
+	size_t base = g->chain.len;
+	int64_t r = 0;
+	bool ok;
+
+	while (nd->fold == LANG_FOLD_NOT_YET && is_operator(nd)) {
+		if (!chain_push(g, nd)) {
+			fold_keep(nd, false, &r); /* out of memory */
+			break;
+		}
+		nd = nd->a;
 	}
-	*v = nd->cval;
-	return nd->fold == LANG_FOLD_CONST;
+	if (nd->fold == LANG_FOLD_NOT_YET) {
+		ok = fold_node(g, nd, &r, report);
+		fold_keep(nd, ok, &r);
+	}
+	while (g->chain.len > base) {
+		nd = chain_pop(g);
+		ok = fold_operator(g, nd, &r, report);
+		fold_keep(nd, ok, &r);
+	}
+	*v = top->cval;
+	return top->fold == LANG_FOLD_CONST;
+}
+
+/* ---- Constants ----
+ * Every constant is folded before any code, those it names first: a
+ * depth-first walk of "the initialiser of A names constant B" with an
+ * explicit stack (constants defined through each other can chain as long
+ * as the program). A constant met again while its walk is open is in a
+ * cycle. */
+
+struct cframe {
+	struct lang_node *it;     /* a constant being resolved (state 1) */
+	size_t start, next, end; /* its dependencies deps[start..end), those
+				    from next on still to look at */
+};
+
+/* Append to @deps the constants @nd names, as fold() would look them up
+ * (no locals). Recurses where the parser nested. */
+static void const_deps(struct gen *g, struct lang_node *nd,
+		       struct fl_buf *deps)
+{
+	while (nd != NULL) {
+		if (is_operator(nd)) {
+			const_deps(g, nd->b, deps);
+			nd = nd->a;
+		} else if (nd->kind == FN_UNARY) {
+			nd = nd->a;
+		} else {
+			struct lang_node *it =
+				nd->kind == FN_NAME
+					? item(g, nd->name, nd->nlen, NULL)
+					: NULL;
+			if (it != NULL && it->kind == FN_CONST)
+				fl_buf_put(deps, &it, sizeof it);
+			return;
+		}
+	}
+}
+
+static void const_open(struct gen *g, struct lang_node *it,
+		       struct fl_buf *frames, struct fl_buf *deps)
+{
+	struct cframe f = {it, deps->len / sizeof it, deps->len / sizeof it, 0};
+
+	it->state = 1;
+	const_deps(g, it->a, deps);
+	f.end = deps->len / sizeof it;
+	fl_buf_put(frames, &f, sizeof f);
+}
+
+static void resolve_consts(struct gen *g)
+{
+	struct fl_buf frames, deps;
+
+	fl_buf_init(&frames);
+	fl_buf_init(&deps);
+	for (size_t i = 0; i < g->nitems; i++) {
+		struct lang_node *root = g->items[i];
+		if (root->kind != FN_CONST || root->state != 0)
+			continue;
+		const_open(g, root, &frames, &deps);
+		while (frames.len > 0 && !frames.failed && !deps.failed) {
+			struct cframe *f = (struct cframe *)(void *)(frames.data +
+				frames.len - sizeof *f);
+			if (f->next < f->end) {
+				struct lang_node *d = ((struct lang_node **)(
+					void *)deps.data)[f->next++];
+				if (d->state == 0) {
+					const_open(g, d, &frames, &deps);
+				} else if (d->state == 1 && !d->bad) {
+					err(g, d, "constant '%.*s' depends on "
+						  "itself", NM(d));
+					d->bad = true;
+				}
+				continue;
+			}
+			struct lang_node *it = f->it;
+			deps.len = f->start * sizeof it;
+			frames.len -= sizeof *f;
+			g->noscope = true;
+			if (it->a == NULL || !fold(g, it->a, &it->val, true))
+				it->bad = true;
+			g->noscope = false;
+			it->state = 2;
+		}
+	}
+	if (frames.failed || deps.failed)
+		g->c->nomem = true;
+	fl_buf_close(&frames);
+	fl_buf_close(&deps);
 }
 
 /* ---- Expressions ---- */
@@ -556,12 +694,11 @@ static void name(struct gen *g, struct lang_node *nd)
 	emit(g, nd, VM_OP_PUSH, 0);
 }
 
-/* addr of p[i] */
-static void index_addr(struct gen *g, struct lang_node *nd)
+/* The rest of the address of p[i], p's value pushed: + 8 * i. */
+static void index_offset(struct gen *g, struct lang_node *nd)
 {
 	int64_t i;
 
-	expr(g, nd->a);
 	if (fold(g, nd->b, &i, false)) {
 		if (i != 0) {
 			emit(g, nd, VM_OP_PUSH, (int64_t)((uint64_t)i * 8));
@@ -575,12 +712,19 @@ static void index_addr(struct gen *g, struct lang_node *nd)
 	emit(g, nd, VM_OP_ADD, 0);
 }
 
+/* addr of p[i] */
+static void index_addr(struct gen *g, struct lang_node *nd)
+{
+	expr(g, nd->a);
+	index_offset(g, nd);
+}
+
+/* The rest of a && b or a || b, a's value pushed: 0 or 1. */
 static void logic(struct gen *g, struct lang_node *nd)
 {
 	bool and = nd->kind == FN_ANDAND;
 	uint32_t j1, j2;
 
-	expr(g, nd->a);
 	j1 = jump(g, nd, and ? VM_OP_JZ : VM_OP_JNZ);
 	expr(g, nd->b);
 	emit(g, nd, VM_OP_PUSH, 0);
@@ -591,7 +735,27 @@ static void logic(struct gen *g, struct lang_node *nd)
 	patch(g, j2, here(g));
 }
 
-static void expr(struct gen *g, struct lang_node *nd)
+/* The code of a chain node after its first child's (see Chains). */
+static void chain_rest(struct gen *g, struct lang_node *nd)
+{
+	switch (nd->kind) {
+	case FN_BINARY:
+		expr(g, nd->b);
+		emit(g, nd, binop(nd->op), 0);
+		break;
+	case FN_ANDAND:
+	case FN_OROR:
+		logic(g, nd);
+		break;
+	default: /* FN_INDEX */
+		index_offset(g, nd);
+		emit(g, nd, VM_OP_LD64, 0);
+		break;
+	}
+}
+
+/* Any expression but a chain node that is not a constant. */
+static void operand(struct gen *g, struct lang_node *nd)
 {
 	int64_t v;
 	uint32_t idx;
@@ -635,27 +799,27 @@ static void expr(struct gen *g, struct lang_node *nd)
 			emit(g, nd, VM_OP_EQ, 0);
 		}
 		break;
-	case FN_BINARY:
-		expr(g, nd->a);
-		expr(g, nd->b);
-		emit(g, nd, binop(nd->op), 0);
-		break;
-	case FN_ANDAND:
-	case FN_OROR:
-		logic(g, nd);
-		break;
-	case FN_INDEX:
-		index_addr(g, nd);
-		emit(g, nd, VM_OP_LD64, 0);
-		break;
 	case FN_CALL:
 	case FN_SPAWN:
 		call(g, nd, true);
 		break;
-	default:
+	default: /* out of memory in expr() */
 		emit(g, nd, VM_OP_PUSH, 0);
 		break;
 	}
+}
+
+static void expr(struct gen *g, struct lang_node *nd)
+{
+	size_t base = g->chain.len;
+	int64_t v;
+
+	while ((is_operator(nd) || nd->kind == FN_INDEX) &&
+	       !fold(g, nd, &v, false) && chain_push(g, nd))
+		nd = nd->a;
+	operand(g, nd);
+	while (g->chain.len > base)
+		chain_rest(g, chain_pop(g));
 }
 
 static void args(struct gen *g, struct lang_node *a)
@@ -933,24 +1097,38 @@ static void loop_stmt(struct gen *g, struct lang_node *nd)
 	scope_close(g);
 }
 
+/* An else-if chain, in a loop: each branch but the last ends with a jump
+ * to the end, patched when it is known. */
 static void if_stmt(struct gen *g, struct lang_node *nd)
 {
+	struct fl_buf ends; /* uint32_t operand positions */
 	uint32_t jelse, jend;
 
-	expr(g, nd->a);
-	jelse = jump(g, nd, VM_OP_JZ);
-	block(g, nd->b);
-	if (nd->c == NULL) {
+	fl_buf_init(&ends);
+	for (;;) {
+		expr(g, nd->a);
+		jelse = jump(g, nd, VM_OP_JZ);
+		block(g, nd->b);
+		if (nd->c == NULL) {
+			patch(g, jelse, here(g));
+			break;
+		}
+		jend = jump(g, nd, VM_OP_JMP);
+		fl_buf_put(&ends, &jend, sizeof jend);
 		patch(g, jelse, here(g));
-		return;
+		if (nd->c->kind != FN_IF) {
+			block(g, nd->c);
+			break;
+		}
+		nd = nd->c;
 	}
-	jend = jump(g, nd, VM_OP_JMP);
-	patch(g, jelse, here(g));
-	if (nd->c->kind == FN_IF)
-		if_stmt(g, nd->c);
-	else
-		block(g, nd->c);
-	patch(g, jend, here(g));
+	for (size_t i = 0; i < ends.len / sizeof jend; i++) {
+		memcpy(&jend, ends.data + i * sizeof jend, sizeof jend);
+		patch(g, jend, here(g));
+	}
+	if (ends.failed)
+		g->c->nomem = true;
+	fl_buf_close(&ends);
 }
 
 static void stmt(struct gen *g, struct lang_node *nd)
@@ -1196,6 +1374,7 @@ int lang__generate(struct lang_comp *c, struct vm_module **out)
 	fl_buf_init(&g.rsyms);
 	fl_buf_init(&g.funcs);
 	fl_buf_init(&g.locals);
+	fl_buf_init(&g.chain);
 	fl_buf_init(&data);
 	g.fmap = malloc((c->nfiles + 1) * sizeof *g.fmap);
 	g.forder = malloc((c->nfiles + 1) * sizeof *g.forder);
@@ -1211,12 +1390,11 @@ int lang__generate(struct lang_comp *c, struct vm_module **out)
 	index_items(&g);
 	check_items(&g);
 	check_main(&g);
+	resolve_consts(&g);
 	for (size_t i = 0; i < g.nitems; i++) {
 		struct lang_node *it = g.items[i];
 		int64_t v = 0;
-		if (it->kind == FN_CONST) {
-			const_item(&g, it, &v, true);
-		} else if (it->kind == FN_GLOBAL) {
+		if (it->kind == FN_GLOBAL) {
 			g.noscope = true;
 			if (it->a != NULL)
 				fold(&g, it->a, &v, true);
@@ -1244,6 +1422,7 @@ int lang__generate(struct lang_comp *c, struct vm_module **out)
 	fl_buf_close(&g.rsyms);
 	fl_buf_close(&g.funcs);
 	fl_buf_close(&g.locals);
+	fl_buf_close(&g.chain);
 	fl_buf_close(&data);
 	free(g.tab);
 	free(g.fmap);

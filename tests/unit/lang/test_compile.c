@@ -690,6 +690,207 @@ static void test_big_sums(void **state)
 	fl_buf_close(&b);
 }
 
+/* @src fails to compile; the first diagnostic's message line is @want. */
+static void big_bad(const char *src, const char *want)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+
+	assert_int_equal(compile_n("t.fl", src, strlen(src), &m, &diag),
+			 FL_ESYNTAX);
+	size_t n = strcspn(diag, "\n");
+	if (n != strlen(want) || memcmp(diag, want, n) != 0)
+		fprintf(stderr, "wanted: %s\ngot: %.*s\n", want, (int)n, diag);
+	assert_true(n == strlen(want) && memcmp(diag, want, n) == 0);
+	free(diag);
+}
+
+/* A megabyte of @open, then @mid, then as many @close, after @head (which
+ * opens @levels levels; the rest is one line): nested too deeply at the
+ * token that opens level 257, each of ( [ { - ! ~ in @open opening one. */
+static void big_nest(const char *head, const char *open, const char *mid,
+		     const char *close, const char *tail, int levels)
+{
+	struct fl_buf b;
+	size_t n = BIG / strlen(open), col = 0, line = 1, start = 0;
+	char want[128];
+
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, head);
+	big_repeat(&b, open, n);
+	fl_buf_put_str(&b, mid);
+	big_repeat(&b, close, n);
+	fl_buf_put_str(&b, tail);
+	const char *src = big_text(&b);
+	for (size_t i = 0; head[i] != 0; i++)
+		if (head[i] == '\n') {
+			line++;
+			start = i + 1;
+		}
+	for (size_t i = strlen(head); col == 0; i++)
+		if (strchr("([{-!~", src[i]) != NULL && ++levels > 256)
+			col = i + 1 - start;
+	snprintf(want, sizeof want,
+		 "t.fl:%zu:%zu: error: nested too deeply (limit 256)", line,
+		 col);
+	big_bad(src, want);
+	fl_buf_close(&b);
+}
+
+/* One limit on nesting, whatever its shape, reported where it is passed;
+ * before it, a stack overflow or a limit per shape. */
+static void test_big_nesting(void **state)
+{
+	(void)state;
+	/* main's block is the first level */
+	big_nest("fn main() { return ", "(", "1", ")", "; }", 1);
+	big_nest("fn main() { return ", "-", "1", "", "; }", 1);
+	big_nest("fn main() { return ", "!~", "1", "", "; }", 1);
+	big_nest("fn main() { return ", "-(", "1", ")", "; }", 1);
+	big_nest("fn f(a) { return a; }\nfn main() { return ", "f(", "1", ")",
+		 "; }", 1);
+	big_nest("fn main() { var p = alloc(8); return ", "p[", "0", "]", "; }",
+		 1);
+	big_nest("fn main() { return ", "1+(", "1", ")", "; }", 1);
+	big_nest("fn main() { ", "{", "", "}", " }", 1);
+	big_nest("fn main() { ", "if 1 {", "", "}", " }", 1);
+	big_nest("fn main() { ", "while 0 {", "", "}", " }", 1);
+	big_nest("fn main() { ", "for i in 0..1 {", "", "}", " }", 1);
+	big_nest("fn f(a) { return a; }\nfn main() { var p = alloc(8); "
+		 "return ", "-(f(p[", "0", "]))", "; }", 1);
+	big_nest("global g = ", "(", "1", ")", ";\nfn main() { }", 0);
+	big_nest("const K = ", "-(", "1", ")", ";\nfn main() { }", 0);
+}
+
+/* The deepest nesting allowed, in the shapes with the most C frames per
+ * level (each level also climbs every precedence level), compiles: the
+ * limit keeps the stack small enough for ASan. */
+static void test_big_nesting_deepest(void **state)
+{
+	static const char *const shapes[][2] = {
+		{"(1||1&&1|1^1&1==1<1<<1+1*", ")"},
+		{"f(1||1&&1|1^1&1==1<1<<1+1*-", ")"},
+		{"p[1||1&&1|1^1&1==1<1<<1+1*!", "]"},
+	};
+	struct fl_buf b;
+
+	(void)state;
+	for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+		int levels = 255; /* main's block is the first level */
+		fl_buf_init(&b);
+		fl_buf_put_str(&b, "fn f(a) { return a; }\n"
+				   "fn main() { var p = alloc(8); p[0] = 0;\n"
+				   "return ");
+		/* `-` and `!` take a level of their own */
+		if (k > 0)
+			levels = 127;
+		big_repeat(&b, shapes[k][0], (size_t)levels);
+		fl_buf_put_str(&b, "0");
+		big_repeat(&b, shapes[k][1], (size_t)levels);
+		fl_buf_put_str(&b, "; }\n");
+		struct vm_module *m = ok(big_text(&b));
+		vm_module_free(m);
+		fl_buf_close(&b);
+	}
+}
+
+/* What the parser builds in a loop has no limit, and no later pass
+ * recurses along it: chains of operators and indexes, else-ifs,
+ * constants defined through each other. */
+static void test_big_chains(void **state)
+{
+	struct fl_buf b;
+	size_t n;
+
+	(void)state;
+	/* x = 1+1+...: folded to one constant */
+	n = BIG / 2;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 0;\nx = 1");
+	big_repeat(&b, "+1", n - 1);
+	fl_buf_put_str(&b, ";\nreturn x & 255; }\n");
+	struct vm_module *m = ok(big_text(&b));
+	struct vm_insn in[16];
+	assert_int_equal(decode(m, 0, in, 16), 10);
+	assert_int_equal(in[2].op, VM_OP_PUSH);
+	assert_true(in[2].imm == (int64_t)n);
+	vm_module_free(m);
+	fl_buf_close(&b);
+	/* the same with a variable: code for each term */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;\nx = x");
+	big_repeat(&b, "+x", n - 1);
+	fl_buf_put_str(&b, ";\nreturn x & 255; }\n");
+	run(big_text(&b), "", (int)(n & 255));
+	fl_buf_close(&b);
+	/* && and || */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1; var y = 0;\nreturn (x");
+	big_repeat(&b, "&&x", BIG / 6);
+	fl_buf_put_str(&b, ") + 2 * (y");
+	big_repeat(&b, "||y", BIG / 6);
+	fl_buf_put_str(&b, "||x); }\n");
+	run(big_text(&b), "", 3);
+	fl_buf_close(&b);
+	/* sums in parentheses, left (((x+..+x)+x..)..) and right
+	 * 1+..+(1+..+(..)), 150 levels of 3,500 terms: within the old limits
+	 * of 200 levels and 10,000 terms a chain, and a stack overflow */
+	n = BIG / (2 * 150);
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;\nreturn (");
+	big_repeat(&b, "(", 149);
+	for (int k = 0; k < 150; k++) {
+		fl_buf_put_str(&b, "x");
+		big_repeat(&b, "+x", n - 1);
+		fl_buf_put_str(&b, k < 149 ? ")+" : ")");
+	}
+	fl_buf_put_str(&b, " - (1");
+	for (int k = 0; k < 150; k++) {
+		big_repeat(&b, "+x", n - 1);
+		fl_buf_put_str(&b, "+(1");
+	}
+	big_repeat(&b, ")", 151);
+	fl_buf_put_str(&b, "; }\n");
+	run(big_text(&b), "", -1 & 255); /* 150 n - (150 n + 1) */
+	fl_buf_close(&b);
+	/* p[0][0]...[0] */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var p = alloc(16); p[0] = p; p[1] = 7;"
+			   "\nreturn p");
+	big_repeat(&b, "[0]", BIG / 3);
+	fl_buf_put_str(&b, "[1]; }\n");
+	run(big_text(&b), "", 7);
+	fl_buf_close(&b);
+	/* else if, 30,000 times */
+	n = BIG / 36;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1000; var s = 0;\nif x == 0 "
+			   "{ s = 1; }");
+	for (size_t i = 1; i < n; i++)
+		fl_buf_printf(&b, " else if x == %zu { s = %zu; }", i, i & 127);
+	fl_buf_put_str(&b, " else { s = 200; }\nreturn s; }\n");
+	run(big_text(&b), "", 1000 & 127);
+	fl_buf_close(&b);
+	/* constants, each defined through the next one: resolved without
+	 * recursion, in either order */
+	n = BIG / 24;
+	fl_buf_init(&b);
+	for (size_t i = 0; i < n; i++)
+		fl_buf_printf(&b, "const C%zu = C%zu + 1;\n", i, i + 1);
+	fl_buf_printf(&b, "const C%zu = 0;\nfn main() { return C0 & 255; }\n",
+		      n);
+	run(big_text(&b), "", (int)(n & 255));
+	fl_buf_close(&b);
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { return C0 & 255; }\n");
+	for (size_t i = 0; i < n; i++)
+		fl_buf_printf(&b, "const C%zu = C%zu - 1;\n", i, i + 1);
+	fl_buf_printf(&b, "const C%zu = C0;\n", n);
+	big_bad(big_text(&b), "t.fl:2:7: error: constant 'C0' depends on "
+			      "itself");
+	fl_buf_close(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -718,6 +919,9 @@ int main(void)
 	    cmocka_unit_test(test_random_bytes),
 	    cmocka_unit_test(test_mutations),
 	    cmocka_unit_test(test_big_sums),
+	    cmocka_unit_test(test_big_nesting),
+	    cmocka_unit_test(test_big_nesting_deepest),
+	    cmocka_unit_test(test_big_chains),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
