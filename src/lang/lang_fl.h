@@ -112,6 +112,7 @@ struct lang_comp {
 	struct lang_file *files;
 	size_t nfiles, capfiles;
 	struct fl_buf diags; /* struct lang_diag[] */
+	struct fl_buf dtext; /* their messages */
 	struct fl_buf strs;  /* decoded string literal bytes */
 	struct fl_buf arena; /* struct lang_node *[] of malloc'd chunks */
 	struct lang_node *chunk;

@@ -891,6 +891,130 @@ static void test_big_chains(void **state)
 	fl_buf_close(&b);
 }
 
+/* The diagnostics of @src, which must fail to compile. */
+static char *diags_of(const char *src, size_t len)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+
+	assert_int_equal(compile_n("t.fl", src, len, &m, &diag), FL_ESYNTAX);
+	return diag;
+}
+
+/* One diagnostic at 1-based column @col of the one-line @src: message
+ * @msg, then the line, or 100 bytes of it from @from (0-based) with "..."
+ * where cut, and the caret. */
+static void diag_window(const char *src, size_t col, const char *msg,
+			size_t from)
+{
+	size_t len = strlen(src), ll = strcspn(src, "\n");
+	size_t to = ll > 100 ? from + 100 : ll;
+	struct fl_buf want;
+	char *diag = diags_of(src, len);
+
+	fl_buf_init(&want);
+	fl_buf_printf(&want, "t.fl:1:%zu: error: %s\n", col, msg);
+	fl_buf_put_str(&want, from > 0 ? "..." : "");
+	fl_buf_put(&want, src + from, to - from);
+	fl_buf_put_str(&want, to < ll ? "...\n" : "\n");
+	fl_buf_put_str(&want, from > 0 ? "   " : "");
+	for (size_t k = from; k + 1 < col; k++)
+		fl_buf_put_u8(&want, src[k] == '\t' ? '\t' : ' ');
+	fl_buf_put_str(&want, "^\n");
+	assert_string_equal(diag, big_text(&want));
+	fl_buf_close(&want);
+	free(diag);
+}
+
+/* A long line is shown as 100 bytes around the column, "..." marking the
+ * ends cut, the caret where it belongs; shorter ones as they are. */
+static void test_diag_long_line(void **state)
+{
+	static const char msg[] = "expected an expression, found ';'";
+	struct fl_buf b;
+	size_t n;
+
+	(void)state;
+	/* a megabyte on one line, the error at its end: its last 100 bytes */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1; ");
+	big_repeat(&b, "x = x + 1; ", BIG / 11);
+	fl_buf_put_str(&b, "return x +; }");
+	n = b.len;
+	diag_window(big_text(&b), n - 2, msg, n - 100);
+	fl_buf_close(&b);
+	/* in the middle: 50 bytes before the column, cut at both ends; a
+	 * tab stays a tab under the window */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;");
+	big_repeat(&b, " x = x +\t1;", 1000);
+	fl_buf_put_str(&b, " x = x +;");
+	n = b.len;
+	big_repeat(&b, " x = x + 1;", 1000);
+	fl_buf_put_str(&b, " return 0; }");
+	diag_window(big_text(&b), n, msg, n - 1 - 50);
+	fl_buf_close(&b);
+	/* near the start: from the start, cut at the end */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = (;");
+	big_repeat(&b, " x = x + 1;", 100);
+	fl_buf_put_str(&b, " return 0; }");
+	diag_window(big_text(&b), 22, msg, 0);
+	fl_buf_close(&b);
+	/* 100 bytes are shown whole; 101 are cut */
+	for (size_t len = 100; len <= 101; len++) {
+		static const char head[] = "fn main() { var x = 1;";
+		static const char tail[] = "return x +; }";
+		fl_buf_init(&b);
+		fl_buf_put_str(&b, head);
+		big_repeat(&b, " ", len - strlen(head) - strlen(tail));
+		fl_buf_put_str(&b, tail);
+		diag_window(big_text(&b), len - 2, msg, len - 100);
+		fl_buf_close(&b);
+	}
+	/* a window does not cut a UTF-8 character: the end moves back to
+	 * before the e-acute whose second byte is the 101st shown */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;");
+	big_repeat(&b, " ", 60);
+	fl_buf_put_str(&b, "x +;"); /* the ';' 50 bytes into the window */
+	big_repeat(&b, " ", 45);
+	fl_buf_put_str(&b, "// \xc3\xa9t\xc3\xa9\n}");
+	char *diag = diags_of(big_text(&b), b.len - 1);
+	fl_buf_close(&b);
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "x +;");
+	big_repeat(&b, " ", 45);
+	fl_buf_put_str(&b, "// ...\n");
+	assert_non_null(strstr(diag, big_text(&b)));
+	free(diag);
+	fl_buf_close(&b);
+}
+
+/* Every error is reported, and printing them is linear: each diagnostic
+ * used to look for its line from the start of the file. */
+static void test_big_errors(void **state)
+{
+	struct fl_buf b;
+	size_t n = BIG / 4, lines = 0;
+	char last[64];
+
+	(void)state;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() {\n");
+	big_repeat(&b, "zz;\n", n);
+	fl_buf_put_str(&b, "}\n");
+	char *diag = diags_of(big_text(&b), b.len - 1);
+	for (const char *p = diag; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 3 * n);
+	snprintf(last, sizeof last,
+		 "t.fl:%zu:1: error: unknown name 'zz'\nzz;\n^\n", n + 1);
+	assert_string_equal(diag + strlen(diag) - strlen(last), last);
+	free(diag);
+	fl_buf_close(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -922,6 +1046,8 @@ int main(void)
 	    cmocka_unit_test(test_big_nesting),
 	    cmocka_unit_test(test_big_nesting_deepest),
 	    cmocka_unit_test(test_big_chains),
+	    cmocka_unit_test(test_diag_long_line),
+	    cmocka_unit_test(test_big_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
