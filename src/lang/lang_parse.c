@@ -536,10 +536,14 @@ static struct lang_node *block(struct ps *p)
 	const struct lang_tok *t = cur(p);
 	struct lang_node *nd, **tail;
 
-	if (!expect(p, FT_LBRACE, "'{'"))
+	if (!at(p, FT_LBRACE)) {
+		perr(p, t, "'{'");
 		return NULL;
+	}
+	/* Too deep, the '{' is left for sync_stmt() to skip with its '}'. */
 	if (!enter(p, t))
 		return NULL;
+	advance(p);
 	if ((nd = mk(p, FN_BLOCK, t)) == NULL) {
 		leave(p);
 		return NULL;
