@@ -19,10 +19,11 @@
  * folded; division by a constant zero is left to the runtime except in a
  * const/global initialiser, where it is an error.
  *
- * No pass here recurses deeper than the parser's nesting limit
- * (lang_fl.h): chains of operators and indexes are walked with a stack
- * (see Chains), else-ifs and constants defined through each other with
- * loops. Each node is folded once.
+ * Time and depth: linear in the AST, whatever its shape. Items and locals
+ * are found by hash; each node is folded once. No pass recurses deeper
+ * than the parser's nesting limit (lang_fl.h): chains of operators and
+ * indexes are walked with a stack (see Chains), else-ifs and constants
+ * defined through each other with loops.
  *
  * Failure modes: unknown names, duplicates, wrong argument counts,
  * break/continue outside a loop, bad assignment targets, non-constant
@@ -37,11 +38,18 @@
 #include "lang/lang_fl.h"
 #include "vm/vm.h"
 
+#define NO_LOCAL UINT32_MAX
+
+/* A variable in scope. Locals are a stack (g->locals) and a hash of
+ * buckets, each the index of the latest local hashed there, chained
+ * through @next to earlier ones: so the first match in a bucket is the
+ * innermost, and the local a scope pops is always its bucket's head. */
 struct local {
 	const char *name;
 	size_t nlen;
 	uint32_t slot;
 	uint32_t depth; /* block depth it was declared at */
+	uint32_t next;  /* the local before it in its bucket, or NO_LOCAL */
 };
 
 struct fix {
@@ -77,6 +85,8 @@ struct gen {
 	/* the current function */
 	uint32_t fstart;
 	struct fl_buf locals; /* struct local */
+	uint32_t *lbuckets;   /* see struct local; NO_LOCAL when empty */
+	size_t nlbuckets;     /* a power of two, >= the locals, or 0 */
 	uint32_t nslots, depth;
 	struct fl_buf chain; /* struct lang_node *[]: see Chains */
 	struct loop *loop;
@@ -209,17 +219,48 @@ static struct lang_node *item(struct gen *g, const char *name, size_t n,
 	return NULL;
 }
 
+static uint32_t *bucket(struct gen *g, const char *name, size_t n)
+{
+	return &g->lbuckets[hash(name, n) & (g->nlbuckets - 1)];
+}
+
 static struct local *local(struct gen *g, const char *name, size_t n)
 {
 	struct local *l = (struct local *)(void *)g->locals.data;
-	size_t k = g->locals.len / sizeof *l;
 
-	if (g->noscope)
+	if (g->noscope || g->nlbuckets == 0)
 		return NULL;
-	while (k-- > 0)
+	for (uint32_t k = *bucket(g, name, n); k != NO_LOCAL; k = l[k].next)
 		if (l[k].nlen == n && memcmp(l[k].name, name, n) == 0)
 			return &l[k];
 	return NULL;
+}
+
+/* At least as many buckets as locals, one more included: rehashed in
+ * declaration order, so each bucket's chain stays newest first. */
+static bool local_room(struct gen *g)
+{
+	struct local *l = (struct local *)(void *)g->locals.data;
+	size_t n = g->locals.len / sizeof *l;
+
+	if (n < g->nlbuckets)
+		return true;
+	size_t cap = g->nlbuckets ? 2 * g->nlbuckets : 64;
+	uint32_t *b = malloc(cap * sizeof *b);
+	if (b == NULL) {
+		g->c->nomem = true;
+		return false;
+	}
+	memset(b, 0xff, cap * sizeof *b); /* NO_LOCAL */
+	free(g->lbuckets);
+	g->lbuckets = b;
+	g->nlbuckets = cap;
+	for (size_t k = 0; k < n; k++) {
+		uint32_t *h = bucket(g, l[k].name, l[k].nlen);
+		l[k].next = *h;
+		*h = (uint32_t)k;
+	}
+	return true;
 }
 
 static bool declare(struct gen *g, const struct lang_node *nd, uint32_t *slot)
@@ -234,9 +275,17 @@ static bool declare(struct gen *g, const struct lang_node *nd, uint32_t *slot)
 		err(g, nd, "too many variables in one function");
 		return false;
 	}
-	struct local nl = {nd->name, nd->nlen, g->nslots++, g->depth};
+	if (!local_room(g))
+		return false;
+	uint32_t *h = bucket(g, nd->name, nd->nlen);
+	struct local nl = {nd->name, nd->nlen, g->nslots, g->depth, *h};
 	fl_buf_put(&g->locals, &nl, sizeof nl);
-	*slot = nl.slot;
+	if (g->locals.failed) {
+		g->c->nomem = true;
+		return false;
+	}
+	*h = (uint32_t)(g->locals.len / sizeof nl - 1);
+	*slot = g->nslots++;
 	return true;
 }
 
@@ -245,8 +294,10 @@ static void scope_close(struct gen *g)
 	struct local *l = (struct local *)(void *)g->locals.data;
 	size_t k = g->locals.len / sizeof *l;
 
-	while (k > 0 && l[k - 1].depth == g->depth)
+	while (k > 0 && l[k - 1].depth == g->depth) {
 		k--;
+		*bucket(g, l[k].name, l[k].nlen) = l[k].next;
+	}
 	g->locals.len = k * sizeof *l;
 	g->depth--;
 }
@@ -1205,9 +1256,8 @@ static void function(struct gen *g, struct lang_node *fn)
 
 	memset(&f, 0, sizeof f);
 	g->fstart = here(g);
-	g->locals.len = 0;
 	g->nslots = 0;
-	g->depth = 1;
+	g->depth = 1; /* the locals are empty: the last function popped its */
 	for (struct lang_node *p = fn->a; p != NULL; p = p->next)
 		declare(g, p, &slot);
 	if (fn->b != NULL)
@@ -1221,8 +1271,7 @@ static void function(struct gen *g, struct lang_node *fn)
 	f.code_off = g->fstart;
 	f.code_len = here(g) - g->fstart;
 	fl_buf_put(&g->funcs, &f, sizeof f);
-	g->depth = 0;
-	g->locals.len = 0;
+	scope_close(g);
 }
 
 /* ---- Items and the module ---- */
@@ -1425,6 +1474,7 @@ int lang__generate(struct lang_comp *c, struct vm_module **out)
 	fl_buf_close(&g.chain);
 	fl_buf_close(&data);
 	free(g.tab);
+	free(g.lbuckets);
 	free(g.fmap);
 	free(g.forder);
 	free(g.stab);

@@ -1015,6 +1015,27 @@ static void test_big_errors(void **state)
 	fl_buf_close(&b);
 }
 
+/* Locals are found by hash: looking through all those in scope made a
+ * function with tens of thousands of them quadratic (declaring each, and
+ * each use of an early one). Shadowing still finds the innermost. */
+static void test_big_locals(void **state)
+{
+	struct fl_buf b;
+	size_t n = 40000;
+
+	(void)state;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var s = 0;\n");
+	for (size_t i = 0; i < n; i++)
+		fl_buf_printf(&b, "var v%zu = %zu;\n", i, i);
+	big_repeat(&b, "s += v1;\n", n);
+	fl_buf_put_str(&b, "{ var v1 = 1000; s += v1; { var v1 = 5; s += v1; }"
+			   " s += v1; }\n");
+	fl_buf_printf(&b, "return (s + v1 + v%zu) & 255; }\n", n - 1);
+	run(big_text(&b), "", (int)((n + 2005 + 1 + n - 1) & 255));
+	fl_buf_close(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1048,6 +1069,7 @@ int main(void)
 	    cmocka_unit_test(test_big_chains),
 	    cmocka_unit_test(test_diag_long_line),
 	    cmocka_unit_test(test_big_errors),
+	    cmocka_unit_test(test_big_locals),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
