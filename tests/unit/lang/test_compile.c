@@ -400,6 +400,11 @@ static void test_diag_lexical(void **state)
 	    "unterminated string literal", 2);
 	bad("fn main() { return 1 @ 2; }", "t.fl:1:22: error: unexpected "
 	    "character '@'", 1);
+	/* a run of bytes that start no token is one error */
+	bad("fn main() { return 1 @#` 2; }", "t.fl:1:22: error: unexpected "
+	    "character '@' (and 2 more)", 1);
+	bad("fn main() { var s = \xe2\x80\x9cq\xe2\x80\x9d; }", "t.fl:1:25: "
+	    "error: unexpected byte 0xe2 (and 2 more)", 2);
 	bad("fn main() { return '\\q'; }", "t.fl:1:21: error: invalid "
 	    "escape sequence", 1);
 	bad("fn main() { return 'ab'; }", "t.fl:1:20: error: a character "
@@ -1012,6 +1017,16 @@ static void test_big_errors(void **state)
 		 "t.fl:%zu:1: error: unknown name 'zz'\nzz;\n^\n", n + 1);
 	assert_string_equal(diag + strlen(diag) - strlen(last), last);
 	free(diag);
+	fl_buf_close(&b);
+	/* a megabyte of stray bytes is one error */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() {\n");
+	big_repeat(&b, "@#$`?\\", BIG / 6);
+	fl_buf_put_str(&b, "\n}\n");
+	char want[80];
+	snprintf(want, sizeof want, "t.fl:2:1: error: unexpected character "
+		 "'@' (and %d more)", BIG / 6 * 6 - 1);
+	bad(big_text(&b), want, 1);
 	fl_buf_close(&b);
 }
 
