@@ -162,8 +162,10 @@ static void show_line(struct fl_buf *out, const char *s, size_t len,
 	fl_buf_put_str(out, to < len ? "...\n" : "\n");
 	if (from > 0)
 		fl_buf_put_str(out, "   ");
-	for (size_t k = from; k < at; k++)
-		fl_buf_put_u8(out, s[k] == '\t' ? '\t' : ' ');
+	if (fl_buf_reserve(out, at - from)) {
+		for (size_t k = from; k < at; k++)
+			out->data[out->len++] = s[k] == '\t' ? '\t' : ' ';
+	}
 	fl_buf_put_str(out, "^\n");
 }
 
