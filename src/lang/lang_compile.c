@@ -257,9 +257,9 @@ int lang_compile(const char *path, const char *src, size_t len,
 	/* Name errors are worth reporting even after syntax errors: the parser
 	 * keeps every item and `var` whose name it read. */
 	if (!c.nomem) {
-		/* c.prints may also count a call in a statement dropped after a
-		 * syntax error: the prelude is compiled for nothing then, but no
-		 * module is built anyway. */
+		/* c.prints may also count a call in a statement dropped
+		 * after a syntax error: the prelude is compiled for nothing
+		 * then, but no module is built anyway. */
 		if (c.prints) {
 			char *pp = strdup("<prelude>"); /* lang_builtin_source() */
 			char *ps = strdup(lang__prelude);

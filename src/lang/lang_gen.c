@@ -547,10 +547,11 @@ static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
  * as the program). A constant met again while its walk is open is in a
  * cycle. */
 
+/* A constant being resolved (state 1) and the constants it names,
+ * deps[start..end), those from @next on still to look at. */
 struct cframe {
-	struct lang_node *it;     /* a constant being resolved (state 1) */
-	size_t start, next, end; /* its dependencies deps[start..end), those
-				    from next on still to look at */
+	struct lang_node *it;
+	size_t start, next, end;
 };
 
 /* Append to @deps the constants @nd names, as fold() would look them up
@@ -599,11 +600,13 @@ static void resolve_consts(struct gen *g)
 			continue;
 		const_open(g, root, &frames, &deps);
 		while (frames.len > 0 && !frames.failed && !deps.failed) {
-			struct cframe *f = (struct cframe *)(void *)(frames.data +
-				frames.len - sizeof *f);
+			struct cframe *f =
+				(struct cframe *)(void *)frames.data +
+				(frames.len / sizeof *f - 1);
+			struct lang_node **dv =
+				(struct lang_node **)(void *)deps.data;
 			if (f->next < f->end) {
-				struct lang_node *d = ((struct lang_node **)(
-					void *)deps.data)[f->next++];
+				struct lang_node *d = dv[f->next++];
 				if (d->state == 0) {
 					const_open(g, d, &frames, &deps);
 				} else if (d->state == 1 && !d->bad) {

@@ -211,6 +211,11 @@ static struct lang_node *args(struct ps *p, int64_t *count)
 	return head ? head : NULL;
 }
 
+static bool same(const struct lang_tok *t, const char *s)
+{
+	return t->n == strlen(s) && memcmp(t->p, s, t->n) == 0;
+}
+
 static struct lang_node *call(struct ps *p, enum lang_node_kind k,
 			    const struct lang_tok *name)
 {
@@ -219,8 +224,7 @@ static struct lang_node *call(struct ps *p, enum lang_node_kind k,
 		return NULL;
 	nd->name = name->p;
 	nd->nlen = name->n;
-	if (k == FN_CALL && ((name->n == 5 && memcmp(name->p, "print", 5) == 0) ||
-			     (name->n == 6 && memcmp(name->p, "eprint", 6) == 0)))
+	if (k == FN_CALL && (same(name, "print") || same(name, "eprint")))
 		p->c->prints = true;
 	if (!enter(p, advance(p) /* '(' */))
 		return NULL;
