@@ -1,8 +1,10 @@
 /* Unit tests for the .fl compiler (src/lang/lang_*.c): programs compiled,
  * verified and run on the embedded VM with their output captured; the
  * shape of generated code (constant folding, line table); one test per
- * diagnostic kind with its line:col; `use`; and hostile input (random and
- * mutated bytes) that must only produce diagnostics. */
+ * diagnostic kind with its line:col; `use`; hostile input (random and
+ * mutated bytes) that must only produce diagnostics; and big inputs, a
+ * megabyte of each shape, that must compile or give the one diagnostic
+ * expected, with no quadratic pass and no recursion as deep as the input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
