@@ -91,6 +91,8 @@ static int hexval(int ch)
 static int match_op(const struct lx *x, size_t i)
 {
 	for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
+		if (ops[k].o[0] != x->s[i])
+			continue;
 		size_t n = strlen(ops[k].o);
 		if (x->len - i >= n && memcmp(ops[k].o, x->s + i, n) == 0)
 			return (int)k;
