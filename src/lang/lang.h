@@ -21,10 +21,14 @@ int asm_assemble(const char *path, const char *src, size_t len,
 
 /* Compile .fl source @src (@len bytes, NUL-terminated) read from @path to a
  * module. Every lexical, syntax and name error is written to @diag as
- * "PATH:LINE:COL: error: MESSAGE", then the source line and a caret line;
+ * "PATH:LINE:COL: error: MESSAGE", then the source line (100 bytes of it
+ * around the column, "..." at each end cut, when longer) and a caret line;
  * returns FL_ESYNTAX after diagnostics (no module), FL_ENOMEM, or 0. `use`
  * paths are resolved relative to the including file and read with
- * fl_read_file. The result is not verified: callers run vm_verify(). */
+ * fl_read_file. The result is not verified: callers run vm_verify().
+ * Time is linear in the source, whatever its shape; recursion is bounded
+ * by the nesting limit (256 levels): the deepest source takes under 512
+ * KiB of C stack in an -O2 build, under 1 MiB with ASan. */
 int lang_compile(const char *path, const char *src, size_t len,
 		 struct vm_module **out, FILE *diag);
 

@@ -4,7 +4,10 @@
  * Owns: the struct lang_comp for one compilation (files, AST arena, string
  * bytes, diagnostics), collecting errors and printing them sorted by file
  * (in the order files were read), line and column, each as
- * "PATH:LINE:COL: error: MSG", the source line and a caret line.
+ * "PATH:LINE:COL: error: MSG", the source line (a window of DIAG_LINE_MAX
+ * bytes around the column when it is longer) and a caret line. Printing
+ * is linear in the diagnostics and the source: one cursor walks each
+ * file's lines once, and the text goes out in large writes.
  *
  * Happy path: add the main file, parse it (lang_parse.c pulls in `use`d
  * files), parse the prelude when the program calls print/eprint, then
@@ -20,12 +23,15 @@
 #include "lang/lang.h"
 #include "lang/lang_fl.h"
 
-#define DIAG_MSG_MAX 240
+#define DIAG_MSG_MAX 240 /* bytes of one message, at most */
+/* A source line longer than this is shown as this many bytes around the
+ * column, "..." marking each end that was cut. */
+#define DIAG_LINE_MAX 100
 
 struct lang_diag {
 	uint16_t file;
 	uint32_t line, col, seq;
-	char msg[DIAG_MSG_MAX];
+	size_t msg; /* offset of its NUL-terminated text in c->dtext */
 };
 
 /* print(fmt, ...) lowers to $print(fd, fmt, args) where args is an
@@ -96,6 +102,7 @@ void lang__error(struct lang_comp *c, uint16_t file, uint32_t line, uint32_t col
 	       const char *fmt, ...)
 {
 	struct lang_diag d;
+	char msg[DIAG_MSG_MAX];
 	va_list ap;
 
 	memset(&d, 0, sizeof d);
@@ -103,12 +110,14 @@ void lang__error(struct lang_comp *c, uint16_t file, uint32_t line, uint32_t col
 	d.line = line;
 	d.col = col;
 	d.seq = (uint32_t)c->nerrors;
+	d.msg = c->dtext.len;
 	va_start(ap, fmt);
-	vsnprintf(d.msg, sizeof d.msg, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	c->nerrors++;
+	fl_buf_put(&c->dtext, msg, strlen(msg) + 1);
 	fl_buf_put(&c->diags, &d, sizeof d);
-	if (c->diags.failed)
+	if (c->diags.failed || c->dtext.failed)
 		c->nomem = true;
 }
 
@@ -125,47 +134,90 @@ static int cmp_diag(const void *x, const void *y)
 	return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
 
+/* Source line @s (@len bytes, no newline) and a caret under byte @col
+ * (1-based; past the end, just after it). Tabs are kept in the caret line
+ * so that it lines up. */
+static void show_line(struct fl_buf *out, const char *s, size_t len,
+		      uint32_t col)
+{
+	size_t at = col > 0 ? col - 1 : 0, from = 0, to = len;
+
+	if (at > len)
+		at = len;
+	if (len > DIAG_LINE_MAX) {
+		from = at > DIAG_LINE_MAX / 2 ? at - DIAG_LINE_MAX / 2 : 0;
+		if (from > len - DIAG_LINE_MAX)
+			from = len - DIAG_LINE_MAX;
+		to = from + DIAG_LINE_MAX;
+		/* cut between characters, not inside a UTF-8 sequence */
+		while (from < at && ((unsigned char)s[from] & 0xc0) == 0x80)
+			from++;
+		while (to > at && to < len &&
+		       ((unsigned char)s[to] & 0xc0) == 0x80)
+			to--;
+	}
+	if (from > 0)
+		fl_buf_put_str(out, "...");
+	fl_buf_put(out, s + from, to - from);
+	fl_buf_put_str(out, to < len ? "...\n" : "\n");
+	if (from > 0)
+		fl_buf_put_str(out, "   ");
+	if (fl_buf_reserve(out, at - from)) {
+		for (size_t k = from; k < at; k++)
+			out->data[out->len++] = s[k] == '\t' ? '\t' : ' ';
+	}
+	fl_buf_put_str(out, "^\n");
+}
+
 static void print_diags(struct lang_comp *c)
 {
 	size_t n = c->diags.len / sizeof(struct lang_diag);
 	struct lang_diag *d = (struct lang_diag *)(void *)c->diags.data;
+	/* Sorted, the diagnostics of a file come in line order: one cursor
+	 * (line @lno, @ll bytes at @s) goes through each file once. */
+	const char *s = NULL;
+	size_t ll = 0;
+	uint32_t lno = 0, file = UINT32_MAX;
+	/* c->diag is often stderr, unbuffered: written in large pieces */
+	struct fl_buf out;
 
 	if (n == 0 || c->diag == NULL)
 		return;
 	qsort(d, n, sizeof *d, cmp_diag);
+	fl_buf_init(&out);
 	for (size_t i = 0; i < n; i++) {
 		const struct lang_file *f = &c->files[d[i].file];
-		const char *s = f->src, *end = f->src + f->len;
-		fprintf(c->diag, "%s:%u:%u: error: %s\n", f->path, d[i].line,
-			d[i].col, d[i].msg);
-		for (uint32_t l = 1; l < d[i].line && s < end; l++) {
+		const char *end = f->src + f->len;
+		bool moved = d[i].file != file;
+		if (moved) {
+			file = d[i].file;
+			s = f->src;
+			lno = 1;
+		}
+		fl_buf_printf(&out, "%s:%u:%u: error: %s\n", f->path, d[i].line,
+			      d[i].col, (const char *)c->dtext.data + d[i].msg);
+		for (; lno < d[i].line && s < end; lno++) {
 			const char *nl = memchr(s, '\n', (size_t)(end - s));
 			s = nl != NULL ? nl + 1 : end;
+			moved = true;
 		}
-		const char *e = memchr(s, '\n', (size_t)(end - s));
-		size_t ll = e != NULL ? (size_t)(e - s) : (size_t)(end - s);
-		if (ll > 0 && s[ll - 1] == '\r')
-			ll--;
-		fprintf(c->diag, "%.*s\n", (int)ll, s);
-		for (uint32_t k = 1; k < d[i].col && k <= ll; k++)
-			fputc(s[k - 1] == '\t' ? '\t' : ' ', c->diag);
-		fputs("^\n", c->diag);
+		if (moved) {
+			const char *e = memchr(s, '\n', (size_t)(end - s));
+			ll = e != NULL ? (size_t)(e - s) : (size_t)(end - s);
+			if (ll > 0 && s[ll - 1] == '\r')
+				ll--;
+		}
+		show_line(&out, s, ll, d[i].col);
+		if (out.failed) { /* no memory: say so, and go on */
+			fputs("(out of memory printing a diagnostic)\n",
+			      c->diag);
+			fl_buf_close(&out);
+		} else if (out.len >= 1 << 16 || i + 1 == n) {
+			fwrite(out.data, 1, out.len, c->diag);
+			out.len = 0;
+		}
 	}
-}
-
-/* Does the AST under @nd call print or eprint? */
-static bool calls_print(const struct lang_node *nd)
-{
-	for (; nd != NULL; nd = nd->next) {
-		if (nd->kind == FN_CALL &&
-		    ((nd->nlen == 5 && memcmp(nd->name, "print", 5) == 0) ||
-		     (nd->nlen == 6 && memcmp(nd->name, "eprint", 6) == 0)))
-			return true;
-		if (calls_print(nd->a) || calls_print(nd->b) ||
-		    calls_print(nd->c))
-			return true;
-	}
-	return false;
+	fl_buf_close(&out);
 }
 
 const char *lang_builtin_source(const char *name, size_t *len)
@@ -186,6 +238,7 @@ int lang_compile(const char *path, const char *src, size_t len,
 	memset(&c, 0, sizeof c);
 	c.diag = diag;
 	fl_buf_init(&c.diags);
+	fl_buf_init(&c.dtext);
 	fl_buf_init(&c.strs);
 	fl_buf_init(&c.arena);
 	fl_buf_init(&c.items);
@@ -204,12 +257,10 @@ int lang_compile(const char *path, const char *src, size_t len,
 	/* Name errors are worth reporting even after syntax errors: the parser
 	 * keeps every item and `var` whose name it read. */
 	if (!c.nomem) {
-		size_t ni = c.items.len / sizeof(struct lang_node *);
-		struct lang_node **it = (struct lang_node **)(void *)c.items.data;
-		bool need = false;
-		for (size_t i = 0; i < ni && !need; i++)
-			need = calls_print(it[i]);
-		if (need) {
+		/* c.prints may also count a call in a statement dropped
+		 * after a syntax error: the prelude is compiled for nothing
+		 * then, but no module is built anyway. */
+		if (c.prints) {
 			char *pp = strdup("<prelude>"); /* lang_builtin_source() */
 			char *ps = strdup(lang__prelude);
 			int f = (pp && ps) ? lang__add_file(&c, pp, ps,
@@ -243,6 +294,7 @@ int lang_compile(const char *path, const char *src, size_t len,
 		free(((struct lang_node **)(void *)c.arena.data)[i]);
 	fl_buf_close(&c.arena);
 	fl_buf_close(&c.diags);
+	fl_buf_close(&c.dtext);
 	fl_buf_close(&c.strs);
 	fl_buf_close(&c.items);
 	return rc;

@@ -55,12 +55,27 @@ enum lang_node_kind {
 	FN_FUNC, FN_CONST, FN_GLOBAL,
 };
 
+enum lang_fold {
+	LANG_FOLD_NOT_YET, /* not looked at */
+	LANG_FOLD_CONST,   /* a constant: lang_node.cval */
+	LANG_FOLD_NOT,     /* not a constant */
+};
+
+/* Levels of nesting the parser takes (parentheses, indexes, call
+ * arguments, unary operators, blocks; see lang_parse.c). */
+#define LANG_NEST_MAX 256
+
 /* One AST node. Lists (statements, arguments, parameters) chain through
  * @next; @a..@c are the children, by kind:
  *   UNARY/BINARY op, a, b;  INDEX a[b];  CALL/SPAWN name(args a, val=count)
  *   VAR name = a;  IF a {b} else c;  WHILE a {b};  FOR name in a..b {c}
  *   RETURN a;  EXPR a;  ASSIGN op a = b;  BLOCK a;
- *   FUNC name(params a, val=count) {b};  CONST/GLOBAL name = a */
+ *   FUNC name(params a, val=count) {b};  CONST/GLOBAL name = a
+ * Depth: lists, the left operand @a of BINARY/ANDAND/OROR, the array @a of
+ * INDEX and an IF's else-if @c can chain as long as the source; other
+ * children nest at most LANG_NEST_MAX levels deep (a dozen nodes a level,
+ * at most: right operands of higher precedence). A pass that recurses
+ * must walk the former with loops. */
 struct lang_node {
 	enum lang_node_kind kind;
 	int op; /* enum lang_tok_kind */
@@ -73,6 +88,10 @@ struct lang_node {
 	struct lang_node *a, *b, *c, *next;
 	/* resolution state of CONST items: 0 new, 1 being folded, 2 done */
 	int state;
+	/* An expression's constant folding (lang_gen.c), done once per node:
+	 * LANG_FOLD_*, and @cval the value when LANG_FOLD_CONST. */
+	uint8_t fold;
+	int64_t cval;
 	uint32_t index; /* FUNC: function index; GLOBAL: data word index */
 	bool bad; /* CONST failed to fold */
 };
@@ -93,12 +112,14 @@ struct lang_comp {
 	struct lang_file *files;
 	size_t nfiles, capfiles;
 	struct fl_buf diags; /* struct lang_diag[] */
+	struct fl_buf dtext; /* their messages */
 	struct fl_buf strs;  /* decoded string literal bytes */
 	struct fl_buf arena; /* struct lang_node *[] of malloc'd chunks */
 	struct lang_node *chunk;
 	size_t chunk_used;
 	struct fl_buf items; /* struct lang_node *[]: fn, const, global */
-	int depth; /* use nesting */
+	int depth;   /* use nesting */
+	bool prints; /* a call to print or eprint was parsed */
 };
 
 /* lang_lex.c */

@@ -19,6 +19,12 @@
  * folded; division by a constant zero is left to the runtime except in a
  * const/global initialiser, where it is an error.
  *
+ * Time and depth: linear in the AST, whatever its shape. Items and locals
+ * are found by hash; each node is folded once. No pass recurses deeper
+ * than the parser's nesting limit (lang_fl.h): chains of operators and
+ * indexes are walked with a stack (see Chains), else-ifs and constants
+ * defined through each other with loops.
+ *
  * Failure modes: unknown names, duplicates, wrong argument counts,
  * break/continue outside a loop, bad assignment targets, non-constant
  * initialisers and bad print formats are reported with lang__error() and
@@ -32,11 +38,18 @@
 #include "lang/lang_fl.h"
 #include "vm/vm.h"
 
+#define NO_LOCAL UINT32_MAX
+
+/* A variable in scope. Locals are a stack (g->locals) and a hash of
+ * buckets, each the index of the latest local hashed there, chained
+ * through @next to earlier ones: so the first match in a bucket is the
+ * innermost, and the local a scope pops is always its bucket's head. */
 struct local {
 	const char *name;
 	size_t nlen;
 	uint32_t slot;
 	uint32_t depth; /* block depth it was declared at */
+	uint32_t next;  /* the local before it in its bucket, or NO_LOCAL */
 };
 
 struct fix {
@@ -72,7 +85,10 @@ struct gen {
 	/* the current function */
 	uint32_t fstart;
 	struct fl_buf locals; /* struct local */
+	uint32_t *lbuckets;   /* see struct local; NO_LOCAL when empty */
+	size_t nlbuckets;     /* a power of two, >= the locals, or 0 */
 	uint32_t nslots, depth;
+	struct fl_buf chain; /* struct lang_node *[]: see Chains */
 	struct loop *loop;
 	bool noscope; /* folding a const/global initialiser */
 };
@@ -203,17 +219,48 @@ static struct lang_node *item(struct gen *g, const char *name, size_t n,
 	return NULL;
 }
 
+static uint32_t *bucket(struct gen *g, const char *name, size_t n)
+{
+	return &g->lbuckets[hash(name, n) & (g->nlbuckets - 1)];
+}
+
 static struct local *local(struct gen *g, const char *name, size_t n)
 {
 	struct local *l = (struct local *)(void *)g->locals.data;
-	size_t k = g->locals.len / sizeof *l;
 
-	if (g->noscope)
+	if (g->noscope || g->nlbuckets == 0)
 		return NULL;
-	while (k-- > 0)
+	for (uint32_t k = *bucket(g, name, n); k != NO_LOCAL; k = l[k].next)
 		if (l[k].nlen == n && memcmp(l[k].name, name, n) == 0)
 			return &l[k];
 	return NULL;
+}
+
+/* At least as many buckets as locals, one more included: rehashed in
+ * declaration order, so each bucket's chain stays newest first. */
+static bool local_room(struct gen *g)
+{
+	struct local *l = (struct local *)(void *)g->locals.data;
+	size_t n = g->locals.len / sizeof *l;
+
+	if (n < g->nlbuckets)
+		return true;
+	size_t cap = g->nlbuckets ? 2 * g->nlbuckets : 64;
+	uint32_t *b = malloc(cap * sizeof *b);
+	if (b == NULL) {
+		g->c->nomem = true;
+		return false;
+	}
+	memset(b, 0xff, cap * sizeof *b); /* NO_LOCAL */
+	free(g->lbuckets);
+	g->lbuckets = b;
+	g->nlbuckets = cap;
+	for (size_t k = 0; k < n; k++) {
+		uint32_t *h = bucket(g, l[k].name, l[k].nlen);
+		l[k].next = *h;
+		*h = (uint32_t)k;
+	}
+	return true;
 }
 
 static bool declare(struct gen *g, const struct lang_node *nd, uint32_t *slot)
@@ -228,9 +275,17 @@ static bool declare(struct gen *g, const struct lang_node *nd, uint32_t *slot)
 		err(g, nd, "too many variables in one function");
 		return false;
 	}
-	struct local nl = {nd->name, nd->nlen, g->nslots++, g->depth};
+	if (!local_room(g))
+		return false;
+	uint32_t *h = bucket(g, nd->name, nd->nlen);
+	struct local nl = {nd->name, nd->nlen, g->nslots, g->depth, *h};
 	fl_buf_put(&g->locals, &nl, sizeof nl);
-	*slot = nl.slot;
+	if (g->locals.failed) {
+		g->c->nomem = true;
+		return false;
+	}
+	*h = (uint32_t)(g->locals.len / sizeof nl - 1);
+	*slot = g->nslots++;
 	return true;
 }
 
@@ -239,8 +294,10 @@ static void scope_close(struct gen *g)
 	struct local *l = (struct local *)(void *)g->locals.data;
 	size_t k = g->locals.len / sizeof *l;
 
-	while (k > 0 && l[k - 1].depth == g->depth)
+	while (k > 0 && l[k - 1].depth == g->depth) {
 		k--;
+		*bucket(g, l[k].name, l[k].nlen) = l[k].next;
+	}
 	g->locals.len = k * sizeof *l;
 	g->depth--;
 }
@@ -298,32 +355,40 @@ static void push_addr(struct gen *g, const struct lang_node *nd, uint32_t seg,
 	fl_buf_put(&g->fixes, &f, sizeof f);
 }
 
+/* ---- Chains ----
+ * A chain of binary operators (`a + b + ...`, each node the left operand
+ * @a of the next) or of indexes (`p[i][j]...`) is as long as the source
+ * (lang_fl.h). fold() and expr() walk down it with g->chain, a stack of
+ * the nodes above, and handle each node on the way back up, recursing
+ * only into the other children. Each walk pushes above the stack's top as
+ * it found it and leaves it so. */
+
+static bool is_operator(const struct lang_node *nd)
+{
+	return nd->kind == FN_BINARY || nd->kind == FN_ANDAND ||
+	       nd->kind == FN_OROR;
+}
+
+static bool chain_push(struct gen *g, struct lang_node *nd)
+{
+	fl_buf_put(&g->chain, &nd, sizeof nd);
+	if (g->chain.failed)
+		g->c->nomem = true;
+	return !g->chain.failed;
+}
+
+static struct lang_node *chain_pop(struct gen *g)
+{
+	struct lang_node *nd;
+
+	g->chain.len -= sizeof nd;
+	memcpy(&nd, g->chain.data + g->chain.len, sizeof nd);
+	return nd;
+}
+
 /* ---- Constant folding ---- */
 
 static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report);
-
-static bool const_item(struct gen *g, struct lang_node *it, int64_t *v,
-		       bool report)
-{
-	if (it->state == 1) {
-		if (report)
-			err(g, it, "constant '%.*s' depends on itself", NM(it));
-		it->bad = true;
-		*v = 0;
-		return true;
-	}
-	if (it->state == 0) {
-		bool saved = g->noscope;
-		it->state = 1;
-		g->noscope = true;
-		if (it->a == NULL || !fold(g, it->a, &it->val, true))
-			it->bad = true;
-		g->noscope = saved;
-		it->state = 2;
-	}
-	*v = it->bad ? 0 : it->val;
-	return true;
-}
 
 static bool fold_binary(struct gen *g, struct lang_node *nd, uint64_t a,
 			uint64_t b, int64_t *v, bool report)
@@ -368,10 +433,19 @@ static bool fold_binary(struct gen *g, struct lang_node *nd, uint64_t a,
 	return true;
 }
 
-/* Fold @nd to a constant. With @report, explain why not (initialisers). */
-static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
+/* A constant's value. resolve_consts() has folded every constant before
+ * any other fold() runs, dependencies first; one still being folded (state
+ * 1) is in a cycle, reported there, and reads as 0. */
+static int64_t const_value(const struct lang_node *it)
 {
-	int64_t a, b;
+	return it->state == 2 && !it->bad ? it->val : 0;
+}
+
+/* One node that is not an operator. */
+static bool fold_node(struct gen *g, struct lang_node *nd, int64_t *v,
+		      bool report)
+{
+	int64_t a;
 
 	switch (nd->kind) {
 	case FN_NUM:
@@ -381,8 +455,10 @@ static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
 		if (local(g, nd->name, nd->nlen) != NULL)
 			return false;
 		struct lang_node *it = item(g, nd->name, nd->nlen, NULL);
-		if (it != NULL && it->kind == FN_CONST)
-			return const_item(g, it, v, report);
+		if (it != NULL && it->kind == FN_CONST) {
+			*v = const_value(it);
+			return true;
+		}
 		if (report) {
 			if (it == NULL)
 				err(g, nd, "unknown name '%.*s'", NM(nd));
@@ -398,27 +474,162 @@ static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
 		     : nd->op == FT_TILDE ? ~a
 					  : a == 0;
 		return true;
-	case FN_BINARY:
-	case FN_ANDAND:
-	case FN_OROR: {
-		bool okA = fold(g, nd->a, &a, report);
-		bool okB = fold(g, nd->b, &b, report);
-		if (!okA || !okB)
-			return false;
-		if (nd->kind == FN_ANDAND)
-			*v = a != 0 && b != 0;
-		else if (nd->kind == FN_OROR)
-			*v = a != 0 || b != 0;
-		else
-			return fold_binary(g, nd, (uint64_t)a, (uint64_t)b, v,
-					   report);
-		return true;
-	}
 	default:
 		if (report)
 			err(g, nd, "not a constant expression");
 		return false;
 	}
+}
+
+/* An operator whose left operand is folded. The right one is folded here
+ * too (reported even when the left one is not a constant). */
+static bool fold_operator(struct gen *g, struct lang_node *nd, int64_t *v,
+			  bool report)
+{
+	int64_t a = nd->a->cval, b;
+	bool okA = nd->a->fold == LANG_FOLD_CONST;
+	bool okB = fold(g, nd->b, &b, report);
+
+	if (!okA || !okB)
+		return false;
+	if (nd->kind == FN_ANDAND)
+		*v = a != 0 && b != 0;
+	else if (nd->kind == FN_OROR)
+		*v = a != 0 || b != 0;
+	else
+		return fold_binary(g, nd, (uint64_t)a, (uint64_t)b, v, report);
+	return true;
+}
+
+static void fold_keep(struct lang_node *nd, bool ok, const int64_t *v)
+{
+	nd->fold = ok ? LANG_FOLD_CONST : LANG_FOLD_NOT;
+	nd->cval = ok ? *v : 0;
+}
+
+/* Fold @nd to a constant. With @report, explain why not (initialisers).
+ * Each node is folded once, bottom-up, and keeps the result (nd->fold):
+ * expr() asks at every node, so asking again must cost nothing or a long
+ * sum would fold its left operand once per '+'. A node is folded in one
+ * context only -- code in its scope, or an initialiser with @report and
+ * no scope -- so the kept answer is always the one wanted. */
+static bool fold(struct gen *g, struct lang_node *nd, int64_t *v, bool report)
+{
+	struct lang_node *top = nd;
+	size_t base = g->chain.len;
+	int64_t r = 0;
+	bool ok;
+
+	while (nd->fold == LANG_FOLD_NOT_YET && is_operator(nd)) {
+		if (!chain_push(g, nd)) {
+			fold_keep(nd, false, &r); /* out of memory */
+			break;
+		}
+		nd = nd->a;
+	}
+	if (nd->fold == LANG_FOLD_NOT_YET) {
+		ok = fold_node(g, nd, &r, report);
+		fold_keep(nd, ok, &r);
+	}
+	while (g->chain.len > base) {
+		nd = chain_pop(g);
+		ok = fold_operator(g, nd, &r, report);
+		fold_keep(nd, ok, &r);
+	}
+	*v = top->cval;
+	return top->fold == LANG_FOLD_CONST;
+}
+
+/* ---- Constants ----
+ * Every constant is folded before any code, those it names first: a
+ * depth-first walk of "the initialiser of A names constant B" with an
+ * explicit stack (constants defined through each other can chain as long
+ * as the program). A constant met again while its walk is open is in a
+ * cycle. */
+
+/* A constant being resolved (state 1) and the constants it names,
+ * deps[start..end), those from @next on still to look at. */
+struct cframe {
+	struct lang_node *it;
+	size_t start, next, end;
+};
+
+/* Append to @deps the constants @nd names, as fold() would look them up
+ * (no locals). Recurses where the parser nested. */
+static void const_deps(struct gen *g, struct lang_node *nd,
+		       struct fl_buf *deps)
+{
+	while (nd != NULL) {
+		if (is_operator(nd)) {
+			const_deps(g, nd->b, deps);
+			nd = nd->a;
+		} else if (nd->kind == FN_UNARY) {
+			nd = nd->a;
+		} else {
+			struct lang_node *it =
+				nd->kind == FN_NAME
+					? item(g, nd->name, nd->nlen, NULL)
+					: NULL;
+			if (it != NULL && it->kind == FN_CONST)
+				fl_buf_put(deps, &it, sizeof it);
+			return;
+		}
+	}
+}
+
+static void const_open(struct gen *g, struct lang_node *it,
+		       struct fl_buf *frames, struct fl_buf *deps)
+{
+	struct cframe f = {it, deps->len / sizeof it, deps->len / sizeof it, 0};
+
+	it->state = 1;
+	const_deps(g, it->a, deps);
+	f.end = deps->len / sizeof it;
+	fl_buf_put(frames, &f, sizeof f);
+}
+
+static void resolve_consts(struct gen *g)
+{
+	struct fl_buf frames, deps;
+
+	fl_buf_init(&frames);
+	fl_buf_init(&deps);
+	for (size_t i = 0; i < g->nitems; i++) {
+		struct lang_node *root = g->items[i];
+		if (root->kind != FN_CONST || root->state != 0)
+			continue;
+		const_open(g, root, &frames, &deps);
+		while (frames.len > 0 && !frames.failed && !deps.failed) {
+			struct cframe *f =
+				(struct cframe *)(void *)frames.data +
+				(frames.len / sizeof *f - 1);
+			struct lang_node **dv =
+				(struct lang_node **)(void *)deps.data;
+			if (f->next < f->end) {
+				struct lang_node *d = dv[f->next++];
+				if (d->state == 0) {
+					const_open(g, d, &frames, &deps);
+				} else if (d->state == 1 && !d->bad) {
+					err(g, d, "constant '%.*s' depends on "
+						  "itself", NM(d));
+					d->bad = true;
+				}
+				continue;
+			}
+			struct lang_node *it = f->it;
+			deps.len = f->start * sizeof it;
+			frames.len -= sizeof *f;
+			g->noscope = true;
+			if (it->a == NULL || !fold(g, it->a, &it->val, true))
+				it->bad = true;
+			g->noscope = false;
+			it->state = 2;
+		}
+	}
+	if (frames.failed || deps.failed)
+		g->c->nomem = true;
+	fl_buf_close(&frames);
+	fl_buf_close(&deps);
 }
 
 /* ---- Expressions ---- */
@@ -537,12 +748,11 @@ static void name(struct gen *g, struct lang_node *nd)
 	emit(g, nd, VM_OP_PUSH, 0);
 }
 
-/* addr of p[i] */
-static void index_addr(struct gen *g, struct lang_node *nd)
+/* The rest of the address of p[i], p's value pushed: + 8 * i. */
+static void index_offset(struct gen *g, struct lang_node *nd)
 {
 	int64_t i;
 
-	expr(g, nd->a);
 	if (fold(g, nd->b, &i, false)) {
 		if (i != 0) {
 			emit(g, nd, VM_OP_PUSH, (int64_t)((uint64_t)i * 8));
@@ -556,12 +766,19 @@ static void index_addr(struct gen *g, struct lang_node *nd)
 	emit(g, nd, VM_OP_ADD, 0);
 }
 
+/* addr of p[i] */
+static void index_addr(struct gen *g, struct lang_node *nd)
+{
+	expr(g, nd->a);
+	index_offset(g, nd);
+}
+
+/* The rest of a && b or a || b, a's value pushed: 0 or 1. */
 static void logic(struct gen *g, struct lang_node *nd)
 {
 	bool and = nd->kind == FN_ANDAND;
 	uint32_t j1, j2;
 
-	expr(g, nd->a);
 	j1 = jump(g, nd, and ? VM_OP_JZ : VM_OP_JNZ);
 	expr(g, nd->b);
 	emit(g, nd, VM_OP_PUSH, 0);
@@ -572,7 +789,27 @@ static void logic(struct gen *g, struct lang_node *nd)
 	patch(g, j2, here(g));
 }
 
-static void expr(struct gen *g, struct lang_node *nd)
+/* The code of a chain node after its first child's (see Chains). */
+static void chain_rest(struct gen *g, struct lang_node *nd)
+{
+	switch (nd->kind) {
+	case FN_BINARY:
+		expr(g, nd->b);
+		emit(g, nd, binop(nd->op), 0);
+		break;
+	case FN_ANDAND:
+	case FN_OROR:
+		logic(g, nd);
+		break;
+	default: /* FN_INDEX */
+		index_offset(g, nd);
+		emit(g, nd, VM_OP_LD64, 0);
+		break;
+	}
+}
+
+/* Any expression but a chain node that is not a constant. */
+static void operand(struct gen *g, struct lang_node *nd)
 {
 	int64_t v;
 	uint32_t idx;
@@ -616,27 +853,27 @@ static void expr(struct gen *g, struct lang_node *nd)
 			emit(g, nd, VM_OP_EQ, 0);
 		}
 		break;
-	case FN_BINARY:
-		expr(g, nd->a);
-		expr(g, nd->b);
-		emit(g, nd, binop(nd->op), 0);
-		break;
-	case FN_ANDAND:
-	case FN_OROR:
-		logic(g, nd);
-		break;
-	case FN_INDEX:
-		index_addr(g, nd);
-		emit(g, nd, VM_OP_LD64, 0);
-		break;
 	case FN_CALL:
 	case FN_SPAWN:
 		call(g, nd, true);
 		break;
-	default:
+	default: /* out of memory in expr() */
 		emit(g, nd, VM_OP_PUSH, 0);
 		break;
 	}
+}
+
+static void expr(struct gen *g, struct lang_node *nd)
+{
+	size_t base = g->chain.len;
+	int64_t v;
+
+	while ((is_operator(nd) || nd->kind == FN_INDEX) &&
+	       !fold(g, nd, &v, false) && chain_push(g, nd))
+		nd = nd->a;
+	operand(g, nd);
+	while (g->chain.len > base)
+		chain_rest(g, chain_pop(g));
 }
 
 static void args(struct gen *g, struct lang_node *a)
@@ -914,24 +1151,38 @@ static void loop_stmt(struct gen *g, struct lang_node *nd)
 	scope_close(g);
 }
 
+/* An else-if chain, in a loop: each branch but the last ends with a jump
+ * to the end, patched when it is known. */
 static void if_stmt(struct gen *g, struct lang_node *nd)
 {
+	struct fl_buf ends; /* uint32_t operand positions */
 	uint32_t jelse, jend;
 
-	expr(g, nd->a);
-	jelse = jump(g, nd, VM_OP_JZ);
-	block(g, nd->b);
-	if (nd->c == NULL) {
+	fl_buf_init(&ends);
+	for (;;) {
+		expr(g, nd->a);
+		jelse = jump(g, nd, VM_OP_JZ);
+		block(g, nd->b);
+		if (nd->c == NULL) {
+			patch(g, jelse, here(g));
+			break;
+		}
+		jend = jump(g, nd, VM_OP_JMP);
+		fl_buf_put(&ends, &jend, sizeof jend);
 		patch(g, jelse, here(g));
-		return;
+		if (nd->c->kind != FN_IF) {
+			block(g, nd->c);
+			break;
+		}
+		nd = nd->c;
 	}
-	jend = jump(g, nd, VM_OP_JMP);
-	patch(g, jelse, here(g));
-	if (nd->c->kind == FN_IF)
-		if_stmt(g, nd->c);
-	else
-		block(g, nd->c);
-	patch(g, jend, here(g));
+	for (size_t i = 0; i < ends.len / sizeof jend; i++) {
+		memcpy(&jend, ends.data + i * sizeof jend, sizeof jend);
+		patch(g, jend, here(g));
+	}
+	if (ends.failed)
+		g->c->nomem = true;
+	fl_buf_close(&ends);
 }
 
 static void stmt(struct gen *g, struct lang_node *nd)
@@ -1008,9 +1259,8 @@ static void function(struct gen *g, struct lang_node *fn)
 
 	memset(&f, 0, sizeof f);
 	g->fstart = here(g);
-	g->locals.len = 0;
 	g->nslots = 0;
-	g->depth = 1;
+	g->depth = 1; /* the locals are empty: the last function popped its */
 	for (struct lang_node *p = fn->a; p != NULL; p = p->next)
 		declare(g, p, &slot);
 	if (fn->b != NULL)
@@ -1024,8 +1274,7 @@ static void function(struct gen *g, struct lang_node *fn)
 	f.code_off = g->fstart;
 	f.code_len = here(g) - g->fstart;
 	fl_buf_put(&g->funcs, &f, sizeof f);
-	g->depth = 0;
-	g->locals.len = 0;
+	scope_close(g);
 }
 
 /* ---- Items and the module ---- */
@@ -1177,6 +1426,7 @@ int lang__generate(struct lang_comp *c, struct vm_module **out)
 	fl_buf_init(&g.rsyms);
 	fl_buf_init(&g.funcs);
 	fl_buf_init(&g.locals);
+	fl_buf_init(&g.chain);
 	fl_buf_init(&data);
 	g.fmap = malloc((c->nfiles + 1) * sizeof *g.fmap);
 	g.forder = malloc((c->nfiles + 1) * sizeof *g.forder);
@@ -1192,12 +1442,11 @@ int lang__generate(struct lang_comp *c, struct vm_module **out)
 	index_items(&g);
 	check_items(&g);
 	check_main(&g);
+	resolve_consts(&g);
 	for (size_t i = 0; i < g.nitems; i++) {
 		struct lang_node *it = g.items[i];
 		int64_t v = 0;
-		if (it->kind == FN_CONST) {
-			const_item(&g, it, &v, true);
-		} else if (it->kind == FN_GLOBAL) {
+		if (it->kind == FN_GLOBAL) {
 			g.noscope = true;
 			if (it->a != NULL)
 				fold(&g, it->a, &v, true);
@@ -1225,8 +1474,10 @@ int lang__generate(struct lang_comp *c, struct vm_module **out)
 	fl_buf_close(&g.rsyms);
 	fl_buf_close(&g.funcs);
 	fl_buf_close(&g.locals);
+	fl_buf_close(&g.chain);
 	fl_buf_close(&data);
 	free(g.tab);
+	free(g.lbuckets);
 	free(g.fmap);
 	free(g.forder);
 	free(g.stab);

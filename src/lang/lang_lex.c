@@ -6,11 +6,11 @@
  * numbers (1-based, in bytes).
  *
  * Happy path: one pass, longest-match operators, FT_EOF at the end.
- * Failure modes: a lexical error (stray byte, unterminated literal or
- * comment, bad escape, number too large) is reported with lang__error() at
- * its line:col and lexing continues after it, so the parser still sees the
- * rest of the file. Out of memory returns false. Runs on the compiling
- * thread only. */
+ * Failure modes: a lexical error (stray bytes, a run of them reported
+ * once; an unterminated literal or comment, a bad escape, a number too
+ * large) is reported with lang__error() at its line:col and lexing
+ * continues after it, so the parser still sees the rest of the file. Out
+ * of memory returns false. Runs on the compiling thread only. */
 #include <string.h>
 #include <stdlib.h>
 
@@ -85,6 +85,29 @@ static int hexval(int ch)
 	if (ch >= 'A' && ch <= 'F')
 		return ch - 'A' + 10;
 	return -1;
+}
+
+/* The operator at byte @i (longest first), or -1. */
+static int match_op(const struct lx *x, size_t i)
+{
+	for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
+		if (ops[k].o[0] != x->s[i])
+			continue;
+		size_t n = strlen(ops[k].o);
+		if (x->len - i >= n && memcmp(ops[k].o, x->s + i, n) == 0)
+			return (int)k;
+	}
+	return -1;
+}
+
+/* Does byte @i start no token (nor a blank or comment)? */
+static bool stray(const struct lx *x, size_t i)
+{
+	unsigned char ch = (unsigned char)x->s[i];
+
+	return !is_alpha(ch, x->dollar) && !is_digit(ch) && ch != '"' &&
+	       ch != '\'' && ch != ' ' && ch != '\t' && ch != '\n' &&
+	       ch != '\r' && ch != '\f' && ch != '\v' && match_op(x, i) < 0;
 }
 
 static void newline(struct lx *x, size_t at)
@@ -296,25 +319,29 @@ static void next(struct lx *x, struct lang_tok *t)
 		t->n = x->i - at;
 		return;
 	}
-	for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
-		size_t n = strlen(ops[k].o);
-		if (x->len - x->i >= n && memcmp(ops[k].o, x->s + x->i, n) == 0) {
-			t->kind = ops[k].k;
-			t->n = n;
-			x->i += n;
-			return;
-		}
+	int k = match_op(x, x->i);
+	if (k >= 0) {
+		t->kind = ops[k].k;
+		t->n = strlen(ops[k].o);
+		x->i += t->n;
+		return;
 	}
+	/* A run of such bytes (say a UTF-8 character) is one error. */
+	size_t run = 1;
+	char more[48] = "";
+	while (x->i + run < x->len && stray(x, x->i + run))
+		run++;
+	if (run > 1)
+		snprintf(more, sizeof more, " (and %zu more)", run - 1);
 	if (ch >= 0x21 && ch < 0x7f)
 		lang__error(x->c, x->file, t->line, t->col,
-			  "unexpected character '%c'", ch);
+			  "unexpected character '%c'%s", ch, more);
 	else
 		lang__error(x->c, x->file, t->line, t->col,
-			  "unexpected byte 0x%02x", ch);
-	x->i++;
+			  "unexpected byte 0x%02x%s", ch, more);
+	x->i += run;
 	t->kind = FT_ERROR;
-	t->n = 1;
-	return;
+	t->n = run;
 }
 
 bool lang__lex(struct lang_comp *c, uint16_t file, struct lang_tok **out,

@@ -12,7 +12,21 @@
  * the parser is in panic mode (no further reports) until it synchronises:
  * statements resynchronise after the next `;` or before a `}`, items
  * before the next `fn`/`const`/`global`/`use`. Out of memory sets c->nomem
- * and parsing winds down. Names are not resolved here (lang_gen.c). */
+ * and parsing winds down. Names are not resolved here (lang_gen.c).
+ *
+ * Nesting: each recursion of the parser passes through enter(), which
+ * counts one level -- a parenthesis, an index, a call's arguments, a unary
+ * operator's operand, a block -- and reports "nested too deeply (limit
+ * LANG_NEST_MAX)" past the limit. The one recursion that does not,
+ * binary() into a right operand of higher precedence, goes at most one
+ * frame per precedence level deep by itself. So the C stack holds at most
+ * a few dozen frames per level on any input. What the parser builds in a
+ * loop takes no level and has no limit: a chain of binary operators (each
+ * node the left operand of the next), a chain of indexes `p[i][j]`, an
+ * else-if chain, lists of statements, arguments and items. The AST keeps
+ * that shape (see lang_fl.h); every later pass walks those chains with
+ * loops and recurses only where the parser did, so the same limit bounds
+ * its depth. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -30,24 +44,28 @@ struct ps {
 	struct lang_tok *t;
 	size_t n, i;
 	bool panic;
-	int nest;  /* unary/paren/block nesting */
-	int elifs; /* else-if chain length */
+	int nest; /* levels entered (enter()) */
 };
 
-#define NEST_MAX 200    /* unary operators, parentheses, blocks */
-#define CHAIN_MAX 10000 /* binary operators in one chain, else-ifs */
-
-/* Recursion in the parser and code generator follows the AST's depth;
- * these limits keep it far from the C stack's size on any input. */
-static bool too_deep(struct ps *p, const struct lang_tok *t, bool over)
+/* One more level of nesting, opened by token @t; false (reported) past
+ * LANG_NEST_MAX. Each successful enter() is paired with a leave(). */
+static bool enter(struct ps *p, const struct lang_tok *t)
 {
-	if (!over)
+	if (p->nest >= LANG_NEST_MAX) {
+		if (!p->panic)
+			lang__error(p->c, p->file, t->line, t->col,
+				  "nested too deeply (limit %d)",
+				  LANG_NEST_MAX);
+		p->panic = true;
 		return false;
-	if (!p->panic)
-		lang__error(p->c, p->file, t->line, t->col,
-			  "nested too deeply");
-	p->panic = true;
+	}
+	p->nest++;
 	return true;
+}
+
+static void leave(struct ps *p)
+{
+	p->nest--;
 }
 
 struct lang_node *lang__node(struct lang_comp *c, enum lang_node_kind kind,
@@ -193,6 +211,11 @@ static struct lang_node *args(struct ps *p, int64_t *count)
 	return head ? head : NULL;
 }
 
+static bool same(const struct lang_tok *t, const char *s)
+{
+	return t->n == strlen(s) && memcmp(t->p, s, t->n) == 0;
+}
+
 static struct lang_node *call(struct ps *p, enum lang_node_kind k,
 			    const struct lang_tok *name)
 {
@@ -201,8 +224,12 @@ static struct lang_node *call(struct ps *p, enum lang_node_kind k,
 		return NULL;
 	nd->name = name->p;
 	nd->nlen = name->n;
-	advance(p); /* '(' */
+	if (k == FN_CALL && (same(name, "print") || same(name, "eprint")))
+		p->c->prints = true;
+	if (!enter(p, advance(p) /* '(' */))
+		return NULL;
 	nd->a = args(p, &nd->val);
+	leave(p);
 	return p->panic ? NULL : nd;
 }
 
@@ -254,7 +281,10 @@ static struct lang_node *primary(struct ps *p)
 	}
 	case FT_LPAREN:
 		advance(p);
+		if (!enter(p, t))
+			return NULL;
 		nd = expr(p);
+		leave(p);
 		if (nd == NULL || !expect(p, FT_RPAREN, "')'"))
 			return NULL;
 		return nd;
@@ -274,7 +304,10 @@ static struct lang_node *postfix(struct ps *p)
 		if (ix == NULL)
 			return NULL;
 		ix->a = e;
+		if (!enter(p, t))
+			return NULL;
 		ix->b = expr(p);
+		leave(p);
 		if (ix->b == NULL || !expect(p, FT_RBRACK, "']'"))
 			return NULL;
 		e = ix;
@@ -287,12 +320,10 @@ static struct lang_node *unary(struct ps *p)
 	const struct lang_tok *t = cur(p);
 	struct lang_node *nd;
 
-	if (too_deep(p, t, ++p->nest > NEST_MAX)) {
-		p->nest--;
-		return NULL;
-	}
 	if (t->kind == FT_MINUS || t->kind == FT_BANG || t->kind == FT_TILDE) {
 		advance(p);
+		if (!enter(p, t))
+			return NULL;
 		nd = mk(p, FN_UNARY, t);
 		if (nd != NULL) {
 			nd->op = t->kind;
@@ -300,6 +331,7 @@ static struct lang_node *unary(struct ps *p)
 			if (nd->a == NULL)
 				nd = NULL;
 		}
+		leave(p);
 	} else if (t->kind == FT_AND) {
 		advance(p);
 		const struct lang_tok *name = cur(p);
@@ -314,7 +346,6 @@ static struct lang_node *unary(struct ps *p)
 	} else {
 		nd = postfix(p);
 	}
-	p->nest--;
 	return nd;
 }
 
@@ -335,15 +366,17 @@ static int prec(enum lang_tok_kind k)
 	}
 }
 
+/* Operators of precedence @min and up. Left-associative: a chain
+ * `a + b - c` is built in the loop, each node the left operand of the
+ * next, so it takes no nesting level however long it is. A right operand
+ * recurses with a higher @min (at most one frame per precedence level)
+ * unless it nests through unary() or a parenthesis. */
 static struct lang_node *binary(struct ps *p, int min)
 {
 	struct lang_node *l = unary(p);
-	int chain = 0;
 
 	while (l != NULL && prec(cur(p)->kind) >= min) {
 		const struct lang_tok *t = advance(p);
-		if (too_deep(p, t, ++chain > CHAIN_MAX))
-			return NULL;
 		int pr = prec(t->kind);
 		struct lang_node *nd = mk(p, t->kind == FT_ANDAND ? FN_ANDAND
 					   : t->kind == FT_OROR ? FN_OROR
@@ -374,32 +407,26 @@ static bool is_assign(enum lang_tok_kind k)
 	return k >= FT_ASSIGN && k <= FT_SHR_ASSIGN;
 }
 
+/* `if a {b} else if ... else {c}`: an else-if chain is built in a loop,
+ * each `if` the else (c) of the one before. */
 static struct lang_node *if_stmt(struct ps *p, const struct lang_tok *t)
 {
-	struct lang_node *nd = mk(p, FN_IF, t);
-	if (nd == NULL)
-		return NULL;
-	nd->a = expr(p);
-	if (nd->a == NULL)
-		return NULL;
-	nd->b = block(p);
-	if (nd->b == NULL)
-		return NULL;
-	if (accept(p, FT_KW_ELSE)) {
-		const struct lang_tok *e = cur(p);
-		if (accept(p, FT_KW_IF)) {
-			if (too_deep(p, e, p->elifs + 1 > CHAIN_MAX))
-				return NULL;
-			p->elifs++;
-			nd->c = if_stmt(p, e);
-			p->elifs--;
-		} else {
-			nd->c = block(p);
-		}
-		if (nd->c == NULL)
+	struct lang_node *head = NULL, **link = &head;
+
+	for (;;) {
+		struct lang_node *nd = mk(p, FN_IF, t);
+		if (nd == NULL)
 			return NULL;
+		*link = nd;
+		if ((nd->a = expr(p)) == NULL || (nd->b = block(p)) == NULL)
+			return NULL;
+		if (!accept(p, FT_KW_ELSE))
+			return head;
+		t = cur(p);
+		if (!accept(p, FT_KW_IF))
+			return (nd->c = block(p)) != NULL ? head : NULL;
+		link = &nd->c;
 	}
-	return nd;
 }
 
 static struct lang_node *stmt(struct ps *p)
@@ -513,13 +540,18 @@ static struct lang_node *block(struct ps *p)
 	const struct lang_tok *t = cur(p);
 	struct lang_node *nd, **tail;
 
-	if (!expect(p, FT_LBRACE, "'{'"))
+	if (!at(p, FT_LBRACE)) {
+		perr(p, t, "'{'");
 		return NULL;
-	if (too_deep(p, t, p->nest + 1 > NEST_MAX))
+	}
+	/* Too deep, the '{' is left for sync_stmt() to skip with its '}'. */
+	if (!enter(p, t))
 		return NULL;
-	if ((nd = mk(p, FN_BLOCK, t)) == NULL)
+	advance(p);
+	if ((nd = mk(p, FN_BLOCK, t)) == NULL) {
+		leave(p);
 		return NULL;
-	p->nest++;
+	}
 	tail = &nd->a;
 	while (!at(p, FT_RBRACE) && !at(p, FT_EOF) &&
 	       !item_start(cur(p)->kind) && !p->c->nomem) {
@@ -531,7 +563,7 @@ static struct lang_node *block(struct ps *p)
 		if (p->panic)
 			sync_stmt(p);
 	}
-	p->nest--;
+	leave(p);
 	if (!expect(p, FT_RBRACE, "'}'"))
 		return NULL;
 	return nd;

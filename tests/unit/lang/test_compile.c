@@ -1,8 +1,10 @@
 /* Unit tests for the .fl compiler (src/lang/lang_*.c): programs compiled,
  * verified and run on the embedded VM with their output captured; the
  * shape of generated code (constant folding, line table); one test per
- * diagnostic kind with its line:col; `use`; and hostile input (random and
- * mutated bytes) that must only produce diagnostics. */
+ * diagnostic kind with its line:col; `use`; hostile input (random and
+ * mutated bytes) that must only produce diagnostics; and big inputs, a
+ * megabyte of each shape, that must compile or give the one diagnostic
+ * expected, with no quadratic pass and no recursion as deep as the input. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -400,6 +402,11 @@ static void test_diag_lexical(void **state)
 	    "unterminated string literal", 2);
 	bad("fn main() { return 1 @ 2; }", "t.fl:1:22: error: unexpected "
 	    "character '@'", 1);
+	/* a run of bytes that start no token is one error */
+	bad("fn main() { return 1 @#` 2; }", "t.fl:1:22: error: unexpected "
+	    "character '@' (and 2 more)", 1);
+	bad("fn main() { var s = \xe2\x80\x9cq\xe2\x80\x9d; }", "t.fl:1:25: "
+	    "error: unexpected byte 0xe2 (and 2 more)", 2);
 	bad("fn main() { return '\\q'; }", "t.fl:1:21: error: invalid "
 	    "escape sequence", 1);
 	bad("fn main() { return 'ab'; }", "t.fl:1:20: error: a character "
@@ -647,6 +654,405 @@ static void test_mutations(void **state)
 	fl_buf_close(&b);
 }
 
+/* ---- Big inputs ----
+ * Sources of about a megabyte, made here. Each is big enough that a pass
+ * quadratic in its size, or recursing as deep as the source is long,
+ * fails visibly: a stack overflow (surely under ASan) or a run that does
+ * not end. None checks a time. */
+
+#define BIG (1 << 20)
+
+/* The text of @b, NUL-terminated. */
+static const char *big_text(struct fl_buf *b)
+{
+	fl_buf_put_u8(b, 0);
+	assert_false(b->failed);
+	return (const char *)b->data;
+}
+
+/* @n copies of @s. */
+static void big_repeat(struct fl_buf *b, const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		fl_buf_put_str(b, s);
+}
+
+/* Constant folding looks at each node once: expr() asks at every node of
+ * a sum, and folding the left operand again each time is quadratic. */
+static void test_big_sums(void **state)
+{
+	struct fl_buf b;
+	int terms = 9999, sums = BIG / (4 * 9999);
+
+	(void)state;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1; var s = 0;\n");
+	for (int k = 0; k < sums; k++) {
+		fl_buf_put_str(&b, "s = s");
+		big_repeat(&b, " + x", (size_t)terms);
+		fl_buf_put_str(&b, ";\n");
+	}
+	fl_buf_put_str(&b, "return s & 255; }\n");
+	run(big_text(&b), "", (sums * terms) & 255);
+	fl_buf_close(&b);
+}
+
+/* @src fails to compile; the first diagnostic's message line is @want. */
+static void big_bad(const char *src, const char *want)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+
+	assert_int_equal(compile_n("t.fl", src, strlen(src), &m, &diag),
+			 FL_ESYNTAX);
+	size_t n = strcspn(diag, "\n");
+	if (n != strlen(want) || memcmp(diag, want, n) != 0)
+		fprintf(stderr, "wanted: %s\ngot: %.*s\n", want, (int)n, diag);
+	assert_true(n == strlen(want) && memcmp(diag, want, n) == 0);
+	free(diag);
+}
+
+/* A megabyte of @open, then @mid, then as many @close, after @head (which
+ * opens @levels levels; the rest is one line): nested too deeply at the
+ * token that opens level 257, each of ( [ { - ! ~ in @open opening one. */
+static void big_nest(const char *head, const char *open, const char *mid,
+		     const char *close, const char *tail, int levels)
+{
+	struct fl_buf b;
+	size_t n = BIG / strlen(open), col = 0, line = 1, start = 0;
+	char want[128];
+
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, head);
+	big_repeat(&b, open, n);
+	fl_buf_put_str(&b, mid);
+	big_repeat(&b, close, n);
+	fl_buf_put_str(&b, tail);
+	const char *src = big_text(&b);
+	for (size_t i = 0; head[i] != 0; i++)
+		if (head[i] == '\n') {
+			line++;
+			start = i + 1;
+		}
+	for (size_t i = strlen(head); col == 0; i++)
+		if (strchr("([{-!~", src[i]) != NULL && ++levels > 256)
+			col = i + 1 - start;
+	snprintf(want, sizeof want,
+		 "t.fl:%zu:%zu: error: nested too deeply (limit 256)", line,
+		 col);
+	big_bad(src, want);
+	fl_buf_close(&b);
+}
+
+/* One limit on nesting, whatever its shape, reported where it is passed;
+ * before it, a stack overflow or a limit per shape. */
+static void test_big_nesting(void **state)
+{
+	(void)state;
+	/* main's block is the first level */
+	big_nest("fn main() { return ", "(", "1", ")", "; }", 1);
+	big_nest("fn main() { return ", "-", "1", "", "; }", 1);
+	big_nest("fn main() { return ", "!~", "1", "", "; }", 1);
+	big_nest("fn main() { return ", "-(", "1", ")", "; }", 1);
+	big_nest("fn f(a) { return a; }\nfn main() { return ", "f(", "1", ")",
+		 "; }", 1);
+	big_nest("fn main() { var p = alloc(8); return ", "p[", "0", "]", "; }",
+		 1);
+	big_nest("fn main() { return ", "1+(", "1", ")", "; }", 1);
+	big_nest("fn main() { ", "{", "", "}", " }", 1);
+	big_nest("fn main() { ", "if 1 {", "", "}", " }", 1);
+	big_nest("fn main() { ", "while 0 {", "", "}", " }", 1);
+	big_nest("fn main() { ", "for i in 0..1 {", "", "}", " }", 1);
+	big_nest("fn f(a) { return a; }\nfn main() { var p = alloc(8); "
+		 "return ", "-(f(p[", "0", "]))", "; }", 1);
+	big_nest("global g = ", "(", "1", ")", ";\nfn main() { }", 0);
+	big_nest("const K = ", "-(", "1", ")", ";\nfn main() { }", 0);
+}
+
+/* The deepest nesting allowed, in the shapes with the most C frames per
+ * level (each level also climbs every precedence level), compiles: the
+ * limit keeps the stack small enough for ASan. */
+static void test_big_nesting_deepest(void **state)
+{
+	static const char *const shapes[][2] = {
+		{"(1||1&&1|1^1&1==1<1<<1+1*", ")"},
+		{"f(1||1&&1|1^1&1==1<1<<1+1*-", ")"},
+		{"p[1||1&&1|1^1&1==1<1<<1+1*!", "]"},
+	};
+	struct fl_buf b;
+
+	(void)state;
+	for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++) {
+		int levels = 255; /* main's block is the first level */
+		fl_buf_init(&b);
+		fl_buf_put_str(&b, "fn f(a) { return a; }\n"
+				   "fn main() { var p = alloc(8); p[0] = 0;\n"
+				   "return ");
+		/* `-` and `!` take a level of their own */
+		if (k > 0)
+			levels = 127;
+		big_repeat(&b, shapes[k][0], (size_t)levels);
+		fl_buf_put_str(&b, "0");
+		big_repeat(&b, shapes[k][1], (size_t)levels);
+		fl_buf_put_str(&b, "; }\n");
+		struct vm_module *m = ok(big_text(&b));
+		vm_module_free(m);
+		fl_buf_close(&b);
+	}
+}
+
+/* What the parser builds in a loop has no limit, and no later pass
+ * recurses along it: chains of operators and indexes, else-ifs,
+ * constants defined through each other. */
+static void test_big_chains(void **state)
+{
+	struct fl_buf b;
+	size_t n;
+
+	(void)state;
+	/* x = 1+1+...: folded to one constant */
+	n = BIG / 2;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 0;\nx = 1");
+	big_repeat(&b, "+1", n - 1);
+	fl_buf_put_str(&b, ";\nreturn x & 255; }\n");
+	struct vm_module *m = ok(big_text(&b));
+	struct vm_insn in[16];
+	assert_int_equal(decode(m, 0, in, 16), 10);
+	assert_int_equal(in[2].op, VM_OP_PUSH);
+	assert_true(in[2].imm == (int64_t)n);
+	vm_module_free(m);
+	fl_buf_close(&b);
+	/* the same with a variable: code for each term */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;\nx = x");
+	big_repeat(&b, "+x", n - 1);
+	fl_buf_put_str(&b, ";\nreturn x & 255; }\n");
+	run(big_text(&b), "", (int)(n & 255));
+	fl_buf_close(&b);
+	/* && and || */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1; var y = 0;\nreturn (x");
+	big_repeat(&b, "&&x", BIG / 6);
+	fl_buf_put_str(&b, ") + 2 * (y");
+	big_repeat(&b, "||y", BIG / 6);
+	fl_buf_put_str(&b, "||x); }\n");
+	run(big_text(&b), "", 3);
+	fl_buf_close(&b);
+	/* sums in parentheses, left (((x+..+x)+x..)..) and right
+	 * 1+..+(1+..+(..)), 150 levels of 3,500 terms: within the old limits
+	 * of 200 levels and 10,000 terms a chain, and a stack overflow */
+	n = BIG / (2 * 150);
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;\nreturn (");
+	big_repeat(&b, "(", 149);
+	for (int k = 0; k < 150; k++) {
+		fl_buf_put_str(&b, "x");
+		big_repeat(&b, "+x", n - 1);
+		fl_buf_put_str(&b, k < 149 ? ")+" : ")");
+	}
+	fl_buf_put_str(&b, " - (1");
+	for (int k = 0; k < 150; k++) {
+		big_repeat(&b, "+x", n - 1);
+		fl_buf_put_str(&b, "+(1");
+	}
+	big_repeat(&b, ")", 151);
+	fl_buf_put_str(&b, "; }\n");
+	run(big_text(&b), "", -1 & 255); /* 150 n - (150 n + 1) */
+	fl_buf_close(&b);
+	/* p[0][0]...[0] */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var p = alloc(16); p[0] = p; p[1] = 7;"
+			   "\nreturn p");
+	big_repeat(&b, "[0]", BIG / 3);
+	fl_buf_put_str(&b, "[1]; }\n");
+	run(big_text(&b), "", 7);
+	fl_buf_close(&b);
+	/* else if, 30,000 times */
+	n = BIG / 36;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1000; var s = 0;\nif x == 0 "
+			   "{ s = 1; }");
+	for (size_t i = 1; i < n; i++)
+		fl_buf_printf(&b, " else if x == %zu { s = %zu; }", i, i & 127);
+	fl_buf_put_str(&b, " else { s = 200; }\nreturn s; }\n");
+	run(big_text(&b), "", 1000 & 127);
+	fl_buf_close(&b);
+	/* constants, each defined through the next one: resolved without
+	 * recursion, in either order */
+	n = BIG / 24;
+	fl_buf_init(&b);
+	for (size_t i = 0; i < n; i++)
+		fl_buf_printf(&b, "const C%zu = C%zu + 1;\n", i, i + 1);
+	fl_buf_printf(&b, "const C%zu = 0;\nfn main() { return C0 & 255; }\n",
+		      n);
+	run(big_text(&b), "", (int)(n & 255));
+	fl_buf_close(&b);
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { return C0 & 255; }\n");
+	for (size_t i = 0; i < n; i++)
+		fl_buf_printf(&b, "const C%zu = C%zu - 1;\n", i, i + 1);
+	fl_buf_printf(&b, "const C%zu = C0;\n", n);
+	big_bad(big_text(&b), "t.fl:2:7: error: constant 'C0' depends on "
+			      "itself");
+	fl_buf_close(&b);
+}
+
+/* The diagnostics of @src, which must fail to compile. */
+static char *diags_of(const char *src, size_t len)
+{
+	struct vm_module *m = NULL;
+	char *diag = NULL;
+
+	assert_int_equal(compile_n("t.fl", src, len, &m, &diag), FL_ESYNTAX);
+	return diag;
+}
+
+/* One diagnostic at 1-based column @col of the one-line @src: message
+ * @msg, then the line, or 100 bytes of it from @from (0-based) with "..."
+ * where cut, and the caret. */
+static void diag_window(const char *src, size_t col, const char *msg,
+			size_t from)
+{
+	size_t len = strlen(src), ll = strcspn(src, "\n");
+	size_t to = ll > 100 ? from + 100 : ll;
+	struct fl_buf want;
+	char *diag = diags_of(src, len);
+
+	fl_buf_init(&want);
+	fl_buf_printf(&want, "t.fl:1:%zu: error: %s\n", col, msg);
+	fl_buf_put_str(&want, from > 0 ? "..." : "");
+	fl_buf_put(&want, src + from, to - from);
+	fl_buf_put_str(&want, to < ll ? "...\n" : "\n");
+	fl_buf_put_str(&want, from > 0 ? "   " : "");
+	for (size_t k = from; k + 1 < col; k++)
+		fl_buf_put_u8(&want, src[k] == '\t' ? '\t' : ' ');
+	fl_buf_put_str(&want, "^\n");
+	assert_string_equal(diag, big_text(&want));
+	fl_buf_close(&want);
+	free(diag);
+}
+
+/* A long line is shown as 100 bytes around the column, "..." marking the
+ * ends cut, the caret where it belongs; shorter ones as they are. */
+static void test_diag_long_line(void **state)
+{
+	static const char msg[] = "expected an expression, found ';'";
+	struct fl_buf b;
+	size_t n;
+
+	(void)state;
+	/* a megabyte on one line, the error at its end: its last 100 bytes */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1; ");
+	big_repeat(&b, "x = x + 1; ", BIG / 11);
+	fl_buf_put_str(&b, "return x +; }");
+	n = b.len;
+	diag_window(big_text(&b), n - 2, msg, n - 100);
+	fl_buf_close(&b);
+	/* in the middle: 50 bytes before the column, cut at both ends; a
+	 * tab stays a tab under the window */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;");
+	big_repeat(&b, " x = x +\t1;", 1000);
+	fl_buf_put_str(&b, " x = x +;");
+	n = b.len;
+	big_repeat(&b, " x = x + 1;", 1000);
+	fl_buf_put_str(&b, " return 0; }");
+	diag_window(big_text(&b), n, msg, n - 1 - 50);
+	fl_buf_close(&b);
+	/* near the start: from the start, cut at the end */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = (;");
+	big_repeat(&b, " x = x + 1;", 100);
+	fl_buf_put_str(&b, " return 0; }");
+	diag_window(big_text(&b), 22, msg, 0);
+	fl_buf_close(&b);
+	/* 100 bytes are shown whole; 101 are cut */
+	for (size_t len = 100; len <= 101; len++) {
+		static const char head[] = "fn main() { var x = 1;";
+		static const char tail[] = "return x +; }";
+		fl_buf_init(&b);
+		fl_buf_put_str(&b, head);
+		big_repeat(&b, " ", len - strlen(head) - strlen(tail));
+		fl_buf_put_str(&b, tail);
+		diag_window(big_text(&b), len - 2, msg, len - 100);
+		fl_buf_close(&b);
+	}
+	/* a window does not cut a UTF-8 character: the end moves back to
+	 * before the e-acute whose second byte is the 101st shown */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var x = 1;");
+	big_repeat(&b, " ", 60);
+	fl_buf_put_str(&b, "x +;"); /* the ';' 50 bytes into the window */
+	big_repeat(&b, " ", 45);
+	fl_buf_put_str(&b, "// \xc3\xa9t\xc3\xa9\n}");
+	char *diag = diags_of(big_text(&b), b.len - 1);
+	fl_buf_close(&b);
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "x +;");
+	big_repeat(&b, " ", 45);
+	fl_buf_put_str(&b, "// ...\n");
+	assert_non_null(strstr(diag, big_text(&b)));
+	free(diag);
+	fl_buf_close(&b);
+}
+
+/* Every error is reported, and printing them is linear: each diagnostic
+ * used to look for its line from the start of the file. */
+static void test_big_errors(void **state)
+{
+	struct fl_buf b;
+	size_t n = BIG / 4, lines = 0;
+	char last[64];
+
+	(void)state;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() {\n");
+	big_repeat(&b, "zz;\n", n);
+	fl_buf_put_str(&b, "}\n");
+	char *diag = diags_of(big_text(&b), b.len - 1);
+	for (const char *p = diag; *p; p++)
+		lines += *p == '\n';
+	assert_int_equal(lines, 3 * n);
+	snprintf(last, sizeof last,
+		 "t.fl:%zu:1: error: unknown name 'zz'\nzz;\n^\n", n + 1);
+	assert_string_equal(diag + strlen(diag) - strlen(last), last);
+	free(diag);
+	fl_buf_close(&b);
+	/* a megabyte of stray bytes is one error */
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() {\n");
+	big_repeat(&b, "@#$`?\\", BIG / 6);
+	fl_buf_put_str(&b, "\n}\n");
+	char want[80];
+	snprintf(want, sizeof want, "t.fl:2:1: error: unexpected character "
+		 "'@' (and %d more)", BIG / 6 * 6 - 1);
+	bad(big_text(&b), want, 1);
+	fl_buf_close(&b);
+}
+
+/* Locals are found by hash: looking through all those in scope made a
+ * function with tens of thousands of them quadratic (declaring each, and
+ * each use of an early one). Shadowing still finds the innermost. */
+static void test_big_locals(void **state)
+{
+	struct fl_buf b;
+	size_t n = 40000;
+
+	(void)state;
+	fl_buf_init(&b);
+	fl_buf_put_str(&b, "fn main() { var s = 0;\n");
+	for (size_t i = 0; i < n; i++)
+		fl_buf_printf(&b, "var v%zu = %zu;\n", i, i);
+	big_repeat(&b, "s += v1;\n", n);
+	fl_buf_put_str(&b, "{ var v1 = 1000; s += v1; { var v1 = 5; s += v1; }"
+			   " s += v1; }\n");
+	fl_buf_printf(&b, "return (s + v1 + v%zu) & 255; }\n", n - 1);
+	run(big_text(&b), "", (int)((n + 2005 + 1 + n - 1) & 255));
+	fl_buf_close(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -674,6 +1080,13 @@ int main(void)
 	    cmocka_unit_test(test_use),
 	    cmocka_unit_test(test_random_bytes),
 	    cmocka_unit_test(test_mutations),
+	    cmocka_unit_test(test_big_sums),
+	    cmocka_unit_test(test_big_nesting),
+	    cmocka_unit_test(test_big_nesting_deepest),
+	    cmocka_unit_test(test_big_chains),
+	    cmocka_unit_test(test_diag_long_line),
+	    cmocka_unit_test(test_big_errors),
+	    cmocka_unit_test(test_big_locals),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
