@@ -228,8 +228,9 @@ static void put_page(struct fl_buf *b, vm_word pn, const struct vm_page *pg)
 		fl_buf_put(b, pg->data, VM_PAGE_SIZE);
 }
 
+/* Thread @t, whose pages are pl->ref[from .. to). */
 static void put_thread(struct fl_buf *b, const struct vm_thread *t,
-		       const uint32_t *ref, size_t nref)
+		       const struct pool *pl, size_t from, size_t to)
 {
 	const struct vm_xcode *x = &t->proc->x;
 	const struct vm_heap *h = t->local.heap;
@@ -273,9 +274,9 @@ static void put_thread(struct fl_buf *b, const struct vm_thread *t,
 		for (size_t i = 0; i < h->npartial[c]; i++)
 			fl_buf_put_u64(b, h->partial[c][i]);
 	}
-	fl_buf_put_u32(b, (uint32_t)nref);
-	for (size_t i = 0; i < nref; i++)
-		fl_buf_put_u32(b, ref[i]);
+	fl_buf_put_u32(b, (uint32_t)(to - from));
+	for (size_t i = from; i < to; i++)
+		fl_buf_put_u32(b, pl->ref[i]);
 }
 
 static int encode(const struct vm_thread *const *ts, size_t n,
@@ -313,7 +314,7 @@ static int encode(const struct vm_thread *const *ts, size_t n,
 	for (uint32_t i = 0; i < pl.n; i++)
 		put_page(b, pl.pageno[i], pl.page[i]);
 	for (size_t i = 0; i < n; i++)
-		put_thread(b, ts[i], pl.ref + first[i], first[i + 1] - first[i]);
+		put_thread(b, ts[i], &pl, first[i], first[i + 1]);
 	rc = fl_buf_failed(b) ? FL_ENOMEM : 0;
 out:
 	free(first);
