@@ -43,7 +43,8 @@
  * lock on its copy of the mutex), waiter (parks in wait on word 8),
  * finisher (returns 42), slow (yields once, returns 7) and joiner (joins
  * slow). main yields, then calls f, which stores and yields. writer is
- * never run: tests place threads at its write. */
+ * never run: tests place threads at its write; dead's second push is
+ * unreachable code. */
 static const char program[] =
 	".text\n"
 	"func main 0 3\n"
@@ -123,6 +124,12 @@ static const char program[] =
 	"        get 0\n"
 	"        push 10\n"
 	"        write\n"
+	"        ret\n"
+	"end\n"
+	"func dead 0 2\n"
+	"        push 1\n"
+	"        ret\n"
+	"        push 2\n"
 	"        ret\n"
 	"end\n";
 
@@ -292,7 +299,7 @@ static void put64(uint8_t *b, size_t off, uint64_t v)
 
 struct layout {
 	size_t nthreads_at, npages_at;
-	uint32_t npages;
+	uint32_t nthreads, npages;
 	size_t page_at[MAX_PAGES]; /* each page record */
 	size_t thread_at;          /* the first thread record */
 	/* In the first thread record, when runnable: */
@@ -313,6 +320,7 @@ static void walk(const uint8_t *b, size_t len, struct layout *l)
 
 	memset(l, 0, sizeof *l);
 	l->nthreads_at = o;
+	l->nthreads = get32(b, o);
 	l->npages_at = o + 4;
 	l->npages = get32(b, o + 4);
 	o += 8;
@@ -896,26 +904,118 @@ static void test_refuses_no_threads(void **state)
 	refuse(f, f->base, f->base_len, "no threads");
 }
 
-/* Every prefix of a state is refused cleanly. */
+/* What the decoder must say about @b cut to @cut bytes: the part of the
+ * layout the cut falls in. The header's counts come first: fewer bytes
+ * than that many minimal page records (26 bytes), then thread records
+ * (17), is the count's fault. After the first thread record only a
+ * finished one may follow. */
+static const char *cut_msg(const uint8_t *b, const struct layout *l,
+			   size_t cut, char *buf, size_t size)
+{
+	if (cut < 54)
+		return "header cut off";
+	if (cut < 54 + 26 * (size_t)l->npages) {
+		snprintf(buf, size, "thread state: %" PRIu32 " pages cut off",
+			 l->npages);
+		return buf;
+	}
+	for (uint32_t i = 0; i < l->npages; i++) {
+		size_t at = l->page_at[i];
+		uint8_t kind = b[at + 8], flags = b[at + 9];
+		size_t fixed = at + 10 + (kind == VM_PAGE_SLAB ? 71 : 16);
+		size_t sizes = flags & 1 ? 4 * (VM_PAGE_SIZE /
+						vm__class_size[b[at + 10]])
+					 : 0;
+		if (cut >= (i + 1 < l->npages ? l->page_at[i + 1] : l->thread_at))
+			continue;
+		if (cut < fixed)
+			snprintf(buf, size, "page record %" PRIu32 " cut off", i);
+		else
+			snprintf(buf, size, "page %" PRIu64 ": %s cut off",
+				 fl_load_u64(b + at),
+				 cut < fixed + sizes ? "block sizes" : "bytes");
+		return buf;
+	}
+	if (cut < l->thread_at + 17 * (size_t)l->nthreads)
+		return "threads cut off";
+	if (cut >= l->end) /* in the second record, a finished thread's */
+		return cut < l->end + 9 ? "thread record 1: cut off"
+					: "result cut off";
+	if (cut < l->thread_at + 9)
+		return "thread record 0: cut off";
+	if (l->pc_at == 0)
+		return "result cut off";
+	if (cut < l->depth_at + 4)
+		return "registers cut off";
+	if (cut < l->nstack_at)
+		return "frames cut off";
+	if (cut < l->nstack_at + 4)
+		return "stack cut off";
+	if (cut < l->top_at)
+		return "stack words cut off";
+	if (cut < l->top_at + 8)
+		return "heap cut off";
+	if (cut < l->npartial_at[0])
+		return "free runs cut off";
+	for (int c = 0; c < VM_NCLASSES; c++)
+		if (cut < (c + 1 < VM_NCLASSES ? l->npartial_at[c + 1]
+					       : l->nrefs_at)) {
+			snprintf(buf, size, "partial list of class %d (", c);
+			return buf;
+		}
+	return "pages cut off";
+}
+
+/* Refuse every prefix of @b (but only every 251st inside page bytes),
+ * each with the message for where it was cut. */
+static void refuse_prefixes(struct fx *f, const uint8_t *b, size_t len)
+{
+	struct layout l;
+	char buf[64];
+
+	walk(b, len, &l);
+	assert_int_equal(l.end + (l.nthreads > 1 ? 17 : 0), len);
+	for (size_t cut = 0; cut < len; cut++) {
+		bool in_bytes = false;
+		for (uint32_t i = 0; i < l.npages && !in_bytes; i++) {
+			size_t next = i + 1 < l.npages ? l.page_at[i + 1] : l.thread_at;
+			size_t start = next - (b[l.page_at[i] + 9] & 2 ? VM_PAGE_SIZE : 0);
+			in_bytes = cut >= start && cut < next && (cut - start) % 251;
+		}
+		if (!in_bytes)
+			refuse(f, b, cut, cut_msg(b, &l, cut, buf, sizeof buf));
+	}
+}
+
+/* Every prefix of a state is refused, with a message saying what was
+ * cut: the header, a page record, a page's block sizes or bytes, the
+ * thread's registers, stack, heap or page list. */
 static void test_refuses_cut_off(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = rich_copy(f);
+
+	refuse_prefixes(f, f->base, f->base_len);
+}
+
+/* The same for a thread two frames deep (its frames cut) followed by a
+ * finished one (its record, its result cut), and that one alone. */
+static void test_refuses_cut_off_run(void **state)
+{
+	struct fx *f = *state;
+	struct vm_thread *ts[2];
 	size_t len;
 	uint8_t *b;
 
-	/* Without page bytes, so that all prefixes take little time. */
-	free(pg(d, P_PART128)->data);
-	pg(d, P_PART128)->data = NULL;
-	free(pg(d, P_BIG)->data);
-	pg(d, P_BIG)->data = NULL;
-	b = encode1(d, &len);
-	for (size_t cut = 0; cut < len; cut++)
-		refuse(f, b, cut, "cut off");
+	step(f, SLOW, VM_STOP_DONE);
+	step(f, MAIN, VM_STOP_YIELD);
+	ts[0] = thread(f, MAIN);
+	ts[1] = thread(f, FINISHER);
+	b = encode_n(ts, 2, &len);
+	refuse_prefixes(f, b, len);
 	free(b);
-	for (size_t cut = 0; cut < f->base_len; cut += 61)
-		refuse(f, f->base, cut, "cut off");
-	vm__thread_free(d);
+	b = encode1(ts[1], &len);
+	refuse_prefixes(f, b, len);
+	free(b);
 }
 
 /* Counts far beyond the bytes left are refused before anything is
@@ -1022,6 +1122,22 @@ static void test_refuses_sp_mismatch(void **state)
 	d->sp++;
 	refuse_t(f, d, "stack does not match the code at code offset 0: sp is "
 		       "not what the code has at pc");
+	vm__thread_free(d);
+}
+
+/* Unreachable code has no stack depth the verifier proved: no thread
+ * may stand there (its stack would be whatever the bytes say). */
+static void test_refuses_unreachable_pc(void **state)
+{
+	struct fx *f = *state;
+	struct vm_thread *d = rich_copy(f);
+	uint32_t off = op_at(f, "dead", VM_OP_PUSH, 1);
+
+	assert_int_equal(f->m->depth[off], -1);
+	d->pc = f->p->x.cell_at[off];
+	d->sp = 0; /* what slots + depth -1 would give */
+	refuse_t(f, d, "stack does not match the code at code offset");
+	refuse_t(f, d, "pc is not reachable code");
 	vm__thread_free(d);
 }
 
@@ -1662,6 +1778,7 @@ int main(void)
 	    RICH(test_refuses_no_threads),
 	    RICH(test_refuses_cut_off),
 	    CHECK(test_refuses_cut_off),
+	    RUN(test_refuses_cut_off_run),
 	    RICH(test_refuses_huge_counts),
 	    RICH(test_refuses_trailing_bytes),
 	    RICH(test_refuses_tid_zero),
@@ -1670,6 +1787,7 @@ int main(void)
 	    RICH(test_refuses_unused_page),
 	    RICH(test_refuses_bad_pc),
 	    RICH(test_refuses_sp_mismatch),
+	    RICH(test_refuses_unreachable_pc),
 	    RICH(test_refuses_stack_count),
 	    RUN(test_refuses_call_depth_limit),
 	    RICH(test_refuses_stack_limit),
