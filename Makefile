@@ -10,6 +10,8 @@ OPT     ?= -O2 -g
 SAN     ?=
 PYTEST  ?= /usr/bin/python3 -m pytest
 FUZZ_SECONDS ?= 60
+# An undefined-behaviour report stops a fuzzer like a crash does.
+FUZZ_ENV := UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings \
            -Wmissing-prototypes -Wstrict-prototypes
@@ -138,17 +140,17 @@ fuzz: deps-test
 	@mkdir -p build-fuzz/corpus-module
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
 		-o build-fuzz/fuzz_module tests/fuzz/fuzz_module.c build-fuzz/libflock.a -lsodium -lm
-	build-fuzz/fuzz_module -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	$(FUZZ_ENV) build-fuzz/fuzz_module -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-module tests/fuzz/seeds
 	@mkdir -p build-fuzz/corpus-tstate
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
 		-o build-fuzz/fuzz_tstate tests/fuzz/fuzz_tstate.c build-fuzz/libflock.a -lsodium -lm -lpthread
-	build-fuzz/fuzz_tstate -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-tstate
+	$(FUZZ_ENV) build-fuzz/fuzz_tstate -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-tstate tests/fuzz/seeds-tstate
 	@mkdir -p build-fuzz/corpus-compile
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
 		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lsodium -lm -lpthread
-	build-fuzz/fuzz_compile -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	$(FUZZ_ENV) build-fuzz/fuzz_compile -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-compile tests/fuzz/seeds-fl
 
 bench: deps-bench all

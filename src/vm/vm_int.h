@@ -63,6 +63,7 @@
 #define VM_RADIX_FAN (1u << VM_RADIX_BITS)
 #define VM_MAX_PAGE ((vm_word)1 << (VM_SPACE_BITS - VM_PAGE_SHIFT))
 
+/* Part of the thread-state format (vm_tstate.c): never renumber. */
 enum vm_page_kind {
 	VM_PAGE_RODATA, /* module read-only data: never writable */
 	VM_PAGE_DATA,   /* module globals */
@@ -548,18 +549,31 @@ bool vm__reply_take(struct vm_thread *t, enum vm_park kind,
 
 /* ---- Thread state (vm_tstate.c) ---- */
 
-/* Append the state of @t -- not running, registers saved -- to @b. */
+/* Append the state of the @n threads @ts of one process -- none running,
+ * registers saved; parked, finished or runnable -- to @b (format "FLKT"
+ * 2): pages they share copy-on-write once. 0, FL_ENOMEM, or FL_EINVAL
+ * (@n is 0, or the threads are of different processes). */
+int vm__threads_encode(struct vm_thread *const *ts, size_t n,
+		       struct fl_buf *b);
+/* New threads of @p from bytes made by vm__threads_encode for @p's
+ * module (hostile input: every byte is checked; FL_EFORMAT with @err
+ * naming the thread and the problem, or FL_ENOMEM). On success *@out is
+ * an array of *@n threads, in the encoded order, that the caller frees
+ * with free() (the threads with vm__thread_free). Pages shared in the
+ * bytes are shared by the new threads. The threads are in no table or
+ * queue and not counted (live, nbusy); one whose state is parked has
+ * pstate VM_P_PARKED and needs a waker, or to be queued again. */
+int vm__threads_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
+		       struct vm_thread ***out, size_t *n, struct fl_err *err);
+/* The same for one thread (the bytes must hold exactly one). */
 int vm__thread_encode(const struct vm_thread *t, struct fl_buf *b);
-/* A new thread of @p from bytes made by vm__thread_encode (hostile input:
- * FL_EFORMAT with @err naming the problem). Not listed in the thread
- * table. The stack and local memory must still be checked against the
- * module before running it: see vm__thread_roundtrip. */
 int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 		      struct vm_thread **out, struct fl_err *err);
 /* --debug-migrate: replace runnable @t (on @w) by a thread decoded from
- * its own encoding, as a move to another machine would. Returns the new
- * thread; when the round trip fails it fails the process with a runtime
- * error saying why and returns NULL (@t stays in the table, not queued). */
+ * its own encoding, as a move to another machine would, and check that
+ * the copy encodes to the same bytes. Returns the new thread; when the
+ * round trip fails it fails the process with a runtime error saying why
+ * and returns NULL (@t stays in the table, not queued). */
 struct vm_thread *vm__thread_roundtrip(struct vm_worker *w,
 				       struct vm_thread *t);
 

@@ -21,6 +21,10 @@
  * Threads of a process that has ended are dropped when a worker meets
  * them; the process counts them (vm__proc_busy_dec) until none is left.
  *
+ * --debug-migrate (opt.migrate) sends every thread that yields, and every
+ * thread about to take a reply (just resumed), through its serialised
+ * state (vm__thread_roundtrip) and runs the copy.
+ *
  * Runs on the worker OS threads vm_node_new() starts. */
 #include "vm/vm_int.h"
 
@@ -153,6 +157,16 @@ static void work(struct vm_worker *w, struct vm_proc *serve)
 		if (atomic_load(&p->ending)) {
 			vm__proc_busy_dec(p); /* dropped: the process is over */
 			continue;
+		}
+		/* --debug-migrate: a thread just resumed moves too, with the
+		 * reply its instruction is about to take. */
+		if (p->opt.migrate && t->reply.ready) {
+			struct vm_thread *c = vm__thread_roundtrip(w, t);
+			if (c == NULL) { /* it failed the process */
+				vm__proc_busy_dec(p);
+				continue;
+			}
+			t = c;
 		}
 		/* The TLB may hold another thread's pages, or this thread's
 		 * from before it ran elsewhere. */

@@ -13,7 +13,9 @@
  * wrote, so stdout and stderr interleave as written. A writer finding
  * VM_OUT_MAX bytes queued parks (VM_PARK_OUTPUT) until the driver has
  * written some; its write resumes where it stopped (t->partial counts the
- * bytes queued so far) and returns the whole count.
+ * bytes queued so far) and returns the whole count. A resumed reader or
+ * writer takes its reply (which says nothing more than "go on"), so that
+ * no reply stays waiting in a thread that runs on.
  *
  * Output errors are reported, never dropped. When writing a stream fails
  * (EPIPE: its reader went away; ENOSPC, EIO, EBADF), its queued bytes are
@@ -208,7 +210,11 @@ enum vm_res vm__io_write(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	vm_word done = t->partial;
 	enum vm_res rc = VM_OK;
 	bool wake = false;
+	struct vm_reply r;
 
+	/* Resumed: the reply only says "go on". Take it, or it would stay
+	 * ready (and travel with the thread's state) as the thread runs on. */
+	vm__reply_take(t, VM_PARK_OUTPUT, &r);
 	if (fd != 1 && fd != 2) {
 		*res = (vm_word)-FL_EBADF;
 		return VM_OK;
@@ -257,9 +263,11 @@ enum vm_res vm__io_print(struct vm_worker *w, struct vm_thread *t,
 {
 	struct vm_proc *p = t->proc;
 	struct vm_pio *io = &p->io;
+	struct vm_reply r;
 	bool wake;
 
 	(void)w;
+	vm__reply_take(t, VM_PARK_OUTPUT, &r); /* as in vm__io_write */
 	pthread_mutex_lock(&io->lock);
 	if (io->out[1].err) {
 		/* It cannot be told: a reader gone ends it, as SIGPIPE
@@ -302,8 +310,10 @@ enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	struct vm_proc *p = t->proc;
 	struct vm_pio *io = &p->io;
 	uint8_t buf[VM_IN_MAX];
+	struct vm_reply r;
 	size_t k;
 
+	vm__reply_take(t, VM_PARK_INPUT, &r); /* as in vm__io_write */
 	if (fd != 0) {
 		*res = (vm_word)-FL_EBADF;
 		return VM_OK;
