@@ -383,6 +383,9 @@ def thread_benches(tmp):
         label = f"spawnjoin {count(n)}"
         versus(label, flock, others, "spawnjoin", [n], n * (n - 1), runs=runs,
                derive=per_thread(n))
+    # ... and on one core: more workers must not make spawn + join slower
+    versus(f"spawnjoin {count(big)} 1 cpu", flock, others, "spawnjoin", [big],
+           big * (big - 1), runs=RUNS_BIG, cpus=1, derive=per_thread(big))
 
     # 2. parked threads (100k, 10k quick): bytes per thread over the N = 0 run. Flock twice:
     #    tids in local memory (alloc: every parked thread keeps the snapshot
