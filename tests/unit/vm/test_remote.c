@@ -25,8 +25,10 @@
  * instruction that needs two pages (copy, a load across a page boundary)
  * gets both however often it re-executes. Whether the TLB may cache a
  * translation is a seeded coin, so misses repeat for some pages. Under
- * --check nothing is cached and a grant covers only the live block it
- * was checked for.
+ * --check nothing is cached, and a grant comes with the page's live
+ * blocks as the home saw them, which the thread checks each access
+ * against (an access outside them is a fault at once, never a park) until
+ * its next acquire, its own galloc or free.
  *
  * Waiters: a wait or lock that must block stays at the home in a FIFO
  * queue of its own (the request is not answered yet); wake answers up to
@@ -134,13 +136,20 @@ struct rreq {
 	vm_word addr, n, a, b;
 };
 
+/* A live block's bytes within a page, as offsets [lo, hi). */
+struct extent {
+	uint16_t lo, hi;
+};
+
 /* A translation a thread holds: page @page (its address >> 12) at host
- * @bytes, for bytes [lo, hi) of it. */
+ * @bytes; under --check with the page's live blocks as they were then
+ * (@live, @nlive), which the thread checks its accesses against. */
 struct grant {
 	vm_word page;
 	uint8_t *bytes;
-	uint16_t lo, hi;
 	bool write;
+	struct extent *live;
+	uint32_t nlive;
 };
 
 struct remote;
@@ -156,10 +165,12 @@ struct rthread {
 	bool done;     /* a reply taken that its call has not used yet */
 	int32_t status;
 	vm_word value;
-	/* The home's answer (hlo/hhi: the bytes a page grant covers). */
+	/* The home's answer (for a page under --check, its live blocks:
+	 * the node takes the array). */
 	int32_t hstatus;
 	vm_word hvalue;
-	uint16_t hlo, hhi;
+	struct extent *hlive;
+	uint32_t hnlive;
 	struct vm_timer to_home, to_node;
 	struct rthread *qnext; /* in the home's wait queue */
 	uint64_t asks, answers;  /* requests made, answers sent */
@@ -278,10 +289,44 @@ static void live_extent(const struct vm_space *s, vm_word addr, vm_word n,
 	*hi = (uint16_t)a;
 }
 
+/* --check: the live blocks of the page at @base, in *@live (the caller
+ * frees it) and *@n; false when out of memory. Blocks start 8-aligned. */
+static bool page_live(const struct vm_space *s, vm_word base,
+		      struct extent **live, uint32_t *n)
+{
+	uint32_t cap = 0;
+
+	*live = NULL;
+	*n = 0;
+	for (vm_word off = 0; off < VM_PAGE_SIZE;) {
+		struct extent e;
+		if (!vm__heap_live(s, base + off, 1)) {
+			off += 8;
+			continue;
+		}
+		live_extent(s, base + off, 1, &e.lo, &e.hi);
+		if (*n == cap) {
+			struct extent *a;
+			cap = cap ? 2 * cap : 8;
+			a = realloc(*live, cap * sizeof *a);
+			if (a == NULL) {
+				free(*live);
+				*live = NULL;
+				return false;
+			}
+			*live = a;
+		}
+		(*live)[(*n)++] = e;
+		off = ((vm_word)e.hi + 7) & ~(vm_word)7;
+	}
+	return true;
+}
+
 /* Check [addr, addr+n) as the local source's l_page does; 0 and the
- * page's bytes, or an E_* status. */
+ * page's bytes (and under --check its live blocks, when @live), or an
+ * E_* status. */
 static int32_t home_page(struct remote *R, vm_word addr, vm_word n, bool write,
-			 uint8_t **bytes, uint16_t *lo, uint16_t *hi)
+			 uint8_t **bytes, struct extent **live, uint32_t *nlive)
 {
 	struct vm_space *s = &R->space;
 	vm_word pageno = (addr & VM_OFFSET_MASK) >> VM_PAGE_SHIFT;
@@ -300,18 +345,16 @@ static int32_t home_page(struct remote *R, vm_word addr, vm_word n, bool write,
 	*bytes = vm__page_bytes(pg);
 	if (*bytes == NULL)
 		return E_NOMEM;
-	*lo = 0;
-	*hi = VM_PAGE_SIZE;
-	if (s->check)
-		live_extent(s, addr, n, lo, hi);
+	if (live != NULL && s->check &&
+	    !page_live(s, addr & ~(vm_word)(VM_PAGE_SIZE - 1), live, nlive))
+		return E_NOMEM;
 	return 0;
 }
 
 static int32_t home_word(struct remote *R, vm_word addr, uint64_t **q)
 {
 	uint8_t *b;
-	uint16_t lo, hi;
-	int32_t st = home_page(R, addr, 8, true, &b, &lo, &hi);
+	int32_t st = home_page(R, addr, 8, true, &b, NULL, NULL);
 
 	if (st == 0)
 		*q = (uint64_t *)(b + (addr & (VM_PAGE_SIZE - 1)));
@@ -377,8 +420,8 @@ static bool serve(struct remote *R, struct rthread *rt)
 
 	switch (q->op) {
 	case OP_PAGE:
-		st = home_page(R, q->addr, q->n, q->write, &bytes, &rt->hlo,
-			       &rt->hhi);
+		st = home_page(R, q->addr, q->n, q->write, &bytes, &rt->hlive,
+			       &rt->hnlive);
 		reply(R, rt, st, st ? 0 : (vm_word)(uintptr_t)bytes);
 		return false;
 	case OP_FENCE:
@@ -521,38 +564,63 @@ out:
 	return rt;
 }
 
-static struct grant *grant_find(struct rthread *rt, vm_word page, vm_word off,
-				vm_word n, bool write)
+static struct grant *grant_find(struct rthread *rt, vm_word page, bool write)
 {
-	for (size_t i = rt->ngrants; i-- > 0;) {
+	for (size_t i = 0; i < rt->ngrants; i++) {
 		struct grant *g = &rt->grants[i];
-		if (g->page == page && (g->write || !write) && off >= g->lo &&
-		    off + n <= g->hi)
+		if (g->page == page && (g->write || !write))
 			return g;
 	}
 	return NULL;
 }
 
-static void grant_add(struct rthread *rt, vm_word page, uint8_t *bytes,
-		      uint16_t lo, uint16_t hi, bool write)
+/* --check: is [off, off+n) inside one of @g's live blocks? */
+static bool grant_live(const struct grant *g, vm_word off, vm_word n)
 {
-	for (size_t i = 0; i < rt->ngrants; i++) {
-		struct grant *g = &rt->grants[i];
-		if (g->page == page && g->lo == lo && g->hi == hi) {
-			g->write |= write;
-			return;
+	if (g->live == NULL)
+		return true;
+	for (uint32_t i = 0; i < g->nlive; i++)
+		if (off >= g->live[i].lo && off + n <= g->live[i].hi)
+			return true;
+	return false;
+}
+
+/* Hold page @page; takes @live. */
+static void grant_add(struct rthread *rt, vm_word page, uint8_t *bytes,
+		      bool write, struct extent *live, uint32_t nlive)
+{
+	struct grant *g = NULL;
+
+	for (size_t i = 0; i < rt->ngrants && g == NULL; i++)
+		if (rt->grants[i].page == page)
+			g = &rt->grants[i];
+	if (g == NULL) {
+		if (rt->ngrants == rt->grants_cap) {
+			size_t cap = rt->grants_cap ? 2 * rt->grants_cap : 8;
+			struct grant *a = realloc(rt->grants, cap * sizeof *a);
+			if (a == NULL) {
+				free(live);
+				return; /* not kept: the next access asks again */
+			}
+			rt->grants = a;
+			rt->grants_cap = cap;
 		}
+		g = &rt->grants[rt->ngrants++];
+		*g = (struct grant){.page = page};
 	}
-	if (rt->ngrants == rt->grants_cap) {
-		size_t cap = rt->grants_cap ? 2 * rt->grants_cap : 8;
-		struct grant *a = realloc(rt->grants, cap * sizeof *a);
-		if (a == NULL)
-			return; /* not kept: the next access asks again */
-		rt->grants = a;
-		rt->grants_cap = cap;
-	}
-	rt->grants[rt->ngrants++] =
-		(struct grant){page, bytes, lo, hi, write};
+	g->bytes = bytes;
+	g->write |= write;
+	free(g->live);
+	g->live = live;
+	g->nlive = nlive;
+}
+
+/* Let go of everything @rt holds. */
+static void grants_drop(struct rthread *rt)
+{
+	for (size_t i = 0; i < rt->ngrants; i++)
+		free(rt->grants[i].live);
+	rt->ngrants = 0;
 }
 
 /* The reply for @rt, if one came: a page becomes a grant; anything else
@@ -570,7 +638,8 @@ static void take(struct vm_worker *w, struct rthread *rt)
 	rt->inflight = false;
 	if (rt->rq.op == OP_PAGE && st == 0) {
 		grant_add(rt, rt->rq.addr >> VM_PAGE_SHIFT, (uint8_t *)(uintptr_t)v,
-			  rt->hlo, rt->hhi, rt->rq.write);
+			  rt->rq.write, rt->hlive, rt->hnlive);
+		rt->hlive = NULL;
 		return;
 	}
 	rt->done = true;
@@ -618,7 +687,7 @@ static enum vm_res ask(struct remote *R, struct vm_worker *w,
 static void acquired(struct vm_worker *w, struct rthread *rt)
 {
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	rt->ngrants = 0;
+	grants_drop(rt);
 	vm_gsrc_tlb_flush(w);
 }
 
@@ -689,7 +758,9 @@ static enum vm_res r_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 
 	if (rt == NULL)
 		return VM_FAULT;
-	gr = grant_find(rt, addr >> VM_PAGE_SHIFT, off, n, write);
+	gr = grant_find(rt, addr >> VM_PAGE_SHIFT, write);
+	if (gr != NULL && !grant_live(gr, off, n))
+		return home_fault(w, E_NOTLIVE, what, addr, n);
 	if (gr != NULL) {
 		*data = gr->bytes + off;
 		*cache = !R->check && splitmix(&rt->rng) % 100 < R->prof->cache_pct;
@@ -803,6 +874,8 @@ static enum vm_res r_alloc(struct vm_gsrc *g, struct vm_worker *w, vm_word n,
 	if (rt->status)
 		return home_fault(w, rt->status, "galloc", 0, n);
 	*addr = rt->value;
+	if (R->check) /* what it holds does not show its new block live */
+		grants_drop(rt);
 	return VM_OK;
 }
 
@@ -819,7 +892,7 @@ static enum vm_res r_free(struct vm_gsrc *g, struct vm_worker *w, vm_word addr)
 	if (rt->status)
 		return home_fault(w, rt->status, "free", addr, 0);
 	/* Its own free is visible to it at once: what it held may be gone. */
-	rt->ngrants = 0;
+	grants_drop(rt);
 	vm_gsrc_tlb_flush(w);
 	return VM_OK;
 }
@@ -845,7 +918,9 @@ static void r_close(struct vm_gsrc *g)
 	for (size_t i = 0; i < R->rts_cap; i++) {
 		if (R->rts[i] == NULL)
 			continue;
+		grants_drop(R->rts[i]);
 		free(R->rts[i]->grants);
+		free(R->rts[i]->hlive); /* answered, never taken */
 		free(R->rts[i]);
 	}
 	free(R->rts);
@@ -1480,9 +1555,189 @@ static void test_golden_memory(void **state)
 	}
 }
 
+/* ---- Remote and local, side by side ---- */
+
+/* Bulk access to global memory across page boundaries: fill, an
+ * overlapping copy backwards, a copy between blocks, loads and a store
+ * across a page boundary, a write to stdout from two pages, a read into
+ * two pages. */
+static const char bulk_prog[] =
+	".text\n"
+	"func main 0 3\n"
+	"        push 10000\n"
+	"        galloc\n"
+	"        set 0\n"
+	"        push 10000\n"
+	"        galloc\n"
+	"        set 1\n"
+	"        get 0\n"
+	"        push 49\n"
+	"        push 10000\n"
+	"        fill\n"
+	"        get 0\n"
+	"        push 4000\n"
+	"        add\n"
+	"        push 50\n"
+	"        push 200\n"
+	"        fill\n"
+	"        get 0\n"
+	"        push 1\n"
+	"        add\n"
+	"        get 0\n"
+	"        push 9999\n"
+	"        copy\n"
+	"        get 1\n"
+	"        get 0\n"
+	"        push 3990\n"
+	"        add\n"
+	"        push 6000\n"
+	"        copy\n"
+	"        get 1\n"
+	"        push 4093\n"
+	"        add\n"
+	"        ld64\n"
+	"        printi\n"
+	"        get 1\n"
+	"        push 4094\n"
+	"        add\n"
+	"        push 5000000000\n"
+	"        st64\n"
+	"        get 1\n"
+	"        push 4092\n"
+	"        add\n"
+	"        ld64\n"
+	"        printi\n"
+	"        push 1\n"
+	"        get 1\n"
+	"        push 3900\n"
+	"        add\n"
+	"        push 190\n"
+	"        write\n"
+	"        drop\n"
+	"        push 0\n"
+	"        get 0\n"
+	"        push 4090\n"
+	"        add\n"
+	"        push 100\n"
+	"        read\n"
+	"        set 2\n"
+	"        push 1\n"
+	"        get 0\n"
+	"        push 4090\n"
+	"        add\n"
+	"        get 2\n"
+	"        write\n"
+	"        drop\n"
+	"        push 0\n"
+	"        ret\n"
+	"end\n";
+
+/* galloc, free and galloc again at the same address; then a double free. */
+static const char free_prog[] =
+	".text\n"
+	"func main 0 2\n"
+	"        push 100\n"
+	"        galloc\n"
+	"        set 0\n"
+	"        get 0\n"
+	"        free\n"
+	"        push 100\n"
+	"        galloc\n"
+	"        set 1\n"
+	"        get 0\n"
+	"        get 1\n"
+	"        eq\n"
+	"        printi\n"
+	"        get 1\n"
+	"        free\n"
+	"        get 1\n"
+	"        free\n"
+	"        push 0\n"
+	"        ret\n"
+	"end\n";
+
+/* --check: a read of more than a 16-byte block holds. */
+static const char check_read_prog[] =
+	".text\n"
+	"func main 0 1\n"
+	"        push 16\n"
+	"        galloc\n"
+	"        set 0\n"
+	"        push 0\n"
+	"        get 0\n"
+	"        push 64\n"
+	"        read\n"
+	"        ret\n"
+	"end\n";
+
+/* Run @text (with @check, stdin @in) on the local source and over the
+ * remote one with each profile and a few seeds: the same status, output
+ * and error line, addresses and all (the home's allocator is the local
+ * one). */
+static void same_as_local(struct vm_node *a, struct vm_node *home,
+			  const char *text, bool check, const char *in)
+{
+	static const struct profile *const profs[] = {&jitter, &uncached,
+						      &calm};
+	struct vm_module *m = unit_assemble("same.fla", text, strlen(text));
+	struct vm_options o;
+	struct unit_io io;
+	struct result loc, rem;
+	struct vm_proc *p;
+	struct fl_err err;
+
+	vm_options_init(&o);
+	o.check = check;
+	unit_io_open(&io, in, strlen(in), &o);
+	if (vm_proc_start(a, m, &o, &p, &err) != 0)
+		unit_die("vm_proc_start: %s", err.msg);
+	loc.status = vm_proc_wait(p);
+	vm_proc_free(p);
+	loc.out = unit_fd_text(io.out, &loc.out_len);
+	loc.err = unit_fd_text(io.err, &loc.err_len);
+	unit_io_close(&io);
+	if (getenv("FLOCK_REMOTE_VERBOSE") != NULL)
+		printf("  local: status %d, out '%s', err '%s'\n", loc.status,
+		       loc.out, loc.err);
+	for (size_t i = 0; i < sizeof profs / sizeof *profs; i++)
+		for (uint64_t seed = 1; seed <= 3; seed++) {
+			run_remote(a, home, m, &o, in, strlen(in), profs[i], seed,
+				   &rem);
+			bool same = rem.status == loc.status &&
+				    rem.out_len == loc.out_len &&
+				    memcmp(rem.out, loc.out, loc.out_len) == 0 &&
+				    strcmp(rem.err, loc.err) == 0;
+			if (!same)
+				print_error("%s seed %" PRIu64 ": status %d, out "
+					    "'%s', err '%s'; local: %d '%s' "
+					    "'%s'\n", profs[i]->name, seed,
+					    rem.status, rem.out, rem.err,
+					    loc.status, loc.out, loc.err);
+			assert_true(same);
+			result_free(&rem);
+		}
+	result_free(&loc);
+	vm_module_free(m);
+}
+
+static void test_same_as_local(void **state)
+{
+	struct vm_node *a = node_new(2), *home = node_new(1);
+
+	(void)state;
+	same_as_local(a, home, bulk_prog, false, "from stdin, over two pages\n");
+	same_as_local(a, home, free_prog, false, "");
+	same_as_local(a, home, free_prog, true, "");
+	same_as_local(a, home, check_read_prog, true, "0123456789abcdefXYZ\n");
+	same_as_local(a, home, check_read_prog, true, "0123456789abcde\n");
+	vm_node_free(a);
+	vm_node_free(home);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_same_as_local),
 		cmocka_unit_test(test_golden_threads),
 		cmocka_unit_test(test_golden_memory),
 	};
