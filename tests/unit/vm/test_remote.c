@@ -557,8 +557,12 @@ static struct rthread *rthread_of(struct remote *R, struct vm_thread *t)
 		rt->to_home.idx = rt->to_node.idx = SIZE_MAX;
 		R->rts[t->tid] = rt;
 	}
-	if (rt->t != t)
-		unit_die("remote: thread %" PRIu64 " changed its struct", t->tid);
+	if (rt->t != t) { /* --debug-migrate made it anew, between requests */
+		if (rt->inflight)
+			unit_die("remote: thread %" PRIu64 " moved while parked",
+				 t->tid);
+		rt->t = t;
+	}
 out:
 	pthread_mutex_unlock(&R->lock);
 	return rt;
@@ -1411,13 +1415,26 @@ static struct plan plan_of(const char *file)
 
 #define MAX_CPUS 8
 
-/* Every program of @dir over the remote source: on nodes of each of the
- * @ncpus worker counts in @cpus (or the one its flags choose), with
- * seeds 1 .. its plan's (at most @max_seeds), and its plan's profile
- * unless @prof says. Fails after reporting every run that differs. */
-static void run_dir(const char *dir, const uint32_t *cpus, int ncpus,
-		    int max_seeds, const struct profile *prof)
+/* How run_dir runs a directory's programs: on nodes of each of the
+ * @ncpus worker counts in @cpus (or the one a program's flags choose),
+ * with seeds 1 .. its plan's (at most @max_seeds), its plan's profile
+ * unless @prof says; @migrate as --debug-migrate, and then only those
+ * without a plan or --cpus of their own (as test_programs.py). */
+struct pass {
+	const uint32_t *cpus;
+	int ncpus;
+	int max_seeds;
+	const struct profile *prof;
+	bool migrate;
+};
+
+/* Every program of @dir over the remote source, as @ps says. Fails after
+ * reporting every run that differs. */
+static void run_dir(const char *dir, const struct pass *ps)
 {
+	const uint32_t *cpus = ps->cpus;
+	const struct profile *prof = ps->prof;
+	int ncpus = ps->ncpus, max_seeds = ps->max_seeds;
 	struct vm_node *home = node_new(1), *nodes[MAX_CPUS + 1] = {NULL};
 	const char *only = getenv("FLOCK_REMOTE_ONLY");
 	bool verbose = getenv("FLOCK_REMOTE_VERBOSE") != NULL;
@@ -1449,6 +1466,11 @@ static void run_dir(const char *dir, const uint32_t *cpus, int ncpus,
 			continue;
 		}
 		spec_load(&s, dir, files[i]);
+		if (ps->migrate && (s.cpus || pl.why != NULL)) {
+			spec_free(&s);
+			free(files[i]);
+			continue;
+		}
 		m = unit_assemble(s.name, s.text, s.len);
 		vm_options_init(&o);
 		o.check = s.check;
@@ -1457,6 +1479,7 @@ static void run_dir(const char *dir, const uint32_t *cpus, int ncpus,
 		if (s.stack_words)
 			o.stack_words = s.stack_words;
 		o.memory = s.memory;
+		o.migrate = ps->migrate;
 		argv[0] = s.name;
 		for (int k = 0; k < s.nargs; k++)
 			argv[k + 1] = s.args[k];
@@ -1479,8 +1502,10 @@ static void run_dir(const char *dir, const uint32_t *cpus, int ncpus,
 			     seed++) {
 				struct result r;
 				snprintf(running, sizeof running,
-					 "%s on %u workers, %s seed %d", s.name,
-					 cs[c], pr->name, seed);
+					 "%s on %u workers%s, %s seed %d",
+					 s.name, cs[c],
+					 ps->migrate ? " (migrate)" : "",
+					 pr->name, seed);
 				alarm(RUN_SECONDS);
 				run_remote(nodes[cs[c]], home, m, &o,
 					   (const char *)s.in.data, s.in.len, pr,
@@ -1508,20 +1533,26 @@ static void run_dir(const char *dir, const uint32_t *cpus, int ncpus,
 	for (int c = 0; c <= MAX_CPUS; c++)
 		vm_node_free(nodes[c]);
 	vm_node_free(home);
-	printf("  %s (%s): %d runs over the remote source, %d failed\n", dir,
-	       prof ? prof->name : "plans", runs, failures);
+	printf("  %s (%s%s): %d runs over the remote source, %d failed\n",
+	       dir, prof ? prof->name : "plans", ps->migrate ? ", migrate" : "",
+	       runs, failures);
 	assert_int_equal(failures, 0);
 }
 
-/* The golden thread programs on 1 and 2 workers, and every path of the
- * source taken. */
+/* The golden thread programs on 1 and 2 workers, once more on 2 with
+ * every preempted thread going through its serialised state (as
+ * test_programs.py's -migrate runs), and every path of the source
+ * taken. */
 static void test_golden_threads(void **state)
 {
-	static const uint32_t cpus[] = {1, 2};
+	static const uint32_t one_two[] = {1, 2}, two[] = {2};
+	const struct pass all = {one_two, 2, NSEEDS, NULL, false};
+	const struct pass migrate = {two, 1, 1, NULL, true};
 
 	(void)state;
 	memset(&stats, 0, sizeof stats);
-	run_dir("tests/programs/threads", cpus, 2, NSEEDS, NULL);
+	run_dir("tests/programs/threads", &all);
+	run_dir("tests/programs/threads", &migrate);
 	if (getenv("FLOCK_REMOTE_ONLY") != NULL)
 		return;
 	assert_true(atomic_load(&stats.requests) > 0);
@@ -1546,12 +1577,14 @@ static void test_golden_memory(void **state)
 	static const char *const dirs[] = {"tests/programs/memory",
 					   "tests/programs/check",
 					   "tests/programs/io"};
-	static const uint32_t cpus[] = {2};
+	static const uint32_t two[] = {2};
+	const struct pass cached = {two, 1, 1, &jitter, false};
+	const struct pass none = {two, 1, 1, &uncached, false};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
-		run_dir(dirs[i], cpus, 1, 1, &jitter);
-		run_dir(dirs[i], cpus, 1, 1, &uncached);
+		run_dir(dirs[i], &cached);
+		run_dir(dirs[i], &none);
 	}
 }
 
