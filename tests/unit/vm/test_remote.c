@@ -1592,8 +1592,8 @@ static void test_golden_memory(void **state)
 
 /* Bulk access to global memory across page boundaries: fill, an
  * overlapping copy backwards, a copy between blocks, loads and a store
- * across a page boundary, a write to stdout from two pages, a read into
- * two pages. */
+ * across a page boundary, writes to stdout from two and three pages, a
+ * read into two pages. */
 static const char bulk_prog[] =
 	".text\n"
 	"func main 0 3\n"
@@ -1642,9 +1642,14 @@ static const char bulk_prog[] =
 	"        printi\n"
 	"        push 1\n"
 	"        get 1\n"
-	"        push 3900\n"
+	"        push 3950\n"
 	"        add\n"
-	"        push 190\n"
+	"        push 300\n"
+	"        write\n"
+	"        drop\n"
+	"        push 1\n"
+	"        get 0\n"
+	"        push 9000\n"
 	"        write\n"
 	"        drop\n"
 	"        push 0\n"
@@ -1702,6 +1707,55 @@ static const char check_read_prog[] =
 	"        read\n"
 	"        ret\n"
 	"end\n";
+
+/* One faulting access each, on global memory: the remote source must
+ * say what the local one says (the address for slot 5, which no machine
+ * serves here, is spliced in as %1$s). */
+static const char *const fault_snippets[] = {
+	"push ro\n push 0\n push 1\n cas\n",
+	"push ro\n push 7\n st64\n push 0\n",
+	"push ro\n lock\n",
+	"push ro\n push 0\n wait\n push 0\n",
+	"push %1$s\n push 0\n wait\n push 0\n",
+	"push %1$s\n push 3\n wake\n",
+	"push %1$s\n ld64\n",
+	"push %1$s\n free\n push 0\n",
+	"push %1$s\n push 1\n xadd\n",
+	"push -9223372036854775800\n lock\n", /* slot 0, page 0: null */
+	"push -9223372036854775800\n ld8\n",
+	"push 70368744177664\n galloc\n", /* 2^46: no budget for it */
+	"push 5000\n galloc\n dup\n push 4000\n add\n swap\n push 9000\n"
+	" copy\n push 0\n",
+	"push 100\n galloc\n dup\n free\n unlock\n push 0\n",
+	"push 100\n galloc\n dup\n dup\n lock\n drop\n unlock\n unlock\n"
+	" push 0\n",
+};
+
+static char *fault_prog(const char *snippet)
+{
+	char addr[32], body[512], *text;
+	int n;
+
+	snprintf(addr, sizeof addr, "%" PRId64,
+		 (int64_t)(vm_gslot_base(5) | VM_PAGE_SIZE));
+	n = snprintf(body, sizeof body, snippet, addr);
+	if (n < 0 || (size_t)n >= sizeof body)
+		unit_die("snippet too long");
+	text = malloc(1024);
+	if (text == NULL)
+		unit_die("out of memory");
+	snprintf(text, 1024,
+		 ".rodata\n"
+		 "ro:     .word 5\n"
+		 ".text\n"
+		 "func main 0 0\n"
+		 "%s"
+		 "        printi\n"
+		 "        push 0\n"
+		 "        ret\n"
+		 "end\n", body);
+	return text;
+}
 
 /* Run @text (with @check, stdin @in) on the local source and over the
  * remote one with each profile and a few seeds: the same status, output
@@ -1763,6 +1817,13 @@ static void test_same_as_local(void **state)
 	same_as_local(a, home, free_prog, true, "");
 	same_as_local(a, home, check_read_prog, true, "0123456789abcdefXYZ\n");
 	same_as_local(a, home, check_read_prog, true, "0123456789abcde\n");
+	for (size_t i = 0; i < sizeof fault_snippets / sizeof *fault_snippets;
+	     i++) {
+		char *text = fault_prog(fault_snippets[i]);
+		same_as_local(a, home, text, false, "");
+		same_as_local(a, home, text, true, "");
+		free(text);
+	}
 	vm_node_free(a);
 	vm_node_free(home);
 }
