@@ -47,8 +47,19 @@
  * golden programs' stderr patterns still match.
  *
  * Failure modes of the source itself -- a reply nobody asked for, a call
- * that takes another call's reply -- abort the binary with a line saying
- * so. */
+ * that takes another call's reply, a request asked and never answered
+ * (found when the process closes it) -- abort the binary with a line
+ * saying so.
+ *
+ * The tests: small programs side by side with the local source (status,
+ * output and error lines identical, addresses and all); every golden
+ * program in tests/programs/threads (directives read from the file, as
+ * test_programs.py does) on nodes of 1 and 2 workers with seeds 1-3, and
+ * with --debug-migrate; those of memory/, check/ and io/ once with the
+ * TLB caching and once without. Programs that are long chains of round
+ * trips run fewer times or with fewer delays (plans[], with the reason).
+ * Runs are bounded by a watchdog. FLOCK_REMOTE_ONLY=TEXT runs only the
+ * programs whose name holds TEXT, FLOCK_REMOTE_VERBOSE=1 times each. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
