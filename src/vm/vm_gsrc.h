@@ -18,8 +18,11 @@
  * (fence, cas/xadd/xchg, wait/wake/lock/unlock, spawn: release before
  * the child exists, thread end: release before its result is published,
  * join: acquire after the result). Every call is made by the thread a
- * worker runs (w->cur), with its registers saved at the instruction and
- * the operand stack as the instruction found it.
+ * worker runs (w->cur), from inside its instruction; when the call
+ * returns VM_PARK the interpreter saves the thread's registers at the
+ * instruction (the operand stack as the instruction found it, or with
+ * its progress in its operands: copy, fill) before the thread stops, and
+ * a resume that comes sooner waits for that (vm__park_commit).
  *
  * What a source guarantees: each call returns VM_OK, VM_FAULT (with
  * vm_gsrc_fault() called: a runtime error naming what is wrong), or
@@ -110,8 +113,10 @@ static inline struct vm_thread *vm_gsrc_thread(struct vm_worker *w)
  * the returned thread is what vm_gsrc_resume() takes. */
 struct vm_thread *vm_gsrc_park(struct vm_worker *w, vm_word addr);
 /* Answer a parked thread's request, from any thread: it is queued on its
- * node (through the inbox) and its instruction runs again. @ev is memory
- * the caller lends until the event ran (e.g. in its request record). */
+ * node (through the inbox) and its instruction runs again. The event
+ * that carries the answer is the thread's own (t->rq): the caller lends
+ * nothing, and must not touch @t or its process after the call, which
+ * may let the process end and be freed. */
 void vm_gsrc_resume(struct vm_thread *t, int32_t status, vm_word value);
 /* The reply the re-executed instruction's call takes, if any. */
 bool vm_gsrc_reply(struct vm_worker *w, int32_t *status, vm_word *value);
