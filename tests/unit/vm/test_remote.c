@@ -738,9 +738,14 @@ static enum vm_res home_fault(struct vm_worker *w, int32_t st, const char *what,
 	case E_FREE_NOMEM:
 		vm_gsrc_fault(w, "out of memory (free)");
 		break;
-	case E_GALLOC_NOMEM:
-		vm_gsrc_fault(w, "out of memory (galloc of %" PRIu64 " bytes)", n);
+	case E_GALLOC_NOMEM: {
+		/* worded as the local source words it, limit and all */
+		char op[64];
+		snprintf(op, sizeof op, "galloc of %" PRIu64 " bytes", n);
+		vm__oom_msg(&w->fault, vm_gsrc_thread(w)->proc, op,
+			    vm__alloc_cost(n));
 		break;
+	}
 	default:
 		unit_die("remote: home status %" PRId32, st);
 	}
