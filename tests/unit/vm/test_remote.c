@@ -568,8 +568,12 @@ static struct rthread *rthread_of(struct remote *R, struct vm_thread *t)
 		rt->to_home.idx = rt->to_node.idx = SIZE_MAX;
 		R->rts[t->tid] = rt;
 	}
-	if (rt->t != t) { /* --debug-migrate made it anew, between requests */
-		if (rt->inflight)
+	/* --debug-migrate made it anew: between requests, or resumed with
+	 * our answer in its reply, which the copy carries. Never while the
+	 * home still has the question. (The answer was counted before the
+	 * reply went through A's inbox, which orders the two.) */
+	if (rt->t != t) {
+		if (rt->inflight && rt->answers != rt->asks)
 			unit_die("remote: thread %" PRIu64 " moved while parked",
 				 t->tid);
 		rt->t = t;
