@@ -287,32 +287,36 @@ struct vm_thread {
 	uint32_t pc;
 	int32_t sp;
 	uint32_t bp;
-	vm_word *stack;
 	uint32_t stack_cap; /* words allocated; grows to opt.stack_words */
+	vm_word *stack;
 	uint32_t depth, frames_cap;
 	struct vm_frame *frames;
 	struct vm_space local;
 	_Atomic int state;  /* enum vm_tstate */
 	_Atomic int pstate; /* VM_P_*: the park protocol */
 	uint8_t park;       /* enum vm_park: what it waits for */
+	bool held;          /* see @partial */
+	bool joined;        /* a join has claimed it */
 	vm_word park_arg;
 	struct vm_reply reply;
 	/* Progress of a restartable instruction it parked in (bytes a write
 	 * has queued so far), or a result it already has (@held: a join
 	 * whose acquire fence parked); 0 and false between instructions. */
 	vm_word partial;
-	bool held;
-	/* A page source's reply on its way through the inbox. */
-	struct {
-		struct vm_event ev;
-		int32_t status;
-		vm_word value;
-	} rq;
 	vm_word result;     /* DONE: main's or the function's return value */
 	struct vm_thread *joiner; /* parked in join on this thread */
-	bool joined;              /* a join has claimed it */
 	struct vm_thread *next;   /* run queue link */
-	struct vm_waiter waiter;  /* parked in wait or lock */
+	/* What it is parked in: a wait queue (wait, lock; stdio's lists
+	 * use the link), or a page source's request, whose reply is on its
+	 * way through the inbox. Never both at once. */
+	union {
+		struct vm_waiter waiter;
+		struct {
+			struct vm_event ev;
+			int32_t status;
+			vm_word value;
+		} rq;
+	};
 	/* Where it last ran: its worker's TLB is still valid for it only if
 	 * that worker has run nothing else since (vm_sched.c). */
 	struct vm_worker *last_worker;

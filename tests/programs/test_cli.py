@@ -327,8 +327,8 @@ def test_load_error_names_what_failed(tmp_path):
 def test_load_error_main_thread(tmp_path):
     p = tmp_path / "nodata.fla"
     p.write_text(".text\nfunc main 0 0\n push 0\n ret\nend\n")
-    r = run_flock(["run", str(p), "--memory", "300"])
+    r = run_flock(["run", str(p), "--memory", "100"])
     assert r.returncode == 70
     assert text(r.stderr) == ("flock: cannot load %s: main thread: out of "
                               "memory (spawn; the process's memory limit, "
-                              "--memory, is 300 bytes)\n" % p)
+                              "--memory, is 100 bytes)\n" % p)
