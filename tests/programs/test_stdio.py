@@ -88,6 +88,7 @@ def test_exit_does_not_wait_for_a_pending_read(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait()
         p.stdin.close()
     assert rc == 3, p.stderr.read()
 
@@ -129,6 +130,7 @@ def test_read_parks_without_holding_the_only_worker(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait()
     assert p.returncode == 0, err
     assert out == b"499999500000\nlate\n"
 
@@ -144,6 +146,7 @@ def test_closed_pipe_write_returns_epipe(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait()
     err = p.stderr.read().decode()
     assert rc == 5, err
     assert "write returned -32 after" in err
@@ -160,6 +163,7 @@ def test_closed_pipe_ends_a_program_that_ignores_it(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+            p.wait()
     assert rc == 141
     assert p.stderr.read() == b""
 
@@ -179,7 +183,12 @@ def test_full_disk_error_seen_by_the_program(tmp_path):
     with open("/dev/full", "wb") as full:
         p = popen(tmp_path, WRITE_UNTIL_ERROR, stdout=full,
                   stderr=subprocess.PIPE)
-        rc = p.wait(timeout=10)
+        try:
+            rc = p.wait(timeout=10)
+        finally:
+            if p.poll() is None:
+                p.kill()  # a flock that never reports the error
+                p.wait()
     err = p.stderr.read().decode()
     assert rc == 5, err
     assert "write returned -28 after" in err
