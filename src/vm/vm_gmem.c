@@ -139,12 +139,24 @@ static void acquire(struct glocal *L, struct vm_worker *w)
 	}
 }
 
+/* One copy of memory: a fence is the host's. Release and acquire alone
+ * (spawn, a thread's end, join) cost nothing on a TSO host; only the full
+ * fence instruction orders a store before a later load. */
 static enum vm_res l_fence(struct vm_gsrc *g, struct vm_worker *w,
 			   enum vm_fence kind)
 {
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (kind & VM_FENCE_ACQUIRE)
-		acquire(local_of(g), w);
+	switch (kind) {
+	case VM_FENCE_RELEASE:
+		__atomic_thread_fence(__ATOMIC_RELEASE);
+		return VM_OK;
+	case VM_FENCE_ACQUIRE:
+		__atomic_thread_fence(__ATOMIC_ACQUIRE);
+		break;
+	case VM_FENCE_FULL:
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		break;
+	}
+	acquire(local_of(g), w);
 	return VM_OK;
 }
 

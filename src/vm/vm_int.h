@@ -31,6 +31,7 @@
 #include "vm/vm.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdatomic.h>
 
 /* Program memory is the program's business: under SPEC 3.1 a plain store
@@ -281,6 +282,9 @@ struct vm_proc;
 struct vm_thread {
 	struct vm_proc *proc;
 	vm_word tid;
+	vm_word result;     /* DONE: main's or the function's return value */
+	_Atomic int state;  /* enum vm_tstate */
+	bool joined;        /* a join has claimed it */
 	/* Saved registers while not running: cell index, stack indices of
 	 * the top word (sp, -1 when empty) and of slot 0 (bp). A parked
 	 * thread's pc is the instruction it parked in, which runs again. */
@@ -292,18 +296,15 @@ struct vm_thread {
 	uint32_t depth, frames_cap;
 	struct vm_frame *frames;
 	struct vm_space local;
-	_Atomic int state;  /* enum vm_tstate */
 	_Atomic int pstate; /* VM_P_*: the park protocol */
 	uint8_t park;       /* enum vm_park: what it waits for */
 	bool held;          /* see @partial */
-	bool joined;        /* a join has claimed it */
 	vm_word park_arg;
 	struct vm_reply reply;
 	/* Progress of a restartable instruction it parked in (bytes a write
 	 * has queued so far), or a result it already has (@held: a join
 	 * whose acquire fence parked); 0 and false between instructions. */
 	vm_word partial;
-	vm_word result;     /* DONE: main's or the function's return value */
 	struct vm_thread *joiner; /* parked in join on this thread */
 	struct vm_thread *next;   /* run queue link */
 	/* What it is parked in: a wait queue (wait, lock; stdio's lists
@@ -453,7 +454,6 @@ struct vm_proc {
 	size_t nthreads, threads_cap;
 	_Atomic vm_word next_tid;
 	vm_word main_tid;
-	_Atomic int64_t live; /* threads not yet DONE */
 	/* Threads that can run (queued, running, just resumed) plus requests
 	 * to the outside world in flight. Zero before the end: nothing can
 	 * ever run again, a deadlock. Zero after the end: no worker holds any
@@ -519,7 +519,8 @@ void vm__thread_free(struct vm_thread *t);
 /* Look up @tid in the table (under p->tlock by the caller). */
 struct vm_thread *vm__thread_find(struct vm_proc *p, vm_word tid);
 void vm__thread_unlist(struct vm_proc *p, vm_word tid);
-/* Replace @old by @new_t (same tid) in the table, under p->tlock. */
+/* Replace @old by @new_t (same tid) in the table, under p->tlock; @old
+ * is only compared, so it may be freed already. */
 void vm__thread_relist(struct vm_proc *p, struct vm_thread *old,
 		       struct vm_thread *new_t);
 /* Grow the data stack so @need words fit; false (fault set) past the
@@ -534,6 +535,8 @@ bool vm__thread_grow_frames(struct vm_thread *t, struct vm_fault *f,
  * crediting the memory limit. */
 void vm__thread_free_stack(struct vm_thread *t);
 void vm__thread_free_frames(struct vm_thread *t);
+/* Both at once (a thread's end keeps only its struct). */
+void vm__thread_free_stacks(struct vm_thread *t);
 
 /* Parking. The instruction calls vm__park_begin() before it makes @t
  * known to whoever will wake it, then stops with VM_STOP_PARK; its worker

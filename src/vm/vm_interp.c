@@ -220,12 +220,10 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	}
 	/* Its memory is no longer needed; only the result is. */
 	vm__space_close(&t->local);
-	vm__thread_free_stack(t);
-	vm__thread_free_frames(t);
+	vm__thread_free_stacks(t);
 	pthread_mutex_lock(&p->tlock);
 	t->result = r;
 	atomic_store(&t->state, VM_T_DONE);
-	atomic_fetch_sub(&p->live, 1);
 	j = t->joiner;
 	if (j != NULL)
 		vm__thread_unlist(p, t->tid);

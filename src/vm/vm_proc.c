@@ -183,18 +183,22 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 /* Every thread is blocked for good (nbusy fell to 0 before the end). */
 static void deadlock(struct vm_proc *p)
 {
-	char msg[96];
-	int64_t n = atomic_load(&p->live);
 	struct vm_thread *main_t;
+	int64_t n = 0;
+	char msg[96];
 
-	snprintf(msg, sizeof msg,
-		 "deadlock: all %" PRId64 " thread%s blocked for good", n,
-		 n == 1 ? " is" : "s are");
 	/* Nothing runs: the table is stable. main is parked, its saved pc
 	 * at the instruction it waits in. */
 	pthread_mutex_lock(&p->tlock);
+	for (size_t i = 0; i < p->threads_cap; i++)
+		if (p->threads[i] != NULL &&
+		    atomic_load(&p->threads[i]->state) != VM_T_DONE)
+			n++;
 	main_t = vm__thread_find(p, p->main_tid);
 	pthread_mutex_unlock(&p->tlock);
+	snprintf(msg, sizeof msg,
+		 "deadlock: all %" PRId64 " thread%s blocked for good", n,
+		 n == 1 ? " is" : "s are");
 	if (main_t != NULL)
 		vm__proc_fail(p, main_t, main_t->pc, msg);
 	else

@@ -147,7 +147,9 @@ static void work(struct vm_worker *w, struct vm_proc *serve)
 	       (serve == NULL || !atomic_load(&serve->quiet))) {
 		struct vm_thread *t;
 		struct vm_proc *p;
-		vm__node_poll(w);
+		if (atomic_load(&n->ninbox) > 0 ||
+		    atomic_load(&n->next_due) != UINT64_MAX)
+			vm__node_poll(w);
 		t = next_thread(n, w);
 		if (t == NULL) {
 			idle(n, serve);

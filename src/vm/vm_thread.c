@@ -116,7 +116,8 @@ void vm__thread_relist(struct vm_proc *p, struct vm_thread *old,
 {
 	if (p->threads_cap == 0)
 		return;
-	for (size_t j = slot_of(old->tid, p->threads_cap); p->threads[j] != NULL;
+	/* By @new_t's id (the same): @old may be freed memory, only compared. */
+	for (size_t j = slot_of(new_t->tid, p->threads_cap); p->threads[j] != NULL;
 	     j = (j + 1) & (p->threads_cap - 1))
 		if (p->threads[j] == old) {
 			p->threads[j] = new_t;
@@ -301,6 +302,18 @@ void vm__thread_free_frames(struct vm_thread *t)
 	t->frames_cap = 0;
 }
 
+void vm__thread_free_stacks(struct vm_thread *t)
+{
+	vm__credit(&t->proc->budget,
+		   stack_cost(t->stack_cap) + frames_cost(t->frames_cap));
+	if (t->stack != NULL)
+		free(t->stack - 1);
+	free(t->frames);
+	t->stack = NULL;
+	t->frames = NULL;
+	t->stack_cap = t->frames_cap = 0;
+}
+
 struct vm_thread *vm__thread_alloc(struct vm_proc *p, struct vm_fault *f)
 {
 	struct vm_thread *t;
@@ -321,14 +334,62 @@ struct vm_thread *vm__thread_alloc(struct vm_proc *p, struct vm_fault *f)
 	return t;
 }
 
+/* A new thread's struct, first stack of @need words and frames, charged
+ * at once (a spawn is hot: one atomic on the budget, not three). */
+static struct vm_thread *thread_parts(struct vm_proc *p, struct vm_fault *f,
+				      size_t need)
+{
+	uint64_t cap = MIN_STACK;
+	struct vm_thread *t;
+	int64_t cost;
+
+	while (cap < need)
+		cap *= 2;
+	if (cap > p->opt.stack_words)
+		cap = p->opt.stack_words;
+	cost = THREAD_COST + stack_cost((uint32_t)cap) + frames_cost(MIN_FRAMES);
+	if (!vm__charge(&p->budget, cost)) {
+		vm__oom_msg(f, p, "spawn", cost);
+		return NULL;
+	}
+	t = calloc(1, sizeof *t);
+	vm_word *stack = malloc((cap + 1) * sizeof *stack);
+	struct vm_frame *frames = malloc(MIN_FRAMES * sizeof *frames);
+	if (t == NULL || stack == NULL || frames == NULL) {
+		free(t);
+		free(stack);
+		free(frames);
+		vm__credit(&p->budget, cost);
+		snprintf(f->msg, sizeof f->msg, "out of memory (spawn)");
+		return NULL;
+	}
+	t->proc = p;
+	atomic_init(&t->state, VM_T_RUNNABLE);
+	atomic_init(&t->pstate, VM_P_RUN);
+	stack[0] = 0; /* the guard word below stack[0] */
+	t->stack = stack + 1;
+	t->stack_cap = (uint32_t)cap;
+	t->frames = frames;
+	t->frames_cap = MIN_FRAMES;
+	return t;
+}
+
 struct vm_thread *vm__thread_make(struct vm_proc *p, const struct vm_xfunc *fn,
 				  const vm_word *args, uint32_t nargs,
 				  const struct vm_thread *parent,
 				  struct vm_fault *f)
 {
-	struct vm_thread *t = vm__thread_alloc(p, f);
+	size_t need = fn->frame_words + 1;
+	struct vm_thread *t;
 	bool listed;
 
+	if (need > p->opt.stack_words) {
+		snprintf(f->msg, sizeof f->msg,
+			 "stack overflow (data stack limit of %" PRIu32 " words)",
+			 p->opt.stack_words);
+		return NULL;
+	}
+	t = thread_parts(p, f, need);
 	if (t == NULL)
 		return NULL;
 	if (parent != NULL) {
@@ -338,9 +399,6 @@ struct vm_thread *vm__thread_make(struct vm_proc *p, const struct vm_xfunc *fn,
 		goto fail;
 	}
 	t->local.budget = &p->budget;
-	if (!vm__thread_grow_stack(t, f, fn->frame_words + 1) ||
-	    !vm__thread_grow_frames(t, f, MIN_FRAMES))
-		goto fail;
 	if (nargs > 0)
 		memcpy(t->stack, args, nargs * sizeof *args);
 	memset(t->stack + nargs, 0, (fn->nslots - nargs) * sizeof *t->stack);
@@ -363,7 +421,6 @@ struct vm_thread *vm__thread_make(struct vm_proc *p, const struct vm_xfunc *fn,
 		snprintf(f->msg, sizeof f->msg, "out of memory (spawn)");
 		goto fail;
 	}
-	atomic_fetch_add(&p->live, 1);
 	vm__proc_busy_inc(p);
 	return t;
 fail:
@@ -384,6 +441,7 @@ void vm__thread_free(struct vm_thread *t)
 {
 	if (t == NULL)
 		return;
+
 	if (t->local.heap != NULL)
 		vm__space_close(&t->local);
 	vm__thread_free_stack(t);

@@ -233,16 +233,19 @@ static void put_thread(struct fl_buf *b, const struct vm_thread *t,
 		       const struct pool *pl, size_t from, size_t to)
 {
 	const struct vm_xcode *x = &t->proc->x;
-	const struct vm_heap *h = t->local.heap;
-	bool parked = atomic_load(&t->pstate) == VM_P_PARKED;
-	bool ready = t->reply.ready;
+	const struct vm_heap *h;
+	bool parked, ready;
 
 	fl_buf_put_u64(b, t->tid);
 	if (atomic_load(&t->state) == VM_T_DONE) {
+		/* only its result is left (vm_interp.c's finish) */
 		fl_buf_put_u8(b, STATE_DONE);
 		fl_buf_put_u64(b, t->result);
 		return;
 	}
+	h = t->local.heap;
+	parked = atomic_load(&t->pstate) == VM_P_PARKED;
+	ready = t->reply.ready;
 	fl_buf_put_u8(b, STATE_RUNNABLE);
 	fl_buf_put_u32(b, x->cell_off[t->pc]);
 	put_i32(b, t->sp);

@@ -156,7 +156,6 @@ static inline bool hr_step(struct handrun *h, vm_word *who, enum vm_stop *how)
 static inline void hr_count(struct vm_thread *t)
 {
 	atomic_store(&t->pstate, VM_P_RUN);
-	atomic_fetch_add(&t->proc->live, 1);
 	vm__proc_busy_inc(t->proc);
 }
 
