@@ -336,12 +336,11 @@ static const struct vm_gsrc_ops local_ops = {
 };
 
 /* Map the module's segment @seg at its fixed place in slot 0. */
-static int load_segment(struct glocal *L, enum vm_segment seg,
-			const uint8_t *bytes, uint32_t len, struct fl_err *err)
+static int load_segment(struct vm_space *s, const struct vm_proc *p,
+			enum vm_segment seg, const uint8_t *bytes, uint32_t len,
+			struct fl_err *err)
 {
-	const struct vm_module *m = L->p->m;
-	struct vm_space *s = &L->space;
-	vm_word base = vm_module_seg_base(m, seg) & VM_OFFSET_MASK;
+	vm_word base = vm_module_seg_base(p->m, seg) & VM_OFFSET_MASK;
 	vm_word first = base >> VM_PAGE_SHIFT;
 	vm_word np = ((vm_word)len + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
 	const char *name = seg == VM_SEG_RODATA ? "read-only data" : "globals";
@@ -351,7 +350,7 @@ static int load_segment(struct glocal *L, enum vm_segment seg,
 		uint32_t k = len - (uint32_t)(i * VM_PAGE_SIZE);
 		if (pg == NULL || vm__page_bytes(pg) == NULL) {
 			struct vm_fault f;
-			vm__oom_msg(&f, L->p, "the module's data", VM_COST_PAGE);
+			vm__oom_msg(&f, p, "the module's data", VM_COST_PAGE);
 			return fl_err_set(err, FL_ENOMEM, "%s of %" PRIu32 " bytes: %s",
 					  name, len, f.msg);
 		}
@@ -364,6 +363,15 @@ static int load_segment(struct glocal *L, enum vm_segment seg,
 	if (first + np > s->heap->top)
 		s->heap->top = first + np;
 	return 0;
+}
+
+int vm__gspace_load(struct vm_space *s, const struct vm_proc *p,
+		    struct fl_err *err)
+{
+	const struct vm_module *m = p->m;
+	int rc = load_segment(s, p, VM_SEG_RODATA, m->rodata, m->rodata_len, err);
+
+	return rc ? rc : load_segment(s, p, VM_SEG_DATA, m->data, m->data_len, err);
 }
 
 int vm__glocal_new(struct vm_proc *p, struct vm_gsrc **out, struct fl_err *err)
@@ -383,10 +391,7 @@ int vm__glocal_new(struct vm_proc *p, struct vm_gsrc **out, struct fl_err *err)
 		goto fail;
 	}
 	L->space.budget = &p->budget;
-	rc = load_segment(L, VM_SEG_RODATA, p->m->rodata, p->m->rodata_len, err);
-	if (rc == 0)
-		rc = load_segment(L, VM_SEG_DATA, p->m->data, p->m->data_len, err);
-	if (rc)
+	if ((rc = vm__gspace_load(&L->space, p, err)) != 0)
 		goto fail;
 	*out = &L->base;
 	return 0;

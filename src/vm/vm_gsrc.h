@@ -95,6 +95,12 @@ struct vm_gsrc {
 	const struct vm_gsrc_ops *ops;
 };
 
+/* Map @p's module segments (read-only data, globals) at their fixed
+ * places in slot-0 space @s, charged to its budget: what a source holding
+ * slot 0 starts with. 0 or FL_ENOMEM with @err saying which and why. */
+int vm__gspace_load(struct vm_space *s, const struct vm_proc *p,
+		    struct fl_err *err);
+
 /* The local source: the process's global memory on its own machine. */
 int vm__glocal_new(struct vm_proc *p, struct vm_gsrc **out, struct fl_err *err);
 /* Its space (slot 0), for tests that look inside. */

@@ -389,6 +389,9 @@ struct vm_node {
 /* Make @t runnable at the back of @w's queue (w may be NULL: worker 0). */
 void vm__sched_push(struct vm_node *n, struct vm_worker *w,
 		    struct vm_thread *t);
+/* The thread @w runs next: its private slots, its queue, then another
+ * worker's (stolen); NULL when there is none. On @w's OS thread. */
+struct vm_thread *vm__sched_next(struct vm_worker *w);
 /* The worker loop (a worker's OS thread). */
 void *vm__worker_main(void *arg);
 /* Run due timers and inbox events; called by workers between threads.

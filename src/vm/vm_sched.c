@@ -89,8 +89,9 @@ static struct vm_thread *pop(struct vm_node *n, struct vm_worker *w)
 	return t;
 }
 
-static struct vm_thread *next_thread(struct vm_node *n, struct vm_worker *w)
+struct vm_thread *vm__sched_next(struct vm_worker *w)
 {
+	struct vm_node *n = w->node;
 	struct vm_thread *t;
 	int nw;
 
@@ -150,7 +151,7 @@ static void work(struct vm_worker *w, struct vm_proc *serve)
 		if (atomic_load(&n->ninbox) > 0 ||
 		    atomic_load(&n->next_due) != UINT64_MAX)
 			vm__node_poll(w);
-		t = next_thread(n, w);
+		t = vm__sched_next(w);
 		if (t == NULL) {
 			idle(n, serve);
 			continue;

@@ -76,28 +76,7 @@ static inline int hr_open(struct handrun *h, const struct vm_module *m,
 /* The next thread the worker would run, taken off its slot or queue. */
 static inline struct vm_thread *hr_next(struct handrun *h)
 {
-	struct vm_worker *w = h->w;
-	struct vm_thread *t;
-
-	if ((t = w->now) != NULL) {
-		w->now = NULL;
-		return t;
-	}
-	if ((t = w->lifo) != NULL) {
-		w->lifo = NULL;
-		return t;
-	}
-	pthread_mutex_lock(&w->lock);
-	t = w->head;
-	if (t != NULL) {
-		w->head = t->next;
-		if (w->head == NULL)
-			w->tail = NULL;
-	}
-	pthread_mutex_unlock(&w->lock);
-	if (t != NULL)
-		atomic_fetch_sub(&h->node->nqueued, 1);
-	return t;
+	return vm__sched_next(h->w);
 }
 
 /* Run @t for one slice and deal with how it stopped, as vm_sched.c's

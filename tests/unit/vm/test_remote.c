@@ -9,7 +9,7 @@
  * link A -> B: a timer on B (vm_node_timer_start) after a seeded random
  * delay, so it runs on B's worker. There the home executes it under its
  * own lock against its struct vm_space (the module's read-only data and
- * globals loaded as vm_gmem.c's load_segment does, then galloc blocks)
+ * globals loaded as the local source loads them, then galloc blocks)
  * and answers over the link B -> A: another timer on B, after another
  * delay, whose event calls vm_gsrc_resume() -- which reaches A through
  * A's inbox. The thread's instruction runs again, its call takes the
@@ -969,31 +969,6 @@ static const struct vm_gsrc_ops remote_ops = {
 	.close = r_close,
 };
 
-/* Map the module's segment @seg at its fixed place in the home's slot 0,
- * as vm_gmem.c's load_segment does. */
-static void load_segment(struct remote *R, enum vm_segment seg,
-			 const uint8_t *bytes, uint32_t len)
-{
-	struct vm_space *s = &R->space;
-	vm_word base = vm_module_seg_base(R->p->m, seg) & VM_OFFSET_MASK;
-	vm_word first = base >> VM_PAGE_SHIFT;
-	vm_word np = ((vm_word)len + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
-
-	for (vm_word i = 0; i < np; i++) {
-		struct vm_page *pg = vm__page_map(s, first + i);
-		uint32_t k = len - (uint32_t)(i * VM_PAGE_SIZE);
-		if (pg == NULL || vm__page_bytes(pg) == NULL)
-			unit_die("remote: segment: out of memory");
-		pg->kind = seg == VM_SEG_RODATA ? VM_PAGE_RODATA : VM_PAGE_DATA;
-		pg->head = first;
-		pg->bytes = len;
-		memcpy(pg->data, bytes + i * VM_PAGE_SIZE,
-		       k < VM_PAGE_SIZE ? k : VM_PAGE_SIZE);
-	}
-	if (first + np > s->heap->top)
-		s->heap->top = first + np;
-}
-
 /* Serve @p's global memory from node @home with profile @prof. */
 static struct vm_gsrc *remote_new(struct vm_proc *p, struct vm_node *home,
 				  const struct profile *prof, uint64_t seed)
@@ -1014,8 +989,9 @@ static struct vm_gsrc *remote_new(struct vm_proc *p, struct vm_node *home,
 	if (vm__space_init(&R->space, vm_gslot_base(0), p->opt.check, true))
 		unit_die("out of memory");
 	R->space.budget = &p->budget;
-	load_segment(R, VM_SEG_RODATA, p->m->rodata, p->m->rodata_len);
-	load_segment(R, VM_SEG_DATA, p->m->data, p->m->data_len);
+	struct fl_err err;
+	if (vm__gspace_load(&R->space, p, &err) != 0) /* as the local one */
+		unit_die("remote: %s", err.msg);
 	return &R->base;
 }
 
