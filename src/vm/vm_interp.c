@@ -18,12 +18,23 @@
  * not on the hot path spill tos first (SPILL: the memory then holds the
  * whole stack, sp at the top word, as the thread's saved state does) and
  * reload it at the end (NEXT_FILL). SAVE() writes the spilled registers
- * to the thread (as indices) before anything that can park it or hand it
- * to another worker; a thread is resumed from exactly that state.
+ * to the thread (as indices) before it stops or is handed to another
+ * worker; a thread is resumed from exactly that state.
+ *
+ * Parking (vm_thread.c): a slow path that must wait -- a join, wait or
+ * lock, stdio, anything the page source must fetch (global memory goes
+ * through it, vm_gsrc.h: translations on a TLB miss, atomics, fences,
+ * galloc/free) -- returns VM_PARK, and SLOW() stops the thread *at* the
+ * instruction, its stack as the instruction found it. When the thread is
+ * resumed the instruction runs again and takes its reply; copy and fill
+ * keep their progress in their operands, write in t->partial, join its
+ * result in t->held. The fences SPEC 3.1 asks for are page source calls:
+ * spawn (release), a thread's end (release), join (acquire), fence.
  *
  * Scheduling: every backward jump and call spends one unit of the thread's
- * budget; when it runs out the thread yields if anything else is queued,
- * and notices if the process has ended. join, wait and lock may park it.
+ * budget; when it runs out the node's inbox and timers get a look, and
+ * the thread yields if anything else waits, or notices if the process has
+ * ended.
  *
  * A runtime error ends the process (exit 70) with one line on stderr:
  *   FILE:LINE: runtime error: WHAT (in function NAME, thread N)
