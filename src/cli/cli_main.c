@@ -136,7 +136,9 @@ static void usage(FILE *f)
 #undef CLI__HELP
 	fputs("\n`flock COMMAND --help` describes a command. Exit statuses: the\n"
 	      "program's own (0-255), 64 usage, 65 compile/verify error, 66\n"
-	      "missing input, 70 runtime error.\n",
+	      "missing input, 69 VM unreachable, 70 runtime error, 73 output\n"
+	      "not written, 74 the program's last output not written, 141 its\n"
+	      "stdout's reader gone (docs/commands.md).\n",
 	      f);
 }
 
