@@ -187,6 +187,10 @@ int vm_module_func_at(const struct vm_module *m, uint32_t off);
 #define VM_SLOT_MASK ((vm_word)0xffff)
 #define VM_OFFSET_MASK (((vm_word)1 << VM_SLOT_SHIFT) - 1)
 
+/* The slot of the process's origin machine; machine m elsewhere uses
+ * slot m + 1 (for galloc, and in the thread ids it makes). */
+#define VM_ORIGIN_SLOT 0u
+
 /* The slot of global address @a, and the base address of slot @s. */
 static inline uint32_t vm_gslot(vm_word a)
 {

@@ -315,8 +315,12 @@ int vm__proc_new(struct vm_node *n, const struct vm_module *m,
 	pthread_cond_init(&p->endcond, NULL);
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
 		pthread_mutex_init(&p->waitq[i].lock, NULL);
-	atomic_init(&p->next_tid, 1);
-	p->main_tid = 1;
+	/* Thread ids carry the slot of the machine that made them, as
+	 * global addresses do (vm.h), so ids made on different machines
+	 * never collide. This node is the process's origin: slot 0, ids
+	 * 1, 2, 3, ... */
+	atomic_init(&p->next_tid, ((vm_word)VM_ORIGIN_SLOT << VM_SLOT_SHIFT) | 1);
+	p->main_tid = atomic_load(&p->next_tid);
 	if ((rc = vm__io_init(p, err)) != 0)
 		goto fail;
 	if ((rc = vm__glocal_new(p, &p->gs, err)) != 0) {
