@@ -19,7 +19,7 @@ CFLAGS  := -std=gnu11 $(OPT) $(WARN) $(SAN) -Isrc -D_GNU_SOURCE $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
 LIBS    := -lsodium -lm
 
-LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c)
+LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c src/cluster/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -41,7 +41,8 @@ help:
 	@echo "make tsan       the golden programs under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
-	@echo "                decoder and the .fl compiler, FUZZ_SECONDS=$(FUZZ_SECONDS) each"
+	@echo "                decoder, the frame decoder and the .fl compiler,"
+	@echo "                FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go"
 	@echo "make docs       check docs/isa.md against the instruction table"
 	@echo "make install    install flock into PREFIX=$(PREFIX)"
@@ -147,6 +148,11 @@ fuzz: deps-test
 		-o build-fuzz/fuzz_tstate tests/fuzz/fuzz_tstate.c build-fuzz/libflock.a -lsodium -lm -lpthread
 	$(FUZZ_ENV) build-fuzz/fuzz_tstate -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-tstate tests/fuzz/seeds-tstate
+	@mkdir -p build-fuzz/corpus-frame
+	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
+		-o build-fuzz/fuzz_frame tests/fuzz/fuzz_frame.c build-fuzz/libflock.a -lsodium -lm
+	$(FUZZ_ENV) build-fuzz/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-frame tests/fuzz/seeds-frame
 	@mkdir -p build-fuzz/corpus-compile
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
 		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lsodium -lm -lpthread

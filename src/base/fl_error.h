@@ -18,6 +18,7 @@
 	X(FL_ENOENT, 2, "no such file or directory")                          \
 	X(FL_EIO, 5, "input/output error")                                    \
 	X(FL_EBADF, 9, "bad file descriptor")                                 \
+	X(FL_EAGAIN, 11, "not yet: more input needed")                         \
 	X(FL_ENOMEM, 12, "out of memory")                                     \
 	X(FL_EFAULT, 14, "bad address")                                       \
 	X(FL_EEXIST, 17, "file exists")                                       \
