@@ -41,7 +41,8 @@ help:
 	@echo "make tsan       the golden programs under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
-	@echo "                decoder, the frame decoder and the .fl compiler,"
+	@echo "                decoder, the frame decoder, the handshake and the"
+	@echo "                .fl compiler,"
 	@echo "                FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go"
 	@echo "make docs       check docs/isa.md against the instruction table"
@@ -153,6 +154,11 @@ fuzz: deps-test
 		-o build-fuzz/fuzz_frame tests/fuzz/fuzz_frame.c build-fuzz/libflock.a -lsodium -lm
 	$(FUZZ_ENV) build-fuzz/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-frame tests/fuzz/seeds-frame
+	@mkdir -p build-fuzz/corpus-handshake
+	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
+		-o build-fuzz/fuzz_handshake tests/fuzz/fuzz_handshake.c build-fuzz/libflock.a -lsodium -lm
+	$(FUZZ_ENV) build-fuzz/fuzz_handshake -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-handshake tests/fuzz/seeds-handshake
 	@mkdir -p build-fuzz/corpus-compile
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
 		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lsodium -lm -lpthread
