@@ -27,20 +27,35 @@
 /* X(name, code, min payload, max payload, what it carries). Codes are
  * part of the wire format: never renumber, only append. */
 #define NET_MESSAGES(X)                                                       \
-	X(HELLO, 1, 16, 4096,                                                 \
-	  "first frame on a connection: VM id, machine id, incarnation, "    \
-	  "addresses")                                                        \
-	X(PING, 2, 8, 8, "heartbeat: the sender's clock, echoed by PONG")    \
-	X(PONG, 3, 8, 8, "answer to PING")                                    \
-	X(RAFT, 4, 1, NET_FRAME_MAX,                                          \
-	  "bytes of the control plane's Raft stream between two machines")  \
-	X(SUBMIT, 5, 16, NET_FRAME_MAX,                                       \
-	  "a client's process: submission id, options, module")              \
-	X(OUTPUT, 6, 12, 1u << 20,                                            \
-	  "a process's output: stream, sequence number, bytes")              \
-	X(INPUT, 7, 12, 1u << 20, "a client's stdin: sequence number, bytes") \
-	X(STATUS, 8, 8, 8, "a process's end: its exit status")               \
-	X(ERROR, 9, 4, 4096, "a request failed: code, message")
+	X(JOIN, 1, 0, 65536,                                                  \
+	  "a new machine asks to join (its address, resources); the reply: " \
+	  "its member id and the members")                                    \
+	X(PING, 2, 8, 4096, "heartbeat: the sender's clock and load")        \
+	X(PONG, 3, 8, 8, "answer to PING: the clock echoed")                 \
+	X(RAFT, 4, 5, NET_FRAME_MAX,                                          \
+	  "a relayed Raft stream: direction, stream id, bytes (none: it "    \
+	  "closed)")                                                          \
+	X(PROPOSE, 5, 0, 65536,                                               \
+	  "a control-plane command for the leader; the reply: its result")   \
+	X(SUBMIT, 6, 8, NET_FRAME_MAX,                                        \
+	  "a client's process (submission id, options, module); the "       \
+	  "reply: its pid")                                                   \
+	X(OUTPUT, 7, 17, (1u << 20) + 17,                                     \
+	  "a process's output: pid, sequence number, stream, bytes")         \
+	X(INPUT, 8, 16, (1u << 20) + 16,                                      \
+	  "a client's stdin: pid, sequence number, bytes (none: its end)")   \
+	X(STATUS, 9, 12, 12, "a process's end: pid, exit status")            \
+	X(ERROR, 10, 4, 4096, "a request failed: code, message")             \
+	X(ATTACH, 11, 17, 17,                                                 \
+	  "follow a process's output from a sequence number (logs, a run "   \
+	  "that reconnects)")                                                 \
+	X(WAIT, 12, 8, 8, "wait for a process's end")                        \
+	X(KILL, 13, 8, 8, "end a process")                                   \
+	X(PS, 14, 0, 1u << 20, "the process table; the reply: a table")     \
+	X(MACHINES, 15, 0, 1u << 20, "the machines; the reply: a table")    \
+	X(LEAVE, 16, 0, 4096, "the machine leaves the VM")                   \
+	X(REDIRECT, 17, 2, 512, "ask another machine: its address")          \
+	X(OK, 18, 0, 4096, "a request is done")
 
 enum net_msg {
 	NET_MSG_NONE = 0,

@@ -63,6 +63,14 @@ int net_token_psk(const char *text, uint8_t psk[NET_KEY])
 	return 0;
 }
 
+void net_client_psk(const uint8_t token_psk[NET_KEY], uint8_t out[NET_KEY])
+{
+	static const char ctx[] = "flock client psk";
+
+	crypto_generichash(out, NET_KEY, (const uint8_t *)ctx, sizeof ctx - 1,
+			   token_psk, NET_KEY);
+}
+
 /* ---- The symmetric state ---- */
 
 static void mix_hash(struct net_hs *hs, const void *data, size_t n)
@@ -197,6 +205,15 @@ void net_hs_init(struct net_hs *hs, bool initiator, const struct net_keypair *s,
 			   sizeof PROTOCOL - 1, NULL, 0);
 	memcpy(hs->ck, hs->h, NET_HASH);
 	mix_hash(hs, prologue, plen);
+}
+
+int net_hs_set_psk(struct net_hs *hs, const uint8_t psk[NET_KEY])
+{
+	/* The psk is mixed after message 3's "se" (step 2 -> 3). */
+	if (hs->failed || hs->step >= 2)
+		return FL_EINVAL;
+	memcpy(hs->psk, psk, NET_KEY);
+	return 0;
 }
 
 static bool my_turn(const struct net_hs *hs)

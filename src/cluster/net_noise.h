@@ -74,6 +74,11 @@ void net_token_new(char out[NET_TOKEN_TEXT]);
  * @text is not a token. */
 int net_token_psk(const char *text, uint8_t psk[NET_KEY]);
 
+/* The pre-shared key of the VM's clients, from the machines' @token_psk:
+ * a one-way derivation, so a client (who holds it) cannot join machines
+ * (which takes the token's). */
+void net_client_psk(const uint8_t token_psk[NET_KEY], uint8_t out[NET_KEY]);
+
 /* Start a handshake as @initiator with static key pair @s, pre-shared key
  * @psk and @prologue (both sides must give the same). */
 void net_hs_init(struct net_hs *hs, bool initiator, const struct net_keypair *s,
@@ -84,6 +89,10 @@ void net_hs_init(struct net_hs *hs, bool initiator, const struct net_keypair *s,
  * FL_EINVAL when it is not this side's turn. */
 int net_hs_write(struct net_hs *hs, const void *payload, size_t plen,
 		 struct fl_buf *out);
+/* Change the pre-shared key before it is used (message 3): a responder
+ * picks it from what message 1 says the initiator is. 0, or FL_EINVAL
+ * when it is too late. */
+int net_hs_set_psk(struct net_hs *hs, const uint8_t psk[NET_KEY]);
 /* Take the peer's next handshake message (hostile bytes). 0 with its
  * payload appended to @payload (may be NULL when none is expected);
  * FL_EFORMAT with @err saying why it is refused. A refused handshake

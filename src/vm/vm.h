@@ -315,6 +315,19 @@ int vm_proc_wait(struct vm_proc *p);
 /* Free an ended process, once no worker holds any of its threads (waits
  * for that). NULL is a no-op. */
 void vm_proc_free(struct vm_proc *p);
+/* End @p from outside (flock kill) with exit status @status, unless it
+ * has ended already: its threads stop at their next instruction. Any
+ * thread; false when it had ended. */
+bool vm_proc_kill(struct vm_proc *p, int status);
+
+/* What a running process holds now (flock ps); any thread, a moment's
+ * view. */
+struct vm_proc_info {
+	uint64_t threads; /* threads not yet joined, main included */
+	uint64_t memory;  /* bytes charged to its memory limit */
+	bool ended;
+};
+void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info);
 
 /* Run verified module @m as a process on the embedded VM -- a node of
  * o->cpus workers with this one process -- and return its exit status

@@ -207,6 +207,22 @@ static void deadlock(struct vm_proc *p)
 
 /* ---- Life ---- */
 
+bool vm_proc_kill(struct vm_proc *p, int status)
+{
+	return vm__proc_end(p, status);
+}
+
+void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info)
+{
+	int64_t left = atomic_load(&p->budget);
+
+	pthread_mutex_lock(&p->tlock);
+	info->threads = p->nthreads;
+	pthread_mutex_unlock(&p->tlock);
+	info->memory = left >= p->limit ? 0 : (uint64_t)(p->limit - left);
+	info->ended = atomic_load(&p->ending);
+}
+
 void vm_proc_free(struct vm_proc *p)
 {
 	if (p == NULL)

@@ -50,13 +50,13 @@ static void test_round_trip(void **state)
 	struct net_header h;
 	struct fl_err err;
 	size_t n;
-	uint8_t *b = frame(NET_MSG_PING, 8, &n);
+	uint8_t *b = frame(NET_MSG_PONG, 8, &n);
 
 	(void)state;
 	assert_int_equal(n, NET_HEADER_SIZE + 8);
 	assert_int_equal(net_header_decode(b, n, &h, &err), 0);
 	assert_int_equal(h.version, NET_VERSION);
-	assert_int_equal(h.type, NET_MSG_PING);
+	assert_int_equal(h.type, NET_MSG_PONG);
 	assert_int_equal(h.flags, 0);
 	assert_int_equal(h.length, 8);
 	assert_true(h.request == 0x0102030405060708ull);
@@ -64,7 +64,7 @@ static void test_round_trip(void **state)
 	assert_int_equal(h.incarnation, 3);
 	/* Little-endian on the wire, whatever the host. */
 	assert_int_equal(b[0], NET_VERSION);
-	assert_int_equal(b[1], NET_MSG_PING);
+	assert_int_equal(b[1], NET_MSG_PONG);
 	assert_int_equal(b[4], 8);
 	assert_int_equal(b[8], 0x08);
 	assert_int_equal(b[15], 0x01);
@@ -103,7 +103,7 @@ static void expect_refused(uint8_t *b, size_t n, const char *msg)
 static void test_bad_fields(void **state)
 {
 	size_t n;
-	uint8_t *b = frame(NET_MSG_PING, 8, &n);
+	uint8_t *b = frame(NET_MSG_PONG, 8, &n);
 
 	(void)state;
 	b[0] = NET_VERSION + 1;
@@ -115,17 +115,17 @@ static void test_bad_fields(void **state)
 	expect_refused(b, n, "unknown type");
 	b[1] = 255;
 	expect_refused(b, n, "unknown type 255");
-	b[1] = NET_MSG_PING;
+	b[1] = NET_MSG_PONG;
 	b[2] = 0x02; /* a flag nobody defined */
-	expect_refused(b, n, "frame: PING with unknown flags 0x0002");
+	expect_refused(b, n, "frame: PONG with unknown flags 0x0002");
 	b[2] = 0;
 	b[3] = 0x80;
 	expect_refused(b, n, "unknown flags 0x8000");
 	b[3] = 0;
-	b[4] = 7; /* PING carries exactly 8 bytes */
-	expect_refused(b, n, "frame: PING of 7 payload bytes (8 to 8)");
+	b[4] = 7; /* PONG carries exactly 8 bytes */
+	expect_refused(b, n, "frame: PONG of 7 payload bytes (8 to 8)");
 	b[4] = 9;
-	expect_refused(b, n, "PING of 9 payload bytes");
+	expect_refused(b, n, "PONG of 9 payload bytes");
 	free(b);
 }
 
@@ -141,7 +141,7 @@ static void test_length_bounds(void **state)
 	struct net_header h;
 	struct fl_err err;
 	size_t n;
-	uint8_t *b = frame(NET_MSG_RAFT, 1, &n);
+	uint8_t *b = frame(NET_MSG_RAFT, 5, &n);
 
 	(void)state;
 	/* A peer cannot announce more than a type allows, or more than
@@ -151,8 +151,8 @@ static void test_length_bounds(void **state)
 	expect_refused(b, NET_HEADER_SIZE, "RAFT of 16777217 payload bytes");
 	set_length(b, UINT32_MAX);
 	expect_refused(b, NET_HEADER_SIZE, "RAFT of 4294967295 payload bytes");
-	set_length(b, 0); /* RAFT carries at least a byte */
-	expect_refused(b, NET_HEADER_SIZE, "RAFT of 0 payload bytes (1 to");
+	set_length(b, 4); /* RAFT carries its direction and stream id */
+	expect_refused(b, NET_HEADER_SIZE, "RAFT of 4 payload bytes (5 to");
 	set_length(b, NET_FRAME_MAX);
 	assert_int_equal(net_header_decode(b, NET_HEADER_SIZE, &h, &err), 0);
 	assert_int_equal(h.length, NET_FRAME_MAX);
@@ -165,7 +165,7 @@ static void test_names_and_counters(void **state)
 	struct net_header h = hdr(NET_MSG_OUTPUT, 100);
 
 	(void)state;
-	assert_string_equal(net_msg_name(NET_MSG_HELLO), "HELLO");
+	assert_string_equal(net_msg_name(NET_MSG_JOIN), "JOIN");
 	assert_string_equal(net_msg_name(NET_MSG_ERROR), "ERROR");
 	assert_null(net_msg_name(0));
 	assert_null(net_msg_name(NET_MSG__END));
