@@ -1,0 +1,732 @@
+/* The cluster's commands: flock new and join start a machine's daemon
+ * (src/cluster/dm.h); status, ps, kill, logs, wait and leave are clients
+ * of a VM (src/cluster/cl_client.h); cli_run_vm runs a program on one. */
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "cluster/cl_client.h"
+#include "cluster/dm.h"
+
+static const char new_help[] =
+	"usage: flock new VM_ID [--listen IP:PORT] [--advertise HOST:PORT]\n"
+	"                 [--data DIR] [--provide SPEC] [--foreground]\n"
+	"\n"
+	"Create a Flock VM whose first machine is this one: start its daemon,\n"
+	"print the VM's address and a ready-to-paste `flock join` line for\n"
+	"more machines. The admin's client credentials go to FLOCK_HOME\n"
+	"(default ~/.flock), so `flock run FILE --vm VM_ID@IP:PORT` works from\n"
+	"this account.\n"
+	"\n"
+	"  VM_ID               1-64 of [a-z0-9._-]\n"
+	"  --listen IP:PORT    where the daemon listens (default 0.0.0.0:7470)\n"
+	"  --advertise H:PORT  the address other machines and clients dial\n"
+	"                      (default: --listen, or this machine's first\n"
+	"                      non-loopback IPv4 address when it listens on\n"
+	"                      every address)\n"
+	"  --data DIR          the machine's state: identity, token, Raft log,\n"
+	"                      process logs, flock.log, flock.pid\n"
+	"                      (default ~/.flock/machine)\n"
+	"  --provide SPEC      what this machine gives the VM, comma-separated:\n"
+	"                      cpu:N (worker cores), ram:SIZE|P% (memory for\n"
+	"                      VM pages), disk:SIZE|P% (storage in --data);\n"
+	"                      SIZE in B, KiB, MiB, GiB, TiB, KB, MB, GB, TB.\n"
+	"                      Left out: all cores, 50% of RAM, 50% of the\n"
+	"                      free disk\n"
+	"  --foreground        keep the daemon attached (systemd, tests); it\n"
+	"                      logs to stderr\n"
+	"  -h, --help          show this help\n";
+
+static const char join_help[] =
+	"usage: flock join VM_ID@HOST[:PORT] [--token T] [--listen IP:PORT]\n"
+	"                  [--advertise HOST:PORT] [--data DIR]\n"
+	"                  [--provide SPEC] [--foreground]\n"
+	"\n"
+	"Add this machine's resources to a VM: start its daemon, which joins\n"
+	"through the machine named (any machine of the VM). The token is the\n"
+	"one `flock new` printed (--token, or FLOCK_TOKEN); a machine without\n"
+	"it is refused. Options as for `flock new`.\n";
+
+static const char client_help[] =
+	"usage: flock status [--vm VM_ID@HOST[:PORT]]\n"
+	"       flock ps [PID] [--vm ...]\n"
+	"       flock kill PID [--vm ...]\n"
+	"       flock logs PID [--vm ...]\n"
+	"       flock wait PID [--vm ...]\n"
+	"       flock leave [--vm ...]\n"
+	"\n"
+	"  status   the VM's machines: id, address, state, role (* the leader),\n"
+	"           cores, RAM used/provided, disk, threads, processes, uptime\n"
+	"  ps       its processes: pid, user, state, machine, threads, memory,\n"
+	"           age, exit status\n"
+	"  kill     end a process (its status becomes 137)\n"
+	"  logs     the output of a process so far (detached or finished)\n"
+	"  wait     wait for a process to end; exit with its status\n"
+	"  leave    take the machine named by --vm out of the VM cleanly: no\n"
+	"           new processes go there, those running finish, then it\n"
+	"           leaves the membership and its daemon stops\n"
+	"\n"
+	"The VM is --vm, else FLOCK_VM, else the only one with credentials in\n"
+	"FLOCK_HOME (default ~/.flock). Statuses: 69 the VM cannot be reached,\n"
+	"77 not a user of it, 64 usage (or no such process).\n";
+
+/* ---- flock new / join ---- */
+
+static void first_ipv4(char *out, size_t n)
+{
+	struct ifaddrs *ifa, *i;
+
+	snprintf(out, n, "127.0.0.1");
+	if (getifaddrs(&ifa) != 0)
+		return;
+	for (i = ifa; i != NULL; i = i->ifa_next) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)i->ifa_addr;
+		if (sin == NULL || sin->sin_family != AF_INET ||
+		    (ntohl(sin->sin_addr.s_addr) >> 24) == 127)
+			continue;
+		inet_ntop(AF_INET, &sin->sin_addr, out, (socklen_t)n);
+		break;
+	}
+	freeifaddrs(ifa);
+}
+
+static int need(int i, int argc, char **argv, const char *cmd)
+{
+	if (i + 1 >= argc)
+		return cli_fail(CLI_EX_USAGE, "%s: %s needs a value", cmd, argv[i]);
+	return 0;
+}
+
+static int mkdir_parents(const char *dir)
+{
+	char tmp[4096];
+
+	snprintf(tmp, sizeof tmp, "%s", dir);
+	for (char *p = tmp + 1; *p != 0; p++)
+		if (*p == '/') {
+			*p = 0;
+			if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+				return -1;
+			*p = '/';
+		}
+	return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int daemon_cmd(int argc, char **argv, bool create)
+{
+	const char *cmd = create ? "new" : "join";
+	static struct dm_config cfg;
+	const char *provide = NULL, *data = NULL, *token = NULL;
+	const char *listen = NULL, *advertise = NULL;
+	char datadir[4096], home[4096], logs[4200];
+	bool foreground = false;
+	struct fl_err err;
+	const char *pos = NULL;
+	int fds[2], rc;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (cli_is_help(a)) {
+			fputs(create ? new_help : join_help, stdout);
+			return CLI_EX_OK;
+		} else if (strcmp(a, "--foreground") == 0) {
+			foreground = true;
+		} else if (strcmp(a, "--listen") == 0 || strcmp(a, "--data") == 0 ||
+			   strcmp(a, "--provide") == 0 || strcmp(a, "--token") == 0 ||
+			   strcmp(a, "--advertise") == 0) {
+			if ((rc = need(i, argc, argv, cmd)))
+				return rc;
+			const char *v = argv[++i];
+			if (a[2] == 'l')
+				listen = v;
+			else if (a[2] == 'd')
+				data = v;
+			else if (a[2] == 'p')
+				provide = v;
+			else if (a[2] == 't' && !create)
+				token = v;
+			else if (a[2] == 'a')
+				advertise = v;
+			else
+				return cli_fail(CLI_EX_USAGE,
+						"new: --token is for join (new makes "
+						"the token)");
+		} else if (a[0] == '-' && a[1] != 0) {
+			return cli_fail(CLI_EX_USAGE,
+					"%s: unknown option '%s' (see flock %s "
+					"--help)",
+					cmd, a, cmd);
+		} else if (pos == NULL) {
+			pos = a;
+		} else {
+			return cli_fail(CLI_EX_USAGE, "%s: unexpected argument '%s'",
+					cmd, a);
+		}
+	}
+	memset(&cfg, 0, sizeof cfg);
+	cfg.create = create;
+	cfg.join = !create;
+	cfg.ready_fd = -1;
+	if (pos == NULL)
+		return cli_fail(CLI_EX_USAGE, "%s: no %s (see flock %s --help)", cmd,
+				create ? "VM_ID" : "VM_ID@HOST:PORT", cmd);
+	if (create) {
+		if (!cl_vm_id_ok(pos))
+			return cli_fail(CLI_EX_USAGE,
+					"new: '%s' is not a VM id (1-64 of "
+					"[a-z0-9._-])",
+					pos);
+		snprintf(cfg.vm, sizeof cfg.vm, "%s", pos);
+	} else {
+		if (cl_addr_parse(pos, true, &cfg.contact, &err) != 0)
+			return cli_fail(CLI_EX_USAGE, "join: %s", err.msg);
+		snprintf(cfg.vm, sizeof cfg.vm, "%s", cfg.contact.vm);
+	}
+	if (cl_home(home, sizeof home, &err) != 0)
+		return cli_fail(CLI_EX_USAGE, "%s: %s", cmd, err.msg);
+	cfg.home = home;
+	if (data == NULL) {
+		snprintf(datadir, sizeof datadir, "%s/machine", home);
+		data = datadir;
+	}
+	if (data[0] == 0)
+		return cli_fail(CLI_EX_USAGE, "%s: --data: empty directory name", cmd);
+	if (data[0] != '/') {
+		/* the daemon changes no directory, but keep it absolute */
+		char cwd[2048];
+		if (getcwd(cwd, sizeof cwd) == NULL)
+			return cli_fail(CLI_EX_SOFTWARE, "%s: getcwd: %s", cmd,
+					strerror(errno));
+		snprintf(datadir, sizeof datadir, "%s/%s", cwd, data);
+		data = datadir;
+	}
+	cfg.data = data;
+	if (provide != NULL) {
+		if (cl_provide_parse(provide, data, &cfg.provide, &err) != 0)
+			return cli_fail(CLI_EX_USAGE, "%s: %s", cmd, err.msg);
+		cfg.provide_given = true;
+	} else if (cl_provide_default(data, &cfg.provide, &err) != 0) {
+		return cli_fail(CLI_EX_SOFTWARE, "%s: %s", cmd, err.msg);
+	}
+	{
+		struct cl_addr la;
+		if (listen == NULL)
+			listen = "0.0.0.0";
+		if (cl_addr_parse(listen, false, &la, &err) != 0)
+			return cli_fail(CLI_EX_USAGE, "%s: --listen: %s", cmd, err.msg);
+		cl_hostport(la.host, la.port, cfg.listen, sizeof cfg.listen);
+		if (advertise != NULL) {
+			struct cl_addr aa;
+			if (cl_addr_parse(advertise, false, &aa, &err) != 0)
+				return cli_fail(CLI_EX_USAGE, "%s: --advertise: %s",
+						cmd, err.msg);
+			cl_hostport(aa.host, aa.port, cfg.advertise,
+				    sizeof cfg.advertise);
+		} else if (strcmp(la.host, "0.0.0.0") == 0 ||
+			   strcmp(la.host, "::") == 0) {
+			char ip[64];
+			first_ipv4(ip, sizeof ip);
+			cl_hostport(ip, la.port, cfg.advertise, sizeof cfg.advertise);
+		} else {
+			snprintf(cfg.advertise, sizeof cfg.advertise, "%s",
+				 cfg.listen);
+		}
+	}
+	if (create) {
+		net_crypto_init();
+		net_token_new(cfg.token);
+	} else {
+		uint8_t psk[NET_KEY];
+		if (token == NULL)
+			token = getenv("FLOCK_TOKEN");
+		if (token == NULL || token[0] == 0) {
+			/* a machine that was a member already has it */
+			char tp[4200];
+			snprintf(tp, sizeof tp, "%s/token", data);
+			if (access(tp, R_OK) != 0)
+				return cli_fail(CLI_EX_USAGE,
+						"join: no token (--token, or "
+						"FLOCK_TOKEN; `flock new` printed "
+						"it)");
+		} else if (net_token_psk(token, psk) != 0) {
+			return cli_fail(CLI_EX_USAGE,
+					"join: the token is malformed (43 "
+					"characters of A-Z a-z 0-9 - _)");
+		} else {
+			snprintf(cfg.token, sizeof cfg.token, "%s", token);
+		}
+	}
+	if (mkdir_parents(data) != 0)
+		return cli_fail(CLI_EX_CANTCREAT, "%s: %s: %s", cmd, data,
+				strerror(errno));
+	snprintf(logs, sizeof logs, "%s/logs", data);
+	if (mkdir(logs, 0700) != 0 && errno != EEXIST)
+		return cli_fail(CLI_EX_CANTCREAT, "%s: %s: %s", cmd, logs,
+				strerror(errno));
+	{
+		/* one daemon per --data */
+		char pidf[4200];
+		FILE *f;
+		long other;
+		snprintf(pidf, sizeof pidf, "%s/flock.pid", data);
+		f = fopen(pidf, "r");
+		if (f != NULL) {
+			if (fscanf(f, "%ld", &other) == 1 && other > 0 &&
+			    kill((pid_t)other, 0) == 0) {
+				fclose(f);
+				return cli_fail(CLI_EX_USAGE,
+						"%s: a daemon (pid %ld) already "
+						"runs on %s",
+						cmd, other, data);
+			}
+			fclose(f);
+		}
+	}
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return cli_fail(CLI_EX_SOFTWARE, "%s: pipe: %s", cmd, strerror(errno));
+	fflush(stdout);
+	fflush(stderr);
+	pid_t child = foreground ? 0 : fork();
+	if (child < 0)
+		return cli_fail(CLI_EX_SOFTWARE, "%s: fork: %s", cmd, strerror(errno));
+	if (child == 0) {
+		char path[4200];
+		FILE *f;
+		if (!foreground) {
+			int fd;
+			close(fds[0]);
+			setsid();
+			snprintf(path, sizeof path, "%s/flock.log", data);
+			fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+			int nul = open("/dev/null", O_RDWR);
+			if (nul >= 0) {
+				dup2(nul, 0);
+				close(nul);
+			}
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+				close(fd);
+			}
+			cfg.ready_fd = fds[1];
+		} else {
+			close(fds[0]);
+			close(fds[1]);
+		}
+		snprintf(path, sizeof path, "%s/flock.pid", data);
+		f = fopen(path, "w");
+		if (f != NULL) {
+			fprintf(f, "%ld\n", (long)getpid());
+			fclose(f);
+		}
+		if (foreground) {
+			/* say the address as soon as it serves: dm_ready's line
+			 * goes to a pipe we read in a moment; simpler, print now
+			 * what is known */
+			if (create)
+				printf("VM %s: %s@%s\njoin more machines with:\n  "
+				       "flock join %s@%s --token %s --data DIR\n",
+				       cfg.vm, cfg.vm, cfg.advertise, cfg.vm,
+				       cfg.advertise, cfg.token);
+			fflush(stdout);
+		}
+		rc = dm_run(&cfg);
+		unlink(path);
+		_exit(rc);
+	}
+	/* the starter: wait for the daemon's first line */
+	close(fds[1]);
+	{
+		char line[1024];
+		size_t n = 0;
+		ssize_t k;
+		while (n + 1 < sizeof line &&
+		       (k = read(fds[0], line + n, sizeof line - 1 - n)) != 0) {
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k < 0)
+				break;
+			n += (size_t)k;
+			if (memchr(line, '\n', n) != NULL)
+				break;
+		}
+		close(fds[0]);
+		line[n] = 0;
+		line[strcspn(line, "\n")] = 0;
+		if (strncmp(line, "ok ", 3) != 0) {
+			int status;
+			pid_t w = waitpid(child, &status, WNOHANG);
+			const char *msg = strncmp(line, "error ", 6) == 0
+						  ? line + 6
+						  : "the daemon stopped before it "
+						    "served (see flock.log)";
+			rc = w == child && WIFEXITED(status) && WEXITSTATUS(status) != 0
+				     ? WEXITSTATUS(status)
+				     : CLI_EX_UNAVAILABLE;
+			return cli_fail(rc, "%s: %s (log: %s/flock.log)", cmd, msg,
+					data);
+		}
+		char addr[600];
+		unsigned id = 0;
+		sscanf(line + 3, "%599s %u", addr, &id);
+		if (create) {
+			printf("VM %s is up: %s (machine m%u, daemon pid %ld)\n"
+			       "join more machines with:\n"
+			       "  flock join %s --token %s --data DIR\n",
+			       cfg.vm, addr, id, (long)child, addr, cfg.token);
+		} else {
+			printf("machine m%u joined VM %s: %s (daemon pid %ld)\n", id,
+			       cfg.vm, addr, (long)child);
+		}
+	}
+	sodium_memzero(cfg.token, sizeof cfg.token);
+	return CLI_EX_OK;
+}
+
+int cli_new(int argc, char **argv)
+{
+	return daemon_cmd(argc, argv, true);
+}
+
+int cli_join(int argc, char **argv)
+{
+	return daemon_cmd(argc, argv, false);
+}
+
+/* ---- Clients ---- */
+
+struct target {
+	struct cl_cred cred;
+	struct cl_addr where;
+};
+
+static int open_vm(const char *cmd, const char *vm, struct target *t,
+		   struct cl_client **c)
+{
+	struct fl_err err;
+	int rc = cl_client_target(vm, &t->cred, &t->where, &err);
+
+	if (rc == FL_EINVAL)
+		return cli_fail(CLI_EX_USAGE, "%s: --vm: %s", cmd, err.msg);
+	if (rc == FL_EPERM)
+		return cli_fail(77, "%s: %s", cmd, err.msg);
+	if (rc)
+		return cli_fail(77, "%s: %s", cmd, err.msg);
+	rc = cl_client_open(&t->cred, t->where.host, t->where.port, c, &err);
+	if (rc)
+		return cli_fail(rc == FL_EPERM ? 77 : CLI_EX_UNAVAILABLE, "%s: %s",
+				cmd, err.msg);
+	return 0;
+}
+
+/* An ERROR frame: its line and status. */
+static int error_frame(const char *cmd, const uint8_t *p, uint32_t n)
+{
+	uint32_t code;
+
+	memcpy(&code, p, 4);
+	return cli_fail(cl_status_for((int)code), "%s: %.*s", cmd, (int)(n - 4),
+			(const char *)p + 4);
+}
+
+/* Send one request; follow redirects; return the reply in *h / *p. */
+static int ask(const char *cmd, struct target *t, struct cl_client **c,
+	       uint8_t type, const void *req, size_t n, struct net_header *h,
+	       const uint8_t **p)
+{
+	struct fl_err err;
+
+	for (int hops = 0; hops < 4; hops++) {
+		uint64_t id = cl_client_send(*c, type, req, n);
+		int rc;
+		if (id == 0)
+			return cli_fail(CLI_EX_UNAVAILABLE, "%s: the connection to "
+							    "the VM closed", cmd);
+		for (;;) {
+			rc = cl_client_next(*c, h, p, 30000, &err);
+			if (rc)
+				return cli_fail(CLI_EX_UNAVAILABLE, "%s: %s", cmd,
+						err.msg);
+			if (h->request == id || h->type == NET_MSG_ERROR)
+				break;
+		}
+		if (h->type != NET_MSG_REDIRECT)
+			return 0;
+		{
+			char addr[520];
+			struct cl_addr a;
+			snprintf(addr, sizeof addr, "%.*s", (int)h->length,
+				 (const char *)*p);
+			if (cl_addr_parse(addr, false, &a, &err) != 0)
+				return cli_fail(CLI_EX_UNAVAILABLE,
+						"%s: a bad redirect", cmd);
+			cl_client_close(*c);
+			*c = NULL;
+			if (cl_client_open(&t->cred, a.host, a.port, c, &err) != 0)
+				return cli_fail(CLI_EX_UNAVAILABLE, "%s: %s", cmd,
+						err.msg);
+		}
+	}
+	return cli_fail(CLI_EX_UNAVAILABLE, "%s: too many redirects", cmd);
+}
+
+static bool parse_pid(const char *s, uint64_t *pid)
+{
+	return cli_parse_u64(s, false, pid) && *pid > 0;
+}
+
+static int client_cmd(int argc, char **argv)
+{
+	const char *cmd = argv[0], *vm = NULL, *pid_arg = NULL;
+	bool wants_pid = strcmp(cmd, "kill") == 0 || strcmp(cmd, "logs") == 0 ||
+			 strcmp(cmd, "wait") == 0;
+	bool may_pid = wants_pid || strcmp(cmd, "ps") == 0;
+	struct target t;
+	struct cl_client *c = NULL;
+	struct net_header h;
+	const uint8_t *p;
+	uint64_t pid = 0;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (cli_is_help(a)) {
+			fputs(client_help, stdout);
+			return CLI_EX_OK;
+		} else if (strcmp(a, "--vm") == 0) {
+			if ((rc = need(i, argc, argv, cmd)))
+				return rc;
+			vm = argv[++i];
+		} else if (a[0] == '-' && a[1] != 0) {
+			return cli_fail(CLI_EX_USAGE,
+					"%s: unknown option '%s' (see flock %s "
+					"--help)",
+					cmd, a, cmd);
+		} else if (may_pid && pid_arg == NULL) {
+			pid_arg = a;
+		} else {
+			return cli_fail(CLI_EX_USAGE, "%s: unexpected argument '%s'",
+					cmd, a);
+		}
+	}
+	if (wants_pid && pid_arg == NULL)
+		return cli_fail(CLI_EX_USAGE, "%s: no PID (see flock %s --help)", cmd,
+				cmd);
+	if (pid_arg != NULL && !parse_pid(pid_arg, &pid))
+		return cli_fail(CLI_EX_USAGE, "%s: '%s' is not a process id", cmd,
+				pid_arg);
+	if ((rc = open_vm(cmd, vm, &t, &c)))
+		return rc;
+	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "ps") == 0) {
+		uint8_t type = cmd[0] == 's' ? NET_MSG_MACHINES : NET_MSG_PS;
+		rc = ask(cmd, &t, &c, type, &pid, pid != 0 ? 8 : 0, &h, &p);
+		if (rc == 0 && h.type == NET_MSG_ERROR)
+			rc = error_frame(cmd, p, h.length);
+		else if (rc == 0)
+			fwrite(p, 1, h.length, stdout);
+	} else if (strcmp(cmd, "kill") == 0) {
+		rc = ask(cmd, &t, &c, NET_MSG_KILL, &pid, 8, &h, &p);
+		if (rc == 0 && h.type == NET_MSG_ERROR)
+			rc = error_frame(cmd, p, h.length);
+	} else if (strcmp(cmd, "leave") == 0) {
+		struct fl_err err;
+		uint64_t id = cl_client_send(c, NET_MSG_LEAVE, NULL, 0);
+		rc = id == 0 ? FL_EPIPE : cl_client_next(c, &h, &p, 600000, &err);
+		if (rc)
+			rc = cli_fail(CLI_EX_UNAVAILABLE, "leave: %s",
+				      rc == FL_EPIPE ? "the connection closed"
+						     : err.msg);
+		else if (h.type == NET_MSG_ERROR)
+			rc = error_frame(cmd, p, h.length);
+		else
+			printf("the machine left VM %s\n", t.cred.vm);
+	} else { /* logs, wait */
+		uint8_t req[17];
+		bool logs = cmd[0] == 'l';
+		uint64_t next = 0;
+		memcpy(req, &pid, 8);
+		memset(req + 8, 0, 8);
+		req[16] = 0; /* logs: what is there; wait: follow */
+		rc = logs ? ask(cmd, &t, &c, NET_MSG_ATTACH, req, 17, &h, &p)
+			  : ask(cmd, &t, &c, NET_MSG_WAIT, &pid, 8, &h, &p);
+		for (;;) {
+			struct fl_err err;
+			if (rc)
+				break;
+			if (h.type == NET_MSG_ERROR) {
+				rc = error_frame(cmd, p, h.length);
+				break;
+			}
+			if (h.type == NET_MSG_OUTPUT) {
+				uint64_t seq;
+				memcpy(&seq, p + 8, 8);
+				if (seq == next) {
+					next++;
+					fflush(stdout);
+					(void)fl_write_all(p[16] == 2 ? 2 : 1, p + 17,
+							   h.length - 17);
+				}
+			} else if (h.type == NET_MSG_STATUS) {
+				int32_t status;
+				memcpy(&status, p + 8, 4);
+				rc = logs || status < 0 ? 0 : status;
+				break;
+			}
+			if (cl_client_next(c, &h, &p, -1, &err) != 0) {
+				rc = cli_fail(CLI_EX_UNAVAILABLE, "%s: %s", cmd,
+					      err.msg);
+				break;
+			}
+		}
+	}
+	cl_client_close(c);
+	return rc;
+}
+
+int cli_status(int argc, char **argv) { return client_cmd(argc, argv); }
+int cli_ps(int argc, char **argv) { return client_cmd(argc, argv); }
+int cli_kill(int argc, char **argv) { return client_cmd(argc, argv); }
+int cli_logs(int argc, char **argv) { return client_cmd(argc, argv); }
+int cli_wait(int argc, char **argv) { return client_cmd(argc, argv); }
+int cli_leave(int argc, char **argv) { return client_cmd(argc, argv); }
+
+/* ---- flock run --vm ---- */
+
+static void put_str16(struct fl_buf *b, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n > 65535)
+		n = 65535;
+	fl_buf_put_u16(b, (uint16_t)n);
+	fl_buf_put(b, s, n);
+}
+
+int cli_run_vm(const char *vm, const struct vm_module *m,
+	       const struct vm_options *o, bool detach)
+{
+	struct target t;
+	struct cl_client *c = NULL;
+	struct fl_buf b, mod;
+	struct net_header h;
+	const uint8_t *p;
+	uint64_t sub_client, next = 0, pid = 0;
+	int rc, tries = 0;
+	bool stdin_on = false;
+
+	if ((rc = open_vm("run", vm, &t, &c)))
+		return rc;
+	fl_buf_init(&mod);
+	if (vm_module_encode(m, &mod) != 0 || fl_buf_failed(&mod)) {
+		cl_client_close(c);
+		return cli_fail(CLI_EX_SOFTWARE, "run: out of memory");
+	}
+	randombytes_buf(&sub_client, sizeof sub_client);
+	sub_client |= 1;
+	for (;;) {
+		struct fl_err err;
+		uint64_t id;
+		/* The submission: the same id on every try, so the VM starts
+		 * the process at most once. */
+		fl_buf_init(&b);
+		fl_buf_put_u64(&b, sub_client);
+		fl_buf_put_u64(&b, 1);
+		fl_buf_put_u8(&b, (uint8_t)((detach ? 1 : 0) | (o->check ? 2 : 0)));
+		fl_buf_put_u64(&b, o->memory);
+		fl_buf_put_u32(&b, o->max_threads);
+		fl_buf_put_u32(&b, o->stack_words);
+		fl_buf_put_u32(&b, o->max_depth);
+		fl_buf_put_u64(&b, next);
+		fl_buf_put_u32(&b, (uint32_t)o->argc);
+		for (int i = 0; i < o->argc; i++)
+			put_str16(&b, o->argv[i]);
+		fl_buf_put(&b, mod.data, mod.len);
+		id = fl_buf_failed(&b) ? 0 : cl_client_send(c, NET_MSG_SUBMIT, b.data, b.len);
+		fl_buf_close(&b);
+		rc = id == 0 ? FL_EPIPE : 0;
+		while (rc == 0) {
+			rc = cl_client_next(c, &h, &p, -1, &err);
+			if (rc)
+				break;
+			if (h.type == NET_MSG_ERROR) {
+				uint32_t code;
+				memcpy(&code, p, 4);
+				if (code == FL_EAGAIN && tries < 50) {
+					rc = FL_EAGAIN;
+					break;
+				}
+				fl_buf_close(&mod);
+				rc = error_frame("run", p, h.length);
+				cl_client_close(c);
+				return rc;
+			}
+			if (h.type == NET_MSG_SUBMIT) {
+				memcpy(&pid, p, 8);
+				if (detach) {
+					printf("%" PRIu64 "\n", pid);
+					fl_buf_close(&mod);
+					cl_client_close(c);
+					return 0;
+				}
+				if (!stdin_on) {
+					stdin_on = true;
+					cl_client_stdin(c, pid, 0);
+				}
+			} else if (h.type == NET_MSG_OUTPUT) {
+				uint64_t seq;
+				memcpy(&seq, p + 8, 8);
+				if (seq == next) { /* each record once */
+					next++;
+					(void)fl_write_all(p[16] == 2 ? 2 : 1, p + 17,
+							   h.length - 17);
+				}
+			} else if (h.type == NET_MSG_STATUS) {
+				int32_t status;
+				memcpy(&status, p + 8, 4);
+				fl_buf_close(&mod);
+				cl_client_close(c);
+				return status & 255;
+			} else if (h.type == NET_MSG_REDIRECT) {
+				rc = FL_EPIPE;
+				break;
+			}
+		}
+		/* The connection went, or the VM asked us to come back: retry
+		 * the same submission (it attaches; output we have is
+		 * skipped). */
+		if (++tries > 50) {
+			fl_buf_close(&mod);
+			cl_client_close(c);
+			return cli_fail(CLI_EX_UNAVAILABLE,
+					"run: lost the VM and could not get back");
+		}
+		if (stdin_on) {
+			fl_buf_close(&mod);
+			cl_client_close(c);
+			return cli_fail(CLI_EX_UNAVAILABLE,
+					"run: lost the connection to process %" PRIu64
+					" (it goes on; see flock logs %" PRIu64 ")",
+					pid, pid);
+		}
+		usleep(200000);
+		cl_client_close(c);
+		c = NULL;
+		if (cl_client_open(&t.cred, t.where.host, t.where.port, &c, &err) != 0) {
+			continue;
+		}
+	}
+}

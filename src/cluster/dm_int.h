@@ -1,0 +1,207 @@
+/* Inside the daemon (dm.h). Three parts:
+ *   dm_main.c  start-up, Raft, proposals (any machine proposes; a
+ *              follower forwards to the leader), the leader's duties
+ *              (the barrier after every election, membership), timers;
+ *   dm_net.c   links: connections to peers, joiners and clients, the
+ *              handshake's identities, heartbeats, and the Raft
+ *              transport relayed over the secure connections;
+ *   dm_proc.c  what clients ask: processes on this machine's node, their
+ *              output logs and streams, ps, status, kill, wait, leave.
+ * Everything here runs on the loop thread, except each process's waiter
+ * thread, which only calls vm_proc_wait() and uv_async_send(). */
+#ifndef FLOCK_CLUSTER_DM_INT_H
+#define FLOCK_CLUSTER_DM_INT_H
+
+#include <pthread.h>
+#include <stdio.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "cluster/ctl.h"
+#include "cluster/ctl_raft.h"
+#include "cluster/dm.h"
+#include "cluster/net.h"
+#include "cluster/net_conn.h"
+#include "vm/vm.h"
+
+/* What the initiator says it is, in its first handshake message. */
+enum dm_kind { DM_PEER = 1, DM_CLIENT = 2, DM_JOINER = 3 };
+
+#define DM_TICK_MS 50
+#define DM_PROPOSE_MS 10000 /* a proposal that finds no leader this long */
+
+struct dm;
+struct dm_proc;
+
+/* A machine's load, from its heartbeats (and ours, for ourselves). */
+struct dm_load {
+	uint64_t uptime_ms;
+	uint32_t procs;
+	uint64_t threads, memory;
+	struct dm_pload {
+		uint64_t pid, threads, memory, age_ms;
+	} p[64];
+	uint32_t np;
+};
+
+/* A relayed Raft stream: one end of a socketpair is Raft's, this is the
+ * other, whose bytes travel as RAFT frames. */
+struct dm_rstream {
+	struct dm_peer *peer; /* NULL once the connection went */
+	uint32_t id;
+	bool mine; /* our Raft opened it (dialed) */
+	bool closing;
+	uv_pipe_t pipe;
+	struct dm_rstream *next;
+};
+
+/* Another machine of the VM. */
+struct dm_peer {
+	struct dm *d;
+	uint32_t id;
+	struct dm_link *link; /* its authenticated connection, or NULL */
+	bool dialing;
+	uint64_t next_dial; /* ms */
+	uint32_t backoff;
+	uint64_t last_heard;
+	struct dm_load load;
+	bool has_load;
+	struct dm_rstream *streams;
+	uint32_t next_stream;
+	uint8_t key[NET_KEY]; /* from the join reply, until Raft has it */
+	char addr[CTL_ADDR_MAX + 1];
+	struct dm_peer *next;
+};
+
+/* One connection and what it is. */
+struct dm_link {
+	struct dm *d;
+	struct net_conn *conn;
+	bool dialed;
+	int kind; /* enum dm_kind, 0 before the handshake says */
+	bool ready;
+	uint32_t peer_id; /* DM_PEER */
+	struct dm_peer *peer;
+	char user[CTL_NAME_MAX + 1]; /* DM_CLIENT */
+	bool admin;
+	uint8_t key[NET_KEY];
+	struct dm_link *next;
+};
+
+/* A command on its way into the log. */
+struct dm_prop {
+	struct dm *d;
+	struct ctl_command cmd;
+	void (*cb)(struct dm_prop *p, struct ctl_result r);
+	void *data;
+	uint64_t data2;
+	uint64_t deadline;
+	uint64_t req; /* forwarded: the request id */
+	int state;    /* DM_P_* */
+	struct raft_apply ra;
+	struct fl_buf enc;
+	struct dm_prop *next;
+};
+enum { DM_P_WAIT = 0, DM_P_LOCAL = 1, DM_P_REMOTE = 2 };
+
+struct dm {
+	const struct dm_config *cfg;
+	uv_loop_t loop;
+	uv_tcp_t listener;
+	uv_timer_t tick;
+	uv_signal_t sigterm, sigint;
+	bool stopping;
+	int exit_status;
+	FILE *log;
+
+	struct cl_identity me;
+	uint8_t token_psk[NET_KEY], client_psk[NET_KEY];
+	uint8_t admin_pub[NET_KEY]; /* flock new: the admin's key */
+	char prologue[96];
+	uint64_t started_ms;
+
+	/* Raft */
+	struct raft raft;
+	struct raft_io io;
+	struct ctl_raft fsm;
+	struct raft_uv_transport transport;
+	raft_uv_accept_cb accept_cb;
+	bool raft_started, raft_closed;
+	struct ctl_state st;
+	raft_term barrier_term; /* the term whose barrier committed */
+	bool barrier_pending;
+	bool change_pending; /* a membership change in flight */
+	bool created;        /* flock new: CREATE proposed */
+	bool ready_sent;
+	uint64_t next_client; /* our proposals' client ids */
+
+	struct dm_peer *peers;
+	struct dm_link *links;
+	struct dm_prop *props;
+	uint64_t next_req;
+
+	/* The node running this machine's processes. */
+	struct vm_node *node;
+	struct dm_proc *procs;
+	uint64_t ram_used;
+	bool leaving;
+	bool leave_proposed;
+	uint64_t leave_done_ms;
+	struct dm_link *leave_link; /* the client waiting for leave */
+	uint64_t leave_req;
+};
+
+/* dm_main.c */
+uint64_t dm_now_ms(void);
+void dm_log(struct dm *d, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Propose @c (its client id and seq set by the caller, or 0 for a fresh
+ * pair); @cb runs once with the result, rc FL_EAGAIN when no leader took
+ * it within DM_PROPOSE_MS. */
+void dm_propose(struct dm *d, const struct ctl_command *c,
+		void (*cb)(struct dm_prop *p, struct ctl_result r), void *data,
+		uint64_t data2);
+bool dm_is_leader(struct dm *d);
+/* The leader's id, 0 when none is known. */
+uint32_t dm_leader(struct dm *d);
+/* A follower's PROPOSE arrived from @l (the leader's side). */
+void dm_on_propose(struct dm *d, struct dm_link *l, const struct net_header *h,
+		   const uint8_t *p);
+/* The reply to one of our forwarded proposals. */
+void dm_on_propose_reply(struct dm *d, const struct net_header *h,
+			 const uint8_t *p);
+/* @peer's connection went: forwarded proposals through it go back to
+ * waiting. */
+void dm_props_peer_lost(struct dm *d, uint32_t peer);
+/* Once the daemon serves: the ready line for the starter. */
+void dm_ready(struct dm *d, const char *err);
+void dm_stop(struct dm *d, int status);
+
+/* dm_net.c */
+int dm_net_start(struct dm *d, struct fl_err *err);
+void dm_net_tick(struct dm *d);
+void dm_net_close(struct dm *d);
+void dm_transport_init(struct dm *d);
+struct dm_peer *dm_peer_get(struct dm *d, uint32_t id, bool make);
+int dm_send(struct dm_link *l, uint8_t type, uint16_t flags, uint64_t req,
+	    const void *p, size_t n);
+int dm_send_error(struct dm_link *l, uint8_t type, uint64_t req, int code,
+		  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Join the VM through cfg->contact: 0 with d->me filled, or an error. */
+int dm_join(struct dm *d, struct fl_err *err);
+/* Our load, as a heartbeat carries it. */
+void dm_load_self(struct dm *d, struct dm_load *l);
+
+/* dm_proc.c */
+void dm_client_frame(struct dm_link *l, const struct net_header *h,
+		     const uint8_t *p);
+void dm_client_gone(struct dm_link *l);
+void dm_client_drain(struct dm_link *l);
+void dm_procs_tick(struct dm *d);
+void dm_procs_close(struct dm *d);
+/* Table text of machines (flock status) and processes (flock ps). */
+void dm_status_text(struct dm *d, struct fl_buf *out);
+
+#endif

@@ -1,0 +1,1111 @@
+/* What clients ask of a machine (dm_int.h): processes, their output, the
+ * tables of ps and status, kill, wait, leave.
+ *
+ * A submission. The client picks a submission id (a random client id and
+ * sequence number 1) and sends it with the module. The machine proposes
+ * SUBMIT with that pair: the first time it applies, the process gets its
+ * pid and this machine starts it; any retry -- the client reconnecting,
+ * here or to another machine -- gets the same pid back as a replay and
+ * only attaches to the output, so a process is never started twice.
+ *
+ * Output. The process's stdout and stderr are pipes the loop reads; every
+ * chunk becomes a record (stream, bytes) with the next sequence number,
+ * appended to --data/logs/PID. A client follows a process from a sequence
+ * number; it writes each record once, skipping numbers it has, so output
+ * the network repeats is written once. A client that reads slowly is
+ * served from the log file once it drains: nothing is dropped and memory
+ * stays bounded. stdin comes as INPUT records with sequence numbers,
+ * applied once each, in order. */
+#include "cluster/dm_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lang/lang.h"
+
+#define KILLED_STATUS 137 /* 128 + SIGKILL, as a shell shows a kill -9 */
+
+struct dm_watch {
+	struct dm_link *link;
+	uint64_t next_seq; /* the next record it needs */
+	uint64_t off;      /* where that record starts in the log */
+	bool output;       /* wants records (run, logs), not only the end */
+	bool follow;       /* until the end (run, wait), not what is there */
+	uint64_t req;
+	struct dm_watch *next;
+};
+
+struct dm_proc {
+	struct dm *d;
+	uint64_t pid;
+	char owner[CTL_NAME_MAX + 1];
+	struct vm_module *m;
+	struct vm_proc *vp;
+	struct vm_options o;
+	char **argv;
+	int argc;
+	uv_pipe_t out, err, in;
+	int out_w, err_w, in_r;
+	int open_reads; /* stdout and stderr still open */
+	bool in_open;
+	uint64_t in_seq;
+	pthread_t waiter;
+	bool has_waiter;
+	uv_async_t done;
+	bool waited; /* the waiter returned: status set, pipes' write ends closed */
+	int status;
+	bool ended; /* waited and both pipes at their end */
+	bool freed;
+	int logfd;
+	uint64_t nrec, logsize;
+	uint64_t started_ms;
+	uint64_t memory;
+	struct dm_watch *watch;
+	struct dm_proc *next;
+};
+
+/* ---- Output records ---- */
+
+static void log_path(struct dm *d, uint64_t pid, char *out, size_t n)
+{
+	snprintf(out, n, "%s/logs/%" PRIu64, d->cfg->data, pid);
+}
+
+static void watch_free(struct dm_proc *p, struct dm_watch *w)
+{
+	for (struct dm_watch **q = &p->watch; *q != NULL; q = &(*q)->next)
+		if (*q == w) {
+			*q = w->next;
+			break;
+		}
+	free(w);
+}
+
+/* Send @w what it lacks from the log, then the end if there is one. */
+static void watch_pump(struct dm_proc *p, struct dm_watch *w)
+{
+	uint8_t hdr[5], buf[65536 + 17];
+
+	while (w->output && w->next_seq < p->nrec) {
+		uint32_t len;
+		if (pread(p->logfd, hdr, 5, (off_t)w->off) != 5)
+			break;
+		memcpy(&len, hdr + 1, 4);
+		if (len > 65536 ||
+		    pread(p->logfd, buf + 17, len, (off_t)w->off + 5) != (ssize_t)len)
+			break;
+		memcpy(buf, &p->pid, 8);
+		memcpy(buf + 8, &w->next_seq, 8);
+		buf[16] = hdr[0];
+		if (dm_send(w->link, NET_MSG_OUTPUT, 0, w->req, buf, 17 + len) != 0)
+			return; /* on_drain brings us back */
+		w->next_seq++;
+		w->off += 5 + len;
+	}
+	if (p->ended || !w->follow) {
+		uint8_t st[12];
+		int32_t status = p->ended ? p->status : -1;
+		memcpy(st, &p->pid, 8);
+		memcpy(st + 8, &status, 4);
+		if (dm_send(w->link, NET_MSG_STATUS, NET_FLAG_REPLY, w->req, st,
+			    sizeof st) == FL_EAGAIN)
+			return;
+		watch_free(p, w);
+	}
+}
+
+static void proc_record(struct dm_proc *p, uint8_t stream, const char *b,
+			size_t n)
+{
+	uint8_t hdr[5];
+	uint32_t len = (uint32_t)n;
+
+	hdr[0] = stream;
+	memcpy(hdr + 1, &len, 4);
+	if (pwrite(p->logfd, hdr, 5, (off_t)p->logsize) != 5 ||
+	    pwrite(p->logfd, b, n, (off_t)p->logsize + 5) != (ssize_t)n) {
+		dm_log(p->d, "process %" PRIu64 ": cannot write its log: %s",
+		       p->pid, strerror(errno));
+		return;
+	}
+	p->logsize += 5 + n;
+	p->nrec++;
+	for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
+		next = w->next;
+		watch_pump(p, w);
+	}
+}
+
+static void pipe_alloc(uv_handle_t *h, size_t want, uv_buf_t *buf)
+{
+	(void)h;
+	(void)want;
+	buf->base = malloc(65536);
+	buf->len = buf->base != NULL ? 65536 : 0;
+}
+
+static void proc_maybe_end(struct dm_proc *p);
+
+static void pipe_closed(uv_handle_t *h)
+{
+	(void)h;
+}
+
+static void pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+	struct dm_proc *p = s->data;
+
+	if (n > 0)
+		proc_record(p, s == (uv_stream_t *)&p->out ? 1 : 2, buf->base,
+			    (size_t)n);
+	free(buf->base);
+	if (n < 0) {
+		uv_read_stop(s);
+		uv_close((uv_handle_t *)s, pipe_closed);
+		p->open_reads--;
+		proc_maybe_end(p);
+	}
+}
+
+/* ---- Processes ---- */
+
+static void end_proposed(struct dm_prop *pr, struct ctl_result r)
+{
+	(void)pr;
+	(void)r;
+}
+
+static void async_closed(uv_handle_t *h)
+{
+	struct dm_proc *p = h->data;
+
+	p->freed = true;
+}
+
+static void proc_maybe_end(struct dm_proc *p)
+{
+	struct dm *d = p->d;
+	struct ctl_command c = {.type = CTL_CMD_PROC_STATE};
+
+	if (!p->waited || p->open_reads > 0 || p->ended)
+		return;
+	p->ended = true;
+	pthread_join(p->waiter, NULL);
+	p->has_waiter = false;
+	vm_proc_free(p->vp);
+	p->vp = NULL;
+	vm_module_free(p->m);
+	p->m = NULL;
+	if (p->in_open) {
+		uv_close((uv_handle_t *)&p->in, pipe_closed);
+		p->in_open = false;
+	}
+	d->ram_used -= p->memory;
+	dm_log(d, "process %" PRIu64 " ended with status %d", p->pid, p->status);
+	c.u.pstate.pid = p->pid;
+	c.u.pstate.state = CTL_P_ENDED;
+	c.u.pstate.status = p->status;
+	c.u.pstate.machine = d->me.id;
+	dm_propose(d, &c, end_proposed, NULL, 0);
+	for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
+		next = w->next;
+		watch_pump(p, w);
+	}
+	uv_close((uv_handle_t *)&p->done, async_closed);
+}
+
+static void *waiter_main(void *arg)
+{
+	struct dm_proc *p = arg;
+
+	p->status = vm_proc_wait(p->vp);
+	close(p->out_w);
+	close(p->err_w);
+	close(p->in_r);
+	uv_async_send(&p->done);
+	return NULL;
+}
+
+static void proc_done_cb(uv_async_t *a)
+{
+	struct dm_proc *p = a->data;
+
+	p->waited = true;
+	proc_maybe_end(p);
+}
+
+static struct dm_proc *proc_find(struct dm *d, uint64_t pid)
+{
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+		if (p->pid == pid)
+			return p;
+	return NULL;
+}
+
+/* A process record for @pid whose log exists (it ran here before). */
+static struct dm_proc *proc_archived(struct dm *d, uint64_t pid, int status)
+{
+	char path[4200];
+	struct dm_proc *p;
+	struct stat sb;
+	int fd;
+
+	log_path(d, pid, path, sizeof path);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	p = calloc(1, sizeof *p);
+	if (p == NULL) {
+		close(fd);
+		return NULL;
+	}
+	p->d = d;
+	p->pid = pid;
+	p->logfd = fd;
+	p->ended = p->waited = p->freed = true;
+	p->status = status;
+	if (fstat(fd, &sb) == 0)
+		p->logsize = (uint64_t)sb.st_size;
+	/* count the records */
+	for (uint64_t off = 0; off + 5 <= p->logsize;) {
+		uint8_t hdr[5];
+		uint32_t len;
+		if (pread(fd, hdr, 5, (off_t)off) != 5)
+			break;
+		memcpy(&len, hdr + 1, 4);
+		off += 5 + len;
+		if (off > p->logsize)
+			break;
+		p->nrec++;
+	}
+	p->next = d->procs;
+	d->procs = p;
+	return p;
+}
+
+static void watch_add(struct dm_proc *p, struct dm_link *l, uint64_t req,
+		      uint64_t from, bool output, bool follow)
+{
+	struct dm_watch *w = calloc(1, sizeof *w);
+
+	if (w == NULL) {
+		dm_send_error(l, NET_MSG_ATTACH, req, FL_ENOMEM, "out of memory");
+		return;
+	}
+	w->link = l;
+	w->req = req;
+	w->output = output;
+	w->follow = follow;
+	/* skip to @from */
+	while (w->next_seq < from && w->next_seq < p->nrec) {
+		uint8_t hdr[5];
+		uint32_t len;
+		if (pread(p->logfd, hdr, 5, (off_t)w->off) != 5)
+			break;
+		memcpy(&len, hdr + 1, 4);
+		w->off += 5 + len;
+		w->next_seq++;
+	}
+	w->next = p->watch;
+	p->watch = w;
+	watch_pump(p, w);
+}
+
+struct submit {
+	struct dm_link *link;
+	uint64_t req, from;
+	bool detach;
+	struct vm_module *m;
+	struct vm_options o;
+	char **argv;
+	int argc;
+};
+
+static void submit_free(struct submit *s)
+{
+	if (s == NULL)
+		return;
+	vm_module_free(s->m);
+	for (int i = 0; i < s->argc; i++)
+		free(s->argv[i]);
+	free(s->argv);
+	free(s);
+}
+
+static bool link_alive(struct dm *d, struct dm_link *l)
+{
+	for (struct dm_link *x = d->links; x != NULL; x = x->next)
+		if (x == l)
+			return true;
+	return false;
+}
+
+static void running_proposed(struct dm_prop *pr, struct ctl_result r)
+{
+	(void)pr;
+	(void)r;
+}
+
+static int proc_start(struct dm *d, struct submit *s, uint64_t pid,
+		      const char *owner, struct fl_err *err)
+{
+	struct dm_proc *p = calloc(1, sizeof *p);
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, inp[2] = {-1, -1};
+	char path[4200];
+	int rc;
+
+	if (p == NULL)
+		return fl_err_set(err, FL_ENOMEM, "out of memory");
+	log_path(d, pid, path, sizeof path);
+	p->logfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (p->logfd < 0 || pipe2(outp, O_CLOEXEC) != 0 ||
+	    pipe2(errp, O_CLOEXEC) != 0 || pipe2(inp, O_CLOEXEC) != 0) {
+		rc = fl_err_set(err, FL_EIO, "cannot set up the process's output: %s",
+				strerror(errno));
+		goto fail;
+	}
+	p->d = d;
+	p->pid = pid;
+	snprintf(p->owner, sizeof p->owner, "%s", owner);
+	p->m = s->m;
+	p->argv = s->argv;
+	p->argc = s->argc;
+	p->o = s->o;
+	p->o.argc = s->argc;
+	p->o.argv = s->argv;
+	p->o.fd_in = inp[0];
+	p->o.fd_out = outp[1];
+	p->o.fd_err = errp[1];
+	p->o.prog = "flock";
+	p->out_w = outp[1];
+	p->err_w = errp[1];
+	p->in_r = inp[0];
+	p->memory = p->o.memory;
+	rc = vm_proc_start(d->node, p->m, &p->o, &p->vp, err);
+	if (rc)
+		goto fail;
+	s->m = NULL;
+	s->argv = NULL;
+	s->argc = 0;
+	uv_pipe_init(&d->loop, &p->out, 0);
+	uv_pipe_init(&d->loop, &p->err, 0);
+	uv_pipe_init(&d->loop, &p->in, 0);
+	uv_pipe_open(&p->out, outp[0]);
+	uv_pipe_open(&p->err, errp[0]);
+	uv_pipe_open(&p->in, inp[1]);
+	p->out.data = p->err.data = p->in.data = p;
+	p->open_reads = 2;
+	p->in_open = true;
+	uv_read_start((uv_stream_t *)&p->out, pipe_alloc, pipe_read);
+	uv_read_start((uv_stream_t *)&p->err, pipe_alloc, pipe_read);
+	uv_async_init(&d->loop, &p->done, proc_done_cb);
+	p->done.data = p;
+	p->started_ms = dm_now_ms();
+	d->ram_used += p->memory;
+	p->next = d->procs;
+	d->procs = p;
+	if (pthread_create(&p->waiter, NULL, waiter_main, p) != 0) {
+		/* cannot wait for it: end it now, and wait here */
+		vm_proc_kill(p->vp, 70);
+		waiter_main(p);
+	} else {
+		p->has_waiter = true;
+	}
+	if (s->detach) {
+		/* no stdin for a detached process */
+		uv_close((uv_handle_t *)&p->in, pipe_closed);
+		p->in_open = false;
+	}
+	dm_log(d, "process %" PRIu64 " of %s started", pid, owner);
+	return 0;
+fail:
+	if (p->logfd >= 0)
+		close(p->logfd);
+	for (int i = 0; i < 2; i++) {
+		if (outp[i] >= 0)
+			close(outp[i]);
+		if (errp[i] >= 0)
+			close(errp[i]);
+		if (inp[i] >= 0)
+			close(inp[i]);
+	}
+	free(p);
+	return rc;
+}
+
+static void submit_reply_pid(struct dm_link *l, uint64_t req, uint64_t pid)
+{
+	dm_send(l, NET_MSG_SUBMIT, NET_FLAG_REPLY, req, &pid, 8);
+}
+
+static void redirect(struct dm *d, struct dm_link *l, uint8_t type,
+		     uint64_t req, uint32_t machine)
+{
+	const struct ctl_member *m = ctl_member_find(&d->st, machine);
+
+	if (m == NULL) {
+		dm_send_error(l, type, req, FL_ENOENT, "machine %" PRIu32 " is gone",
+			      machine);
+		return;
+	}
+	dm_send(l, NET_MSG_REDIRECT, NET_FLAG_REPLY, req, m->addr, strlen(m->addr));
+}
+
+static void submit_done(struct dm_prop *pr, struct ctl_result r)
+{
+	struct dm *d = pr->d;
+	struct submit *s = pr->data;
+	struct dm_link *l = s->link;
+	const struct ctl_proc *cp;
+	struct fl_err err;
+
+	if (!link_alive(d, l)) {
+		if (r.rc == 0 && !r.replay) {
+			/* The client went; it may come back and attach: start
+			 * anyway, it was submitted. */
+			struct dm_link tmp = {.d = d};
+			(void)tmp;
+		} else {
+			submit_free(s);
+			return;
+		}
+		l = NULL;
+	}
+	if (r.rc != 0) {
+		if (l != NULL)
+			dm_send_error(l, NET_MSG_SUBMIT, s->req, r.rc,
+				      r.rc == FL_EAGAIN
+					      ? "the VM's control plane has no leader"
+					      : r.rc == FL_EPERM ? "not a user of this VM"
+								 : "the VM refused the "
+								   "submission (%s)",
+				      fl_errname(r.rc));
+		submit_free(s);
+		return;
+	}
+	if (!r.replay) {
+		const char *owner = l != NULL ? l->user : "?";
+		cp = ctl_proc_find(&d->st, r.value);
+		if (cp != NULL)
+			owner = cp->owner;
+		if (proc_start(d, s, r.value, owner, &err) != 0) {
+			struct ctl_command c = {.type = CTL_CMD_PROC_STATE};
+			c.u.pstate.pid = r.value;
+			c.u.pstate.state = CTL_P_ENDED;
+			c.u.pstate.status = 70;
+			dm_propose(d, &c, end_proposed, NULL, 0);
+			if (l != NULL)
+				dm_send_error(l, NET_MSG_SUBMIT, s->req, FL_ENOMEM,
+					      "the process could not start: %s",
+					      err.msg);
+			submit_free(s);
+			return;
+		}
+		struct ctl_command c = {.type = CTL_CMD_PROC_STATE};
+		c.u.pstate.pid = r.value;
+		c.u.pstate.state = CTL_P_RUNNING;
+		c.u.pstate.machine = d->me.id;
+		dm_propose(d, &c, running_proposed, NULL, 0);
+	}
+	if (l != NULL) {
+		struct dm_proc *p = proc_find(d, r.value);
+		submit_reply_pid(l, s->req, r.value);
+		if (!s->detach) {
+			if (p != NULL) {
+				watch_add(p, l, s->req, s->from, true, true);
+			} else {
+				cp = ctl_proc_find(&d->st, r.value);
+				if (cp != NULL && cp->machine != 0 &&
+				    cp->machine != d->me.id)
+					redirect(d, l, NET_MSG_SUBMIT, s->req,
+						 cp->machine);
+				else if (cp != NULL && cp->state == CTL_P_ENDED &&
+					 (p = proc_archived(d, cp->pid, cp->status)) != NULL)
+					watch_add(p, l, s->req, s->from, true, true);
+				else
+					dm_send_error(l, NET_MSG_SUBMIT, s->req,
+						      FL_EAGAIN,
+						      "process %" PRIu64
+						      " is starting elsewhere",
+						      r.value);
+			}
+		}
+	}
+	submit_free(s);
+}
+
+static char *get_string(struct fl_reader *r)
+{
+	uint16_t n = fl_get_u16(r);
+	const uint8_t *b = fl_get_bytes(r, n);
+	char *s;
+
+	if (b == NULL)
+		return NULL;
+	s = malloc((size_t)n + 1);
+	if (s == NULL)
+		return NULL;
+	memcpy(s, b, n);
+	s[n] = 0;
+	return s;
+}
+
+static void on_submit(struct dm_link *l, const struct net_header *h,
+		      const uint8_t *pay)
+{
+	struct dm *d = l->d;
+	struct submit *s = calloc(1, sizeof *s);
+	struct ctl_command c = {.type = CTL_CMD_SUBMIT};
+	struct fl_reader r;
+	struct fl_err err;
+	uint32_t argc;
+	uint8_t flags;
+
+	if (s == NULL) {
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_ENOMEM,
+			      "out of memory");
+		return;
+	}
+	s->link = l;
+	s->req = h->request;
+	vm_options_init(&s->o);
+	fl_reader_init(&r, pay, h->length);
+	c.client = fl_get_u64(&r);
+	c.seq = fl_get_u64(&r);
+	flags = fl_get_u8(&r);
+	s->detach = flags & 1;
+	s->o.check = (flags & 2) != 0;
+	s->o.memory = fl_get_u64(&r);
+	s->o.max_threads = fl_get_u32(&r);
+	s->o.stack_words = fl_get_u32(&r);
+	s->o.max_depth = fl_get_u32(&r);
+	s->from = fl_get_u64(&r);
+	argc = fl_get_u32(&r);
+	if (r.failed || argc == 0 || argc > 4096 || c.client == 0 || c.seq == 0 ||
+	    s->o.stack_words == 0 || s->o.stack_words > VM_MAX_STACK_WORDS ||
+	    s->o.max_depth == 0 || s->o.max_depth > VM_MAX_CALL_DEPTH ||
+	    s->o.max_threads == 0) {
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EFORMAT,
+			      "a malformed submission");
+		submit_free(s);
+		return;
+	}
+	s->argv = calloc((size_t)argc + 1, sizeof *s->argv);
+	for (uint32_t i = 0; s->argv != NULL && i < argc; i++) {
+		s->argv[i] = get_string(&r);
+		if (s->argv[i] == NULL)
+			break;
+		s->argc++;
+	}
+	if (s->argv == NULL || (uint32_t)s->argc != argc) {
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EFORMAT,
+			      "a malformed submission (its arguments)");
+		submit_free(s);
+		return;
+	}
+	/* The rest is the module: hostile bytes like any other. */
+	if (vm_module_decode(r.p + r.off, fl_reader_left(&r), &s->m, &err) != 0 ||
+	    vm_verify(s->m, true, &err) != 0) {
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EFORMAT,
+			      "%s: the module failed verification: %s",
+			      s->argv[0], err.msg);
+		submit_free(s);
+		return;
+	}
+	if (s->o.memory == 0 || s->o.memory > d->cfg->provide.ram) {
+		if (s->o.memory > d->cfg->provide.ram) {
+			dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_ENOSPC,
+				      "--memory %" PRIu64 " bytes is more than this "
+				      "machine provides the VM (ram: %" PRIu64
+				      " bytes)",
+				      s->o.memory, d->cfg->provide.ram);
+			submit_free(s);
+			return;
+		}
+		s->o.memory = d->cfg->provide.ram;
+	}
+	if (d->leaving) {
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EAGAIN,
+			      "this machine is leaving the VM");
+		submit_free(s);
+		return;
+	}
+	snprintf(c.u.submit.owner, sizeof c.u.submit.owner, "%s", l->user);
+	dm_propose(d, &c, submit_done, s, 0);
+}
+
+static void on_input(struct dm_link *l, const struct net_header *h,
+		     const uint8_t *pay)
+{
+	struct dm_proc *p;
+	uint64_t pid, seq;
+
+	memcpy(&pid, pay, 8);
+	memcpy(&seq, pay + 8, 8);
+	p = proc_find(l->d, pid);
+	if (p == NULL || !p->in_open || seq != p->in_seq)
+		return; /* gone, or a repeat: applied once */
+	p->in_seq++;
+	if (h->length == 16) {
+		uv_close((uv_handle_t *)&p->in, pipe_closed);
+		p->in_open = false;
+		return;
+	}
+	{
+		size_t n = h->length - 16;
+		struct {
+			uv_write_t w;
+			char b[];
+		} *w = malloc(sizeof *w + n);
+		uv_buf_t b;
+		if (w == NULL)
+			return;
+		memcpy(w->b, pay + 16, n);
+		b = uv_buf_init(w->b, (unsigned)n);
+		if (uv_write(&w->w, (uv_stream_t *)&p->in, &b, 1,
+			     (uv_write_cb)free) != 0)
+			free(w);
+	}
+}
+
+static bool may_touch(struct dm_link *l, const struct ctl_proc *cp)
+{
+	return l->admin || strcmp(l->user, cp->owner) == 0;
+}
+
+/* ATTACH, WAIT, KILL: the process is here, elsewhere, or ended. */
+static void on_pid_request(struct dm_link *l, const struct net_header *h,
+			   const uint8_t *pay)
+{
+	struct dm *d = l->d;
+	uint64_t pid, from = 0;
+	const struct ctl_proc *cp;
+	struct dm_proc *p;
+	bool follow = true;
+
+	memcpy(&pid, pay, 8);
+	if (h->type == NET_MSG_ATTACH) {
+		memcpy(&from, pay + 8, 8);
+		follow = pay[16] != 0;
+	}
+	cp = ctl_proc_find(&d->st, pid);
+	if (cp == NULL) {
+		dm_send_error(l, h->type, h->request, FL_ENOENT,
+			      "no process %" PRIu64 " in VM %s", pid, d->me.vm);
+		return;
+	}
+	if (!may_touch(l, cp)) {
+		dm_send_error(l, h->type, h->request, FL_EPERM,
+			      "process %" PRIu64 " is %s's", pid, cp->owner);
+		return;
+	}
+	p = proc_find(d, pid);
+	if (p == NULL && cp->machine != 0 && cp->machine != d->me.id) {
+		redirect(d, l, h->type, h->request, cp->machine);
+		return;
+	}
+	if (h->type == NET_MSG_KILL) {
+		if (cp->state == CTL_P_ENDED || p == NULL || p->ended) {
+			dm_send_error(l, h->type, h->request, FL_ENOENT,
+				      "process %" PRIu64 " has ended", pid);
+			return;
+		}
+		if (p->vp != NULL)
+			vm_proc_kill(p->vp, KILLED_STATUS);
+		dm_log(d, "process %" PRIu64 " killed by %s", pid, l->user);
+		dm_send(l, NET_MSG_OK, NET_FLAG_REPLY, h->request, NULL, 0);
+		return;
+	}
+	if (p == NULL && cp->state == CTL_P_ENDED)
+		p = proc_archived(d, pid, cp->status);
+	if (p == NULL) {
+		if (cp->state == CTL_P_ENDED && h->type == NET_MSG_WAIT) {
+			uint8_t st[12];
+			memcpy(st, &pid, 8);
+			memcpy(st + 8, &cp->status, 4);
+			dm_send(l, NET_MSG_STATUS, NET_FLAG_REPLY, h->request, st,
+				sizeof st);
+			return;
+		}
+		dm_send_error(l, h->type, h->request, FL_EAGAIN,
+			      "process %" PRIu64 " has not started yet, or its "
+			      "output is not on this machine",
+			      pid);
+		return;
+	}
+	watch_add(p, l, h->request, from, h->type == NET_MSG_ATTACH, follow);
+}
+
+static const char *state_name(uint8_t s)
+{
+	return s == CTL_P_SUBMITTED ? "submitted"
+	       : s == CTL_P_RUNNING ? "running"
+	       : s == CTL_P_ENDED   ? "ended"
+				    : "?";
+}
+
+static void human_bytes(uint64_t b, char *out, size_t n)
+{
+	if (b >= (1ull << 30))
+		snprintf(out, n, "%.1fGiB", (double)b / (double)(1ull << 30));
+	else if (b >= (1ull << 20))
+		snprintf(out, n, "%.1fMiB", (double)b / (double)(1ull << 20));
+	else if (b >= 1024)
+		snprintf(out, n, "%.1fKiB", (double)b / 1024.0);
+	else
+		snprintf(out, n, "%" PRIu64 "B", b);
+}
+
+static void human_age(uint64_t ms, char *out, size_t n)
+{
+	uint64_t s = ms / 1000;
+
+	if (s < 60)
+		snprintf(out, n, "%" PRIu64 "s", s);
+	else if (s < 3600)
+		snprintf(out, n, "%" PRIu64 "m%02" PRIu64 "s", s / 60, s % 60);
+	else
+		snprintf(out, n, "%" PRIu64 "h%02" PRIu64 "m", s / 3600,
+			 s / 60 % 60);
+}
+
+/* What a process holds now, from us or the heartbeat of its machine. */
+static bool proc_load(struct dm *d, const struct ctl_proc *cp,
+		      struct dm_pload *out)
+{
+	if (cp->machine == d->me.id) {
+		struct dm_proc *p = proc_find(d, cp->pid);
+		struct vm_proc_info info;
+		if (p == NULL || p->vp == NULL)
+			return false;
+		vm_proc_info(p->vp, &info);
+		out->threads = info.threads;
+		out->memory = info.memory;
+		out->age_ms = dm_now_ms() - p->started_ms;
+		return true;
+	}
+	struct dm_peer *pe = dm_peer_get(d, cp->machine, false);
+	if (pe == NULL || !pe->has_load)
+		return false;
+	for (uint32_t i = 0; i < pe->load.np; i++)
+		if (pe->load.p[i].pid == cp->pid) {
+			*out = pe->load.p[i];
+			return true;
+		}
+	return false;
+}
+
+static void ps_text(struct dm *d, struct dm_link *l, uint64_t only,
+		    struct fl_buf *b)
+{
+	fl_buf_printf(b, "%-6s %-12s %-9s %-8s %8s %10s %8s %s\n", "PID", "USER",
+		      "STATE", "MACHINE", "THREADS", "MEMORY", "AGE", "STATUS");
+	for (size_t i = 0; i < d->st.nprocs; i++) {
+		const struct ctl_proc *cp = &d->st.procs[i];
+		struct dm_pload ld;
+		char mach[16] = "-", thr[24] = "-", mem[24] = "-", age[24] = "-",
+		     st[16] = "-";
+		if (only != 0 && cp->pid != only)
+			continue;
+		if (!l->admin && strcmp(cp->owner, l->user) != 0)
+			continue;
+		if (cp->machine != 0)
+			snprintf(mach, sizeof mach, "m%" PRIu32, cp->machine);
+		if (cp->state == CTL_P_RUNNING && proc_load(d, cp, &ld)) {
+			snprintf(thr, sizeof thr, "%" PRIu64, ld.threads);
+			human_bytes(ld.memory, mem, sizeof mem);
+			human_age(ld.age_ms, age, sizeof age);
+		}
+		if (cp->state == CTL_P_ENDED)
+			snprintf(st, sizeof st, "%d", (int)cp->status);
+		fl_buf_printf(b, "%-6" PRIu64 " %-12s %-9s %-8s %8s %10s %8s %s\n",
+			      cp->pid, cp->owner, state_name(cp->state), mach, thr,
+			      mem, age, st);
+	}
+}
+
+void dm_load_self(struct dm *d, struct dm_load *l)
+{
+	memset(l, 0, sizeof *l);
+	l->uptime_ms = dm_now_ms() - d->started_ms;
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next) {
+		struct vm_proc_info info;
+		if (p->vp == NULL || p->ended)
+			continue;
+		vm_proc_info(p->vp, &info);
+		l->procs++;
+		l->threads += info.threads;
+		l->memory += info.memory;
+		if (l->np < 64) {
+			l->p[l->np].pid = p->pid;
+			l->p[l->np].threads = info.threads;
+			l->p[l->np].memory = info.memory;
+			l->p[l->np].age_ms = dm_now_ms() - p->started_ms;
+			l->np++;
+		}
+	}
+}
+
+void dm_status_text(struct dm *d, struct fl_buf *b)
+{
+	uint32_t leader = dm_leader(d);
+
+	fl_buf_printf(b, "VM %s, %zu machine%s, leader m%" PRIu32 "\n", d->me.vm,
+		      d->st.nmembers, d->st.nmembers == 1 ? "" : "s", leader);
+	fl_buf_printf(b, "%-4s %-22s %-8s %-8s %5s %19s %10s %8s %6s %8s\n",
+		      "ID", "ADDRESS", "STATE", "ROLE", "CPU", "RAM used/provided",
+		      "DISK", "THREADS", "PROCS", "UPTIME");
+	for (size_t i = 0; i < d->st.nmembers; i++) {
+		const struct ctl_member *m = &d->st.members[i];
+		struct dm_load ld;
+		bool have = false;
+		char ram[48] = "", rp[24], ru[24], disk[24], up[24] = "-",
+		     thr[24] = "-", procs[16] = "-", role[16], state[24];
+		if (m->id == d->me.id) {
+			dm_load_self(d, &ld);
+			have = true;
+		} else {
+			struct dm_peer *p = dm_peer_get(d, m->id, false);
+			if (p != NULL && p->has_load && p->link != NULL) {
+				ld = p->load;
+				have = true;
+			}
+		}
+		human_bytes(m->ram, rp, sizeof rp);
+		human_bytes(m->disk, disk, sizeof disk);
+		if (have) {
+			human_bytes(ld.memory, ru, sizeof ru);
+			snprintf(ram, sizeof ram, "%s/%s", ru, rp);
+			snprintf(thr, sizeof thr, "%" PRIu64, ld.threads);
+			snprintf(procs, sizeof procs, "%" PRIu32, ld.procs);
+			human_age(ld.uptime_ms, up, sizeof up);
+		} else {
+			snprintf(ram, sizeof ram, "-/%s", rp);
+		}
+		snprintf(role, sizeof role, "%s%s",
+			 m->role == CTL_VOTER ? "voter" : "standby",
+			 m->id == leader ? "*" : "");
+		snprintf(state, sizeof state, "%s",
+			 m->state == CTL_M_ACTIVE
+				 ? (have ? "active" : "unreachable")
+			 : m->state == CTL_M_LEAVING ? "leaving"
+			 : m->state == CTL_M_LEFT    ? "left"
+						     : "lost");
+		fl_buf_printf(b,
+			      "m%-3" PRIu32 " %-22s %-8s %-8s %5" PRIu32
+			      " %19s %10s %8s %6s %8s\n",
+			      m->id, m->addr, state, role, m->cpu, ram, disk, thr,
+			      procs, up);
+	}
+}
+
+/* ---- Leaving ---- */
+
+static void left_proposed(struct dm_prop *pr, struct ctl_result r)
+{
+	struct dm *d = pr->d;
+
+	if (d->leave_link != NULL && link_alive(d, d->leave_link)) {
+		if (r.rc == 0)
+			dm_send(d->leave_link, NET_MSG_OK, NET_FLAG_REPLY,
+				d->leave_req, NULL, 0);
+		else
+			dm_send_error(d->leave_link, NET_MSG_LEAVE, d->leave_req,
+				      r.rc, "the VM did not record the leave (%s)",
+				      fl_errname(r.rc));
+	}
+	if (r.rc == 0)
+		d->leave_done_ms = dm_now_ms();
+}
+
+static void leaving_proposed(struct dm_prop *pr, struct ctl_result r)
+{
+	struct dm *d = pr->d;
+
+	if (r.rc != 0) {
+		d->leaving = false;
+		if (d->leave_link != NULL && link_alive(d, d->leave_link))
+			dm_send_error(d->leave_link, NET_MSG_LEAVE, d->leave_req,
+				      r.rc, "the VM did not record the leave (%s)",
+				      fl_errname(r.rc));
+	}
+}
+
+static void on_leave(struct dm_link *l, const struct net_header *h)
+{
+	struct dm *d = l->d;
+	const struct ctl_member *m = ctl_member_find(&d->st, d->me.id);
+	struct ctl_command c = {.type = CTL_CMD_MEMBER_STATE};
+
+	if (!l->admin) {
+		dm_send_error(l, h->type, h->request, FL_EPERM,
+			      "only the VM's admin may take a machine out");
+		return;
+	}
+	if (m == NULL || d->leaving) {
+		dm_send_error(l, h->type, h->request, FL_EEXIST,
+			      "this machine is already leaving");
+		return;
+	}
+	d->leaving = true;
+	d->leave_link = l;
+	d->leave_req = h->request;
+	c.u.mstate.id = m->id;
+	c.u.mstate.incarnation = m->incarnation;
+	c.u.mstate.state = CTL_M_LEAVING;
+	c.u.mstate.role = m->role;
+	dm_propose(d, &c, leaving_proposed, NULL, 0);
+	dm_log(d, "leaving: waiting for the processes here to end");
+}
+
+void dm_procs_tick(struct dm *d)
+{
+	bool busy = false;
+
+	/* free what has ended and no one follows */
+	for (struct dm_proc **q = &d->procs; *q != NULL;) {
+		struct dm_proc *p = *q;
+		if (p->ended && p->freed && p->watch == NULL) {
+			*q = p->next;
+			close(p->logfd);
+			for (int i = 0; i < p->argc; i++)
+				free(p->argv[i]);
+			free(p->argv);
+			free(p);
+			continue;
+		}
+		busy |= !p->ended;
+		q = &p->next;
+	}
+	if (d->leaving && !busy && !d->leave_proposed) {
+		const struct ctl_member *m = ctl_member_find(&d->st, d->me.id);
+		struct ctl_command c = {.type = CTL_CMD_MEMBER_STATE};
+		if (m != NULL && m->state == CTL_M_LEAVING) {
+			d->leave_proposed = true;
+			c.u.mstate.id = m->id;
+			c.u.mstate.incarnation = m->incarnation;
+			c.u.mstate.state = CTL_M_LEFT;
+			c.u.mstate.role = CTL_STANDBY;
+			dm_propose(d, &c, left_proposed, NULL, 0);
+		}
+	}
+	/* Left: once Raft no longer counts us (or a few seconds passed),
+	 * stop. */
+	if (d->leave_done_ms != 0) {
+		bool in_conf = false;
+		for (unsigned i = 0; i < d->raft.configuration.n; i++)
+			in_conf |= d->raft.configuration.servers[i].id == d->me.id &&
+				   d->raft.configuration.servers[i].role == RAFT_VOTER;
+		if (!in_conf || dm_now_ms() - d->leave_done_ms > 5000) {
+			dm_log(d, "left the VM");
+			dm_stop(d, 0);
+		}
+	}
+}
+
+void dm_procs_close(struct dm *d)
+{
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+		if (p->vp != NULL && !p->ended)
+			vm_proc_kill(p->vp, KILLED_STATUS);
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+		if (p->has_waiter) {
+			pthread_join(p->waiter, NULL);
+			p->has_waiter = false;
+			vm_proc_free(p->vp);
+			p->vp = NULL;
+			vm_module_free(p->m);
+			p->m = NULL;
+		}
+	while (d->procs != NULL) {
+		struct dm_proc *p = d->procs;
+		d->procs = p->next;
+		if (p->logfd >= 0)
+			close(p->logfd);
+		while (p->watch != NULL)
+			watch_free(p, p->watch);
+		for (int i = 0; i < p->argc; i++)
+			free(p->argv[i]);
+		free(p->argv);
+		free(p);
+	}
+}
+
+/* ---- Dispatch ---- */
+
+void dm_client_gone(struct dm_link *l)
+{
+	struct dm *d = l->d;
+
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+		for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
+			next = w->next;
+			if (w->link == l)
+				watch_free(p, w);
+		}
+	if (d->leave_link == l)
+		d->leave_link = NULL;
+}
+
+void dm_client_drain(struct dm_link *l)
+{
+	struct dm *d = l->d;
+
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+		for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
+			next = w->next;
+			if (w->link == l)
+				watch_pump(p, w);
+		}
+}
+
+void dm_client_frame(struct dm_link *l, const struct net_header *h,
+		     const uint8_t *p)
+{
+	struct dm *d = l->d;
+	struct fl_buf b;
+
+	if (h->flags & NET_FLAG_REPLY) {
+		net_conn_close(l->conn, "a client sent a reply");
+		return;
+	}
+	switch (h->type) {
+	case NET_MSG_SUBMIT:
+		on_submit(l, h, p);
+		return;
+	case NET_MSG_INPUT:
+		on_input(l, h, p);
+		return;
+	case NET_MSG_ATTACH:
+	case NET_MSG_WAIT:
+	case NET_MSG_KILL:
+		on_pid_request(l, h, p);
+		return;
+	case NET_MSG_PS:
+	case NET_MSG_MACHINES: {
+		uint64_t only = 0;
+		if (h->type == NET_MSG_PS && h->length == 8)
+			memcpy(&only, p, 8);
+		fl_buf_init(&b);
+		if (h->type == NET_MSG_PS)
+			ps_text(d, l, only, &b);
+		else
+			dm_status_text(d, &b);
+		if (!fl_buf_failed(&b))
+			dm_send(l, h->type, NET_FLAG_REPLY, h->request, b.data,
+				b.len);
+		fl_buf_close(&b);
+		return;
+	}
+	case NET_MSG_LEAVE:
+		on_leave(l, h);
+		return;
+	default:
+		net_conn_close(l->conn, "a message clients do not send");
+	}
+}
