@@ -443,6 +443,15 @@ static void take_input(struct net_conn *c)
 			take_hs(c, p + 2, len);
 			continue;
 		}
+		/* Until the confirmation, the peer has not shown it holds the
+		 * token: take nothing larger than the empty record. */
+		if (c->state == ST_CONFIRM && n >= 4 &&
+		    fl_load_u32(p) != NET_TAG) {
+			conn_close(c, "handshake: a record of %u bytes where "
+				      "the confirmation belongs",
+				   fl_load_u32(p));
+			return;
+		}
 		c->plain.len = 0;
 		rc = net_open(&c->rx, p, n, &used, &c->plain, &err);
 		if (rc == FL_EAGAIN)

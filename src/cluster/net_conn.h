@@ -28,9 +28,14 @@
  * comes any more. The layer owns struct net_conn and frees it right after
  * on_close returns; until then the pointer stays valid.
  *
- * SIGPIPE: libuv writes to a TCP socket with write(2), which raises
- * SIGPIPE on Linux when the peer is gone; the process must ignore it (the
- * daemon's job; test_conn checks what happens either way).
+ * SIGPIPE: libuv writes to a TCP socket with write(2), not with
+ * send(MSG_NOSIGNAL), so a write after the peer's reset raises SIGPIPE on
+ * Linux (test_conn pins this down). The layer never writes again after a
+ * failed write, and a reset seen by the read side closes first, but one
+ * such write can still happen: the process must ignore SIGPIPE (the
+ * daemon's job). Memory: a peer still in the handshake can make us hold
+ * one read (64 KiB) and one handshake message; an authenticated one, one
+ * record (NET_RECORD_MAX) besides.
  *
  * Threads: every function and callback runs on the loop's thread. */
 #ifndef FLOCK_CLUSTER_NET_CONN_H

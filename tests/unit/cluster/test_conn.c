@@ -8,11 +8,14 @@
  * handshake, is closed and the server keeps serving; 10,000 small frames
  * arrive in order and one 8 MiB frame intact; a man in the middle that
  * modifies one byte (of a handshake message, of a record, of a record's
- * length: 4 GiB) gets the connection closed; a peer that stops reading
+ * length: 4 GiB; of the confirmation's length) gets the connection
+ * closed; a peer that stops reading
  * fills the write queue to its cap (FL_EAGAIN, then on_drain); closing
  * from inside on_frame is safe; dialing "localhost", "::1" (skipped
  * without IPv6 loopback) and a closed port; a peer that resets while our
- * writes are queued raises no SIGPIPE. */
+ * writes are queued closes the connection (reading sees the reset first:
+ * no SIGPIPE); a write after the peer's RST fails with EPIPE and does
+ * raise SIGPIPE (libuv uses write(2)), which the process must ignore. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -57,6 +60,9 @@ struct mitm {
 	uint64_t flip_at;    /* xor this byte with 0x01 (UINT64_MAX: none) */
 	uint64_t set_len_at; /* write 0xffffffff here */
 	uint64_t pause_at;   /* stop reading the client once this many */
+	uint64_t s2c_len_at; /* server -> client: write s2c_len here */
+	uint32_t s2c_len;
+	uint64_t s2c_seen;
 	bool paused;
 	int open;
 };
@@ -233,6 +239,7 @@ static int setup(void **state)
 	fx->guard.data = fx;
 	uv_timer_start(&fx->guard, on_guard, GUARD_MS, 0);
 	fx->m.flip_at = fx->m.set_len_at = fx->m.pause_at = UINT64_MAX;
+	fx->m.s2c_len_at = UINT64_MAX;
 	*state = fx;
 	return 0;
 }
@@ -597,6 +604,13 @@ static void mitm_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			uv_read_stop(s);
 		}
 	} else if (nread > 0) {
+		for (ssize_t i = 0; i < nread; i++) {
+			uint64_t at = m->s2c_seen + (uint64_t)i;
+
+			if (at >= m->s2c_len_at && at < m->s2c_len_at + 4)
+				p[i] = (uint8_t)(m->s2c_len >> (8 * (at - m->s2c_len_at)));
+		}
+		m->s2c_seen += (uint64_t)nread;
 		raw_write((uv_stream_t *)&m->down, p, (size_t)nread);
 	}
 	free(buf->base);
@@ -700,6 +714,23 @@ static void test_mitm_modified_handshake(void **state)
 	assert_non_null(strstr(fx->srv[0].reason, "handshake: message 3"));
 }
 
+/* The responder's first record must be the empty confirmation: one
+ * claiming more is refused at its length, not waited for. */
+static void test_mitm_big_confirmation(void **state)
+{
+	struct fx *fx = *state;
+
+	/* message 2: e, the sealed static key, the payload and its tag */
+	fx->m.s2c_len_at = 2 + NET_KEY + NET_KEY + NET_TAG +
+			   fx->sopt.payload_len + NET_TAG;
+	fx->m.s2c_len = 1000;
+	dial_via_mitm(fx);
+	RUN_UNTIL(fx, fx->cli.closed);
+	assert_int_equal(fx->cli.ready, 0);
+	assert_non_null(strstr(fx->cli.reason, "record of 1000 bytes where "
+					       "the confirmation belongs"));
+}
+
 /* ---- A peer that stops reading ---- */
 
 static bool got_eagain;
@@ -766,6 +797,43 @@ static void test_reset_with_queued_writes(void **state)
 	RUN_UNTIL(fx, fx->cli.closed && fx->nsrv == 1 && fx->srv[0].closed);
 	assert_int_equal(sigpipes, 0);
 	assert_non_null(strstr(fx->cli.reason, "connection reset"));
+	sigaction(SIGPIPE, &old, NULL);
+}
+
+/* A peer that closed, and whose RST answered our next record: the write
+ * after that fails with EPIPE. libuv writes with write(2), not
+ * send(MSG_NOSIGNAL), so that write raises SIGPIPE on Linux (this test
+ * pins it down: the process must ignore SIGPIPE, which the daemon does);
+ * the connection closes with the write's reason and nothing else
+ * happens. */
+static void test_write_after_peer_closed(void **state)
+{
+	struct fx *fx = *state;
+	struct sigaction sa, old;
+	struct net_header h = hdr(NET_MSG_PING, 1);
+	int rc;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_sigpipe;
+	sigaction(SIGPIPE, &sa, &old);
+	sigpipes = 0;
+	fx->cli.then = send_ping;
+	fx->srv[0].close_in_frame = true;
+	dial(fx, "127.0.0.1", fx->port);
+	RUN_UNTIL(fx, fx->nsrv == 1 && fx->srv[0].closed);
+	/* The loop has not run since: the client has not seen the FIN. */
+	assert_int_equal(fx->cli.closed, 0);
+	uv_sleep(50);
+	assert_int_equal(net_conn_send(fx->cli.c, &h, "12345678", 8), 0);
+	uv_sleep(50); /* the peer's RST arrives */
+	h.request = 2;
+	rc = net_conn_send(fx->cli.c, &h, "12345678", 8);
+	assert_int_equal(rc, FL_EPIPE);
+	assert_int_equal(sigpipes, 1);
+	/* Closing: sends are refused, on_close comes from the loop. */
+	assert_int_equal(net_conn_send(fx->cli.c, &h, "12345678", 8), FL_EINVAL);
+	RUN_UNTIL(fx, fx->cli.closed);
+	assert_string_equal(fx->cli.reason, "write: broken pipe");
 	sigaction(SIGPIPE, &old, NULL);
 }
 
@@ -861,8 +929,10 @@ int main(void)
 	    T(test_mitm_modified_record),
 	    T(test_mitm_record_of_4gib),
 	    T(test_mitm_modified_handshake),
+	    T(test_mitm_big_confirmation),
 	    T(test_peer_stops_reading),
 	    T(test_reset_with_queued_writes),
+	    T(test_write_after_peer_closed),
 	    T(test_dial_localhost),
 	    T(test_dial_ipv6_loopback),
 	    T(test_dial_closed_port),
