@@ -87,6 +87,10 @@ struct net_conn {
 	uint8_t peer_key[NET_KEY];
 	uint8_t payload[NET_HS_PAYLOAD_MAX];
 	size_t payload_len;
+	uint8_t hello[NET_CONN_HELLO_MAX];
+	size_t hello_len;
+	int (*on_hello)(struct net_conn *c, const uint8_t *hello, size_t len,
+			uint8_t psk[NET_KEY]);
 	struct fl_buf peer_payload;
 	struct fl_buf in; /* bytes read, not yet taken */
 	struct fl_buf plain; /* one opened record */
@@ -260,9 +264,10 @@ static int send_hs(struct net_conn *c)
 	int rc;
 
 	fl_buf_init(&msg);
-	rc = net_hs_write(&c->hs, c->initiator && c->hs.step == 0 ? NULL
+	rc = net_hs_write(&c->hs, c->initiator && c->hs.step == 0 ? c->hello
 								   : c->payload,
-			  c->initiator && c->hs.step == 0 ? 0 : c->payload_len,
+			  c->initiator && c->hs.step == 0 ? c->hello_len
+							  : c->payload_len,
 			  &msg);
 	if (rc == 0) {
 		fl_buf_put_u16(&c->out, (uint16_t)msg.len);
@@ -361,12 +366,34 @@ static void take_hs(struct net_conn *c, const uint8_t *msg, size_t n)
 {
 	struct fl_err err;
 	bool last = c->hs.step >= 1; /* message 2 or 3 carries the payload */
+	bool first = !c->initiator && c->hs.step == 0;
+	struct fl_buf hello;
 
-	if (net_hs_read(&c->hs, msg, n, last ? &c->peer_payload : NULL, &err) !=
-	    0) {
+	fl_buf_init(&hello);
+	if (net_hs_read(&c->hs, msg, n,
+			last ? &c->peer_payload : first ? &hello : NULL, &err) != 0) {
+		fl_buf_close(&hello);
 		conn_close(c, "%s", err.msg);
 		return;
 	}
+	if (first && c->on_hello != NULL) {
+		/* The responder picks the pre-shared key from what message 1
+		 * says the initiator is (it is mixed in at message 3). */
+		uint8_t psk[NET_KEY];
+		int rc = hello.len > NET_CONN_HELLO_MAX || fl_buf_failed(&hello)
+				 ? FL_EFORMAT
+				 : c->on_hello(c, hello.data, hello.len, psk);
+		if (rc == 0)
+			rc = net_hs_set_psk(&c->hs, psk);
+		sodium_memzero(psk, sizeof psk);
+		if (rc != 0) {
+			fl_buf_close(&hello);
+			conn_close(c, "handshake: the initiator's first message "
+				      "names no kind of peer this side takes");
+			return;
+		}
+	}
+	fl_buf_close(&hello);
 	if (fl_buf_failed(&c->peer_payload)) {
 		conn_close(c, "handshake: out of memory");
 		return;
@@ -563,6 +590,8 @@ static int conn_new(uv_loop_t *loop, const struct net_conn_options *opt,
 	    (opt->prologue == NULL && opt->prologue_len > 0) ||
 	    (opt->payload == NULL && opt->payload_len > 0) ||
 	    opt->payload_len > NET_HS_PAYLOAD_MAX || cb == NULL ||
+	    (opt->hello == NULL && opt->hello_len > 0) ||
+	    opt->hello_len > NET_CONN_HELLO_MAX ||
 	    cb->on_frame == NULL)
 		return FL_EINVAL;
 	c = calloc(1, sizeof *c);
@@ -579,6 +608,10 @@ static int conn_new(uv_loop_t *loop, const struct net_conn_options *opt,
 	if (opt->payload_len > 0)
 		memcpy(c->payload, opt->payload, opt->payload_len);
 	c->payload_len = opt->payload_len;
+	if (opt->hello_len > 0)
+		memcpy(c->hello, opt->hello, opt->hello_len);
+	c->hello_len = opt->hello_len;
+	c->on_hello = opt->on_hello;
 	net_hs_init(&c->hs, initiator, opt->keys, opt->psk, opt->prologue,
 		    opt->prologue_len);
 	fl_buf_init(&c->peer_payload);

@@ -51,6 +51,7 @@
 
 #define NET_CONN_HANDSHAKE_MS 5000          /* default handshake timeout */
 #define NET_CONN_WRITE_MAX ((size_t)64 << 20) /* default write queue cap */
+#define NET_CONN_HELLO_MAX 64
 #define NET_CONN_ADDR 64                    /* "[v6 address]:port" + NUL */
 
 struct net_conn;
@@ -62,6 +63,16 @@ struct net_conn_options {
 	const uint8_t *psk;             /* NET_KEY bytes: the token's key */
 	const void *prologue;           /* both sides give the same bytes */
 	size_t prologue_len;
+	/* Initiator: what message 1 carries (in the clear, but bound into
+	 * the transcript): what kind of peer it is. At most
+	 * NET_CONN_HELLO_MAX bytes. */
+	const void *hello;
+	size_t hello_len;
+	/* Responder: told message 1's @hello, picks the pre-shared key
+	 * message 3 must prove (psk is the default until then); non-zero
+	 * refuses the initiator. May be NULL. */
+	int (*on_hello)(struct net_conn *c, const uint8_t *hello, size_t len,
+			uint8_t psk[NET_KEY]);
 	const void *payload; /* our handshake payload, may be NULL */
 	size_t payload_len;  /* at most NET_HS_PAYLOAD_MAX */
 	/* From the call to on_ready (dialing included); 0:
