@@ -398,14 +398,19 @@ static struct ctl_result res(int rc, uint64_t value)
 	return r;
 }
 
+/* Does a member of @role in @state count as a voter? Those that left or
+ * were lost do not: their places can be given to others. */
+static bool votes(uint8_t role, uint8_t state)
+{
+	return role == CTL_VOTER && state != CTL_M_LEFT && state != CTL_M_LOST;
+}
+
 static size_t voters(const struct ctl_state *st)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; i < st->nmembers; i++)
-		n += st->members[i].role == CTL_VOTER &&
-		     st->members[i].state != CTL_M_LEFT &&
-		     st->members[i].state != CTL_M_LOST;
+		n += votes(st->members[i].role, st->members[i].state);
 	return n;
 }
 
@@ -480,7 +485,10 @@ static struct ctl_result apply_one(struct ctl_state *st,
 				continue;
 			if (c->u.mstate.incarnation < m->incarnation)
 				return res(FL_EINVAL, 0); /* never back */
-			if (c->u.mstate.role == CTL_VOTER && m->role != CTL_VOTER &&
+			/* A sixth voter, whether a standby is promoted or a
+			 * lost or departed voter comes back. */
+			if (votes(c->u.mstate.role, c->u.mstate.state) &&
+			    !votes(m->role, m->state) &&
 			    voters(st) >= CTL_VOTERS_MAX)
 				return res(FL_ENOSPC, 0);
 			m->incarnation = c->u.mstate.incarnation;
