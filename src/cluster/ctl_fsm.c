@@ -10,7 +10,8 @@
  *
  * Applying: every refusal is a result (rc), never a divergence, so every
  * machine's state stays the same. Sessions: a client's last (seq, result);
- * a command of an older or equal seq is not applied again.
+ * a command of an older or equal seq is not applied again. Client 0 has
+ * no session; any other client numbers its commands from 1.
  *
  * Snapshot layout: "FLKS", u16 version, vm, u64 next_pid, u32 next_member,
  * u64 applied, then counted arrays of members, users, processes (u64 pid,
@@ -587,6 +588,8 @@ struct ctl_result ctl_apply(struct ctl_state *st, const struct ctl_command *c)
 	struct ctl_result r;
 
 	st->applied++;
+	if (c->client != 0 && c->seq == 0)
+		return res(FL_EINVAL, 0); /* sequence numbers start at 1 */
 	if (c->client != 0) {
 		s = session_of(st, c->client);
 		if (s == NULL)
