@@ -666,6 +666,14 @@ void ctl_snapshot_encode(const struct ctl_state *st, struct fl_buf *out)
 	pad8(out, start);
 }
 
+/* The fewest bytes a member, user, process and session can take: a bound
+ * on a count from the bytes left must not refuse a valid snapshot (a
+ * 1-byte address, a 1-byte name). */
+#define MEMBER_MIN (4 + 2 + 1 + CTL_KEY + 4 + 8 + 8 + 4 + 1 + 1)
+#define USER_MIN (2 + 1 + CTL_KEY + 1)
+#define PROC_MIN (8 + 2 + 1 + 8 + 8 + 4 + 1 + 4)
+#define SESSION_MIN (8 + 8 + 4 + 8 + 8)
+
 static bool count_ok(struct dec *d, uint32_t n, size_t each, size_t max)
 {
 	return !d->r.failed && n <= max && n <= fl_reader_left(&d->r) / each;
@@ -770,7 +778,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 	s.next_member = fl_get_u32(&d.r);
 	s.applied = fl_get_u64(&d.r);
 	k = fl_get_u32(&d.r);
-	if (!count_ok(&d, k, 4 + 2 + CTL_KEY + 30, CTL_MEMBERS_MAX)) {
+	if (!count_ok(&d, k, MEMBER_MIN, CTL_MEMBERS_MAX)) {
 		fail(&d, "snapshot: members cut off");
 		goto out;
 	}
@@ -780,7 +788,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		if (!get_member(&d, &s.members[s.nmembers++]))
 			goto out;
 	k = fl_get_u32(&d.r);
-	if (s.members == NULL || !count_ok(&d, k, 2 + CTL_KEY + 1, CTL_USERS_MAX)) {
+	if (s.members == NULL || !count_ok(&d, k, USER_MIN, CTL_USERS_MAX)) {
 		fail(&d, "snapshot: users cut off");
 		goto out;
 	}
@@ -790,7 +798,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		if (!get_user(&d, &s.users[s.nusers++]))
 			goto out;
 	k = fl_get_u32(&d.r);
-	if (s.users == NULL || !count_ok(&d, k, 8 + 2 + 8 + 8 + 4 + 1 + 4, SIZE_MAX)) {
+	if (s.users == NULL || !count_ok(&d, k, PROC_MIN, SIZE_MAX)) {
 		fail(&d, "snapshot: processes cut off");
 		goto out;
 	}
@@ -808,7 +816,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		pr->status = (int32_t)fl_get_u32(&d.r);
 	}
 	k = fl_get_u32(&d.r);
-	if (s.procs == NULL || !count_ok(&d, k, 8 + 8 + 4 + 8 + 8, CTL_SESSIONS_MAX)) {
+	if (s.procs == NULL || !count_ok(&d, k, SESSION_MIN, CTL_SESSIONS_MAX)) {
 		fail(&d, "snapshot: sessions cut off");
 		goto out;
 	}
