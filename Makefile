@@ -41,8 +41,9 @@ help:
 	@echo "make tsan       the golden programs under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
-	@echo "                decoder, the frame decoder, the handshake and the"
-	@echo "                .fl compiler,"
+	@echo "                decoder, the frame decoder, the handshake, the"
+	@echo "                .fl compiler and the control plane's entries and"
+	@echo "                snapshots,"
 	@echo "                FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go"
 	@echo "make docs       check docs/isa.md against the instruction table"
@@ -164,6 +165,11 @@ fuzz: deps-test
 		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lsodium -lm -lpthread
 	$(FUZZ_ENV) build-fuzz/fuzz_compile -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-compile tests/fuzz/seeds-fl
+	@mkdir -p build-fuzz/corpus-ctl
+	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
+		-o build-fuzz/fuzz_ctl tests/fuzz/fuzz_ctl.c build-fuzz/libflock.a -lsodium -lm
+	$(FUZZ_ENV) build-fuzz/fuzz_ctl -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-ctl tests/fuzz/seeds-ctl
 
 bench: deps-bench all
 	bench/run.sh

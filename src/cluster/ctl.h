@@ -169,7 +169,11 @@ int ctl_command_decode(const uint8_t *p, size_t n, struct ctl_command *c,
 		       struct fl_err *err);
 
 /* Apply @c to @st; what it returned (never fails: a refusal is a result,
- * the same on every machine). */
+ * the same on every machine). A client other than 0 numbers its commands
+ * from 1 (seq 0 is refused with FL_EINVAL); a seq at or below its last is
+ * not applied: the last one's result comes back with replay set, an older
+ * one's as FL_ERANGE with replay set. Client 0 has no session: each of
+ * its commands applies. */
 struct ctl_result ctl_apply(struct ctl_state *st, const struct ctl_command *c);
 /* Decode and apply an entry; a malformed one is a result with
  * rc FL_EFORMAT (every machine refuses it the same way). */

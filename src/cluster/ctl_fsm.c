@@ -10,7 +10,8 @@
  *
  * Applying: every refusal is a result (rc), never a divergence, so every
  * machine's state stays the same. Sessions: a client's last (seq, result);
- * a command of an older or equal seq is not applied again.
+ * a command of an older or equal seq is not applied again. Client 0 has
+ * no session; any other client numbers its commands from 1.
  *
  * Snapshot layout: "FLKS", u16 version, vm, u64 next_pid, u32 next_member,
  * u64 applied, then counted arrays of members, users, processes (u64 pid,
@@ -18,8 +19,10 @@
  * sessions (u64 client, u64 seq, i32 rc, u64 value, u64 last); padded to
  * 8. The
  * decoder checks counts against the bytes left and every invariant apply
- * keeps (unique ids, names, keys and pids, all below the next ones, enums
- * in range) before it replaces anything. Threads: the caller's. */
+ * keeps (ids and pids increasing and below the next ones, unique names,
+ * keys and clients, at most CTL_VOTERS_MAX voters, enums in range, no
+ * tables before CREATE) before it replaces anything. Threads: the
+ * caller's. */
 #include "cluster/ctl.h"
 
 #include <stdlib.h>
@@ -85,9 +88,10 @@ static void put_user(struct fl_buf *b, const struct ctl_user *u)
 	fl_buf_put_u8(b, u->admin);
 }
 
+/* (A failed buffer takes no more bytes: stop, not loop.) */
 static void pad8(struct fl_buf *b, size_t start)
 {
-	while ((b->len - start) % 8 != 0)
+	while (!fl_buf_failed(b) && (b->len - start) % 8 != 0)
 		fl_buf_put_u8(b, 0);
 }
 
@@ -330,8 +334,10 @@ int ctl_command_decode(const uint8_t *p, size_t n, struct ctl_command *c,
 	default:
 		break;
 	}
-	if (d.rc)
+	if (d.rc) {
+		fl_err_wrap(err, "entry: %s", ctl_cmd_name(c->type));
 		return d.rc;
+	}
 	if (d.r.failed || fl_reader_left(&d.r) != 0)
 		return fl_err_set(err, FL_EFORMAT, "entry: %s payload of %u bytes "
 						  "does not fit it",
@@ -398,14 +404,19 @@ static struct ctl_result res(int rc, uint64_t value)
 	return r;
 }
 
+/* Does a member of @role in @state count as a voter? Those that left or
+ * were lost do not: their places can be given to others. */
+static bool votes(uint8_t role, uint8_t state)
+{
+	return role == CTL_VOTER && state != CTL_M_LEFT && state != CTL_M_LOST;
+}
+
 static size_t voters(const struct ctl_state *st)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; i < st->nmembers; i++)
-		n += st->members[i].role == CTL_VOTER &&
-		     st->members[i].state != CTL_M_LEFT &&
-		     st->members[i].state != CTL_M_LOST;
+		n += votes(st->members[i].role, st->members[i].state);
 	return n;
 }
 
@@ -480,7 +491,10 @@ static struct ctl_result apply_one(struct ctl_state *st,
 				continue;
 			if (c->u.mstate.incarnation < m->incarnation)
 				return res(FL_EINVAL, 0); /* never back */
-			if (c->u.mstate.role == CTL_VOTER && m->role != CTL_VOTER &&
+			/* A sixth voter, whether a standby is promoted or a
+			 * lost or departed voter comes back. */
+			if (votes(c->u.mstate.role, c->u.mstate.state) &&
+			    !votes(m->role, m->state) &&
 			    voters(st) >= CTL_VOTERS_MAX)
 				return res(FL_ENOSPC, 0);
 			m->incarnation = c->u.mstate.incarnation;
@@ -579,6 +593,8 @@ struct ctl_result ctl_apply(struct ctl_state *st, const struct ctl_command *c)
 	struct ctl_result r;
 
 	st->applied++;
+	if (c->client != 0 && c->seq == 0)
+		return res(FL_EINVAL, 0); /* sequence numbers start at 1 */
 	if (c->client != 0) {
 		s = session_of(st, c->client);
 		if (s == NULL)
@@ -655,6 +671,14 @@ void ctl_snapshot_encode(const struct ctl_state *st, struct fl_buf *out)
 	pad8(out, start);
 }
 
+/* The fewest bytes a member, user, process and session can take: a bound
+ * on a count from the bytes left must not refuse a valid snapshot (a
+ * 1-byte address, a 1-byte name). */
+#define MEMBER_MIN (4 + 2 + 1 + CTL_KEY + 4 + 8 + 8 + 4 + 1 + 1)
+#define USER_MIN (2 + 1 + CTL_KEY + 1)
+#define PROC_MIN (8 + 2 + 1 + 8 + 8 + 4 + 1 + 4)
+#define SESSION_MIN (8 + 8 + 4 + 8 + 8)
+
 static bool count_ok(struct dec *d, uint32_t n, size_t each, size_t max)
 {
 	return !d->r.failed && n <= max && n <= fl_reader_left(&d->r) / each;
@@ -683,47 +707,73 @@ static bool distinct(const uint64_t *v, size_t n)
 	return ok;
 }
 
+/* The invariants apply keeps, so that a restored state is one apply could
+ * have made. Only true invariants belong here: a check stricter than apply
+ * would make a valid snapshot impossible to install. */
 static bool snapshot_checks(struct dec *d, const struct ctl_state *s)
 {
-	uint64_t *ids;
-	size_t n = s->nmembers + s->nusers;
+	size_t admins = 0;
 	bool ok = true;
 
 	if (s->next_pid == 0 || s->next_member == 0)
-		return fail(d, "snapshot: bad counters");
-	ids = malloc((n ? n : 1) * sizeof *ids);
-	if (ids == NULL)
-		return fail(d, "snapshot: out of memory");
+		return fail(d, "bad counters");
+	/* Before CREATE only sessions exist. */
+	if (s->vm[0] == 0 && (s->nmembers || s->nusers || s->nprocs ||
+			      s->next_pid != 1 || s->next_member != 1))
+		return fail(d, "tables before CREATE");
+	/* Members: ids increasing (they are appended as given) and below
+	 * the next one, keys unique, at most CTL_VOTERS_MAX voters. */
 	for (size_t i = 0; i < s->nmembers && ok; i++) {
-		ids[i] = s->members[i].id;
-		ok = s->members[i].id != 0 && s->members[i].id < s->next_member;
+		const struct ctl_member *m = &s->members[i];
+		ok = m->id != 0 && m->id < s->next_member &&
+		     (i == 0 || m->id > s->members[i - 1].id);
+		for (size_t j = 0; j < i && ok; j++)
+			ok = memcmp(s->members[j].key, m->key, CTL_KEY) != 0;
 	}
-	ok = ok && distinct(ids, s->nmembers);
-	/* users: names and keys unique (hash the name into a word) */
-	for (size_t i = 0; i < s->nusers && ok; i++)
+	if (!ok)
+		return fail(d, "inconsistent members");
+	if (voters(s) > CTL_VOTERS_MAX)
+		return fail(d, "too many voters");
+	/* Users: names and keys unique; once created, an admin. */
+	for (size_t i = 0; i < s->nusers && ok; i++) {
+		admins += s->users[i].admin;
 		for (size_t j = i + 1; j < s->nusers && ok; j++)
 			ok = strcmp(s->users[i].name, s->users[j].name) != 0 &&
 			     memcmp(s->users[i].key, s->users[j].key, CTL_KEY) != 0;
+	}
+	if (!ok || (s->vm[0] != 0 && admins == 0))
+		return fail(d, "inconsistent users");
+	/* Processes: pids increasing and below the next one; a machine
+	 * only once started (a member id), a status only once ended. */
 	for (size_t i = 0; i < s->nprocs && ok; i++) {
 		const struct ctl_proc *p = &s->procs[i];
 		ok = p->pid != 0 && p->pid < s->next_pid &&
 		     (i == 0 || p->pid > s->procs[i - 1].pid) &&
-		     p->state >= CTL_P_SUBMITTED && p->state <= CTL_P_ENDED;
+		     p->machine < s->next_member;
+		if (p->state == CTL_P_SUBMITTED)
+			ok = ok && p->machine == 0 && p->status == 0;
+		else if (p->state == CTL_P_RUNNING)
+			ok = ok && p->machine != 0 && p->status == 0;
+		else
+			ok = ok && p->state == CTL_P_ENDED;
 	}
+	if (!ok)
+		return fail(d, "inconsistent processes");
+	/* Sessions: a client other than 0, a seq from 1, used at or before
+	 * the last entry, one a client. */
 	for (size_t i = 0; i < s->nsessions && ok; i++)
-		ok = s->sessions[i].client != 0 && s->sessions[i].last <= s->applied;
-	ok = ok && s->nsessions <= CTL_SESSIONS_MAX;
-	free(ids);
+		ok = s->sessions[i].client != 0 && s->sessions[i].seq != 0 &&
+		     s->sessions[i].last <= s->applied;
 	if (ok && s->nsessions > 1) {
 		uint64_t *cl = malloc(s->nsessions * sizeof *cl);
 		if (cl == NULL)
-			return fail(d, "snapshot: out of memory");
+			return fail(d, "out of memory");
 		for (size_t i = 0; i < s->nsessions; i++)
 			cl[i] = s->sessions[i].client;
 		ok = distinct(cl, s->nsessions);
 		free(cl);
 	}
-	return ok ? true : fail(d, "snapshot: inconsistent tables");
+	return ok ? true : fail(d, "inconsistent sessions");
 }
 
 int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
@@ -741,7 +791,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 	magic = fl_get_bytes(&d.r, 4);
 	if (magic == NULL || memcmp(magic, SNAP_MAGIC, 4) != 0 ||
 	    fl_get_u16(&d.r) != CTL_VERSION) {
-		fail(&d, "snapshot: bad magic or version");
+		fail(&d, "bad magic or version");
 		goto out;
 	}
 	{
@@ -749,7 +799,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		const uint8_t *v = fl_get_bytes(&d.r, len);
 		if (v == NULL || len > CTL_NAME_MAX ||
 		    (len > 0 && !name_ok((const char *)v, len))) {
-			fail(&d, "snapshot: bad VM id");
+			fail(&d, "bad VM id");
 			goto out;
 		}
 		memcpy(s.vm, v, len);
@@ -759,8 +809,8 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 	s.next_member = fl_get_u32(&d.r);
 	s.applied = fl_get_u64(&d.r);
 	k = fl_get_u32(&d.r);
-	if (!count_ok(&d, k, 4 + 2 + CTL_KEY + 30, CTL_MEMBERS_MAX)) {
-		fail(&d, "snapshot: members cut off");
+	if (!count_ok(&d, k, MEMBER_MIN, CTL_MEMBERS_MAX)) {
+		fail(&d, "members cut off");
 		goto out;
 	}
 	s.members = calloc(k ? k : 1, sizeof *s.members);
@@ -769,8 +819,8 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		if (!get_member(&d, &s.members[s.nmembers++]))
 			goto out;
 	k = fl_get_u32(&d.r);
-	if (s.members == NULL || !count_ok(&d, k, 2 + CTL_KEY + 1, CTL_USERS_MAX)) {
-		fail(&d, "snapshot: users cut off");
+	if (s.members == NULL || !count_ok(&d, k, USER_MIN, CTL_USERS_MAX)) {
+		fail(&d, "users cut off");
 		goto out;
 	}
 	s.users = calloc(k ? k : 1, sizeof *s.users);
@@ -779,8 +829,8 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		if (!get_user(&d, &s.users[s.nusers++]))
 			goto out;
 	k = fl_get_u32(&d.r);
-	if (s.users == NULL || !count_ok(&d, k, 8 + 2 + 8 + 8 + 4 + 1 + 4, SIZE_MAX)) {
-		fail(&d, "snapshot: processes cut off");
+	if (s.users == NULL || !count_ok(&d, k, PROC_MIN, SIZE_MAX)) {
+		fail(&d, "processes cut off");
 		goto out;
 	}
 	s.procs = calloc(k ? k : 1, sizeof *s.procs);
@@ -788,7 +838,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 	for (uint32_t i = 0; i < k && s.procs; i++) {
 		struct ctl_proc *pr = &s.procs[s.nprocs++];
 		pr->pid = fl_get_u64(&d.r);
-		if (!get_str(&d, pr->owner, CTL_NAME_MAX, false, "snapshot: bad owner"))
+		if (!get_str(&d, pr->owner, CTL_NAME_MAX, false, "bad owner"))
 			goto out;
 		pr->sub_client = fl_get_u64(&d.r);
 		pr->sub_seq = fl_get_u64(&d.r);
@@ -797,8 +847,8 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		pr->status = (int32_t)fl_get_u32(&d.r);
 	}
 	k = fl_get_u32(&d.r);
-	if (s.procs == NULL || !count_ok(&d, k, 8 + 8 + 4 + 8 + 8, CTL_SESSIONS_MAX)) {
-		fail(&d, "snapshot: sessions cut off");
+	if (s.procs == NULL || !count_ok(&d, k, SESSION_MIN, CTL_SESSIONS_MAX)) {
+		fail(&d, "sessions cut off");
 		goto out;
 	}
 	s.sessions = calloc(k ? k : 1, sizeof *s.sessions);
@@ -812,12 +862,12 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		ss->last = fl_get_u64(&d.r);
 	}
 	if (s.sessions == NULL || d.r.failed) {
-		fail(&d, "snapshot: cut off");
+		fail(&d, "cut off");
 		goto out;
 	}
 	if (fl_reader_left(&d.r) >= 8 ||
 	    !zeros(p + d.r.off, fl_reader_left(&d.r))) {
-		fail(&d, "snapshot: trailing bytes");
+		fail(&d, "trailing bytes");
 		goto out;
 	}
 	if (!snapshot_checks(&d, &s))
@@ -827,5 +877,8 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 	return 0;
 out:
 	ctl_state_close(&s);
-	return d.rc ? d.rc : fl_err_set(err, FL_EFORMAT, "snapshot: malformed");
+	if (d.rc == 0)
+		fail(&d, "malformed");
+	fl_err_wrap(err, "snapshot");
+	return d.rc;
 }
