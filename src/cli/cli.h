@@ -24,7 +24,15 @@ enum {
 #define CLI_COMMANDS(X)                                                       \
 	X(run, "compile if needed and run a program on the embedded VM")      \
 	X(build, "compile a program to a bytecode module (.flb)")             \
-	X(disasm, "print a module as assembly that `flock build` accepts")
+	X(disasm, "print a module as assembly that `flock build` accepts")   \
+	X(new, "create a VM whose first machine is this one")                \
+	X(join, "add this machine to a VM")                                  \
+	X(status, "the VM's machines")                                       \
+	X(ps, "the VM's processes")                                          \
+	X(kill, "end a process of the VM")                                   \
+	X(logs, "the output of a process of the VM")                         \
+	X(wait, "wait for a process of the VM to end")                       \
+	X(leave, "take a machine out of its VM")
 
 #define CLI__DECL(name, summary) int cli_##name(int argc, char **argv);
 CLI_COMMANDS(CLI__DECL)
@@ -41,6 +49,11 @@ bool cli_is_help(const char *arg);
  * Returns 0 and a module the caller frees with vm_module_free(), or an exit
  * status after printing diagnostics. */
 int cli_load(const char *path, struct vm_module **out);
+
+/* Run @m on the VM @vm (--vm; NULL: FLOCK_VM or the only credentials):
+ * stream its output, exit with its status; with @detach print its pid. */
+int cli_run_vm(const char *vm, const struct vm_module *m,
+	       const struct vm_options *o, bool detach);
 
 /* Parse an unsigned decimal count, or a size with a unit when @size
  * (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB). False if malformed. */

@@ -37,7 +37,11 @@ static const char help[] =
 	"                      handler per instruction), to measure them\n"
 	"  --data DIR          the embedded VM's storage directory (default\n"
 	"                      ~/.flock/local; no instruction uses it yet)\n"
-	"  --vm VM@HOST:PORT   run on a Flock VM cluster (not in this build)\n"
+	"  --vm VM@HOST:PORT   run on a Flock VM (any of its machines); also\n"
+	"                      FLOCK_VM. Output streams back; stdin is\n"
+	"                      forwarded; the exit status is the process's\n"
+	"  --detach            with --vm: print the process's pid and return\n"
+	"                      (flock logs / wait / kill PID later)\n"
 	"  -h, --help          show this help\n";
 
 static double now_s(void)
@@ -86,7 +90,8 @@ int cli_run(int argc, char **argv)
 	struct vm_stats stats = {0};
 	struct vm_module *m;
 	double t0;
-	const char *file = NULL;
+	const char *file = NULL, *vm = NULL;
+	bool detach = false;
 	int i, rc, nargs = 0;
 	char **args = NULL;
 	uint64_t v;
@@ -162,10 +167,11 @@ int cli_run(int argc, char **argv)
 						"run: --data: empty directory "
 						"name");
 		} else if (strcmp(a, "--vm") == 0) {
-			return cli_fail(CLI_EX_UNAVAILABLE,
-					"run: --vm: this build has only the "
-					"embedded VM; clusters are not "
-					"supported yet");
+			if ((rc = need_value(i, argc, argv)))
+				return rc;
+			vm = argv[++i];
+		} else if (strcmp(a, "--detach") == 0) {
+			detach = true;
 		} else if (a[0] == '-' && a[1] != 0) {
 			return cli_fail(CLI_EX_USAGE,
 					"run: unknown option '%s' (see flock "
@@ -183,10 +189,11 @@ int cli_run(int argc, char **argv)
 	if (file == NULL)
 		return cli_fail(CLI_EX_USAGE, "run: no FILE (see flock run "
 					      "--help)");
-	if (getenv("FLOCK_VM") != NULL && *getenv("FLOCK_VM") != 0)
-		return cli_fail(CLI_EX_UNAVAILABLE,
-				"run: FLOCK_VM is set, but this build has only "
-				"the embedded VM; unset it to run locally");
+	if (vm == NULL && getenv("FLOCK_VM") != NULL && *getenv("FLOCK_VM") != 0)
+		vm = getenv("FLOCK_VM");
+	if (detach && vm == NULL)
+		return cli_fail(CLI_EX_USAGE, "run: --detach needs a VM (--vm or "
+					      "FLOCK_VM)");
 	rc = cli_load(file, &m);
 	if (rc)
 		return rc;
@@ -201,7 +208,10 @@ int cli_run(int argc, char **argv)
 		o.argv[i + 1] = args[i];
 	fflush(stdout);
 	t0 = now_s();
-	rc = vm_run(m, &o);
+	if (vm != NULL)
+		rc = cli_run_vm(vm, m, &o, detach);
+	else
+		rc = vm_run(m, &o);
 	if (o.stats != NULL)
 		print_stats(&stats, now_s() - t0);
 	free(o.argv);

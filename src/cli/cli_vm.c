@@ -113,17 +113,22 @@ static int need(int i, int argc, char **argv, const char *cmd)
 
 static int mkdir_parents(const char *dir)
 {
-	char tmp[4096];
+	char *tmp = strdup(dir);
+	int rc = 0;
 
-	snprintf(tmp, sizeof tmp, "%s", dir);
-	for (char *p = tmp + 1; *p != 0; p++)
+	if (tmp == NULL)
+		return -1;
+	for (char *p = tmp + 1; *p != 0 && rc == 0; p++)
 		if (*p == '/') {
 			*p = 0;
 			if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
-				return -1;
+				rc = -1;
 			*p = '/';
 		}
-	return mkdir(tmp, 0700) != 0 && errno != EEXIST ? -1 : 0;
+	if (rc == 0 && mkdir(tmp, 0700) != 0 && errno != EEXIST)
+		rc = -1;
+	free(tmp);
+	return rc;
 }
 
 static int daemon_cmd(int argc, char **argv, bool create)
@@ -132,7 +137,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 	static struct dm_config cfg;
 	const char *provide = NULL, *data = NULL, *token = NULL;
 	const char *listen = NULL, *advertise = NULL;
-	char datadir[4096], home[4096], logs[4200];
+	char datadir[8200], home[4096], logs[8300];
 	bool foreground = false;
 	struct fl_err err;
 	const char *pos = NULL;
@@ -203,16 +208,19 @@ static int daemon_cmd(int argc, char **argv, bool create)
 		snprintf(datadir, sizeof datadir, "%s/machine", home);
 		data = datadir;
 	}
-	if (data[0] == 0)
-		return cli_fail(CLI_EX_USAGE, "%s: --data: empty directory name", cmd);
+	if (data[0] == 0 || strlen(data) > 2000)
+		return cli_fail(CLI_EX_USAGE, "%s: --data: %s", cmd,
+				data[0] == 0 ? "empty directory name"
+					     : "too long a path");
 	if (data[0] != '/') {
 		/* the daemon changes no directory, but keep it absolute */
+		static char *abs_data;
 		char cwd[2048];
-		if (getcwd(cwd, sizeof cwd) == NULL)
+		if (getcwd(cwd, sizeof cwd) == NULL ||
+		    asprintf(&abs_data, "%s/%s", cwd, data) < 0)
 			return cli_fail(CLI_EX_SOFTWARE, "%s: getcwd: %s", cmd,
 					strerror(errno));
-		snprintf(datadir, sizeof datadir, "%s/%s", cwd, data);
-		data = datadir;
+		data = abs_data;
 	}
 	cfg.data = data;
 	if (provide != NULL) {
@@ -255,7 +263,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 			token = getenv("FLOCK_TOKEN");
 		if (token == NULL || token[0] == 0) {
 			/* a machine that was a member already has it */
-			char tp[4200];
+			char tp[8300];
 			snprintf(tp, sizeof tp, "%s/token", data);
 			if (access(tp, R_OK) != 0)
 				return cli_fail(CLI_EX_USAGE,
@@ -279,7 +287,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 				strerror(errno));
 	{
 		/* one daemon per --data */
-		char pidf[4200];
+		char pidf[8300];
 		FILE *f;
 		long other;
 		snprintf(pidf, sizeof pidf, "%s/flock.pid", data);
@@ -304,7 +312,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 	if (child < 0)
 		return cli_fail(CLI_EX_SOFTWARE, "%s: fork: %s", cmd, strerror(errno));
 	if (child == 0) {
-		char path[4200];
+		char path[8300];
 		FILE *f;
 		if (!foreground) {
 			int fd;

@@ -452,7 +452,8 @@ static void create_cb(struct dm_prop *p, struct ctl_result r)
 {
 	struct dm *d = p->d;
 
-	if (r.rc != 0 && !(r.replay && r.rc == 0)) {
+	if (r.rc != 0) {
+		dm_log(d, "CREATE: %s", fl_errname(r.rc));
 		dm_ready(d, "could not record the new VM");
 		dm_stop(d, 70);
 	}
@@ -489,6 +490,8 @@ static void leader_tick(struct dm *d)
 		c.u.create.first.ram = d->cfg->provide.ram;
 		c.u.create.first.disk = d->cfg->provide.disk;
 		c.u.create.first.incarnation = d->me.incarnation;
+		c.u.create.first.state = CTL_M_ACTIVE;
+		c.u.create.first.role = CTL_VOTER;
 		snprintf(c.u.create.admin.name, sizeof c.u.create.admin.name,
 			 "admin");
 		memcpy(c.u.create.admin.key, d->admin_pub, NET_KEY);
@@ -585,7 +588,7 @@ static int raft_begin(struct dm *d, bool bootstrap, struct fl_err *err)
 	return 0;
 }
 
-static void raft_close_cb(struct raft *r)
+static void on_raft_closed(struct raft *r)
 {
 	struct dm *d = r->data;
 
@@ -741,7 +744,7 @@ out:
 	dm_ready(d, "stopped before serving");
 	dm_procs_close(d);
 	if (d->raft_started) {
-		raft_close(&d->raft, raft_close_cb);
+		raft_close(&d->raft, on_raft_closed);
 		for (int i = 0; i < 200 && !d->raft_closed; i++)
 			uv_run(&d->loop, UV_RUN_NOWAIT);
 	}

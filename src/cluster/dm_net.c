@@ -901,6 +901,8 @@ static void on_join(struct dm_link *l, const struct net_header *h,
 	c.u.member.addr[alen] = 0;
 	memcpy(c.u.member.key, l->key, NET_KEY);
 	c.u.member.incarnation = 1;
+	c.u.member.state = CTL_M_ACTIVE;
+	c.u.member.role = CTL_VOTER; /* the state machine decides */
 	/* The machine's key is its identity: one join per key, whatever
 	 * the retries (the state machine refuses a second key with
 	 * FL_EEXIST and names the member that has it). */

@@ -639,6 +639,12 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 	dm_propose(d, &c, submit_done, s, 0);
 }
 
+static void input_written(uv_write_t *w, int status)
+{
+	(void)status;
+	free(w); /* the request is the first member of its block */
+}
+
 static void on_input(struct dm_link *l, const struct net_header *h,
 		     const uint8_t *pay)
 {
@@ -667,8 +673,7 @@ static void on_input(struct dm_link *l, const struct net_header *h,
 			return;
 		memcpy(w->b, pay + 16, n);
 		b = uv_buf_init(w->b, (unsigned)n);
-		if (uv_write(&w->w, (uv_stream_t *)&p->in, &b, 1,
-			     (uv_write_cb)free) != 0)
+		if (uv_write(&w->w, (uv_stream_t *)&p->in, &b, 1, input_written) != 0)
 			free(w);
 	}
 }
