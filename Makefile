@@ -17,7 +17,7 @@ WARN    := -Wall -Wextra -Werror -Wshadow -Wundef -Wwrite-strings \
            -Wmissing-prototypes -Wstrict-prototypes
 CFLAGS  := -std=gnu11 $(OPT) $(WARN) $(SAN) -Isrc -D_GNU_SOURCE $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
-LIBS    := -lraft -lsodium -luv -lm
+LIBS    := -lraft -luv -lsodium -lm
 
 LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c src/cluster/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
