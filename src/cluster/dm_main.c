@@ -52,7 +52,7 @@ void dm_log(struct dm *d, const char *fmt, ...)
 	struct tm tm;
 	va_list ap;
 
-	if (d->log == NULL)
+	if (d == NULL || d->log == NULL)
 		return;
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);

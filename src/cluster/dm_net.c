@@ -195,6 +195,7 @@ static void rs_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		if (rc != 0)
 			rs_close(s, true); /* Raft reconnects */
 	} else if (n < 0) {
+		dm_log(s->peer ? s->peer->d : NULL, "DBG rs_read %zd", n);
 		rs_close(s, true);
 	}
 	free(buf->base);
@@ -277,6 +278,7 @@ static void on_raft_frame(struct dm *d, struct dm_peer *p, const uint8_t *pay,
 		if (dir != 0 || d->accept_cb == NULL || p->link == NULL)
 			return; /* a stream of ours that went: drop */
 		s = rs_new(p, false, id, &raft_end);
+		dm_log(d, "DBG raft accept from %u stream %u s=%p", p->id, id, (void*)s);
 		if (s == NULL)
 			return;
 		d->accept_cb(&d->transport, p->id, p->addr, raft_end);
@@ -307,7 +309,7 @@ static int tr_init(struct raft_uv_transport *t, raft_id id, const char *address)
 
 static int tr_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
 {
-	struct dm *d = t->data;
+	struct dm *d = t->impl; /* raft_uv owns t->data */
 
 	d->accept_cb = cb;
 	return 0;
@@ -316,11 +318,12 @@ static int tr_listen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
 static int tr_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
 		      raft_id id, const char *address, raft_uv_connect_cb cb)
 {
-	struct dm *d = t->data;
+	struct dm *d = t->impl; /* raft_uv owns t->data */
 	struct dm_peer *p = dm_peer_get(d, (uint32_t)id, true);
 	uv_stream_t *raft_end;
 
 	(void)address;
+	dm_log(d, "DBG raft connect %llu link=%p", (unsigned long long)id, p ? (void*)p->link : NULL);
 	if (p == NULL || p->link == NULL || d->stopping)
 		return RAFT_NOCONNECTION; /* Raft retries */
 	if (rs_new(p, true, ++p->next_stream, &raft_end) == NULL)
@@ -331,7 +334,7 @@ static int tr_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
 
 static void tr_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
 {
-	struct dm *d = t->data;
+	struct dm *d = t->impl; /* raft_uv owns t->data */
 
 	d->accept_cb = NULL;
 	if (cb != NULL)
@@ -341,7 +344,7 @@ static void tr_close(struct raft_uv_transport *t, raft_uv_transport_close_cb cb)
 void dm_transport_init(struct dm *d)
 {
 	memset(&d->transport, 0, sizeof d->transport);
-	d->transport.data = d;
+	d->transport.impl = d;
 	d->transport.init = tr_init;
 	d->transport.listen = tr_listen;
 	d->transport.connect = tr_connect;
