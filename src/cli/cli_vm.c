@@ -392,6 +392,10 @@ static int daemon_cmd(int argc, char **argv, bool create)
 		unsigned id = 0;
 		sscanf(line + 3, "%599s %u", addr, &id);
 		if (create) {
+			/* the VM's token: new, or the one a restart kept */
+			struct fl_err terr;
+			if (cl_token_load(data, cfg.token, &terr) != 0)
+				return cli_fail(CLI_EX_SOFTWARE, "new: %s", terr.msg);
 			printf("VM %s is up: %s (machine m%u, daemon pid %ld)\n"
 			       "join more machines with:\n"
 			       "  flock join %s --token %s --data DIR\n",

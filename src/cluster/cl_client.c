@@ -34,6 +34,7 @@ struct cl_client {
 	pthread_mutex_t in_lock;
 	struct frame *in_head, *in_tail; /* chunks read, not yet sent */
 	bool in_eof;
+	bool in_closed; /* under in_lock: the loop is going, post nothing */
 	uint64_t pid, in_seq;
 };
 
@@ -196,6 +197,9 @@ void cl_client_close(struct cl_client *c)
 {
 	if (c == NULL)
 		return;
+	pthread_mutex_lock(&c->in_lock);
+	c->in_closed = true;
+	pthread_mutex_unlock(&c->in_lock);
 	if (c->conn != NULL)
 		net_conn_close(c->conn, "done");
 	while (c->conn != NULL)
@@ -314,8 +318,12 @@ static void *in_main(void *arg)
 		else
 			c->in_head = f;
 		c->in_tail = f;
-		pthread_mutex_unlock(&c->in_lock);
+		if (c->in_closed) {
+			pthread_mutex_unlock(&c->in_lock);
+			return NULL;
+		}
 		uv_async_send(&c->async);
+		pthread_mutex_unlock(&c->in_lock);
 		if (n == 0)
 			return NULL;
 	}
