@@ -42,6 +42,9 @@ static const char help[] =
 	"                      forwarded; the exit status is the process's\n"
 	"  --detach            with --vm: print the process's pid and return\n"
 	"                      (flock logs / wait / kill PID later)\n"
+	"  --debug-resubmit    test aid, with --vm: drop the connection right\n"
+	"                      after submitting, then submit again with the\n"
+	"                      same submission id (the VM starts it once)\n"
 	"  -h, --help          show this help\n";
 
 static double now_s(void)
@@ -91,7 +94,7 @@ int cli_run(int argc, char **argv)
 	struct vm_module *m;
 	double t0;
 	const char *file = NULL, *vm = NULL;
-	bool detach = false;
+	bool detach = false, resubmit = false;
 	int i, rc, nargs = 0;
 	char **args = NULL;
 	uint64_t v;
@@ -172,6 +175,8 @@ int cli_run(int argc, char **argv)
 			vm = argv[++i];
 		} else if (strcmp(a, "--detach") == 0) {
 			detach = true;
+		} else if (strcmp(a, "--debug-resubmit") == 0) {
+			resubmit = true;
 		} else if (a[0] == '-' && a[1] != 0) {
 			return cli_fail(CLI_EX_USAGE,
 					"run: unknown option '%s' (see flock "
@@ -209,7 +214,7 @@ int cli_run(int argc, char **argv)
 	fflush(stdout);
 	t0 = now_s();
 	if (vm != NULL)
-		rc = cli_run_vm(vm, m, &o, detach);
+		rc = cli_run_vm(vm, m, &o, detach, resubmit);
 	else
 		rc = vm_run(m, &o);
 	if (o.stats != NULL)

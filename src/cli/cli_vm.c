@@ -131,6 +131,39 @@ static int mkdir_parents(const char *dir)
 	return rc;
 }
 
+static void banner(const struct dm_config *cfg, const char *addr, unsigned id,
+		   long pid)
+{
+	char token[NET_TOKEN_TEXT];
+	struct fl_err err;
+
+	if (cfg->create) {
+		/* the VM's token: new, or the one a restart kept */
+		if (cl_token_load(cfg->data, token, &err) != 0)
+			snprintf(token, sizeof token, "?");
+		printf("VM %s is up: %s (machine m%u, daemon pid %ld)\n"
+		       "join more machines with:\n"
+		       "  flock join %s --token %s --data DIR\n",
+		       cfg->vm, addr, id, pid, addr, token);
+		sodium_memzero(token, sizeof token);
+	} else {
+		printf("machine m%u joined VM %s: %s (daemon pid %ld)\n", id,
+		       cfg->vm, addr, pid);
+	}
+	fflush(stdout);
+}
+
+/* flock new/join --foreground: the banner once it serves. */
+static void foreground_ready(const struct dm_config *cfg, const char *addr,
+			     uint32_t id, const char *err)
+{
+	if (err != NULL)
+		fprintf(stderr, "flock: %s: %s\n", cfg->create ? "new" : "join",
+			err);
+	else
+		banner(cfg, addr, id, (long)getpid());
+}
+
 static int daemon_cmd(int argc, char **argv, bool create)
 {
 	const char *cmd = create ? "new" : "join";
@@ -341,17 +374,8 @@ static int daemon_cmd(int argc, char **argv, bool create)
 			fprintf(f, "%ld\n", (long)getpid());
 			fclose(f);
 		}
-		if (foreground) {
-			/* say the address as soon as it serves: dm_ready's line
-			 * goes to a pipe we read in a moment; simpler, print now
-			 * what is known */
-			if (create)
-				printf("VM %s: %s@%s\njoin more machines with:\n  "
-				       "flock join %s@%s --token %s --data DIR\n",
-				       cfg.vm, cfg.vm, cfg.advertise, cfg.vm,
-				       cfg.advertise, cfg.token);
-			fflush(stdout);
-		}
+		if (foreground)
+			cfg.ready = foreground_ready;
 		rc = dm_run(&cfg);
 		unlink(path);
 		_exit(rc);
@@ -391,19 +415,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 		char addr[600];
 		unsigned id = 0;
 		sscanf(line + 3, "%599s %u", addr, &id);
-		if (create) {
-			/* the VM's token: new, or the one a restart kept */
-			struct fl_err terr;
-			if (cl_token_load(data, cfg.token, &terr) != 0)
-				return cli_fail(CLI_EX_SOFTWARE, "new: %s", terr.msg);
-			printf("VM %s is up: %s (machine m%u, daemon pid %ld)\n"
-			       "join more machines with:\n"
-			       "  flock join %s --token %s --data DIR\n",
-			       cfg.vm, addr, id, (long)child, addr, cfg.token);
-		} else {
-			printf("machine m%u joined VM %s: %s (daemon pid %ld)\n", id,
-			       cfg.vm, addr, (long)child);
-		}
+		banner(&cfg, addr, id, (long)child);
 	}
 	sodium_memzero(cfg.token, sizeof cfg.token);
 	return CLI_EX_OK;
@@ -629,7 +641,7 @@ static void put_str16(struct fl_buf *b, const char *s)
 }
 
 int cli_run_vm(const char *vm, const struct vm_module *m,
-	       const struct vm_options *o, bool detach)
+	       const struct vm_options *o, bool detach, bool resubmit)
 {
 	struct target t;
 	struct cl_client *c = NULL;
@@ -670,6 +682,11 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 		id = fl_buf_failed(&b) ? 0 : cl_client_send(c, NET_MSG_SUBMIT, b.data, b.len);
 		fl_buf_close(&b);
 		rc = id == 0 ? FL_EPIPE : 0;
+		if (resubmit && rc == 0) {
+			resubmit = false;
+			cl_client_flush(c);
+			rc = FL_EPIPE; /* as if the connection broke now */
+		}
 		while (rc == 0) {
 			rc = cl_client_next(c, &h, &p, -1, &err);
 			if (rc)
@@ -734,7 +751,8 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 					" (it goes on; see flock logs %" PRIu64 ")",
 					pid, pid);
 		}
-		usleep(200000);
+		if (tries > 1)
+			usleep(200000);
 		cl_client_close(c);
 		c = NULL;
 		if (cl_client_open(&t.cred, t.where.host, t.where.port, &c, &err) != 0) {

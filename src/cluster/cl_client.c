@@ -171,9 +171,9 @@ int cl_client_open(const struct cl_cred *cred, const char *host,
 	while (!c->ready && !c->closed)
 		uv_run(&c->loop, UV_RUN_ONCE);
 	if (!c->ready) {
-		bool refused = strstr(c->why, "handshake") != NULL ||
-			       strstr(c->why, "refused the") != NULL ||
-			       strstr(c->why, "decrypt") != NULL;
+		/* the machine answered but the handshake failed: it does not
+		 * take our credentials */
+		bool refused = strncmp(c->why, "dial ", 5) != 0;
 		rc = fl_err_set(err, refused ? FL_EPERM : FL_EAGAIN,
 				refused ? "VM %s at %s:%u refused us: %s (the "
 					  "credentials are not this VM's)"
@@ -242,6 +242,12 @@ int cl_client_send_req(struct cl_client *c, uint8_t type, uint64_t req,
 			return FL_EPIPE;
 	}
 	return rc;
+}
+
+void cl_client_flush(struct cl_client *c)
+{
+	while (c->conn != NULL && net_conn_pending(c->conn) > 0)
+		uv_run(&c->loop, UV_RUN_ONCE);
 }
 
 int cl_client_next(struct cl_client *c, struct net_header *h,

@@ -35,6 +35,9 @@ uint64_t cl_client_send(struct cl_client *c, uint8_t type, const void *p,
 int cl_client_send_req(struct cl_client *c, uint8_t type, uint64_t req,
 		       const void *p, size_t n);
 
+/* Wait until everything sent is written to the socket (or it closed). */
+void cl_client_flush(struct cl_client *c);
+
 /* The next frame that came: 0 with *@h and *@p (valid until the next
  * call); FL_EPIPE when the connection closed (@err says why); FL_EAGAIN
  * after @timeout_ms (-1: none). */

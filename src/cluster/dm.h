@@ -26,6 +26,9 @@ struct dm_config {
 	 * @ready_fd ("ok ...\n" or "error MESSAGE\n"), then it is closed;
 	 * -1: none. */
 	int ready_fd;
+	/* Or, when set, this is called instead (flock new --foreground). */
+	void (*ready)(const struct dm_config *cfg, const char *addr,
+		      uint32_t id, const char *err);
 	const char *home; /* flock new: where the admin's credentials go */
 };
 

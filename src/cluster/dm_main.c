@@ -72,6 +72,17 @@ void dm_ready(struct dm *d, const char *err)
 	if (d->ready_sent)
 		return;
 	d->ready_sent = true;
+	if (d->cfg->ready != NULL) {
+		char addr[CTL_NAME_MAX + CTL_ADDR_MAX + 2];
+		snprintf(addr, sizeof addr, "%s@%s", d->me.vm, d->me.advertise);
+		if (err != NULL)
+			dm_log(d, "not serving: %s", err);
+		else
+			dm_log(d, "serving as machine %" PRIu32 " of VM %s at %s",
+			       d->me.id, d->me.vm, d->me.advertise);
+		d->cfg->ready(d->cfg, addr, d->me.id, err);
+		return;
+	}
 	if (err != NULL) {
 		snprintf(line, sizeof line, "error %s\n", err);
 		dm_log(d, "not serving: %s", err);

@@ -1006,19 +1006,21 @@ static void joiner_close(struct net_conn *c, const char *reason)
 	w->closed = true;
 	if (!w->done) {
 		w->done = true;
-		w->rc = l->ready ? FL_EAGAIN : FL_EPERM;
-		snprintf(w->msg, sizeof w->msg, "%s",
-			 l->ready ? reason
-				  : "refused: the token is not this VM's, or no "
-				    "such VM at that address");
-		if (strstr(reason, "connect") != NULL ||
-		    strstr(reason, "resolve") != NULL ||
-		    strstr(reason, "refused") != NULL) {
-			w->rc = FL_EAGAIN;
+		/* Dialing failed: unreachable. The handshake failed: the
+		 * machine is there but refused our token (or is not VM x). */
+		bool dialed = strncmp(reason, "dial ", 5) != 0;
+		w->rc = l->ready || !dialed ? FL_EAGAIN : FL_EPERM;
+		if (!dialed)
 			snprintf(w->msg, sizeof w->msg, "cannot reach %s:%u: %s",
 				 l->d->cfg->contact.host, l->d->cfg->contact.port,
 				 reason);
-		}
+		else if (!l->ready)
+			snprintf(w->msg, sizeof w->msg,
+				 "refused by %s:%u: the token is not VM %s's (%s)",
+				 l->d->cfg->contact.host, l->d->cfg->contact.port,
+				 l->d->me.vm, reason);
+		else
+			snprintf(w->msg, sizeof w->msg, "%s", reason);
 	}
 	free(l);
 }

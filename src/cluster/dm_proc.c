@@ -52,8 +52,9 @@ struct dm_proc {
 	uv_pipe_t out, err, in;
 	int out_w, err_w, in_r;
 	int open_reads; /* stdout and stderr still open */
-	bool in_open;
+	bool in_open, in_eof;
 	uint64_t in_seq;
+	unsigned in_pending; /* writes to stdin's pipe in flight */
 	pthread_t waiter;
 	bool has_waiter;
 	uv_async_t done;
@@ -639,10 +640,24 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 	dm_propose(d, &c, submit_done, s, 0);
 }
 
+/* stdin's end closes the pipe once what came before it is written
+ * (closing at once would cancel those writes). */
+static void input_maybe_close(struct dm_proc *p)
+{
+	if (p->in_open && p->in_eof && p->in_pending == 0) {
+		uv_close((uv_handle_t *)&p->in, pipe_closed);
+		p->in_open = false;
+	}
+}
+
 static void input_written(uv_write_t *w, int status)
 {
+	struct dm_proc *p = w->data;
+
 	(void)status;
 	free(w); /* the request is the first member of its block */
+	p->in_pending--;
+	input_maybe_close(p);
 }
 
 static void on_input(struct dm_link *l, const struct net_header *h,
@@ -658,8 +673,8 @@ static void on_input(struct dm_link *l, const struct net_header *h,
 		return; /* gone, or a repeat: applied once */
 	p->in_seq++;
 	if (h->length == 16) {
-		uv_close((uv_handle_t *)&p->in, pipe_closed);
-		p->in_open = false;
+		p->in_eof = true;
+		input_maybe_close(p);
 		return;
 	}
 	{
@@ -673,8 +688,11 @@ static void on_input(struct dm_link *l, const struct net_header *h,
 			return;
 		memcpy(w->b, pay + 16, n);
 		b = uv_buf_init(w->b, (unsigned)n);
+		w->w.data = p;
 		if (uv_write(&w->w, (uv_stream_t *)&p->in, &b, 1, input_written) != 0)
 			free(w);
+		else
+			p->in_pending++;
 	}
 }
 

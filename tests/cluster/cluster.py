@@ -1,0 +1,178 @@
+"""Real Flock VMs on loopback addresses for the cluster tests.
+
+A Cluster starts daemons with `flock new` / `flock join --foreground`
+(children of the test, so they are ended by pid and reaped), each on its
+own loopback address (127.0.0.1, .2, .3 ...) and port, with its own --data
+and FLOCK_HOME under a temporary directory. Every wait is bounded.
+"""
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "programs"))
+from flockrun import flock_path  # noqa: E402
+
+START_TIMEOUT = 40
+RUN_TIMEOUT = 60
+
+
+def free_port():
+    """A TCP port free on every loopback address we use (probe .1)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Machine:
+    def __init__(self, cluster, n, proc, data, home, listen):
+        self.cluster = cluster
+        self.n = n
+        self.proc = proc
+        self.data = data
+        self.home = home
+        self.listen = listen
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=20)
+
+    def log(self):
+        try:
+            return self.proc_log.read_text(errors="replace")
+        except (OSError, AttributeError):
+            return ""
+
+
+class Cluster:
+    def __init__(self, tmp, vm="testvm", port=None, provide="cpu:1,ram:1GiB,disk:1GiB"):
+        self.tmp = pathlib.Path(tmp)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.vm = vm
+        self.port = port or free_port()
+        self.provide = provide
+        self.machines = []
+        self.admin_home = self.tmp / "admin-home"
+        self.token = None
+
+    def addr(self, n=1):
+        return "%s@127.0.0.%d:%d" % (self.vm, n, self.port)
+
+    def env(self, home=None, extra=None):
+        e = dict(os.environ)
+        e.pop("FLOCK_VM", None)
+        e.pop("FLOCK_TOKEN", None)
+        e["FLOCK_HOME"] = str(home or self.admin_home)
+        if extra:
+            e.update(extra)
+        return e
+
+    def _start(self, n, args, home):
+        data = self.tmp / ("m%d" % n)
+        listen = "127.0.0.%d:%d" % (n, self.port)
+        logf = self.tmp / ("m%d.log" % n)
+        out = open(logf, "wb")
+        proc = subprocess.Popen(
+            [flock_path()] + args + ["--listen", listen, "--data", str(data),
+                                     "--provide", self.provide, "--foreground"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out,
+            env=self.env(home), cwd=str(ROOT))
+        m = Machine(self, n, proc, data, home, listen)
+        m.proc_log = logf
+        # the banner comes once it serves
+        deadline = time.time() + START_TIMEOUT
+        banner = b""
+        os.set_blocking(proc.stdout.fileno(), False)
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                chunk = proc.stdout.read()
+            except BlockingIOError:
+                chunk = None
+            if chunk:
+                banner += chunk
+                if b"is up" in banner and b"--token" in banner or b"joined VM" in banner:
+                    break
+            time.sleep(0.05)
+        m.banner = banner.decode(errors="replace")
+        if "is up" not in m.banner and "joined VM" not in m.banner:
+            m.kill()
+            raise RuntimeError("machine %d did not start: %s\n%s" %
+                               (n, m.banner, logf.read_text(errors="replace")))
+        return m
+
+    def new(self):
+        m = self._start(1, ["new", self.vm], self.admin_home)
+        tok = re.search(r"--token (\S+)", m.banner)
+        assert tok, m.banner
+        self.token = tok.group(1)
+        self.machines.append(m)
+        return m
+
+    def join(self, n, token=None):
+        home = self.tmp / ("home%d" % n)
+        m = self._start(n, ["join", self.addr(1), "--token", token or self.token], home)
+        self.machines.append(m)
+        return m
+
+    def restart(self, m):
+        """Start machine @m again from its --data."""
+        args = ["new", self.vm] if m.n == 1 else ["join", self.addr(1)]
+        self.machines.remove(m)
+        m2 = self._start(m.n, args, m.home)
+        self.machines.append(m2)
+        return m2
+
+    def flock(self, args, n=1, stdin=None, timeout=RUN_TIMEOUT, env=None):
+        """Run a client command against machine @n as the admin."""
+        return subprocess.run(
+            [flock_path()] + list(args) + ["--vm", self.addr(n)],
+            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self.env(extra=env), cwd=str(ROOT), timeout=timeout)
+
+    def run(self, file, flags=(), args=(), n=1, stdin=None, env=None):
+        argv = ["run", file] + list(flags)
+        argv += ["--vm", self.addr(n)]
+        if args:
+            argv += ["--"] + list(args)
+        return subprocess.run(
+            [flock_path()] + argv, input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=self.env(extra=env), cwd=str(ROOT), timeout=RUN_TIMEOUT)
+
+    def wait_status(self, pred, n=1, timeout=20):
+        """Poll `flock status` on machine @n until @pred(text) holds."""
+        deadline = time.time() + timeout
+        last = ""
+        while time.time() < deadline:
+            r = self.flock(["status"], n=n, timeout=10)
+            last = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+            if r.returncode == 0 and pred(last):
+                return last
+            time.sleep(0.2)
+        raise AssertionError("status never matched; last:\n" + last)
+
+    def stop(self):
+        for m in self.machines:
+            m.kill(signal.SIGTERM)
+        self.machines = []

@@ -1,0 +1,255 @@
+"""A Flock VM of real daemons on loopback addresses (cluster.py): forming
+it, who may join, the client commands, every golden program against the
+embedded VM, restarts, the leader's loss, and at-most-once submission.
+
+One VM of three machines serves the module; tests that kill or restart
+machines come last and use their own VMs.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cluster import ROOT, Cluster, flock_path
+
+sys.path.insert(0, str(ROOT / "tests" / "programs"))
+from flockrun import PROGRAMS, Spec, run_flock  # noqa: E402
+
+ALL = sorted(list(PROGRAMS.glob("**/*.fla")) +
+             [p for p in PROGRAMS.glob("**/*.fl") if "lib" not in p.parts])
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("vm"))
+    try:
+        c.new()
+        c.join(2)
+        c.join(3)
+        c.wait_status(lambda t: t.count(" active ") == 3)
+        yield c
+    finally:
+        c.stop()
+
+
+def test_status_lists_every_machine(vm):
+    r = vm.flock(["status"], n=2)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    for n in (1, 2, 3):
+        assert re.search(r"^m%d\s+127\.0\.0\.%d:%d\s+active\s+voter" % (n, n, vm.port),
+                         out, re.M), out
+    assert out.count("*") == 1  # one leader
+    assert "VM testvm, 3 machines" in out
+
+
+def test_credentials_and_token_files(vm):
+    m1 = vm.machines[0]
+    tok = m1.data / "token"
+    assert oct(tok.stat().st_mode & 0o777) == "0o600"
+    assert tok.read_text().strip() == vm.token
+    cred = vm.admin_home / "testvm"
+    assert oct(cred.stat().st_mode & 0o777) == "0o600"
+    assert (m1.data / "identity").exists()
+
+
+def test_wrong_token_refused(vm, tmp_path):
+    bad = "A" * 43
+    r = subprocess.run(
+        [flock_path(), "join", vm.addr(1), "--token", bad, "--listen",
+         "127.0.0.9:%d" % vm.port, "--data", str(tmp_path / "m9"),
+         "--provide", "cpu:1,ram:64MiB,disk:64MiB", "--foreground"],
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=40,
+        env=vm.env(tmp_path / "h9"))
+    assert r.returncode == 77, r.stderr
+    assert b"refused" in r.stderr
+    # the VM did not change
+    assert "3 machines" in vm.flock(["status"]).stdout.decode()
+
+
+def test_malformed_token_is_a_usage_error(vm, tmp_path):
+    r = subprocess.run(
+        [flock_path(), "join", vm.addr(1), "--token", "short",
+         "--data", str(tmp_path / "m9")], capture_output=True, timeout=20,
+        env=vm.env(tmp_path / "h9"))
+    assert r.returncode == 64
+    assert b"token is malformed" in r.stderr
+
+
+def test_client_without_credentials_gets_77(vm, tmp_path):
+    r = subprocess.run([flock_path(), "status", "--vm", vm.addr(1)],
+                       capture_output=True, timeout=20,
+                       env=vm.env(tmp_path / "nobody"))
+    assert r.returncode == 77, r.stderr
+    assert r.stderr.count(b"\n") == 1
+
+
+def test_client_with_another_vms_credentials_gets_77(vm, tmp_path):
+    # credentials for a VM of the same name made elsewhere: wrong keys
+    other = Cluster(tmp_path / "other", vm="testvm")
+    try:
+        other.new()
+        r = subprocess.run([flock_path(), "status", "--vm", vm.addr(1)],
+                           capture_output=True, timeout=20,
+                           env=vm.env(other.admin_home))
+        assert r.returncode == 77, r.stderr
+        assert r.stderr.count(b"\n") == 1
+    finally:
+        other.stop()
+
+
+def test_unreachable_vm_gets_69(vm):
+    r = subprocess.run([flock_path(), "status", "--vm", "testvm@127.0.0.1:1"],
+                       capture_output=True, timeout=20, env=vm.env())
+    assert r.returncode == 69, r.stderr
+    assert r.stderr.count(b"\n") == 1
+
+
+def test_bad_vm_address_is_a_usage_error(vm):
+    r = subprocess.run([flock_path(), "status", "--vm", "BAD@@x"],
+                       capture_output=True, timeout=20, env=vm.env())
+    assert r.returncode == 64, r.stderr
+
+
+@pytest.mark.parametrize("path", ALL, ids=[str(p.relative_to(ROOT)) for p in ALL])
+def test_golden_program_same_as_embedded(vm, path):
+    spec = Spec(path)
+    flags = [f for f in spec.flags if not f.startswith("--debug")]
+    local = run_flock(["run", spec.rel] + flags +
+                      (["--"] + spec.args if spec.args else []),
+                      stdin=spec.stdin_bytes())
+    n = 1 + hash(spec.rel) % 3
+    remote = vm.run(spec.rel, flags=flags, args=spec.args, n=n,
+                    stdin=spec.stdin_bytes())
+    assert remote.returncode == local.returncode, remote.stderr
+    assert remote.stdout == local.stdout
+    assert remote.stderr == local.stderr
+
+
+def test_stdin_is_forwarded(vm):
+    # read_stdin echoes what it reads; a megabyte crosses in many records
+    data = b"".join(b"line %06d\n" % i for i in range(90000))
+    local = run_flock(["run", "tests/programs/io/read_loop.fla"], stdin=data)
+    r = vm.run("tests/programs/io/read_loop.fla", stdin=data, n=2)
+    assert r.returncode == local.returncode, r.stderr
+    assert r.stdout == local.stdout
+
+
+def test_detach_ps_logs_wait(vm):
+    r = vm.run("examples/primes.fl", flags=["--detach"], n=2)
+    assert r.returncode == 0, r.stderr
+    pid = r.stdout.decode().strip()
+    assert pid.isdigit()
+    w = vm.flock(["wait", pid], n=3)
+    assert w.returncode == 0, w.stderr
+    logs = vm.flock(["logs", pid], n=1)
+    assert logs.returncode == 0, logs.stderr
+    local = run_flock(["run", "examples/primes.fl"])
+    assert logs.stdout == local.stdout
+    ps = vm.flock(["ps"]).stdout.decode()
+    assert re.search(r"^%s\s+admin\s+ended\s+m2\s.*\s0$" % pid, ps, re.M), ps
+
+
+def test_kill(vm, tmp_path):
+    prog = tmp_path / "forever.fl"
+    prog.write_text("fn main() { var i = 0; while (1) { i = i + 1; } return 0; }\n")
+    r = vm.run(str(prog), flags=["--detach"], n=3)
+    assert r.returncode == 0, r.stderr
+    pid = r.stdout.decode().strip()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        ps = vm.flock(["ps", pid]).stdout.decode()
+        if "running" in ps:
+            break
+        time.sleep(0.1)
+    assert "running" in ps, ps
+    k = vm.flock(["kill", pid], n=1)
+    assert k.returncode == 0, k.stderr
+    w = vm.flock(["wait", pid], n=2)
+    assert w.returncode == 137
+    again = vm.flock(["kill", pid])
+    assert again.returncode == 64 and b"has ended" in again.stderr
+
+
+def test_unknown_pid(vm):
+    r = vm.flock(["wait", "999999"])
+    assert r.returncode == 64
+    assert b"no process 999999" in r.stderr
+
+
+def test_submission_retried_starts_once(vm):
+    """The client sends its submission, drops the connection before the
+    answer, comes back and submits again with the same id: one process,
+    its output once."""
+    before = vm.flock(["ps"]).stdout.decode().count("\n")
+    r = vm.run("examples/primes.fl", flags=["--debug-resubmit"], n=2)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == run_flock(["run", "examples/primes.fl"]).stdout
+    after = vm.flock(["ps"]).stdout.decode().count("\n")
+    assert after == before + 1
+
+
+def test_daemon_restarted_from_its_data(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        c.new()
+        c.join(2)
+        c.join(3)
+        c.wait_status(lambda t: t.count(" active ") == 3)
+        m2 = c.machines[1]
+        m2.kill(signal.SIGTERM)
+        m2 = c.restart(m2)
+        assert "m2 joined" in m2.banner or "machine m2" in m2.banner
+        c.wait_status(lambda t: t.count(" active ") == 3)
+        r = c.run("examples/hello.fl" if (ROOT / "examples/hello.fl").exists()
+                  else "examples/primes.fl", n=2)
+        assert r.returncode == 0, r.stderr
+    finally:
+        c.stop()
+
+
+def test_leader_killed_another_answers(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        c.new()
+        c.join(2)
+        c.join(3)
+        c.wait_status(lambda t: t.count(" active ") == 3)
+        status = c.flock(["status"]).stdout.decode()
+        leader = int(re.search(r"leader m(\d)", status).group(1))
+        lm = [m for m in c.machines if m.n == leader][0]
+        t0 = time.time()
+        lm.kill(signal.SIGKILL)
+        other = [m.n for m in c.machines if m.n != leader][0]
+        text = c.wait_status(lambda t: re.search(r"leader m(?!%d)\d" % leader, t),
+                             n=other, timeout=10)
+        elapsed = time.time() - t0
+        print("fail-over: %.2f s" % elapsed)
+        r = c.run("examples/primes.fl", n=other)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == run_flock(["run", "examples/primes.fl"]).stdout
+    finally:
+        c.stop()
+
+
+def test_leave(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        c.new()
+        c.join(2)
+        c.join(3)
+        c.join(4)
+        c.wait_status(lambda t: t.count(" active ") == 4)
+        m4 = c.machines[3]
+        r = c.flock(["leave"], n=4, timeout=60)
+        assert r.returncode == 0, r.stderr + m4.log().encode()
+        m4.proc.wait(timeout=20)
+        text = c.wait_status(lambda t: re.search(r"^m4 .* left ", t, re.M), n=1)
+        r = c.run("examples/primes.fl", n=1)
+        assert r.returncode == 0
+    finally:
+        c.stop()
