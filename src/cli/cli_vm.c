@@ -473,6 +473,7 @@ static int ask(const char *cmd, struct target *t, struct cl_client **c,
 	       const uint8_t **p)
 {
 	struct fl_err err;
+	int eagain = 0;
 
 	for (int hops = 0; hops < 4; hops++) {
 		uint64_t id = cl_client_send(*c, type, req, n);
@@ -487,6 +488,14 @@ static int ask(const char *cmd, struct target *t, struct cl_client **c,
 						err.msg);
 			if (h->request == id || h->type == NET_MSG_ERROR)
 				break;
+		}
+		if (h->type == NET_MSG_ERROR && h->length >= 4 &&
+		    fl_load_u32(*p) == FL_EAGAIN && hops < 3 && eagain++ < 50) {
+			/* not yet known here (a moment behind the leader), or
+			 * no leader this instant: ask again, for 5 s at most */
+			usleep(100000);
+			hops--;
+			continue;
 		}
 		if (h->type != NET_MSG_REDIRECT)
 			return 0;

@@ -880,7 +880,7 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 
 	fl_buf_printf(b, "VM %s, %zu machine%s, leader m%" PRIu32 "\n", d->me.vm,
 		      d->st.nmembers, d->st.nmembers == 1 ? "" : "s", leader);
-	fl_buf_printf(b, "%-4s %-22s %-8s %-8s %5s %19s %10s %8s %6s %8s\n",
+	fl_buf_printf(b, "%-4s %-22s %-11s %-8s %5s %19s %10s %8s %6s %8s\n",
 		      "ID", "ADDRESS", "STATE", "ROLE", "CPU", "RAM used/provided",
 		      "DISK", "THREADS", "PROCS", "UPTIME");
 	for (size_t i = 0; i < d->st.nmembers; i++) {
@@ -920,7 +920,7 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 			 : m->state == CTL_M_LEFT    ? "left"
 						     : "lost");
 		fl_buf_printf(b,
-			      "m%-3" PRIu32 " %-22s %-8s %-8s %5" PRIu32
+			      "m%-3" PRIu32 " %-22s %-11s %-8s %5" PRIu32
 			      " %19s %10s %8s %6s %8s\n",
 			      m->id, m->addr, state, role, m->cpu, ram, disk, thr,
 			      procs, up);

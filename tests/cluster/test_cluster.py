@@ -30,7 +30,8 @@ def vm(tmp_path_factory):
         c.new()
         c.join(2)
         c.join(3)
-        c.wait_status(lambda t: t.count(" active ") == 3)
+        for n in (1, 2, 3):
+            c.wait_status(lambda t: t.count(" active ") == 3, n=n)
         yield c
     finally:
         c.stop()
