@@ -28,7 +28,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 FLOCK := $(BUILD)/flock
 
-.PHONY: all run test check unit programs docs asan asan-check tsan tsan-check stress fuzz bench install clean help deps-build deps-test deps-bench clang
+.PHONY: all run test check unit programs cluster docs asan asan-check tsan tsan-check stress fuzz bench install clean help deps-build deps-test deps-bench clang
 
 all: $(FLOCK)
 
@@ -96,7 +96,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory asan-check
 	@$(MAKE) --no-print-directory tsan-check
 
-check: all unit programs docs
+check: all unit programs cluster docs
 
 # Run every unit binary even when one fails, then fail if any did.
 unit: $(UNIT_BIN)
@@ -104,6 +104,10 @@ unit: $(UNIT_BIN)
 
 programs: $(FLOCK)
 	FLOCK=$(abspath $(FLOCK)) FLOCK_SAN="$(SAN)" $(PYTEST) -q tests/programs
+
+# A VM of real daemons on loopback addresses (tests/cluster).
+cluster: $(FLOCK)
+	FLOCK=$(abspath $(FLOCK)) $(PYTEST) -q tests/cluster
 
 docs: $(BUILD)/isadoc
 	@$(BUILD)/isadoc --check docs/isa.md

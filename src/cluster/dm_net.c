@@ -195,7 +195,6 @@ static void rs_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 		if (rc != 0)
 			rs_close(s, true); /* Raft reconnects */
 	} else if (n < 0) {
-		dm_log(s->peer ? s->peer->d : NULL, "DBG rs_read %zd", n);
 		rs_close(s, true);
 	}
 	free(buf->base);
@@ -278,7 +277,6 @@ static void on_raft_frame(struct dm *d, struct dm_peer *p, const uint8_t *pay,
 		if (dir != 0 || d->accept_cb == NULL || p->link == NULL)
 			return; /* a stream of ours that went: drop */
 		s = rs_new(p, false, id, &raft_end);
-		dm_log(d, "DBG raft accept from %u stream %u s=%p", p->id, id, (void*)s);
 		if (s == NULL)
 			return;
 		d->accept_cb(&d->transport, p->id, p->addr, raft_end);
@@ -323,7 +321,6 @@ static int tr_connect(struct raft_uv_transport *t, struct raft_uv_connect *req,
 	uv_stream_t *raft_end;
 
 	(void)address;
-	dm_log(d, "DBG raft connect %llu link=%p", (unsigned long long)id, p ? (void*)p->link : NULL);
 	if (p == NULL || p->link == NULL || d->stopping)
 		return RAFT_NOCONNECTION; /* Raft retries */
 	if (rs_new(p, true, ++p->next_stream, &raft_end) == NULL)

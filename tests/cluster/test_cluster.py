@@ -25,7 +25,9 @@ ALL = sorted(list(PROGRAMS.glob("**/*.fla")) +
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("vm"))
+    # ram:50% is also the embedded VM's default memory limit, which
+    # messages about the limit name
+    c = Cluster(tmp_path_factory.mktemp("vm"), provide="cpu:1,ram:50%,disk:1GiB")
     try:
         c.new()
         c.join(2)
