@@ -43,7 +43,7 @@ help:
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
 	@echo "                decoder, the frame decoder, the handshake, the"
 	@echo "                .fl compiler and the control plane's entries and"
-	@echo "                snapshots,"
+	@echo "                snapshots, and the daemon's message payloads,"
 	@echo "                FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go"
 	@echo "make docs       check docs/isa.md against the instruction table"
@@ -164,6 +164,11 @@ fuzz: deps-test
 		-o build-fuzz/fuzz_handshake tests/fuzz/fuzz_handshake.c build-fuzz/libflock.a -lsodium -lm
 	$(FUZZ_ENV) build-fuzz/fuzz_handshake -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-handshake tests/fuzz/seeds-handshake
+	@mkdir -p build-fuzz/corpus-wire
+	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
+		-o build-fuzz/fuzz_wire tests/fuzz/fuzz_wire.c build-fuzz/libflock.a -lsodium -lm
+	$(FUZZ_ENV) build-fuzz/fuzz_wire -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-wire tests/fuzz/seeds-wire
 	@mkdir -p build-fuzz/corpus-compile
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
 		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lsodium -lm -lpthread

@@ -21,6 +21,7 @@
 
 #include "cluster/cl_client.h"
 #include "cluster/dm.h"
+#include "cluster/dm_wire.h"
 
 static const char new_help[] =
 	"usage: flock new VM_ID [--listen IP:PORT] [--advertise HOST:PORT]\n"
@@ -460,11 +461,13 @@ static int open_vm(const char *cmd, const char *vm, struct target *t,
 /* An ERROR frame: its line and status. */
 static int error_frame(const char *cmd, const uint8_t *p, uint32_t n)
 {
-	uint32_t code;
+	char msg[1024];
+	struct fl_err err;
+	int code = 0;
 
-	memcpy(&code, p, 4);
-	return cli_fail(cl_status_for((int)code), "%s: %.*s", cmd, (int)(n - 4),
-			(const char *)p + 4);
+	if (dm_error_decode(p, n, &code, msg, sizeof msg, &err) != 0)
+		return cli_fail(CLI_EX_UNAVAILABLE, "%s: %s", cmd, err.msg);
+	return cli_fail(cl_status_for(code), "%s: %s", cmd, msg);
 }
 
 /* Send one request; follow redirects; return the reply in *h / *p. */
@@ -639,16 +642,6 @@ int cli_leave(int argc, char **argv) { return client_cmd(argc, argv); }
 
 /* ---- flock run --vm ---- */
 
-static void put_str16(struct fl_buf *b, const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n > 65535)
-		n = 65535;
-	fl_buf_put_u16(b, (uint16_t)n);
-	fl_buf_put(b, s, n);
-}
-
 int cli_run_vm(const char *vm, const struct vm_module *m,
 	       const struct vm_options *o, bool detach, bool resubmit)
 {
@@ -657,7 +650,8 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	struct fl_buf b, mod;
 	struct net_header h;
 	const uint8_t *p;
-	uint64_t sub_client, next = 0, pid = 0;
+	struct dm_submit sub;
+	uint64_t next = 0, pid = 0;
 	int rc, tries = 0;
 	bool stdin_on = false;
 
@@ -668,26 +662,28 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 		cl_client_close(c);
 		return cli_fail(CLI_EX_SOFTWARE, "run: out of memory");
 	}
-	randombytes_buf(&sub_client, sizeof sub_client);
-	sub_client |= 1;
+	memset(&sub, 0, sizeof sub);
+	randombytes_buf(&sub.client, sizeof sub.client);
+	sub.client |= 1;
+	sub.seq = 1;
+	sub.detach = detach;
+	sub.check = o->check;
+	sub.memory = o->memory;
+	sub.max_threads = o->max_threads;
+	sub.stack_words = o->stack_words;
+	sub.call_depth = o->max_depth;
+	sub.argc = (uint32_t)o->argc;
+	sub.argv = o->argv;
+	sub.module = mod.data;
+	sub.module_len = mod.len;
 	for (;;) {
 		struct fl_err err;
 		uint64_t id;
 		/* The submission: the same id on every try, so the VM starts
 		 * the process at most once. */
 		fl_buf_init(&b);
-		fl_buf_put_u64(&b, sub_client);
-		fl_buf_put_u64(&b, 1);
-		fl_buf_put_u8(&b, (uint8_t)((detach ? 1 : 0) | (o->check ? 2 : 0)));
-		fl_buf_put_u64(&b, o->memory);
-		fl_buf_put_u32(&b, o->max_threads);
-		fl_buf_put_u32(&b, o->stack_words);
-		fl_buf_put_u32(&b, o->max_depth);
-		fl_buf_put_u64(&b, next);
-		fl_buf_put_u32(&b, (uint32_t)o->argc);
-		for (int i = 0; i < o->argc; i++)
-			put_str16(&b, o->argv[i]);
-		fl_buf_put(&b, mod.data, mod.len);
+		sub.from = next;
+		dm_submit_encode(&sub, &b);
 		id = fl_buf_failed(&b) ? 0 : cl_client_send(c, NET_MSG_SUBMIT, b.data, b.len);
 		fl_buf_close(&b);
 		rc = id == 0 ? FL_EPIPE : 0;

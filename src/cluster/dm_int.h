@@ -22,6 +22,7 @@
 #include "cluster/ctl.h"
 #include "cluster/ctl_raft.h"
 #include "cluster/dm.h"
+#include "cluster/dm_wire.h"
 #include "cluster/net.h"
 #include "cluster/net_conn.h"
 #include "vm/vm.h"
@@ -34,17 +35,6 @@ enum dm_kind { DM_PEER = 1, DM_CLIENT = 2, DM_JOINER = 3 };
 
 struct dm;
 struct dm_proc;
-
-/* A machine's load, from its heartbeats (and ours, for ourselves). */
-struct dm_load {
-	uint64_t uptime_ms;
-	uint32_t procs;
-	uint64_t threads, memory;
-	struct dm_pload {
-		uint64_t pid, threads, memory, age_ms;
-	} p[64];
-	uint32_t np;
-};
 
 /* A relayed Raft stream: one end of a socketpair is Raft's, this is the
  * other, whose bytes travel as RAFT frames. */

@@ -81,8 +81,7 @@ int dm_send_error(struct dm_link *l, uint8_t type, uint64_t req, int code,
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
 	fl_buf_init(&b);
-	fl_buf_put_u32(&b, (uint32_t)code);
-	fl_buf_put(&b, msg, strlen(msg));
+	dm_error_encode(code, msg, &b);
 	rc = fl_buf_failed(&b) ? FL_ENOMEM
 			       : dm_send(l, NET_MSG_ERROR, NET_FLAG_REPLY, req,
 					 b.data, b.len);
@@ -530,27 +529,10 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 		l->peer->last_heard = dm_now_ms();
 	switch (h->type) {
 	case NET_MSG_PING: {
-		struct fl_reader r;
-		struct dm_load *ld = &l->peer->load;
+		struct fl_err err;
 		uint64_t clock;
-		fl_reader_init(&r, p, h->length);
-		clock = fl_get_u64(&r);
-		memset(ld, 0, sizeof *ld);
-		ld->uptime_ms = fl_get_u64(&r);
-		ld->procs = fl_get_u32(&r);
-		ld->threads = fl_get_u64(&r);
-		ld->memory = fl_get_u64(&r);
-		ld->np = fl_get_u32(&r);
-		if (ld->np > 64)
-			ld->np = 0;
-		for (uint32_t i = 0; i < ld->np; i++) {
-			ld->p[i].pid = fl_get_u64(&r);
-			ld->p[i].threads = fl_get_u64(&r);
-			ld->p[i].memory = fl_get_u64(&r);
-			ld->p[i].age_ms = fl_get_u64(&r);
-		}
-		if (r.failed || fl_reader_left(&r) != 0) {
-			net_conn_close(c, "a malformed heartbeat");
+		if (dm_ping_decode(p, h->length, &clock, &l->peer->load, &err) != 0) {
+			net_conn_close(c, err.msg);
 			return;
 		}
 		l->peer->has_load = true;
@@ -673,18 +655,7 @@ static void send_ping(struct dm *d, struct dm_peer *p)
 
 	dm_load_self(d, &ld);
 	fl_buf_init(&b);
-	fl_buf_put_u64(&b, dm_now_ms());
-	fl_buf_put_u64(&b, ld.uptime_ms);
-	fl_buf_put_u32(&b, ld.procs);
-	fl_buf_put_u64(&b, ld.threads);
-	fl_buf_put_u64(&b, ld.memory);
-	fl_buf_put_u32(&b, ld.np);
-	for (uint32_t i = 0; i < ld.np; i++) {
-		fl_buf_put_u64(&b, ld.p[i].pid);
-		fl_buf_put_u64(&b, ld.p[i].threads);
-		fl_buf_put_u64(&b, ld.p[i].memory);
-		fl_buf_put_u64(&b, ld.p[i].age_ms);
-	}
+	dm_ping_encode(dm_now_ms(), &ld, &b);
 	if (!fl_buf_failed(&b))
 		dm_send(p->link, NET_MSG_PING, 0, 0, b.data, b.len);
 	fl_buf_close(&b);
@@ -863,14 +834,13 @@ static void join_done(struct dm_prop *pr, struct ctl_result r)
 		return;
 	}
 	fl_buf_init(&b);
-	fl_buf_put_u32(&b, m->id);
-	fl_buf_put_u32(&b, (uint32_t)d->st.nmembers);
+	dm_join_reply_start(&b, m->id, (uint32_t)d->st.nmembers);
 	for (size_t i = 0; i < d->st.nmembers; i++) {
-		const struct ctl_member *x = &d->st.members[i];
-		fl_buf_put_u32(&b, x->id);
-		fl_buf_put(&b, x->key, NET_KEY);
-		fl_buf_put_u8(&b, (uint8_t)strlen(x->addr));
-		fl_buf_put(&b, x->addr, strlen(x->addr));
+		struct dm_join_member jm;
+		jm.id = d->st.members[i].id;
+		memcpy(jm.key, d->st.members[i].key, NET_KEY);
+		snprintf(jm.addr, sizeof jm.addr, "%s", d->st.members[i].addr);
+		dm_join_reply_member(&b, &jm);
 	}
 	if (!fl_buf_failed(&b))
 		dm_send(l, NET_MSG_JOIN, NET_FLAG_REPLY, req, b.data, b.len);
@@ -882,23 +852,17 @@ static void on_join(struct dm_link *l, const struct net_header *h,
 		    const uint8_t *p)
 {
 	struct ctl_command c = {.type = CTL_CMD_MEMBER_ADD};
-	struct fl_reader r;
-	uint8_t alen;
-	const uint8_t *a;
+	struct dm_join j;
+	struct fl_err err;
 
-	fl_reader_init(&r, p, h->length);
-	alen = fl_get_u8(&r);
-	a = fl_get_bytes(&r, alen);
-	c.u.member.cpu = fl_get_u32(&r);
-	c.u.member.ram = fl_get_u64(&r);
-	c.u.member.disk = fl_get_u64(&r);
-	if (r.failed || fl_reader_left(&r) != 0 || alen == 0 || a == NULL) {
-		dm_send_error(l, NET_MSG_JOIN, h->request, FL_EFORMAT,
-			      "a malformed join request");
+	if (dm_join_decode(p, h->length, &j, &err) != 0) {
+		dm_send_error(l, NET_MSG_JOIN, h->request, FL_EFORMAT, "%s", err.msg);
 		return;
 	}
-	memcpy(c.u.member.addr, a, alen);
-	c.u.member.addr[alen] = 0;
+	memcpy(c.u.member.addr, j.addr, sizeof j.addr);
+	c.u.member.cpu = j.cpu;
+	c.u.member.ram = j.ram;
+	c.u.member.disk = j.disk;
 	memcpy(c.u.member.key, l->key, NET_KEY);
 	c.u.member.incarnation = 1;
 	c.u.member.state = CTL_M_ACTIVE;
@@ -922,17 +886,18 @@ static void joiner_ready(struct net_conn *c, const uint8_t peer[NET_KEY],
 	struct dm_link *l = net_conn_user(c);
 	struct dm *d = l->d;
 	struct fl_buf b;
-	size_t alen = strlen(d->me.advertise);
+	struct dm_join j;
 
 	(void)peer;
 	(void)payload;
 	(void)len;
+	memset(&j, 0, sizeof j);
+	snprintf(j.addr, sizeof j.addr, "%s", d->me.advertise);
+	j.cpu = d->cfg->provide.cpu;
+	j.ram = d->cfg->provide.ram;
+	j.disk = d->cfg->provide.disk;
 	fl_buf_init(&b);
-	fl_buf_put_u8(&b, (uint8_t)alen);
-	fl_buf_put(&b, d->me.advertise, alen);
-	fl_buf_put_u32(&b, d->cfg->provide.cpu);
-	fl_buf_put_u64(&b, d->cfg->provide.ram);
-	fl_buf_put_u64(&b, d->cfg->provide.disk);
+	dm_join_encode(&j, &b);
 	l->ready = true;
 	if (!fl_buf_failed(&b))
 		dm_send(l, NET_MSG_JOIN, 0, 1, b.data, b.len);
@@ -941,21 +906,36 @@ static void joiner_ready(struct net_conn *c, const uint8_t peer[NET_KEY],
 
 static struct join_wait *join_state;
 
+/* A member the join reply names: trusted (its key pinned) until Raft
+ * brings the member table. */
+static void trust_member(void *arg, const struct dm_join_member *m)
+{
+	struct dm *d = arg;
+	struct dm_peer *pe;
+
+	if (m->id == d->me.id)
+		return;
+	pe = dm_peer_get(d, m->id, true);
+	if (pe == NULL)
+		return;
+	memcpy(pe->key, m->key, NET_KEY);
+	snprintf(pe->addr, sizeof pe->addr, "%s", m->addr);
+}
+
 static void joiner_frame(struct net_conn *c, const struct net_header *h,
 			 const uint8_t *p)
 {
 	struct dm_link *l = net_conn_user(c);
 	struct dm *d = l->d;
 	struct join_wait *w = join_state;
-	struct fl_reader r;
-	uint32_t n;
 
-	fl_reader_init(&r, p, h->length);
 	if (h->type == NET_MSG_ERROR) {
-		int code = (int)fl_get_u32(&r);
+		char msg[400];
+		struct fl_err err;
+		int code = 0;
+		dm_error_decode(p, h->length, &code, msg, sizeof msg, &err);
 		w->rc = code == FL_EAGAIN ? FL_EAGAIN : FL_EPERM;
-		snprintf(w->msg, sizeof w->msg, "join refused: %.*s",
-			 (int)(h->length - 4), (const char *)p + 4);
+		snprintf(w->msg, sizeof w->msg, "join refused: %s", msg);
 		w->done = true;
 		net_conn_close(c, "done");
 		return;
@@ -964,28 +944,16 @@ static void joiner_frame(struct net_conn *c, const struct net_header *h,
 		net_conn_close(c, "unexpected");
 		return;
 	}
-	d->me.id = fl_get_u32(&r);
-	n = fl_get_u32(&r);
-	for (uint32_t i = 0; i < n && !r.failed; i++) {
-		uint32_t id = fl_get_u32(&r);
-		const uint8_t *key = fl_get_bytes(&r, NET_KEY);
-		uint8_t alen = fl_get_u8(&r);
-		const uint8_t *a = fl_get_bytes(&r, alen);
-		struct dm_peer *pe;
-		if (r.failed || id == d->me.id)
-			continue;
-		pe = dm_peer_get(d, id, true);
-		if (pe == NULL)
-			continue;
-		memcpy(pe->key, key, NET_KEY);
-		memcpy(pe->addr, a, alen);
-		pe->addr[alen] = 0;
-	}
-	if (r.failed || d->me.id == 0) {
-		w->rc = FL_EFORMAT;
-		snprintf(w->msg, sizeof w->msg, "a malformed answer to the join");
-	} else {
-		w->rc = 0;
+	{
+		struct fl_err err;
+		if (dm_join_reply_decode(p, h->length, &d->me.id, trust_member, d,
+					 &err) != 0) {
+			d->me.id = 0;
+			w->rc = FL_EFORMAT;
+			snprintf(w->msg, sizeof w->msg, "%s", err.msg);
+		} else {
+			w->rc = 0;
+		}
 	}
 	w->done = true;
 	net_conn_close(c, "joined");

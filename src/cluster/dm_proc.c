@@ -540,32 +540,14 @@ static void submit_done(struct dm_prop *pr, struct ctl_result r)
 	submit_free(s);
 }
 
-static char *get_string(struct fl_reader *r)
-{
-	uint16_t n = fl_get_u16(r);
-	const uint8_t *b = fl_get_bytes(r, n);
-	char *s;
-
-	if (b == NULL)
-		return NULL;
-	s = malloc((size_t)n + 1);
-	if (s == NULL)
-		return NULL;
-	memcpy(s, b, n);
-	s[n] = 0;
-	return s;
-}
-
 static void on_submit(struct dm_link *l, const struct net_header *h,
 		      const uint8_t *pay)
 {
 	struct dm *d = l->d;
 	struct submit *s = calloc(1, sizeof *s);
 	struct ctl_command c = {.type = CTL_CMD_SUBMIT};
-	struct fl_reader r;
+	struct dm_submit msg;
 	struct fl_err err;
-	uint32_t argc;
-	uint8_t flags;
 
 	if (s == NULL) {
 		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_ENOMEM,
@@ -575,42 +557,34 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 	s->link = l;
 	s->req = h->request;
 	vm_options_init(&s->o);
-	fl_reader_init(&r, pay, h->length);
-	c.client = fl_get_u64(&r);
-	c.seq = fl_get_u64(&r);
-	flags = fl_get_u8(&r);
-	s->detach = flags & 1;
-	s->o.check = (flags & 2) != 0;
-	s->o.memory = fl_get_u64(&r);
-	s->o.max_threads = fl_get_u32(&r);
-	s->o.stack_words = fl_get_u32(&r);
-	s->o.max_depth = fl_get_u32(&r);
-	s->from = fl_get_u64(&r);
-	argc = fl_get_u32(&r);
-	if (r.failed || argc == 0 || argc > 4096 || c.client == 0 || c.seq == 0 ||
-	    s->o.stack_words == 0 || s->o.stack_words > VM_MAX_STACK_WORDS ||
-	    s->o.max_depth == 0 || s->o.max_depth > VM_MAX_CALL_DEPTH ||
-	    s->o.max_threads == 0) {
-		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EFORMAT,
-			      "a malformed submission");
+	if (dm_submit_decode(pay, h->length, &msg, &err) != 0) {
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EFORMAT, "%s",
+			      err.msg);
 		submit_free(s);
 		return;
 	}
-	s->argv = calloc((size_t)argc + 1, sizeof *s->argv);
-	for (uint32_t i = 0; s->argv != NULL && i < argc; i++) {
-		s->argv[i] = get_string(&r);
-		if (s->argv[i] == NULL)
-			break;
-		s->argc++;
-	}
-	if (s->argv == NULL || (uint32_t)s->argc != argc) {
+	c.client = msg.client;
+	c.seq = msg.seq;
+	s->detach = msg.detach;
+	s->o.check = msg.check;
+	s->o.memory = msg.memory;
+	s->o.max_threads = msg.max_threads;
+	s->o.stack_words = msg.stack_words;
+	s->o.max_depth = msg.call_depth;
+	s->from = msg.from;
+	s->argv = msg.argv; /* taken */
+	s->argc = (int)msg.argc;
+	msg.argv = NULL;
+	if (s->o.stack_words == 0 || s->o.stack_words > VM_MAX_STACK_WORDS ||
+	    s->o.max_depth == 0 || s->o.max_depth > VM_MAX_CALL_DEPTH ||
+	    s->o.max_threads == 0) {
 		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EFORMAT,
-			      "a malformed submission (its arguments)");
+			      "submission: a limit out of range");
 		submit_free(s);
 		return;
 	}
 	/* The rest is the module: hostile bytes like any other. */
-	if (vm_module_decode(r.p + r.off, fl_reader_left(&r), &s->m, &err) != 0 ||
+	if (vm_module_decode(msg.module, msg.module_len, &s->m, &err) != 0 ||
 	    vm_verify(s->m, true, &err) != 0) {
 		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EFORMAT,
 			      "%s: the module failed verification: %s",

@@ -1,0 +1,90 @@
+/* The payloads of the daemon's messages (net.h's NET_MESSAGES), encoded
+ * and decoded in one place. Every decoder takes hostile bytes: it checks
+ * every length against what is left before reading, refuses trailing
+ * bytes, and says what is wrong in @err; tests/fuzz/fuzz_wire.c runs them
+ * all. Little-endian throughout. Threads: any; no state. */
+#ifndef FLOCK_CLUSTER_DM_WIRE_H
+#define FLOCK_CLUSTER_DM_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/fl_buf.h"
+#include "base/fl_error.h"
+#include "cluster/ctl.h"
+#include "cluster/net_noise.h"
+
+#define DM_ARGS_MAX 4096
+#define DM_LOAD_PROCS 64
+
+/* SUBMIT: a client's process. */
+struct dm_submit {
+	uint64_t client, seq; /* the submission id */
+	bool detach, check;
+	uint64_t memory;      /* 0: the machine's offer */
+	uint32_t max_threads, stack_words, call_depth;
+	uint64_t from;        /* the first output record wanted */
+	uint32_t argc;
+	char **argv;          /* decoded: owned, argc strings + NULL */
+	const uint8_t *module; /* decoded: points into the payload */
+	size_t module_len;
+};
+
+void dm_submit_encode(const struct dm_submit *s, struct fl_buf *out);
+/* 0, or FL_EFORMAT / FL_ENOMEM with @err; on success free with
+ * dm_submit_free(). */
+int dm_submit_decode(const uint8_t *p, size_t n, struct dm_submit *s,
+		     struct fl_err *err);
+void dm_submit_free(struct dm_submit *s);
+
+/* JOIN: a new machine's offer. */
+struct dm_join {
+	char addr[CTL_ADDR_MAX + 1];
+	uint32_t cpu;
+	uint64_t ram, disk;
+};
+
+void dm_join_encode(const struct dm_join *j, struct fl_buf *out);
+int dm_join_decode(const uint8_t *p, size_t n, struct dm_join *j,
+		   struct fl_err *err);
+
+/* JOIN's reply: the new member's id and the members it should trust
+ * until its Raft has caught up. */
+struct dm_join_member {
+	uint32_t id;
+	uint8_t key[NET_KEY];
+	char addr[CTL_ADDR_MAX + 1];
+};
+
+/* Encoding appends member by member: start, then one call each. */
+void dm_join_reply_start(struct fl_buf *out, uint32_t id, uint32_t n);
+void dm_join_reply_member(struct fl_buf *out, const struct dm_join_member *m);
+/* Calls @each for every member; 0 with *@id, or FL_EFORMAT. */
+int dm_join_reply_decode(const uint8_t *p, size_t n, uint32_t *id,
+			 void (*each)(void *arg, const struct dm_join_member *m),
+			 void *arg, struct fl_err *err);
+
+/* PING: a machine's clock and load. */
+struct dm_pload {
+	uint64_t pid, threads, memory, age_ms;
+};
+struct dm_load {
+	uint64_t uptime_ms;
+	uint32_t procs;
+	uint64_t threads, memory;
+	struct dm_pload p[DM_LOAD_PROCS];
+	uint32_t np;
+};
+
+void dm_ping_encode(uint64_t clock, const struct dm_load *l,
+		    struct fl_buf *out);
+int dm_ping_decode(const uint8_t *p, size_t n, uint64_t *clock,
+		   struct dm_load *l, struct fl_err *err);
+
+/* ERROR: a code and a message (not NUL-terminated on the wire). */
+void dm_error_encode(int code, const char *msg, struct fl_buf *out);
+int dm_error_decode(const uint8_t *p, size_t n, int *code, char *msg,
+		    size_t msg_size, struct fl_err *err);
+
+#endif
