@@ -573,9 +573,13 @@ int cl_cred_only(const char *home, struct cl_cred *c, struct fl_err *err)
 				  "credentials in %s",
 				  home);
 	while ((e = readdir(d)) != NULL) {
-		if (!cl_vm_id_ok(e->d_name) || strcmp(e->d_name, ".") == 0 ||
-		    strcmp(e->d_name, "..") == 0 || strcmp(e->d_name, "local") == 0 ||
-		    strstr(e->d_name, ".tmp.") != NULL)
+		struct stat sb;
+		/* FLOCK_HOME also holds directories (the default --data
+		 * machine/, the embedded VM's local/) and temporary files. */
+		if (!cl_vm_id_ok(e->d_name) || strcmp(e->d_name, "local") == 0 ||
+		    strstr(e->d_name, ".tmp.") != NULL ||
+		    fstatat(dirfd(d), e->d_name, &sb, 0) != 0 ||
+		    !S_ISREG(sb.st_mode))
 			continue;
 		if (n++ == 0)
 			memcpy(found, e->d_name, strlen(e->d_name) + 1);
