@@ -24,6 +24,9 @@ bool cl_vm_id_ok(const char *s)
 
 	if (n == 0 || n > CTL_NAME_MAX)
 		return false;
+	/* An id names a file under FLOCK_HOME: not "." or "..". */
+	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
 		      s[i] == '.' || s[i] == '_' || s[i] == '-'))
@@ -512,6 +515,8 @@ int cl_cred_save(const char *home, const struct cl_cred *c,
 	char text[2048], pub[65], sec[65], psk[65];
 	int rc;
 
+	if (!cl_vm_id_ok(c->vm))
+		return fl_err_set(err, FL_EINVAL, "'%s' is not a VM id", c->vm);
 	if (mkdir(home, 0700) != 0 && errno != EEXIST)
 		return fl_err_set(err, FL_EIO, "%s: %s", home, strerror(errno));
 	hex(c->key.pub, NET_KEY, pub);
