@@ -223,6 +223,11 @@ int cl_provide_parse(const char *s, const char *data_dir,
 		size_t n = comma != NULL ? (size_t)(comma - at) : strlen(at);
 		int k;
 
+		if (n == 0)
+			return fl_err_set(err, FL_EINVAL,
+					  "--provide: '%.*s' has an empty part "
+					  "(one ',' too many)",
+					  64, s);
 		colon = memchr(at, ':', n);
 		if (colon == NULL)
 			return fl_err_set(err, FL_EINVAL,
