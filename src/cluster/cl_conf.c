@@ -24,6 +24,9 @@ bool cl_vm_id_ok(const char *s)
 
 	if (n == 0 || n > CTL_NAME_MAX)
 		return false;
+	/* An id names a file under FLOCK_HOME: not "." or "..". */
+	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
 	for (size_t i = 0; i < n; i++)
 		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
 		      s[i] == '.' || s[i] == '_' || s[i] == '-'))
@@ -220,6 +223,11 @@ int cl_provide_parse(const char *s, const char *data_dir,
 		size_t n = comma != NULL ? (size_t)(comma - at) : strlen(at);
 		int k;
 
+		if (n == 0)
+			return fl_err_set(err, FL_EINVAL,
+					  "--provide: '%.*s' has an empty part "
+					  "(one ',' too many)",
+					  64, s);
 		colon = memchr(at, ':', n);
 		if (colon == NULL)
 			return fl_err_set(err, FL_EINVAL,
@@ -512,6 +520,8 @@ int cl_cred_save(const char *home, const struct cl_cred *c,
 	char text[2048], pub[65], sec[65], psk[65];
 	int rc;
 
+	if (!cl_vm_id_ok(c->vm))
+		return fl_err_set(err, FL_EINVAL, "'%s' is not a VM id", c->vm);
 	if (mkdir(home, 0700) != 0 && errno != EEXIST)
 		return fl_err_set(err, FL_EIO, "%s: %s", home, strerror(errno));
 	hex(c->key.pub, NET_KEY, pub);
@@ -573,9 +583,13 @@ int cl_cred_only(const char *home, struct cl_cred *c, struct fl_err *err)
 				  "credentials in %s",
 				  home);
 	while ((e = readdir(d)) != NULL) {
-		if (!cl_vm_id_ok(e->d_name) || strcmp(e->d_name, ".") == 0 ||
-		    strcmp(e->d_name, "..") == 0 || strcmp(e->d_name, "local") == 0 ||
-		    strstr(e->d_name, ".tmp.") != NULL)
+		struct stat sb;
+		/* FLOCK_HOME also holds directories (the default --data
+		 * machine/, the embedded VM's local/) and temporary files. */
+		if (!cl_vm_id_ok(e->d_name) || strcmp(e->d_name, "local") == 0 ||
+		    strstr(e->d_name, ".tmp.") != NULL ||
+		    fstatat(dirfd(d), e->d_name, &sb, 0) != 0 ||
+		    !S_ISREG(sb.st_mode))
 			continue;
 		if (n++ == 0)
 			memcpy(found, e->d_name, strlen(e->d_name) + 1);

@@ -34,7 +34,7 @@ struct cl_addr {
 	uint16_t port;
 };
 
-/* Is @s a VM id: 1-64 of [a-z0-9._-]? */
+/* Is @s a VM id: 1-64 of [a-z0-9._-], not "." or ".."? */
 bool cl_vm_id_ok(const char *s);
 /* Parse "VM_ID@HOST[:PORT]" (@with_vm) or "HOST[:PORT]"; 0, or FL_EINVAL
  * with @err naming what is wrong. */
@@ -88,6 +88,8 @@ struct cl_cred {
 
 /* FLOCK_HOME, or ~/.flock: into @out; FL_ENOENT when neither is known. */
 int cl_home(char *out, size_t n, struct fl_err *err);
+/* Write @home/VM (making @home, mode 0700, if need be); FL_EINVAL when
+ * @c->vm is not a VM id. */
 int cl_cred_save(const char *home, const struct cl_cred *c,
 		 struct fl_err *err);
 int cl_cred_load(const char *home, const char *vm, struct cl_cred *c,
