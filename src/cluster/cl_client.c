@@ -65,7 +65,7 @@ int cl_client_target(const char *vm_arg, struct cl_cred *cred,
 	const char *v = vm_arg;
 	int rc;
 
-	if ((rc = cl_home(home, sizeof home, err)) != 0)
+	if ((rc = cl_cred_dir(home, sizeof home, err)) != 0)
 		return rc;
 	if (v == NULL || v[0] == 0)
 		v = getenv("FLOCK_VM");

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +297,8 @@ int cl_provide_parse(const char *s, const char *data_dir,
 
 /* ---- Files ---- */
 
+static _Atomic unsigned tmp_seq;
+
 /* Write @text to DIR/NAME whole: a temporary file, fsync, rename, fsync
  * of the directory. */
 static int write_atomic(const char *dir, const char *name, const char *text,
@@ -306,8 +309,10 @@ static int write_atomic(const char *dir, const char *name, const char *text,
 	int fd, dfd;
 
 	snprintf(path, sizeof path, "%s/%s", dir, name);
-	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	/* unique per call, so two threads saving at once do not share it */
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(),
+		 atomic_fetch_add(&tmp_seq, 1));
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
 	if (fd < 0)
 		return fl_err_set(err, FL_EIO, "%s: %s", tmp, strerror(errno));
 	if (fchmod(fd, mode) != 0 || fl_write_all(fd, text, n) != n ||
@@ -498,6 +503,17 @@ int cl_token_load(const char *dir, char token[NET_TOKEN_TEXT],
 	return 0;
 }
 
+int cl_cred_dir(char *out, size_t n, struct fl_err *err)
+{
+	char home[4000];
+	int rc = cl_home(home, sizeof home, err);
+
+	if (rc)
+		return rc;
+	snprintf(out, n, "%s/vms", home);
+	return 0;
+}
+
 int cl_home(char *out, size_t n, struct fl_err *err)
 {
 	const char *h = getenv("FLOCK_HOME");
@@ -522,6 +538,19 @@ int cl_cred_save(const char *home, const struct cl_cred *c,
 
 	if (!cl_vm_id_ok(c->vm))
 		return fl_err_set(err, FL_EINVAL, "'%s' is not a VM id", c->vm);
+	{
+		/* FLOCK_HOME/vms: its parent first */
+		char parent[4096];
+		char *slash;
+		snprintf(parent, sizeof parent, "%s", home);
+		slash = strrchr(parent, '/');
+		if (slash != NULL && slash != parent) {
+			*slash = 0;
+			if (mkdir(parent, 0700) != 0 && errno != EEXIST)
+				return fl_err_set(err, FL_EIO, "%s: %s", parent,
+						  strerror(errno));
+		}
+	}
 	if (mkdir(home, 0700) != 0 && errno != EEXIST)
 		return fl_err_set(err, FL_EIO, "%s: %s", home, strerror(errno));
 	hex(c->key.pub, NET_KEY, pub);

@@ -7,8 +7,8 @@
  *   --data/identity   the machine: VM id, member id, incarnation, its
  *                     static key pair, its listen address
  *   --data/token      the join token (mode 0600)
- *   FLOCK_HOME/VM_ID  a client's credentials for one VM: user name, key
- *                     pair, the clients' pre-shared key, an address
+ *   FLOCK_HOME/vms/VM_ID  a client's credentials for one VM: user name,
+ *                     key pair, the clients' pre-shared key, an address
  * Secrets are written with mode 0600 and read back only when the file is
  * not readable by others.
  *
@@ -90,6 +90,9 @@ struct cl_cred {
 int cl_home(char *out, size_t n, struct fl_err *err);
 /* Write @home/VM (making @home, mode 0700, if need be); FL_EINVAL when
  * @c->vm is not a VM id. */
+/* Where a client's credentials live: FLOCK_HOME/vms (the @home of the
+ * cl_cred_* calls below). */
+int cl_cred_dir(char *out, size_t n, struct fl_err *err);
 int cl_cred_save(const char *home, const struct cl_cred *c,
 		 struct fl_err *err);
 int cl_cred_load(const char *home, const char *vm, struct cl_cred *c,

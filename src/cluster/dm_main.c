@@ -720,7 +720,9 @@ int dm_run(const struct dm_config *cfg)
 		memcpy(cr.psk, d->client_psk, NET_KEY);
 		snprintf(cr.addr, sizeof cr.addr, "%s", d->me.advertise);
 		memcpy(d->admin_pub, cr.key.pub, NET_KEY);
-		rc = cl_cred_save(cfg->home, &cr, &err);
+		char dir[4200];
+		snprintf(dir, sizeof dir, "%s/vms", cfg->home);
+		rc = cl_cred_save(dir, &cr, &err);
 		sodium_memzero(&cr, sizeof cr);
 		if (rc) {
 			dm_ready(d, err.msg);

@@ -55,7 +55,7 @@ def test_credentials_and_token_files(vm):
     tok = m1.data / "token"
     assert oct(tok.stat().st_mode & 0o777) == "0o600"
     assert tok.read_text().strip() == vm.token
-    cred = vm.admin_home / "testvm"
+    cred = vm.admin_home / "vms" / "testvm"
     assert oct(cred.stat().st_mode & 0o777) == "0o600"
     assert (m1.data / "identity").exists()
 
