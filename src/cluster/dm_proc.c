@@ -783,6 +783,7 @@ static bool proc_load(struct dm *d, const struct ctl_proc *cp,
 		vm_proc_info(p->vp, &info);
 		out->threads = info.threads;
 		out->memory = info.memory;
+		out->cpu_ns = info.cpu_ns;
 		out->age_ms = dm_now_ms() - p->started_ms;
 		return true;
 	}
@@ -800,13 +801,14 @@ static bool proc_load(struct dm *d, const struct ctl_proc *cp,
 static void ps_text(struct dm *d, struct dm_link *l, uint64_t only,
 		    struct fl_buf *b)
 {
-	fl_buf_printf(b, "%-6s %-12s %-9s %-8s %8s %10s %8s %s\n", "PID", "USER",
-		      "STATE", "MACHINE", "THREADS", "MEMORY", "AGE", "STATUS");
+	fl_buf_printf(b, "%-6s %-12s %-9s %-8s %8s %10s %8s %8s %s\n", "PID",
+		      "USER", "STATE", "MACHINE", "THREADS", "MEMORY", "CPU", "AGE",
+		      "STATUS");
 	for (size_t i = 0; i < d->st.nprocs; i++) {
 		const struct ctl_proc *cp = &d->st.procs[i];
 		struct dm_pload ld;
 		char mach[16] = "-", thr[24] = "-", mem[24] = "-", age[24] = "-",
-		     st[16] = "-";
+		     st[16] = "-", cpu[24] = "-";
 		if (only != 0 && cp->pid != only)
 			continue;
 		if (!l->admin && strcmp(cp->owner, l->user) != 0)
@@ -817,12 +819,13 @@ static void ps_text(struct dm *d, struct dm_link *l, uint64_t only,
 			snprintf(thr, sizeof thr, "%" PRIu64, ld.threads);
 			human_bytes(ld.memory, mem, sizeof mem);
 			human_age(ld.age_ms, age, sizeof age);
+			snprintf(cpu, sizeof cpu, "%.2fs", (double)ld.cpu_ns / 1e9);
 		}
 		if (cp->state == CTL_P_ENDED)
 			snprintf(st, sizeof st, "%d", (int)cp->status);
-		fl_buf_printf(b, "%-6" PRIu64 " %-12s %-9s %-8s %8s %10s %8s %s\n",
+		fl_buf_printf(b, "%-6" PRIu64 " %-12s %-9s %-8s %8s %10s %8s %8s %s\n",
 			      cp->pid, cp->owner, state_name(cp->state), mach, thr,
-			      mem, age, st);
+			      mem, cpu, age, st);
 	}
 }
 
@@ -842,6 +845,7 @@ void dm_load_self(struct dm *d, struct dm_load *l)
 			l->p[l->np].pid = p->pid;
 			l->p[l->np].threads = info.threads;
 			l->p[l->np].memory = info.memory;
+			l->p[l->np].cpu_ns = info.cpu_ns;
 			l->p[l->np].age_ms = dm_now_ms() - p->started_ms;
 			l->np++;
 		}

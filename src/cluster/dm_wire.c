@@ -206,7 +206,7 @@ int dm_join_reply_decode(const uint8_t *p, size_t n, uint32_t *id,
 
 /* ---- PING ----
  *   u64 clock, u64 uptime, u32 procs, u64 threads, u64 memory,
- *   u32 np, np x (u64 pid, u64 threads, u64 memory, u64 age) */
+ *   u32 np, np x (u64 pid, u64 threads, u64 memory, u64 cpu, u64 age) */
 
 void dm_ping_encode(uint64_t clock, const struct dm_load *l,
 		    struct fl_buf *out)
@@ -221,6 +221,7 @@ void dm_ping_encode(uint64_t clock, const struct dm_load *l,
 		fl_buf_put_u64(out, l->p[i].pid);
 		fl_buf_put_u64(out, l->p[i].threads);
 		fl_buf_put_u64(out, l->p[i].memory);
+		fl_buf_put_u64(out, l->p[i].cpu_ns);
 		fl_buf_put_u64(out, l->p[i].age_ms);
 	}
 }
@@ -246,6 +247,7 @@ int dm_ping_decode(const uint8_t *p, size_t n, uint64_t *clock,
 		l->p[i].pid = fl_get_u64(&r);
 		l->p[i].threads = fl_get_u64(&r);
 		l->p[i].memory = fl_get_u64(&r);
+		l->p[i].cpu_ns = fl_get_u64(&r);
 		l->p[i].age_ms = fl_get_u64(&r);
 	}
 	if (r.failed || fl_reader_left(&r) != 0) {

@@ -67,7 +67,7 @@ int dm_join_reply_decode(const uint8_t *p, size_t n, uint32_t *id,
 
 /* PING: a machine's clock and load. */
 struct dm_pload {
-	uint64_t pid, threads, memory, age_ms;
+	uint64_t pid, threads, memory, cpu_ns, age_ms;
 };
 struct dm_load {
 	uint64_t uptime_ms;

@@ -325,6 +325,7 @@ bool vm_proc_kill(struct vm_proc *p, int status);
 struct vm_proc_info {
 	uint64_t threads; /* threads not yet joined, main included */
 	uint64_t memory;  /* bytes charged to its memory limit */
+	uint64_t cpu_ns;  /* time workers ran its threads (coarse) */
 	bool ended;
 };
 void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info);

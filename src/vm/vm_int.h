@@ -353,6 +353,7 @@ struct vm_worker {
 	 * where it was, without moving to another worker. */
 	struct vm_thread *now, *lifo;
 	uint64_t runs;                 /* threads run so far */
+	uint64_t slice_t; /* coarse clock at the last slice's end (cpu time) */
 	uint64_t gen;                  /* page source generation seen ... */
 	const void *gen_owner;         /* ... of this source (vm_gmem.c) */
 	struct vm_tlb_entry rtlb[VM_TLB_SIZE]; /* readable pages */
@@ -464,6 +465,12 @@ struct vm_proc {
 	 * makes a thread runnable (a waker, a reply) raises it before its own
 	 * share can fall. */
 	_Atomic int64_t nbusy;
+	/* Time workers spent running its threads, from a coarse clock read
+	 * every 16th slice and when a long slice spends its budget: a
+	 * sample that saw the clock tick is charged the tick, right on
+	 * average, and the counter is written only a few hundred times a
+	 * second per worker. */
+	_Atomic uint64_t cpu_ns;
 	struct vm_waitq waitq[VM_WAIT_BUCKETS];
 	/* The end: @ending is set once, by main's return, exit, a runtime
 	 * error or a deadlock; @quiet once nbusy is 0 after that, and
@@ -663,6 +670,9 @@ enum vm_stop {
 
 /* Run @t on @w until it yields, parks, finishes or the process ends. */
 enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t);
+/* Charge @p the time since @w's last charge (vm_proc's cpu_ns): at the
+ * end of every slice, and when a long slice spends its budget. */
+void vm__cpu_charge(struct vm_worker *w, struct vm_proc *p);
 
 /* ---- stdio (vm_stdio.c) ---- */
 

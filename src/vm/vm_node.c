@@ -179,6 +179,9 @@ bool vm__node_poll(struct vm_worker *w)
 	uint64_t nd = atomic_load(&n->next_due);
 	bool ran = false;
 
+	/* a long slice spent its budget: charge its process so far */
+	if (w->cur != NULL)
+		vm__cpu_charge(w, w->cur->proc);
 	if (atomic_load(&n->ninbox) == 0 && (nd == UINT64_MAX || nd > vm__now()))
 		return false;
 	pthread_mutex_lock(&n->lock);

@@ -221,6 +221,7 @@ void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info)
 	pthread_mutex_unlock(&p->tlock);
 	info->memory = left >= p->limit ? 0 : (uint64_t)(p->limit - left);
 	info->ended = atomic_load(&p->ending);
+	info->cpu_ns = atomic_load_explicit(&p->cpu_ns, memory_order_relaxed);
 }
 
 void vm_proc_free(struct vm_proc *p)

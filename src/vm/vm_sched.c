@@ -138,12 +138,32 @@ static void idle(struct vm_node *n, struct vm_proc *serve)
 	pthread_mutex_unlock(&n->lock);
 }
 
+static uint64_t coarse_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void vm__cpu_charge(struct vm_worker *w, struct vm_proc *p)
+{
+	uint64_t now = coarse_ns();
+
+	if (now != w->slice_t) {
+		atomic_fetch_add_explicit(&p->cpu_ns, now - w->slice_t,
+					  memory_order_relaxed);
+		w->slice_t = now;
+	}
+}
+
 /* The worker loop, until the node stops or, for the caller's worker 0,
  * until @serve is quiet. */
 static void work(struct vm_worker *w, struct vm_proc *serve)
 {
 	struct vm_node *n = w->node;
 
+	w->slice_t = coarse_ns();
 	while (!atomic_load(&n->stop) &&
 	       (serve == NULL || !atomic_load(&serve->quiet))) {
 		struct vm_thread *t;
@@ -154,6 +174,7 @@ static void work(struct vm_worker *w, struct vm_proc *serve)
 		t = vm__sched_next(w);
 		if (t == NULL) {
 			idle(n, serve);
+			w->slice_t = coarse_ns();
 			continue;
 		}
 		p = t->proc;
@@ -178,7 +199,14 @@ static void work(struct vm_worker *w, struct vm_proc *serve)
 		t->last_worker = w;
 		t->last_run = ++w->runs;
 		w->cur = t;
-		switch (vm__interp(w, t)) {
+		enum vm_stop stop = vm__interp(w, t);
+		/* Every 16th slice (the clock costs a spawn+join's tenth):
+		 * the time since the last charge goes to this slice's
+		 * process, which is right on average. p is alive: this
+		 * thread still counts in its nbusy. */
+		if ((w->runs & 15) == 0)
+			vm__cpu_charge(w, p);
+		switch (stop) {
 		case VM_STOP_YIELD:
 			if (p->opt.migrate) {
 				struct vm_thread *c = vm__thread_roundtrip(w, t);
