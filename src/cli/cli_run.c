@@ -213,12 +213,19 @@ int cli_run(int argc, char **argv)
 		o.argv[i + 1] = args[i];
 	fflush(stdout);
 	t0 = now_s();
-	if (vm != NULL)
-		rc = cli_run_vm(vm, m, &o, detach, resubmit);
-	else
+	if (vm != NULL) {
+		double submit_s = -1;
+		rc = cli_run_vm(vm, m, &o, detach, resubmit, &submit_s);
+		if (o.stats != NULL)
+			fprintf(stderr,
+				"flock: stats: %.3f s, submitted (the VM's control "
+				"plane agreed on it) in %.3f ms\n",
+				now_s() - t0, submit_s * 1e3);
+	} else {
 		rc = vm_run(m, &o);
-	if (o.stats != NULL)
-		print_stats(&stats, now_s() - t0);
+		if (o.stats != NULL)
+			print_stats(&stats, now_s() - t0);
+	}
 	free(o.argv);
 	vm_module_free(m);
 	return rc;

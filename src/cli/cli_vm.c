@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -643,7 +644,8 @@ int cli_leave(int argc, char **argv) { return client_cmd(argc, argv); }
 /* ---- flock run --vm ---- */
 
 int cli_run_vm(const char *vm, const struct vm_module *m,
-	       const struct vm_options *o, bool detach, bool resubmit)
+	       const struct vm_options *o, bool detach, bool resubmit,
+	       double *submit_s)
 {
 	struct target t;
 	struct cl_client *c = NULL;
@@ -651,6 +653,7 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	struct net_header h;
 	const uint8_t *p;
 	struct dm_submit sub;
+	struct timespec t_sent;
 	uint64_t next = 0, pid = 0;
 	int rc, tries = 0;
 	bool stdin_on = false;
@@ -684,6 +687,7 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 		fl_buf_init(&b);
 		sub.from = next;
 		dm_submit_encode(&sub, &b);
+		clock_gettime(CLOCK_MONOTONIC, &t_sent);
 		id = fl_buf_failed(&b) ? 0 : cl_client_send(c, NET_MSG_SUBMIT, b.data, b.len);
 		fl_buf_close(&b);
 		rc = id == 0 ? FL_EPIPE : 0;
@@ -709,6 +713,10 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 				return rc;
 			}
 			if (h.type == NET_MSG_SUBMIT) {
+				struct timespec now;
+				clock_gettime(CLOCK_MONOTONIC, &now);
+				*submit_s = (double)(now.tv_sec - t_sent.tv_sec) +
+					    (double)(now.tv_nsec - t_sent.tv_nsec) / 1e9;
 				memcpy(&pid, p, 8);
 				if (detach) {
 					printf("%" PRIu64 "\n", pid);

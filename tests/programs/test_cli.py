@@ -225,17 +225,29 @@ def test_memory_sizes(size, hello):
     assert r.stdout == b"hello, flock\n"
 
 
-def test_flock_vm_env(hello):
-    r = run_flock(["run", str(hello)], env={"FLOCK_VM": "x"})
-    assert r.returncode == 69
+def test_flock_vm_env(hello, tmp_path):
+    # FLOCK_VM stands for --vm: a malformed one is a usage error
+    r = run_flock(["run", str(hello)],
+                  env={"FLOCK_VM": "x", "FLOCK_HOME": str(tmp_path)})
+    assert r.returncode == 64
     assert r.stdout == b""
     assert text(r.stderr).count("\n") == 1, text(r.stderr)
+    assert "VM_ID@HOST" in text(r.stderr)
 
 
-def test_vm_option(hello):
-    r = run_flock(["run", str(hello), "--vm", "myvm@127.0.0.1:1"])
-    assert r.returncode == 69
+def test_vm_option_without_credentials(hello, tmp_path):
+    # not a user of that VM (tests/cluster has the VMs that answer)
+    r = run_flock(["run", str(hello), "--vm", "myvm@127.0.0.1:1"],
+                  env={"FLOCK_HOME": str(tmp_path)})
+    assert r.returncode == 77
     assert r.stdout == b""
+    assert "no credentials for VM myvm" in text(r.stderr)
+
+
+def test_detach_needs_a_vm(hello):
+    r = run_flock(["run", str(hello), "--detach"])
+    assert r.returncode == 64
+    assert "--detach needs a VM" in text(r.stderr)
 
 
 def test_ncpu_is_all_cores(tmp_path):
