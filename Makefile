@@ -182,6 +182,7 @@ fuzz: deps-test
 
 bench: deps-bench all
 	bench/run.sh
+	/usr/bin/python3 bench/cluster.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

@@ -56,6 +56,7 @@ struct dm_peer {
 	uint64_t next_dial; /* ms */
 	uint32_t backoff;
 	uint64_t last_heard;
+	uint64_t since; /* when it was first known, or its link went */
 	struct dm_load load;
 	bool has_load;
 	struct dm_rstream *streams;

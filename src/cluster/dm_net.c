@@ -104,6 +104,7 @@ struct dm_peer *dm_peer_get(struct dm *d, uint32_t id, bool make)
 	p->d = d;
 	p->id = id;
 	p->backoff = DIAL_MIN_MS;
+	p->since = dm_now_ms();
 	p->next = d->peers;
 	d->peers = p;
 	return p;
@@ -366,6 +367,7 @@ static void peer_detach(struct dm_peer *p)
 	struct dm *d = p->d;
 
 	p->link = NULL;
+	p->since = dm_now_ms();
 	while (p->streams != NULL)
 		rs_close(p->streams, false);
 	dm_props_peer_lost(d, p->id);

@@ -864,7 +864,7 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 	for (size_t i = 0; i < d->st.nmembers; i++) {
 		const struct ctl_member *m = &d->st.members[i];
 		struct dm_load ld;
-		bool have = false;
+		bool have = false, silent = false;
 		char ram[48] = "", rp[24], ru[24], disk[24], up[24] = "-",
 		     thr[24] = "-", procs[16] = "-", role[16], state[24];
 		if (m->id == d->me.id) {
@@ -872,10 +872,17 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 			have = true;
 		} else {
 			struct dm_peer *p = dm_peer_get(d, m->id, false);
+			uint64_t now = dm_now_ms(), since = d->started_ms;
 			if (p != NULL && p->has_load && p->link != NULL) {
 				ld = p->load;
 				have = true;
 			}
+			/* Not connected for 3 s (a new member is dialed, and a
+			 * restarted machine redials, well within that). */
+			if (p != NULL && p->since > since)
+				since = p->since;
+			silent = !have && (p == NULL || p->link == NULL) &&
+				 now - since > 3000;
 		}
 		human_bytes(m->ram, rp, sizeof rp);
 		human_bytes(m->disk, disk, sizeof disk);
@@ -893,7 +900,7 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 			 m->id == leader ? "*" : "");
 		snprintf(state, sizeof state, "%s",
 			 m->state == CTL_M_ACTIVE
-				 ? (have ? "active" : "unreachable")
+				 ? (silent ? "unreachable" : "active")
 			 : m->state == CTL_M_LEAVING ? "leaving"
 			 : m->state == CTL_M_LEFT    ? "left"
 						     : "lost");
@@ -1011,9 +1018,21 @@ void dm_procs_tick(struct dm *d)
 
 void dm_procs_close(struct dm *d)
 {
+	uint64_t until = dm_now_ms() + 10000;
+	bool waiting = true;
+
 	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
 		if (p->vp != NULL && !p->ended)
 			vm_proc_kill(p->vp, KILLED_STATUS);
+	/* Keep the loop reading their output (a full pipe would hold a
+	 * process's last writes, and its end) until each has ended. */
+	while (waiting && dm_now_ms() < until) {
+		waiting = false;
+		for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+			waiting |= p->has_waiter && !p->ended;
+		if (waiting)
+			uv_run(&d->loop, UV_RUN_ONCE);
+	}
 	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
 		if (p->has_waiter) {
 			pthread_join(p->waiter, NULL);
