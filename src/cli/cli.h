@@ -53,11 +53,12 @@ int cli_load(const char *path, struct vm_module **out);
 /* Run @m on the VM @vm (--vm; NULL: FLOCK_VM or the only credentials):
  * stream its output, exit with its status; with @detach print its pid.
  * @resubmit (a test aid): drop the first connection once the submission
- * is written, and submit again. *@submit_s: seconds from sending the
+ * is written, and submit again; @reconnect (another): drop the
+ * connection after the first output record, and attach again. *@submit_s: seconds from sending the
  * submission to its answer (a control-plane commit). */
 int cli_run_vm(const char *vm, const struct vm_module *m,
 	       const struct vm_options *o, bool detach, bool resubmit,
-	       double *submit_s);
+	       bool reconnect, double *submit_s);
 
 /* Parse an unsigned decimal count, or a size with a unit when @size
  * (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB). False if malformed. */

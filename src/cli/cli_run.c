@@ -45,6 +45,9 @@ static const char help[] =
 	"  --debug-resubmit    test aid, with --vm: drop the connection right\n"
 	"                      after submitting, then submit again with the\n"
 	"                      same submission id (the VM starts it once)\n"
+	"  --debug-reconnect   test aid, with --vm: drop the connection after\n"
+	"                      the first output record, then attach again (no\n"
+	"                      output twice, no input lost)\n"
 	"  -h, --help          show this help\n";
 
 static double now_s(void)
@@ -94,7 +97,7 @@ int cli_run(int argc, char **argv)
 	struct vm_module *m;
 	double t0;
 	const char *file = NULL, *vm = NULL;
-	bool detach = false, resubmit = false;
+	bool detach = false, resubmit = false, reconnect = false;
 	int i, rc, nargs = 0;
 	char **args = NULL;
 	uint64_t v;
@@ -177,6 +180,8 @@ int cli_run(int argc, char **argv)
 			detach = true;
 		} else if (strcmp(a, "--debug-resubmit") == 0) {
 			resubmit = true;
+		} else if (strcmp(a, "--debug-reconnect") == 0) {
+			reconnect = true;
 		} else if (a[0] == '-' && a[1] != 0) {
 			return cli_fail(CLI_EX_USAGE,
 					"run: unknown option '%s' (see flock "
@@ -215,7 +220,8 @@ int cli_run(int argc, char **argv)
 	t0 = now_s();
 	if (vm != NULL) {
 		double submit_s = -1;
-		rc = cli_run_vm(vm, m, &o, detach, resubmit, &submit_s);
+		rc = cli_run_vm(vm, m, &o, detach, resubmit, reconnect,
+				&submit_s);
 		if (o.stats != NULL)
 			fprintf(stderr,
 				"flock: stats: %.3f s, submitted (the VM's control "

@@ -380,7 +380,9 @@ static int daemon_cmd(int argc, char **argv, bool create)
 			cfg.ready = foreground_ready;
 		rc = dm_run(&cfg);
 		unlink(path);
-		_exit(rc);
+		if (foreground)
+			return rc; /* through main: the sanitizers' exit checks run */
+		exit(rc);
 	}
 	/* the starter: wait for the daemon's first line */
 	close(fds[1]);
@@ -643,9 +645,17 @@ int cli_leave(int argc, char **argv) { return client_cmd(argc, argv); }
 
 /* ---- flock run --vm ---- */
 
+/* The run's end: free what it holds, return @rc. */
+static int run_done(struct cl_client *c, struct fl_buf *mod, int rc)
+{
+	fl_buf_close(mod);
+	cl_client_close(c);
+	return rc;
+}
+
 int cli_run_vm(const char *vm, const struct vm_module *m,
 	       const struct vm_options *o, bool detach, bool resubmit,
-	       double *submit_s)
+	       bool reconnect, double *submit_s)
 {
 	struct target t;
 	struct cl_client *c = NULL;
@@ -656,15 +666,17 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	struct timespec t_sent;
 	uint64_t next = 0, pid = 0;
 	int rc, tries = 0;
-	bool stdin_on = false;
+	bool started = false; /* we have its pid: attach, never submit again */
+	char host[CL_HOST_MAX + 1];
+	uint16_t port;
 
 	if ((rc = open_vm("run", vm, &t, &c)))
 		return rc;
+	snprintf(host, sizeof host, "%s", t.where.host);
+	port = t.where.port;
 	fl_buf_init(&mod);
-	if (vm_module_encode(m, &mod) != 0 || fl_buf_failed(&mod)) {
-		cl_client_close(c);
-		return cli_fail(CLI_EX_SOFTWARE, "run: out of memory");
-	}
+	if (vm_module_encode(m, &mod) != 0 || fl_buf_failed(&mod))
+		return run_done(c, &mod, cli_fail(CLI_EX_SOFTWARE, "run: out of memory"));
 	memset(&sub, 0, sizeof sub);
 	randombytes_buf(&sub.client, sizeof sub.client);
 	sub.client |= 1;
@@ -682,14 +694,26 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	for (;;) {
 		struct fl_err err;
 		uint64_t id;
-		/* The submission: the same id on every try, so the VM starts
-		 * the process at most once. */
-		fl_buf_init(&b);
-		sub.from = next;
-		dm_submit_encode(&sub, &b);
-		clock_gettime(CLOCK_MONOTONIC, &t_sent);
-		id = fl_buf_failed(&b) ? 0 : cl_client_send(c, NET_MSG_SUBMIT, b.data, b.len);
-		fl_buf_close(&b);
+		if (!started) {
+			/* The submission: the same id on every try, so the VM
+			 * starts the process at most once. */
+			fl_buf_init(&b);
+			sub.from = next;
+			dm_submit_encode(&sub, &b);
+			clock_gettime(CLOCK_MONOTONIC, &t_sent);
+			id = fl_buf_failed(&b) ? 0
+					       : cl_client_send(c, NET_MSG_SUBMIT, b.data,
+								b.len);
+			fl_buf_close(&b);
+		} else {
+			/* Back after a lost connection: the output from the next
+			 * record we lack; the machine says which input it lacks. */
+			uint8_t req[17];
+			memcpy(req, &pid, 8);
+			memcpy(req + 8, &next, 8);
+			req[16] = 1;
+			id = cl_client_send(c, NET_MSG_ATTACH, req, sizeof req);
+		}
 		rc = id == 0 ? FL_EPIPE : 0;
 		if (resubmit && rc == 0) {
 			resubmit = false;
@@ -701,75 +725,84 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 			if (rc)
 				break;
 			if (h.type == NET_MSG_ERROR) {
-				uint32_t code;
-				memcpy(&code, p, 4);
-				if (code == FL_EAGAIN && tries < 50) {
+				if (h.length >= 4 && fl_load_u32(p) == FL_EAGAIN &&
+				    tries < 50) {
 					rc = FL_EAGAIN;
 					break;
 				}
-				fl_buf_close(&mod);
-				rc = error_frame("run", p, h.length);
-				cl_client_close(c);
-				return rc;
+				return run_done(c, &mod, error_frame("run", p, h.length));
 			}
-			if (h.type == NET_MSG_SUBMIT) {
+			if (h.type == NET_MSG_SUBMIT && h.length == 8 && !started) {
 				struct timespec now;
 				clock_gettime(CLOCK_MONOTONIC, &now);
 				*submit_s = (double)(now.tv_sec - t_sent.tv_sec) +
 					    (double)(now.tv_nsec - t_sent.tv_nsec) / 1e9;
 				memcpy(&pid, p, 8);
+				started = true;
 				if (detach) {
 					printf("%" PRIu64 "\n", pid);
-					fl_buf_close(&mod);
-					cl_client_close(c);
-					return 0;
+					return run_done(c, &mod, 0);
 				}
-				if (!stdin_on) {
-					stdin_on = true;
-					cl_client_stdin(c, pid, 0);
-				}
-			} else if (h.type == NET_MSG_OUTPUT) {
-				uint64_t seq;
-				memcpy(&seq, p + 8, 8);
+				cl_client_stdin(c, pid, 0);
+			} else if (h.type == NET_MSG_ATTACH && h.length == 8) {
+				uint64_t lacks = fl_load_u64(p), gone;
+				if (lacks != UINT64_MAX &&
+				    (gone = cl_client_resend_input(c, lacks)) != UINT64_MAX)
+					return run_done(c, &mod,
+							cli_fail(CLI_EX_UNAVAILABLE,
+								 "run: process %" PRIu64
+								 " lost input %" PRIu64
+								 " in a reconnect",
+								 pid, gone));
+			} else if (h.type == NET_MSG_OUTPUT && h.length >= 17) {
+				uint64_t seq = fl_load_u64(p + 8);
 				if (seq == next) { /* each record once */
 					next++;
 					(void)fl_write_all(p[16] == 2 ? 2 : 1, p + 17,
 							   h.length - 17);
 				}
-			} else if (h.type == NET_MSG_STATUS) {
+				if (reconnect) { /* the test aid: break it now */
+					reconnect = false;
+					rc = FL_EPIPE;
+					break;
+				}
+			} else if (h.type == NET_MSG_STATUS && h.length == 12) {
 				int32_t status;
 				memcpy(&status, p + 8, 4);
-				fl_buf_close(&mod);
-				cl_client_close(c);
-				return status & 255;
+				return run_done(c, &mod, status & 255);
 			} else if (h.type == NET_MSG_REDIRECT) {
+				/* the process runs there */
+				char addr[520];
+				struct cl_addr a;
+				snprintf(addr, sizeof addr, "%.*s", (int)h.length,
+					 (const char *)p);
+				if (cl_addr_parse(addr, false, &a, &err) == 0) {
+					snprintf(host, sizeof host, "%s", a.host);
+					port = a.port;
+				}
 				rc = FL_EPIPE;
 				break;
 			}
 		}
-		/* The connection went, or the VM asked us to come back: retry
-		 * the same submission (it attaches; output we have is
-		 * skipped). */
-		if (++tries > 50) {
-			fl_buf_close(&mod);
-			cl_client_close(c);
-			return cli_fail(CLI_EX_UNAVAILABLE,
-					"run: lost the VM and could not get back");
-		}
-		if (stdin_on) {
-			fl_buf_close(&mod);
-			cl_client_close(c);
-			return cli_fail(CLI_EX_UNAVAILABLE,
-					"run: lost the connection to process %" PRIu64
-					" (it goes on; see flock logs %" PRIu64 ")",
-					pid, pid);
-		}
-		if (tries > 1)
-			usleep(200000);
-		cl_client_close(c);
-		c = NULL;
-		if (cl_client_open(&t.cred, t.where.host, t.where.port, &c, &err) != 0) {
-			continue;
+		/* The connection went, or the VM asked us to come back (or go
+		 * elsewhere): the same submission again, or an attach once it
+		 * started; output we have is skipped. */
+		for (;;) {
+			if (++tries > 50)
+				return run_done(c, &mod,
+						started ? cli_fail(CLI_EX_UNAVAILABLE,
+								   "run: lost the VM while "
+								   "process %" PRIu64
+								   " ran (see flock logs %" PRIu64
+								   ")",
+								   pid, pid)
+							: cli_fail(CLI_EX_UNAVAILABLE,
+								   "run: lost the VM and "
+								   "could not get back"));
+			if (tries > 1)
+				usleep(200000);
+			if (cl_client_reopen(c, host, port, &err) == 0)
+				break;
 		}
 	}
 }

@@ -19,6 +19,7 @@ struct frame {
 };
 
 struct cl_client {
+	struct cl_cred cred;
 	uv_loop_t loop;
 	struct net_conn *conn;
 	bool ready, closed;
@@ -33,6 +34,10 @@ struct cl_client {
 	pthread_t in_thread;
 	pthread_mutex_t in_lock;
 	struct frame *in_head, *in_tail; /* chunks read, not yet sent */
+	/* Chunks sent, kept until a reconnect says they arrived (at most
+	 * IN_KEEP bytes: the oldest go first). */
+	struct frame *sent_head, *sent_tail;
+	size_t sent_bytes;
 	bool in_eof;
 	bool in_closed; /* under in_lock: the loop is going, post nothing */
 	uint64_t pid, in_seq;
@@ -136,24 +141,18 @@ static void timer_cb(uv_timer_t *t)
 	c->timed_out = true;
 }
 
-int cl_client_open(const struct cl_cred *cred, const char *host,
-		   uint16_t port, struct cl_client **out, struct fl_err *err)
+/* Dial @host:@port with @c's credentials and wait for the handshake. */
+static int dial(struct cl_client *c, const char *host, uint16_t port,
+		struct fl_err *err)
 {
-	struct cl_client *c = calloc(1, sizeof *c);
+	const struct cl_cred *cred = &c->cred;
 	struct net_conn_options o = {0};
 	char prologue[96];
 	uint8_t hello = 2; /* a client (dm_int.h's DM_CLIENT) */
 	int rc;
 
-	if (c == NULL)
-		return fl_err_set(err, FL_ENOMEM, "out of memory");
-	if (net_crypto_init() != 0 || uv_loop_init(&c->loop) != 0) {
-		free(c);
-		return fl_err_set(err, FL_EIO, "cannot set up libsodium or libuv");
-	}
-	pthread_mutex_init(&c->in_lock, NULL);
-	uv_timer_init(&c->loop, &c->timer);
-	c->timer.data = c;
+	c->ready = c->closed = false;
+	c->why[0] = 0;
 	snprintf(prologue, sizeof prologue, "flock/1 %s", cred->vm);
 	o.keys = &cred->key;
 	o.psk = cred->psk;
@@ -165,7 +164,7 @@ int cl_client_open(const struct cl_cred *cred, const char *host,
 	o.payload_len = strlen(cred->user);
 	rc = net_conn_dial(&c->loop, host, port, &o, &client_cb, c, &c->conn);
 	if (rc != 0) {
-		cl_client_close(c);
+		c->conn = NULL;
 		return fl_err_set(err, FL_EAGAIN, "cannot dial %s:%u", host, port);
 	}
 	while (!c->ready && !c->closed)
@@ -174,16 +173,55 @@ int cl_client_open(const struct cl_cred *cred, const char *host,
 		/* the machine answered but the handshake failed: it does not
 		 * take our credentials */
 		bool refused = strncmp(c->why, "dial ", 5) != 0;
-		rc = fl_err_set(err, refused ? FL_EPERM : FL_EAGAIN,
-				refused ? "VM %s at %s:%u refused us: %s (the "
-					  "credentials are not this VM's)"
-					: "cannot reach VM %s at %s:%u: %s",
-				cred->vm, host, port, c->why);
+		return fl_err_set(err, refused ? FL_EPERM : FL_EAGAIN,
+				  refused ? "VM %s at %s:%u refused us: %s (the "
+					    "credentials are not this VM's)"
+					  : "cannot reach VM %s at %s:%u: %s",
+				  cred->vm, host, port, c->why);
+	}
+	return 0;
+}
+
+int cl_client_open(const struct cl_cred *cred, const char *host,
+		   uint16_t port, struct cl_client **out, struct fl_err *err)
+{
+	struct cl_client *c = calloc(1, sizeof *c);
+	int rc;
+
+	if (c == NULL)
+		return fl_err_set(err, FL_ENOMEM, "out of memory");
+	if (net_crypto_init() != 0 || uv_loop_init(&c->loop) != 0) {
+		free(c);
+		return fl_err_set(err, FL_EIO, "cannot set up libsodium or libuv");
+	}
+	c->cred = *cred;
+	pthread_mutex_init(&c->in_lock, NULL);
+	uv_timer_init(&c->loop, &c->timer);
+	c->timer.data = c;
+	rc = dial(c, host, port, err);
+	if (rc != 0) {
 		cl_client_close(c);
 		return rc;
 	}
 	*out = c;
 	return 0;
+}
+
+int cl_client_reopen(struct cl_client *c, const char *host, uint16_t port,
+		     struct fl_err *err)
+{
+	if (c->conn != NULL) {
+		net_conn_close(c->conn, "reconnecting");
+		while (c->conn != NULL)
+			uv_run(&c->loop, UV_RUN_ONCE);
+	}
+	while (c->head != NULL) { /* frames of the old connection */
+		struct frame *f = c->head;
+		c->head = f->next;
+		free(f);
+	}
+	c->tail = NULL;
+	return dial(c, host, port, err);
 }
 
 static void walk_close(uv_handle_t *h, void *arg)
@@ -209,6 +247,11 @@ void cl_client_close(struct cl_client *c)
 		;
 	uv_loop_close(&c->loop);
 	free(c->cur);
+	while (c->sent_head != NULL) {
+		struct frame *f = c->sent_head;
+		c->sent_head = f->next;
+		free(f);
+	}
 	while (c->head != NULL) {
 		struct frame *f = c->head;
 		c->head = f->next;
@@ -278,6 +321,25 @@ int cl_client_next(struct cl_client *c, struct net_header *h,
 
 /* ---- stdin ---- */
 
+#define IN_KEEP ((size_t)16 << 20)
+
+static void keep_sent(struct cl_client *c, struct frame *f)
+{
+	f->next = NULL;
+	if (c->sent_tail != NULL)
+		c->sent_tail->next = f;
+	else
+		c->sent_head = f;
+	c->sent_tail = f;
+	c->sent_bytes += f->h.length;
+	while (c->sent_bytes > IN_KEEP && c->sent_head != f) {
+		struct frame *old = c->sent_head;
+		c->sent_head = old->next;
+		c->sent_bytes -= old->h.length;
+		free(old);
+	}
+}
+
 static void in_async(uv_async_t *a)
 {
 	struct cl_client *c = a->data;
@@ -297,8 +359,25 @@ static void in_async(uv_async_t *a)
 		memcpy(f->p + 8, &c->in_seq, 8);
 		c->in_seq++;
 		cl_client_send_req(c, NET_MSG_INPUT, 0, f->p, f->h.length);
-		free(f);
+		keep_sent(c, f);
 	}
+}
+
+uint64_t cl_client_resend_input(struct cl_client *c, uint64_t from)
+{
+	uint64_t first = UINT64_MAX;
+
+	for (struct frame *f = c->sent_head; f != NULL; f = f->next) {
+		uint64_t seq = fl_load_u64(f->p + 8);
+		if (first == UINT64_MAX)
+			first = seq;
+		if (seq >= from)
+			cl_client_send_req(c, NET_MSG_INPUT, 0, f->p, f->h.length);
+	}
+	/* what the machine lacks and we no longer have */
+	if (from < c->in_seq && (first == UINT64_MAX || from < first))
+		return from;
+	return UINT64_MAX;
 }
 
 static void *in_main(void *arg)

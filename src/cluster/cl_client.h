@@ -27,6 +27,11 @@ int cl_client_target(const char *vm_arg, struct cl_cred *cred,
 int cl_client_open(const struct cl_cred *cred, const char *host,
 		   uint16_t port, struct cl_client **out, struct fl_err *err);
 void cl_client_close(struct cl_client *c);
+/* Close the connection (if still open) and dial @host:@port instead,
+ * keeping the stdin forwarder and what it sent. Frames not yet taken from
+ * the old connection are dropped. */
+int cl_client_reopen(struct cl_client *c, const char *host, uint16_t port,
+		     struct fl_err *err);
 
 /* Send a request; its request id. 0 on failure (the connection went). */
 uint64_t cl_client_send(struct cl_client *c, uint8_t type, const void *p,
@@ -49,6 +54,10 @@ int cl_client_next(struct cl_client *c, struct net_header *h,
 int cl_client_stdin(struct cl_client *c, uint64_t pid, uint64_t seq);
 /* The next INPUT sequence number (for a reconnect). */
 uint64_t cl_client_stdin_seq(struct cl_client *c);
+/* After a reconnect: send again the INPUT records from sequence number
+ * @from on (what the machine says it has not had). UINT64_MAX, or the
+ * first one it lacks that we no longer keep (more than 16 MiB ago). */
+uint64_t cl_client_resend_input(struct cl_client *c, uint64_t from);
 
 /* The exit status for an ERROR frame's code (SPEC section 9). */
 int cl_status_for(int code);

@@ -124,6 +124,7 @@ struct dm {
 	raft_term barrier_term; /* the term whose barrier committed */
 	bool barrier_pending;
 	bool change_pending; /* a membership change in flight */
+	bool transfer_pending; /* a leadership transfer in flight */
 	bool created;        /* flock new: CREATE proposed */
 	bool ready_sent;
 	uint64_t next_client; /* our proposals' client ids */

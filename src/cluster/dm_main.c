@@ -470,10 +470,45 @@ static void create_cb(struct dm_prop *p, struct ctl_result r)
 	}
 }
 
+static void transfer_cb(struct raft_transfer *req)
+{
+	struct dm *d = req->data;
+
+	d->transfer_pending = false;
+	free(req);
+}
+
+/* A leader that left the VM hands leadership over, so that the next
+ * leader takes it out of Raft's configuration. */
+static void hand_over(struct dm *d)
+{
+	struct raft_transfer *t;
+
+	if (d->transfer_pending)
+		return;
+	t = calloc(1, sizeof *t);
+	if (t == NULL)
+		return;
+	t->data = d;
+	if (raft_transfer(&d->raft, t, 0, transfer_cb) != 0) {
+		free(t);
+		return;
+	}
+	d->transfer_pending = true;
+	dm_log(d, "left: handing leadership over");
+}
+
 static void leader_tick(struct dm *d)
 {
+	const struct ctl_member *me;
+
 	if (raft_state(&d->raft) != RAFT_LEADER)
 		return;
+	me = ctl_member_find(&d->st, d->me.id);
+	if (me != NULL && me->state == CTL_M_LEFT && dm_is_leader(d)) {
+		hand_over(d);
+		return;
+	}
 	if (d->barrier_term != d->raft.current_term) {
 		struct raft_barrier *b;
 		if (d->barrier_pending)

@@ -645,6 +645,8 @@ static void on_input(struct dm_link *l, const struct net_header *h,
 	p = proc_find(l->d, pid);
 	if (p == NULL || !p->in_open || seq != p->in_seq)
 		return; /* gone, or a repeat: applied once */
+	if (!l->admin && strcmp(l->user, p->owner) != 0)
+		return; /* not this user's process */
 	p->in_seq++;
 	if (h->length == 16) {
 		p->in_eof = true;
@@ -685,6 +687,10 @@ static void on_pid_request(struct dm_link *l, const struct net_header *h,
 	struct dm_proc *p;
 	bool follow = true;
 
+	if (h->type == NET_MSG_ATTACH && h->length != 17) {
+		dm_send_error(l, h->type, h->request, FL_EFORMAT, "a short attach");
+		return;
+	}
 	memcpy(&pid, pay, 8);
 	if (h->type == NET_MSG_ATTACH) {
 		memcpy(&from, pay + 8, 8);
@@ -734,6 +740,11 @@ static void on_pid_request(struct dm_link *l, const struct net_header *h,
 			      "output is not on this machine",
 			      pid);
 		return;
+	}
+	if (h->type == NET_MSG_ATTACH && follow) {
+		/* a run coming back: the input it should send again */
+		uint64_t lacks = p->in_open && !p->in_eof ? p->in_seq : UINT64_MAX;
+		dm_send(l, NET_MSG_ATTACH, NET_FLAG_REPLY, h->request, &lacks, 8);
 	}
 	watch_add(p, l, h->request, from, h->type == NET_MSG_ATTACH, follow);
 }

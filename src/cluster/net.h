@@ -46,9 +46,9 @@
 	  "a client's stdin: pid, sequence number, bytes (none: its end)")   \
 	X(STATUS, 9, 12, 12, "a process's end: pid, exit status")            \
 	X(ERROR, 10, 4, 4096, "a request failed: code, message")             \
-	X(ATTACH, 11, 17, 17,                                                 \
+	X(ATTACH, 11, 8, 17,                                                  \
 	  "follow a process's output from a sequence number (logs, a run "   \
-	  "that reconnects)")                                                 \
+	  "that reconnects); the reply: the next input it lacks")            \
 	X(WAIT, 12, 8, 8, "wait for a process's end")                        \
 	X(KILL, 13, 8, 8, "end a process")                                   \
 	X(PS, 14, 0, 1u << 20, "the process table; the reply: a table")     \

@@ -173,6 +173,15 @@ class Cluster:
         raise AssertionError("status never matched; last:\n" + last)
 
     def stop(self):
+        """SIGTERM every daemon; each must exit 0 (a sanitizer's report
+        would make it fail): raises with the logs otherwise."""
+        bad = []
         for m in self.machines:
+            was_alive = m.alive()
             m.kill(signal.SIGTERM)
+            if was_alive and m.proc.returncode != 0:
+                bad.append("machine %d exited %s:\n%s" %
+                           (m.n, m.proc.returncode, m.log()[-4000:]))
         self.machines = []
+        if bad:
+            raise AssertionError("\n".join(bad))

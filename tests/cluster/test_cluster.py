@@ -256,3 +256,65 @@ def test_leave(tmp_path):
         assert r.returncode == 0
     finally:
         c.stop()
+
+
+def test_standby_promoted_when_a_voter_leaves(tmp_path):
+    """Five voters at most: a sixth machine is a standby, promoted when a
+    voter leaves -- here the leader itself, which hands over first."""
+    c = Cluster(tmp_path, provide="cpu:1,ram:256MiB,disk:64MiB")
+    try:
+        c.new()
+        for n in range(2, 7):
+            c.join(n)
+        text = c.wait_status(lambda t: t.count(" active ") == 6 and
+                             t.count("voter") == 5, n=2)
+        assert re.search(r"^m6 .* standby", text, re.M), text
+        leader = int(re.search(r"leader m(\d)", text).group(1))
+        r = c.flock(["leave"], n=leader, timeout=60)
+        assert r.returncode == 0, r.stderr
+        lm = [m for m in c.machines if m.n == leader][0]
+        lm.proc.wait(timeout=30)
+        other = 1 + leader % 6
+        text = c.wait_status(
+            lambda t: re.search(r"^m%d .* left " % leader, t, re.M) and
+            re.search(r"^m6 .* voter", t, re.M) and
+            re.search(r"leader m(?!%d)\d" % leader, t), n=other, timeout=30)
+        r = c.run("examples/primes.fl", n=6)
+        assert r.returncode == 0, r.stderr
+    finally:
+        c.stop()
+
+
+def test_garbage_does_not_hurt_the_vm(vm):
+    """Bytes that are no handshake, a handshake cut short, a flood: each
+    connection is closed and the VM serves on."""
+    import socket
+    for payload in (b"GET / HTTP/1.0\r\n\r\n", b"\x00\x20" + b"\xff" * 32,
+                    b"\xff\xff" + os.urandom(70000), b""):
+        s = socket.create_connection(("127.0.0.1", vm.port), timeout=5)
+        try:
+            s.sendall(payload)
+            s.settimeout(6)
+            try:
+                while s.recv(65536):
+                    pass
+            except (socket.timeout, ConnectionResetError):
+                pass
+        finally:
+            s.close()
+    r = vm.flock(["status"])
+    assert r.returncode == 0 and "3 machines" in r.stdout.decode()
+
+
+def test_run_reconnects_without_losing_or_repeating(vm):
+    """The connection breaks after the first output record: the client
+    attaches again from the next record and sends again the input the
+    machine lacks -- every byte out once, every byte in once."""
+    data = b"".join(b"line %06d\n" % i for i in range(90000))
+    local = run_flock(["run", "tests/programs/io/read_loop.fla"], stdin=data)
+    r = vm.run("tests/programs/io/read_loop.fla", flags=["--debug-reconnect"],
+               stdin=data, n=3)
+    assert r.returncode == local.returncode, r.stderr
+    assert r.stdout == local.stdout
+    r = vm.run("examples/primes.fl", flags=["--debug-reconnect"], n=1)
+    assert r.stdout == run_flock(["run", "examples/primes.fl"]).stdout
