@@ -793,8 +793,10 @@ out:
 	dm_procs_close(d);
 	if (d->raft_started) {
 		raft_close(&d->raft, on_raft_closed);
-		for (int i = 0; i < 200 && !d->raft_closed; i++)
+		for (int i = 0; i < 2000 && !d->raft_closed; i++)
 			uv_run(&d->loop, UV_RUN_NOWAIT);
+		if (d->raft_closed)
+			raft_uv_close(&d->io); /* after raft_close's callback */
 	}
 	dm_net_close(d);
 	uv_walk(&d->loop, walk_close, NULL);
