@@ -38,7 +38,7 @@ help:
 	@echo "make test       install what is missing, run every test: gcc build, clang build"
 	@echo "                (switch dispatch), Address+UB and Thread sanitizers"
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
-	@echo "make tsan       the golden programs under ThreadSanitizer"
+	@echo "make tsan       the golden programs and the cluster under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
 	@echo "                decoder, the frame decoder, the handshake, the"
@@ -122,7 +122,7 @@ asan: deps-test
 	@$(MAKE) --no-print-directory asan-check
 
 # ThreadSanitizer over the golden programs (threads run on 1, 2 and 8
-# workers there); any report fails the run.
+# workers there) and the cluster's daemons; any report fails the run.
 tsan: deps-test
 	@$(MAKE) --no-print-directory tsan-check
 
@@ -131,6 +131,8 @@ tsan-check:
 		SAN="-fsanitize=thread" all
 	FLOCK=$(abspath build-tsan/flock) FLOCK_SAN=thread \
 		TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(PYTEST) -q tests/programs
+	FLOCK=$(abspath build-tsan/flock) \
+		TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(PYTEST) -q tests/cluster
 
 # The thread programs $(STRESS_RUNS) times in a row on 1, 2 and 8 workers.
 STRESS_RUNS ?= 50
