@@ -729,6 +729,7 @@ int dm_run(const struct dm_config *cfg)
 	vm_node_options_init(&no);
 	no.cpus = cfg->provide.cpu;
 	no.machine = d->me.id;
+	no.memory = cfg->provide.ram; /* all its processes together */
 	if ((rc = vm_node_new(&no, &d->node, &err)) != 0) {
 		dm_ready(d, err.msg);
 		status = 70;

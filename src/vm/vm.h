@@ -215,6 +215,9 @@ struct vm_proc;
 struct vm_node_options {
 	uint32_t cpus;    /* worker OS threads; 0: one per core */
 	uint32_t machine; /* this machine's index in its VM (embedded: 0) */
+	/* What all its processes together may hold (a machine's ram:
+	 * offer), on top of each one's own --memory; 0: no such limit. */
+	uint64_t memory;
 	/* Worker 0 is the thread that calls vm_node_serve(), not one the
 	 * node starts: for a node that runs one process while its starter
 	 * waits (the embedded VM). The main thread's allocator arena grows

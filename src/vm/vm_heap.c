@@ -123,7 +123,7 @@ fail:
 	return false;
 }
 
-void vm__heap_unref(struct vm_heap *h, _Atomic int64_t *budget)
+void vm__heap_unref(struct vm_heap *h, struct vm_budget *budget)
 {
 	if (h == NULL || atomic_fetch_sub(&h->refs, 1) != 1)
 		return;
@@ -295,7 +295,7 @@ static vm_word alloc_large(struct vm_space *s, vm_word n)
 	vm_word np = pages_for(n), first, i;
 
 	if (s->budget != NULL &&
-	    (int64_t)np > atomic_load(s->budget) / VM_COST_PAGE)
+	    (int64_t)np > atomic_load(&s->budget->left) / VM_COST_PAGE)
 		return 0; /* clearly too big: fail before mapping anything */
 	first = reserve_pages(s->heap, np);
 	if (first == 0)

@@ -129,7 +129,7 @@ struct vm_space {
 	struct vm_page *retired; /* global: unmapped pages kept for reuse */
 	/* Bytes of pages the process may still create, shared by all its
 	 * spaces (NULL: no limit); see charge() in vm_mem.c. */
-	_Atomic int64_t *budget;
+	struct vm_budget *budget;
 };
 
 extern const uint32_t vm__class_size[VM_NCLASSES];
@@ -147,8 +147,17 @@ extern const uint32_t vm__class_size[VM_NCLASSES];
 
 /* Take @n bytes from / give them back to @budget (NULL: no limit); false
  * when fewer are left. Any thread. */
-bool vm__charge(_Atomic int64_t *budget, int64_t n);
-void vm__credit(_Atomic int64_t *budget, int64_t n);
+/* A memory budget: bytes left, and the budget it draws on too (the
+ * node's, for a machine's offer to its processes; NULL: none). */
+struct vm_budget {
+	_Atomic int64_t left;
+	struct vm_budget *parent;
+};
+
+/* Take @n bytes from @budget and its parents: false, and nothing
+ * taken, when one of them has less. NULL: no limit. */
+bool vm__charge(struct vm_budget *budget, int64_t n);
+void vm__credit(struct vm_budget *budget, int64_t n);
 
 /* Fields of a global page that racing workers may read while its owner
  * changes them (vm_gmem.c): relaxed atomics, each value valid alone. */
@@ -189,7 +198,7 @@ bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n);
  * or when over the budget. */
 bool vm__heap_own(struct vm_space *s);
 /* Drop a reference to @h; the last one frees it, crediting @budget. */
-void vm__heap_unref(struct vm_heap *h, _Atomic int64_t *budget);
+void vm__heap_unref(struct vm_heap *h, struct vm_budget *budget);
 
 /* ---- Linked code (vm_interp.c) ---- */
 
@@ -370,6 +379,7 @@ struct vm_gsrc;
 
 struct vm_node {
 	struct vm_node_options opt;
+	struct vm_budget budget; /* opt.memory: what its processes may hold */
 	_Atomic int nworkers; /* started: workers[0 .. nworkers) run */
 	int workers_cap;      /* workers[] allocated */
 	struct vm_worker *workers;
@@ -448,7 +458,7 @@ struct vm_proc {
 	struct vm_xcode x;
 	struct vm_options opt;
 	struct vm_gsrc *gs;     /* global memory (vm_gsrc.h) */
-	_Atomic int64_t budget; /* bytes the VM may still take for it */
+	struct vm_budget budget; /* bytes the VM may still take for it */
 	int64_t limit;          /* its memory limit, bytes (--memory) */
 	struct vm_pio io;       /* stdin, stdout, stderr */
 	long ncpu;

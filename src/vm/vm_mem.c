@@ -78,32 +78,36 @@ static void page_free(struct vm_page *pg)
 	free(pg);
 }
 
-bool vm__charge(_Atomic int64_t *budget, int64_t n)
+bool vm__charge(struct vm_budget *budget, int64_t n)
 {
 	if (budget == NULL || n <= 0)
 		return true;
-	if (atomic_fetch_sub(budget, n) < n) {
-		atomic_fetch_add(budget, n);
+	if (atomic_fetch_sub(&budget->left, n) < n) {
+		atomic_fetch_add(&budget->left, n);
+		return false;
+	}
+	if (!vm__charge(budget->parent, n)) {
+		atomic_fetch_add(&budget->left, n);
 		return false;
 	}
 	return true;
 }
 
-void vm__credit(_Atomic int64_t *budget, int64_t n)
+void vm__credit(struct vm_budget *budget, int64_t n)
 {
-	if (budget != NULL && n > 0)
-		atomic_fetch_add(budget, n);
+	for (; budget != NULL && n > 0; budget = budget->parent)
+		atomic_fetch_add(&budget->left, n);
 }
 
 /* The process's memory limit counts every page and tree node, whoever
  * references them: charged when created (mapped or copied on write),
  * credited when the last reference goes. @budget may be NULL: no limit. */
-static bool charge(_Atomic int64_t *budget)
+static bool charge(struct vm_budget *budget)
 {
 	return vm__charge(budget, VM_COST_PAGE);
 }
 
-static void credit(_Atomic int64_t *budget)
+static void credit(struct vm_budget *budget)
 {
 	vm__credit(budget, VM_COST_PAGE);
 }
@@ -115,7 +119,7 @@ static int64_t page_cost(const struct vm_page *pg)
 	       (pg->kind == VM_PAGE_SLAB && pg->sizes != NULL ? VM_COST_SIZES : 0);
 }
 
-static void page_unref(struct vm_page *pg, _Atomic int64_t *budget)
+static void page_unref(struct vm_page *pg, struct vm_budget *budget)
 {
 	if (atomic_fetch_sub(&pg->refs, 1) == 1) {
 		vm__credit(budget, page_cost(pg));
@@ -124,7 +128,7 @@ static void page_unref(struct vm_page *pg, _Atomic int64_t *budget)
 }
 
 static struct vm_page *page_clone(const struct vm_page *pg,
-				  _Atomic int64_t *budget)
+				  struct vm_budget *budget)
 {
 	int64_t cost = page_cost(pg);
 	struct vm_page *c;
@@ -166,7 +170,7 @@ fail:
 	return NULL;
 }
 
-static void node_unref(struct vm_radix *n, int level, _Atomic int64_t *budget)
+static void node_unref(struct vm_radix *n, int level, struct vm_budget *budget)
 {
 	if (n == NULL || atomic_fetch_sub(&n->refs, 1) != 1)
 		return;
@@ -182,7 +186,7 @@ static void node_unref(struct vm_radix *n, int level, _Atomic int64_t *budget)
 	vm__credit(budget, VM_COST_NODE);
 }
 
-static struct vm_radix *node_new(_Atomic int64_t *budget)
+static struct vm_radix *node_new(struct vm_budget *budget)
 {
 	struct vm_radix *n;
 
@@ -199,7 +203,7 @@ static struct vm_radix *node_new(_Atomic int64_t *budget)
 
 /* A private copy of shared node @n; the copy references @n's children. */
 static struct vm_radix *node_clone(const struct vm_radix *n, int level,
-				   _Atomic int64_t *budget)
+				   struct vm_budget *budget)
 {
 	struct vm_radix *c = node_new(budget);
 

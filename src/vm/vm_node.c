@@ -226,6 +226,8 @@ int vm_node_new(const struct vm_node_options *o, struct vm_node **out,
 	if (n == NULL)
 		return fl_err_set(err, FL_ENOMEM, "node: out of memory");
 	n->opt = *o;
+	atomic_store(&n->budget.left, o->memory > INT64_MAX ? INT64_MAX
+							     : (int64_t)o->memory);
 	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	want = o->cpus > 0 ? (int)o->cpus : (ncpu > 0 ? (int)ncpu : 1);
 	if (want > VM_MAX_CPUS)

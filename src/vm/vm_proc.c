@@ -77,7 +77,19 @@ void vm__oom_msg(struct vm_fault *f, const struct vm_proc *p, const char *what,
 {
 	char size[32];
 
-	if (atomic_load(&p->budget) >= need) { /* the host's memory, not ours */
+	if (atomic_load(&p->budget.left) >= need) {
+		const struct vm_node *n = p->node;
+		if (p->budget.parent != NULL &&
+		    atomic_load(&p->budget.parent->left) < need) {
+			/* the machine's memory for all its processes */
+			fmt_size(size, sizeof size, (int64_t)n->opt.memory);
+			snprintf(f->msg, sizeof f->msg,
+				 "out of memory (%s; this machine's memory for "
+				 "processes, ram:, is %s)",
+				 what, size);
+			return;
+		}
+		/* the host's memory, not ours */
 		snprintf(f->msg, sizeof f->msg, "out of memory (%s)", what);
 		return;
 	}
@@ -214,7 +226,7 @@ bool vm_proc_kill(struct vm_proc *p, int status)
 
 void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info)
 {
-	int64_t left = atomic_load(&p->budget);
+	int64_t left = atomic_load(&p->budget.left);
 
 	pthread_mutex_lock(&p->tlock);
 	info->threads = p->nthreads;
@@ -326,7 +338,10 @@ int vm__proc_new(struct vm_node *n, const struct vm_module *m,
 	} else {
 		p->limit = o->memory > INT64_MAX ? INT64_MAX : (int64_t)o->memory;
 	}
-	p->budget = p->limit;
+	atomic_store(&p->budget.left, p->limit);
+	/* A node with a memory offer (a machine's ram:) holds all its
+	 * processes under it too. */
+	p->budget.parent = n->opt.memory > 0 ? &n->budget : NULL;
 	pthread_mutex_init(&p->tlock, NULL);
 	pthread_mutex_init(&p->endlock, NULL);
 	pthread_cond_init(&p->endcond, NULL);

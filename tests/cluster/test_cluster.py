@@ -318,3 +318,38 @@ def test_run_reconnects_without_losing_or_repeating(vm):
     assert r.stdout == local.stdout
     r = vm.run("examples/primes.fl", flags=["--debug-reconnect"], n=1)
     assert r.stdout == run_flock(["run", "examples/primes.fl"]).stdout
+
+
+def test_machine_ram_holds_all_its_processes(tmp_path):
+    """ram: is what a machine's processes hold together: one holding 40 MiB
+    leaves too little for another's 40 MiB; more than the offer at once
+    is refused before it starts."""
+    c = Cluster(tmp_path, provide="cpu:1,ram:64MiB,disk:64MiB")
+    hold = tmp_path / "hold.fl"
+    hold.write_text("fn main() { var p = alloc(40 * 1024 * 1024); "
+                    "while (1) { p[0] = p[0] + 1; } return 0; }\n")
+    once = tmp_path / "once.fl"
+    once.write_text("fn main() { var p = alloc(40 * 1024 * 1024); p[0] = 1; "
+                    "print(\"ok\\n\"); return 0; }\n")
+    try:
+        c.new()
+        r = c.run(str(once))
+        assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
+        r = c.run(str(hold), flags=["--detach"])
+        assert r.returncode == 0, r.stderr
+        pid = r.stdout.decode().strip()
+        deadline = time.time() + 10
+        while time.time() < deadline and "running" not in c.flock(["ps", pid]).stdout.decode():
+            time.sleep(0.1)
+        r = c.run(str(once))
+        assert r.returncode == 70, r.stderr
+        assert b"this machine's memory for processes, ram:, is 64 MiB" in r.stderr
+        assert c.flock(["kill", pid]).returncode == 0
+        assert c.flock(["wait", pid]).returncode == 137
+        r = c.run(str(once))
+        assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
+        r = c.run(str(once), flags=["--memory", "1GiB"])
+        assert r.returncode == 64
+        assert b"more than this machine provides" in r.stderr
+    finally:
+        c.stop()

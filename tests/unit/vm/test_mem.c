@@ -215,7 +215,7 @@ static int64_t held(struct vm_space *const *ss, int nss, int64_t *npages)
 
 /* Space @s, alone on budget *@b that started at @start, holds @n pages
  * and the budget is charged exactly what it holds. */
-static void expect_held_from(struct vm_space *s, _Atomic int64_t *b,
+static void expect_held_from(struct vm_space *s, struct vm_budget *b,
 			     int64_t start, int64_t n)
 {
 	int64_t pages, bytes = held(&s, 1, &pages);
@@ -223,12 +223,12 @@ static void expect_held_from(struct vm_space *s, _Atomic int64_t *b,
 	if (pages != n)
 		fail_msg("%lld pages mapped, expected %lld", (long long)pages,
 			 (long long)n);
-	if (atomic_load(b) != start - bytes)
+	if (atomic_load(&b->left) != start - bytes)
 		fail_msg("budget is start %+lld bytes, %lld held",
-			 (long long)(atomic_load(b) - start), (long long)bytes);
+			 (long long)(atomic_load(&b->left) - start), (long long)bytes);
 }
 
-static void expect_held(struct vm_space *s, _Atomic int64_t *b, int64_t n)
+static void expect_held(struct vm_space *s, struct vm_budget *b, int64_t n)
 {
 	expect_held_from(s, b, BUDGET, n);
 }
@@ -286,7 +286,7 @@ static int teardown_space(void **state)
 static void test_rounding_and_classes(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, c;
 	struct vm_page *pg;
 
@@ -331,7 +331,7 @@ static void test_rounding_and_classes(void **state)
 static void test_page_table_limits(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 
 	s->budget = &b;
 	assert_null(vm__page_map(s, 0)); /* null page */
@@ -355,7 +355,7 @@ static void test_page_table_limits(void **state)
 static void test_zero_filled(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, c, d;
 	uint8_t *bytes;
 
@@ -410,7 +410,7 @@ static int cmp_blk(const void *x, const void *y)
  * again. */
 static void check_distinct(struct vm_space *s)
 {
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	struct blk *blks = NULL;
 	size_t nblk = 0, cap = 0;
 	uint64_t x = 0x2545f4914f6cdd1dull;
@@ -481,7 +481,7 @@ static void test_distinct_blocks_global(void **state)
 static void test_large_blocks(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, first, n;
 
 	s->budget = &b;
@@ -521,7 +521,7 @@ static void test_large_blocks(void **state)
 static void test_bad_frees(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, c, l, t24;
 	struct vm_page *ro;
 
@@ -586,17 +586,17 @@ static void test_bad_frees(void **state)
 static void test_last_block_unmaps_page(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, x, first, n;
 	int64_t after;
 
 	s->budget = &b;
 	a = alloc_ok(s, 100);
 	assert_true(a & VM_GLOBAL_BIT);
-	after = b;
+	after = atomic_load(&b.left);
 	x = alloc_ok(s, 100);
 	assert_true(pageno(x) == pageno(a));
-	assert_true(b == after);
+	assert_true(atomic_load(&b.left) == after);
 	assert_int_equal(vm__heap_free(s, x, &first, &n), 0);
 	assert_true(n == 0);
 	assert_non_null(vm__page_get(s, pageno(a)));
@@ -613,7 +613,7 @@ static void test_last_block_unmaps_page(void **state)
 static void test_full_page_comes_back(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a[5];
 
 	s->budget = &b;
@@ -656,89 +656,89 @@ static void test_full_page_comes_back(void **state)
 #define FR ((int64_t)(16 * sizeof(struct vm_range))) /* the first free-run list */
 
 /* A fresh space on budget *@b of @n bytes. */
-static void fresh(struct vm_space *s, _Atomic int64_t *b, int64_t n)
+static void fresh(struct vm_space *s, struct vm_budget *b, int64_t n)
 {
 	vm__space_close(s);
 	assert_int_equal(vm__space_init(s, 0, false, false), 0);
-	*b = n;
+	atomic_store(&b->left, n);
 	s->budget = b;
 }
 
 static void test_budget(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = PATH + 2 * CP + 2 * LIST + FR;
+	struct vm_budget b = {.left = PATH + 2 * CP + 2 * LIST + FR};
 	vm_word a1, a2, a3, top;
 
 	s->budget = &b;
 	a1 = alloc_ok(s, 8); /* page 1, the path to it, class 8's list */
-	assert_true(b == CP + LIST + FR);
+	assert_true(atomic_load(&b.left) == CP + LIST + FR);
 	a2 = alloc_ok(s, 16); /* page 2 shares page 1's leaf node */
-	assert_true(b == FR);
+	assert_true(atomic_load(&b.left) == FR);
 	/* A new page is over budget: refused, nothing left mapped (the page
 	 * number it took goes to the free-run list, which takes its own). */
 	top = s->heap->top;
 	assert_true(vm__heap_alloc(s, 24) == 0);
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	assert_null(vm__page_get(s, top));
 	assert_int_equal(s->heap->npartial[class_index(24)], 0);
 	assert_true(vm__heap_alloc(s, 5000) == 0);
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	for (vm_word k = 0; k < 3; k++)
 		assert_null(vm__page_get(s, top + k));
 	/* A slot on an existing page costs nothing. */
 	a3 = alloc_ok(s, 8);
 	assert_true(pageno(a3) == pageno(a1));
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	/* Freeing a page gives its budget back; freeing a block of a page
 	 * that stays mapped does not. */
 	assert_int_equal(free_block(s, a3), 0);
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	assert_int_equal(free_block(s, a2), 0);
-	assert_true(b == CP);
+	assert_true(atomic_load(&b.left) == CP);
 	a2 = alloc_ok(s, 16);
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	/* Closing the space credits every page, node and list it has. */
 	vm__space_close(s);
-	assert_true(b == PATH + 2 * CP + 2 * LIST + FR);
+	assert_true(atomic_load(&b.left) == PATH + 2 * CP + 2 * LIST + FR);
 
 	/* Large: refused before a page is mapped or a page number taken
 	 * when clearly too big for what is left. */
 	assert_int_equal(vm__space_init(s, 0, false, false), 0);
 	fresh(s, &b, PATH + 3 * CP);
 	assert_true(vm__heap_alloc(s, 3 * PAGE + 1) == 0); /* 4 pages */
-	assert_true(b == PATH + 3 * CP);
+	assert_true(atomic_load(&b.left) == PATH + 3 * CP);
 	assert_true(s->heap->top == 1);
 	fresh(s, &b, 3 * CP - 1); /* two whole pages and a bit */
 	assert_true(vm__heap_alloc(s, 2 * PAGE + 1) == 0);
-	assert_true(b == 3 * CP - 1);
+	assert_true(atomic_load(&b.left) == 3 * CP - 1);
 	assert_true(s->heap->top == 1);
 	a1 = alloc_ok(s, 2 * PAGE);
-	assert_true(b == CP - 1 - PATH);
+	assert_true(atomic_load(&b.left) == CP - 1 - PATH);
 	fresh(s, &b, PATH + 3 * CP);
 	a1 = alloc_ok(s, 3 * PAGE);
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	/* Freed: its pages come back, and the free-run list takes its
 	 * first room from them. */
 	assert_int_equal(free_block(s, a1), 0);
-	assert_true(b == 3 * CP - FR);
+	assert_true(atomic_load(&b.left) == 3 * CP - FR);
 	/* Less than a node left: nothing is made. */
 	fresh(s, &b, 100);
 	assert_true(vm__heap_alloc(s, 1) == 0);
-	assert_true(b == 100);
+	assert_true(atomic_load(&b.left) == 100);
 	assert_true(vm__heap_alloc(s, PAGE) == 0);
-	assert_true(b == 100);
-	b = 0;
+	assert_true(atomic_load(&b.left) == 100);
+	atomic_store(&b.left, 0);
 	assert_true(vm__heap_alloc(s, 1) == 0);
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	assert_null(vm__page_map(s, 500));
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 
 	/* No budget: no limit, nothing counted. */
 	s->budget = NULL;
 	a1 = alloc_ok(s, 1000 * PAGE);
 	a2 = alloc_ok(s, 8);
-	assert_true(b == 0);
+	assert_true(atomic_load(&b.left) == 0);
 	assert_int_equal(free_block(s, a1), 0);
 	assert_int_equal(free_block(s, a2), 0);
 }
@@ -746,7 +746,7 @@ static void test_budget(void **state)
 static void test_address_reuse(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, c, d, s1, s2;
 
 	s->budget = &b;
@@ -774,7 +774,7 @@ static void test_address_reuse(void **state)
 static void test_check_mode_live(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, c, l;
 
 	s->budget = &b;
@@ -818,7 +818,7 @@ static void test_check_mode_live(void **state)
 static void test_check_mode_exact_sizes(void **state)
 {
 	struct vm_space *s = *state;
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	vm_word a, c, l;
 
 	s->budget = &b;
@@ -886,7 +886,7 @@ static struct env *env_new(bool check)
 	e->check = check;
 	e->p = calloc(1, sizeof *e->p);
 	assert_non_null(e->p);
-	e->p->budget = BUDGET;
+	atomic_store(&e->p->budget.left, BUDGET);
 	e->p->limit = BUDGET;
 	for (int i = 0; i < NT; i++) {
 		e->t[i] = calloc(1, sizeof *e->t[i]);
@@ -1080,7 +1080,7 @@ static void expect_charged(struct env *e)
 {
 	struct vm_space *ss[NT + 1];
 	int64_t pages, bytes = held(ss, env_spaces(e, ss), &pages);
-	int64_t b = atomic_load(&e->p->budget);
+	int64_t b = atomic_load(&e->p->budget.left);
 
 	if (b != BUDGET - bytes)
 		fail_msg("budget is BUDGET %+lld bytes, %lld held (%lld pages)",
@@ -2027,7 +2027,7 @@ static void test_cow_free_both_sides(void **state)
 		}
 		close_space(e, 1);
 		close_space(e, 0);
-		assert_true(e->p->budget == BUDGET);
+		assert_true(atomic_load(&e->p->budget.left) == BUDGET);
 		new_space(e, 0);
 	}
 }
@@ -2092,7 +2092,7 @@ static void test_cow_close_either_side(void **state)
 		assert_int_equal(lfree_in(e, other, big), 0);
 		assert_int_equal(lfree_in(e, other, x), 0);
 		close_space(e, other);
-		assert_true(e->p->budget == BUDGET);
+		assert_true(atomic_load(&e->p->budget.left) == BUDGET);
 		new_space(e, 0);
 	}
 }
@@ -2199,7 +2199,7 @@ static void cow_model(struct env *e, uint64_t x, int steps)
 			if (live_space(e, k))
 				live[nlive++] = k;
 		if (nlive == 0) {
-			assert_true(e->p->budget == BUDGET);
+			assert_true(atomic_load(&e->p->budget.left) == BUDGET);
 			new_space(e, 0);
 			continue;
 		}
@@ -2494,8 +2494,8 @@ static void test_cow_write_over_budget(void **state)
 	/* Less than any copy left: a large page's and its path (the rest
 	 * set aside, given back below). */
 	heaps0 = heaps_charged(e);
-	spare = atomic_load(&e->p->budget) - (CP + PATH - 1);
-	atomic_fetch_sub(&e->p->budget, spare);
+	spare = atomic_load(&e->p->budget.left) - (CP + PATH - 1);
+	atomic_fetch_sub(&e->p->budget.left, spare);
 	for (int side = 0; side < 2; side++) {
 		struct vm_space *s = lspace(e, side);
 		struct vm_worker *w = e->w[side];
@@ -2504,7 +2504,7 @@ static void test_cow_write_over_budget(void **state)
 		expect_fault_w(w, oom);
 		/* The first failed store has made its path private (the
 		 * nodes fit); the page is still shared. */
-		assert_true(e->p->budget ==
+		assert_true(atomic_load(&e->p->budget.left) ==
 			    CP - 1 - (heaps_charged(e) - heaps0));
 		assert_int_equal(mfill(w, a + 8, 0, 8), FL_EFAULT);
 		expect_fault_w(w, oom);
@@ -2522,7 +2522,7 @@ static void test_cow_write_over_budget(void **state)
 		 * it (which fits), then the page's copy (which does not). */
 		assert_int_equal(lfree_in(e, side, a), FL_ENOMEM);
 		assert_true(vm__heap_alloc(s, 64) == 0);
-		assert_true(e->p->budget ==
+		assert_true(atomic_load(&e->p->budget.left) ==
 			    CP - 1 - (heaps_charged(e) - heaps0));
 		/* Still one page each, shared. */
 		assert_ptr_equal(vm__page_get(s, pageno(a)), pg);
@@ -2541,18 +2541,18 @@ static void test_cow_write_over_budget(void **state)
 
 	/* Exactly a page: the child's store takes its copy... */
 	more = pc - (CP - 1) + (heaps_charged(e) - heaps0);
-	atomic_fetch_add(&e->p->budget, more);
+	atomic_fetch_add(&e->p->budget.left, more);
 	spare -= more;
 	put(e, 1, a, 8, 3);
-	assert_true(e->p->budget == 0);
+	assert_true(atomic_load(&e->p->budget.left) == 0);
 	assert_int_equal(refs_of(pg), 1);
 	/* ... and the parent, the original's only holder, writes in place
 	 * with nothing left. */
 	put(e, 0, a, 8, 4);
-	assert_true(e->p->budget == 0);
+	assert_true(atomic_load(&e->p->budget.left) == 0);
 	/* The rest back: frees on both sides (each side's first takes its
 	 * own copy of the allocator state), the failed ones left a live. */
-	atomic_fetch_add(&e->p->budget, spare);
+	atomic_fetch_add(&e->p->budget.left, spare);
 	expect_charged(e);
 	assert_int_equal(lfree_in(e, 0, a2), 0);
 	assert_int_equal(lfree_in(e, 1, a2), 0); /* on the child's copy */
@@ -2604,7 +2604,7 @@ static void expect_zero_page(const struct vm_page *pg)
  * next mapping takes it back, zeroed, in any role. */
 static void global_reuse(struct vm_space *s)
 {
-	_Atomic int64_t b = BUDGET;
+	struct vm_budget b = {.left = BUDGET};
 	struct vm_page *pg, *pl[3], *set[4];
 	vm_word a, c, l, m, k, first, n;
 	uint8_t *data;
@@ -2712,14 +2712,14 @@ static void global_reuse(struct vm_space *s)
 	assert_ptr_equal(s->retired, f);
 	expect_held(s, &b, 3);
 	/* Over budget, a retired page is not taken: the list stays. */
-	int64_t saved = b;
-	b = VM_COST_PAGE - 1;
+	int64_t saved = atomic_load(&b.left);
+	atomic_store(&b.left, VM_COST_PAGE - 1);
 	assert_null(vm__page_map(s, 5002));
 	assert_true(vm__heap_alloc(s, 100) == 0);
 	assert_int_equal(count_retired(s), 2);
 	assert_ptr_equal(s->retired, f);
-	assert_true(b == VM_COST_PAGE - 1);
-	b = saved;
+	assert_true(atomic_load(&b.left) == VM_COST_PAGE - 1);
+	atomic_store(&b.left, saved);
 	/* The space's close frees the retired pages (LSan). */
 	assert_int_equal(vm__heap_free(s, m, &first, &n), 0);
 	assert_int_equal(count_retired(s), 4);
@@ -2818,21 +2818,21 @@ static void test_global_budget(void **state)
 	new_space(e, 0);
 
 	/* Less than a page left: no global page, fresh or reused. */
-	spare = atomic_load(&e->p->budget) - (VM_COST_PAGE - 1);
-	atomic_fetch_sub(&e->p->budget, spare);
+	spare = atomic_load(&e->p->budget.left) - (VM_COST_PAGE - 1);
+	atomic_fetch_sub(&e->p->budget.left, spare);
 	assert_true(vm__heap_alloc(gs, 100) == 0);
 	assert_true(vm__heap_alloc(gs, 2 * PAGE) == 0);
 	assert_null(vm__page_map(gs, 9001));
-	assert_true(e->p->budget == VM_COST_PAGE - 1);
+	assert_true(atomic_load(&e->p->budget.left) == VM_COST_PAGE - 1);
 	/* The thread's first page does not fit either (the tree nodes on
 	 * its path do, and stay, and so does the page number it had taken,
 	 * in a free-run list). */
 	assert_true(vm__heap_alloc(lspace(e, 0), 8) == 0);
 	assert_int_equal(count_retired(gs), 1);
-	assert_true(e->p->budget == VM_COST_PAGE - 1 - PATH - FR);
+	assert_true(atomic_load(&e->p->budget.left) == VM_COST_PAGE - 1 - PATH - FR);
 	/* A slot on a global page already mapped costs nothing. */
 	assert_true(pageno(galloc(e, 8)) == pageno(k));
-	atomic_fetch_add(&e->p->budget, spare);
+	atomic_fetch_add(&e->p->budget.left, spare);
 	expect_budget(e, 4);
 	assert_int_equal(free_block(gs, g2), 0);
 	expect_budget(e, 1);

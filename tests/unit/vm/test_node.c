@@ -520,6 +520,56 @@ static void test_end_while_other_runs(void **state)
 	vm_node_free(n);
 }
 
+/* A node with a memory offer holds its processes under it together: with
+ * 4 MiB for all, one holding 3 MiB leaves too little for another's 3 MiB
+ * (a runtime error naming the offer), and once it ends there is room. */
+static const char hold3[] =
+	".text\n"
+	"func main 0 1\n"
+	"        push 3145728\n"
+	"        alloc\n"
+	"        set 0\n"
+	"        push 0\n"
+	"        get 0\n"
+	"        push 1\n"
+	"        read\n"
+	"        drop\n"
+	"        push 0\n"
+	"        ret\n"
+	"end\n";
+
+static void test_node_memory_offer(void **state)
+{
+	struct vm_node_options no;
+	struct vm_node *n;
+	struct fl_err err;
+	struct run a = {.m = program(hold3)}, b = {.m = program(hold3)},
+		   c = {.m = program(hold3)};
+
+	(void)state;
+	vm_node_options_init(&no);
+	no.cpus = 2;
+	no.memory = 4u << 20;
+	if (vm_node_new(&no, &n, &err) != 0)
+		unit_die("vm_node_new: %s", err.msg);
+	start(n, &a, NULL, true); /* holds 3 MiB until fed */
+	start(n, &b, "x", false);
+	finish(&b);
+	expect(&b, 70, "", "out of memory \\(.*this machine's memory for "
+			  "processes, ram:, is 4 MiB\\)");
+	assert_true(running(a.p));
+	feed(&a, "x");
+	finish(&a);
+	expect(&a, 0, "", NULL);
+	start(n, &c, "x", false);
+	finish(&c);
+	expect(&c, 0, "", NULL);
+	run_close(&a);
+	run_close(&b);
+	run_close(&c);
+	vm_node_free(n);
+}
+
 /* ---- Parking on an outside request ----
  *
  * A page source over the local one that serves slot OUTSIDE_SLOT from
@@ -1066,6 +1116,7 @@ int main(void)
 		TEST(test_two_nodes),
 		TEST(test_many_processes),
 		TEST(test_end_while_other_runs),
+		TEST(test_node_memory_offer),
 		TEST(test_outside_request),
 		TEST(test_inbox_and_timers),
 		TEST(test_inbox_many_posters),

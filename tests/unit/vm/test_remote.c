@@ -1034,7 +1034,7 @@ static void run_remote(struct vm_node *a, struct vm_node *home,
 	 * as a global space's are not (vm_mem.c): give them back here, for
 	 * the home charges its own. */
 	p->gs->ops->close(p->gs);
-	atomic_fetch_add(&p->budget, (int64_t)VM_PAGE_SIZE *
+	atomic_fetch_add(&p->budget.left, (int64_t)VM_PAGE_SIZE *
 			 (seg_pages(m->rodata_len) + seg_pages(m->data_len)));
 	p->gs = remote_new(p, home, prof, seed);
 	t = vm__thread_new(p, &p->x.funcs[vm_module_find_func(m, "main")], NULL,

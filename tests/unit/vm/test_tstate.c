@@ -776,12 +776,12 @@ static void test_shared_pages(void **state)
 		      "(one thread alone: %zu; 16 pages: %u)\n",
 		      len, one, 16 * VM_PAGE_SIZE);
 	assert_true(len < one + 2048);
-	before = atomic_load(&f->p->budget);
+	before = atomic_load(&f->p->budget.left);
 	if (vm__threads_decode(f->p, b, len, &ds, &n, &err) != 0)
 		fail_msg("%s", err.msg);
 	/* The 16 pages once, not once per thread; the rest is the four
 	 * threads' own (structs, stacks, frames, tree nodes, lists). */
-	int64_t drop = before - atomic_load(&f->p->budget);
+	int64_t drop = before - atomic_load(&f->p->budget.left);
 	assert_true(drop >= 16 * VM_COST_PAGE && drop < 32 * VM_COST_PAGE);
 	for (vm_word i = 0; i < 16; i++) {
 		struct vm_page *p0 = vm__page_get(&ds[0]->local, pn0 + i);
@@ -814,7 +814,7 @@ static void test_shared_pages(void **state)
 	vm__tlb_flush(w);
 	for (int k = 0; k < 4; k++)
 		vm__thread_free(ds[k]);
-	assert_true(atomic_load(&f->p->budget) == before);
+	assert_true(atomic_load(&f->p->budget.left) == before);
 	free(ds);
 	free(b);
 }
