@@ -553,6 +553,8 @@ static void test_node_memory_offer(void **state)
 	if (vm_node_new(&no, &n, &err) != 0)
 		unit_die("vm_node_new: %s", err.msg);
 	start(n, &a, NULL, true); /* holds 3 MiB until fed */
+	/* a has its 3 MiB before b asks for as much */
+	assert_true(WAIT_UNTIL(atomic_load(&n->budget.left) <= (1 << 20)));
 	start(n, &b, "x", false);
 	finish(&b);
 	expect(&b, 70, "", "out of memory \\(.*this machine's memory for "
