@@ -667,6 +667,7 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	uint64_t next = 0, pid = 0;
 	int rc, tries = 0;
 	bool started = false; /* we have its pid: attach, never submit again */
+	bool redirected = false;
 	char host[CL_HOST_MAX + 1];
 	uint16_t port;
 
@@ -780,6 +781,8 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 					snprintf(host, sizeof host, "%s", a.host);
 					port = a.port;
 				}
+				sub.placed = true; /* that machine runs it */
+				redirected = true; /* go at once */
 				rc = FL_EPIPE;
 				break;
 			}
@@ -799,8 +802,9 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 							: cli_fail(CLI_EX_UNAVAILABLE,
 								   "run: lost the VM and "
 								   "could not get back"));
-			if (tries > 1)
+			if (tries > 1 && !redirected)
 				usleep(200000);
+			redirected = false;
 			if (cl_client_reopen(c, host, port, &err) == 0)
 				break;
 		}

@@ -362,6 +362,31 @@ static struct dm_link *link_new(struct dm *d)
 	return l;
 }
 
+/* Take @l off the daemon's list and free it. */
+static void link_forget(struct dm *d, struct dm_link *l)
+{
+	for (struct dm_link **q = &d->links; *q != NULL; q = &(*q)->next)
+		if (*q == l) {
+			*q = l->next;
+			break;
+		}
+	free(l);
+}
+
+/* What every connection a machine dials starts with: our key, the
+ * token's pre-shared key, the VM's prologue, and what we are. */
+static void dial_options(struct dm *d, struct net_conn_options *o,
+			 const uint8_t *hello)
+{
+	memset(o, 0, sizeof *o);
+	o->keys = &d->me.key;
+	o->psk = d->token_psk;
+	o->prologue = d->prologue;
+	o->prologue_len = strlen(d->prologue);
+	o->hello = hello;
+	o->hello_len = 1;
+}
+
 static void peer_detach(struct dm_peer *p)
 {
 	struct dm *d = p->d;
@@ -389,12 +414,7 @@ static void link_close(struct net_conn *c, const char *reason)
 	if (l->kind == DM_CLIENT && l->ready)
 		dm_client_gone(l);
 	l->conn = NULL;
-	for (struct dm_link **q = &d->links; *q != NULL; q = &(*q)->next)
-		if (*q == l) {
-			*q = l->next;
-			break;
-		}
-	free(l);
+	link_forget(d, l);
 }
 
 static void link_drain(struct net_conn *c)
@@ -587,12 +607,7 @@ static void server_conn(uv_stream_t *server, int status)
 	o.idle_ms = IDLE_MS * 6;
 	o.on_hello = link_hello;
 	if (net_conn_accept(server, &o, &link_cb, l, &l->conn) != 0) {
-		for (struct dm_link **q = &d->links; *q != NULL; q = &(*q)->next)
-			if (*q == l) {
-				*q = l->next;
-				break;
-			}
-		free(l);
+		link_forget(d, l);
 	}
 }
 
@@ -627,22 +642,12 @@ static void dial_peer(struct dm *d, struct dm_peer *p, const char *addr)
 	l->peer = p;
 	memcpy(payload, &d->me.id, 4);
 	memcpy(payload + 4, &d->me.incarnation, 4);
-	o.keys = &d->me.key;
-	o.psk = d->token_psk;
-	o.prologue = d->prologue;
-	o.prologue_len = strlen(d->prologue);
-	o.hello = &hello;
-	o.hello_len = 1;
+	dial_options(d, &o, &hello);
 	o.payload = payload;
 	o.payload_len = sizeof payload;
 	o.idle_ms = IDLE_MS;
 	if (net_conn_dial(&d->loop, host, port, &o, &link_cb, l, &l->conn) != 0) {
-		for (struct dm_link **q = &d->links; *q != NULL; q = &(*q)->next)
-			if (*q == l) {
-				*q = l->next;
-				break;
-			}
-		free(l);
+		link_forget(d, l);
 		return;
 	}
 	p->dialing = true;
@@ -1009,12 +1014,7 @@ int dm_join(struct dm *d, struct fl_err *err)
 		return fl_err_set(err, FL_ENOMEM, "out of memory");
 	l->d = d;
 	l->kind = DM_JOINER;
-	o.keys = &d->me.key;
-	o.psk = d->token_psk;
-	o.prologue = d->prologue;
-	o.prologue_len = strlen(d->prologue);
-	o.hello = &hello;
-	o.hello_len = 1;
+	dial_options(d, &o, &hello);
 	join_state = &w;
 	if (net_conn_dial(&d->loop, d->cfg->contact.host, d->cfg->contact.port,
 			  &o, &cb, l, &l->conn) != 0) {

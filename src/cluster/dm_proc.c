@@ -540,6 +540,42 @@ static void submit_done(struct dm_prop *pr, struct ctl_result r)
 	submit_free(s);
 }
 
+/* Where a new process goes: the machine with the fewest running
+ * processes per core, from the heartbeats, among those that are active
+ * and connected; this machine when it is as good as any (no move for
+ * nothing), 0 when none serves. */
+static uint32_t pick_machine(struct dm *d)
+{
+	const struct ctl_member *me = ctl_member_find(&d->st, d->me.id);
+	struct dm_load self;
+	uint32_t best = 0;
+	double best_load = 0;
+
+	dm_load_self(d, &self);
+	if (me != NULL && me->state == CTL_M_ACTIVE && !d->leaving) {
+		best = d->me.id;
+		best_load = (double)self.procs / (me->cpu ? me->cpu : 1);
+	}
+	for (size_t i = 0; i < d->st.nmembers; i++) {
+		const struct ctl_member *m = &d->st.members[i];
+		struct dm_peer *p;
+		double load;
+		if (m->id == d->me.id || m->state != CTL_M_ACTIVE)
+			continue;
+		p = dm_peer_get(d, m->id, false);
+		if (p == NULL || p->link == NULL || !p->has_load)
+			continue;
+		load = (double)p->load.procs / (m->cpu ? m->cpu : 1);
+		/* another machine only when it is less loaded by a whole
+		 * process per core: heartbeats are half a second old */
+		if (best == 0 || load + 1.0 <= best_load) {
+			best = m->id;
+			best_load = load;
+		}
+	}
+	return best;
+}
+
 static void on_submit(struct dm_link *l, const struct net_header *h,
 		      const uint8_t *pay)
 {
@@ -604,11 +640,21 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 		}
 		s->o.memory = d->cfg->provide.ram;
 	}
-	if (d->leaving) {
-		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EAGAIN,
-			      "this machine is leaving the VM");
-		submit_free(s);
-		return;
+	if (!msg.placed || d->leaving) {
+		/* The VM picks the machine: the least loaded that serves. */
+		uint32_t to = pick_machine(d);
+		if (to != d->me.id && to != 0) {
+			redirect(d, l, NET_MSG_SUBMIT, h->request, to);
+			submit_free(s);
+			return;
+		}
+		if (d->leaving) {
+			dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EAGAIN,
+				      "this machine is leaving the VM and no other "
+				      "takes processes now");
+			submit_free(s);
+			return;
+		}
 	}
 	snprintf(c.u.submit.owner, sizeof c.u.submit.owner, "%s", l->user);
 	dm_propose(d, &c, submit_done, s, 0);
@@ -1069,30 +1115,28 @@ void dm_procs_close(struct dm *d)
 
 /* ---- Dispatch ---- */
 
-void dm_client_gone(struct dm_link *l)
+/* @fn on every watch of client @l (it may free the watch). */
+static void each_watch(struct dm_link *l,
+		       void (*fn)(struct dm_proc *p, struct dm_watch *w))
 {
-	struct dm *d = l->d;
-
-	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+	for (struct dm_proc *p = l->d->procs; p != NULL; p = p->next)
 		for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
 			next = w->next;
 			if (w->link == l)
-				watch_free(p, w);
+				fn(p, w);
 		}
-	if (d->leave_link == l)
-		d->leave_link = NULL;
+}
+
+void dm_client_gone(struct dm_link *l)
+{
+	each_watch(l, watch_free);
+	if (l->d->leave_link == l)
+		l->d->leave_link = NULL;
 }
 
 void dm_client_drain(struct dm_link *l)
 {
-	struct dm *d = l->d;
-
-	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
-		for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
-			next = w->next;
-			if (w->link == l)
-				watch_pump(p, w);
-		}
+	each_watch(l, watch_pump);
 }
 
 void dm_client_frame(struct dm_link *l, const struct net_header *h,

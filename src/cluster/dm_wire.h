@@ -22,6 +22,7 @@
 struct dm_submit {
 	uint64_t client, seq; /* the submission id */
 	bool detach, check;
+	bool placed;           /* a machine sent it here: run it here */
 	uint64_t memory;      /* 0: the machine's offer */
 	uint32_t max_threads, stack_words, call_depth;
 	uint64_t from;        /* the first output record wanted */

@@ -353,3 +353,30 @@ def test_machine_ram_holds_all_its_processes(tmp_path):
         assert b"more than this machine provides" in r.stderr
     finally:
         c.stop()
+
+
+def test_the_vm_spreads_processes(tmp_path):
+    """Each machine has one core: running processes go where fewer run
+    (heartbeats carry the load), whichever machine the client asked."""
+    c = Cluster(tmp_path, provide="cpu:1,ram:256MiB,disk:64MiB")
+    spin = tmp_path / "spin.fl"
+    spin.write_text("fn main() { var i = 0; while (1) { i = i + 1; } return 0; }\n")
+    try:
+        c.new()
+        c.join(2)
+        c.join(3)
+        for n in (1, 2, 3):
+            c.wait_status(lambda t: t.count(" active ") == 3, n=n)
+        pids = []
+        for _ in range(3):
+            r = c.run(str(spin), flags=["--detach"], n=1)
+            assert r.returncode == 0, r.stderr
+            pids.append(r.stdout.decode().strip())
+            time.sleep(1.2)  # two heartbeats: every machine knows the load
+        ps = c.flock(["ps"]).stdout.decode()
+        machines = set(re.findall(r"^\d+\s+admin\s+running\s+(m\d)", ps, re.M))
+        assert machines == {"m1", "m2", "m3"}, ps
+        for pid in pids:
+            assert c.flock(["kill", pid]).returncode == 0
+    finally:
+        c.stop()
