@@ -51,6 +51,8 @@ static const char new_help[] =
 	"                      free disk\n"
 	"  --foreground        keep the daemon attached (systemd, tests); it\n"
 	"                      logs to stderr\n"
+	"  --debug-snapshot N  test aid: a Raft snapshot every N entries\n"
+	"                      (default 1024)\n"
 	"  -h, --help          show this help\n";
 
 static const char join_help[] =
@@ -174,6 +176,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 	const char *listen = NULL, *advertise = NULL;
 	char datadir[8200], home[4096], logs[8300];
 	bool foreground = false;
+	unsigned snapshot_every = 0;
 	struct fl_err err;
 	const char *pos = NULL;
 	int fds[2], rc;
@@ -185,6 +188,17 @@ static int daemon_cmd(int argc, char **argv, bool create)
 			return CLI_EX_OK;
 		} else if (strcmp(a, "--foreground") == 0) {
 			foreground = true;
+		} else if (strcmp(a, "--debug-snapshot") == 0) {
+			uint64_t v;
+			if ((rc = need(i, argc, argv, cmd)))
+				return rc;
+			if (!cli_parse_u64(argv[++i], false, &v) || v < 2 ||
+			    v > 1000000)
+				return cli_fail(CLI_EX_USAGE,
+						"%s: --debug-snapshot: '%s' is not a "
+						"count between 2 and 1000000",
+						cmd, argv[i]);
+			snapshot_every = (unsigned)v;
 		} else if (strcmp(a, "--listen") == 0 || strcmp(a, "--data") == 0 ||
 			   strcmp(a, "--provide") == 0 || strcmp(a, "--token") == 0 ||
 			   strcmp(a, "--advertise") == 0) {
@@ -220,6 +234,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 	memset(&cfg, 0, sizeof cfg);
 	cfg.create = create;
 	cfg.join = !create;
+	cfg.snapshot_every = snapshot_every;
 	cfg.ready_fd = -1;
 	if (pos == NULL)
 		return cli_fail(CLI_EX_USAGE, "%s: no %s (see flock %s --help)", cmd,

@@ -30,6 +30,8 @@ struct dm_config {
 	void (*ready)(const struct dm_config *cfg, const char *addr,
 		      uint32_t id, const char *err);
 	const char *home; /* flock new: where the admin's credentials go */
+	unsigned snapshot_every; /* test aid: a Raft snapshot every N entries
+				    (0: 1024) */
 };
 
 /* Run the daemon until SIGTERM/SIGINT or `flock leave`: 0, or an exit

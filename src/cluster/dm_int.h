@@ -138,6 +138,10 @@ struct dm {
 	struct vm_node *node;
 	struct dm_proc *procs;
 	uint64_t ram_used;
+	/* cpu use: the cpu time of processes that ended, and the last
+	 * sample of the total (dm_load_self) */
+	uint64_t cpu_done_ns, cpu_sample_ns, cpu_sample_ms;
+	uint32_t cpu_milli;
 	bool leaving;
 	bool leave_proposed;
 	uint64_t leave_done_ms;

@@ -612,8 +612,12 @@ static int raft_begin(struct dm *d, bool bootstrap, struct fl_err *err)
 	raft_set_heartbeat_timeout(&d->raft, HEARTBEAT_MS);
 	raft_set_install_snapshot_timeout(&d->raft, SNAPSHOT_MS);
 	raft_set_pre_vote(&d->raft, true);
-	raft_set_snapshot_threshold(&d->raft, 1024);
-	raft_set_snapshot_trailing(&d->raft, 256);
+	{
+		unsigned every = d->cfg->snapshot_every ? d->cfg->snapshot_every
+							: 1024;
+		raft_set_snapshot_threshold(&d->raft, every);
+		raft_set_snapshot_trailing(&d->raft, every / 4 ? every / 4 : 1);
+	}
 	if (bootstrap) {
 		struct raft_configuration conf;
 		raft_configuration_init(&conf);

@@ -198,6 +198,11 @@ static void proc_maybe_end(struct dm_proc *p)
 	p->ended = true;
 	pthread_join(p->waiter, NULL);
 	p->has_waiter = false;
+	{
+		struct vm_proc_info info;
+		vm_proc_info(p->vp, &info);
+		d->cpu_done_ns += info.cpu_ns;
+	}
 	vm_proc_free(p->vp);
 	p->vp = NULL;
 	vm_module_free(p->m);
@@ -540,6 +545,8 @@ static void submit_done(struct dm_prop *pr, struct ctl_result r)
 	submit_free(s);
 }
 
+static void human_bytes(uint64_t b, char *out, size_t n);
+
 /* Where a new process goes: the machine with the fewest running
  * processes per core, from the heartbeats, among those that are active
  * and connected; this machine when it is as good as any (no move for
@@ -628,18 +635,38 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 		submit_free(s);
 		return;
 	}
-	if (s->o.memory == 0 || s->o.memory > d->cfg->provide.ram) {
-		if (s->o.memory > d->cfg->provide.ram) {
-			dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_ENOSPC,
-				      "--memory %" PRIu64 " bytes is more than this "
-				      "machine provides the VM (ram: %" PRIu64
-				      " bytes)",
-				      s->o.memory, d->cfg->provide.ram);
+	if (s->o.memory > d->cfg->provide.ram) {
+		/* a machine that offers that much, else a clear no */
+		uint64_t most = d->cfg->provide.ram;
+		uint32_t to = 0;
+		char want[32], have[32];
+		for (size_t i = 0; i < d->st.nmembers; i++) {
+			const struct ctl_member *m = &d->st.members[i];
+			struct dm_peer *pe = dm_peer_get(d, m->id, false);
+			if (m->state != CTL_M_ACTIVE || m->id == d->me.id)
+				continue;
+			if (m->ram > most)
+				most = m->ram;
+			if (to == 0 && m->ram >= s->o.memory && pe != NULL &&
+			    pe->link != NULL)
+				to = m->id;
+		}
+		if (to != 0) {
+			redirect(d, l, NET_MSG_SUBMIT, h->request, to);
 			submit_free(s);
 			return;
 		}
-		s->o.memory = d->cfg->provide.ram;
+		human_bytes(s->o.memory, want, sizeof want);
+		human_bytes(most, have, sizeof have);
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_ENOSPC,
+			      "--memory %s is more than any machine of VM %s "
+			      "provides (the most: ram:%s)",
+			      want, d->me.vm, have);
+		submit_free(s);
+		return;
 	}
+	if (s->o.memory == 0)
+		s->o.memory = d->cfg->provide.ram;
 	if (!msg.placed || d->leaving) {
 		/* The VM picks the machine: the least loaded that serves. */
 		uint32_t to = pick_machine(d);
@@ -888,8 +915,10 @@ static void ps_text(struct dm *d, struct dm_link *l, uint64_t only,
 
 void dm_load_self(struct dm *d, struct dm_load *l)
 {
+	uint64_t now = dm_now_ms(), cpu = d->cpu_done_ns;
+
 	memset(l, 0, sizeof *l);
-	l->uptime_ms = dm_now_ms() - d->started_ms;
+	l->uptime_ms = now - d->started_ms;
 	for (struct dm_proc *p = d->procs; p != NULL; p = p->next) {
 		struct vm_proc_info info;
 		if (p->vp == NULL || p->ended)
@@ -906,7 +935,19 @@ void dm_load_self(struct dm *d, struct dm_load *l)
 			l->p[l->np].age_ms = dm_now_ms() - p->started_ms;
 			l->np++;
 		}
+		cpu += info.cpu_ns;
 	}
+	/* busy cores over the last half second or so */
+	if (d->cpu_sample_ms == 0) {
+		d->cpu_sample_ms = now;
+		d->cpu_sample_ns = cpu;
+	} else if (now - d->cpu_sample_ms >= 400) {
+		uint64_t dns = cpu >= d->cpu_sample_ns ? cpu - d->cpu_sample_ns : 0;
+		d->cpu_milli = (uint32_t)(dns / ((now - d->cpu_sample_ms) * 1000));
+		d->cpu_sample_ms = now;
+		d->cpu_sample_ns = cpu;
+	}
+	l->cpu_milli = d->cpu_milli;
 }
 
 void dm_status_text(struct dm *d, struct fl_buf *b)
@@ -915,15 +956,16 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 
 	fl_buf_printf(b, "VM %s, %zu machine%s, leader m%" PRIu32 "\n", d->me.vm,
 		      d->st.nmembers, d->st.nmembers == 1 ? "" : "s", leader);
-	fl_buf_printf(b, "%-4s %-22s %-11s %-8s %5s %19s %10s %8s %6s %8s\n",
-		      "ID", "ADDRESS", "STATE", "ROLE", "CPU", "RAM used/provided",
+	fl_buf_printf(b, "%-4s %-22s %-11s %-8s %9s %19s %10s %8s %6s %8s\n",
+		      "ID", "ADDRESS", "STATE", "ROLE", "CPU used", "RAM used/provided",
 		      "DISK", "THREADS", "PROCS", "UPTIME");
 	for (size_t i = 0; i < d->st.nmembers; i++) {
 		const struct ctl_member *m = &d->st.members[i];
 		struct dm_load ld;
 		bool have = false, silent = false;
 		char ram[48] = "", rp[24], ru[24], disk[24], up[24] = "-",
-		     thr[24] = "-", procs[16] = "-", role[16], state[24];
+		     thr[24] = "-", procs[16] = "-", role[16], state[24],
+		     cpu[24];
 		if (m->id == d->me.id) {
 			dm_load_self(d, &ld);
 			have = true;
@@ -946,11 +988,14 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 		if (have) {
 			human_bytes(ld.memory, ru, sizeof ru);
 			snprintf(ram, sizeof ram, "%s/%s", ru, rp);
+			snprintf(cpu, sizeof cpu, "%.1f/%" PRIu32,
+				 ld.cpu_milli / 1000.0, m->cpu);
 			snprintf(thr, sizeof thr, "%" PRIu64, ld.threads);
 			snprintf(procs, sizeof procs, "%" PRIu32, ld.procs);
 			human_age(ld.uptime_ms, up, sizeof up);
 		} else {
 			snprintf(ram, sizeof ram, "-/%s", rp);
+			snprintf(cpu, sizeof cpu, "-/%" PRIu32, m->cpu);
 		}
 		snprintf(role, sizeof role, "%s%s",
 			 m->role == CTL_VOTER ? "voter" : "standby",
@@ -962,9 +1007,8 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 			 : m->state == CTL_M_LEFT    ? "left"
 						     : "lost");
 		fl_buf_printf(b,
-			      "m%-3" PRIu32 " %-22s %-11s %-8s %5" PRIu32
-			      " %19s %10s %8s %6s %8s\n",
-			      m->id, m->addr, state, role, m->cpu, ram, disk, thr,
+			      "m%-3" PRIu32 " %-22s %-11s %-8s %9s %19s %10s %8s %6s %8s\n",
+			      m->id, m->addr, state, role, cpu, ram, disk, thr,
 			      procs, up);
 	}
 }

@@ -207,7 +207,8 @@ int dm_join_reply_decode(const uint8_t *p, size_t n, uint32_t *id,
 }
 
 /* ---- PING ----
- *   u64 clock, u64 uptime, u32 procs, u64 threads, u64 memory,
+ *   u64 clock, u64 uptime, u32 cpu (thousandths of a core busy),
+ *   u32 procs, u64 threads, u64 memory,
  *   u32 np, np x (u64 pid, u64 threads, u64 memory, u64 cpu, u64 age) */
 
 void dm_ping_encode(uint64_t clock, const struct dm_load *l,
@@ -215,6 +216,7 @@ void dm_ping_encode(uint64_t clock, const struct dm_load *l,
 {
 	fl_buf_put_u64(out, clock);
 	fl_buf_put_u64(out, l->uptime_ms);
+	fl_buf_put_u32(out, l->cpu_milli);
 	fl_buf_put_u32(out, l->procs);
 	fl_buf_put_u64(out, l->threads);
 	fl_buf_put_u64(out, l->memory);
@@ -237,6 +239,7 @@ int dm_ping_decode(const uint8_t *p, size_t n, uint64_t *clock,
 	fl_reader_init(&r, p, n);
 	*clock = fl_get_u64(&r);
 	l->uptime_ms = fl_get_u64(&r);
+	l->cpu_milli = fl_get_u32(&r);
 	l->procs = fl_get_u32(&r);
 	l->threads = fl_get_u64(&r);
 	l->memory = fl_get_u64(&r);

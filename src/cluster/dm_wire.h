@@ -72,6 +72,7 @@ struct dm_pload {
 };
 struct dm_load {
 	uint64_t uptime_ms;
+	uint32_t cpu_milli; /* cores busy running VM threads, in thousandths */
 	uint32_t procs;
 	uint64_t threads, memory;
 	struct dm_pload p[DM_LOAD_PROCS];

@@ -64,7 +64,9 @@ class Machine:
 
 
 class Cluster:
-    def __init__(self, tmp, vm="testvm", port=None, provide="cpu:1,ram:1GiB,disk:1GiB"):
+    def __init__(self, tmp, vm="testvm", port=None, provide="cpu:1,ram:1GiB,disk:1GiB",
+                 daemon_args=()):
+        self.daemon_args = list(daemon_args)
         self.tmp = pathlib.Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.vm = vm
@@ -93,7 +95,8 @@ class Cluster:
         out = open(logf, "wb")
         proc = subprocess.Popen(
             [flock_path()] + args + ["--listen", listen, "--data", str(data),
-                                     "--provide", self.provide, "--foreground"],
+                                     "--provide", self.provide, "--foreground"] +
+            self.daemon_args,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out,
             env=self.env(home), cwd=str(ROOT))
         m = Machine(self, n, proc, data, home, listen)

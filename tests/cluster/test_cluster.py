@@ -350,7 +350,7 @@ def test_machine_ram_holds_all_its_processes(tmp_path):
         assert r.returncode == 0 and r.stdout == b"ok\n", r.stderr
         r = c.run(str(once), flags=["--memory", "1GiB"])
         assert r.returncode == 64
-        assert b"more than this machine provides" in r.stderr
+        assert b"more than any machine of VM testvm provides (the most: ram:64.0MiB)" in r.stderr
     finally:
         c.stop()
 
@@ -378,5 +378,42 @@ def test_the_vm_spreads_processes(tmp_path):
         assert machines == {"m1", "m2", "m3"}, ps
         for pid in pids:
             assert c.flock(["kill", pid]).returncode == 0
+    finally:
+        c.stop()
+
+
+def test_snapshots_join_and_restart(tmp_path):
+    """With a snapshot every 8 entries: a machine that joins later gets the
+    state from a snapshot, and a machine restarted comes back from its
+    snapshot and log -- the same process table everywhere."""
+    c = Cluster(tmp_path, daemon_args=["--debug-snapshot", "8"])
+    try:
+        c.new()
+        for i in range(12):
+            r = c.run("examples/hello.fl")
+            assert r.returncode == 0, r.stderr
+        m1 = c.machines[0]
+        assert list((m1.data / "raft").glob("snapshot-*")), \
+            sorted(p.name for p in (m1.data / "raft").iterdir())
+        c.join(2)
+        c.join(3)
+        c.wait_status(lambda t: t.count(" active ") == 3, n=3)
+        want = c.flock(["ps"], n=1).stdout.decode()
+        assert want.count(" ended ") == 12
+        def table(n):
+            return c.flock(["ps"], n=n).stdout.decode()
+        deadline = time.time() + 10
+        while time.time() < deadline and table(3) != want:
+            time.sleep(0.2)
+        assert table(3) == want
+        # m3 joined after the log was cut: it got there by a snapshot
+        assert list((c.machines[2].data / "raft").glob("snapshot-*"))
+        m1.kill(signal.SIGTERM)
+        assert m1.proc.returncode == 0, m1.log()
+        m1 = c.restart(m1)
+        c.wait_status(lambda t: t.count(" active ") == 3, n=1)
+        assert table(1) == want
+        r = c.run("examples/hello.fl", n=1)
+        assert r.returncode == 0, r.stderr
     finally:
         c.stop()
