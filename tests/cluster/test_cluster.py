@@ -417,3 +417,59 @@ def test_snapshots_join_and_restart(tmp_path):
         assert r.returncode == 0, r.stderr
     finally:
         c.stop()
+
+
+def test_host_names(vm):
+    r = subprocess.run([flock_path(), "status", "--vm", "testvm@localhost:%d" % vm.port],
+                       capture_output=True, timeout=20, env=vm.env())
+    assert r.returncode == 0, r.stderr
+    assert "3 machines" in r.stdout.decode()
+
+
+def test_ipv6(tmp_path):
+    """Machines on [::1]: one joins through the other's IPv6 address, a
+    client names a machine by its IPv6 address."""
+    import socket
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    from cluster import free_port
+    p1, p2 = free_port(), free_port()
+    home = tmp_path / "home"
+    env = dict(os.environ, FLOCK_HOME=str(home))
+    env.pop("FLOCK_VM", None)
+    procs = []
+    try:
+        a = subprocess.Popen([flock_path(), "new", "six", "--listen", "[::1]:%d" % p1,
+                              "--data", str(tmp_path / "a"), "--provide",
+                              "cpu:1,ram:256MiB,disk:64MiB", "--foreground"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, env=env)
+        procs.append(a)
+        line = a.stdout.readline().decode()
+        assert "six@[::1]:%d" % p1 in line, line
+        a.stdout.readline()
+        tok = re.search(r"--token (\S+)", a.stdout.readline().decode()).group(1)
+        b = subprocess.Popen([flock_path(), "join", "six@[::1]:%d" % p1,
+                              "--token", tok, "--listen", "[::1]:%d" % p2,
+                              "--data", str(tmp_path / "b"), "--provide",
+                              "cpu:1,ram:256MiB,disk:64MiB", "--foreground"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, env=dict(env, FLOCK_HOME=str(tmp_path / "hb")))
+        procs.append(b)
+        assert "joined VM six" in b.stdout.readline().decode()
+        r = subprocess.run([flock_path(), "run", "examples/primes.fl", "--vm",
+                            "six@[::1]:%d" % p2], capture_output=True, cwd=str(ROOT),
+                           env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == run_flock(["run", "examples/primes.fl"]).stdout
+        st = subprocess.run([flock_path(), "status", "--vm", "six@[::1]:%d" % p1],
+                            capture_output=True, env=env, timeout=30).stdout.decode()
+        assert "[::1]:%d" % p2 in st, st
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=20)
