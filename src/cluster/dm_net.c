@@ -997,6 +997,16 @@ static void joiner_close(struct net_conn *c, const char *reason)
 	free(l);
 }
 
+static void join_deadline(uv_timer_t *t)
+{
+	(void)t; /* dm_join's loop looks at the clock */
+}
+
+static void join_deadline_closed(uv_handle_t *h)
+{
+	*(bool *)h->data = true;
+}
+
 int dm_join(struct dm *d, struct fl_err *err)
 {
 	static const struct net_conn_callbacks cb = {
@@ -1009,6 +1019,8 @@ int dm_join(struct dm *d, struct fl_err *err)
 	uint8_t hello = DM_JOINER;
 	struct dm_link *l = calloc(1, sizeof *l);
 	uint64_t until = dm_now_ms() + 15000;
+	uv_timer_t deadline;
+	bool timed_out, deadline_closed = false;
 
 	if (l == NULL)
 		return fl_err_set(err, FL_ENOMEM, "out of memory");
@@ -1019,21 +1031,30 @@ int dm_join(struct dm *d, struct fl_err *err)
 	if (net_conn_dial(&d->loop, d->cfg->contact.host, d->cfg->contact.port,
 			  &o, &cb, l, &l->conn) != 0) {
 		free(l);
+		join_state = NULL;
 		return fl_err_set(err, FL_EIO, "cannot dial %s",
 				  d->cfg->contact.host);
 	}
+	/* a timer, so that the loop wakes at the deadline whatever the
+	 * contact does */
+	uv_timer_init(&d->loop, &deadline);
+	uv_timer_start(&deadline, join_deadline, 15000, 0);
 	while (!w.done && dm_now_ms() < until)
 		uv_run(&d->loop, UV_RUN_ONCE);
-	if (!w.done) {
+	timed_out = !w.done;
+	if (timed_out)
 		net_conn_close(l->conn, "timed out");
-		while (!w.done)
-			uv_run(&d->loop, UV_RUN_ONCE);
-		return fl_err_set(err, FL_EAGAIN, "the VM did not answer the "
-						  "join within 15 s");
-	}
-	while (!w.closed) /* let the close run */
+	while (!w.closed) /* let the connection's close run */
+		uv_run(&d->loop, UV_RUN_ONCE);
+	uv_timer_stop(&deadline);
+	deadline.data = &deadline_closed;
+	uv_close((uv_handle_t *)&deadline, join_deadline_closed);
+	while (!deadline_closed) /* it lives on this stack */
 		uv_run(&d->loop, UV_RUN_ONCE);
 	join_state = NULL;
+	if (timed_out)
+		return fl_err_set(err, FL_EAGAIN, "the VM did not answer the "
+						  "join within 15 s");
 	if (w.rc != 0)
 		return fl_err_set(err, w.rc, "%s", w.msg);
 	return 0;
