@@ -419,8 +419,15 @@ static int daemon_cmd(int argc, char **argv, bool create)
 		line[n] = 0;
 		line[strcspn(line, "\n")] = 0;
 		if (strncmp(line, "ok ", 3) != 0) {
-			int status;
-			pid_t w = waitpid(child, &status, WNOHANG);
+			int status = 0;
+			pid_t w = 0;
+			/* its exit status says why (77, 69, ...): it exits
+			 * right after the line; wait a little for it */
+			for (int i = 0; i < 200 && w == 0; i++) {
+				w = waitpid(child, &status, WNOHANG);
+				if (w == 0)
+					usleep(50000);
+			}
 			const char *msg = strncmp(line, "error ", 6) == 0
 						  ? line + 6
 						  : "the daemon stopped before it "
@@ -660,6 +667,14 @@ int cli_leave(int argc, char **argv) { return client_cmd(argc, argv); }
 
 /* ---- flock run --vm ---- */
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 /* The run's end: free what it holds, return @rc. */
 static int run_done(struct cl_client *c, struct fl_buf *mod, int rc)
 {
@@ -685,6 +700,8 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	bool redirected = false;
 	char host[CL_HOST_MAX + 1];
 	uint16_t port;
+
+	uint64_t t0 = now_ms();
 
 	if ((rc = open_vm("run", vm, &t, &c)))
 		return rc;
@@ -741,8 +758,10 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 			if (rc)
 				break;
 			if (h.type == NET_MSG_ERROR) {
+				/* "not yet" (starting elsewhere, a machine a moment
+				 * behind): again, for 15 s at most in all */
 				if (h.length >= 4 && fl_load_u32(p) == FL_EAGAIN &&
-				    tries < 50) {
+				    tries < 50 && now_ms() - t0 < 15000) {
 					rc = FL_EAGAIN;
 					break;
 				}

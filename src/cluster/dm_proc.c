@@ -954,8 +954,15 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 {
 	uint32_t leader = dm_leader(d);
 
-	fl_buf_printf(b, "VM %s, %zu machine%s, leader m%" PRIu32 "\n", d->me.vm,
-		      d->st.nmembers, d->st.nmembers == 1 ? "" : "s", leader);
+	if (leader != 0)
+		fl_buf_printf(b, "VM %s, %zu machine%s, leader m%" PRIu32 "\n",
+			      d->me.vm, d->st.nmembers,
+			      d->st.nmembers == 1 ? "" : "s", leader);
+	else
+		fl_buf_printf(b, "VM %s, %zu machine%s, no leader (this machine "
+				 "sees no majority of the voters)\n",
+			      d->me.vm, d->st.nmembers,
+			      d->st.nmembers == 1 ? "" : "s");
 	fl_buf_printf(b, "%-4s %-22s %-11s %-8s %9s %19s %10s %8s %6s %8s\n",
 		      "ID", "ADDRESS", "STATE", "ROLE", "CPU used", "RAM used/provided",
 		      "DISK", "THREADS", "PROCS", "UPTIME");
