@@ -242,10 +242,14 @@ void cl_client_close(struct cl_client *c)
 		net_conn_close(c->conn, "done");
 	while (c->conn != NULL)
 		uv_run(&c->loop, UV_RUN_ONCE);
-	uv_walk(&c->loop, walk_close, NULL);
-	while (uv_run(&c->loop, UV_RUN_NOWAIT) != 0)
-		;
-	uv_loop_close(&c->loop);
+	/* every handle closed and every request (a name being resolved)
+	 * done before the loop goes */
+	do {
+		uv_walk(&c->loop, walk_close, NULL);
+		uv_run(&c->loop, UV_RUN_NOWAIT);
+		if (uv_loop_alive(&c->loop))
+			uv_run(&c->loop, UV_RUN_ONCE);
+	} while (uv_loop_close(&c->loop) == UV_EBUSY);
 	free(c->cur);
 	while (c->sent_head != NULL) {
 		struct frame *f = c->sent_head;

@@ -804,16 +804,25 @@ out:
 			raft_uv_close(&d->io); /* after raft_close's callback */
 	}
 	dm_net_close(d);
-	uv_walk(&d->loop, walk_close, NULL);
-	for (int i = 0; i < 100 && uv_run(&d->loop, UV_RUN_NOWAIT) != 0; i++)
-		;
+	/* Every handle closed and every request done (a name being
+	 * resolved on libuv's thread pool still points at the loop) before
+	 * the loop, which lives in @d, goes. */
+	{
+		uint64_t until = dm_now_ms() + 10000;
+		do {
+			uv_walk(&d->loop, walk_close, NULL);
+			uv_run(&d->loop, UV_RUN_NOWAIT);
+			if (uv_loop_alive(&d->loop))
+				uv_run(&d->loop, UV_RUN_ONCE);
+		} while (uv_loop_close(&d->loop) == UV_EBUSY &&
+			 dm_now_ms() < until);
+	}
 	while (d->props != NULL) {
 		struct dm_prop *p = d->props;
 		d->props = p->next;
 		fl_buf_close(&p->enc);
 		free(p);
 	}
-	uv_loop_close(&d->loop);
 	vm_node_free(d->node);
 	ctl_raft_close(&d->fsm);
 	ctl_state_close(&d->st);
