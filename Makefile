@@ -134,7 +134,8 @@ tsan-check:
 	FLOCK=$(abspath build-tsan/flock) FLOCK_SAN=thread \
 		TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(PYTEST) -q tests/programs
 	FLOCK=$(abspath build-tsan/flock) \
-		TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(PYTEST) -q tests/cluster
+		TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(abspath tests/tsan-cluster.supp)" \
+		$(PYTEST) -q tests/cluster
 
 # The thread programs $(STRESS_RUNS) times in a row on 1, 2 and 8 workers.
 STRESS_RUNS ?= 50

@@ -196,7 +196,8 @@ static void proc_maybe_end(struct dm_proc *p)
 	if (!p->waited || p->open_reads > 0 || p->ended)
 		return;
 	p->ended = true;
-	pthread_join(p->waiter, NULL);
+	if (p->has_waiter)
+		pthread_join(p->waiter, NULL);
 	p->has_waiter = false;
 	{
 		struct vm_proc_info info;
@@ -230,9 +231,9 @@ static void *waiter_main(void *arg)
 	struct dm_proc *p = arg;
 
 	p->status = vm_proc_wait(p->vp);
-	close(p->out_w);
-	close(p->err_w);
-	close(p->in_r);
+	/* the loop closes the pipes' other ends: descriptors are closed on
+	 * the thread that reuses them (libuv's pool opens files from the
+	 * loop's requests) */
 	uv_async_send(&p->done);
 	return NULL;
 }
@@ -241,6 +242,11 @@ static void proc_done_cb(uv_async_t *a)
 {
 	struct dm_proc *p = a->data;
 
+	if (p->waited)
+		return;
+	close(p->out_w); /* the process's output is all written */
+	close(p->err_w);
+	close(p->in_r);
 	p->waited = true;
 	proc_maybe_end(p);
 }
