@@ -491,7 +491,7 @@ static void mp_one(uint64_t seed)
 	t.dpage[1] = 1 + below(&s, NPAGES - 1);
 	t.fpage = other_page(&s, t.dpage, 2);
 	for (int k = 0; k < 4; k++)
-		t.doff[k] = 8 * (uint32_t)k + 8 * below(&s, 500);
+		t.doff[k] = 8 * (uint32_t)k + 32 * below(&s, 120); /* distinct */
 	t.foff = 8 * below(&s, 512);
 	t.val = rnd(&s) | 1;
 	sim_start(&s);
