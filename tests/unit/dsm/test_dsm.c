@@ -1,8 +1,8 @@
 /* Unit tests for src/dsm/: the DSM protocol core on a deterministic
  * simulator.
  *
- * The simulator runs N nodes (2..5) in this process. Each node runs a
- * small program, a state machine that makes one DSM call per step and,
+ * The simulator runs N nodes (2..5) in this process. Each node runs one
+ * or more threads (MAXT), each a small program, a state machine that makes one DSM call per step and,
  * on DSM_WAIT, parks until the core wakes it (a wake of a node that is
  * not parked fails the test: the wake-once contract). Every message sent
  * is copied into a queue with a random delay (1..20 ticks) and, by
@@ -18,7 +18,12 @@
  *
  *  - litmus MP, with fences and with an atomic flag: data then flag
  *    released on one node; a node that saw the flag and acquired sees
- *    the data;
+ *    the data; again with more threads on the reader's node, reading
+ *    the data with no fence (a copy they fetch before the acquire must
+ *    not serve reads after it);
+ *  - threads of one node overwriting one word between releases: the
+ *    home ends with the node's last write (one diff of a page in flight
+ *    at a time);
  *  - xadd counters from every node: exact totals, every old value of
  *    the shared counter seen once (linearizable);
  *  - a cas lock guarding two words that must be equal inside it;
@@ -44,6 +49,7 @@
 #include <string.h>
 
 #define MAXN 5
+#define MAXT 3 /* threads per node */
 #define NPAGES 32
 #define MAX_TICKS 4000000u
 
@@ -53,7 +59,8 @@ struct sim;
 
 struct proc {
 	struct sim *s;
-	int id;
+	int id;	 /* its node */
+	int tid; /* which of the node's threads */
 	struct dsm_wait w;
 	bool parked, done;
 	int pc, i, k, round;
@@ -76,7 +83,12 @@ struct sim {
 	int n;
 	int homes[NPAGES];
 	struct dsm_node *node[MAXN];
-	struct proc proc[MAXN];
+	struct proc proc[MAXN * MAXT];
+	int nproc;
+	struct nodectx {
+		struct sim *s;
+		int id;
+	} ctx[MAXN];
 	struct msg *q;
 	size_t nq, capq;
 	struct msg *log; /* every message sent, when @record */
@@ -138,14 +150,16 @@ static struct msg copy_msg(int from, int to, uint64_t due, const void *p,
 
 static void enqueue(struct sim *s, int from, int to, const void *p, size_t len)
 {
-	uint64_t due = s->now + 1 + below(s, s->max_delay);
+	/* One message in twenty is slow: ten times the usual delay. */
+	unsigned span = below(s, 20) == 0 ? 10 * s->max_delay : s->max_delay;
+	uint64_t due = s->now + 1 + below(s, span);
 
 	push(&s->q, &s->nq, &s->capq, copy_msg(from, to, due, p, len));
 }
 
 static void io_send(void *ctx, int to, const void *p, size_t len)
 {
-	struct proc *pr = ctx;
+	struct nodectx *pr = ctx;
 	struct sim *s = pr->s;
 	struct dsm_msg m;
 
@@ -164,10 +178,11 @@ static void io_send(void *ctx, int to, const void *p, size_t len)
 
 static void io_wake(void *ctx, struct dsm_wait *w)
 {
-	struct proc *pr = ctx;
+	struct nodectx *nc = ctx;
+	struct proc *pr = w->user;
 
-	if (w != &pr->w)
-		FAIL(pr->s, "node %d: woken with a wait not its own", pr->id);
+	if (pr->id != nc->id || w != &pr->w)
+		FAIL(nc->s, "node %d: woken with a wait not its own", nc->id);
 	if (!pr->parked)
 		FAIL(pr->s, "node %d: woken while not parked (pc %d)", pr->id, pr->pc);
 	pr->parked = false;
@@ -188,23 +203,36 @@ static void sim_init(struct sim *s, uint64_t seed, int n, step_fn *step,
 		s->homes[i] = (int)below(s, (unsigned)n);
 }
 
-/* Make the nodes (after the scenario set the homes it wants). */
-static void sim_start(struct sim *s)
+/* Make the nodes (after the scenario set the homes it wants), each
+ * running @threads programs. */
+static void sim_start_threads(struct sim *s, int threads)
 {
+	s->nproc = s->n * threads;
+	for (int i = 0; i < s->nproc; i++) {
+		struct proc *p = &s->proc[i];
+		p->s = s;
+		p->id = i % s->n;
+		p->tid = i / s->n;
+		dsm_wait_init(&p->w, p);
+	}
 	for (int i = 0; i < s->n; i++) {
 		struct dsm_config cfg = {
 		    .self = i,
 		    .nodes = s->n,
 		    .home = home_of,
 		    .home_ctx = s,
-		    .io = {io_send, io_wake, &s->proc[i]},
+		    .io = {io_send, io_wake, &s->ctx[i]},
 		};
 		struct fl_err err;
-		s->proc[i].s = s;
-		s->proc[i].id = i;
-		dsm_wait_init(&s->proc[i].w, &s->proc[i]);
+		s->ctx[i].s = s;
+		s->ctx[i].id = i;
 		assert_int_equal(dsm_node_new(&cfg, &s->node[i], &err), 0);
 	}
+}
+
+static void sim_start(struct sim *s)
+{
+	sim_start_threads(s, 1);
 }
 
 /* What the runs of one test added up to, printed after it. */
@@ -248,11 +276,11 @@ static void deliver(struct sim *s, size_t i)
 static void sim_run(struct sim *s)
 {
 	for (uint64_t ticks = 0;; ticks++, s->now++) {
-		int run[MAXN], nrun = 0;
+		int run[MAXN * MAXT], nrun = 0;
 		size_t ndue = 0;
 		bool alldone = true;
 
-		for (int i = 0; i < s->n; i++) {
+		for (int i = 0; i < s->nproc; i++) {
 			alldone &= s->proc[i].done;
 			if (!s->proc[i].done && !s->proc[i].parked)
 				run[nrun++] = i;
@@ -261,11 +289,12 @@ static void sim_run(struct sim *s)
 			ndue += s->q[i].due <= s->now;
 		if (s->nq == 0 && nrun == 0) {
 			if (!alldone)
-				for (int i = 0; i < s->n; i++)
+				for (int i = 0; i < s->nproc; i++)
 					if (!s->proc[i].done)
-						FAIL(s, "deadlock: node %d parked at pc %d, "
-							"nothing in flight",
-						     i, s->proc[i].pc);
+						FAIL(s, "deadlock: node %d thread %d parked "
+							"at pc %d, nothing in flight",
+						     s->proc[i].id, s->proc[i].tid,
+						     s->proc[i].pc);
 			return;
 		}
 		if (ticks > MAX_TICKS)
@@ -379,7 +408,7 @@ static uint64_t other_page(struct sim *s, const uint64_t *avoid, int n)
 
 struct mp {
 	int a, b;
-	bool atomic;
+	bool atomic, prime;
 	uint64_t dpage[2], fpage;
 	uint32_t doff[4], foff;
 	uint64_t val;
@@ -390,6 +419,19 @@ static void mp_step(struct sim *s, struct proc *p)
 	struct mp *t = s->sc;
 	uint64_t v, one = 1;
 
+	if (p->tid > 0) {
+		/* More threads on B's node read the data with no fence: a
+		 * copy they fetch may predate A's release, and must not
+		 * serve B's reads after its acquire. */
+		if (p->id != t->b || p->i == 40) {
+			p->done = true;
+			return;
+		}
+		DO(dsm_read(NODE, &p->w, t->dpage[p->i % 2], t->doff[p->i % 4], 8,
+			    p->buf));
+		p->i++;
+		return;
+	}
 	if (p->id == t->a) {
 		switch (p->pc) {
 		case 0: /* the data, on two pages */
@@ -420,6 +462,10 @@ static void mp_step(struct sim *s, struct proc *p)
 	} else if (p->id == t->b) {
 		switch (p->pc) {
 		case 0: /* cache the data pages first: acquire must drop them */
+			if (!t->prime) {
+				p->pc = t->atomic ? 3 : 1;
+				return;
+			}
 			DO(dsm_read(NODE, &p->w, t->dpage[p->i % 2], t->doff[p->i], 8,
 				    p->buf));
 			if (++p->i == 4) {
@@ -477,6 +523,8 @@ static void mp_step(struct sim *s, struct proc *p)
 	}
 }
 
+static int mp_threads = 1;
+
 static void mp_one(uint64_t seed)
 {
 	struct sim s;
@@ -485,6 +533,7 @@ static void mp_one(uint64_t seed)
 	memset(&t, 0, sizeof t);
 	sim_init(&s, seed, nodes_for(seed), mp_step, &t);
 	t.atomic = seed % 2 == 0;
+	t.prime = seed / 2 % 2 == 0;
 	t.a = (int)below(&s, (unsigned)s.n);
 	t.b = (t.a + 1 + (int)below(&s, (unsigned)s.n - 1)) % s.n;
 	t.dpage[0] = 1 + below(&s, NPAGES - 1);
@@ -494,7 +543,7 @@ static void mp_one(uint64_t seed)
 		t.doff[k] = 8 * (uint32_t)k + 32 * below(&s, 120); /* distinct */
 	t.foff = 8 * below(&s, 512);
 	t.val = rnd(&s) | 1;
-	sim_start(&s);
+	sim_start_threads(&s, mp_threads);
 	sim_run(&s);
 	sim_close(&s);
 }
@@ -502,7 +551,80 @@ static void mp_one(uint64_t seed)
 static void test_mp(void **state)
 {
 	(void)state;
+	mp_threads = 1;
 	each_seed(mp_one);
+}
+
+static void test_mp_threads(void **state)
+{
+	(void)state;
+	mp_threads = MAXT;
+	each_seed(mp_one);
+}
+
+/* ---- Threads of one node writing one word ---- */
+
+#define SW_ROUNDS 8
+
+struct sw {
+	int writer;
+	uint64_t page;
+	uint32_t off;
+};
+
+static void sw_step(struct sim *s, struct proc *p)
+{
+	struct sw *t = s->sc;
+	uint64_t v = (uint64_t)p->tid << 32 | (uint64_t)p->round;
+
+	if (p->id != t->writer) {
+		p->done = true;
+		return;
+	}
+	/* Racy on purpose: the node's threads overwrite each other; what
+	 * must hold is that the home ends with what the node last wrote. */
+	switch (p->pc) {
+	case 0:
+		DO(dsm_write(NODE, &p->w, t->page, t->off, 8, &v));
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_release(NODE, &p->w));
+		p->pc = 0;
+		if (++p->round == SW_ROUNDS)
+			p->done = true;
+		return;
+	}
+}
+
+static void sw_one(uint64_t seed)
+{
+	struct sim s;
+	struct sw t;
+	struct proc *p;
+	uint8_t mine[8];
+
+	sim_init(&s, seed, nodes_for(seed), sw_step, &t);
+	t.page = 1 + below(&s, NPAGES - 1);
+	t.off = 8 * below(&s, 512);
+	t.writer = (s.homes[t.page] + 1 + (int)below(&s, (unsigned)s.n - 1)) % s.n;
+	sim_start_threads(&s, MAXT);
+	sim_run(&s);
+	p = &s.proc[t.writer];
+	/* The writer's copy survives (it is the only writer): it and the
+	 * master must agree. */
+	assert_int_equal(dsm_read(s.node[t.writer], &p->w, t.page, t.off, 8, mine),
+			 DSM_OK);
+	if (get64(mine) != home64(&s, t.page, t.off))
+		FAIL(&s, "the writer's copy holds %" PRIx64 ", the home %" PRIx64,
+		     get64(mine), home64(&s, t.page, t.off));
+	sim_close(&s);
+}
+
+static void test_threads_one_word(void **state)
+{
+	(void)state;
+	each_seed(sw_one);
 }
 
 /* ---- Counters ---- */
@@ -1113,6 +1235,8 @@ int main(void)
 	    cmocka_unit_test(test_diff_roundtrip),
 	    cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_mp),
+	    cmocka_unit_test(test_mp_threads),
+	    cmocka_unit_test(test_threads_one_word),
 	    cmocka_unit_test(test_counters),
 	    cmocka_unit_test(test_lock),
 	    cmocka_unit_test(test_false_sharing),
