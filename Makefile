@@ -19,7 +19,7 @@ CFLAGS  := -std=gnu11 $(OPT) $(WARN) $(SAN) -Isrc -D_GNU_SOURCE $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
 LIBS    := -lraft -luv -lsodium -lm
 
-LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c src/cluster/*.c)
+LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c src/cluster/*.c src/dsm/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)
@@ -38,14 +38,16 @@ help:
 	@echo "make test       install what is missing, run every test: gcc build, clang build"
 	@echo "                (switch dispatch), Address+UB and Thread sanitizers"
 	@echo "make cluster    a VM of real daemons on loopback (tests/cluster)"
+	@echo "make unit       the unit tests; DSM_STRESS_SEEDS=N runs N seeds (not 200)"
+	@echo "                of each simulated DSM test, DSM_SEED=S only seed S"
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
 	@echo "make tsan       the golden programs and the cluster under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
 	@echo "                decoder, the frame decoder, the handshake, the"
 	@echo "                .fl compiler and the control plane's entries and"
-	@echo "                snapshots, and the daemon's message payloads,"
-	@echo "                FUZZ_SECONDS=$(FUZZ_SECONDS) each"
+	@echo "                snapshots, the daemon's message payloads, and the"
+	@echo "                DSM's messages, FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go,"
 	@echo "                and the cluster's latencies against the loopback round trip"
 	@echo "make docs       check docs/isa.md against the instruction table"
@@ -184,6 +186,11 @@ fuzz: deps-test
 		-o build-fuzz/fuzz_ctl tests/fuzz/fuzz_ctl.c build-fuzz/libflock.a -lsodium -lm
 	$(FUZZ_ENV) build-fuzz/fuzz_ctl -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 		build-fuzz/corpus-ctl tests/fuzz/seeds-ctl
+	@mkdir -p build-fuzz/corpus-dsm
+	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
+		-o build-fuzz/fuzz_dsm tests/fuzz/fuzz_dsm.c build-fuzz/libflock.a -lsodium -lm
+	$(FUZZ_ENV) build-fuzz/fuzz_dsm -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-dsm tests/fuzz/seeds-dsm
 
 bench: deps-bench all
 	bench/run.sh

@@ -1,0 +1,145 @@
+/* Global memory across machines: the DSM protocol core, sans I/O.
+ *
+ * Home-based lazy release consistency over 4096-byte pages for one
+ * process spread over N nodes (ids 0 .. N-1). Every page has a home node,
+ * given by a function the caller passes (in the VM: the slot in its
+ * address); the home holds the master copy and the page's directory
+ * entry. Other nodes cache copies. The core owns no socket, timer or
+ * thread: the driver feeds it calls and messages (dsm_deliver) and it
+ * answers through struct dsm_io. docs/memory.md, "Across machines",
+ * describes the protocol.
+ *
+ * The contract a program relies on is SPEC 3.1, with the node as the
+ * unit: a write made on node A before A's dsm_release() completes is
+ * seen by node B's reads after a dsm_acquire() that B starts once A's
+ * release completed (returned DSM_OK). dsm_atomic() is linearizable and
+ * a full fence (release, the operation at the word's home, acquire).
+ *
+ * Waiting. A call that needs the network returns DSM_WAIT; the core then
+ * calls io.wake(ctx, w) exactly once, from inside a later dsm_deliver(),
+ * and the caller makes the same call again with the same @w (the parked
+ * thread's instruction running again, as vm_gsrc.h's VM_PARK contract
+ * has it). The repeated call takes what arrived and either completes or
+ * returns DSM_WAIT again (another wake will follow). No effect applies
+ * twice: a write or atomic that returned DSM_WAIT has not happened yet,
+ * except an atomic's remote half, whose result waits in @w. A struct
+ * dsm_wait belongs to one caller (one VM thread) and is lent to the core
+ * from a DSM_WAIT until its wake; io.wake must not call back into the
+ * node (queue the thread instead).
+ *
+ * Threads: none of its own. One node is called by one thread at a time
+ * (the driver serializes calls and deliveries); nodes share nothing, so
+ * a test can run many in one process. */
+#ifndef FLOCK_DSM_DSM_H
+#define FLOCK_DSM_DSM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/fl_error.h"
+
+#define DSM_PAGE_SIZE 4096
+#define DSM_MAX_NODES 64
+/* Page numbers of 64-bit addresses: below 2^52. */
+#define DSM_PAGE_LIMIT (1ull << 52)
+
+enum dsm_res {
+	DSM_OK,	   /* done */
+	DSM_WAIT,  /* parked: io.wake(w) follows once, then call again */
+	DSM_BAD,   /* the arguments: outside the page, misaligned, bad op */
+	DSM_NOMEM, /* the host refused memory; nothing happened */
+};
+
+enum dsm_op { DSM_CAS, DSM_XADD, DSM_XCHG };
+
+/* A caller's parking place (one per VM thread). Initialize with
+ * dsm_wait_init(); @user is the caller's, the rest the core's. */
+struct dsm_wait {
+	void *user;
+	struct dsm_wait *next; /* on one of the core's wait lists */
+	uint64_t old;	       /* an atomic's result, once it arrived */
+	int phase;	       /* an atomic's progress */
+};
+
+struct dsm_io {
+	/* Send @len bytes to node @to (never the sender itself). The bytes
+	 * are borrowed for the call. */
+	void (*send)(void *ctx, int to, const void *msg, size_t len);
+	/* What @w waited for arrived: retry its call. */
+	void (*wake)(void *ctx, struct dsm_wait *w);
+	void *ctx;
+};
+
+struct dsm_config {
+	int self;  /* this node's id */
+	int nodes; /* 1 .. DSM_MAX_NODES */
+	/* The home of @page: 0 .. nodes-1, the same on every node. */
+	int (*home)(void *ctx, uint64_t page);
+	void *home_ctx;
+	struct dsm_io io;
+};
+
+/* Counters, per node, since it was made. */
+struct dsm_stats {
+	uint64_t pages_fetched; /* page copies installed from a home */
+	uint64_t diffs_sent;
+	uint64_t diff_bytes;	/* changed bytes those diffs carried */
+	uint64_t msgs_sent, bytes_sent;
+	uint64_t msgs_recv, bytes_recv;
+	uint64_t invalidations; /* cached copies dropped at an acquire */
+	uint64_t notes_sent;	/* home: "this page has a new writer" */
+	uint64_t atomics_served; /* home: atomics run here for others */
+	uint64_t dups;		/* duplicates recognized and not applied */
+	uint64_t malformed;	/* messages dropped: bytes or roles wrong */
+	uint64_t refused;	/* well-formed but dropped: no memory, cache full */
+};
+
+struct dsm_node;
+
+/* Make node @cfg->self. 0, FL_EINVAL (a bad config) or FL_ENOMEM, with
+ * @err saying which. */
+int dsm_node_new(const struct dsm_config *cfg, struct dsm_node **out,
+		 struct fl_err *err);
+/* Free @n and everything it holds; NULL is a no-op. Waits lent to it
+ * are forgotten, never woken. */
+void dsm_node_free(struct dsm_node *n);
+
+void dsm_wait_init(struct dsm_wait *w, void *user);
+
+/* Copy [@off, @off + @len) of @page to @out, or from @in. A miss fetches
+ * the page from its home (DSM_WAIT). A write at the home changes the
+ * master copy; elsewhere the first write after a release keeps a twin
+ * of the page, to diff against at the next release. */
+enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		      uint32_t off, uint32_t len, void *out);
+enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		       uint32_t off, uint32_t len, const void *in);
+
+/* Send every dirty page's diff home; DSM_OK once every home acked all
+ * this node's diffs (and every directory note they caused was acked). */
+enum dsm_res dsm_release(struct dsm_node *n, struct dsm_wait *w);
+/* Release first if anything is unreleased, then drop cached copies of
+ * pages another node may have written (the home's directory says which:
+ * read-only, private and own-single-writer pages stay). */
+enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w);
+
+/* cas (@a expected, @b new), xadd (@a delta), xchg (@a value) on the
+ * 8-byte-aligned little-endian word at @off of @page, run at its home: a
+ * release, the operation, an acquire. *@old: the word before. */
+enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+			uint32_t off, enum dsm_op op, uint64_t a, uint64_t b,
+			uint64_t *old);
+
+/* A message from node @from (as the transport authenticated it). Bytes
+ * are borrowed and hostile: a malformed message, or one whose claimed
+ * sender or role does not fit, is dropped and counted. */
+void dsm_deliver(struct dsm_node *n, int from, const void *msg, size_t len);
+
+void dsm_stats(const struct dsm_node *n, struct dsm_stats *out);
+
+/* For tests and debugging: the master copy of @page if @n is its home
+ * and has it, else NULL. Borrowed until the next call on @n. */
+const uint8_t *dsm_home_page(const struct dsm_node *n, uint64_t page);
+
+#endif

@@ -1,0 +1,327 @@
+/* The caching side of a node: reads and writes, release, acquire and
+ * atomics as the caller sees them, and the replies that complete them
+ * (PAGE, DIFF_ACK, NOTE, ATOMIC_REPLY).
+ *
+ * Happy path of a read of a page homed elsewhere: a miss sends GET and
+ * parks the caller on the page; PAGE installs the copy with what the
+ * directory says of its writers, and wakes every caller parked on it;
+ * their calls, made again, hit. A write hits the same way; the first
+ * write since the last release keeps a twin and puts the page on the
+ * dirty list. dsm_release() diffs each dirty page against its twin,
+ * sends DIFF home, and completes when @outstanding falls to zero: every
+ * diff acked (the home acks only once every sharer acked the notes the
+ * diff caused). dsm_acquire() releases first if needed, then drops each
+ * copy whose writers (as last heard from its home) include another
+ * node. A page's writers only grow, and the home tells every sharer
+ * whose copy stops being safe to keep before it acks the writer's
+ * release: so a node acquiring after that release knows.
+ *
+ * At the home itself a read or write touches the master copy; a write
+ * records the home as a writer (dsm_home.c), and if that needs notes,
+ * the home's own next release waits for them.
+ *
+ * Failure modes: duplicated or stale replies match no request and are
+ * counted (dsm.c); a PAGE that answers a GET sent before an acquire
+ * whose copy would not survive that acquire is dropped and its waiters
+ * fetch again; out of memory is DSM_NOMEM to the caller, nothing done.
+ * There are no drops yet, hence no retransmission.
+ *
+ * Threads: one at a time per node (dsm.h). */
+#include "dsm/dsm_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static bool others_write(const struct dsm_node *n, const struct dsm_page *pg)
+{
+	return (pg->writers & ~dsm__bit(n->self)) != 0;
+}
+
+static enum dsm_res fetch(struct dsm_node *n, struct dsm_page *pg,
+			  struct dsm_wait *w, int home)
+{
+	if (pg->fetch_rid == 0) {
+		struct dsm_msg m = {.type = DSM_MSG_GET, .page = pg->page};
+		if (!dsm__req_add(n, DSM_MSG_GET, home, pg->page, NULL, &m.rid))
+			return DSM_NOMEM;
+		pg->fetch_rid = m.rid;
+		pg->fetch_epoch = n->acq_epoch;
+		dsm__send(n, home, &m);
+	}
+	w->next = pg->waiters;
+	pg->waiters = w;
+	return DSM_WAIT;
+}
+
+/* The page for an access, or a result to return. */
+static enum dsm_res access_page(struct dsm_node *n, struct dsm_wait *w,
+				uint64_t page, uint32_t off, uint32_t len,
+				struct dsm_page **out)
+{
+	int home;
+
+	if (off > DSM_PAGE_SIZE || len > DSM_PAGE_SIZE - off ||
+	    page >= DSM_PAGE_LIMIT || (home = dsm__home(n, page)) < 0)
+		return DSM_BAD;
+	*out = dsm__page(n, page, true);
+	if (*out == NULL)
+		return DSM_NOMEM;
+	if ((*out)->data == NULL)
+		return fetch(n, *out, w, home);
+	return DSM_OK;
+}
+
+enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		      uint32_t off, uint32_t len, void *out)
+{
+	struct dsm_page *pg;
+	enum dsm_res r = access_page(n, w, page, off, len, &pg);
+
+	if (r != DSM_OK)
+		return r;
+	memcpy(out, pg->data + off, len);
+	return DSM_OK;
+}
+
+enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		       uint32_t off, uint32_t len, const void *in)
+{
+	struct dsm_page *pg;
+	enum dsm_res r = access_page(n, w, page, off, len, &pg);
+
+	if (r != DSM_OK)
+		return r;
+	if (dsm__home(n, page) == n->self) {
+		if (!dsm__dir_write(n, pg, n->self, NULL))
+			return DSM_NOMEM;
+	} else if (!pg->dirty) {
+		pg->twin = malloc(DSM_PAGE_SIZE);
+		if (pg->twin == NULL)
+			return DSM_NOMEM;
+		memcpy(pg->twin, pg->data, DSM_PAGE_SIZE);
+		pg->dirty = true;
+		pg->dnext = n->dirty;
+		n->dirty = pg;
+	}
+	memcpy(pg->data + off, in, len);
+	return DSM_OK;
+}
+
+/* ---- Release ---- */
+
+/* Send @pg's diff home (or nothing, if its bytes came back to the
+ * twin's); false: no memory, @pg stays dirty. */
+static bool send_diff(struct dsm_node *n, struct dsm_page *pg)
+{
+	struct fl_buf runs;
+	struct dsm_msg m = {.type = DSM_MSG_DIFF, .page = pg->page};
+	int home = dsm__home(n, pg->page);
+	size_t changed;
+
+	fl_buf_init(&runs);
+	changed = dsm__diff_encode(pg->twin, pg->data, &runs);
+	if (fl_buf_failed(&runs))
+		return false;
+	if (changed > 0) {
+		if (!dsm__req_add(n, DSM_MSG_DIFF, home, pg->page, NULL, &m.rid)) {
+			fl_buf_close(&runs);
+			return false;
+		}
+		m.bytes = runs.data;
+		m.nbytes = runs.len;
+		dsm__send(n, home, &m);
+		pg->diff_inflight = true;
+		n->outstanding++;
+		n->st.diffs_sent++;
+		n->st.diff_bytes += changed;
+	}
+	fl_buf_close(&runs);
+	free(pg->twin);
+	pg->twin = NULL;
+	pg->dirty = false;
+	return true;
+}
+
+enum dsm_res dsm_release(struct dsm_node *n, struct dsm_wait *w)
+{
+	struct dsm_page **pp = &n->dirty;
+
+	while (*pp != NULL) {
+		struct dsm_page *pg = *pp;
+		/* One diff of a page in flight at a time: two could reach
+		 * the home out of order, the older bytes last. */
+		if (pg->diff_inflight) {
+			pp = &pg->dnext;
+			continue;
+		}
+		if (!send_diff(n, pg))
+			return DSM_NOMEM;
+		*pp = pg->dnext;
+		pg->dnext = NULL;
+	}
+	if (n->dirty == NULL && n->outstanding == 0)
+		return DSM_OK;
+	/* Woken when outstanding reaches 0 (a page left dirty behind an
+	 * in-flight diff has one too: its ack is outstanding). */
+	w->next = n->rel_waiters;
+	n->rel_waiters = w;
+	return DSM_WAIT;
+}
+
+/* ---- Acquire ---- */
+
+enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w)
+{
+	enum dsm_res r = dsm_release(n, w);
+
+	if (r != DSM_OK)
+		return r;
+	n->acq_epoch++;
+	for (size_t i = 0; i < n->tab_cap; i++)
+		for (struct dsm_page *pg = n->tab[i]; pg != NULL; pg = pg->hnext) {
+			if (pg->data == NULL || !others_write(n, pg) ||
+			    dsm__home(n, pg->page) == n->self)
+				continue;
+			free(pg->data);
+			pg->data = NULL;
+			n->st.invalidations++;
+		}
+	return DSM_OK;
+}
+
+/* ---- Atomics ---- */
+
+enum { PHASE_START, PHASE_REMOTE, PHASE_ACQUIRE };
+
+enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+			uint32_t off, enum dsm_op op, uint64_t a, uint64_t b,
+			uint64_t *old)
+{
+	enum dsm_res r;
+	int home;
+
+	if (off % 8 != 0 || off > DSM_PAGE_SIZE - 8 || (unsigned)op > DSM_XCHG ||
+	    page >= DSM_PAGE_LIMIT || (home = dsm__home(n, page)) < 0)
+		return DSM_BAD;
+	switch (w->phase) {
+	case PHASE_START:
+		if ((r = dsm_release(n, w)) != DSM_OK)
+			return r;
+		if (home == n->self) {
+			struct dsm_page *pg = dsm__page(n, page, true);
+			bool stored;
+			if (pg == NULL)
+				return DSM_NOMEM;
+			/* The word changes under every cached copy: the home
+			 * is its writer. If that needs notes, the acquire
+			 * below waits for them (outstanding). */
+			if (dsm__atomic_stores(pg->data, off, op, a) &&
+			    !dsm__dir_write(n, pg, n->self, NULL))
+				return DSM_NOMEM;
+			w->old = dsm__atomic_run(pg->data, off, op, a, b, &stored);
+		} else {
+			struct dsm_msg m = {.type = DSM_MSG_ATOMIC,
+					    .page = page,
+					    .op = (uint8_t)op,
+					    .off = (uint16_t)off,
+					    .a = a,
+					    .b = b};
+			if (!dsm__req_add(n, DSM_MSG_ATOMIC, home, page, w, &m.rid))
+				return DSM_NOMEM;
+			dsm__send(n, home, &m);
+			w->phase = PHASE_REMOTE;
+			return DSM_WAIT;
+		}
+		w->phase = PHASE_ACQUIRE;
+		break;
+	case PHASE_REMOTE:
+		return DSM_WAIT; /* not woken yet: the wake still follows */
+	default:
+		break;
+	}
+	if ((r = dsm_acquire(n, w)) != DSM_OK)
+		return r;
+	*old = w->old;
+	w->phase = PHASE_START;
+	return DSM_OK;
+}
+
+/* ---- Replies ---- */
+
+/* Take the newer of what we knew and what @m says of the writers. */
+static void learn(struct dsm_page *pg, const struct dsm_msg *m)
+{
+	if (m->dver > pg->dver) {
+		pg->writers = m->writers;
+		pg->dver = m->dver;
+	}
+}
+
+void dsm__recv_page(struct dsm_node *n, const struct dsm_msg *m)
+{
+	struct dsm_req rq;
+	struct dsm_page *pg;
+
+	if (!dsm__req_take(n, m->rid, DSM_MSG_GET, m->from, &rq) ||
+	    rq.page != m->page ||
+	    (pg = dsm__page(n, m->page, false)) == NULL || pg->fetch_rid != m->rid) {
+		n->st.dups++;
+		return;
+	}
+	pg->fetch_rid = 0;
+	learn(pg, m);
+	pg->sharers = m->sharers;
+	/* Served maybe before an acquire made since the GET: keep it only
+	 * if that acquire would have kept it. */
+	if (pg->data == NULL && (pg->fetch_epoch == n->acq_epoch ||
+				 !others_write(n, pg))) {
+		pg->data = malloc(DSM_PAGE_SIZE);
+		if (pg->data != NULL) {
+			memcpy(pg->data, m->bytes, DSM_PAGE_SIZE);
+			n->st.pages_fetched++;
+		}
+	}
+	dsm__wake_all(n, &pg->waiters); /* a miss again fetches again */
+}
+
+void dsm__recv_diff_ack(struct dsm_node *n, const struct dsm_msg *m)
+{
+	struct dsm_req rq;
+	struct dsm_page *pg;
+
+	if (!dsm__req_take(n, m->rid, DSM_MSG_DIFF, m->from, &rq) ||
+	    rq.page != m->page || (pg = dsm__page(n, m->page, false)) == NULL) {
+		n->st.dups++;
+		return;
+	}
+	learn(pg, m);
+	pg->diff_inflight = false;
+	dsm__outstanding_dec(n);
+}
+
+void dsm__recv_note(struct dsm_node *n, const struct dsm_msg *m)
+{
+	struct dsm_page *pg = dsm__page(n, m->page, false);
+	struct dsm_msg ack = {.type = DSM_MSG_NOTE_ACK, .rid = m->rid,
+			      .page = m->page};
+
+	/* Idempotent: a duplicate changes nothing and is acked again. A
+	 * page we never asked for has no copy to keep: nothing to learn. */
+	if (pg != NULL)
+		learn(pg, m);
+	dsm__send(n, m->from, &ack);
+}
+
+void dsm__recv_atomic_reply(struct dsm_node *n, const struct dsm_msg *m)
+{
+	struct dsm_req rq;
+
+	if (!dsm__req_take(n, m->rid, DSM_MSG_ATOMIC, m->from, &rq) ||
+	    rq.page != m->page || rq.w == NULL) {
+		n->st.dups++;
+		return;
+	}
+	rq.w->old = m->old;
+	rq.w->phase = PHASE_ACQUIRE;
+	n->io.wake(n->io.ctx, rq.w);
+}

@@ -1,0 +1,1248 @@
+/* Unit tests for src/dsm/: the DSM protocol core on a deterministic
+ * simulator.
+ *
+ * The simulator runs N nodes (2..5) in this process. Each node runs one
+ * or more threads (MAXT), each a small program, a state machine that makes one DSM call per step and,
+ * on DSM_WAIT, parks until the core wakes it (a wake of a node that is
+ * not parked fails the test: the wake-once contract). Every message sent
+ * is copied into a queue with a random delay (1..20 ticks) and, by
+ * default, duplicated one time in ten; each tick the scheduler, from a
+ * seeded PRNG, either delivers a random message that is due (so
+ * messages are reordered freely) or steps a random runnable node. No
+ * drops yet. A run ends when every program finished and the queue is
+ * empty; it fails if no program can run and no message is in flight
+ * (a deadlock) or after a bound on ticks. Page homes are drawn per seed.
+ *
+ * Each test runs 200 seeds (DSM_STRESS_SEEDS=N runs N, DSM_SEED=S runs
+ * only seed S); a failure names its seed, and a seed replays exactly.
+ *
+ *  - litmus MP, with fences and with an atomic flag: data then flag
+ *    released on one node; a node that saw the flag and acquired sees
+ *    the data; again with more threads on the reader's node, reading
+ *    the data with no fence (a copy they fetch before the acquire must
+ *    not serve reads after it);
+ *  - threads of one node overwriting one word between releases: the
+ *    home ends with the node's last write (one diff of a page in flight
+ *    at a time);
+ *  - xadd counters from every node: exact totals, every old value of
+ *    the shared counter seen once (linearizable);
+ *  - a cas lock guarding two words that must be equal inside it;
+ *  - false sharing down to interleaved bytes of one page: the home
+ *    merges every writer's bytes; each node fetches the page twice
+ *    (first write, after the barrier) and sends one diff per round;
+ *  - read-only and private pages survive acquires: one GET each;
+ *  - duplicates change nothing: the same seeds with no duplication and
+ *    with 40%, then every message of the run delivered once more, give
+ *    the same master copies. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "dsm/dsm_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXN 5
+#define MAXT 3 /* threads per node */
+#define NPAGES 32
+#define MAX_TICKS 4000000u
+
+/* ---- The simulator ---- */
+
+struct sim;
+
+struct proc {
+	struct sim *s;
+	int id;	 /* its node */
+	int tid; /* which of the node's threads */
+	struct dsm_wait w;
+	bool parked, done;
+	int pc, i, k, round;
+	bool flag;
+	uint64_t old;
+	uint8_t buf[DSM_PAGE_SIZE];
+};
+
+struct msg {
+	int from, to;
+	uint64_t due;
+	size_t len;
+	uint8_t *bytes;
+};
+
+typedef void step_fn(struct sim *s, struct proc *p);
+
+struct sim {
+	uint64_t seed, rng;
+	int n;
+	int homes[NPAGES];
+	struct dsm_node *node[MAXN];
+	struct proc proc[MAXN * MAXT];
+	int nproc;
+	struct nodectx {
+		struct sim *s;
+		int id;
+	} ctx[MAXN];
+	struct msg *q;
+	size_t nq, capq;
+	struct msg *log; /* every message sent, when @record */
+	size_t nlog, caplog;
+	bool record;
+	uint64_t now;
+	unsigned dup_pct, max_delay;
+	unsigned gets[MAXN][NPAGES]; /* GETs sent, by node and page */
+	step_fn *step;
+	void *sc; /* the scenario */
+};
+
+#define FAIL(s, ...)                                                          \
+	do {                                                                  \
+		print_error("seed %" PRIu64 ": ", (s)->seed);                \
+		fail_msg(__VA_ARGS__);                                        \
+	} while (0)
+
+static uint64_t rnd(struct sim *s)
+{
+	uint64_t z = (s->rng += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static unsigned below(struct sim *s, unsigned n)
+{
+	return (unsigned)(rnd(s) % n);
+}
+
+static int home_of(void *ctx, uint64_t page)
+{
+	struct sim *s = ctx;
+
+	return s->homes[page % NPAGES];
+}
+
+static void push(struct msg **a, size_t *n, size_t *cap, struct msg m)
+{
+	if (*n == *cap) {
+		*cap = *cap ? *cap * 2 : 64;
+		*a = realloc(*a, *cap * sizeof **a);
+		assert_non_null(*a);
+	}
+	(*a)[(*n)++] = m;
+}
+
+static struct msg copy_msg(int from, int to, uint64_t due, const void *p,
+			   size_t len)
+{
+	struct msg m = {from, to, due, len, malloc(len)};
+
+	assert_non_null(m.bytes);
+	memcpy(m.bytes, p, len);
+	return m;
+}
+
+static void enqueue(struct sim *s, int from, int to, const void *p, size_t len)
+{
+	/* One message in twenty is slow: ten times the usual delay. */
+	unsigned span = below(s, 20) == 0 ? 10 * s->max_delay : s->max_delay;
+	uint64_t due = s->now + 1 + below(s, span);
+
+	push(&s->q, &s->nq, &s->capq, copy_msg(from, to, due, p, len));
+}
+
+static void io_send(void *ctx, int to, const void *p, size_t len)
+{
+	struct nodectx *pr = ctx;
+	struct sim *s = pr->s;
+	struct dsm_msg m;
+
+	if (to < 0 || to >= s->n || to == pr->id)
+		FAIL(s, "node %d sends to %d", pr->id, to);
+	if (dsm__msg_decode(p, len, &m) != 0)
+		FAIL(s, "node %d sent a message its own decoder refuses", pr->id);
+	if (m.type == DSM_MSG_GET)
+		s->gets[pr->id][m.page % NPAGES]++;
+	enqueue(s, pr->id, to, p, len);
+	if (below(s, 100) < s->dup_pct)
+		enqueue(s, pr->id, to, p, len);
+	if (s->record)
+		push(&s->log, &s->nlog, &s->caplog, copy_msg(pr->id, to, 0, p, len));
+}
+
+static void io_wake(void *ctx, struct dsm_wait *w)
+{
+	struct nodectx *nc = ctx;
+	struct proc *pr = w->user;
+
+	if (pr->id != nc->id || w != &pr->w)
+		FAIL(nc->s, "node %d: woken with a wait not its own", nc->id);
+	if (!pr->parked)
+		FAIL(pr->s, "node %d: woken while not parked (pc %d)", pr->id, pr->pc);
+	pr->parked = false;
+}
+
+static void sim_init(struct sim *s, uint64_t seed, int n, step_fn *step,
+		     void *sc)
+{
+	memset(s, 0, sizeof *s);
+	s->seed = seed;
+	s->rng = seed * 0x2545f4914f6cdd1dull + 1;
+	s->n = n;
+	s->dup_pct = 10;
+	s->max_delay = 20;
+	s->step = step;
+	s->sc = sc;
+	for (int i = 0; i < NPAGES; i++)
+		s->homes[i] = (int)below(s, (unsigned)n);
+}
+
+/* Make the nodes (after the scenario set the homes it wants), each
+ * running @threads programs. */
+static void sim_start_threads(struct sim *s, int threads)
+{
+	s->nproc = s->n * threads;
+	for (int i = 0; i < s->nproc; i++) {
+		struct proc *p = &s->proc[i];
+		p->s = s;
+		p->id = i % s->n;
+		p->tid = i / s->n;
+		dsm_wait_init(&p->w, p);
+	}
+	for (int i = 0; i < s->n; i++) {
+		struct dsm_config cfg = {
+		    .self = i,
+		    .nodes = s->n,
+		    .home = home_of,
+		    .home_ctx = s,
+		    .io = {io_send, io_wake, &s->ctx[i]},
+		};
+		struct fl_err err;
+		s->ctx[i].s = s;
+		s->ctx[i].id = i;
+		assert_int_equal(dsm_node_new(&cfg, &s->node[i], &err), 0);
+	}
+}
+
+static void sim_start(struct sim *s)
+{
+	sim_start_threads(s, 1);
+}
+
+/* What the runs of one test added up to, printed after it. */
+static struct dsm_stats total;
+static uint64_t total_runs, total_ticks;
+
+static void sim_close(struct sim *s)
+{
+	for (int i = 0; i < s->n && s->node[i] != NULL; i++) {
+		struct dsm_stats st;
+		dsm_stats(s->node[i], &st);
+		total.pages_fetched += st.pages_fetched;
+		total.diffs_sent += st.diffs_sent;
+		total.msgs_sent += st.msgs_sent;
+		total.invalidations += st.invalidations;
+		total.notes_sent += st.notes_sent;
+		total.atomics_served += st.atomics_served;
+		total.dups += st.dups;
+	}
+	total_runs++;
+	total_ticks += s->now;
+	for (int i = 0; i < s->n; i++)
+		dsm_node_free(s->node[i]);
+	for (size_t i = 0; i < s->nq; i++)
+		free(s->q[i].bytes);
+	for (size_t i = 0; i < s->nlog; i++)
+		free(s->log[i].bytes);
+	free(s->q);
+	free(s->log);
+}
+
+static void deliver(struct sim *s, size_t i)
+{
+	struct msg m = s->q[i];
+
+	s->q[i] = s->q[--s->nq];
+	dsm_deliver(s->node[m.to], m.from, m.bytes, m.len);
+	free(m.bytes);
+}
+
+static void sim_run(struct sim *s)
+{
+	for (uint64_t ticks = 0;; ticks++, s->now++) {
+		int run[MAXN * MAXT], nrun = 0;
+		size_t ndue = 0;
+		bool alldone = true;
+
+		for (int i = 0; i < s->nproc; i++) {
+			alldone &= s->proc[i].done;
+			if (!s->proc[i].done && !s->proc[i].parked)
+				run[nrun++] = i;
+		}
+		for (size_t i = 0; i < s->nq; i++)
+			ndue += s->q[i].due <= s->now;
+		if (s->nq == 0 && nrun == 0) {
+			if (!alldone)
+				for (int i = 0; i < s->nproc; i++)
+					if (!s->proc[i].done)
+						FAIL(s, "deadlock: node %d thread %d parked "
+							"at pc %d, nothing in flight",
+						     s->proc[i].id, s->proc[i].tid,
+						     s->proc[i].pc);
+			return;
+		}
+		if (ticks > MAX_TICKS)
+			FAIL(s, "no end after %u ticks", MAX_TICKS);
+		if (ndue > 0 && (nrun == 0 || below(s, 2) == 0)) {
+			size_t k = below(s, (unsigned)ndue);
+			for (size_t i = 0; i < s->nq; i++)
+				if (s->q[i].due <= s->now && k-- == 0) {
+					deliver(s, i);
+					break;
+				}
+		} else if (nrun > 0) {
+			s->step(s, &s->proc[run[below(s, (unsigned)nrun)]]);
+		}
+	}
+}
+
+/* Deliver every message the run sent once more, in a random order and
+ * with random delays, and let the replies settle. */
+static void sim_replay(struct sim *s)
+{
+	for (size_t i = s->nlog; i > 1; i--) {
+		size_t j = below(s, (unsigned)i);
+		struct msg t = s->log[i - 1];
+		s->log[i - 1] = s->log[j];
+		s->log[j] = t;
+	}
+	s->record = false;
+	for (size_t i = 0; i < s->nlog; i++)
+		enqueue(s, s->log[i].from, s->log[i].to, s->log[i].bytes,
+			s->log[i].len);
+	sim_run(s);
+}
+
+static uint64_t seeds(void)
+{
+	const char *e = getenv("DSM_STRESS_SEEDS");
+
+	return e != NULL && atoi(e) > 0 ? (uint64_t)atoi(e) : 200;
+}
+
+/* Run @one for each seed (or only DSM_SEED). */
+static void each_seed(void (*one)(uint64_t seed))
+{
+	const char *only = getenv("DSM_SEED");
+	uint64_t n = seeds();
+
+	memset(&total, 0, sizeof total);
+	total_runs = total_ticks = 0;
+	if (only != NULL)
+		one(strtoull(only, NULL, 0));
+	else
+		for (uint64_t seed = 1; seed <= n; seed++)
+			one(seed);
+	print_message("%" PRIu64 " runs, %" PRIu64 " ticks: %" PRIu64
+		      " messages, %" PRIu64 " fetches, %" PRIu64 " diffs, %" PRIu64
+		      " invalidations, %" PRIu64 " notes, %" PRIu64
+		      " atomics, %" PRIu64 " duplicates dropped\n",
+		      total_runs, total_ticks, total.msgs_sent, total.pages_fetched,
+		      total.diffs_sent, total.invalidations, total.notes_sent,
+		      total.atomics_served, total.dups);
+}
+
+/* A step makes one call; on DSM_WAIT the node parks and the same step
+ * runs again once woken. */
+#define DO(call)                                                              \
+	do {                                                                  \
+		enum dsm_res r_ = (call);                                     \
+		if (r_ == DSM_WAIT) {                                         \
+			p->parked = true;                                     \
+			return;                                               \
+		}                                                             \
+		if (r_ != DSM_OK)                                             \
+			FAIL(s, "node %d pc %d: %s: %d", p->id, p->pc, #call, \
+			     (int)r_);                                        \
+	} while (0)
+
+#define NODE (s->node[p->id])
+
+static uint64_t get64(const uint8_t *b)
+{
+	return fl_load_u64(b);
+}
+
+static uint64_t home64(struct sim *s, uint64_t page, uint32_t off)
+{
+	const uint8_t *pg = dsm_home_page(s->node[s->homes[page]], page);
+
+	return pg != NULL ? get64(pg + off) : 0;
+}
+
+static int nodes_for(uint64_t seed)
+{
+	return 2 + (int)(seed % (MAXN - 1));
+}
+
+/* A page not in @avoid[0..n). */
+static uint64_t other_page(struct sim *s, const uint64_t *avoid, int n)
+{
+	for (;;) {
+		uint64_t pg = 1 + below(s, NPAGES - 1);
+		bool ok = true;
+		for (int i = 0; i < n; i++)
+			ok &= pg != avoid[i];
+		if (ok)
+			return pg;
+	}
+}
+
+/* ---- Litmus MP ---- */
+
+struct mp {
+	int a, b;
+	bool atomic, prime;
+	uint64_t dpage[2], fpage;
+	uint32_t doff[4], foff;
+	uint64_t val;
+};
+
+static void mp_step(struct sim *s, struct proc *p)
+{
+	struct mp *t = s->sc;
+	uint64_t v, one = 1;
+
+	if (p->tid > 0) {
+		/* More threads on B's node read the data with no fence: a
+		 * copy they fetch may predate A's release, and must not
+		 * serve B's reads after its acquire. */
+		if (p->id != t->b || p->i == 40) {
+			p->done = true;
+			return;
+		}
+		DO(dsm_read(NODE, &p->w, t->dpage[p->i % 2], t->doff[p->i % 4], 8,
+			    p->buf));
+		p->i++;
+		return;
+	}
+	if (p->id == t->a) {
+		switch (p->pc) {
+		case 0: /* the data, on two pages */
+			v = t->val + (uint64_t)p->i;
+			DO(dsm_write(NODE, &p->w, t->dpage[p->i % 2], t->doff[p->i],
+				     8, &v));
+			if (++p->i == 4)
+				p->pc = t->atomic ? 4 : 1;
+			return;
+		case 1:
+			DO(dsm_release(NODE, &p->w));
+			p->pc = 2;
+			return;
+		case 2:
+			DO(dsm_write(NODE, &p->w, t->fpage, t->foff, 8, &one));
+			p->pc = 3;
+			return;
+		case 3:
+			DO(dsm_release(NODE, &p->w));
+			p->done = true;
+			return;
+		case 4:
+			DO(dsm_atomic(NODE, &p->w, t->fpage, t->foff, DSM_XCHG, 1, 0,
+				      &p->old));
+			p->done = true;
+			return;
+		}
+	} else if (p->id == t->b) {
+		switch (p->pc) {
+		case 0: /* cache the data pages first: acquire must drop them */
+			if (!t->prime) {
+				p->pc = t->atomic ? 3 : 1;
+				return;
+			}
+			DO(dsm_read(NODE, &p->w, t->dpage[p->i % 2], t->doff[p->i], 8,
+				    p->buf));
+			if (++p->i == 4) {
+				p->i = 0;
+				p->pc = t->atomic ? 3 : 1;
+			}
+			return;
+		case 1:
+			DO(dsm_acquire(NODE, &p->w));
+			p->pc = 2;
+			return;
+		case 2:
+			DO(dsm_read(NODE, &p->w, t->fpage, t->foff, 8, p->buf));
+			p->pc = get64(p->buf) == 1 ? 4 : 1;
+			return;
+		case 3:
+			DO(dsm_atomic(NODE, &p->w, t->fpage, t->foff, DSM_XADD, 0, 0,
+				      &p->old));
+			p->pc = p->old == 1 ? 5 : 3;
+			return;
+		case 4: /* saw the flag: a fence, then the data */
+			DO(dsm_acquire(NODE, &p->w));
+			p->pc = 5;
+			return;
+		case 5:
+			DO(dsm_read(NODE, &p->w, t->dpage[p->i % 2], t->doff[p->i], 8,
+				    p->buf));
+			if (get64(p->buf) != t->val + (uint64_t)p->i)
+				FAIL(s, "MP%s: node %d saw the flag but data word %d "
+					"is %" PRIu64 ", not %" PRIu64,
+				     t->atomic ? " (atomic)" : "", p->id, p->i,
+				     get64(p->buf), t->val + (uint64_t)p->i);
+			if (++p->i == 4)
+				p->done = true;
+			return;
+		}
+	} else {
+		/* Bystanders read everything and acquire: more sharers to
+		 * note, more traffic to reorder. */
+		switch (p->pc) {
+		case 0:
+			DO(dsm_read(NODE, &p->w, p->i % 3 == 2 ? t->fpage
+							       : t->dpage[p->i % 3],
+				    p->i % 3 == 2 ? t->foff : t->doff[p->i % 3], 8,
+				    p->buf));
+			p->pc = 1;
+			return;
+		case 1:
+			DO(dsm_acquire(NODE, &p->w));
+			p->pc = 0;
+			if (++p->i == 12)
+				p->done = true;
+			return;
+		}
+	}
+}
+
+static int mp_threads = 1;
+
+static void mp_one(uint64_t seed)
+{
+	struct sim s;
+	struct mp t;
+
+	memset(&t, 0, sizeof t);
+	sim_init(&s, seed, nodes_for(seed), mp_step, &t);
+	t.atomic = seed % 2 == 0;
+	t.prime = seed / 2 % 2 == 0;
+	t.a = (int)below(&s, (unsigned)s.n);
+	t.b = (t.a + 1 + (int)below(&s, (unsigned)s.n - 1)) % s.n;
+	t.dpage[0] = 1 + below(&s, NPAGES - 1);
+	t.dpage[1] = 1 + below(&s, NPAGES - 1);
+	t.fpage = other_page(&s, t.dpage, 2);
+	for (int k = 0; k < 4; k++)
+		t.doff[k] = 8 * (uint32_t)k + 32 * below(&s, 120); /* distinct */
+	t.foff = 8 * below(&s, 512);
+	t.val = rnd(&s) | 1;
+	sim_start_threads(&s, mp_threads);
+	sim_run(&s);
+	sim_close(&s);
+}
+
+static void test_mp(void **state)
+{
+	(void)state;
+	mp_threads = 1;
+	each_seed(mp_one);
+}
+
+static void test_mp_threads(void **state)
+{
+	(void)state;
+	mp_threads = MAXT;
+	each_seed(mp_one);
+}
+
+/* ---- Threads of one node writing one word ---- */
+
+#define SW_ROUNDS 8
+
+struct sw {
+	int writer;
+	uint64_t page;
+	uint32_t off;
+};
+
+static void sw_step(struct sim *s, struct proc *p)
+{
+	struct sw *t = s->sc;
+	uint64_t v = (uint64_t)p->tid << 32 | (uint64_t)p->round;
+
+	if (p->id != t->writer) {
+		p->done = true;
+		return;
+	}
+	/* Racy on purpose: the node's threads overwrite each other; what
+	 * must hold is that the home ends with what the node last wrote. */
+	switch (p->pc) {
+	case 0:
+		DO(dsm_write(NODE, &p->w, t->page, t->off, 8, &v));
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_release(NODE, &p->w));
+		p->pc = 0;
+		if (++p->round == SW_ROUNDS)
+			p->done = true;
+		return;
+	}
+}
+
+static void sw_one(uint64_t seed)
+{
+	struct sim s;
+	struct sw t;
+	struct proc *p;
+	uint8_t mine[8];
+
+	sim_init(&s, seed, nodes_for(seed), sw_step, &t);
+	t.page = 1 + below(&s, NPAGES - 1);
+	t.off = 8 * below(&s, 512);
+	t.writer = (s.homes[t.page] + 1 + (int)below(&s, (unsigned)s.n - 1)) % s.n;
+	sim_start_threads(&s, MAXT);
+	sim_run(&s);
+	p = &s.proc[t.writer];
+	/* The writer's copy survives (it is the only writer): it and the
+	 * master must agree. */
+	assert_int_equal(dsm_read(s.node[t.writer], &p->w, t.page, t.off, 8, mine),
+			 DSM_OK);
+	if (get64(mine) != home64(&s, t.page, t.off))
+		FAIL(&s, "the writer's copy holds %" PRIx64 ", the home %" PRIx64,
+		     get64(mine), home64(&s, t.page, t.off));
+	sim_close(&s);
+}
+
+static void test_threads_one_word(void **state)
+{
+	(void)state;
+	each_seed(sw_one);
+}
+
+/* ---- Counters ---- */
+
+#define CNT_K 12
+
+struct cnt {
+	uint64_t page[2];
+	uint8_t seen[MAXN * CNT_K];
+};
+
+static uint32_t cnt_off(int c)
+{
+	return 8 * (uint32_t)(1 + c);
+}
+
+static void cnt_step(struct sim *s, struct proc *p)
+{
+	struct cnt *t = s->sc;
+	int c = (p->id + p->k) % s->n;
+
+	switch (p->pc) {
+	case 0:
+		DO(dsm_atomic(NODE, &p->w, t->page[c % 2], cnt_off(c), DSM_XADD, 1,
+			      0, &p->old));
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_atomic(NODE, &p->w, t->page[0], 0, DSM_XADD, 1, 0, &p->old));
+		if (p->old >= (uint64_t)s->n * CNT_K || t->seen[p->old]++)
+			FAIL(s, "xadd on the total returned %" PRIu64 " twice or "
+				"out of range",
+			     p->old);
+		p->pc = 0;
+		if (++p->k == CNT_K)
+			p->done = true;
+		return;
+	}
+}
+
+static void cnt_one(uint64_t seed)
+{
+	struct sim s;
+	struct cnt t;
+
+	memset(&t, 0, sizeof t);
+	sim_init(&s, seed, nodes_for(seed), cnt_step, &t);
+	t.page[0] = 1 + below(&s, NPAGES - 1);
+	t.page[1] = 1 + below(&s, NPAGES - 1);
+	sim_start(&s);
+	sim_run(&s);
+	if (home64(&s, t.page[0], 0) != (uint64_t)s.n * CNT_K)
+		FAIL(&s, "total %" PRIu64 ", not %d", home64(&s, t.page[0], 0),
+		     s.n * CNT_K);
+	for (int c = 0; c < s.n; c++)
+		if (home64(&s, t.page[c % 2], cnt_off(c)) != CNT_K)
+			FAIL(&s, "counter %d is %" PRIu64 ", not %d", c,
+			     home64(&s, t.page[c % 2], cnt_off(c)), CNT_K);
+	sim_close(&s);
+}
+
+static void test_counters(void **state)
+{
+	(void)state;
+	each_seed(cnt_one);
+}
+
+/* ---- A lock built from cas ---- */
+
+#define LOCK_K 6
+
+struct lk {
+	uint64_t lpage, xpage, ypage;
+	uint32_t loff, xoff, yoff;
+	int owner;
+};
+
+static void lock_step(struct sim *s, struct proc *p)
+{
+	struct lk *t = s->sc;
+	uint64_t v;
+
+	switch (p->pc) {
+	case 0:
+		DO(dsm_atomic(NODE, &p->w, t->lpage, t->loff, DSM_CAS, 0, 1,
+			      &p->old));
+		if (p->old != 0)
+			return; /* held: spin */
+		if (t->owner != -1)
+			FAIL(s, "node %d took the lock node %d holds", p->id,
+			     t->owner);
+		t->owner = p->id;
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_read(NODE, &p->w, t->xpage, t->xoff, 8, p->buf));
+		p->pc = 2;
+		return;
+	case 2:
+		DO(dsm_read(NODE, &p->w, t->ypage, t->yoff, 8, p->buf + 8));
+		if (get64(p->buf) != get64(p->buf + 8))
+			FAIL(s, "node %d holds the lock and sees x %" PRIu64
+				" != y %" PRIu64,
+			     p->id, get64(p->buf), get64(p->buf + 8));
+		p->pc = 3;
+		return;
+	case 3:
+		v = get64(p->buf) + 1;
+		DO(dsm_write(NODE, &p->w, t->xpage, t->xoff, 8, &v));
+		p->pc = 4;
+		return;
+	case 4:
+		v = get64(p->buf) + 1;
+		DO(dsm_write(NODE, &p->w, t->ypage, t->yoff, 8, &v));
+		p->pc = 5;
+		return;
+	case 5:
+		if (!p->flag) {
+			p->flag = true;
+			t->owner = -1;
+		}
+		DO(dsm_atomic(NODE, &p->w, t->lpage, t->loff, DSM_XCHG, 0, 0,
+			      &p->old));
+		if (p->old != 1)
+			FAIL(s, "node %d unlocked a lock word of %" PRIu64, p->id,
+			     p->old);
+		p->flag = false;
+		p->pc = 0;
+		if (++p->k == LOCK_K)
+			p->done = true;
+		return;
+	}
+}
+
+static void lock_setup(struct sim *s, struct lk *t)
+{
+	t->owner = -1;
+	t->lpage = 1 + below(s, NPAGES - 1);
+	t->xpage = 1 + below(s, NPAGES - 1);
+	t->ypage = 1 + below(s, NPAGES - 1);
+	t->loff = 8 * below(s, 100);
+	t->xoff = 800 + 8 * below(s, 100);
+	t->yoff = 1600 + 8 * below(s, 100);
+}
+
+static void lock_check(struct sim *s, const struct lk *t)
+{
+	uint64_t x = home64(s, t->xpage, t->xoff), y = home64(s, t->ypage, t->yoff);
+
+	if (x != (uint64_t)s->n * LOCK_K || y != x)
+		FAIL(s, "after the run x %" PRIu64 ", y %" PRIu64 ", not %d", x, y,
+		     s->n * LOCK_K);
+}
+
+static void lock_one(uint64_t seed)
+{
+	struct sim s;
+	struct lk t;
+
+	sim_init(&s, seed, nodes_for(seed), lock_step, &t);
+	lock_setup(&s, &t);
+	sim_start(&s);
+	sim_run(&s);
+	lock_check(&s, &t);
+	sim_close(&s);
+}
+
+static void test_lock(void **state)
+{
+	(void)state;
+	each_seed(lock_one);
+}
+
+/* ---- False sharing ---- */
+
+#define FS_BYTES 480 /* interleaved: byte j belongs to node j % n */
+#define FS_ROUNDS 3
+
+struct fs {
+	uint64_t page, bpage;
+	uint32_t boff;
+};
+
+static uint8_t fs_val(int round, int node)
+{
+	return (uint8_t)(round + 1 + node * 8);
+}
+
+static void fs_step(struct sim *s, struct proc *p)
+{
+	struct fs *t = s->sc;
+	uint8_t v;
+
+	switch (p->pc) {
+	case 0: /* this node's bytes: id, id + n, id + 2n, ... */
+		v = fs_val(p->round, p->id);
+		DO(dsm_write(NODE, &p->w, t->page,
+			     (uint32_t)(p->id + p->i * s->n), 1, &v));
+		if (p->id + ++p->i * s->n >= FS_BYTES)
+			p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_release(NODE, &p->w));
+		p->i = 0;
+		p->pc = ++p->round < FS_ROUNDS ? 0 : 2;
+		return;
+	case 2: /* a barrier */
+		DO(dsm_atomic(NODE, &p->w, t->bpage, t->boff, DSM_XADD, 1, 0,
+			      &p->old));
+		p->pc = 3;
+		return;
+	case 3:
+		DO(dsm_atomic(NODE, &p->w, t->bpage, t->boff, DSM_XADD, 0, 0,
+			      &p->old));
+		if (p->old == (uint64_t)s->n)
+			p->pc = 4;
+		return;
+	case 4:
+		DO(dsm_read(NODE, &p->w, t->page, 0, DSM_PAGE_SIZE, p->buf));
+		for (int j = 0; j < DSM_PAGE_SIZE; j++) {
+			uint8_t want = j < FS_BYTES ? fs_val(FS_ROUNDS - 1, j % s->n)
+						    : 0;
+			if (p->buf[j] != want)
+				FAIL(s, "node %d reads byte %d as %u, not %u (its "
+					"writer node %d's last)",
+				     p->id, j, p->buf[j], want, j % s->n);
+		}
+		p->done = true;
+		return;
+	}
+}
+
+static void fs_setup(struct sim *s, struct fs *t)
+{
+	t->page = 1 + below(s, NPAGES - 1);
+	t->bpage = other_page(s, &t->page, 1);
+	t->boff = 8 * below(s, 512);
+}
+
+static void fs_check_traffic(struct sim *s, const struct fs *t)
+{
+	for (int i = 0; i < s->n; i++) {
+		struct dsm_stats st;
+		unsigned mine = 0;
+		for (int j = i; j < FS_BYTES; j += s->n)
+			mine++;
+		dsm_stats(s->node[i], &st);
+		if (i == s->homes[t->page]) {
+			if (s->gets[i][t->page] != 0 || st.diffs_sent != 0)
+				FAIL(s, "the home node %d fetched or diffed its page", i);
+			continue;
+		}
+		/* No ping-pong: one fetch to write, one after the barrier. */
+		if (s->gets[i][t->page] != 2)
+			FAIL(s, "node %d fetched the falsely shared page %u times, "
+				"not 2",
+			     i, s->gets[i][t->page]);
+		if (st.diffs_sent != FS_ROUNDS || st.diff_bytes != FS_ROUNDS * mine)
+			FAIL(s, "node %d sent %" PRIu64 " diffs of %" PRIu64
+				" bytes, not %d of %u",
+			     i, st.diffs_sent, st.diff_bytes, FS_ROUNDS,
+			     FS_ROUNDS * mine);
+	}
+}
+
+static void fs_one(uint64_t seed)
+{
+	struct sim s;
+	struct fs t;
+
+	sim_init(&s, seed, nodes_for(seed), fs_step, &t);
+	fs_setup(&s, &t);
+	sim_start(&s);
+	sim_run(&s);
+	fs_check_traffic(&s, &t);
+	sim_close(&s);
+}
+
+static void test_false_sharing(void **state)
+{
+	(void)state;
+	each_seed(fs_one);
+}
+
+/* ---- Read-only and private pages ---- */
+
+#define RO_PAGES 3
+#define RO_ROUNDS 6
+
+struct ro {
+	uint64_t r[RO_PAGES], q[MAXN], wpage, cpage;
+};
+
+static void ro_step(struct sim *s, struct proc *p)
+{
+	struct ro *t = s->sc;
+	uint64_t v;
+
+	switch (p->pc) {
+	case 0: /* read every read-only page */
+		DO(dsm_read(NODE, &p->w, t->r[p->i], 8 * (uint32_t)p->i, 8, p->buf));
+		if (++p->i == RO_PAGES) {
+			p->i = 0;
+			p->pc = 1;
+		}
+		return;
+	case 1: /* write this node's private page */
+		v = (uint64_t)p->id + 1;
+		DO(dsm_write(NODE, &p->w, t->q[p->id], 16, 8, &v));
+		p->pc = 2;
+		return;
+	case 2: /* node 0 writes a shared page every round */
+		if (p->id == 0) {
+			v = (uint64_t)p->round + 1;
+			DO(dsm_write(NODE, &p->w, t->wpage, 0, 8, &v));
+		}
+		p->pc = 3;
+		return;
+	case 3: /* a fence: an acquire, or an atomic */
+		if (p->round % 2 == 0)
+			DO(dsm_acquire(NODE, &p->w));
+		else
+			DO(dsm_atomic(NODE, &p->w, t->cpage, 0, DSM_XADD, 1, 0,
+				      &p->old));
+		p->pc = 4;
+		return;
+	case 4:
+		DO(dsm_read(NODE, &p->w, t->r[p->i], 8 * (uint32_t)p->i, 8, p->buf));
+		if (get64(p->buf) != 0)
+			FAIL(s, "read-only page %" PRIu64 " changed", t->r[p->i]);
+		if (++p->i == RO_PAGES) {
+			p->i = 0;
+			p->pc = 5;
+		}
+		return;
+	case 5:
+		DO(dsm_read(NODE, &p->w, t->q[p->id], 16, 8, p->buf));
+		if (get64(p->buf) != (uint64_t)p->id + 1)
+			FAIL(s, "node %d's private page lost its write", p->id);
+		p->pc = 6;
+		return;
+	case 6:
+		DO(dsm_read(NODE, &p->w, t->wpage, 0, 8, p->buf));
+		p->pc = ++p->round < RO_ROUNDS ? 2 : 7;
+		return;
+	case 7:
+		DO(dsm_release(NODE, &p->w));
+		p->done = true;
+		return;
+	}
+}
+
+static void ro_one(uint64_t seed)
+{
+	struct sim s;
+	struct ro t;
+	uint64_t pg = 1;
+
+	sim_init(&s, seed, nodes_for(seed), ro_step, &t);
+	for (int i = 0; i < RO_PAGES; i++)
+		t.r[i] = pg++;
+	for (int i = 0; i < s.n; i++) {
+		t.q[i] = pg++;
+		s.homes[t.q[i]] = (i + 1 + (int)below(&s, (unsigned)s.n - 1)) % s.n;
+	}
+	t.wpage = pg++;
+	t.cpage = pg++;
+	sim_start(&s);
+	sim_run(&s);
+	for (int i = 0; i < s.n; i++) {
+		for (int k = 0; k < RO_PAGES; k++)
+			if (s.gets[i][t.r[k]] != (s.homes[t.r[k]] == i ? 0u : 1u))
+				FAIL(&s, "node %d fetched read-only page %" PRIu64
+					 " %u times",
+				     i, t.r[k], s.gets[i][t.r[k]]);
+		if (s.gets[i][t.q[i]] != 1)
+			FAIL(&s, "node %d fetched its private page %u times", i,
+			     s.gets[i][t.q[i]]);
+	}
+	sim_close(&s);
+}
+
+static void test_read_only(void **state)
+{
+	(void)state;
+	each_seed(ro_one);
+}
+
+/* ---- Duplicates change nothing ---- */
+
+/* A lock and false sharing at once, on disjoint pages. */
+struct mixed {
+	struct lk lk;
+	struct fs fs;
+};
+
+static void mixed_step(struct sim *s, struct proc *p)
+{
+	struct mixed *t = s->sc;
+
+	/* Each node runs the lock program (pc < 100), then the false
+	 * sharing one (its pc + 100). */
+	if (p->pc < 100) {
+		s->sc = &t->lk;
+		lock_step(s, p);
+		s->sc = t;
+		if (p->done) {
+			p->done = false;
+			p->pc = 100;
+			p->i = p->k = p->round = 0;
+		}
+		return;
+	}
+	p->pc -= 100;
+	s->sc = &t->fs;
+	fs_step(s, p);
+	s->sc = t;
+	p->pc += 100;
+}
+
+/* The master copies of every page, home by home. */
+static void masters(struct sim *s, uint8_t *out)
+{
+	for (int pg = 0; pg < NPAGES; pg++) {
+		const uint8_t *m = dsm_home_page(s->node[s->homes[pg]], (uint64_t)pg);
+		if (m != NULL)
+			memcpy(out + (size_t)pg * DSM_PAGE_SIZE, m, DSM_PAGE_SIZE);
+		else
+			memset(out + (size_t)pg * DSM_PAGE_SIZE, 0, DSM_PAGE_SIZE);
+	}
+}
+
+static void mixed_run(uint64_t seed, unsigned dup_pct, bool replay,
+		      uint8_t *out, uint64_t *dups)
+{
+	struct sim s;
+	struct mixed t;
+
+	sim_init(&s, seed, nodes_for(seed), mixed_step, &t);
+	lock_setup(&s, &t.lk);
+	{
+		uint64_t used[3] = {t.lk.lpage, t.lk.xpage, t.lk.ypage};
+		t.fs.page = other_page(&s, used, 3);
+		t.fs.bpage = t.lk.lpage; /* the lock's page, another word */
+		t.fs.boff = 2400 + 8 * below(&s, 100);
+	}
+	s.dup_pct = dup_pct;
+	s.record = replay;
+	sim_start(&s);
+	sim_run(&s);
+	lock_check(&s, &t.lk);
+	masters(&s, out);
+	if (replay) {
+		uint8_t *again = malloc((size_t)NPAGES * DSM_PAGE_SIZE);
+		assert_non_null(again);
+		sim_replay(&s);
+		masters(&s, again);
+		if (memcmp(again, out, (size_t)NPAGES * DSM_PAGE_SIZE) != 0)
+			FAIL(&s, "delivering every message again changed memory");
+		free(again);
+	}
+	*dups = 0;
+	for (int i = 0; i < s.n; i++) {
+		struct dsm_stats st;
+		dsm_stats(s.node[i], &st);
+		*dups += st.dups;
+		if (st.malformed != 0 || st.refused != 0)
+			FAIL(&s, "node %d dropped %" PRIu64 " malformed, %" PRIu64
+				 " refused",
+			     i, st.malformed, st.refused);
+	}
+	sim_close(&s);
+}
+
+static uint64_t dup_total;
+
+static void dup_one(uint64_t seed)
+{
+	size_t size = (size_t)NPAGES * DSM_PAGE_SIZE;
+	uint8_t *plain = malloc(size), *dup = malloc(size);
+	uint64_t d0, d1;
+
+	assert_non_null(plain);
+	assert_non_null(dup);
+	mixed_run(seed, 0, false, plain, &d0);
+	mixed_run(seed, 40, true, dup, &d1);
+	if (d0 != 0)
+		print_error("seed %" PRIu64 ": %" PRIu64 " duplicates without "
+			    "duplication\n",
+			    seed, d0);
+	assert_int_equal(d0, 0);
+	if (memcmp(plain, dup, size) != 0) {
+		print_error("seed %" PRIu64 ": ", seed);
+		fail_msg("memory after a run with duplicates differs");
+	}
+	dup_total += d1;
+	free(plain);
+	free(dup);
+}
+
+static void test_duplicates(void **state)
+{
+	(void)state;
+	dup_total = 0;
+	each_seed(dup_one);
+	assert_true(dup_total > 0); /* duplicates did arrive, and were seen */
+}
+
+/* ---- Hostile bytes, API misuse ---- */
+
+static void test_malformed(void **state)
+{
+	struct sim s;
+	uint8_t buf[64];
+	struct dsm_msg m = {.type = DSM_MSG_GET, .rid = 1, .page = 2};
+	struct fl_buf b;
+	struct dsm_stats st;
+
+	(void)state;
+	sim_init(&s, 1, 2, mp_step, NULL);
+	s.homes[2] = 0;
+	sim_start(&s);
+	/* A good GET to node 0, then cuts and corruptions of it. */
+	m.from = 1;
+	fl_buf_init(&b);
+	dsm__msg_encode(&m, &b);
+	assert_int_equal(b.len, DSM_HEADER_SIZE);
+	memcpy(buf, b.data, b.len);
+	fl_buf_close(&b);
+	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
+	dsm_stats(s.node[0], &st);
+	assert_int_equal(st.malformed, 0);
+	assert_int_equal(st.msgs_sent, 1); /* the PAGE */
+	for (size_t len = 0; len < DSM_HEADER_SIZE; len++)
+		dsm_deliver(s.node[0], 1, buf, len);
+	dsm_deliver(s.node[0], 0, buf, DSM_HEADER_SIZE); /* from itself */
+	buf[2] = 0; /* claims node 0 */
+	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
+	buf[2] = 1;
+	buf[0] = 2; /* version */
+	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
+	buf[0] = DSM_VERSION;
+	buf[1] = 99; /* type */
+	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
+	buf[1] = DSM_MSG_PAGE; /* a reply to the home, short */
+	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
+	dsm_stats(s.node[0], &st);
+	assert_int_equal(st.malformed, DSM_HEADER_SIZE + 5);
+	assert_int_equal(st.msgs_sent, 1);
+	/* Misuse is DSM_BAD, and touches nothing. */
+	assert_int_equal(dsm_read(s.node[1], &s.proc[1].w, 2, 4090, 8, buf), DSM_BAD);
+	assert_int_equal(dsm_atomic(s.node[1], &s.proc[1].w, 2, 4, DSM_XADD, 1, 0,
+				    &m.old),
+			 DSM_BAD);
+	assert_int_equal(dsm_atomic(s.node[1], &s.proc[1].w, 2, 0, (enum dsm_op)7, 1, 0,
+				    &m.old),
+			 DSM_BAD);
+	sim_close(&s);
+}
+
+static void test_diff_roundtrip(void **state)
+{
+	uint8_t twin[DSM_PAGE_SIZE], data[DSM_PAGE_SIZE], page[DSM_PAGE_SIZE];
+	struct sim s;
+
+	(void)state;
+	sim_init(&s, 7, 2, mp_step, NULL);
+	for (int round = 0; round < 200; round++) {
+		struct fl_buf b;
+		struct dsm_msg m = {.type = DSM_MSG_DIFF, .page = 3}, d;
+		size_t changed, want = 0;
+		for (int i = 0; i < DSM_PAGE_SIZE; i++)
+			twin[i] = data[i] = (uint8_t)rnd(&s);
+		for (int i = 0, n = (int)below(&s, 3000); i < n; i++)
+			data[below(&s, DSM_PAGE_SIZE)] ^= (uint8_t)(1 + below(&s, 255));
+		if (round == 0) /* every other byte: the most runs */
+			for (int i = 0; i < DSM_PAGE_SIZE; i += 2)
+				data[i] = (uint8_t)~twin[i];
+		for (int i = 0; i < DSM_PAGE_SIZE; i++)
+			want += twin[i] != data[i];
+		fl_buf_init(&b);
+		changed = dsm__diff_encode(twin, data, &b);
+		assert_int_equal(changed, want);
+		if (changed == 0) {
+			fl_buf_close(&b);
+			continue;
+		}
+		m.bytes = b.data;
+		m.nbytes = b.len;
+		{
+			struct fl_buf e;
+			fl_buf_init(&e);
+			dsm__msg_encode(&m, &e);
+			assert_int_equal(dsm__msg_decode(e.data, e.len, &d), 0);
+			memcpy(page, twin, sizeof page);
+			dsm__diff_apply(page, d.bytes, d.nbytes);
+			assert_memory_equal(page, data, sizeof page);
+			fl_buf_close(&e);
+		}
+		fl_buf_close(&b);
+	}
+	sim_close(&s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_diff_roundtrip),
+	    cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_mp),
+	    cmocka_unit_test(test_mp_threads),
+	    cmocka_unit_test(test_threads_one_word),
+	    cmocka_unit_test(test_counters),
+	    cmocka_unit_test(test_lock),
+	    cmocka_unit_test(test_false_sharing),
+	    cmocka_unit_test(test_read_only),
+	    cmocka_unit_test(test_duplicates),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
