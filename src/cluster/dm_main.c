@@ -798,8 +798,11 @@ out:
 	dm_procs_close(d);
 	if (d->raft_started) {
 		raft_close(&d->raft, on_raft_closed);
-		for (int i = 0; i < 2000 && !d->raft_closed; i++)
-			uv_run(&d->loop, UV_RUN_NOWAIT);
+		/* Raft closes once its disk writes are done (a snapshot may be
+		 * on the thread pool): the tick timer wakes the loop meanwhile */
+		uint64_t until = dm_now_ms() + 10000;
+		while (!d->raft_closed && dm_now_ms() < until)
+			uv_run(&d->loop, UV_RUN_ONCE);
 		if (d->raft_closed)
 			raft_uv_close(&d->io); /* after raft_close's callback */
 	}
