@@ -543,6 +543,8 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 		return;
 	}
 	/* a peer */
+	if (l->peer == NULL)
+		return; /* replaced by a newer connection: closing */
 	if (h->machine != l->peer_id) {
 		net_conn_close(c, "a frame from another machine's id");
 		return;
@@ -799,8 +801,13 @@ void dm_net_close(struct dm *d)
 	for (struct dm_link *l = d->links; l != NULL; l = l->next)
 		if (l->conn != NULL)
 			net_conn_close(l->conn, "the machine is stopping");
-	for (int i = 0; i < 50 && d->links != NULL; i++)
-		uv_run(&d->loop, UV_RUN_NOWAIT);
+	/* each link's on_close runs from the loop; the peers it points to
+	 * go only after (the tick timer wakes the loop meanwhile) */
+	uint64_t until = dm_now_ms() + 10000;
+	while (d->links != NULL && dm_now_ms() < until)
+		uv_run(&d->loop, UV_RUN_ONCE);
+	for (struct dm_link *l = d->links; l != NULL; l = l->next)
+		l->peer = NULL; /* still closing: must not see the peers */
 	while (d->peers != NULL) {
 		struct dm_peer *p = d->peers;
 		d->peers = p->next;
