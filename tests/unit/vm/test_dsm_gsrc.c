@@ -17,7 +17,8 @@
  * check/ and io/ on 2 workers: output, stderr patterns and status as the
  * local source gives them (the files say what that is). Programs that
  * are long chains of round trips get a plan of their own (fewer seeds,
- * one worker count, or fewer delays), with the reason. Every run is
+ * one worker count, or fewer delays; spinlock_xchg is skipped), with
+ * the reason. Every run is
  * bounded by a watchdog, and the counters must show that the DSM's paths
  * were taken (fetches, diffs, invalidations, atomics at the home,
  * duplicates dropped).
@@ -397,7 +398,7 @@ static struct vm_node *node_new(uint32_t cpus)
 /* How each program runs when not the default (jitter, every seed, every
  * worker count): those that are long chains of round trips the other
  * threads wait for run fewer times or with fewer delays, or they would
- * take minutes. The reasons: what costs a round trip here is an atomic
+ * take minutes (a NULL profile skips the program). The reasons: what costs a round trip here is an atomic
  * (always at the home) and a miss after an acquire dropped the page. */
 static const struct plan {
 	const char *file;
@@ -421,8 +422,11 @@ static const struct plan {
 	 "its order argument (thread i is queued on the mutex before main "
 	 "runs again) needs thread i's xadd reply to reach it before main's "
 	 "later one: links that keep their order, as connections do"},
-	{"spinlock_xchg.fla", &calm, 1, 2,
-	 "16000 hand-offs of an xchg lock, several round trips each"},
+	{"spinlock_xchg.fla", NULL, 0, 0,
+	 "skipped: 16 threads spinning on xchg, every try a round trip to the "
+	 "home and every win an acquire that refetches the counter's page: "
+	 "12 million atomics for 16000 increments, 30 s on 2 workers, over "
+	 "300 s under ASan (counter_* and mutex_counter cover the paths)"},
 	{"counter_xadd.fla", &jitter, 1, 0,
 	 "64 threads x 1000 xadd, each a round trip"},
 	{"counter_xchg.fla", &jitter, 1, 0,
@@ -474,6 +478,11 @@ static void run_dir(const char *dir, const struct pass *ps)
 		char *argv[10];
 
 		if (only != NULL && strstr(files[i], only) == NULL) {
+			free(files[i]);
+			continue;
+		}
+		if (pl.prof == NULL) {
+			printf("  %s/%s %s\n", dir, files[i], pl.why);
 			free(files[i]);
 			continue;
 		}
