@@ -12,7 +12,8 @@
  * diff acked (the home acks only once every sharer acked the notes the
  * diff caused). dsm_acquire() releases first if needed, then drops each
  * copy whose writers (as last heard from its home) include another
- * node. A page's writers only grow, and the home tells every sharer
+ * node; the buffer of a dropped copy is kept and the next PAGE refills
+ * it in place, so an address dsm_map() handed out stays valid memory. A page's writers only grow, and the home tells every sharer
  * whose copy stops being safe to keep before it acks the writer's
  * release: so a node acquiring after that release knows.
  *
