@@ -147,6 +147,7 @@ void dsm_node_free(struct dsm_node *n)
 			}
 			next = pg->hnext;
 			free(pg->data);
+			free(pg->stale);
 			free(pg->twin);
 			free(pg);
 		}

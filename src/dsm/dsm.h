@@ -116,6 +116,20 @@ enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		       uint32_t off, uint32_t len, const void *in);
 
+/* The node's copy of @page (or, at its home, the master), for reading in
+ * place: fetched on a miss like dsm_read (DSM_WAIT). *@data is borrowed
+ * and stays valid host memory until the node is freed -- an acquire that
+ * invalidates the copy keeps its buffer, and the next fetch refills it
+ * in place -- but its bytes change under the reader at later calls on
+ * the node (a fetch refilling it, a dsm_write, at the home a merged
+ * diff or an atomic). So a reader that keeps the address between calls
+ * sees the page as of some moment since, byte by byte, which is what a
+ * racy reader may see (SPEC 3.1); after its next dsm_acquire it must map
+ * again to see what others released. Never written through: writes go
+ * through dsm_write, which keeps the twin. */
+enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		     const uint8_t **data);
+
 /* Send every dirty page's diff home; DSM_OK once every home acked all
  * this node's diffs (and every directory note they caused was acked). */
 enum dsm_res dsm_release(struct dsm_node *n, struct dsm_wait *w);
@@ -130,6 +144,14 @@ enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w);
 enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 			uint32_t off, enum dsm_op op, uint64_t a, uint64_t b,
 			uint64_t *old);
+
+/* At the home of @page, before any node fetched or wrote it: set
+ * [@off, @off + @len) of its master copy as the process's initial
+ * contents (the module's data). No writer is recorded, so copies of a
+ * page only ever loaded stay valid across acquires. DSM_BAD when @page
+ * is not homed here or some node already has a copy; DSM_NOMEM. */
+enum dsm_res dsm_home_load(struct dsm_node *n, uint64_t page, uint32_t off,
+			   uint32_t len, const void *in);
 
 /* A message from node @from (as the transport authenticated it). Bytes
  * are borrowed and hostile: a malformed message, or one whose claimed

@@ -12,7 +12,8 @@
  * diff acked (the home acks only once every sharer acked the notes the
  * diff caused). dsm_acquire() releases first if needed, then drops each
  * copy whose writers (as last heard from its home) include another
- * node. A page's writers only grow, and the home tells every sharer
+ * node; the buffer of a dropped copy is kept and the next PAGE refills
+ * it in place, so an address dsm_map() handed out stays valid memory. A page's writers only grow, and the home tells every sharer
  * whose copy stops being safe to keep before it acks the writer's
  * release: so a node acquiring after that release knows.
  *
@@ -69,6 +70,17 @@ static enum dsm_res access_page(struct dsm_node *n, struct dsm_wait *w,
 	if ((*out)->data == NULL)
 		return fetch(n, *out, w, home);
 	return DSM_OK;
+}
+
+enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		     const uint8_t **data)
+{
+	struct dsm_page *pg;
+	enum dsm_res r = access_page(n, w, page, 0, 0, &pg);
+
+	if (r == DSM_OK)
+		*data = pg->data;
+	return r;
 }
 
 enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
@@ -182,7 +194,7 @@ enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w)
 			if (pg->data == NULL || !others_write(n, pg) ||
 			    dsm__home(n, pg->page) == n->self)
 				continue;
-			free(pg->data);
+			pg->stale = pg->data; /* kept: dsm_map's addresses */
 			pg->data = NULL;
 			n->st.invalidations++;
 		}
@@ -275,9 +287,11 @@ void dsm__recv_page(struct dsm_node *n, const struct dsm_msg *m)
 	 * if that acquire would have kept it. */
 	if (pg->data == NULL && (pg->fetch_epoch == n->acq_epoch ||
 				 !others_write(n, pg))) {
-		pg->data = malloc(DSM_PAGE_SIZE);
-		if (pg->data != NULL) {
-			memcpy(pg->data, m->bytes, DSM_PAGE_SIZE);
+		uint8_t *buf = pg->stale != NULL ? pg->stale : malloc(DSM_PAGE_SIZE);
+		if (buf != NULL) {
+			memcpy(buf, m->bytes, DSM_PAGE_SIZE);
+			pg->data = buf;
+			pg->stale = NULL;
 			n->st.pages_fetched++;
 		}
 	}

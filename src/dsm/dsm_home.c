@@ -252,6 +252,24 @@ bool dsm__dir_write(struct dsm_node *n, struct dsm_page *pg, int writer,
 	return true;
 }
 
+/* ---- Initial contents ---- */
+
+enum dsm_res dsm_home_load(struct dsm_node *n, uint64_t page, uint32_t off,
+			   uint32_t len, const void *in)
+{
+	struct dsm_page *pg;
+
+	if (off > DSM_PAGE_SIZE || len > DSM_PAGE_SIZE - off ||
+	    page >= DSM_PAGE_LIMIT || dsm__home(n, page) != n->self)
+		return DSM_BAD;
+	if ((pg = dsm__page(n, page, true)) == NULL)
+		return DSM_NOMEM;
+	if (pg->sharers != 0 || pg->writers != 0)
+		return DSM_BAD; /* too late: someone holds or wrote a copy */
+	memcpy(pg->data + off, in, len);
+	return DSM_OK;
+}
+
 /* ---- Handlers ---- */
 
 void dsm__recv_get(struct dsm_node *n, const struct dsm_msg *m)

@@ -112,6 +112,10 @@ struct dsm_page {
 	struct dsm_page *hnext; /* hash chain */
 	uint64_t page;
 	uint8_t *data; /* the copy (NULL: none, invalid) or the master */
+	/* Cache side: the buffer of a copy an acquire invalidated, kept and
+	 * refilled in place by the next PAGE, so that host addresses
+	 * dsm_map() handed out stay valid memory while the node lives. */
+	uint8_t *stale;
 	/* What the directory says: writers and sharers as node bit masks,
 	 * and its version (bumped at every change of writers). At the home
 	 * these are the directory; in a cache, the newest heard of. */

@@ -1,0 +1,318 @@
+/* The golden programs of tests/programs as unit tests see them (for
+ * test_remote.c and test_dsm_gsrc.c, which run them over page sources of
+ * their own): a program's directives read from its file as
+ * tests/programs/test_programs.py reads them (expect, status, stderr,
+ * args, flags, stdin; NAME.out), what a run produced, and the check of
+ * one against the other. Failures of the helpers themselves abort the
+ * binary with a line saying why. Nothing here keeps global state. */
+#ifndef FLOCK_TESTS_UNIT_VM_GOLDEN_H
+#define FLOCK_TESTS_UNIT_VM_GOLDEN_H
+
+#include "unit_run.h"
+#include "base/fl_buf.h"
+#include "base/fl_error.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* What a run did. */
+struct result {
+	int status;
+	char *out, *err;
+	size_t out_len, err_len;
+};
+
+static inline void result_free(struct result *r)
+{
+	free(r->out);
+	free(r->err);
+}
+
+/* A program and what it must do, from its directives (flockrun.py). */
+struct spec {
+	char name[300]; /* tests/programs/threads/NAME.fla */
+	char *text;
+	size_t len;
+	struct fl_buf expect;
+	int status;
+	char *rx[8];
+	int nrx;
+	char *args[8];
+	int nargs;
+	struct fl_buf in;
+	bool has_in;
+	uint32_t cpus; /* 0: not fixed by its flags */
+	bool check;
+	uint32_t max_depth, stack_words;
+	uint64_t memory;
+};
+
+static inline char *root_path(const char *rel)
+{
+	/* This file is ROOT/tests/unit/vm/golden.h as the compiler saw
+	 * it; the tests run from ROOT, which make does. */
+	static const char me[] = __FILE__, tail[] = "tests/unit/vm/golden.h";
+	size_t n = strlen(me) - strlen(tail);
+	char *s;
+
+	if (strlen(me) < strlen(tail) || strcmp(&me[n], tail) != 0)
+		n = 0;
+	s = malloc(n + strlen(rel) + 1);
+	if (s == NULL)
+		unit_die("out of memory");
+	memcpy(s, me, n);
+	strcpy(s + n, rel);
+	return s;
+}
+
+static inline uint32_t flag_count(const struct spec *s, const char *flag,
+			   const char *v)
+{
+	char *end;
+	unsigned long n;
+
+	if (v == NULL)
+		unit_die("%s: %s needs a value", s->name, flag);
+	n = strtoul(v, &end, 10);
+	if (*end != 0 || n == 0 || n > UINT32_MAX)
+		unit_die("%s: %s %s", s->name, flag, v);
+	return (uint32_t)n;
+}
+
+/* N, NKiB, NMiB or NGiB */
+static inline uint64_t flag_size(const struct spec *s, const char *flag, const char *v)
+{
+	char *end;
+	unsigned long long n;
+
+	if (v == NULL)
+		unit_die("%s: %s needs a value", s->name, flag);
+	n = strtoull(v, &end, 10);
+	if (strcmp(end, "KiB") == 0)
+		n <<= 10;
+	else if (strcmp(end, "MiB") == 0)
+		n <<= 20;
+	else if (strcmp(end, "GiB") == 0)
+		n <<= 30;
+	else if (*end != 0)
+		unit_die("%s: %s %s", s->name, flag, v);
+	return n;
+}
+
+static inline void spec_flags(struct spec *s, char *val)
+{
+	char *save = NULL;
+
+	for (char *f = strtok_r(val, " \t", &save); f != NULL;
+	     f = strtok_r(NULL, " \t", &save)) {
+		if (strcmp(f, "--check") == 0)
+			s->check = true;
+		else if (strcmp(f, "--cpus") == 0)
+			s->cpus = flag_count(s, f, strtok_r(NULL, " \t", &save));
+		else if (strcmp(f, "--call-depth") == 0)
+			s->max_depth = flag_count(s, f, strtok_r(NULL, " \t", &save));
+		else if (strcmp(f, "--stack-words") == 0)
+			s->stack_words = flag_count(s, f, strtok_r(NULL, " \t", &save));
+		else if (strcmp(f, "--memory") == 0)
+			s->memory = flag_size(s, f, strtok_r(NULL, " \t", &save));
+		else
+			unit_die("%s: flag %s is not supported here", s->name, f);
+	}
+}
+
+/* One directive line: "NAME: TEXT" after ';' (one leading space off). */
+static inline void spec_line(struct spec *s, char *line)
+{
+	static const char *const keys[] = {"expect", "status", "stderr",
+					   "args", "flags", "stdin"};
+	char *p = line;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p != ';')
+		return;
+	p++;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+		size_t kl = strlen(keys[k]);
+		if (strncmp(p, keys[k], kl) != 0 || p[kl] != ':')
+			continue;
+		char *val = p + kl + 1;
+		if (*val == ' ')
+			val++;
+		switch (k) {
+		case 0:
+			fl_buf_put(&s->expect, val, strlen(val));
+			fl_buf_put_u8(&s->expect, '\n');
+			break;
+		case 1:
+			s->status = atoi(val);
+			break;
+		case 2:
+			if (s->nrx == 8)
+				unit_die("%s: too many stderr lines", s->name);
+			s->rx[s->nrx++] = unit_xstrdup(val);
+			break;
+		case 3: {
+			char *save = NULL;
+			for (char *a = strtok_r(val, " \t", &save); a != NULL;
+			     a = strtok_r(NULL, " \t", &save)) {
+				if (s->nargs == 8)
+					unit_die("%s: too many args", s->name);
+				s->args[s->nargs++] = unit_xstrdup(a);
+			}
+			break;
+		}
+		case 4:
+			spec_flags(s, val);
+			break;
+		case 5:
+			if (s->has_in)
+				fl_buf_put_u8(&s->in, '\n');
+			fl_buf_put(&s->in, val, strlen(val));
+			s->has_in = true;
+			break;
+		}
+		return;
+	}
+}
+
+static inline void spec_load(struct spec *s, const char *dir, const char *file)
+{
+	struct fl_err err;
+	uint8_t *bytes;
+	size_t len;
+	char *path, *out;
+
+	memset(s, 0, sizeof *s);
+	fl_buf_init(&s->expect);
+	fl_buf_init(&s->in);
+	snprintf(s->name, sizeof s->name, "%s/%s", dir, file);
+	path = root_path(s->name);
+	if (fl_read_file(path, &bytes, &len, &err) != 0)
+		unit_die("%s", err.msg);
+	s->text = (char *)bytes;
+	s->len = len;
+	for (char *line = s->text; line < s->text + len;) {
+		char *nl = memchr(line, '\n', (size_t)(s->text + len - line));
+		size_t k = nl ? (size_t)(nl - line) : (size_t)(s->text + len - line);
+		char *copy = malloc(k + 1);
+		if (copy == NULL)
+			unit_die("out of memory");
+		memcpy(copy, line, k);
+		copy[k] = 0;
+		spec_line(s, copy);
+		free(copy);
+		line += k + 1;
+	}
+	if (s->has_in)
+		fl_buf_put_u8(&s->in, '\n');
+	/* NAME.out replaces the expect lines */
+	out = malloc(strlen(path) + 1);
+	if (out == NULL)
+		unit_die("out of memory");
+	strcpy(out, path);
+	strcpy(out + strlen(out) - 4, ".out");
+	if (access(out, F_OK) == 0) {
+		if (fl_read_file(out, &bytes, &len, &err) != 0)
+			unit_die("%s", err.msg);
+		s->expect.len = 0;
+		fl_buf_put(&s->expect, bytes, len);
+		free(bytes);
+	}
+	free(out);
+	free(path);
+	if (fl_buf_failed(&s->expect) || fl_buf_failed(&s->in))
+		unit_die("out of memory");
+}
+
+static inline void spec_free(struct spec *s)
+{
+	free(s->text);
+	for (int i = 0; i < s->nrx; i++)
+		free(s->rx[i]);
+	for (int i = 0; i < s->nargs; i++)
+		free(s->args[i]);
+	fl_buf_close(&s->expect);
+	fl_buf_close(&s->in);
+}
+
+/* Problems of @r against @s, as test_programs.py's check_once finds
+ * them, appended to @why; how many. */
+static inline int check(const struct spec *s, const struct result *r,
+		 struct fl_buf *why)
+{
+	int n = 0;
+
+	if (r->status != s->status) {
+		fl_buf_printf(why, "    status %d, expected %d\n", r->status,
+			      s->status);
+		n++;
+	}
+	if (r->out_len != s->expect.len ||
+	    (r->out_len > 0 && memcmp(r->out, s->expect.data, r->out_len))) {
+		fl_buf_printf(why, "    stdout differs:\n--- expected\n%.*s"
+			      "--- got\n%s\n", (int)s->expect.len,
+			      (const char *)s->expect.data, r->out);
+		n++;
+	}
+	if (s->nrx > 0) {
+		size_t pos = 0;
+		for (int i = 0; i < s->nrx; i++)
+			if (!unit_rx_search(s->rx[i], r->err, r->err_len, &pos)) {
+				fl_buf_printf(why, "    stderr does not match /%s/ "
+					      "(after offset %zu)\n", s->rx[i], pos);
+				n++;
+				break;
+			}
+	} else if (r->err_len > 0) {
+		fl_buf_printf(why, "    unexpected stderr\n");
+		n++;
+	}
+	if (n > 0)
+		fl_buf_printf(why, "--- stderr\n%s\n", r->err);
+	return n;
+}
+
+static inline int by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The .fla files of @dir (under the repository root), sorted. */
+static inline char **list_programs(const char *dir, size_t *n)
+{
+	char *path = root_path(dir);
+	DIR *d = opendir(path);
+	struct dirent *e;
+	char **names = NULL;
+	size_t cap = 0;
+
+	if (d == NULL)
+		unit_die("%s: %s", path, strerror(errno));
+	*n = 0;
+	while ((e = readdir(d)) != NULL) {
+		size_t k = strlen(e->d_name);
+		if (k < 5 || strcmp(e->d_name + k - 4, ".fla") != 0)
+			continue;
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 64;
+			names = realloc(names, cap * sizeof *names);
+			if (names == NULL)
+				unit_die("out of memory");
+		}
+		names[(*n)++] = unit_xstrdup(e->d_name);
+	}
+	closedir(d);
+	free(path);
+	qsort(names, *n, sizeof *names, by_name);
+	return names;
+}
+
+#endif
