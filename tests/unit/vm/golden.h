@@ -4,7 +4,8 @@
  * tests/programs/test_programs.py reads them (expect, status, stderr,
  * args, flags, stdin; NAME.out), what a run produced, and the check of
  * one against the other. Failures of the helpers themselves abort the
- * binary with a line saying why. Nothing here keeps global state. */
+ * binary with a line saying why. The only global state is the
+ * watchdog's note of what runs (golden_running). */
 #ifndef FLOCK_TESTS_UNIT_VM_GOLDEN_H
 #define FLOCK_TESTS_UNIT_VM_GOLDEN_H
 
@@ -19,6 +20,49 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* ---- Bounded time ----
+ *
+ * Each run must end within GOLDEN_RUN_SECONDS (alarm(); the watchdog
+ * aborts the binary naming the run): far above what the slowest takes
+ * under the sanitizers. */
+#define GOLDEN_RUN_SECONDS 300
+
+static char golden_running[400];   /* what runs now */
+static const char *golden_binary;  /* the test binary's name */
+
+static inline void golden_watchdog(int sig)
+{
+	static const char msg[] = ": no end within the time limit (hung?), "
+				  "while running: ";
+	ssize_t rc;
+
+	(void)sig;
+	rc = write(2, "\n", 1);
+	rc = write(2, golden_binary, strlen(golden_binary));
+	rc = write(2, msg, sizeof msg - 1);
+	rc = write(2, golden_running, strnlen(golden_running, sizeof golden_running));
+	rc = write(2, "\n", 1);
+	(void)rc;
+	abort();
+}
+
+/* A node of @cpus workers (unit_die when it cannot start them all). */
+static inline struct vm_node *golden_node_new(uint32_t cpus)
+{
+	struct vm_node_options no;
+	struct vm_node *n;
+	struct fl_err err;
+
+	vm_node_options_init(&no);
+	no.cpus = cpus;
+	if (vm_node_new(&no, &n, &err) != 0)
+		unit_die("vm_node_new: %s", err.msg);
+	if (vm_node_workers(n) != (int)cpus)
+		unit_die("vm_node_new: %d workers, not %u", vm_node_workers(n),
+			 cpus);
+	return n;
+}
 
 /* What a run did. */
 struct result {

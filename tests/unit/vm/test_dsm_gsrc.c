@@ -359,47 +359,13 @@ static void run_dsm(struct vm_node *a, const struct vm_module *m,
 	unit_io_close(&io);
 }
 
-/* ---- Bounded time ---- */
-
-#define RUN_SECONDS 300
-
-static char running[400];
-
-static void watchdog(int sig)
-{
-	static const char msg[] = "\ntest_dsm_gsrc: no end within the time "
-				  "limit (hung?), while running: ";
-	ssize_t rc;
-
-	(void)sig;
-	rc = write(2, msg, sizeof msg - 1);
-	rc = write(2, running, strnlen(running, sizeof running));
-	rc = write(2, "\n", 1);
-	(void)rc;
-	abort();
-}
-
 /* ---- The golden programs ---- */
-
-static struct vm_node *node_new(uint32_t cpus)
-{
-	struct vm_node_options no;
-	struct vm_node *n;
-	struct fl_err err;
-
-	vm_node_options_init(&no);
-	no.cpus = cpus;
-	if (vm_node_new(&no, &n, &err) != 0)
-		unit_die("vm_node_new: %s", err.msg);
-	assert_int_equal(vm_node_workers(n), (int)cpus);
-	return n;
-}
 
 /* How each program runs when not the default (jitter, every seed, every
  * worker count): those that are long chains of round trips the other
  * threads wait for run fewer times or with fewer delays, or they would
- * take minutes (a NULL profile skips the program). The reasons: what costs a round trip here is an atomic
- * (always at the home) and a miss after an acquire dropped the page. */
+ * take minutes (a NULL profile skips the program). The reasons: what
+ * costs a round trip here is an atomic (always at the home) and a miss after an acquire dropped the page. */
 static const struct plan {
 	const char *file;
 	const struct profile *prof;
@@ -518,23 +484,23 @@ static void run_dir(const char *dir, const struct pass *ps)
 			if (pl.cpus != 0 && !s.cpus && cs[c] != pl.cpus)
 				continue;
 			if (nodes[cs[c]] == NULL)
-				nodes[cs[c]] = node_new(cs[c]);
+				nodes[cs[c]] = golden_node_new(cs[c]);
 			for (int seed = 1; seed <= pl.seeds && seed <= ps->max_seeds;
 			     seed++) {
 				struct result r;
-				snprintf(running, sizeof running,
+				snprintf(golden_running, sizeof golden_running,
 					 "%s on %u workers%s, %s seed %d",
 					 s.name, cs[c],
 					 ps->migrate ? " (migrate)" : "",
 					 pl.prof->name, seed);
-				alarm(RUN_SECONDS);
+				alarm(GOLDEN_RUN_SECONDS);
 				run_dsm(nodes[cs[c]], m, &o,
 					(const char *)s.in.data, s.in.len, pl.prof,
 					(uint64_t)seed, &r);
 				alarm(0);
 				runs++;
 				if (check(&s, &r, &why) > 0) {
-					printf("  FAILED %s\n%s", running,
+					printf("  FAILED %s\n%s", golden_running,
 					       (const char *)why.data);
 					why.len = 0;
 					failures++;
@@ -626,6 +592,7 @@ int main(void)
 		cmocka_unit_test(test_golden_threads),
 	};
 
-	signal(SIGALRM, watchdog);
+	golden_binary = "test_dsm_gsrc";
+	signal(SIGALRM, golden_watchdog);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

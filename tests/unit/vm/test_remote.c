@@ -1038,45 +1038,7 @@ static void run_remote(struct vm_node *a, struct vm_node *home,
 	unit_io_close(&io);
 }
 
-
-/* ---- Bounded time ---- */
-
-/* Each run must end within this (the watchdog aborts the binary, naming
- * it): far above what the slowest takes under the sanitizers. */
-#define RUN_SECONDS 300
-
-/* What runs now, for the watchdog's last words. */
-static char running[400];
-
-static void watchdog(int sig)
-{
-	static const char msg[] = "\ntest_remote: no end within the time limit "
-				  "(hung?), while running: ";
-	ssize_t rc;
-
-	(void)sig;
-	rc = write(2, msg, sizeof msg - 1);
-	rc = write(2, running, strnlen(running, sizeof running));
-	rc = write(2, "\n", 1);
-	(void)rc;
-	abort();
-}
-
 /* ---- The tests ---- */
-
-static struct vm_node *node_new(uint32_t cpus)
-{
-	struct vm_node_options no;
-	struct vm_node *n;
-	struct fl_err err;
-
-	vm_node_options_init(&no);
-	no.cpus = cpus;
-	if (vm_node_new(&no, &n, &err) != 0)
-		unit_die("vm_node_new: %s", err.msg);
-	assert_int_equal(vm_node_workers(n), (int)cpus);
-	return n;
-}
 
 /* How each program runs, when not the default (the jitter profile, every
  * seed, every worker count): those that are long chains of round trips
@@ -1137,7 +1099,7 @@ static void run_dir(const char *dir, const struct pass *ps)
 	const uint32_t *cpus = ps->cpus;
 	const struct profile *prof = ps->prof;
 	int ncpus = ps->ncpus, max_seeds = ps->max_seeds;
-	struct vm_node *home = node_new(1), *nodes[MAX_CPUS + 1] = {NULL};
+	struct vm_node *home = golden_node_new(1), *nodes[MAX_CPUS + 1] = {NULL};
 	const char *only = getenv("FLOCK_REMOTE_ONLY");
 	bool verbose = getenv("FLOCK_REMOTE_VERBOSE") != NULL;
 	int failures = 0, runs = 0;
@@ -1199,23 +1161,23 @@ static void run_dir(const char *dir, const struct pass *ps)
 			if (pl.cpus != 0 && !s.cpus && cs[c] != pl.cpus)
 				continue;
 			if (nodes[cs[c]] == NULL)
-				nodes[cs[c]] = node_new(cs[c]);
+				nodes[cs[c]] = golden_node_new(cs[c]);
 			for (int seed = 1; seed <= pl.seeds && seed <= max_seeds;
 			     seed++) {
 				struct result r;
-				snprintf(running, sizeof running,
+				snprintf(golden_running, sizeof golden_running,
 					 "%s on %u workers%s, %s seed %d",
 					 s.name, cs[c],
 					 ps->migrate ? " (migrate)" : "",
 					 pr->name, seed);
-				alarm(RUN_SECONDS);
+				alarm(GOLDEN_RUN_SECONDS);
 				run_remote(nodes[cs[c]], home, m, &o,
 					   (const char *)s.in.data, s.in.len, pr,
 					   (uint64_t)seed, &r);
 				alarm(0);
 				runs++;
 				if (check(&s, &r, &why) > 0) {
-					printf("  FAILED %s\n%s", running,
+					printf("  FAILED %s\n%s", golden_running,
 					       (const char *)why.data);
 					why.len = 0;
 					failures++;
@@ -1511,7 +1473,7 @@ static void same_as_local(struct vm_node *a, struct vm_node *home,
 
 static void test_same_as_local(void **state)
 {
-	struct vm_node *a = node_new(2), *home = node_new(1);
+	struct vm_node *a = golden_node_new(2), *home = golden_node_new(1);
 
 	(void)state;
 	same_as_local(a, home, bulk_prog, false, "from stdin, over two pages\n");
@@ -1538,6 +1500,7 @@ int main(void)
 		cmocka_unit_test(test_golden_memory),
 	};
 
-	signal(SIGALRM, watchdog);
+	golden_binary = "test_remote";
+	signal(SIGALRM, golden_watchdog);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
