@@ -137,8 +137,10 @@ class Cluster:
         return m
 
     def restart(self, m):
-        """Start machine @m again from its --data."""
+        """Start machine @m again from its --data (stopping it first if it
+        still runs, so that no daemon outlives the test)."""
         args = ["new", self.vm] if m.n == 1 else ["join", self.addr(1)]
+        m.kill(signal.SIGTERM)
         self.machines.remove(m)
         m2 = self._start(m.n, args, m.home)
         self.machines.append(m2)
