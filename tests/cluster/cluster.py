@@ -177,6 +177,16 @@ class Cluster:
             time.sleep(0.2)
         raise AssertionError("status never matched; last:\n" + last)
 
+    def wait_running(self, pid, n=1, timeout=10):
+        """Poll `flock ps PID` until it says running (or @timeout s
+        passed); the last table."""
+        deadline = time.time() + timeout
+        while True:
+            ps = self.flock(["ps", pid], n=n).stdout.decode()
+            if "running" in ps or time.time() >= deadline:
+                return ps
+            time.sleep(0.1)
+
     def stop(self):
         """SIGTERM every daemon; each must exit 0 (a sanitizer's report
         would make it fail): raises with the logs otherwise."""

@@ -163,12 +163,7 @@ def test_kill(vm, tmp_path):
     r = vm.run(str(prog), flags=["--detach"], n=3)
     assert r.returncode == 0, r.stderr
     pid = r.stdout.decode().strip()
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        ps = vm.flock(["ps", pid]).stdout.decode()
-        if "running" in ps:
-            break
-        time.sleep(0.1)
+    ps = vm.wait_running(pid)
     assert "running" in ps, ps
     k = vm.flock(["kill", pid], n=1)
     assert k.returncode == 0, k.stderr
@@ -338,9 +333,7 @@ def test_machine_ram_holds_all_its_processes(tmp_path):
         r = c.run(str(hold), flags=["--detach"])
         assert r.returncode == 0, r.stderr
         pid = r.stdout.decode().strip()
-        deadline = time.time() + 10
-        while time.time() < deadline and "running" not in c.flock(["ps", pid]).stdout.decode():
-            time.sleep(0.1)
+        c.wait_running(pid)
         r = c.run(str(once))
         assert r.returncode == 70, r.stderr
         assert b"this machine's memory for processes, ram:, is 64 MiB" in r.stderr

@@ -96,6 +96,29 @@ struct spec {
 	uint64_t memory;
 };
 
+/* @o for running @s as its directives say (--check, limits, argv[0] its
+ * name and its arguments after), on --debug-migrate when @migrate.
+ * @argv needs room for its arguments and a NULL. */
+static inline void golden_options(const struct spec *s, struct vm_options *o,
+				  char **argv, bool migrate)
+{
+	vm_options_init(o);
+	o->check = s->check;
+	if (s->max_depth)
+		o->max_depth = s->max_depth;
+	if (s->stack_words)
+		o->stack_words = s->stack_words;
+	o->memory = s->memory;
+	o->migrate = migrate;
+	argv[0] = (char *)s->name;
+	for (int k = 0; k < s->nargs; k++)
+		argv[k + 1] = s->args[k];
+	argv[s->nargs + 1] = NULL;
+	o->argc = s->nargs + 1;
+	o->argv = argv;
+}
+
+
 static inline char *root_path(const char *rel)
 {
 	/* This file is ROOT/tests/unit/vm/golden.h as the compiler saw

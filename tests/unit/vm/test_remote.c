@@ -1136,20 +1136,7 @@ static void run_dir(const char *dir, const struct pass *ps)
 			continue;
 		}
 		m = unit_assemble(s.name, s.text, s.len);
-		vm_options_init(&o);
-		o.check = s.check;
-		if (s.max_depth)
-			o.max_depth = s.max_depth;
-		if (s.stack_words)
-			o.stack_words = s.stack_words;
-		o.memory = s.memory;
-		o.migrate = ps->migrate;
-		argv[0] = s.name;
-		for (int k = 0; k < s.nargs; k++)
-			argv[k + 1] = s.args[k];
-		argv[s.nargs + 1] = NULL;
-		o.argc = s.nargs + 1;
-		o.argv = argv;
+		golden_options(&s, &o, argv, ps->migrate);
 		if (s.cpus) {
 			if (s.cpus > MAX_CPUS)
 				unit_die("%s: --cpus %u", s.name, s.cpus);
