@@ -19,7 +19,7 @@ CFLAGS  := -std=gnu11 $(OPT) $(WARN) $(SAN) -Isrc -D_GNU_SOURCE $(EXTRA_CFLAGS)
 LDFLAGS := $(SAN)
 LIBS    := -lraft -luv -lsodium -lm
 
-LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c src/cluster/*.c src/dsm/*.c)
+LIB_SRC := $(wildcard src/base/*.c src/vm/*.c src/lang/*.c src/cluster/*.c src/dsm/*.c src/dist/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/%.o)

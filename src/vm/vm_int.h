@@ -239,6 +239,8 @@ struct vm_frame {
 enum vm_tstate {
 	VM_T_RUNNABLE, /* in a run queue, running, or parked */
 	VM_T_DONE,     /* returned; @result is valid until joined */
+	VM_T_AWAY,     /* its home's stand-in while it runs on another
+			  machine (vm_peer.h): no stacks, no memory */
 };
 
 /* What a parked thread waits for (its instruction re-executes when the
@@ -294,6 +296,8 @@ struct vm_thread {
 	vm_word result;     /* DONE: main's or the function's return value */
 	_Atomic int state;  /* enum vm_tstate */
 	bool joined;        /* a join has claimed it */
+	bool rjoined;       /* ... from another machine (vm_peer.h) */
+	bool arrive;        /* moved here: acquire before it runs on */
 	/* Saved registers while not running: cell index, stack indices of
 	 * the top word (sp, -1 when empty) and of slot 0 (bp). A parked
 	 * thread's pc is the instruction it parked in, which runs again. */
@@ -458,6 +462,7 @@ struct vm_proc {
 	struct vm_xcode x;
 	struct vm_options opt;
 	struct vm_gsrc *gs;     /* global memory (vm_gsrc.h) */
+	struct vm_peer *peer;   /* its other machines' parts, or NULL */
 	struct vm_budget budget; /* bytes the VM may still take for it */
 	int64_t limit;          /* its memory limit, bytes (--memory) */
 	struct vm_pio io;       /* stdin, stdout, stderr */
@@ -495,6 +500,9 @@ struct vm_proc {
 /* End the process with @status (first caller wins); returns whether this
  * call was the one that ended it. */
 bool vm__proc_end(struct vm_proc *p, int status);
+/* The same, printing runtime error line @line (unless NULL) on its
+ * stderr when this call ends it. */
+bool vm__proc_end_line(struct vm_proc *p, int status, const char *line);
 /* End it with a runtime error: print "FILE:LINE: runtime error: MSG (in
  * function F, thread N)" for @t at cell @pc, unless it already ended. */
 void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
@@ -624,9 +632,10 @@ bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 /* ---- Memory access (vm_mem.c) ---- */
 
 /* What a slow path did: done, a runtime error (w->fault set), the thread
- * is parking (the instruction runs again when it is resumed), or the
- * process ended. */
-enum vm_res { VM_OK = 0, VM_FAULT, VM_PARK, VM_END };
+ * is parking (the instruction runs again when it is resumed), the
+ * process ended, or the instruction must run on the process's origin
+ * (stdio on another machine: the thread moves there, vm_peer.h). */
+enum vm_res { VM_OK = 0, VM_FAULT, VM_PARK, VM_END, VM_MOVE };
 
 /* Translate [addr, addr+n) -- within one page -- for a load (write=false)
  * or store by the thread @w runs, into *@out; fills @w's TLB. Global
@@ -676,6 +685,7 @@ enum vm_stop {
 	VM_STOP_DONE,  /* the thread returned */
 	VM_STOP_END,   /* the process ended */
 	VM_STOP_SPAWN, /* spawned w->now: run it now; the parent is w->lifo */
+	VM_STOP_MOVE,  /* at an instruction that runs on the origin */
 };
 
 /* Run @t on @w until it yields, parks, finishes or the process ends. */

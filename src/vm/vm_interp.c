@@ -40,6 +40,7 @@
  *   FILE:LINE: runtime error: WHAT (in function NAME, thread N)
  * Runs on worker OS threads; no global state. */
 #include "vm/vm_gsrc.h"
+#include "vm/vm_peer.h"
 #include "vm/vm_xops.h"
 
 #include <errno.h>
@@ -225,6 +226,8 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	struct vm_proc *p = t->proc;
 	struct vm_thread *j;
 
+	bool rj;
+
 	if (t->tid == p->main_tid) {
 		vm__proc_end(p, (int)(r & 255));
 		return VM_STOP_END;
@@ -232,16 +235,31 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	/* Its memory is no longer needed; only the result is. */
 	vm__space_close(&t->local);
 	vm__thread_free_stacks(t);
+	if (p->peer != NULL &&
+	    vm_peer_home(p->peer, vm_gslot(t->tid)) != p->peer->self) {
+		/* A guest: its home keeps its entry and answers joins. */
+		pthread_mutex_lock(&p->tlock);
+		vm__thread_unlist(p, t->tid);
+		pthread_mutex_unlock(&p->tlock);
+		p->peer->ops->done(p->peer, t->tid, r);
+		vm__thread_free(t);
+		return VM_STOP_DONE;
+	}
 	pthread_mutex_lock(&p->tlock);
 	t->result = r;
 	atomic_store(&t->state, VM_T_DONE);
 	j = t->joiner;
-	if (j != NULL)
+	rj = t->rjoined;
+	if (j != NULL || rj)
 		vm__thread_unlist(p, t->tid);
 	pthread_mutex_unlock(&p->tlock);
 	if (j != NULL) {
 		vm__thread_free(t);
 		vm__resume(w, j, 0, r); /* the result, as a reply */
+	} else if (rj) {
+		vm_word tid = t->tid;
+		vm__thread_free(t);
+		p->peer->ops->joined(p->peer, tid, r);
 	}
 	return VM_STOP_DONE;
 }
@@ -255,6 +273,14 @@ static enum join_result join(struct vm_worker *w, struct vm_thread *t,
 	struct vm_proc *p = t->proc;
 	struct vm_thread *c;
 
+	if (p->peer != NULL &&
+	    vm_peer_home(p->peer, vm_gslot(tid)) != p->peer->self &&
+	    tid != t->tid) {
+		/* Its home, another machine, has its entry: ask there. */
+		vm__park_begin(t, VM_PARK_JOIN, tid);
+		p->peer->ops->join(p->peer, t, tid);
+		return JOIN_PARKED;
+	}
 	pthread_mutex_lock(&p->tlock);
 	c = vm__thread_find(p, tid);
 	if (c == NULL || c->joined || c == t) {
@@ -285,6 +311,22 @@ static enum join_result join(struct vm_worker *w, struct vm_thread *t,
 
 enum vm_stop vm__interp(struct vm_worker *w, struct vm_thread *t)
 {
+	/* A thread that moved here sees what was released before it left
+	 * (its spawn, its last fence): its first act is an acquire. */
+	if (__builtin_expect(t->arrive, 0)) {
+		switch (fence(w, VM_FENCE_ACQUIRE)) {
+		case VM_OK:
+			t->arrive = false;
+			break;
+		case VM_PARK:
+			return VM_STOP_PARK;
+		case VM_FAULT:
+			vm__proc_fail(t->proc, t, t->pc, w->fault.msg);
+			return VM_STOP_END;
+		default:
+			return VM_STOP_END;
+		}
+	}
 	return run(w, t, NULL);
 }
 
@@ -395,6 +437,9 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 			return VM_STOP_PARK;                                  \
 		case VM_END:                                                  \
 			return VM_STOP_END;                                   \
+		case VM_MOVE:                                                 \
+			SAVE(pc);                                             \
+			return VM_STOP_MOVE;                                  \
 		}                                                             \
 	} while (0)
 /* Registers into the thread, with pc at @next (a cell pointer). */
@@ -941,6 +986,9 @@ dispatch:
 			goto error;
 		sp -= callee->nargs;
 		*++sp = c->tid;
+		/* Another machine wants work: the child goes there. */
+		if (p->peer != NULL && p->peer->ops->spawned(p->peer, w, c))
+			NEXT_FILL(2);
 		/* Work first: run the child now; the parent waits on this
 		 * worker (vm_sched.c). A short child then ends before the
 		 * parent writes again, so the pages they share are seldom
@@ -957,6 +1005,10 @@ dispatch:
 		if (t->held) {
 			a = t->partial;
 		} else if (vm__reply_take(t, VM_PARK_JOIN, &reply)) {
+			if (reply.status != 0) /* asked of another machine */
+				FAIL("join of thread %" PRIu64 ", which does not "
+				     "exist or was already joined",
+				     *sp);
 			a = reply.value;
 		} else {
 			SAVE(pc);
@@ -1139,7 +1191,7 @@ dispatch:
 	CASE(NODE)
 	{
 		SPILL();
-		*++sp = 0;
+		*++sp = p->peer != NULL ? (vm_word)p->peer->self : 0;
 		NEXT_FILL(1);
 	}
 	CASE(NCPU)

@@ -25,6 +25,7 @@
  * Runs on workers (the end, failures, counts) and on the thread that
  * started the process (start, wait, free). */
 #include "vm/vm_gsrc.h"
+#include "vm/vm_peer.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -130,12 +131,27 @@ void vm__proc_busy_dec(struct vm_proc *p)
 {
 	if (atomic_fetch_sub(&p->nbusy, 1) != 1)
 		return;
-	if (!atomic_load(&p->ending))
+	if (!atomic_load(&p->ending)) {
+		/* Spread over machines, a deadlock is nothing running on
+		 * any of them: the peer finds out. */
+		if (p->peer != NULL) {
+			p->peer->ops->idle(p->peer);
+			return;
+		}
 		deadlock(p);
+	}
 	quiet(p);
 }
 
-bool vm__proc_end(struct vm_proc *p, int status)
+/* Does this part write the process's stdio (not a part elsewhere)? */
+static bool has_stdio(const struct vm_proc *p)
+{
+	return p->peer == NULL || p->peer->self == p->peer->origin;
+}
+
+/* End @p with @status and, unless NULL, runtime error line @line on its
+ * stderr, unless it ended already; true when this call ended it. */
+static bool end_with(struct vm_proc *p, int status, const char *line)
 {
 	bool first = false;
 
@@ -143,12 +159,27 @@ bool vm__proc_end(struct vm_proc *p, int status)
 	if (!atomic_load(&p->ending)) {
 		p->status = status;
 		atomic_store(&p->ending, true);
+		if (line != NULL && has_stdio(p))
+			vm__io_errline(p, line);
 		first = true;
 	}
 	pthread_mutex_unlock(&p->endlock);
-	if (first)
+	if (first) {
 		vm__io_ending(p);
+		if (p->peer != NULL)
+			p->peer->ops->ended(p->peer, status, line);
+	}
 	return first;
+}
+
+bool vm__proc_end(struct vm_proc *p, int status)
+{
+	return end_with(p, status, NULL);
+}
+
+bool vm__proc_end_line(struct vm_proc *p, int status, const char *line)
+{
+	return end_with(p, status, line);
 }
 
 void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
@@ -176,45 +207,53 @@ void vm__proc_fail(struct vm_proc *p, const struct vm_thread *t, uint32_t pc,
 	if (inside != NULL)
 		snprintf(where, sizeof where, ", inside %s", inside);
 
-	pthread_mutex_lock(&p->endlock);
-	if (!atomic_load(&p->ending)) {
-		char text[FL_ERR_MAX + 2 * VM_NAME_MAX + 64];
-		snprintf(text, sizeof text,
-			 "%s:%" PRIu32 ": runtime error: %s (in function %s, "
-			 "thread %" PRIu64 "%s)\n",
-			 file, line, msg, f >= 0 ? m->funcs[f].name : "?",
-			 t->tid, where);
-		p->status = 70;
-		atomic_store(&p->ending, true);
-		vm__io_errline(p, text);
-	}
-	pthread_mutex_unlock(&p->endlock);
-	vm__io_ending(p);
+	char text[FL_ERR_MAX + 2 * VM_NAME_MAX + 64];
+	if (atomic_load(&p->ending))
+		return;
+	snprintf(text, sizeof text,
+		 "%s:%" PRIu32 ": runtime error: %s (in function %s, "
+		 "thread %" PRIu64 "%s)\n",
+		 file, line, msg, f >= 0 ? m->funcs[f].name : "?", t->tid,
+		 where);
+	end_with(p, 70, text);
 }
 
-/* Every thread is blocked for good (nbusy fell to 0 before the end). */
-static void deadlock(struct vm_proc *p)
+uint64_t vm__proc_live_threads(struct vm_proc *p)
 {
-	struct vm_thread *main_t;
-	int64_t n = 0;
-	char msg[96];
+	uint64_t n = 0;
 
-	/* Nothing runs: the table is stable. main is parked, its saved pc
-	 * at the instruction it waits in. */
 	pthread_mutex_lock(&p->tlock);
 	for (size_t i = 0; i < p->threads_cap; i++)
 		if (p->threads[i] != NULL &&
-		    atomic_load(&p->threads[i]->state) != VM_T_DONE)
+		    atomic_load(&p->threads[i]->state) == VM_T_RUNNABLE)
 			n++;
+	pthread_mutex_unlock(&p->tlock);
+	return n;
+}
+
+void vm__proc_deadlock(struct vm_proc *p, uint64_t n)
+{
+	struct vm_thread *main_t;
+	char msg[96];
+
+	/* Nothing runs: main is parked, its saved pc at the instruction it
+	 * waits in. */
+	pthread_mutex_lock(&p->tlock);
 	main_t = vm__thread_find(p, p->main_tid);
 	pthread_mutex_unlock(&p->tlock);
 	snprintf(msg, sizeof msg,
-		 "deadlock: all %" PRId64 " thread%s blocked for good", n,
+		 "deadlock: all %" PRIu64 " thread%s blocked for good", n,
 		 n == 1 ? " is" : "s are");
 	if (main_t != NULL)
 		vm__proc_fail(p, main_t, main_t->pc, msg);
 	else
 		vm__proc_end(p, 70);
+}
+
+/* Every thread is blocked for good (nbusy fell to 0 before the end). */
+static void deadlock(struct vm_proc *p)
+{
+	vm__proc_deadlock(p, vm__proc_live_threads(p));
 }
 
 /* ---- Life ---- */
@@ -250,6 +289,8 @@ void vm_proc_free(struct vm_proc *p)
 	vm__unlink(p);
 	if (p->gs != NULL)
 		p->gs->ops->close(p->gs);
+	if (p->peer != NULL)
+		p->peer->ops->close(p->peer);
 	vm__io_close(p);
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
 		pthread_mutex_destroy(&p->waitq[i].lock);
@@ -412,6 +453,36 @@ int vm_proc_start(struct vm_node *n, const struct vm_module *m,
 	else
 		vm__sched_push(n, NULL, main_t);
 	*out = p;
+	return 0;
+}
+
+void vm__proc_attach(struct vm_proc *p, struct vm_peer *pe, long ncpu)
+{
+	p->peer = pe;
+	p->ncpu = ncpu;
+	atomic_store(&p->next_tid,
+		     ((vm_word)vm_peer_slot(pe) << VM_SLOT_SHIFT) | 2);
+}
+
+int vm__proc_start_main(struct vm_proc *p, struct fl_err *err)
+{
+	const struct vm_xfunc *fn =
+		&p->x.funcs[vm_module_find_func(p->m, "main")];
+	struct vm_thread *main_t;
+	struct vm_fault f;
+
+	/* main's id is the origin's first, whatever next_tid says. */
+	atomic_store(&p->next_tid, p->main_tid);
+	if (fn->frame_words + 1 > p->opt.stack_words) {
+		fail_at_start(p, "stack overflow (data stack limit of %" PRIu32
+				 " words)",
+			      p->opt.stack_words);
+		return 0;
+	}
+	main_t = vm__thread_make(p, fn, NULL, 0, NULL, &f);
+	if (main_t == NULL)
+		return fl_err_set(err, FL_ENOMEM, "main thread: %s", f.msg);
+	vm__sched_push(p->node, NULL, main_t);
 	return 0;
 }
 

@@ -27,6 +27,7 @@
  *
  * Runs on the worker OS threads vm_node_new() starts. */
 #include "vm/vm_int.h"
+#include "vm/vm_peer.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -113,6 +114,39 @@ struct vm_thread *vm__sched_next(struct vm_worker *w)
 			t = pop(n, v);
 	}
 	return t;
+}
+
+size_t vm__sched_take(struct vm_proc *p, bool fresh, struct vm_thread **out,
+		      size_t max)
+{
+	struct vm_node *n = p->node;
+	int nw = atomic_load(&n->nworkers);
+	size_t k = 0;
+
+	for (int i = 0; i < nw && k < max; i++) {
+		struct vm_worker *v = &n->workers[i];
+		struct vm_thread **link, *t;
+		pthread_mutex_lock(&v->lock);
+		v->tail = NULL;
+		for (link = &v->head; (t = *link) != NULL && k < max;) {
+			if (t->proc == p && t->tid != p->main_tid &&
+			    (!fresh || t->last_run == 0)) {
+				*link = t->next;
+				t->next = NULL;
+				out[k++] = t;
+				continue;
+			}
+			v->tail = t;
+			link = &t->next;
+		}
+		while (*link != NULL) { /* stopped early: the tail is further */
+			v->tail = *link;
+			link = &(*link)->next;
+		}
+		pthread_mutex_unlock(&v->lock);
+	}
+	atomic_fetch_sub(&n->nqueued, (int64_t)k);
+	return k;
 }
 
 /* Sleep until there is work, an event or a due timer, or the node stops. */
@@ -231,6 +265,9 @@ static void work(struct vm_worker *w, struct vm_proc *serve)
 		case VM_STOP_DONE:
 		case VM_STOP_END:
 			vm__proc_busy_dec(p);
+			break;
+		case VM_STOP_MOVE: /* stdio on another machine: to the origin */
+			p->peer->ops->move(p->peer, w, t, p->peer->origin);
 			break;
 		}
 		w->cur = NULL;

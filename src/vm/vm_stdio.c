@@ -41,6 +41,8 @@
  * posted only while threads wait, which keeps the process alive (nbusy)
  * until it has run. */
 #include "vm/vm_int.h"
+#include "vm/vm_gsrc.h"
+#include "vm/vm_peer.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -201,6 +203,19 @@ static enum vm_res broken(struct vm_proc *p, int fd, vm_word done,
 	return VM_OK;
 }
 
+/* The process's stdio is on its origin: a thread elsewhere moves there
+ * (vm_peer.h), its writes released first, and the instruction runs
+ * again on arrival. VM_OK when @p is on the origin. */
+static enum vm_res to_origin(struct vm_worker *w, struct vm_proc *p)
+{
+	enum vm_res rc;
+
+	if (p->peer == NULL || p->peer->self == p->peer->origin)
+		return VM_OK;
+	rc = p->gs->ops->fence(p->gs, w, VM_FENCE_RELEASE);
+	return rc == VM_OK ? VM_MOVE : rc;
+}
+
 enum vm_res vm__io_write(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 			 vm_word addr, vm_word n, vm_word *res)
 {
@@ -212,6 +227,8 @@ enum vm_res vm__io_write(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	bool wake = false;
 	struct vm_reply r;
 
+	if ((rc = to_origin(w, p)) != VM_OK)
+		return rc;
 	/* Resumed: the reply only says "go on". Take it, or it would stay
 	 * ready (and travel with the thread's state) as the thread runs on. */
 	vm__reply_take(t, VM_PARK_OUTPUT, &r);
@@ -264,9 +281,11 @@ enum vm_res vm__io_print(struct vm_worker *w, struct vm_thread *t,
 	struct vm_proc *p = t->proc;
 	struct vm_pio *io = &p->io;
 	struct vm_reply r;
+	enum vm_res rc;
 	bool wake;
 
-	(void)w;
+	if ((rc = to_origin(w, p)) != VM_OK)
+		return rc;
 	vm__reply_take(t, VM_PARK_OUTPUT, &r); /* as in vm__io_write */
 	pthread_mutex_lock(&io->lock);
 	if (io->out[1].err) {
@@ -281,7 +300,7 @@ enum vm_res vm__io_print(struct vm_worker *w, struct vm_thread *t,
 		return VM_OK;
 	}
 	if (io->queued >= VM_OUT_MAX) {
-		enum vm_res rc = wait_on(p, &io->out_wait, t, VM_PARK_OUTPUT);
+		rc = wait_on(p, &io->out_wait, t, VM_PARK_OUTPUT);
 		pthread_mutex_unlock(&io->lock);
 		kick(io);
 		return rc;
@@ -311,8 +330,11 @@ enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	struct vm_pio *io = &p->io;
 	uint8_t buf[VM_IN_MAX];
 	struct vm_reply r;
+	enum vm_res rc;
 	size_t k;
 
+	if ((rc = to_origin(w, p)) != VM_OK)
+		return rc;
 	vm__reply_take(t, VM_PARK_INPUT, &r); /* as in vm__io_write */
 	if (fd != 0) {
 		*res = (vm_word)-FL_EBADF;
@@ -325,7 +347,7 @@ enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 	 * thread's next fence (vm_gsrc.h), so the copy below cannot park. */
 	for (vm_word a = addr; a - addr < n; a = (a | (VM_PAGE_SIZE - 1)) + 1) {
 		uint8_t *d;
-		enum vm_res rc = vm__xlate(w, a, 1, true, "read", &d);
+		rc = vm__xlate(w, a, 1, true, "read", &d);
 		if (rc != VM_OK)
 			return rc;
 	}
@@ -340,7 +362,6 @@ enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 		} else {
 			/* Ask for more; stdout goes out first (the driver
 			 * writes what is queued before it reads). */
-			enum vm_res rc;
 			io->in_wanted = true;
 			rc = wait_on(p, &io->in_wait, t, VM_PARK_INPUT);
 			pthread_mutex_unlock(&io->lock);

@@ -21,6 +21,7 @@
  * Threads: vm__thread_new() and the table functions may run on any worker;
  * the table is guarded by proc->tlock (callers of find/unlist hold it). */
 #include "vm/vm_int.h"
+#include "vm/vm_peer.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -448,4 +449,130 @@ void vm__thread_free(struct vm_thread *t)
 	vm__thread_free_frames(t);
 	vm__credit(&t->proc->budget, THREAD_COST);
 	free(t);
+}
+
+/* ---- Threads that move between machines (vm_peer.h) ---- */
+
+static bool homed_here(const struct vm_proc *p, vm_word tid)
+{
+	return vm_peer_home(p->peer, vm_gslot(tid)) == p->peer->self;
+}
+
+bool vm__thread_emigrate(struct vm_proc *p, struct vm_thread *t)
+{
+	struct vm_thread *away = NULL;
+	struct vm_fault f;
+
+	if (homed_here(p, t->tid)) {
+		/* Its home keeps a stand-in that joins find. */
+		away = vm__thread_alloc(p, &f);
+		if (away != NULL) {
+			away->tid = t->tid;
+			atomic_store(&away->state, VM_T_AWAY);
+		}
+	}
+	pthread_mutex_lock(&p->tlock);
+	if (away != NULL) {
+		away->joined = t->joined;
+		away->rjoined = t->rjoined;
+		away->joiner = t->joiner;
+		vm__thread_relist(p, t, away);
+	} else {
+		vm__thread_unlist(p, t->tid);
+	}
+	pthread_mutex_unlock(&p->tlock);
+	vm__proc_busy_dec(p);
+	return away != NULL || !homed_here(p, t->tid);
+}
+
+void vm__thread_immigrate(struct vm_proc *p, struct vm_thread **ts, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct vm_thread *t = ts[i], *away = NULL;
+		bool listed = true;
+		pthread_mutex_lock(&p->tlock);
+		if (homed_here(p, t->tid))
+			away = vm__thread_find(p, t->tid);
+		if (away != NULL && atomic_load(&away->state) == VM_T_AWAY) {
+			t->joined = away->joined;
+			t->rjoined = away->rjoined;
+			t->joiner = away->joiner;
+			vm__thread_relist(p, away, t);
+		} else {
+			away = NULL;
+			t->joined = t->rjoined = false;
+			t->joiner = NULL;
+			listed = table_add(p, t);
+		}
+		pthread_mutex_unlock(&p->tlock);
+		vm__thread_free(away);
+		if (!listed) {
+			vm__thread_free(t);
+			vm__proc_end_line(p, 70, "flock: out of memory (a thread "
+						 "arriving from another machine)\n");
+			continue;
+		}
+		t->arrive = true;
+		vm__proc_busy_inc(p);
+		vm__sched_push(p->node, NULL, t);
+	}
+}
+
+/* A finished home thread that was joined: answer the join. */
+static void answer(struct vm_proc *p, struct vm_thread *c, vm_word r)
+{
+	struct vm_thread *j = c->joiner;
+	vm_word tid = c->tid;
+	bool rj = c->rjoined;
+
+	vm__thread_free(c);
+	if (j != NULL)
+		vm__resume(NULL, j, 0, r);
+	else if (rj)
+		p->peer->ops->joined(p->peer, tid, r);
+}
+
+bool vm__thread_finished(struct vm_proc *p, vm_word tid, vm_word r)
+{
+	struct vm_thread *c;
+	bool joined;
+
+	pthread_mutex_lock(&p->tlock);
+	c = vm__thread_find(p, tid);
+	if (c == NULL || atomic_load(&c->state) != VM_T_AWAY) {
+		pthread_mutex_unlock(&p->tlock);
+		return false;
+	}
+	c->result = r;
+	atomic_store(&c->state, VM_T_DONE);
+	joined = c->joiner != NULL || c->rjoined;
+	if (joined)
+		vm__thread_unlist(p, tid);
+	pthread_mutex_unlock(&p->tlock);
+	if (joined)
+		answer(p, c, r);
+	return true;
+}
+
+int vm__thread_join_remote(struct vm_proc *p, vm_word tid, vm_word *r)
+{
+	struct vm_thread *c;
+
+	pthread_mutex_lock(&p->tlock);
+	c = vm__thread_find(p, tid);
+	if (c == NULL || c->joined) {
+		pthread_mutex_unlock(&p->tlock);
+		return FL_ENOENT;
+	}
+	c->joined = true;
+	if (atomic_load(&c->state) == VM_T_DONE) {
+		*r = c->result;
+		vm__thread_unlist(p, tid);
+		pthread_mutex_unlock(&p->tlock);
+		vm__thread_free(c);
+		return 0;
+	}
+	c->rjoined = true;
+	pthread_mutex_unlock(&p->tlock);
+	return 1;
 }

@@ -110,6 +110,9 @@ static inline enum vm_stop hr_slice(struct handrun *h, struct vm_thread *t)
 	case VM_STOP_END:
 		vm__proc_busy_dec(p);
 		break;
+	case VM_STOP_MOVE: /* only a process with a peer moves */
+		fprintf(stderr, "hand-run thread asked to move\n");
+		abort();
 	}
 	w->cur = NULL;
 	return s;

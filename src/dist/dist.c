@@ -1,0 +1,821 @@
+/* The peer over messages: dist.h says what it does; this is how.
+ *
+ * State and locks: @dlock is held for a whole delivery and by close, so
+ * the process outlives every delivery that started; @lock guards the
+ * tables below it and is never held across a call into the VM that may
+ * call back (an op). A delivery that may make threads run (the counted
+ * types) raises the process's busy count under @lock, after checking
+ * that the process has not ended here (@dropping, which the ended op
+ * sets under @lock): since whatever ends a process holds a share of
+ * that count or is this delivery thread, the count never rises again
+ * from 0 after the end, when the process may be freed. Its fall at the
+ * delivery's end is what lets an idle part report itself idle.
+ *
+ * Tables: joins this part asked (request id -> the parked thread) and
+ * joins it owes (thread id -> the asking part and its request id):
+ * short lists, searched linearly. */
+#include "dist/dist.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIST_VERSION 1
+/* Most threads one STEAL takes, and the longest END line carried. */
+#define STEAL_MAX 64
+#define LINE_MAX_BYTES 4096
+
+/* name, number, counted: a message that may make threads run, which the
+ * deadlock waves count. */
+#define DIST_MESSAGES(X)                                                      \
+	X(MOVE, 1, true)                                                      \
+	X(STEAL, 2, false)                                                    \
+	X(NOTHING, 3, false)                                                  \
+	X(JOIN, 4, true)                                                      \
+	X(JOIN_REPLY, 5, true)                                                \
+	X(DONE, 6, true)                                                      \
+	X(END, 7, true)                                                       \
+	X(IDLE, 8, false)                                                     \
+	X(PROBE, 9, false)                                                    \
+	X(PROBE_REPLY, 10, false)
+
+enum {
+#define X(name, num, counted) M_##name = num,
+	DIST_MESSAGES(X)
+#undef X
+	M__LIMIT
+};
+
+static bool counted(unsigned type)
+{
+	switch (type) {
+#define X(name, num, c)                                                       \
+	case num:                                                             \
+		return c;
+		DIST_MESSAGES(X)
+#undef X
+	}
+	return false;
+}
+
+struct entry {
+	uint64_t key; /* asked: request id; owed: thread id */
+	uint64_t req; /* owed: the asker's request id */
+	int part;     /* owed: the asker */
+	struct vm_thread *t; /* asked: the joiner */
+};
+
+struct table {
+	struct entry *v;
+	size_t n, cap;
+};
+
+struct report {
+	bool passive;
+	uint64_t sent, recv, live;
+};
+
+struct dist_part {
+	struct vm_peer base;
+	struct vm_proc *p;
+	struct dist_config cfg;
+	pthread_mutex_t dlock;
+	pthread_mutex_t lock;
+	bool closed, dropping, told_end;
+	uint64_t next_req, next_xfer;
+	struct table asked, owed;
+	_Atomic uint64_t starving; /* parts that asked and got NOTHING */
+	bool stealing;		   /* a STEAL is out */
+	int victim, tried;
+	/* The origin's deadlock waves. */
+	uint64_t wave;
+	int replies;
+	bool wave_on, again, prev_ok;
+	struct report cur[DIST_MAX_PARTS], prev[DIST_MAX_PARTS];
+	bool got[DIST_MAX_PARTS];
+	_Atomic uint64_t sent, recv; /* counted messages */
+	struct dist_stats st;	     /* under @lock */
+	_Atomic int refs;
+};
+
+static struct dist_part *part_of(struct vm_peer *pe)
+{
+	return (struct dist_part *)pe;
+}
+
+/* ---- Tables ---- */
+
+static bool table_put(struct table *tb, struct entry e)
+{
+	if (tb->n == tb->cap) {
+		size_t cap = tb->cap ? 2 * tb->cap : 16;
+		struct entry *v = realloc(tb->v, cap * sizeof *v);
+		if (v == NULL)
+			return false;
+		tb->v = v;
+		tb->cap = cap;
+	}
+	tb->v[tb->n++] = e;
+	return true;
+}
+
+/* Remove the entry of @key into *@out; false when there is none. */
+static bool table_take(struct table *tb, uint64_t key, struct entry *out)
+{
+	for (size_t i = 0; i < tb->n; i++)
+		if (tb->v[i].key == key) {
+			*out = tb->v[i];
+			tb->v[i] = tb->v[--tb->n];
+			return true;
+		}
+	return false;
+}
+
+/* ---- Sending ---- */
+
+static void start(struct fl_buf *b, unsigned type)
+{
+	fl_buf_init(b);
+	fl_buf_put_u8(b, DIST_VERSION);
+	fl_buf_put_u8(b, (uint8_t)type);
+}
+
+/* Send @b (then closed) to @to; false when building it ran out of
+ * memory (nothing sent). */
+static bool send_buf(struct dist_part *d, int to, struct fl_buf *b)
+{
+	bool ok = !fl_buf_failed(b);
+
+	if (ok) {
+		if (counted(b->data[1]))
+			atomic_fetch_add(&d->sent, 1);
+		pthread_mutex_lock(&d->lock);
+		d->st.msgs_sent++;
+		d->st.bytes_sent += b->len;
+		pthread_mutex_unlock(&d->lock);
+		d->cfg.send(d->cfg.send_ctx, to, b->data, b->len);
+	}
+	fl_buf_close(b);
+	return ok;
+}
+
+static void send_end(struct dist_part *d, int to, int status, const char *line)
+{
+	struct fl_buf b;
+	size_t n = line != NULL ? strnlen(line, LINE_MAX_BYTES) : 0;
+
+	start(&b, M_END);
+	fl_buf_put_u8(&b, (uint8_t)status);
+	fl_buf_put_u32(&b, (uint32_t)n);
+	fl_buf_put(&b, line, n);
+	send_buf(d, to, &b);
+}
+
+static void send_simple(struct dist_part *d, int to, unsigned type)
+{
+	struct fl_buf b;
+
+	start(&b, type);
+	send_buf(d, to, &b);
+}
+
+/* Move threads @ts (out of any queue, counted in nbusy, their writes
+ * released) to part @to, and free them here. False when out of memory
+ * for their state: nothing moved. */
+static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n)
+{
+	struct vm_proc *p = d->p;
+	struct fl_buf b;
+	uint64_t xfer;
+	size_t len;
+
+	pthread_mutex_lock(&d->lock);
+	xfer = ++d->next_xfer;
+	pthread_mutex_unlock(&d->lock);
+	start(&b, M_MOVE);
+	fl_buf_put_u64(&b, xfer);
+	len = b.len;
+	if (fl_buf_failed(&b) || vm__threads_encode(ts, n, &b) != 0) {
+		fl_buf_close(&b);
+		return false;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!vm__thread_emigrate(p, ts[i]))
+			vm__proc_end_line(p, 70, "flock: out of memory (a thread "
+						 "leaving for another machine)\n");
+	pthread_mutex_lock(&d->lock);
+	d->st.moved_out += n;
+	d->st.move_bytes += b.len - len;
+	pthread_mutex_unlock(&d->lock);
+	send_buf(d, to, &b);
+	for (size_t i = 0; i < n; i++)
+		vm__thread_free(ts[i]);
+	return true;
+}
+
+/* ---- Stealing ---- */
+
+static int next_part(const struct dist_part *d, int after)
+{
+	int k = (after + 1) % d->cfg.nparts;
+
+	return k == d->cfg.self ? (k + 1) % d->cfg.nparts : k;
+}
+
+/* Idle here: ask the other parts in turn for threads. */
+static void steal(struct dist_part *d)
+{
+	int to;
+
+	if (d->cfg.nparts < 2)
+		return;
+	pthread_mutex_lock(&d->lock);
+	if (d->stealing || d->dropping) {
+		pthread_mutex_unlock(&d->lock);
+		return;
+	}
+	d->stealing = true;
+	d->tried = 0;
+	to = d->victim = next_part(d, d->victim);
+	d->st.steals++;
+	pthread_mutex_unlock(&d->lock);
+	send_simple(d, to, M_STEAL);
+}
+
+/* ---- Deadlock waves (the origin) ---- */
+
+static void report_here(struct dist_part *d, struct report *r)
+{
+	uint64_t s = 0, v = 0;
+
+	r->passive = vm__proc_idle(d->p);
+	if (d->cfg.counters != NULL)
+		d->cfg.counters(d->cfg.counters_ctx, &s, &v);
+	r->sent = atomic_load(&d->sent) + s;
+	r->recv = atomic_load(&d->recv) + v;
+	r->live = vm__proc_live_threads(d->p);
+}
+
+static void evaluate(struct dist_part *d);
+
+static void start_wave(struct dist_part *d)
+{
+	struct report here;
+	struct fl_buf b;
+	uint64_t wave;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->dropping) {
+		pthread_mutex_unlock(&d->lock);
+		return;
+	}
+	if (d->wave_on) {
+		d->again = true;
+		pthread_mutex_unlock(&d->lock);
+		return;
+	}
+	d->wave_on = true;
+	d->again = false;
+	wave = ++d->wave;
+	d->st.waves++;
+	d->replies = 0;
+	memset(d->got, 0, sizeof d->got);
+	pthread_mutex_unlock(&d->lock);
+	report_here(d, &here);
+	pthread_mutex_lock(&d->lock);
+	d->cur[d->cfg.self] = here;
+	pthread_mutex_unlock(&d->lock);
+	for (int i = 0; i < d->cfg.nparts; i++) {
+		if (i == d->cfg.self)
+			continue;
+		start(&b, M_PROBE);
+		fl_buf_put_u64(&b, wave);
+		send_buf(d, i, &b);
+	}
+	if (d->cfg.nparts == 1)
+		evaluate(d);
+}
+
+/* Every part answered the wave: is this the end? */
+static void evaluate(struct dist_part *d)
+{
+	uint64_t sent = 0, recv = 0, live = 0;
+	bool passive = true, same, rerun;
+
+	pthread_mutex_lock(&d->lock);
+	same = d->prev_ok;
+	for (int i = 0; i < d->cfg.nparts; i++) {
+		const struct report *c = &d->cur[i], *q = &d->prev[i];
+		passive &= c->passive;
+		sent += c->sent;
+		recv += c->recv;
+		live += c->live;
+		same &= q->passive == c->passive && q->sent == c->sent &&
+			q->recv == c->recv;
+	}
+	d->wave_on = false;
+	if (passive && same && sent == recv) {
+		/* Twice idle everywhere, nothing sent or received between,
+		 * nothing on its way: blocked for good. */
+		pthread_mutex_unlock(&d->lock);
+		vm__proc_busy_inc(d->p);
+		vm__proc_deadlock(d->p, live);
+		vm__proc_busy_dec(d->p);
+		return;
+	}
+	d->prev_ok = passive;
+	memcpy(d->prev, d->cur, sizeof d->prev);
+	/* Idle everywhere once: confirm with another wave. */
+	rerun = passive || d->again;
+	pthread_mutex_unlock(&d->lock);
+	if (rerun)
+		start_wave(d);
+}
+
+/* ---- The ops ---- */
+
+static void op_move(struct vm_peer *pe, struct vm_worker *w,
+		    struct vm_thread *t, int to)
+{
+	struct dist_part *d = part_of(pe);
+
+	(void)w;
+	if (!ship(d, to, &t, 1)) {
+		char msg[96];
+		snprintf(msg, sizeof msg,
+			 "out of memory (moving the thread to machine %d)", to);
+		vm__proc_fail(d->p, t, t->pc, msg);
+		vm__proc_busy_dec(d->p);
+	}
+}
+
+static void op_join(struct vm_peer *pe, struct vm_thread *t, vm_word tid)
+{
+	struct dist_part *d = part_of(pe);
+	struct fl_buf b;
+	uint64_t req;
+	bool ok;
+
+	pthread_mutex_lock(&d->lock);
+	req = ++d->next_req;
+	ok = table_put(&d->asked, (struct entry){.key = req, .t = t});
+	d->st.remote_joins++;
+	pthread_mutex_unlock(&d->lock);
+	if (!ok) {
+		vm__resume(NULL, t, FL_ENOMEM, 0);
+		return;
+	}
+	start(&b, M_JOIN);
+	fl_buf_put_u64(&b, req);
+	fl_buf_put_u64(&b, tid);
+	send_buf(d, vm_peer_home(pe, vm_gslot(tid)), &b);
+}
+
+static void op_done(struct vm_peer *pe, vm_word tid, vm_word r)
+{
+	struct dist_part *d = part_of(pe);
+	struct fl_buf b;
+
+	start(&b, M_DONE);
+	fl_buf_put_u64(&b, tid);
+	fl_buf_put_u64(&b, r);
+	send_buf(d, vm_peer_home(pe, vm_gslot(tid)), &b);
+}
+
+static void send_join_reply(struct dist_part *d, int to, uint64_t req,
+			    uint8_t status, vm_word r)
+{
+	struct fl_buf b;
+
+	start(&b, M_JOIN_REPLY);
+	fl_buf_put_u64(&b, req);
+	fl_buf_put_u8(&b, status);
+	fl_buf_put_u64(&b, r);
+	send_buf(d, to, &b);
+}
+
+static void op_joined(struct vm_peer *pe, vm_word tid, vm_word r)
+{
+	struct dist_part *d = part_of(pe);
+	struct entry e;
+	bool found;
+
+	pthread_mutex_lock(&d->lock);
+	found = table_take(&d->owed, tid, &e);
+	pthread_mutex_unlock(&d->lock);
+	if (found)
+		send_join_reply(d, e.part, e.req, 0, r);
+}
+
+static void op_ended(struct vm_peer *pe, int status, const char *line)
+{
+	struct dist_part *d = part_of(pe);
+	bool told;
+
+	pthread_mutex_lock(&d->lock);
+	d->dropping = true;
+	told = d->told_end;
+	pthread_mutex_unlock(&d->lock);
+	if (d->cfg.self == d->cfg.origin) {
+		for (int i = 0; i < d->cfg.nparts; i++)
+			if (i != d->cfg.self)
+				send_end(d, i, status, NULL);
+	} else if (!told) {
+		send_end(d, d->cfg.origin, status, line);
+	}
+}
+
+static void op_idle(struct vm_peer *pe)
+{
+	struct dist_part *d = part_of(pe);
+
+	steal(d);
+	if (d->cfg.self == d->cfg.origin)
+		start_wave(d);
+	else
+		send_simple(d, d->cfg.origin, M_IDLE);
+}
+
+static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
+		       struct vm_thread *c)
+{
+	struct dist_part *d = part_of(pe);
+	uint64_t mask;
+	int to;
+
+	(void)w;
+	if (atomic_load_explicit(&d->starving, memory_order_relaxed) == 0)
+		return false;
+	/* The lowest part that asked for work gets the child. */
+	mask = atomic_load(&d->starving);
+	while (mask != 0 && !atomic_compare_exchange_weak(
+				    &d->starving, &mask, mask & (mask - 1)))
+		;
+	if (mask == 0)
+		return false;
+	to = __builtin_ctzll(mask);
+	if (!ship(d, to, &c, 1)) {
+		atomic_fetch_or(&d->starving, 1ull << to);
+		return false;
+	}
+	return true;
+}
+
+static void op_close(struct vm_peer *pe)
+{
+	struct dist_part *d = part_of(pe);
+
+	pthread_mutex_lock(&d->dlock);
+	pthread_mutex_lock(&d->lock);
+	d->closed = true;
+	d->dropping = true;
+	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_unlock(&d->dlock);
+	dist_unref(d);
+}
+
+static const struct vm_peer_ops dist_ops = {
+	.move = op_move,
+	.join = op_join,
+	.done = op_done,
+	.joined = op_joined,
+	.ended = op_ended,
+	.idle = op_idle,
+	.spawned = op_spawned,
+	.close = op_close,
+};
+
+/* ---- Receiving ---- */
+
+static void malformed(struct dist_part *d)
+{
+	pthread_mutex_lock(&d->lock);
+	d->st.malformed++;
+	pthread_mutex_unlock(&d->lock);
+}
+
+static void on_move(struct dist_part *d, int from, struct fl_reader *r)
+{
+	struct vm_thread **ts;
+	struct fl_err err;
+	size_t n;
+
+	(void)fl_get_u64(r); /* the transfer id: settled in the failure issue */
+	if (r->failed) {
+		malformed(d);
+		return;
+	}
+	if (vm__threads_decode(d->p, r->p + r->off, fl_reader_left(r), &ts, &n,
+			       &err) != 0) {
+		char line[FL_ERR_MAX + 96];
+		snprintf(line, sizeof line,
+			 "flock: a thread from machine %d does not install "
+			 "here: %s\n",
+			 from, err.msg);
+		vm__proc_end_line(d->p, 70, line);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	d->st.moved_in += n;
+	d->stealing = false;
+	pthread_mutex_unlock(&d->lock);
+	vm__thread_immigrate(d->p, ts, n);
+	free(ts);
+}
+
+static void on_steal(struct dist_part *d, int from)
+{
+	struct vm_thread *ts[STEAL_MAX];
+	int64_t q = atomic_load(&d->p->node->nqueued);
+	size_t max = q > 2 * STEAL_MAX ? STEAL_MAX : (size_t)(q / 2 + 1);
+	size_t k = vm__sched_take(d->p, true, ts, max);
+
+	if (k > 0 && ship(d, from, ts, k))
+		return;
+	for (size_t i = 0; i < k; i++) /* could not: they stay */
+		vm__sched_push(d->p->node, NULL, ts[i]);
+	atomic_fetch_or(&d->starving, 1ull << from);
+	send_simple(d, from, M_NOTHING);
+}
+
+static void on_nothing(struct dist_part *d)
+{
+	int to = -1;
+
+	pthread_mutex_lock(&d->lock);
+	d->st.steals_empty++;
+	if (d->stealing) {
+		if (++d->tried < d->cfg.nparts - 1 && !d->dropping) {
+			to = d->victim = next_part(d, d->victim);
+			d->st.steals++;
+		} else {
+			d->stealing = false;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (to >= 0)
+		send_simple(d, to, M_STEAL);
+}
+
+static bool homed_here(const struct dist_part *d, vm_word tid)
+{
+	return vm_peer_home(&d->base, vm_gslot(tid)) == d->cfg.self;
+}
+
+static void on_join(struct dist_part *d, int from, struct fl_reader *r)
+{
+	uint64_t req = fl_get_u64(r), tid = fl_get_u64(r);
+	struct entry e;
+	vm_word res = 0;
+	bool ok;
+	int rc;
+
+	if (r->failed || !homed_here(d, tid)) {
+		malformed(d);
+		return;
+	}
+	/* Owed before the thread can see it was joined, so that its end
+	 * finds whom to answer. */
+	pthread_mutex_lock(&d->lock);
+	ok = table_put(&d->owed, (struct entry){.key = tid, .req = req,
+						 .part = from});
+	pthread_mutex_unlock(&d->lock);
+	if (!ok) {
+		send_join_reply(d, from, req, 1, 0);
+		return;
+	}
+	rc = vm__thread_join_remote(d->p, tid, &res);
+	if (rc == 1)
+		return;
+	pthread_mutex_lock(&d->lock);
+	table_take(&d->owed, tid, &e);
+	pthread_mutex_unlock(&d->lock);
+	send_join_reply(d, from, req, rc == 0 ? 0 : 1, res);
+}
+
+static void on_join_reply(struct dist_part *d, struct fl_reader *r)
+{
+	uint64_t req = fl_get_u64(r);
+	uint8_t status = fl_get_u8(r);
+	uint64_t res = fl_get_u64(r);
+	struct entry e;
+	bool found;
+
+	if (r->failed || status > 1) {
+		malformed(d);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	found = table_take(&d->asked, req, &e);
+	pthread_mutex_unlock(&d->lock);
+	if (!found) {
+		malformed(d);
+		return;
+	}
+	vm__resume(NULL, e.t, status ? FL_ENOENT : 0, res);
+}
+
+static void on_done(struct dist_part *d, struct fl_reader *r)
+{
+	uint64_t tid = fl_get_u64(r), res = fl_get_u64(r);
+
+	if (r->failed || !homed_here(d, tid) ||
+	    !vm__thread_finished(d->p, tid, res))
+		malformed(d);
+}
+
+static void on_end(struct dist_part *d, int from, struct fl_reader *r)
+{
+	uint8_t status = fl_get_u8(r);
+	uint32_t n = fl_get_u32(r);
+	const uint8_t *s;
+	char *line = NULL;
+
+	if (r->failed || n > LINE_MAX_BYTES ||
+	    (s = fl_get_bytes(r, n)) == NULL ||
+	    (d->cfg.self != d->cfg.origin && from != d->cfg.origin)) {
+		malformed(d);
+		return;
+	}
+	if (n > 0 && (line = malloc(n + 1)) != NULL) {
+		memcpy(line, s, n);
+		line[n] = 0;
+	}
+	if (d->cfg.self == d->cfg.origin) {
+		vm__proc_end_line(d->p, status, line);
+	} else {
+		pthread_mutex_lock(&d->lock);
+		d->told_end = true;
+		pthread_mutex_unlock(&d->lock);
+		vm__proc_end(d->p, status);
+	}
+	free(line);
+}
+
+static void on_probe(struct dist_part *d, int from, struct fl_reader *r)
+{
+	uint64_t wave = fl_get_u64(r);
+	struct report rep;
+	struct fl_buf b;
+
+	if (r->failed || from != d->cfg.origin) {
+		malformed(d);
+		return;
+	}
+	report_here(d, &rep);
+	start(&b, M_PROBE_REPLY);
+	fl_buf_put_u64(&b, wave);
+	fl_buf_put_u8(&b, rep.passive);
+	fl_buf_put_u64(&b, rep.sent);
+	fl_buf_put_u64(&b, rep.recv);
+	fl_buf_put_u64(&b, rep.live);
+	send_buf(d, from, &b);
+}
+
+static void on_probe_reply(struct dist_part *d, int from, struct fl_reader *r)
+{
+	uint64_t wave = fl_get_u64(r);
+	uint8_t passive = fl_get_u8(r);
+	struct report rep = {passive == 1, fl_get_u64(r), fl_get_u64(r),
+			     fl_get_u64(r)};
+	bool all;
+
+	if (r->failed || passive > 1 || d->cfg.self != d->cfg.origin) {
+		malformed(d);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (!d->wave_on || wave != d->wave || d->got[from]) {
+		pthread_mutex_unlock(&d->lock); /* an old wave's */
+		return;
+	}
+	d->got[from] = true;
+	d->cur[from] = rep;
+	all = ++d->replies == d->cfg.nparts - 1;
+	pthread_mutex_unlock(&d->lock);
+	if (all)
+		evaluate(d);
+}
+
+void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
+{
+	struct fl_reader r;
+	unsigned type;
+	bool busy = false;
+
+	fl_reader_init(&r, msg, len);
+	pthread_mutex_lock(&d->dlock);
+	pthread_mutex_lock(&d->lock);
+	d->st.msgs_recv++;
+	d->st.bytes_recv += len;
+	pthread_mutex_unlock(&d->lock);
+	if (fl_get_u8(&r) != DIST_VERSION || (type = fl_get_u8(&r)) == 0 ||
+	    type >= M__LIMIT || from < 0 || from >= d->cfg.nparts ||
+	    from == d->cfg.self) {
+		malformed(d);
+		goto out;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (d->dropping) {
+		pthread_mutex_unlock(&d->lock);
+		goto out;
+	}
+	if (counted(type)) {
+		atomic_fetch_add(&d->recv, 1);
+		vm__proc_busy_inc(d->p);
+		busy = true;
+	}
+	pthread_mutex_unlock(&d->lock);
+	switch (type) {
+	case M_MOVE:
+		on_move(d, from, &r);
+		break;
+	case M_STEAL:
+		on_steal(d, from);
+		break;
+	case M_NOTHING:
+		on_nothing(d);
+		break;
+	case M_JOIN:
+		on_join(d, from, &r);
+		break;
+	case M_JOIN_REPLY:
+		on_join_reply(d, &r);
+		break;
+	case M_DONE:
+		on_done(d, &r);
+		break;
+	case M_END:
+		on_end(d, from, &r);
+		break;
+	case M_IDLE:
+		if (d->cfg.self == d->cfg.origin)
+			start_wave(d);
+		else
+			malformed(d);
+		break;
+	case M_PROBE:
+		on_probe(d, from, &r);
+		break;
+	case M_PROBE_REPLY:
+		on_probe_reply(d, from, &r);
+		break;
+	}
+	if (busy)
+		vm__proc_busy_dec(d->p);
+out:
+	pthread_mutex_unlock(&d->dlock);
+}
+
+/* ---- Life ---- */
+
+int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
+		  struct dist_part **out, struct fl_err *err)
+{
+	struct dist_part *d;
+
+	*out = NULL;
+	if (cfg->nparts < 1 || cfg->nparts > DIST_MAX_PARTS || cfg->self < 0 ||
+	    cfg->self >= cfg->nparts || cfg->origin < 0 ||
+	    cfg->origin >= cfg->nparts || cfg->send == NULL || cfg->ncpu < 1)
+		return fl_err_set(err, FL_EINVAL,
+				  "a part %d of %d parts (origin %d)", cfg->self,
+				  cfg->nparts, cfg->origin);
+	d = calloc(1, sizeof *d);
+	if (d == NULL)
+		return fl_err_set(err, FL_ENOMEM, "out of memory");
+	d->base.ops = &dist_ops;
+	d->base.self = cfg->self;
+	d->base.origin = cfg->origin;
+	d->p = p;
+	d->cfg = *cfg;
+	d->victim = cfg->self;
+	pthread_mutex_init(&d->dlock, NULL);
+	pthread_mutex_init(&d->lock, NULL);
+	atomic_init(&d->refs, 2);
+	vm__proc_attach(p, &d->base, cfg->ncpu);
+	/* A part that is not the origin starts with nothing to run. */
+	if (cfg->self != cfg->origin)
+		steal(d);
+	*out = d;
+	return 0;
+}
+
+void dist_stats(struct dist_part *d, struct dist_stats *out)
+{
+	pthread_mutex_lock(&d->lock);
+	*out = d->st;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void dist_unref(struct dist_part *d)
+{
+	if (d == NULL || atomic_fetch_sub(&d->refs, 1) != 1)
+		return;
+	free(d->asked.v);
+	free(d->owed.v);
+	pthread_mutex_destroy(&d->dlock);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+}

@@ -1,0 +1,94 @@
+/* One process over many machines: the peer (vm_peer.h) that links a
+ * process's parts, sans I/O. A part is a struct vm_proc on one machine's
+ * node; this layer moves threads between parts, answers joins at a
+ * thread's home, ends every part when one ends, and finds a deadlock
+ * that spans machines. Global memory is the page source's business
+ * (src/dsm/dsm_gsrc.h); the driver carries both layers' messages.
+ *
+ * Placement: a spawn runs its child locally, and a part with nothing to
+ * run steals: it asks the other parts in turn (STEAL) for threads that
+ * never ran; one that has some sends up to half of them (MOVE), one that
+ * has none says NOTHING and remembers the thief, whose next spawn there
+ * sends the child straight to it. So a burst of spawns spreads within a
+ * few round trips, and a thread moves while it is small (its state and
+ * the snapshot of local memory its spawn gave it). A thread that reaches
+ * stdio on another machine moves to the origin, its writes released
+ * first, and the instruction runs there; main never moves.
+ *
+ * Joins: a thread's home (the part that made its id) keeps its entry;
+ * JOIN goes there, JOIN_REPLY comes back with the result (or "no such
+ * thread") once the thread has ended, wherever it ran (DONE tells the
+ * home).
+ *
+ * The end: the part where the process ends (main's return or exit on
+ * the origin, exit or a runtime error anywhere) tells the origin (END,
+ * with the error line), which ends and tells every other part.
+ *
+ * Deadlock: a part whose busy count falls to 0 tells the origin (IDLE);
+ * the origin then asks every part (PROBE) whether it is idle and how
+ * many messages it has sent and received -- this layer's that wake
+ * threads, and the page source's (the driver's @counters). Two waves in
+ * a row in which every part is idle and reports the same counts, with
+ * as many received as sent in all, mean nothing is running and nothing
+ * is on its way: every thread is blocked for good, and the origin fails
+ * the process as a deadlock, naming how many threads there are.
+ *
+ * Messages (DIST_MESSAGES, dist.c): a version byte and a type byte, then
+ * the type's fields; decoded as hostile bytes (a malformed message is
+ * dropped and counted; a thread state that does not decode ends the
+ * process with a runtime error naming the machine). Links must keep
+ * order (as a connection does) and lose nothing; duplicates and losses
+ * are the failure issue's.
+ *
+ * Threads: dist_deliver runs on the driver's thread, one message at a
+ * time per part; the vm_peer ops on the process's workers. */
+#ifndef FLOCK_DIST_DIST_H
+#define FLOCK_DIST_DIST_H
+
+#include "vm/vm_peer.h"
+
+#define DIST_MAX_PARTS 64
+
+struct dist_config {
+	int self;   /* this part's machine index, 0 .. nparts-1 */
+	int nparts; /* machines the process spans, 1 .. DIST_MAX_PARTS */
+	int origin; /* the part that runs main */
+	long ncpu;  /* cores of all of them: ncpu() */
+	/* Carry @len bytes (borrowed) to part @to, in order; any thread,
+	 * never calls back into this layer. */
+	void (*send)(void *ctx, int to, const void *msg, size_t len);
+	void *send_ctx;
+	/* The driver's other messages for this part so far (the page
+	 * source's), counted in the deadlock waves; NULL: none. */
+	void (*counters)(void *ctx, uint64_t *sent, uint64_t *recv);
+	void *counters_ctx;
+};
+
+/* What one part did (flock run --stats, ps -v). */
+struct dist_stats {
+	uint64_t moved_out, moved_in; /* threads */
+	uint64_t move_bytes;          /* thread states sent */
+	uint64_t steals, steals_empty; /* STEALs asked, answered NOTHING */
+	uint64_t remote_joins;        /* joins asked of another part */
+	uint64_t msgs_sent, bytes_sent, msgs_recv, bytes_recv;
+	uint64_t waves;               /* deadlock waves run (origin) */
+	uint64_t malformed;
+};
+
+struct dist_part;
+
+/* Attach a part to @p (made by vm__proc_new, with its page source, no
+ * thread yet); the origin then starts main with vm__proc_start_main,
+ * and any other part asks for work at once (@cfg->send may queue it
+ * until the network runs).
+ * Two references, as dsm_gsrc's: the process's (dropped by vm_proc_free)
+ * and the driver's (dist_unref). 0, FL_EINVAL or FL_ENOMEM with @err. */
+int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
+		  struct dist_part **out, struct fl_err *err);
+/* A message from part @from, borrowed. Dropped once the process has
+ * ended here. */
+void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len);
+void dist_stats(struct dist_part *d, struct dist_stats *out);
+void dist_unref(struct dist_part *d);
+
+#endif
