@@ -129,8 +129,9 @@ size_t vm__sched_take(struct vm_proc *p, bool fresh, struct vm_thread **out,
 		pthread_mutex_lock(&v->lock);
 		v->tail = NULL;
 		for (link = &v->head; (t = *link) != NULL && k < max;) {
+			/* one that just arrived runs before it moves again */
 			if (t->proc == p && t->tid != p->main_tid &&
-			    (!fresh || t->last_run == 0)) {
+			    (!fresh || t->last_run == 0) && !t->arrive) {
 				*link = t->next;
 				t->next = NULL;
 				out[k++] = t;

@@ -78,6 +78,7 @@ struct net {
 	struct part parts[MAX_PARTS];
 	pthread_t th;
 	uint64_t carried[2];
+	bool delivering; /* a message is being delivered now */
 };
 
 static uint64_t splitmix(uint64_t *s)
@@ -168,7 +169,7 @@ static void net_send(struct part *from, int to, enum chan ch, const void *msg,
 	m.seq = N->seq++;
 	N->carried[ch]++;
 	heap_push(N, m);
-	pthread_cond_signal(&N->cond);
+	pthread_cond_broadcast(&N->cond);
 	pthread_mutex_unlock(&N->lock);
 }
 
@@ -203,6 +204,7 @@ static void *net_main(void *arg)
 			continue;
 		}
 		struct msg m = heap_pop(N);
+		N->delivering = true;
 		pthread_mutex_unlock(&N->lock);
 		struct part *to = &N->parts[m.to];
 		if (m.chan == CH_DSM)
@@ -211,6 +213,8 @@ static void *net_main(void *arg)
 			dist_deliver(to->d, m.from, m.bytes, m.len);
 		free(m.bytes);
 		pthread_mutex_lock(&N->lock);
+		N->delivering = false;
+		pthread_cond_broadcast(&N->cond);
 	}
 	pthread_mutex_unlock(&N->lock);
 	return NULL;
@@ -310,6 +314,12 @@ static void run_parts(struct vm_node **nodes, int nparts,
 	}
 	if (pthread_create(&N->th, NULL, net_main, N) != 0)
 		unit_die("cannot start the network");
+	/* main starts once every other part has asked for work and been
+	 * told there is none (so the first spawns go there). */
+	pthread_mutex_lock(&N->lock);
+	while (N->n > 0 || N->delivering)
+		pthread_cond_wait(&N->cond, &N->lock);
+	pthread_mutex_unlock(&N->lock);
 	if (vm__proc_start_main(N->parts[0].p, &err) != 0)
 		unit_die("main: %s", err.msg);
 	r->status = vm_proc_wait(N->parts[0].p);
@@ -522,11 +532,228 @@ static void test_golden_threads_3(void **state)
 	golden_threads(3);
 }
 
+
+/* ---- Paths the golden programs may miss ----
+ *
+ * Small programs whose first thread is made once the other machine has
+ * asked for work (main spins first; the ask takes microseconds), so it
+ * runs there. */
+
+#define PRELUDE                                                               \
+	"func spin 0 1\n"                                                     \
+	"        push 300000\n"                                               \
+	"        set 0\n"                                                     \
+	"top:    get 0\n"                                                     \
+	"        jz out\n"                                                    \
+	"        get 0\n"                                                     \
+	"        push 1\n"                                                    \
+	"        sub\n"                                                       \
+	"        set 0\n"                                                     \
+	"        jmp top\n"                                                   \
+	"out:    push 0\n"                                                    \
+	"        ret\n"                                                       \
+	"end\n"                                                               \
+	"func println 1 0\n"                                                  \
+	"        get 0\n"                                                     \
+	"        printi\n"                                                    \
+	"        push 1\n"                                                    \
+	"        push nl\n"                                                   \
+	"        push 1\n"                                                    \
+	"        write\n"                                                     \
+	"        drop\n"                                                      \
+	"        push 0\n"                                                    \
+	"        ret\n"                                                       \
+	"end\n"                                                               \
+	".rodata\n"                                                           \
+	"nl:     .bytes \"\\n\"\n"
+
+/* Run @src on @nparts machines (seed 1); its result into @r, what the
+ * parts did into @st. */
+static void run_text(const char *name, const char *src, int nparts,
+		     struct result *r, struct dist_stats *st)
+{
+	struct vm_node *nodes[MAX_PARTS];
+	struct vm_module *m = unit_assemble(name, src, strlen(src));
+	struct vm_options o;
+	char *argv[2] = {(char *)name, NULL};
+
+	vm_options_init(&o);
+	o.argc = 1;
+	o.argv = argv;
+	for (int i = 0; i < nparts; i++)
+		nodes[i] = golden_node_new(1);
+	memset(&total, 0, sizeof total);
+	snprintf(golden_running, sizeof golden_running, "%s", name);
+	alarm(GOLDEN_RUN_SECONDS);
+	run_parts(nodes, nparts, m, &o, NULL, 0, 1, r);
+	alarm(0);
+	*st = total;
+	for (int i = 0; i < nparts; i++)
+		vm_node_free(nodes[i]);
+	vm_module_free(m);
+}
+
+static void expect_run(const struct result *r, int status, const char *out,
+		       const char *err)
+{
+	if (r->status != status || strcmp(r->out, out) != 0 ||
+	    (err != NULL ? strcmp(r->err, err) != 0 : r->err_len != 0))
+		printf("  status %d, stdout \"%s\", stderr \"%s\"\n", r->status,
+		       r->out, r->err);
+	assert_int_equal(r->status, status);
+	assert_string_equal(r->out, out);
+	if (err != NULL)
+		assert_string_equal(r->err, err);
+	else
+		assert_int_equal(r->err_len, 0);
+}
+
+/* A thread elsewhere joins one the origin homes: JOIN travels there and
+ * the result back; it prints from there (it moves to the origin). */
+static void test_remote_join(void **state)
+{
+	static const char src[] =
+		".data\n"
+		"btid:   .word 0\n"
+		".text\n"
+		"func main 0 1\n"
+		"        call spin\n"
+		"        drop\n"
+		"        spawn a\n"
+		"        set 0\n"
+		"        push btid\n"
+		"        spawn b\n"
+		"        xchg\n"
+		"        drop\n"
+		"        get 0\n"
+		"        join\n"
+		"        call println\n"
+		"        ret\n"
+		"end\n"
+		"func a 0 0\n"
+		"poll:   push btid\n"
+		"        push 0\n"
+		"        xadd\n"
+		"        dup\n"
+		"        jnz got\n"
+		"        drop\n"
+		"        jmp poll\n"
+		"got:    join\n"
+		"        call println\n"
+		"        push 7\n"
+		"        ret\n"
+		"end\n"
+		"func b 0 0\n"
+		"        call spin\n"
+		"        drop\n"
+		"        push 42\n"
+		"        ret\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("remote_join.fla", src, 2, &r, &st);
+	expect_run(&r, 0, "42\n7\n", NULL);
+	printf("  %" PRIu64 " remote joins, %" PRIu64 " threads moved\n",
+	       st.remote_joins, st.moved_in);
+	assert_true(st.remote_joins >= 1);
+	assert_true(st.moved_in >= 2); /* a there, and back for stdio */
+	result_free(&r);
+}
+
+/* A runtime error and exit in a thread on another machine: the origin
+ * prints the line and ends with its status. */
+static void test_remote_error(void **state)
+{
+	static const char src[] =
+		".text\n"
+		"func main 0 0\n"
+		"        call spin\n"
+		"        drop\n"
+		"        spawn a\n"
+		"        join\n"
+		"        ret\n"
+		"end\n"
+		"func a 0 0\n"
+		"        node\n"
+		"        push 1\n"
+		"        div\n"
+		"        push 0\n"
+		"        div\n"
+		"        ret\n"
+		"end\n" PRELUDE;
+	static const char src_exit[] =
+		".text\n"
+		"func main 0 0\n"
+		"        call spin\n"
+		"        drop\n"
+		"        spawn a\n"
+		"        join\n"
+		"        ret\n"
+		"end\n"
+		"func a 0 0\n"
+		"        node\n"
+		"        push 3\n"
+		"        add\n"
+		"        exit\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("remote_error.fla", src, 2, &r, &st);
+	expect_run(&r, 70, "",
+		   "remote_error.fla:14: runtime error: division by zero (in "
+		   "function a, thread 2)\n");
+	assert_true(st.moved_in >= 1);
+	result_free(&r);
+	/* exit's status says where it ran: node() is 1 there */
+	run_text("remote_exit.fla", src_exit, 2, &r, &st);
+	expect_run(&r, 4, "", NULL);
+	result_free(&r);
+}
+
+/* main joins a thread on another machine that joins main: no machine
+ * can run anything, and the origin says so. */
+static void test_remote_deadlock(void **state)
+{
+	static const char src[] =
+		".text\n"
+		"func main 0 0\n"
+		"        call spin\n"
+		"        drop\n"
+		"        spawn a\n"
+		"        join\n"
+		"        ret\n"
+		"end\n"
+		"func a 0 0\n"
+		"        push 1\n"
+		"        join\n"
+		"        ret\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("remote_deadlock.fla", src, 3, &r, &st);
+	expect_run(&r, 70, "",
+		   "remote_deadlock.fla:6: runtime error: deadlock: all 2 "
+		   "threads are blocked for good (in function main, thread "
+		   "1)\n");
+	assert_true(st.remote_joins >= 1);
+	assert_true(st.waves >= 2);
+	result_free(&r);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_golden_threads_2),
 		cmocka_unit_test(test_golden_threads_3),
+		cmocka_unit_test(test_remote_join),
+		cmocka_unit_test(test_remote_error),
+		cmocka_unit_test(test_remote_deadlock),
 	};
 
 	(void)argc;
