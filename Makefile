@@ -151,46 +151,26 @@ asan-check:
 fuzz: deps-test
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-fuzz \
 		OPT="-O1 -g" SAN="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libflock.a
-	@mkdir -p build-fuzz/corpus-module
+	@for f in $(FUZZERS); do $(MAKE) --no-print-directory fuzz-$$f || exit 1; done
+
+# The fuzzers, in the order `make fuzz` runs them: fuzz-NAME links
+# tests/fuzz/fuzz_NAME.c against the library `make fuzz` has just built (with
+# FUZZ_LIBS_NAME besides libsodium and libm) and runs it on
+# build-fuzz/corpus-NAME and tests/fuzz/seeds-NAME, or on FUZZ_SEEDS_NAME where
+# its seeds lie elsewhere. `make fuzz FUZZERS="ctl wire"` runs only those.
+FUZZERS := module tstate frame handshake wire compile ctl dsm
+FUZZ_SEEDS_module  := tests/fuzz/seeds
+FUZZ_SEEDS_compile := tests/fuzz/seeds-fl
+FUZZ_LIBS_tstate   := -lpthread
+FUZZ_LIBS_compile  := -lpthread
+
+.PHONY: $(FUZZERS:%=fuzz-%)
+$(FUZZERS:%=fuzz-%): fuzz-%:
+	@mkdir -p build-fuzz/corpus-$*
 	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_module tests/fuzz/fuzz_module.c build-fuzz/libflock.a -lsodium -lm
-	$(FUZZ_ENV) build-fuzz/fuzz_module -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-module tests/fuzz/seeds
-	@mkdir -p build-fuzz/corpus-tstate
-	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_tstate tests/fuzz/fuzz_tstate.c build-fuzz/libflock.a -lsodium -lm -lpthread
-	$(FUZZ_ENV) build-fuzz/fuzz_tstate -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-tstate tests/fuzz/seeds-tstate
-	@mkdir -p build-fuzz/corpus-frame
-	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_frame tests/fuzz/fuzz_frame.c build-fuzz/libflock.a -lsodium -lm
-	$(FUZZ_ENV) build-fuzz/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-frame tests/fuzz/seeds-frame
-	@mkdir -p build-fuzz/corpus-handshake
-	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_handshake tests/fuzz/fuzz_handshake.c build-fuzz/libflock.a -lsodium -lm
-	$(FUZZ_ENV) build-fuzz/fuzz_handshake -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-handshake tests/fuzz/seeds-handshake
-	@mkdir -p build-fuzz/corpus-wire
-	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_wire tests/fuzz/fuzz_wire.c build-fuzz/libflock.a -lsodium -lm
-	$(FUZZ_ENV) build-fuzz/fuzz_wire -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-wire tests/fuzz/seeds-wire
-	@mkdir -p build-fuzz/corpus-compile
-	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_compile tests/fuzz/fuzz_compile.c build-fuzz/libflock.a -lsodium -lm -lpthread
-	$(FUZZ_ENV) build-fuzz/fuzz_compile -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-compile tests/fuzz/seeds-fl
-	@mkdir -p build-fuzz/corpus-ctl
-	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_ctl tests/fuzz/fuzz_ctl.c build-fuzz/libflock.a -lsodium -lm
-	$(FUZZ_ENV) build-fuzz/fuzz_ctl -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-ctl tests/fuzz/seeds-ctl
-	@mkdir -p build-fuzz/corpus-dsm
-	clang -std=gnu11 -O1 -g -Isrc -fsanitize=fuzzer,address,undefined \
-		-o build-fuzz/fuzz_dsm tests/fuzz/fuzz_dsm.c build-fuzz/libflock.a -lsodium -lm
-	$(FUZZ_ENV) build-fuzz/fuzz_dsm -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-		build-fuzz/corpus-dsm tests/fuzz/seeds-dsm
+		-o build-fuzz/fuzz_$* tests/fuzz/fuzz_$*.c build-fuzz/libflock.a $(strip -lsodium -lm $(FUZZ_LIBS_$*))
+	$(FUZZ_ENV) build-fuzz/fuzz_$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		build-fuzz/corpus-$* $(or $(FUZZ_SEEDS_$*),tests/fuzz/seeds-$*)
 
 bench: deps-bench all
 	bench/run.sh

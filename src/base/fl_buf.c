@@ -88,6 +88,22 @@ void fl_buf_put_str(struct fl_buf *b, const char *s)
 	fl_buf_put(b, s, strlen(s));
 }
 
+void fl_buf_put_str16(struct fl_buf *b, const char *s)
+{
+	size_t n = strnlen(s, UINT16_MAX);
+
+	fl_buf_put_u16(b, (uint16_t)n);
+	fl_buf_put(b, s, n);
+}
+
+void fl_buf_put_str8(struct fl_buf *b, const char *s)
+{
+	size_t n = strnlen(s, UINT8_MAX);
+
+	fl_buf_put_u8(b, (uint8_t)n);
+	fl_buf_put(b, s, n);
+}
+
 void fl_buf_printf(struct fl_buf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -156,6 +172,25 @@ uint64_t fl_get_u64(struct fl_reader *r)
 {
 	const uint8_t *p = fl_get_bytes(r, 8);
 	return p ? fl_load_u64(p) : 0;
+}
+
+/* A string of @len bytes, its length just read (0 if cut off). */
+static const uint8_t *get_str(struct fl_reader *r, size_t len, size_t *n)
+{
+	const uint8_t *p = fl_get_bytes(r, len);
+
+	*n = p != NULL ? len : 0;
+	return p;
+}
+
+const uint8_t *fl_get_str16(struct fl_reader *r, size_t *n)
+{
+	return get_str(r, fl_get_u16(r), n);
+}
+
+const uint8_t *fl_get_str8(struct fl_reader *r, size_t *n)
+{
+	return get_str(r, fl_get_u8(r), n);
 }
 
 int fl_read_file(const char *path, uint8_t **out, size_t *len,

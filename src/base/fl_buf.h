@@ -32,7 +32,13 @@ void fl_buf_put_u8(struct fl_buf *b, uint8_t v);
 void fl_buf_put_u16(struct fl_buf *b, uint16_t v);
 void fl_buf_put_u32(struct fl_buf *b, uint32_t v);
 void fl_buf_put_u64(struct fl_buf *b, uint64_t v);
+/* @s's bytes, no length, no NUL. */
 void fl_buf_put_str(struct fl_buf *b, const char *s);
+/* A length-prefixed string: @s's length as a u16, then its bytes (no NUL).
+ * A longer @s than the u16 can count is cut at 65535 bytes. */
+void fl_buf_put_str16(struct fl_buf *b, const char *s);
+/* The same with a u8 length: at most 255 bytes. */
+void fl_buf_put_str8(struct fl_buf *b, const char *s);
 void fl_buf_printf(struct fl_buf *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static inline bool fl_buf_failed(const struct fl_buf *b)
@@ -60,6 +66,12 @@ uint32_t fl_get_u32(struct fl_reader *r);
 uint64_t fl_get_u64(struct fl_reader *r);
 /* Borrow @n bytes in place, or NULL (and failed) if fewer remain. */
 const uint8_t *fl_get_bytes(struct fl_reader *r, size_t n);
+/* Borrow a string fl_buf_put_str16 (or _str8) wrote: its bytes in place
+ * (not NUL-terminated; checking them is the caller's) with their count in
+ * *@n, or NULL (and failed, *@n 0) if the length or the bytes are cut
+ * off. */
+const uint8_t *fl_get_str16(struct fl_reader *r, size_t *n);
+const uint8_t *fl_get_str8(struct fl_reader *r, size_t *n);
 
 /* Little-endian loads and stores on raw memory. */
 static inline uint32_t fl_load_u32(const uint8_t *p)

@@ -4,7 +4,7 @@
  * Entry layout, little-endian, padded with zeros to a multiple of 8:
  *   u8 version, u8 type, u16 0, u32 payload length, u64 client, u64 seq,
  *   payload (per type, below), zero padding.
- * Strings are u16 length + bytes (no NUL). A member is u32 id, addr,
+ * Strings are u16 length + bytes, no NUL (fl_buf_put_str16). A member is u32 id, addr,
  * 32-byte key, u32 cpu, u64 ram, u64 disk, u32 incarnation, u8 state,
  * u8 role; a user is name, 32-byte key, u8 admin.
  *
@@ -60,18 +60,10 @@ void ctl_state_close(struct ctl_state *st)
 
 /* ---- Encoding ---- */
 
-static void put_str(struct fl_buf *b, const char *s)
-{
-	size_t n = strlen(s);
-
-	fl_buf_put_u16(b, (uint16_t)n);
-	fl_buf_put(b, s, n);
-}
-
 static void put_member(struct fl_buf *b, const struct ctl_member *m)
 {
 	fl_buf_put_u32(b, m->id);
-	put_str(b, m->addr);
+	fl_buf_put_str16(b, m->addr);
 	fl_buf_put(b, m->key, CTL_KEY);
 	fl_buf_put_u32(b, m->cpu);
 	fl_buf_put_u64(b, m->ram);
@@ -83,7 +75,7 @@ static void put_member(struct fl_buf *b, const struct ctl_member *m)
 
 static void put_user(struct fl_buf *b, const struct ctl_user *u)
 {
-	put_str(b, u->name);
+	fl_buf_put_str16(b, u->name);
 	fl_buf_put(b, u->key, CTL_KEY);
 	fl_buf_put_u8(b, u->admin);
 }
@@ -108,7 +100,7 @@ void ctl_command_encode(const struct ctl_command *c, struct fl_buf *out)
 	body = out->len;
 	switch (c->type) {
 	case CTL_CMD_CREATE:
-		put_str(out, c->u.create.vm);
+		fl_buf_put_str16(out, c->u.create.vm);
 		put_member(out, &c->u.create.first);
 		put_user(out, &c->u.create.admin);
 		break;
@@ -125,10 +117,10 @@ void ctl_command_encode(const struct ctl_command *c, struct fl_buf *out)
 		put_user(out, &c->u.user);
 		break;
 	case CTL_CMD_USER_REMOVE:
-		put_str(out, c->u.name);
+		fl_buf_put_str16(out, c->u.name);
 		break;
 	case CTL_CMD_SUBMIT:
-		put_str(out, c->u.submit.owner);
+		fl_buf_put_str16(out, c->u.submit.owner);
 		break;
 	case CTL_CMD_PROC_STATE:
 		fl_buf_put_u64(out, c->u.pstate.pid);
@@ -190,10 +182,10 @@ static bool addr_ok(const char *s, size_t n)
 static bool get_str(struct dec *d, char *out, size_t max, bool addr,
 		    const char *what)
 {
-	uint16_t n = fl_get_u16(&d->r);
-	const uint8_t *p;
+	size_t n;
+	const uint8_t *p = fl_get_str16(&d->r, &n);
 
-	if (d->r.failed || n > max || (p = fl_get_bytes(&d->r, n)) == NULL)
+	if (p == NULL || n > max)
 		return fail(d, what);
 	if (!(addr ? addr_ok((const char *)p, n) : name_ok((const char *)p, n)))
 		return fail(d, what);
@@ -637,8 +629,7 @@ void ctl_snapshot_encode(const struct ctl_state *st, struct fl_buf *out)
 
 	fl_buf_put(out, SNAP_MAGIC, 4);
 	fl_buf_put_u16(out, CTL_VERSION);
-	fl_buf_put_u16(out, (uint16_t)strlen(st->vm));
-	fl_buf_put(out, st->vm, strlen(st->vm));
+	fl_buf_put_str16(out, st->vm);
 	fl_buf_put_u64(out, st->next_pid);
 	fl_buf_put_u32(out, st->next_member);
 	fl_buf_put_u64(out, st->applied);
@@ -652,7 +643,7 @@ void ctl_snapshot_encode(const struct ctl_state *st, struct fl_buf *out)
 	for (size_t i = 0; i < st->nprocs; i++) {
 		const struct ctl_proc *p = &st->procs[i];
 		fl_buf_put_u64(out, p->pid);
-		put_str(out, p->owner);
+		fl_buf_put_str16(out, p->owner);
 		fl_buf_put_u64(out, p->sub_client);
 		fl_buf_put_u64(out, p->sub_seq);
 		fl_buf_put_u32(out, p->machine);
@@ -795,8 +786,8 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		goto out;
 	}
 	{
-		uint16_t len = fl_get_u16(&d.r);
-		const uint8_t *v = fl_get_bytes(&d.r, len);
+		size_t len;
+		const uint8_t *v = fl_get_str16(&d.r, &len);
 		if (v == NULL || len > CTL_NAME_MAX ||
 		    (len > 0 && !name_ok((const char *)v, len))) {
 			fail(&d, "bad VM id");

@@ -21,13 +21,8 @@ void dm_submit_encode(const struct dm_submit *s, struct fl_buf *out)
 	fl_buf_put_u32(out, s->call_depth);
 	fl_buf_put_u64(out, s->from);
 	fl_buf_put_u32(out, s->argc);
-	for (uint32_t i = 0; i < s->argc; i++) {
-		size_t n = strlen(s->argv[i]);
-		if (n > 65535)
-			n = 65535;
-		fl_buf_put_u16(out, (uint16_t)n);
-		fl_buf_put(out, s->argv[i], n);
-	}
+	for (uint32_t i = 0; i < s->argc; i++)
+		fl_buf_put_str16(out, s->argv[i]);
 	fl_buf_put(out, s->module, s->module_len);
 }
 
@@ -80,15 +75,15 @@ int dm_submit_decode(const uint8_t *p, size_t n, struct dm_submit *s,
 	if (s->argv == NULL)
 		return fl_err_set(err, FL_ENOMEM, "out of memory");
 	for (uint32_t i = 0; i < argc; i++) {
-		uint16_t len = fl_get_u16(&r);
-		const uint8_t *b = fl_get_bytes(&r, len);
+		size_t len;
+		const uint8_t *b = fl_get_str16(&r, &len);
 		if (b == NULL || memchr(b, 0, len) != NULL) {
 			dm_submit_free(s);
 			return fl_err_set(err, FL_EFORMAT,
 					  "submission: argument %u %s", i,
 					  b == NULL ? "cut short" : "holds a NUL");
 		}
-		s->argv[i] = malloc((size_t)len + 1);
+		s->argv[i] = malloc(len + 1);
 		if (s->argv[i] == NULL) {
 			dm_submit_free(s);
 			return fl_err_set(err, FL_ENOMEM, "out of memory");
@@ -110,10 +105,7 @@ int dm_submit_decode(const uint8_t *p, size_t n, struct dm_submit *s,
 
 void dm_join_encode(const struct dm_join *j, struct fl_buf *out)
 {
-	size_t n = strlen(j->addr);
-
-	fl_buf_put_u8(out, (uint8_t)n);
-	fl_buf_put(out, j->addr, n);
+	fl_buf_put_str8(out, j->addr);
 	fl_buf_put_u32(out, j->cpu);
 	fl_buf_put_u64(out, j->ram);
 	fl_buf_put_u64(out, j->disk);
@@ -131,13 +123,12 @@ int dm_join_decode(const uint8_t *p, size_t n, struct dm_join *j,
 		   struct fl_err *err)
 {
 	struct fl_reader r;
-	uint8_t alen;
 	const uint8_t *a;
+	size_t alen;
 
 	memset(j, 0, sizeof *j);
 	fl_reader_init(&r, p, n);
-	alen = fl_get_u8(&r);
-	a = fl_get_bytes(&r, alen);
+	a = fl_get_str8(&r, &alen);
 	j->cpu = fl_get_u32(&r);
 	j->ram = fl_get_u64(&r);
 	j->disk = fl_get_u64(&r);
@@ -164,12 +155,9 @@ void dm_join_reply_start(struct fl_buf *out, uint32_t id, uint32_t n)
 
 void dm_join_reply_member(struct fl_buf *out, const struct dm_join_member *m)
 {
-	size_t n = strlen(m->addr);
-
 	fl_buf_put_u32(out, m->id);
 	fl_buf_put(out, m->key, NET_KEY);
-	fl_buf_put_u8(out, (uint8_t)n);
-	fl_buf_put(out, m->addr, n);
+	fl_buf_put_str8(out, m->addr);
 }
 
 int dm_join_reply_decode(const uint8_t *p, size_t n, uint32_t *id,
@@ -187,12 +175,11 @@ int dm_join_reply_decode(const uint8_t *p, size_t n, uint32_t *id,
 	for (uint32_t i = 0; i < count; i++) {
 		struct dm_join_member m;
 		const uint8_t *key, *a;
-		uint8_t alen;
+		size_t alen;
 		memset(&m, 0, sizeof m);
 		m.id = fl_get_u32(&r);
 		key = fl_get_bytes(&r, NET_KEY);
-		alen = fl_get_u8(&r);
-		a = fl_get_bytes(&r, alen);
+		a = fl_get_str8(&r, &alen);
 		if (r.failed || m.id == 0 || alen == 0 || !addr_chars(a, alen))
 			return fl_err_set(err, FL_EFORMAT,
 					  "join reply: member %u is malformed", i);

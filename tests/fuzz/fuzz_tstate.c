@@ -3,7 +3,9 @@
  * whatever it accepts.
  *
  * Base states: at start-up a fixed module is run by hand on a node's
- * worker 0 (tests/unit/vm/handrun.h) and its threads are encoded where
+ * worker 0 (tests/unit/vm/handrun.h; the program's start, the run to
+ * state A and the rich allocator are test_tstate.c's too, in
+ * tests/unit/vm/tstate_build.h) and its threads are encoded where
  * the VM leaves them: parked in lock, wait and join, finished, resumed
  * with a reply, two calls deep, with pages shared copy-on-write, as
  * batches and one by one; plus a thread whose allocator has full and
@@ -31,47 +33,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../unit/vm/handrun.h"
+#include "../unit/vm/tstate_build.h"
 #include "lang/lang.h"
 
 #define SLICES 20
 #define MEMORY (16u << 20)
 #define MAX_BASES 32
 
+/* The program of tstate_build.h: here main, after f, frees its 64-byte
+ * block, churns the allocator and frees the 64 KiB one; f copies within
+ * the block and writes its first 16 bytes out; locker unlocks. */
 static const char program[] =
-	".text\n"
-	"func main 0 3\n"
-	"        push 65536\n"
-	"        alloc\n"
-	"        set 0\n"
-	"        get 0\n"
-	"        push 7\n"
-	"        push 65536\n"
-	"        fill\n"
-	"        push 64\n"
-	"        alloc\n"
-	"        set 1\n"
-	"        get 1\n"
-	"        push 1\n"
-	"        st64\n"
-	"        get 1\n"
-	"        spawn locker\n"
-	"        drop\n"
-	"        get 1\n"
-	"        spawn waiter\n"
-	"        drop\n"
-	"        spawn finisher\n"
-	"        drop\n"
-	"        spawn slow\n"
-	"        set 2\n"
-	"        get 2\n"
-	"        spawn joiner\n"
-	"        drop\n"
-	"        yield\n"
-	"        get 0\n"
-	"        push 1\n"
-	"        push 2\n"
-	"        call f\n"
+	TSB_MAIN_START
 	"        drop\n"
 	"        get 1\n"
 	"        free\n"
@@ -83,13 +56,7 @@ static const char program[] =
 	"        push 0\n"
 	"        ret\n"
 	"end\n"
-	"func f 3 1\n"
-	"        get 0\n"
-	"        get 1\n"
-	"        get 2\n"
-	"        add\n"
-	"        st64\n"
-	"        yield\n"
+	TSB_F_START
 	"        get 0\n"
 	"        push 8\n"
 	"        add\n"
@@ -139,38 +106,7 @@ static const char program[] =
 	"        unlock\n"
 	"        ret\n"
 	"end\n"
-	"func waiter 1 0\n"
-	"        get 0\n"
-	"        push 8\n"
-	"        add\n"
-	"        push 0\n"
-	"        wait\n"
-	"        push 0\n"
-	"        ret\n"
-	"end\n"
-	"func finisher 0 0\n"
-	"        push 42\n"
-	"        ret\n"
-	"end\n"
-	"func slow 0 0\n"
-	"        yield\n"
-	"        push 7\n"
-	"        ret\n"
-	"end\n"
-	"func joiner 1 0\n"
-	"        get 0\n"
-	"        join\n"
-	"        ret\n"
-	"end\n"
-	"func writer 1 0\n"
-	"        push 1\n"
-	"        get 0\n"
-	"        push 10\n"
-	"        write\n"
-	"        ret\n"
-	"end\n";
-
-enum { MAIN = 1, LOCKER, WAITER, FINISHER, SLOW, JOINER };
+	TSB_SHARED_FUNCS;
 
 struct base {
 	uint8_t *b;
@@ -274,66 +210,39 @@ static void expect_step(struct handrun *h, vm_word tid, enum vm_stop want)
 /* The module code offset of the first instruction @op of function @name. */
 static uint32_t op_at(const char *name, enum vm_op op)
 {
-	const struct vm_function *fn = &mod->funcs[vm_module_find_func(mod, name)];
-	struct vm_insn in;
+	uint32_t off = tsb_op_at(mod, name, op, 0);
 
-	for (uint32_t off = fn->code_off; off < fn->code_off + fn->code_len;
-	     off += in.size) {
-		if (vm_insn_decode(mod->code, mod->code_len, off, &in, NULL) != 0)
-			break;
-		if (in.op == op)
-			return off;
-	}
-	die("no such instruction", name);
-	return 0;
-}
-
-static vm_word alloc_ok(struct vm_thread *t, vm_word n)
-{
-	vm_word a = vm__heap_alloc(&t->local, n);
-
-	if (a == 0)
-		die("alloc", NULL);
-	return a;
+	if (off == UINT32_MAX)
+		die("no such instruction", name);
+	return off;
 }
 
 static void make_bases(bool check)
 {
 	struct handrun h;
 	struct vm_thread *t;
-	struct vm_page *pg;
-	bool nomem;
-	vm_word a, first, n;
+	struct tsb_rich rich;
 	struct vm_fault f;
 
 	open_proc(&h, check);
 	/* State A: every child stopped, main yielded. */
 	h.w->now = vm__thread_new(h.p, func(&h, "main"), NULL, 0, NULL);
-	expect_step(&h, MAIN, VM_STOP_SPAWN);
-	expect_step(&h, LOCKER, VM_STOP_PARK);
-	expect_step(&h, MAIN, VM_STOP_SPAWN);
-	expect_step(&h, WAITER, VM_STOP_PARK);
-	expect_step(&h, MAIN, VM_STOP_SPAWN);
-	expect_step(&h, FINISHER, VM_STOP_DONE);
-	expect_step(&h, MAIN, VM_STOP_SPAWN);
-	expect_step(&h, SLOW, VM_STOP_YIELD);
-	expect_step(&h, MAIN, VM_STOP_SPAWN);
-	expect_step(&h, JOINER, VM_STOP_PARK);
-	expect_step(&h, MAIN, VM_STOP_YIELD);
+	for (size_t i = 0; i < TSB_STATE_A_STEPS; i++)
+		expect_step(&h, tsb_state_a[i].tid, tsb_state_a[i].how);
 	add_all(&h, check);
-	add_one(&h, LOCKER, check);
-	add_one(&h, WAITER, check);
-	add_one(&h, FINISHER, check);
-	add_one(&h, JOINER, check);
+	add_one(&h, TSB_LOCKER, check);
+	add_one(&h, TSB_WAITER, check);
+	add_one(&h, TSB_FINISHER, check);
+	add_one(&h, TSB_JOINER, check);
 	/* State B: slow ended, joiner resumed with its reply. */
-	expect_step(&h, SLOW, VM_STOP_DONE);
-	add_one(&h, JOINER, check);
+	expect_step(&h, TSB_SLOW, VM_STOP_DONE);
+	add_one(&h, TSB_JOINER, check);
 	/* State C: main two frames deep, after a store. */
-	expect_step(&h, MAIN, VM_STOP_YIELD);
-	add_one(&h, MAIN, check);
+	expect_step(&h, TSB_MAIN, VM_STOP_YIELD);
+	add_one(&h, TSB_MAIN, check);
 	add_all(&h, check);
 	/* Forged but valid: a held join result; a write's progress. */
-	t = hr_thread(&h, LOCKER);
+	t = hr_thread(&h, TSB_LOCKER);
 	t = vm__thread_new(h.p, func(&h, "joiner"), (vm_word[]){5}, 1, t);
 	if (t == NULL || !vm__thread_grow_stack(t, &f, 8))
 		die("thread", NULL);
@@ -346,7 +255,7 @@ static void make_bases(bool check)
 	t->held = false;
 	t->partial = 3;
 	t->pc = h.p->x.cell_at[op_at("writer", VM_OP_WRITE)];
-	t->stack[0] = hr_thread(&h, LOCKER)->stack[0];
+	t->stack[0] = hr_thread(&h, TSB_LOCKER)->stack[0];
 	t->stack[1] = 1;
 	t->stack[2] = t->stack[0];
 	t->stack[3] = 10;
@@ -356,19 +265,8 @@ static void make_bases(bool check)
 	/* A rich allocator: full and partial slabs of three classes, a
 	 * large block, a free run. */
 	t = vm__thread_new(h.p, func(&h, "churn"), (vm_word[]){30}, 1, NULL);
-	for (int i = 0; i < 513; i++)
-		alloc_ok(t, 8);
-	a = alloc_ok(t, 100);
-	pg = vm__page_get_w(&t->local, a >> VM_PAGE_SHIFT, &nomem);
-	if (pg == NULL || vm__page_bytes(pg) == NULL)
-		die("page", NULL);
-	memset(pg->data, 0x5a, 100);
-	alloc_ok(t, 9000);
-	alloc_ok(t, 2000);
-	alloc_ok(t, 2000);
-	a = alloc_ok(t, 20000);
-	if (vm__heap_free(&t->local, a, &first, &n) != 0)
-		die("free", NULL);
+	if (!tsb_rich_heap(t, &rich))
+		die("rich heap", NULL);
 	add_base(&t, 1, check);
 	hr_close(&h);
 }

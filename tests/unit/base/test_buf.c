@@ -1,7 +1,7 @@
 /* Unit tests for src/base/fl_buf.c and src/base/fl_error.c: growable
  * buffers (appends, growth, the sticky failure flag, take), bounds-checked
- * readers (little-endian gets, reading past the end), whole-file I/O, and
- * the error table and message buffers. */
+ * readers (little-endian gets, reading past the end), length-prefixed
+ * strings, whole-file I/O, and the error table and message buffers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -324,6 +324,76 @@ static void test_reader_round_trip(void **state)
 	fl_buf_close(&b);
 }
 
+/* Length-prefixed strings: the bytes on the wire, the round trip, the cut
+ * at the width's maximum, and a reader that meets a cut-off string. */
+static void test_str_prefixed(void **state)
+{
+	static const uint8_t want[] = {3, 0, 'a', 'b', 'c', 0, 0, 2, 'h', 'i', 0};
+	static char big[70000];
+	struct fl_buf b;
+	struct fl_reader r;
+	const uint8_t *p;
+	size_t n;
+
+	(void)state;
+	fl_buf_init(&b);
+	fl_buf_put_str16(&b, "abc");
+	fl_buf_put_str16(&b, "");
+	fl_buf_put_str8(&b, "hi");
+	fl_buf_put_str8(&b, "");
+	assert_int_equal(b.len, sizeof want);
+	assert_memory_equal(b.data, want, sizeof want);
+
+	fl_reader_init(&r, b.data, b.len);
+	p = fl_get_str16(&r, &n);
+	assert_ptr_equal(p, b.data + 2); /* borrowed in place */
+	assert_int_equal(n, 3);
+	assert_non_null(fl_get_str16(&r, &n));
+	assert_int_equal(n, 0);
+	p = fl_get_str8(&r, &n);
+	assert_int_equal(n, 2);
+	assert_memory_equal(p, "hi", 2);
+	assert_non_null(fl_get_str8(&r, &n));
+	assert_int_equal(n, 0);
+	assert_false(r.failed);
+	assert_int_equal(fl_reader_left(&r), 0);
+
+	/* Longer than the width counts: cut at 65535 and 255 bytes. */
+	memset(big, 'x', sizeof big - 1);
+	fl_buf_close(&b);
+	fl_buf_put_str16(&b, big);
+	fl_buf_put_str8(&b, big);
+	assert_int_equal(b.len, 2 + 65535 + 1 + 255);
+	fl_reader_init(&r, b.data, b.len);
+	assert_non_null(fl_get_str16(&r, &n));
+	assert_int_equal(n, 65535);
+	assert_non_null(fl_get_str8(&r, &n));
+	assert_int_equal(n, 255);
+	assert_false(r.failed);
+	fl_buf_close(&b);
+
+	/* Cut off in the length or in the bytes: NULL, a count of 0, and the
+	 * reader failed. */
+	fl_reader_init(&r, want, 1);
+	n = 99;
+	assert_null(fl_get_str16(&r, &n));
+	assert_int_equal(n, 0);
+	assert_true(r.failed);
+	fl_reader_init(&r, want, 4);
+	n = 99;
+	assert_null(fl_get_str16(&r, &n));
+	assert_int_equal(n, 0);
+	assert_true(r.failed);
+	fl_reader_init(&r, want + 7, 2);
+	n = 99;
+	assert_null(fl_get_str8(&r, &n));
+	assert_int_equal(n, 0);
+	assert_true(r.failed);
+	fl_reader_init(&r, want, 0);
+	assert_null(fl_get_str8(&r, &n));
+	assert_true(r.failed);
+}
+
 /* ---- Files ---- */
 
 static void test_file_round_trip(void **state)
@@ -463,6 +533,7 @@ int main(void)
 	    cmocka_unit_test(test_reader_gets),
 	    cmocka_unit_test(test_reader_past_end),
 	    cmocka_unit_test(test_reader_round_trip),
+	    cmocka_unit_test(test_str_prefixed),
 	    cmocka_unit_test(test_file_round_trip),
 	    cmocka_unit_test(test_err_set),
 	    cmocka_unit_test(test_err_wrap),

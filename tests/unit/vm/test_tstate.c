@@ -18,7 +18,9 @@
  * corrupted thread ends the process with that message.
  *
  * The threads come from running the program below by hand on a node's
- * worker 0 (tests/unit/vm/handrun.h), so every state is one the VM made.
+ * worker 0 (tests/unit/vm/handrun.h; what it shares with
+ * tests/fuzz/fuzz_tstate.c is in tstate_build.h), so every state is one
+ * the VM made.
  * Run it under ASan as well: the count checks must come before any
  * allocation (a huge count would otherwise be a huge calloc). */
 #include <setjmp.h>
@@ -28,7 +30,7 @@
 
 #include <cmocka.h>
 
-#include "handrun.h"
+#include "tstate_build.h"
 #include "lang/lang.h"
 
 #include <fcntl.h>
@@ -38,56 +40,14 @@
 #include <string.h>
 #include <unistd.h>
 
-/* main: a 64 KiB block filled with 7s (slot 0), a 64-byte block whose
- * first word is a held mutex (slot 1), then children: locker (parks in
- * lock on its copy of the mutex), waiter (parks in wait on word 8),
- * finisher (returns 42), slow (yields once, returns 7) and joiner (joins
- * slow). main yields, then calls f, which stores and yields. writer is
- * never run: tests place threads at its write; dead's second push is
- * unreachable code. */
+/* The program of tstate_build.h: here main returns after f, f returns 0
+ * after its yield, and locker returns from its lock. dead's second push
+ * is unreachable code. */
 static const char program[] =
-	".text\n"
-	"func main 0 3\n"
-	"        push 65536\n"
-	"        alloc\n"
-	"        set 0\n"
-	"        get 0\n"
-	"        push 7\n"
-	"        push 65536\n"
-	"        fill\n"
-	"        push 64\n"
-	"        alloc\n"
-	"        set 1\n"
-	"        get 1\n"
-	"        push 1\n"
-	"        st64\n"
-	"        get 1\n"
-	"        spawn locker\n"
-	"        drop\n"
-	"        get 1\n"
-	"        spawn waiter\n"
-	"        drop\n"
-	"        spawn finisher\n"
-	"        drop\n"
-	"        spawn slow\n"
-	"        set 2\n"
-	"        get 2\n"
-	"        spawn joiner\n"
-	"        drop\n"
-	"        yield\n"
-	"        get 0\n"
-	"        push 1\n"
-	"        push 2\n"
-	"        call f\n"
+	TSB_MAIN_START
 	"        ret\n"
 	"end\n"
-	"func f 3 1\n"
-	"        get 0\n"
-	"        get 1\n"
-	"        get 2\n"
-	"        add\n"
-	"        st64\n"
-	"        yield\n"
+	TSB_F_START
 	"        push 0\n"
 	"        ret\n"
 	"end\n"
@@ -96,44 +56,13 @@ static const char program[] =
 	"        lock\n"
 	"        ret\n"
 	"end\n"
-	"func waiter 1 0\n"
-	"        get 0\n"
-	"        push 8\n"
-	"        add\n"
-	"        push 0\n"
-	"        wait\n"
-	"        push 0\n"
-	"        ret\n"
-	"end\n"
-	"func finisher 0 0\n"
-	"        push 42\n"
-	"        ret\n"
-	"end\n"
-	"func slow 0 0\n"
-	"        yield\n"
-	"        push 7\n"
-	"        ret\n"
-	"end\n"
-	"func joiner 1 0\n"
-	"        get 0\n"
-	"        join\n"
-	"        ret\n"
-	"end\n"
-	"func writer 1 0\n"
-	"        push 1\n"
-	"        get 0\n"
-	"        push 10\n"
-	"        write\n"
-	"        ret\n"
-	"end\n"
+	TSB_SHARED_FUNCS
 	"func dead 0 2\n"
 	"        push 1\n"
 	"        ret\n"
 	"        push 2\n"
 	"        ret\n"
 	"end\n";
-
-enum { MAIN = 1, LOCKER, WAITER, FINISHER, SLOW, JOINER };
 
 /* The rich thread's pages (see make_rich). */
 enum {
@@ -390,32 +319,24 @@ static struct vm_page *page_w(struct vm_thread *t, vm_word pn)
 	return pg;
 }
 
-/* A thread at main's start with the pages of the P_ enum: full and
- * partial slabs of three classes, a large block, a free run, and bytes
- * written on two pages. */
+/* A thread at main's start with the pages of the P_ enum, from
+ * tsb_rich_heap(): full and partial slabs of three classes, a large
+ * block, a free run, and bytes written on two pages. */
 static void make_rich(struct fx *f)
 {
 	struct vm_thread *t =
 		vm__thread_new(f->p, func(f, "main"), NULL, 0, NULL);
-	vm_word a, tmp, first, n;
+	struct tsb_rich r;
 
 	assert_non_null(t);
-	for (int i = 0; i < 513; i++)
-		a = alloc_ok(t, 8);
-	assert_true(a >> VM_PAGE_SHIFT == P_PART8);
-	a = alloc_ok(t, 100);
-	assert_true(a >> VM_PAGE_SHIFT == P_PART128);
-	memset(page_w(t, P_PART128)->data, 0x5a, 100);
-	a = alloc_ok(t, 9000);
-	assert_true(a >> VM_PAGE_SHIFT == P_BIG);
-	memset(page_w(t, P_BIG)->data, 0xa5, VM_PAGE_SIZE);
-	alloc_ok(t, 2000);
-	a = alloc_ok(t, 2000);
-	assert_true(a >> VM_PAGE_SHIFT == P_FULL2K);
-	tmp = alloc_ok(t, 20000);
-	assert_true(tmp >> VM_PAGE_SHIFT == P_FREE);
-	assert_int_equal(vm__heap_free(&t->local, tmp, &first, &n), 0);
+	assert_true(tsb_rich_heap(t, &r));
+	assert_true(r.last8 >> VM_PAGE_SHIFT == P_PART8);
+	assert_true(r.b100 >> VM_PAGE_SHIFT == P_PART128);
+	assert_true(r.big >> VM_PAGE_SHIFT == P_BIG);
+	assert_true(r.second2k >> VM_PAGE_SHIFT == P_FULL2K);
+	assert_true(r.freed >> VM_PAGE_SHIFT == P_FREE);
 	assert_true(t->local.heap->top == P_TOP);
+	memset(page_w(t, P_BIG)->data, 0xa5, VM_PAGE_SIZE);
 	f->rich = t;
 	f->base = encode1(t, &f->base_len);
 }
@@ -462,17 +383,8 @@ static int setup_run(void **state)
 	f = *state;
 	f->h.w->now = vm__thread_new(f->p, func(f, "main"), NULL, 0, NULL);
 	assert_non_null(f->h.w->now);
-	step(f, MAIN, VM_STOP_SPAWN);
-	step(f, LOCKER, VM_STOP_PARK);
-	step(f, MAIN, VM_STOP_SPAWN);
-	step(f, WAITER, VM_STOP_PARK);
-	step(f, MAIN, VM_STOP_SPAWN);
-	step(f, FINISHER, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_SPAWN);
-	step(f, SLOW, VM_STOP_YIELD);
-	step(f, MAIN, VM_STOP_SPAWN);
-	step(f, JOINER, VM_STOP_PARK);
-	step(f, MAIN, VM_STOP_YIELD);
+	for (size_t i = 0; i < TSB_STATE_A_STEPS; i++)
+		step(f, tsb_state_a[i].tid, tsb_state_a[i].how);
 	return 0;
 }
 
@@ -499,20 +411,11 @@ static struct vm_thread *copy_of(struct fx *f, vm_word tid)
  * function @name. */
 static uint32_t op_at(struct fx *f, const char *name, enum vm_op op, int nth)
 {
-	const struct vm_function *fn =
-		&f->m->funcs[vm_module_find_func(f->m, name)];
-	struct vm_insn in;
+	uint32_t off = tsb_op_at(f->m, name, op, nth);
 
-	for (uint32_t off = fn->code_off; off < fn->code_off + fn->code_len;
-	     off += in.size) {
-		assert_int_equal(vm_insn_decode(f->m->code, f->m->code_len, off,
-						&in, NULL),
-				 0);
-		if (in.op == op && nth-- == 0)
-			return off;
-	}
-	fail_msg("no %s in %s", vm_opinfo[op].mnemonic, name);
-	return 0;
+	if (off == UINT32_MAX)
+		fail_msg("no %s in %s", vm_opinfo[op].mnemonic, name);
+	return off;
 }
 
 /* Put @t at the start of instruction @off of a function called from
@@ -573,7 +476,7 @@ static void test_rich_roundtrip(void **state)
 
 	assert_int_equal(len, f->base_len);
 	assert_memory_equal(again, f->base, len);
-	assert_int_equal(d->tid, MAIN);
+	assert_int_equal(d->tid, TSB_MAIN);
 	assert_int_equal(d->pc, f->rich->pc);
 	assert_int_equal(d->sp, f->rich->sp);
 	assert_true(h->top == P_TOP);
@@ -625,15 +528,15 @@ static void test_parked_batch_roundtrip(void **state)
 {
 	struct fx *f = *state;
 	struct vm_thread *ts[6], **ds;
-	vm_word block = thread(f, MAIN)->stack[0];
-	vm_word word = thread(f, MAIN)->stack[1];
+	vm_word block = thread(f, TSB_MAIN)->stack[0];
+	vm_word word = thread(f, TSB_MAIN)->stack[1];
 	size_t len, n, one_len, singles = 0;
 	uint8_t *b, *again;
 	struct fl_err err;
 
 	for (int i = 0; i < 6; i++) {
 		size_t one;
-		ts[i] = thread(f, MAIN + i);
+		ts[i] = thread(f, TSB_MAIN + i);
 		free(encode1(ts[i], &one));
 		singles += one;
 	}
@@ -644,18 +547,18 @@ static void test_parked_batch_roundtrip(void **state)
 	if (vm__threads_decode(f->p, b, len, &ds, &n, &err) != 0)
 		fail_msg("%s", err.msg);
 	assert_int_equal(n, 6);
-	assert_int_equal(ds[LOCKER - 1]->park, VM_PARK_LOCK);
-	assert_true(ds[LOCKER - 1]->park_arg == word);
-	assert_int_equal(atomic_load(&ds[LOCKER - 1]->pstate), VM_P_PARKED);
-	assert_int_equal(ds[WAITER - 1]->park, VM_PARK_WAIT);
-	assert_true(ds[WAITER - 1]->park_arg == word + 8);
-	assert_int_equal(ds[JOINER - 1]->park, VM_PARK_JOIN);
-	assert_true(ds[JOINER - 1]->park_arg == SLOW);
-	assert_int_equal(atomic_load(&ds[FINISHER - 1]->state), VM_T_DONE);
-	assert_true(ds[FINISHER - 1]->result == 42);
-	assert_null(ds[FINISHER - 1]->local.heap);
-	assert_int_equal(ds[SLOW - 1]->park, VM_PARK_NONE);
-	assert_int_equal(atomic_load(&ds[SLOW - 1]->pstate), VM_P_RUN);
+	assert_int_equal(ds[TSB_LOCKER - 1]->park, VM_PARK_LOCK);
+	assert_true(ds[TSB_LOCKER - 1]->park_arg == word);
+	assert_int_equal(atomic_load(&ds[TSB_LOCKER - 1]->pstate), VM_P_PARKED);
+	assert_int_equal(ds[TSB_WAITER - 1]->park, VM_PARK_WAIT);
+	assert_true(ds[TSB_WAITER - 1]->park_arg == word + 8);
+	assert_int_equal(ds[TSB_JOINER - 1]->park, VM_PARK_JOIN);
+	assert_true(ds[TSB_JOINER - 1]->park_arg == TSB_SLOW);
+	assert_int_equal(atomic_load(&ds[TSB_FINISHER - 1]->state), VM_T_DONE);
+	assert_true(ds[TSB_FINISHER - 1]->result == 42);
+	assert_null(ds[TSB_FINISHER - 1]->local.heap);
+	assert_int_equal(ds[TSB_SLOW - 1]->park, VM_PARK_NONE);
+	assert_int_equal(atomic_load(&ds[TSB_SLOW - 1]->pstate), VM_P_RUN);
 	/* The block: one page for main and its four running children. */
 	for (vm_word pn = block >> VM_PAGE_SHIFT; pn < (block >> VM_PAGE_SHIFT) + 16;
 	     pn++) {
@@ -663,7 +566,7 @@ static void test_parked_batch_roundtrip(void **state)
 		assert_non_null(p0);
 		assert_int_equal(atomic_load(&p0->refs), 5);
 		for (int i = 1; i < 6; i++)
-			if (i != FINISHER - 1)
+			if (i != TSB_FINISHER - 1)
 				assert_ptr_equal(vm__page_get(&ds[i]->local, pn), p0);
 	}
 	again = encode_n(ds, n, &one_len);
@@ -683,9 +586,9 @@ static void test_reply_carried(void **state)
 	struct fx *f = *state;
 	struct vm_thread *d;
 
-	step(f, SLOW, VM_STOP_DONE);
-	assert_true(thread(f, JOINER)->reply.ready);
-	d = copy_of(f, JOINER);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	assert_true(thread(f, TSB_JOINER)->reply.ready);
+	d = copy_of(f, TSB_JOINER);
 	assert_true(d->reply.ready);
 	assert_int_equal(d->reply.kind, VM_PARK_JOIN);
 	assert_true(d->reply.value == 7);
@@ -703,7 +606,7 @@ static void test_parked_rerun(void **state)
 {
 	struct fx *f = *state;
 	size_t len, len2;
-	uint8_t *b = encode1(thread(f, LOCKER), &len), *b2;
+	uint8_t *b = encode1(thread(f, TSB_LOCKER), &len), *b2;
 	struct vm_thread *d = decode1(f, b, len);
 
 	hr_count(d);
@@ -726,17 +629,17 @@ static void test_call_depth_roundtrip(void **state)
 	struct vm_thread *m, *d;
 	vm_word block;
 
-	step(f, SLOW, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_YIELD);
-	m = thread(f, MAIN);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	step(f, TSB_MAIN, VM_STOP_YIELD);
+	m = thread(f, TSB_MAIN);
 	assert_int_equal(m->depth, 1);
-	d = copy_of(f, MAIN);
+	d = copy_of(f, TSB_MAIN);
 	assert_int_equal(d->depth, 1);
 	assert_int_equal(d->frames[0].ret, m->frames[0].ret);
 	assert_int_equal(d->frames[0].bp, m->frames[0].bp);
 	block = d->stack[0];
 	assert_true(fl_load_u64(pg(d, block >> VM_PAGE_SHIFT)->data) == 3);
-	assert_true(fl_load_u64(pg(thread(f, LOCKER), block >> VM_PAGE_SHIFT)->data) ==
+	assert_true(fl_load_u64(pg(thread(f, TSB_LOCKER), block >> VM_PAGE_SHIFT)->data) ==
 		    0x0707070707070707ull);
 	hr_count(d);
 	assert_int_equal(hr_slice(&f->h, d), VM_STOP_END);
@@ -822,7 +725,7 @@ static void test_shared_pages(void **state)
 static void test_single_decode_refuses_batch(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *ts[2] = {thread(f, LOCKER), thread(f, WAITER)}, *t;
+	struct vm_thread *ts[2] = {thread(f, TSB_LOCKER), thread(f, TSB_WAITER)}, *t;
 	size_t len;
 	uint8_t *b = encode_n(ts, 2, &len);
 	struct fl_err err;
@@ -846,7 +749,7 @@ static void test_roundtrip_failure_is_loud(void **state)
 	assert_null(vm__thread_roundtrip(f->h.w, f->rich));
 	assert_true(atomic_load(&f->p->ending));
 	assert_int_equal(f->p->status, 70);
-	assert_ptr_equal(thread(f, MAIN), f->rich); /* still in the table */
+	assert_ptr_equal(thread(f, TSB_MAIN), f->rich); /* still in the table */
 	h->npartial[0] = 1;
 	hr_close(&f->h);
 	f->closed = true;
@@ -1008,10 +911,10 @@ static void test_refuses_cut_off_run(void **state)
 	size_t len;
 	uint8_t *b;
 
-	step(f, SLOW, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_YIELD);
-	ts[0] = thread(f, MAIN);
-	ts[1] = thread(f, FINISHER);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	step(f, TSB_MAIN, VM_STOP_YIELD);
+	ts[0] = thread(f, TSB_MAIN);
+	ts[1] = thread(f, TSB_FINISHER);
 	b = encode_n(ts, 2, &len);
 	refuse_prefixes(f, b, len);
 	free(b);
@@ -1082,7 +985,7 @@ static void test_refuses_bad_state(void **state)
 {
 	struct fx *f = *state;
 	size_t len;
-	uint8_t *b = encode1(thread(f, FINISHER), &len);
+	uint8_t *b = encode1(thread(f, TSB_FINISHER), &len);
 
 	assert_int_equal(b[len - 9], 1); /* tid, state, result */
 	b[len - 9] = 2;
@@ -1157,10 +1060,10 @@ static void test_refuses_call_depth_limit(void **state)
 {
 	struct fx *f = *state;
 
-	step(f, SLOW, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_YIELD);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	step(f, TSB_MAIN, VM_STOP_YIELD);
 	f->p->opt.max_depth = 0;
-	refuse_t(f, thread(f, MAIN), "call depth 1 over the limit of 0");
+	refuse_t(f, thread(f, TSB_MAIN), "call depth 1 over the limit of 0");
 }
 
 static void test_refuses_stack_limit(void **state)
@@ -1178,9 +1081,9 @@ static void test_refuses_bad_return_position(void **state)
 	size_t len;
 	uint8_t *b;
 
-	step(f, SLOW, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_YIELD);
-	b = encode1(thread(f, MAIN), &len);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	step(f, TSB_MAIN, VM_STOP_YIELD);
+	b = encode1(thread(f, TSB_MAIN), &len);
 	walk(b, len, &l);
 	put32(b, l.depth_at + 4, 1);
 	refuse(f, b, len, "frame 0: return position 1 is not the start of an "
@@ -1193,9 +1096,9 @@ static void test_refuses_return_not_after_call(void **state)
 	struct fx *f = *state;
 	struct vm_thread *d;
 
-	step(f, SLOW, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_YIELD);
-	d = copy_of(f, MAIN);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	step(f, TSB_MAIN, VM_STOP_YIELD);
+	d = copy_of(f, TSB_MAIN);
 	d->frames[0].ret = f->p->x.cell_at[op_at(f, "main", VM_OP_ALLOC, 0)];
 	refuse_t(f, d, "a return position does not follow a call");
 	vm__thread_free(d);
@@ -1206,9 +1109,9 @@ static void test_refuses_frame_base(void **state)
 	struct fx *f = *state;
 	struct vm_thread *d;
 
-	step(f, SLOW, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_YIELD);
-	d = copy_of(f, MAIN);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	step(f, TSB_MAIN, VM_STOP_YIELD);
+	d = copy_of(f, TSB_MAIN);
 	d->frames[0].bp = 1;
 	refuse_t(f, d, "a frame's base does not match its caller's code");
 	vm__thread_free(d);
@@ -1219,9 +1122,9 @@ static void test_refuses_frame_order(void **state)
 	struct fx *f = *state;
 	struct vm_thread *d;
 
-	step(f, SLOW, VM_STOP_DONE);
-	step(f, MAIN, VM_STOP_YIELD);
-	d = copy_of(f, MAIN);
+	step(f, TSB_SLOW, VM_STOP_DONE);
+	step(f, TSB_MAIN, VM_STOP_YIELD);
+	d = copy_of(f, TSB_MAIN);
 	d->frames[0].bp = d->bp + 1;
 	refuse_t(f, d, "frame 0: base");
 	refuse_t(f, d, "out of order");
@@ -1233,7 +1136,7 @@ static void test_refuses_frame_order(void **state)
 static void test_refuses_park_kind_range(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = copy_of(f, JOINER);
+	struct vm_thread *d = copy_of(f, TSB_JOINER);
 
 	d->park = VM_PARK__COUNT;
 	refuse_t(f, d, "thread 6: park kind 7 out of range");
@@ -1245,7 +1148,7 @@ static void test_refuses_park_kind_range(void **state)
 static void test_refuses_park_wrong_instruction(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = copy_of(f, JOINER), *e = copy_of(f, WAITER);
+	struct vm_thread *d = copy_of(f, TSB_JOINER), *e = copy_of(f, TSB_WAITER);
 
 	d->pc = f->p->x.cell_at[op_at(f, "joiner", VM_OP_RET, 0)];
 	refuse_t(f, d, "parked in join at ret (code offset");
@@ -1258,7 +1161,7 @@ static void test_refuses_park_wrong_instruction(void **state)
 static void test_refuses_park_arg(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = copy_of(f, JOINER), *e = copy_of(f, LOCKER);
+	struct vm_thread *d = copy_of(f, TSB_JOINER), *e = copy_of(f, TSB_LOCKER);
 
 	d->park_arg = 99;
 	refuse_t(f, d, "parked in join on 0x63, but the instruction's operand "
@@ -1282,7 +1185,7 @@ static void test_refuses_park_arg_unparked(void **state)
 static void test_refuses_parked_with_reply(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = copy_of(f, JOINER);
+	struct vm_thread *d = copy_of(f, TSB_JOINER);
 
 	d->reply = (struct vm_reply){VM_PARK_JOIN, true, 0, 7};
 	refuse_t(f, d, "parked, but its reply has come");
@@ -1292,7 +1195,7 @@ static void test_refuses_parked_with_reply(void **state)
 static void test_refuses_reply_kind_range(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = copy_of(f, JOINER);
+	struct vm_thread *d = copy_of(f, TSB_JOINER);
 
 	atomic_store(&d->pstate, VM_P_RUN);
 	d->reply = (struct vm_reply){200, true, 0, 7};
@@ -1303,7 +1206,7 @@ static void test_refuses_reply_kind_range(void **state)
 static void test_refuses_reply_wrong_instruction(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = copy_of(f, JOINER);
+	struct vm_thread *d = copy_of(f, TSB_JOINER);
 
 	atomic_store(&d->pstate, VM_P_RUN);
 	d->reply = (struct vm_reply){VM_PARK_LOCK, true, 0, 0};
@@ -1349,7 +1252,7 @@ static void test_refuses_held_not_at_join(void **state)
 static void test_refuses_partial_not_at_write(void **state)
 {
 	struct fx *f = *state;
-	struct vm_thread *d = copy_of(f, MAIN), *e;
+	struct vm_thread *d = copy_of(f, TSB_MAIN), *e;
 	const vm_word ops[3] = {1, 0x1000, 10};
 	size_t len;
 	uint8_t *b;
@@ -1368,7 +1271,7 @@ static void test_refuses_partial_not_at_write(void **state)
 	free(b);
 	d->partial = 0;
 	vm__thread_free(d);
-	d = copy_of(f, JOINER);
+	d = copy_of(f, TSB_JOINER);
 	atomic_store(&d->pstate, VM_P_RUN);
 	d->held = true;
 	d->partial = 77;
