@@ -133,6 +133,10 @@ tsan: deps-test
 tsan-check:
 	@$(MAKE) --no-print-directory CC=clang BUILD=build-tsan OPT="-O1 -g" \
 		SAN="-fsanitize=thread" all
+	@$(MAKE) --no-print-directory CC=clang BUILD=build-tsan OPT="-O1 -g" \
+		SAN="-fsanitize=thread" build-tsan/tests/dist/test_dist
+	FLOCK_DIST_SKIP=spawn_100k TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+		build-tsan/tests/dist/test_dist
 	FLOCK=$(abspath build-tsan/flock) FLOCK_SAN=thread \
 		TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(PYTEST) -q tests/programs
 	FLOCK=$(abspath build-tsan/flock) \

@@ -17,6 +17,7 @@
 #include "dist/dist.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,10 @@
 /* Most threads one STEAL takes, and the longest END line carried. */
 #define STEAL_MAX 64
 #define LINE_MAX_BYTES 4096
+/* How long the origin waits, once a part fell idle, before it asks every
+ * part whether all are: most idle spells (a join waiting for a thread
+ * elsewhere) end sooner, so a busy process sends few waves. */
+#define WAVE_DELAY_NS 2000000
 
 /* name, number, counted: a message that may make threads run, which the
  * deadlock waves count. */
@@ -92,6 +97,8 @@ struct dist_part {
 	uint64_t wave;
 	int replies;
 	bool wave_on, again, prev_ok;
+	bool wave_armed; /* @wave_tm is armed (and holds a reference) */
+	struct vm_timer wave_tm;
 	struct report cur[DIST_MAX_PARTS], prev[DIST_MAX_PARTS];
 	bool got[DIST_MAX_PARTS];
 	_Atomic uint64_t sent, recv; /* counted messages */
@@ -258,6 +265,39 @@ static void report_here(struct dist_part *d, struct report *r)
 }
 
 static void evaluate(struct dist_part *d);
+static void start_wave(struct dist_part *d);
+
+static void wave_fire(struct vm_node *n, struct vm_event *ev)
+{
+	struct dist_part *d = (struct dist_part *)((char *)ev -
+		offsetof(struct dist_part, wave_tm.ev));
+	bool closed;
+
+	(void)n;
+	pthread_mutex_lock(&d->dlock);
+	pthread_mutex_lock(&d->lock);
+	d->wave_armed = false;
+	closed = d->closed;
+	pthread_mutex_unlock(&d->lock);
+	if (!closed)
+		start_wave(d);
+	pthread_mutex_unlock(&d->dlock);
+	dist_unref(d);
+}
+
+/* A part fell idle: run a wave soon, unless one is due already. */
+static void wave_soon(struct dist_part *d)
+{
+	pthread_mutex_lock(&d->lock);
+	if (d->wave_armed || d->dropping) {
+		pthread_mutex_unlock(&d->lock);
+		return;
+	}
+	d->wave_armed = true;
+	atomic_fetch_add(&d->refs, 1);
+	pthread_mutex_unlock(&d->lock);
+	vm_node_timer_start(d->p->node, &d->wave_tm, WAVE_DELAY_NS);
+}
 
 static void start_wave(struct dist_part *d)
 {
@@ -301,7 +341,7 @@ static void start_wave(struct dist_part *d)
 static void evaluate(struct dist_part *d)
 {
 	uint64_t sent = 0, recv = 0, live = 0;
-	bool passive = true, same, rerun;
+	bool passive = true, same, rerun, again;
 
 	pthread_mutex_lock(&d->lock);
 	same = d->prev_ok;
@@ -326,11 +366,14 @@ static void evaluate(struct dist_part *d)
 	}
 	d->prev_ok = passive;
 	memcpy(d->prev, d->cur, sizeof d->prev);
-	/* Idle everywhere once: confirm with another wave. */
-	rerun = passive || d->again;
+	/* Idle everywhere once: confirm with another wave at once. */
+	rerun = passive;
+	again = d->again;
 	pthread_mutex_unlock(&d->lock);
 	if (rerun)
 		start_wave(d);
+	else if (again)
+		wave_soon(d);
 }
 
 /* ---- The ops ---- */
@@ -432,7 +475,7 @@ static void op_idle(struct vm_peer *pe)
 
 	steal(d);
 	if (d->cfg.self == d->cfg.origin)
-		start_wave(d);
+		wave_soon(d);
 	else
 		send_simple(d, d->cfg.origin, M_IDLE);
 }
@@ -466,11 +509,22 @@ static void op_close(struct vm_peer *pe)
 {
 	struct dist_part *d = part_of(pe);
 
+	bool armed;
+
 	pthread_mutex_lock(&d->dlock);
 	pthread_mutex_lock(&d->lock);
 	d->closed = true;
 	d->dropping = true;
+	armed = d->wave_armed;
 	pthread_mutex_unlock(&d->lock);
+	/* A timer that fired already runs after this, sees @closed and
+	 * drops its reference itself. */
+	if (armed && vm_node_timer_stop(d->p->node, &d->wave_tm)) {
+		pthread_mutex_lock(&d->lock);
+		d->wave_armed = false;
+		pthread_mutex_unlock(&d->lock);
+		dist_unref(d);
+	}
 	pthread_mutex_unlock(&d->dlock);
 	dist_unref(d);
 }
@@ -751,7 +805,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		break;
 	case M_IDLE:
 		if (d->cfg.self == d->cfg.origin)
-			start_wave(d);
+			wave_soon(d);
 		else
 			malformed(d);
 		break;
@@ -791,6 +845,8 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	d->p = p;
 	d->cfg = *cfg;
 	d->victim = cfg->self;
+	d->wave_tm.idx = SIZE_MAX;
+	d->wave_tm.ev.fn = wave_fire;
 	pthread_mutex_init(&d->dlock, NULL);
 	pthread_mutex_init(&d->lock, NULL);
 	atomic_init(&d->refs, 2);

@@ -18,7 +18,17 @@
  *
  * What the VM guarantees: every op is called without any of the
  * process's locks held, on a worker or (ended, idle) on whatever thread
- * ended the process or let its busy count fall; ops must not block. */
+ * ended the process or lowers its busy count; ops must not block. While
+ * an op runs the process lives (idle is called before the caller's share
+ * of the busy count goes).
+ *
+ * What implementations guarantee: whatever ends the process from
+ * outside its threads -- a message, a deadlock found -- holds a share of
+ * its busy count while it does (vm__proc_busy_inc/dec around it), and
+ * raises the count only while the process has not ended here (ops->ended
+ * tells). A part's count falls to 0 whenever it is idle, so without the
+ * share an end would never become quiet, and a raise after the end
+ * could let it be freed under a running thread. */
 #ifndef FLOCK_VM_VM_PEER_H
 #define FLOCK_VM_VM_PEER_H
 

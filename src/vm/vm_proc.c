@@ -122,6 +122,10 @@ static void quiet(struct vm_proc *p)
 
 static void deadlock(struct vm_proc *p);
 
+/* In nbusy of a process spread over machines: it has ended (added once,
+ * by whoever ends it, who holds a share). */
+#define BUSY_ENDED ((int64_t)1 << 40)
+
 void vm__proc_busy_inc(struct vm_proc *p)
 {
 	atomic_fetch_add(&p->nbusy, 1);
@@ -129,17 +133,32 @@ void vm__proc_busy_inc(struct vm_proc *p)
 
 void vm__proc_busy_dec(struct vm_proc *p)
 {
+	struct vm_peer *pe = p->peer;
+
+	if (pe != NULL) {
+		/* Spread over machines, a deadlock is nothing running on any
+		 * of them: the peer finds out. A part falls idle and busy
+		 * again all the time (a message may raise its count from 0,
+		 * end it and let it be freed), so the thread that takes the
+		 * count from 1 to 0 tells the peer just before, while its
+		 * share keeps the process alive; the end is a bit in the
+		 * count itself (end_with), so whoever takes the count to
+		 * exactly that bit is the last and makes it quiet. */
+		int64_t v = atomic_load(&p->nbusy);
+		for (;;) {
+			if (v == 1)
+				pe->ops->idle(pe);
+			if (atomic_compare_exchange_weak(&p->nbusy, &v, v - 1))
+				break;
+		}
+		if (v - 1 == BUSY_ENDED)
+			quiet(p);
+		return;
+	}
 	if (atomic_fetch_sub(&p->nbusy, 1) != 1)
 		return;
-	if (!atomic_load(&p->ending)) {
-		/* Spread over machines, a deadlock is nothing running on
-		 * any of them: the peer finds out. */
-		if (p->peer != NULL) {
-			p->peer->ops->idle(p->peer);
-			return;
-		}
+	if (!atomic_load(&p->ending))
 		deadlock(p);
-	}
 	quiet(p);
 }
 
@@ -166,8 +185,10 @@ static bool end_with(struct vm_proc *p, int status, const char *line)
 	pthread_mutex_unlock(&p->endlock);
 	if (first) {
 		vm__io_ending(p);
-		if (p->peer != NULL)
+		if (p->peer != NULL) {
 			p->peer->ops->ended(p->peer, status, line);
+			atomic_fetch_add(&p->nbusy, BUSY_ENDED);
+		}
 	}
 	return first;
 }
@@ -260,7 +281,16 @@ static void deadlock(struct vm_proc *p)
 
 bool vm_proc_kill(struct vm_proc *p, int status)
 {
-	return vm__proc_end(p, status);
+	bool ended;
+
+	if (p->peer == NULL)
+		return vm__proc_end(p, status);
+	/* A share, so that an idle part spread over machines becomes
+	 * quiet once ended (vm__proc_busy_dec). */
+	vm__proc_busy_inc(p);
+	ended = vm__proc_end(p, status);
+	vm__proc_busy_dec(p);
+	return ended;
 }
 
 void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info)
@@ -477,6 +507,7 @@ int vm__proc_start_main(struct vm_proc *p, struct fl_err *err)
 		fail_at_start(p, "stack overflow (data stack limit of %" PRIu32
 				 " words)",
 			      p->opt.stack_words);
+		p->peer->ops->ended(p->peer, 70, NULL); /* the other parts */
 		return 0;
 	}
 	main_t = vm__thread_make(p, fn, NULL, 0, NULL, &f);

@@ -20,7 +20,8 @@
  * machines, output from threads elsewhere).
  *
  * FLOCK_DIST_ONLY=NAME runs only programs whose file name has NAME in
- * it; FLOCK_DIST_SEEDS=N runs N seeds (default 2). */
+ * it, FLOCK_DIST_SKIP=NAME all others; FLOCK_DIST_SEEDS=N runs N seeds
+ * (default 2). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -434,6 +435,7 @@ static void run_dir(const char *dir, int nparts)
 {
 	struct vm_node *nodes[MAX_PARTS];
 	const char *only = getenv("FLOCK_DIST_ONLY");
+	const char *skip = getenv("FLOCK_DIST_SKIP");
 	int failures = 0, runs = 0;
 	size_t nprog;
 	char **files = list_programs(dir, &nprog);
@@ -449,7 +451,8 @@ static void run_dir(const char *dir, int nparts)
 		struct vm_options o;
 		char *argv[10];
 
-		if (only != NULL && strstr(files[i], only) == NULL) {
+		if ((only != NULL && strstr(files[i], only) == NULL) ||
+		    (skip != NULL && strstr(files[i], skip) != NULL)) {
 			free(files[i]);
 			continue;
 		}
