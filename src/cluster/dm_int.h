@@ -137,6 +137,17 @@ struct dm {
 	/* The node running this machine's processes. */
 	struct vm_node *node;
 	struct dm_proc *procs;
+	/* Processes spread here or from here (dm_part.c), what their parts
+	 * send (queued by the workers for the loop), and what came for
+	 * parts not made yet. */
+	struct dm_part *parts;
+	pthread_mutex_t out_lock;
+	struct dm_out *out_head, *out_tail;
+	uv_async_t out_async;
+	struct dm_early *early;
+	size_t nearly;
+	int null_fd;
+	bool parts_ready;
 	uint64_t ram_used;
 	/* cpu use: the cpu time of processes that ended, and the last
 	 * sample of the total (dm_load_self) */
@@ -189,6 +200,23 @@ int dm_send_error(struct dm_link *l, uint8_t type, uint64_t req, int code,
 int dm_join(struct dm *d, struct fl_err *err);
 /* Our load, as a heartbeat carries it. */
 void dm_load_self(struct dm *d, struct dm_load *l);
+
+/* dm_part.c */
+struct dm_part;
+int dm_parts_init(struct dm *d, struct fl_err *err);
+void dm_parts_close(struct dm *d);
+/* Start @m as process @pid with options @o: spread over every machine
+ * that serves (*@part its part here), or on this machine alone (*@part
+ * NULL) when it is the only one. 0 with *@vp, or an error. */
+int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
+		  const struct vm_options *o, struct vm_proc **vp,
+		  struct dm_part **part, struct fl_err *err);
+/* The origin's process is quiet: @release(@arg) frees it once every
+ * other part is quiet too (now, or when the last says so). */
+void dm_part_origin_done(struct dm_part *pt, void (*release)(void *arg),
+			 void *arg);
+/* PART, PROC, PART_QUIET and PART_FREE from a peer. */
+void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p);
 
 /* dm_proc.c */
 void dm_client_frame(struct dm_link *l, const struct net_header *h,

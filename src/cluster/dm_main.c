@@ -734,7 +734,8 @@ int dm_run(const struct dm_config *cfg)
 	no.cpus = cfg->provide.cpu;
 	no.machine = d->me.id;
 	no.memory = cfg->provide.ram; /* all its processes together */
-	if ((rc = vm_node_new(&no, &d->node, &err)) != 0) {
+	if ((rc = vm_node_new(&no, &d->node, &err)) != 0 ||
+	    (rc = dm_parts_init(d, &err)) != 0) {
 		dm_ready(d, err.msg);
 		status = 70;
 		goto out;
@@ -796,6 +797,7 @@ int dm_run(const struct dm_config *cfg)
 out:
 	dm_ready(d, "stopped before serving");
 	dm_procs_close(d);
+	dm_parts_close(d);
 	if (d->raft_started) {
 		raft_close(&d->raft, on_raft_closed);
 		/* Raft closes once its disk writes are done (a snapshot may be

@@ -575,6 +575,13 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 		else
 			dm_on_propose(d, l, h, p);
 		return;
+	case NET_MSG_PART:
+	case NET_MSG_PROC:
+	case NET_MSG_PART_QUIET:
+	case NET_MSG_PART_FREE:
+		if (!reply)
+			dm_part_frame(d, h, p);
+		return;
 	case NET_MSG_ERROR:
 		if (reply) {
 			struct net_header h2 = *h;

@@ -67,6 +67,7 @@ struct dm_proc {
 	uint64_t started_ms;
 	uint64_t memory;
 	struct dm_watch *watch;
+	struct dm_part *part; /* spread over machines: its part here */
 	struct dm_proc *next;
 };
 
@@ -188,6 +189,23 @@ static void async_closed(uv_handle_t *h)
 	p->freed = true;
 }
 
+/* Free @p's VM process and module (its record stays). */
+static void proc_release(void *arg)
+{
+	struct dm_proc *p = arg;
+	struct vm_proc_info info;
+
+	if (p->vp == NULL)
+		return;
+	vm_proc_info(p->vp, &info);
+	p->d->cpu_done_ns += info.cpu_ns;
+	vm_proc_free(p->vp);
+	p->vp = NULL;
+	vm_module_free(p->m);
+	p->m = NULL;
+	p->part = NULL;
+}
+
 static void proc_maybe_end(struct dm_proc *p)
 {
 	struct dm *d = p->d;
@@ -199,15 +217,12 @@ static void proc_maybe_end(struct dm_proc *p)
 	if (p->has_waiter)
 		pthread_join(p->waiter, NULL);
 	p->has_waiter = false;
-	{
-		struct vm_proc_info info;
-		vm_proc_info(p->vp, &info);
-		d->cpu_done_ns += info.cpu_ns;
-	}
-	vm_proc_free(p->vp);
-	p->vp = NULL;
-	vm_module_free(p->m);
-	p->m = NULL;
+	/* Spread over machines, the process stays until every part is
+	 * quiet: its pages' home answers them till then. */
+	if (p->part != NULL)
+		dm_part_origin_done(p->part, proc_release, p);
+	else
+		proc_release(p);
 	if (p->in_open) {
 		uv_close((uv_handle_t *)&p->in, pipe_closed);
 		p->in_open = false;
@@ -398,7 +413,7 @@ static int proc_start(struct dm *d, struct submit *s, uint64_t pid,
 	p->err_w = errp[1];
 	p->in_r = inp[0];
 	p->memory = p->o.memory;
-	rc = vm_proc_start(d->node, p->m, &p->o, &p->vp, err);
+	rc = dm_part_start(d, pid, p->m, &p->o, &p->vp, &p->part, err);
 	if (rc)
 		goto fail;
 	s->m = NULL;
@@ -1147,15 +1162,16 @@ void dm_procs_close(struct dm *d)
 		if (waiting)
 			uv_run(&d->loop, UV_RUN_ONCE);
 	}
-	for (struct dm_proc *p = d->procs; p != NULL; p = p->next)
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next) {
 		if (p->has_waiter) {
 			pthread_join(p->waiter, NULL);
 			p->has_waiter = false;
-			vm_proc_free(p->vp);
-			p->vp = NULL;
-			vm_module_free(p->m);
-			p->m = NULL;
 		}
+		/* a spread one whose other parts never said they were
+		 * quiet is freed all the same (dm_parts_close frees its
+		 * part) */
+		proc_release(p);
+	}
 	while (d->procs != NULL) {
 		struct dm_proc *p = d->procs;
 		d->procs = p->next;

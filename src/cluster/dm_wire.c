@@ -1,6 +1,7 @@
 /* The daemon's message payloads (dm_wire.h). */
 #include "cluster/dm_wire.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -280,4 +281,53 @@ int dm_error_decode(const uint8_t *p, size_t n, int *code, char *msg,
 	}
 	msg[k] = 0;
 	return 0;
+}
+
+/* ---- PART ---- */
+
+void dm_part_encode(const struct dm_part_msg *m, struct fl_buf *out)
+{
+	fl_buf_put_u64(out, m->pid);
+	fl_buf_put_u32(out, m->nparts);
+	fl_buf_put_u32(out, m->origin);
+	fl_buf_put_u32(out, m->ncpu);
+	for (uint32_t i = 0; i < m->nparts && i < DM_PARTS_MAX; i++)
+		fl_buf_put_u32(out, m->ids[i]);
+	dm_submit_encode(&m->sub, out);
+}
+
+int dm_part_decode(const uint8_t *p, size_t n, struct dm_part_msg *m,
+		   struct fl_err *err)
+{
+	struct fl_reader r;
+
+	memset(m, 0, sizeof *m);
+	fl_reader_init(&r, p, n);
+	m->pid = fl_get_u64(&r);
+	m->nparts = fl_get_u32(&r);
+	m->origin = fl_get_u32(&r);
+	m->ncpu = fl_get_u32(&r);
+	if (r.failed)
+		return fl_err_set(err, FL_EFORMAT, "PART: truncated");
+	if (m->pid == 0 || m->nparts < 2 || m->nparts > DM_PARTS_MAX ||
+	    m->origin >= m->nparts || m->ncpu == 0)
+		return fl_err_set(err, FL_EFORMAT,
+				  "PART: pid %" PRIu64 ", %" PRIu32
+				  " machines, origin %" PRIu32 ", %" PRIu32
+				  " cores",
+				  m->pid, m->nparts, m->origin, m->ncpu);
+	for (uint32_t i = 0; i < m->nparts; i++) {
+		m->ids[i] = fl_get_u32(&r);
+		if (r.failed)
+			return fl_err_set(err, FL_EFORMAT, "PART: truncated");
+		if (m->ids[i] == 0)
+			return fl_err_set(err, FL_EFORMAT, "PART: machine id 0");
+		for (uint32_t j = 0; j < i; j++)
+			if (m->ids[j] == m->ids[i])
+				return fl_err_set(err, FL_EFORMAT,
+						  "PART: machine %" PRIu32
+						  " twice",
+						  m->ids[i]);
+	}
+	return dm_submit_decode(p + r.off, n - r.off, &m->sub, err);
 }

@@ -84,6 +84,24 @@ void dm_ping_encode(uint64_t clock, const struct dm_load *l,
 int dm_ping_decode(const uint8_t *p, size_t n, uint64_t *clock,
 		   struct dm_load *l, struct fl_err *err);
 
+/* PART: a process spreads to the receiver. Its machines in part order
+ * (the receiver finds itself among them), which one is its origin, the
+ * cores of all, then the process as a SUBMIT carries it (options,
+ * arguments, module; its submission id, which must not be 0, unused). */
+#define DM_PARTS_MAX 64
+struct dm_part_msg {
+	uint64_t pid;
+	uint32_t nparts, origin, ncpu;
+	uint32_t ids[DM_PARTS_MAX];
+	struct dm_submit sub;
+};
+
+void dm_part_encode(const struct dm_part_msg *m, struct fl_buf *out);
+/* 0, or FL_EFORMAT / FL_ENOMEM with @err (ids must be nonzero and
+ * distinct, origin one of them); free with dm_submit_free(&m->sub). */
+int dm_part_decode(const uint8_t *p, size_t n, struct dm_part_msg *m,
+		   struct fl_err *err);
+
 /* ERROR: a code and a message (not NUL-terminated on the wire). */
 void dm_error_encode(int code, const char *msg, struct fl_buf *out);
 int dm_error_decode(const uint8_t *p, size_t n, int *code, char *msg,

@@ -55,7 +55,17 @@
 	X(MACHINES, 15, 0, 1u << 20, "the machines; the reply: a table")    \
 	X(LEAVE, 16, 0, 4096, "the machine leaves the VM")                   \
 	X(REDIRECT, 17, 2, 512, "ask another machine: its address")          \
-	X(OK, 18, 0, 4096, "a request is done")
+	X(OK, 18, 0, 4096, "a request is done")                               \
+	X(PART, 19, 24, NET_FRAME_MAX,                                        \
+	  "a process spreads to the receiver: pid, its machines, options, "  \
+	  "arguments, module")                                                \
+	X(PROC, 20, 9, NET_FRAME_MAX,                                         \
+	  "between two parts of a process: pid, channel (its global "        \
+	  "memory's, its threads'), bytes")                                   \
+	X(PART_QUIET, 21, 8, 8,                                               \
+	  "to the origin: the process has ended here and nothing is left")   \
+	X(PART_FREE, 22, 8, 8,                                                \
+	  "from the origin: every part is quiet, free this one")
 
 enum net_msg {
 	NET_MSG_NONE = 0,

@@ -585,6 +585,10 @@ static void on_steal(struct dist_part *d, int from)
 	size_t max = q > 2 * STEAL_MAX ? STEAL_MAX : (size_t)(q / 2 + 1);
 	size_t k = vm__sched_take(d->p, true, ts, max);
 
+	/* Threads that never ran first; then those that did. */
+	if (k < max)
+		k += vm__sched_take(d->p, false, ts + k, max - k);
+
 	if (k > 0 && ship(d, from, ts, k))
 		return;
 	for (size_t i = 0; i < k; i++) /* could not: they stay */

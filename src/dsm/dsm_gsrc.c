@@ -670,6 +670,25 @@ static void d_close(struct vm_gsrc *g)
 	dsm_gsrc_unref(g);
 }
 
+/* A thread may move when it has no private copies (its writes since its
+ * last fence) and is between the steps of no op. */
+static bool d_movable(struct vm_gsrc *g, const struct vm_thread *t)
+{
+	struct dsm_gsrc *G = gsrc_of(g);
+	struct dthread *dt = NULL;
+	bool ok;
+
+	pthread_mutex_lock(&G->lock);
+	if (G->tab_cap > 0)
+		for (dt = G->tab[tid_bucket(t->tid, G->tab_cap)]; dt != NULL;
+		     dt = dt->hnext)
+			if (dt->tid == t->tid)
+				break;
+	ok = dt == NULL || (dt->npriv == 0 && dt->phase == 0);
+	pthread_mutex_unlock(&G->lock);
+	return ok;
+}
+
 static const struct vm_gsrc_ops dsm_ops = {
 	.page = d_page,
 	.fence = d_fence,
@@ -681,6 +700,7 @@ static const struct vm_gsrc_ops dsm_ops = {
 	.alloc = d_alloc,
 	.free = d_free,
 	.close = d_close,
+	.movable = d_movable,
 };
 
 /* io.send, under lock: the driver's. */

@@ -88,6 +88,11 @@ struct vm_gsrc_ops {
 	enum vm_res (*free)(struct vm_gsrc *g, struct vm_worker *w, vm_word addr);
 	/* Release everything, once the process is quiet. */
 	void (*close)(struct vm_gsrc *g);
+	/* May thread @t (stopped between instructions, in a run queue)
+	 * move to another machine now: it holds nothing here that is not
+	 * released (written home)? Called under a run queue's lock: no
+	 * parking, no waiting. NULL: always. */
+	bool (*movable)(struct vm_gsrc *g, const struct vm_thread *t);
 };
 
 /* An implementation's state begins with this. */

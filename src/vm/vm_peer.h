@@ -110,8 +110,9 @@ bool vm__thread_emigrate(struct vm_proc *p, struct vm_thread *t);
  * before it runs on. */
 void vm__thread_immigrate(struct vm_proc *p, struct vm_thread **ts, size_t n);
 /* Up to @max queued threads of @p that may move (not main, not running
- * or parked, not just arrived, never yet run when @fresh), out of the
- * node's run queues
+ * or parked, not just arrived; never yet run when @fresh, else any the
+ * page source lets go: vm_gsrc_ops.movable), out of the node's run
+ * queues
  * into @out (they stay counted in nbusy). */
 size_t vm__sched_take(struct vm_proc *p, bool fresh, struct vm_thread **out,
 		      size_t max);

@@ -27,6 +27,7 @@
  *
  * Runs on the worker OS threads vm_node_new() starts. */
 #include "vm/vm_int.h"
+#include "vm/vm_gsrc.h"
 #include "vm/vm_peer.h"
 
 #include <errno.h>
@@ -131,7 +132,10 @@ size_t vm__sched_take(struct vm_proc *p, bool fresh, struct vm_thread **out,
 		for (link = &v->head; (t = *link) != NULL && k < max;) {
 			/* one that just arrived runs before it moves again */
 			if (t->proc == p && t->tid != p->main_tid &&
-			    (!fresh || t->last_run == 0) && !t->arrive) {
+			    (fresh ? t->last_run == 0
+				   : p->gs->ops->movable == NULL ||
+					     p->gs->ops->movable(p->gs, t)) &&
+			    !t->arrive) {
 				*link = t->next;
 				t->next = NULL;
 				out[k++] = t;

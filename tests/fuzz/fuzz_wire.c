@@ -1,6 +1,7 @@
 /* libFuzzer target for the daemon's message payloads (src/cluster/
  * dm_wire.c): what a client sends in SUBMIT, a joining machine in JOIN,
- * a machine in its heartbeat and its join reply, and anyone in ERROR.
+ * a machine in its heartbeat and its join reply, anyone in ERROR, and
+ * an origin in PART.
  *
  * The first byte picks the decoder, the rest is the payload. What a
  * decoder accepts is encoded again and must decode to the same values
@@ -40,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size == 0)
 		return 0;
 	fl_buf_init(&b);
-	switch (data[0] % 5) {
+	switch (data[0] % 6) {
 	case 0: {
 		struct dm_submit s;
 		if (dm_submit_decode(p, n, &s, &err) != 0)
@@ -86,6 +87,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; msg[i] != 0; i++)
 			if (msg[i] < ' ' || msg[i] >= 127)
 				abort();
+		break;
+	}
+	case 5: {
+		struct dm_part_msg m;
+		if (dm_part_decode(p, n, &m, &err) != 0)
+			break;
+		if (m.origin >= m.nparts || m.sub.argv[m.sub.argc] != NULL)
+			abort();
+		dm_part_encode(&m, &b);
+		same(&b, p, n);
+		dm_submit_free(&m.sub);
 		break;
 	}
 	}

@@ -1,0 +1,634 @@
+/* Processes spread over the VM's machines: the daemon's side of
+ * src/dist/dist.h (threads) and src/dsm/dsm_gsrc.h (global memory).
+ *
+ * A process starts on its origin (the machine the VM placed it on) as
+ * one part per machine that serves then, in member-id order: the origin
+ * makes its own part and sends every other machine PART (the module,
+ * options, arguments, the machines' ids), then starts main. A machine
+ * that gets PART makes its part (stdio to /dev/null: a thread that
+ * reaches stdio moves to the origin) and asks for work. The parts' bytes
+ * travel as PROC frames over the machines' connections (which keep order):
+ * the layers' send callbacks run on the node's workers and queue them for
+ * the loop thread (an async handle); the loop hands arriving ones to the
+ * part. A PROC for a process this machine has no part of yet (a thief's
+ * STEAL that overtook the origin's PART) waits in a bounded queue until
+ * the part exists.
+ *
+ * The end: every part stays until all are quiet, so a home still answers
+ * whatever another part asks (a thread parked on a page, say) until the
+ * process is over everywhere. A part elsewhere that is quiet says so
+ * (PART_QUIET); once every part and the origin's own process are quiet,
+ * the origin frees its part and tells the others (PART_FREE).
+ *
+ * Machines lost meanwhile are the failure issue's: a part whose machine
+ * goes away leaves the process waiting.
+ *
+ * Runs on the loop thread, but for the send callbacks (any thread). */
+#include "cluster/dm_int.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dist/dist.h"
+#include "dsm/dsm_gsrc.h"
+
+enum { CH_DSM = 1, CH_DIST = 2 };
+#define EARLY_MAX 1024 /* PROC frames kept for parts not made yet */
+
+struct dm_part {
+	struct dm *d;
+	uint64_t pid;
+	int self, origin, nparts;
+	uint32_t ids[DIST_MAX_PARTS];
+	struct vm_proc *vp;
+	/* A part elsewhere owns its module, arguments and waiter. */
+	struct vm_module *m;
+	char **argv;
+	int argc;
+	pthread_t waiter;
+	bool has_waiter, waited, free_asked;
+	uv_async_t done;
+	struct vm_gsrc *g;
+	struct dist_part *dp;
+	/* The origin: which parts are quiet, and what frees its process. */
+	bool quiet[DIST_MAX_PARTS];
+	int nquiet;
+	void (*release)(void *arg);
+	void *release_arg;
+	struct dm_part *next;
+};
+
+struct dm_out {
+	struct dm_out *next;
+	uint32_t to; /* a member id */
+	size_t len;
+	uint8_t bytes[]; /* a PROC payload */
+};
+
+struct dm_early {
+	struct dm_early *next;
+	uint64_t pid;
+	uint32_t from;
+	size_t len;
+	uint8_t bytes[];
+};
+
+static struct dm_part *part_find(struct dm *d, uint64_t pid)
+{
+	for (struct dm_part *pt = d->parts; pt != NULL; pt = pt->next)
+		if (pt->pid == pid)
+			return pt;
+	return NULL;
+}
+
+static int index_of(const struct dm_part *pt, uint32_t id)
+{
+	for (int i = 0; i < pt->nparts; i++)
+		if (pt->ids[i] == id)
+			return i;
+	return -1;
+}
+
+static struct dm_link *link_to(struct dm *d, uint32_t id)
+{
+	struct dm_peer *pe = dm_peer_get(d, id, false);
+
+	return pe != NULL && pe->link != NULL && pe->link->ready ? pe->link
+								  : NULL;
+}
+
+/* ---- Sending (any thread) ---- */
+
+static void part_send(struct dm_part *pt, uint8_t chan, int to,
+		      const void *msg, size_t len)
+{
+	struct dm *d = pt->d;
+	struct dm_out *o;
+
+	if (to < 0 || to >= pt->nparts)
+		return;
+	o = malloc(sizeof *o + 9 + len);
+	if (o == NULL)
+		return; /* lost, as on a broken link: the failure issue's */
+	o->next = NULL;
+	o->to = pt->ids[to];
+	o->len = 9 + len;
+	for (int i = 0; i < 8; i++)
+		o->bytes[i] = (uint8_t)(pt->pid >> (8 * i));
+	o->bytes[8] = chan;
+	memcpy(o->bytes + 9, msg, len);
+	pthread_mutex_lock(&d->out_lock);
+	if (d->out_tail != NULL)
+		d->out_tail->next = o;
+	else
+		d->out_head = o;
+	d->out_tail = o;
+	pthread_mutex_unlock(&d->out_lock);
+	uv_async_send(&d->out_async);
+}
+
+static void send_dsm(void *ctx, int to, const void *msg, size_t len)
+{
+	part_send(ctx, CH_DSM, to, msg, len);
+}
+
+static void send_dist(void *ctx, int to, const void *msg, size_t len)
+{
+	part_send(ctx, CH_DIST, to, msg, len);
+}
+
+static void dsm_counters(void *ctx, uint64_t *sent, uint64_t *recv)
+{
+	struct dm_part *pt = ctx;
+	struct dsm_stats st;
+
+	dsm_gsrc_stats(pt->g, &st);
+	*sent = st.msgs_sent;
+	*recv = st.msgs_recv;
+}
+
+static void out_cb(uv_async_t *a)
+{
+	struct dm *d = a->data;
+	struct dm_out *o, *next;
+
+	pthread_mutex_lock(&d->out_lock);
+	o = d->out_head;
+	d->out_head = d->out_tail = NULL;
+	pthread_mutex_unlock(&d->out_lock);
+	for (; o != NULL; o = next) {
+		struct dm_link *l = link_to(d, o->to);
+		next = o->next;
+		if (l != NULL)
+			dm_send(l, NET_MSG_PROC, 0, 0, o->bytes, o->len);
+		free(o);
+	}
+}
+
+/* ---- Parts ---- */
+
+static int home_of(void *ctx, uint64_t page)
+{
+	struct dm_part *pt = ctx;
+	uint64_t slot = page >> (VM_SLOT_SHIFT - VM_PAGE_SHIFT);
+
+	/* vm_peer_home: slot 0 is the origin's, m + 1 part m's */
+	if (slot == 0 || slot > (uint64_t)pt->nparts)
+		return pt->origin;
+	return (int)slot - 1;
+}
+
+static int64_t seg_pages(uint32_t len)
+{
+	return ((int64_t)len + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
+}
+
+/* Give @pt->vp (made by vm__proc_new) its DSM source and its peer. */
+static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
+{
+	struct vm_proc *vp = pt->vp;
+	const struct vm_module *m = vp->m;
+	struct dsm_gsrc_config gc = {.self = pt->self, .nodes = pt->nparts,
+				     .home = home_of, .home_ctx = pt,
+				     .send = send_dsm, .send_ctx = pt};
+	struct dist_config dc = {.self = pt->self, .nparts = pt->nparts,
+				 .origin = pt->origin, .ncpu = ncpu,
+				 .send = send_dist, .send_ctx = pt,
+				 .counters = dsm_counters, .counters_ctx = pt};
+	int rc;
+
+	/* The local source's segment pages are never credited back (as a
+	 * global space's are not): the DSM source's stand-in charges its
+	 * own. */
+	vp->gs->ops->close(vp->gs);
+	vp->gs = NULL;
+	vm__credit(&vp->budget, (int64_t)VM_PAGE_SIZE *
+				       (seg_pages(m->rodata_len) +
+					seg_pages(m->data_len)));
+	if ((rc = dsm_gsrc_new(vp, &gc, &pt->g, err)) != 0)
+		return rc;
+	vp->gs = pt->g;
+	return dist_part_new(vp, &dc, &pt->dp, err);
+}
+
+static void part_unlink(struct dm *d, struct dm_part *pt)
+{
+	for (struct dm_part **q = &d->parts; *q != NULL; q = &(*q)->next)
+		if (*q == pt) {
+			*q = pt->next;
+			return;
+		}
+}
+
+/* Free what is left of @pt once its process was freed (or never
+ * made). */
+static void part_free(struct dm_part *pt)
+{
+	if (pt->dp != NULL) {
+		struct dist_stats st;
+		dist_stats(pt->dp, &st);
+		dm_log(pt->d,
+		       "process %" PRIu64 " part %d: threads in %" PRIu64
+		       ", out %" PRIu64 " (%" PRIu64 " bytes), steals %" PRIu64
+		       " (%" PRIu64 " empty), remote joins %" PRIu64
+		       ", messages %" PRIu64 " out, %" PRIu64 " in",
+		       pt->pid, pt->self, st.moved_in, st.moved_out,
+		       st.move_bytes, st.steals, st.steals_empty,
+		       st.remote_joins, st.msgs_sent, st.msgs_recv);
+		dist_unref(pt->dp);
+	}
+	if (pt->g != NULL)
+		dsm_gsrc_unref(pt->g);
+	vm_module_free(pt->m);
+	for (int i = 0; i < pt->argc; i++)
+		free(pt->argv[i]);
+	free(pt->argv);
+	free(pt);
+}
+
+static void deliver_early(struct dm *d, struct dm_part *pt);
+
+int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
+		  const struct vm_options *o, struct vm_proc **vp,
+		  struct dm_part **out, struct fl_err *err)
+{
+	struct dm_part_msg msg = {.pid = pid};
+	struct dm_part *pt;
+	struct fl_buf mod, b;
+	long ncpu = 0;
+	int rc;
+
+	*out = NULL;
+	/* Its machines: every one that serves and is reachable now. */
+	for (size_t i = 0; i < d->st.nmembers && msg.nparts < DM_PARTS_MAX;
+	     i++) {
+		const struct ctl_member *cm = &d->st.members[i];
+		if (cm->state != CTL_M_ACTIVE ||
+		    (cm->id != d->me.id && link_to(d, cm->id) == NULL))
+			continue;
+		if (cm->id == d->me.id)
+			msg.origin = msg.nparts;
+		msg.ids[msg.nparts++] = cm->id;
+		ncpu += cm->cpu;
+	}
+	if (msg.nparts < 2)
+		return vm_proc_start(d->node, m, o, vp, err);
+	pt = calloc(1, sizeof *pt);
+	if (pt == NULL)
+		return fl_err_set(err, FL_ENOMEM, "out of memory");
+	pt->d = d;
+	pt->pid = pid;
+	pt->self = pt->origin = (int)msg.origin;
+	pt->nparts = (int)msg.nparts;
+	memcpy(pt->ids, msg.ids, sizeof pt->ids);
+	if ((rc = vm__proc_new(d->node, m, o, &pt->vp, err)) != 0) {
+		free(pt);
+		return rc;
+	}
+	if ((rc = part_attach(pt, ncpu, err)) != 0) {
+		vm__proc_abandon(pt->vp);
+		vm_proc_free(pt->vp);
+		part_free(pt);
+		return rc;
+	}
+	/* Tell the others: the process as a submission carries it. */
+	fl_buf_init(&mod);
+	fl_buf_init(&b);
+	msg.ncpu = (uint32_t)ncpu;
+	msg.sub.client = pid; /* a submission's id, not used: nonzero */
+	msg.sub.seq = 1;
+	msg.sub.check = o->check;
+	msg.sub.memory = o->memory;
+	msg.sub.max_threads = o->max_threads;
+	msg.sub.stack_words = o->stack_words;
+	msg.sub.call_depth = o->max_depth;
+	msg.sub.argc = (uint32_t)o->argc;
+	msg.sub.argv = o->argv;
+	if (vm_module_encode(m, &mod) == 0 && !fl_buf_failed(&mod)) {
+		msg.sub.module = mod.data;
+		msg.sub.module_len = mod.len;
+		dm_part_encode(&msg, &b);
+	}
+	for (int i = 0; i < pt->nparts && !fl_buf_failed(&b) && b.len > 0; i++)
+		if (i != pt->self)
+			dm_send(link_to(d, pt->ids[i]), NET_MSG_PART, 0, 0, b.data,
+				b.len);
+	rc = fl_buf_failed(&b) || b.len == 0 ? FL_ENOMEM : 0;
+	fl_buf_close(&mod);
+	fl_buf_close(&b);
+	pt->next = d->parts;
+	d->parts = pt;
+	*vp = pt->vp;
+	*out = pt;
+	if (rc == 0)
+		rc = vm__proc_start_main(pt->vp, err);
+	else
+		fl_err_set(err, rc, "out of memory (spreading the process)");
+	if (rc != 0) {
+		/* Ended before it began: the other parts (if told) end
+		 * too, and the caller frees it as a process that ran. */
+		vm_proc_kill(pt->vp, 70);
+	}
+	dm_log(d, "process %" PRIu64 " spread over %d machines", pid,
+	       pt->nparts);
+	deliver_early(d, pt);
+	return 0;
+}
+
+void dm_part_origin_done(struct dm_part *pt, void (*release)(void *arg),
+			 void *arg)
+{
+	struct dm *d = pt->d;
+
+	pt->release = release;
+	pt->release_arg = arg;
+	if (!pt->quiet[pt->self]) {
+		pt->quiet[pt->self] = true;
+		pt->nquiet++;
+	}
+	if (pt->nquiet < pt->nparts)
+		return;
+	for (int i = 0; i < pt->nparts; i++) {
+		struct dm_link *l = link_to(d, pt->ids[i]);
+		if (i != pt->self && l != NULL)
+			dm_send(l, NET_MSG_PART_FREE, 0, 0, &pt->pid, 8);
+	}
+	part_unlink(d, pt);
+	release(arg); /* frees the process */
+	part_free(pt);
+}
+
+/* ---- A part elsewhere ---- */
+
+static void *waiter_main(void *arg)
+{
+	struct dm_part *pt = arg;
+
+	vm_proc_wait(pt->vp);
+	uv_async_send(&pt->done);
+	return NULL;
+}
+
+static void part_closed(uv_handle_t *h)
+{
+	part_free(h->data);
+}
+
+/* A part elsewhere whose process is quiet and whose origin said so:
+ * gone. */
+static void part_maybe_free(struct dm_part *pt)
+{
+	if (!pt->waited || !pt->free_asked)
+		return;
+	part_unlink(pt->d, pt);
+	vm_proc_free(pt->vp);
+	pt->vp = NULL;
+	uv_close((uv_handle_t *)&pt->done, part_closed);
+}
+
+static void part_done_cb(uv_async_t *a)
+{
+	struct dm_part *pt = a->data;
+	struct dm_link *l;
+
+	if (pt->waited)
+		return;
+	pthread_join(pt->waiter, NULL);
+	pt->has_waiter = false;
+	pt->waited = true;
+	l = link_to(pt->d, pt->ids[pt->origin]);
+	if (l != NULL)
+		dm_send(l, NET_MSG_PART_QUIET, 0, 0, &pt->pid, 8);
+	part_maybe_free(pt);
+}
+
+static void on_part(struct dm *d, const struct net_header *h,
+		    const uint8_t *p)
+{
+	struct dm_part_msg msg;
+	struct dm_part *pt;
+	struct vm_options o;
+	struct fl_err err;
+	int rc;
+
+	if (dm_part_decode(p, h->length, &msg, &err) != 0) {
+		dm_log(d, "PART from machine %" PRIu32 ": %s", h->machine,
+		       err.msg);
+		return;
+	}
+	pt = calloc(1, sizeof *pt);
+	if (pt == NULL || part_find(d, msg.pid) != NULL) {
+		free(pt);
+		dm_submit_free(&msg.sub);
+		return;
+	}
+	pt->d = d;
+	pt->pid = msg.pid;
+	pt->nparts = (int)msg.nparts;
+	pt->origin = (int)msg.origin;
+	memcpy(pt->ids, msg.ids, sizeof pt->ids);
+	pt->self = index_of(pt, d->me.id);
+	pt->argv = msg.sub.argv; /* taken */
+	pt->argc = (int)msg.sub.argc;
+	msg.sub.argv = NULL;
+	if (pt->self < 0 || pt->ids[pt->origin] != h->machine) {
+		dm_log(d, "PART from machine %" PRIu32 ": not its origin, or "
+			  "not for this machine", h->machine);
+		part_free(pt);
+		return;
+	}
+	vm_options_init(&o);
+	o.check = msg.sub.check;
+	o.memory = msg.sub.memory;
+	o.max_threads = msg.sub.max_threads;
+	o.stack_words = msg.sub.stack_words;
+	o.max_depth = msg.sub.call_depth;
+	o.argc = pt->argc;
+	o.argv = pt->argv;
+	o.fd_in = o.fd_out = o.fd_err = d->null_fd;
+	o.prog = "flock";
+	if (vm_module_decode(msg.sub.module, msg.sub.module_len, &pt->m, &err) ||
+	    vm_verify(pt->m, true, &err) ||
+	    (rc = vm__proc_new(d->node, pt->m, &o, &pt->vp, &err)) != 0) {
+		dm_log(d, "process %" PRIu64 " cannot spread here: %s", msg.pid,
+		       err.msg);
+		part_free(pt);
+		return;
+	}
+	if (part_attach(pt, (long)msg.ncpu, &err) != 0) {
+		dm_log(d, "process %" PRIu64 " cannot spread here: %s", msg.pid,
+		       err.msg);
+		vm__proc_abandon(pt->vp);
+		vm_proc_free(pt->vp);
+		part_free(pt);
+		return;
+	}
+	uv_async_init(&d->loop, &pt->done, part_done_cb);
+	pt->done.data = pt;
+	if (pthread_create(&pt->waiter, NULL, waiter_main, pt) != 0) {
+		vm_proc_kill(pt->vp, 70);
+		waiter_main(pt);
+	} else {
+		pt->has_waiter = true;
+	}
+	pt->next = d->parts;
+	d->parts = pt;
+	dm_log(d, "process %" PRIu64 " has part %d of %d here", pt->pid,
+	       pt->self, pt->nparts);
+	deliver_early(d, pt);
+}
+
+/* ---- Receiving ---- */
+
+static void deliver(struct dm_part *pt, uint32_t from_id, const uint8_t *p,
+		    size_t n)
+{
+	int from = index_of(pt, from_id);
+
+	if (from < 0 || from == pt->self || n < 9)
+		return;
+	if (p[8] == CH_DSM)
+		dsm_gsrc_deliver(pt->g, from, p + 9, n - 9);
+	else if (p[8] == CH_DIST)
+		dist_deliver(pt->dp, from, p + 9, n - 9);
+}
+
+static void deliver_early(struct dm *d, struct dm_part *pt)
+{
+	struct dm_early **q = &d->early;
+
+	while (*q != NULL) {
+		struct dm_early *e = *q;
+		if (e->pid != pt->pid) {
+			q = &e->next;
+			continue;
+		}
+		*q = e->next;
+		d->nearly--;
+		deliver(pt, e->from, e->bytes, e->len);
+		free(e);
+	}
+}
+
+static void on_proc(struct dm *d, const struct net_header *h,
+		    const uint8_t *p)
+{
+	uint64_t pid = fl_load_u64(p);
+	struct dm_part *pt = part_find(d, pid);
+	const struct ctl_proc *cp;
+	struct dm_early *e;
+
+	if (pt != NULL) {
+		deliver(pt, h->machine, p, h->length);
+		return;
+	}
+	cp = ctl_proc_find(&d->st, pid);
+	if ((cp != NULL && cp->state == CTL_P_ENDED) || d->nearly >= EARLY_MAX)
+		return; /* over here, or too many to keep */
+	e = malloc(sizeof *e + h->length);
+	if (e == NULL)
+		return;
+	e->pid = pid;
+	e->from = h->machine;
+	e->len = h->length;
+	memcpy(e->bytes, p, h->length);
+	e->next = d->early;
+	d->early = e;
+	d->nearly++;
+}
+
+void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p)
+{
+	struct dm_part *pt;
+	int i;
+
+	switch (h->type) {
+	case NET_MSG_PART:
+		on_part(d, h, p);
+		return;
+	case NET_MSG_PROC:
+		on_proc(d, h, p);
+		return;
+	case NET_MSG_PART_QUIET:
+		pt = part_find(d, fl_load_u64(p));
+		if (pt == NULL || pt->self != pt->origin ||
+		    (i = index_of(pt, h->machine)) < 0 || pt->quiet[i])
+			return;
+		pt->quiet[i] = true;
+		pt->nquiet++;
+		if (pt->release != NULL) /* the origin's own is quiet too */
+			dm_part_origin_done(pt, pt->release, pt->release_arg);
+		return;
+	case NET_MSG_PART_FREE:
+		pt = part_find(d, fl_load_u64(p));
+		if (pt == NULL || pt->self == pt->origin ||
+		    pt->ids[pt->origin] != h->machine)
+			return;
+		pt->free_asked = true;
+		part_maybe_free(pt);
+		return;
+	}
+}
+
+/* ---- Life ---- */
+
+int dm_parts_init(struct dm *d, struct fl_err *err)
+{
+	pthread_mutex_init(&d->out_lock, NULL);
+	d->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (d->null_fd < 0)
+		return fl_err_set(err, FL_EIO, "/dev/null: %s", strerror(errno));
+	uv_async_init(&d->loop, &d->out_async, out_cb);
+	d->out_async.data = d;
+	d->parts_ready = true;
+	return 0;
+}
+
+void dm_parts_close(struct dm *d)
+{
+	uint64_t until = dm_now_ms() + 10000;
+	bool waiting = true;
+
+	if (!d->parts_ready)
+		return;
+	/* Parts elsewhere: end them and wait for their ends. */
+	for (struct dm_part *pt = d->parts; pt != NULL; pt = pt->next)
+		if (pt->self != pt->origin && pt->vp != NULL)
+			vm_proc_kill(pt->vp, 70);
+	while (waiting && dm_now_ms() < until) {
+		waiting = false;
+		for (struct dm_part *pt = d->parts; pt != NULL; pt = pt->next)
+			waiting |= pt->self != pt->origin && !pt->waited;
+		if (waiting)
+			uv_run(&d->loop, UV_RUN_ONCE);
+	}
+	while (d->parts != NULL) {
+		struct dm_part *pt = d->parts;
+		if (pt->self == pt->origin) {
+			/* its process is dm_proc.c's, freed there */
+			part_unlink(d, pt);
+			part_free(pt);
+			continue;
+		}
+		if (!pt->waited) { /* cannot free a part still running */
+			dm_log(d, "process %" PRIu64 "'s part did not end",
+			       pt->pid);
+			part_unlink(d, pt);
+			continue;
+		}
+		pt->free_asked = true;
+		part_maybe_free(pt);
+	}
+	while (d->early != NULL) {
+		struct dm_early *e = d->early;
+		d->early = e->next;
+		free(e);
+	}
+	uv_close((uv_handle_t *)&d->out_async, NULL);
+	out_cb(&d->out_async); /* what is queued: freed */
+	close(d->null_fd);
+	pthread_mutex_destroy(&d->out_lock);
+}
