@@ -262,15 +262,18 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	int rc;
 
 	*out = NULL;
-	/* Its machines: every one that serves and is reachable now. */
+	/* Its machines: this one first (node() is 0 where the process
+	 * started, as on one machine), then every other that serves and
+	 * is reachable now. */
+	msg.origin = 0;
+	msg.ids[msg.nparts++] = d->me.id;
+	ncpu = vm_node_workers(d->node);
 	for (size_t i = 0; i < d->st.nmembers && msg.nparts < DM_PARTS_MAX;
 	     i++) {
 		const struct ctl_member *cm = &d->st.members[i];
-		if (cm->state != CTL_M_ACTIVE ||
-		    (cm->id != d->me.id && link_to(d, cm->id) == NULL))
+		if (cm->state != CTL_M_ACTIVE || cm->id == d->me.id ||
+		    link_to(d, cm->id) == NULL)
 			continue;
-		if (cm->id == d->me.id)
-			msg.origin = msg.nparts;
 		msg.ids[msg.nparts++] = cm->id;
 		ncpu += cm->cpu;
 	}
