@@ -47,7 +47,8 @@ help:
 	@echo "                decoder, the frame decoder, the handshake, the"
 	@echo "                .fl compiler and the control plane's entries and"
 	@echo "                snapshots, the daemon's message payloads, and the"
-	@echo "                DSM's messages, FUZZ_SECONDS=$(FUZZ_SECONDS) each"
+	@echo "                DSM's messages and those between a process's parts,"
+	@echo "                FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go,"
 	@echo "                and the cluster's latencies against the loopback round trip"
 	@echo "make docs       check docs/isa.md against the instruction table"
@@ -162,11 +163,12 @@ fuzz: deps-test
 # FUZZ_LIBS_NAME besides libsodium and libm) and runs it on
 # build-fuzz/corpus-NAME and tests/fuzz/seeds-NAME, or on FUZZ_SEEDS_NAME where
 # its seeds lie elsewhere. `make fuzz FUZZERS="ctl wire"` runs only those.
-FUZZERS := module tstate frame handshake wire compile ctl dsm
+FUZZERS := module tstate frame handshake wire compile ctl dsm dist
 FUZZ_SEEDS_module  := tests/fuzz/seeds
 FUZZ_SEEDS_compile := tests/fuzz/seeds-fl
 FUZZ_LIBS_tstate   := -lpthread
 FUZZ_LIBS_compile  := -lpthread
+FUZZ_LIBS_dist     := -lpthread
 
 .PHONY: $(FUZZERS:%=fuzz-%)
 $(FUZZERS:%=fuzz-%): fuzz-%:
