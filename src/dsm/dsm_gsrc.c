@@ -321,7 +321,8 @@ static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
 	if ((pv = priv_find(dt, page)) == NULL) {
-		if ((r = dsm_map(G->node, &dt->wait, page, &src)) != DSM_OK)
+		if ((r = dsm_map(G->node, &dt->wait, page, write, (uint32_t)off,
+				    (uint32_t)n, &src)) != DSM_OK)
 			return leave(G, w, dt, r, what, addr);
 		if (!write) {
 			/* the TLB's read entries are never written through */

@@ -67,7 +67,7 @@ static void roundtrip(const uint8_t *p, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct dsm_config cfg = {.self = 0, .nodes = 3, .home = home3,
-				 .io = {sent, woken, NULL}};
+				 .io = {.send = sent, .wake = woken}};
 	struct dsm_node *n;
 	struct fl_err err;
 	size_t off = 0;

@@ -221,7 +221,7 @@ static void sim_start_threads(struct sim *s, int threads)
 		    .nodes = s->n,
 		    .home = home_of,
 		    .home_ctx = s,
-		    .io = {io_send, io_wake, &s->ctx[i]},
+		    .io = {.send = io_send, .wake = io_wake, .ctx = &s->ctx[i]},
 		};
 		struct fl_err err;
 		s->ctx[i].s = s;
@@ -1164,7 +1164,7 @@ static void test_malformed(void **state)
 	buf[2] = 0; /* claims node 0 */
 	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
 	buf[2] = 1;
-	buf[0] = 2; /* version */
+	buf[0] = DSM_VERSION + 1; /* version */
 	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
 	buf[0] = DSM_VERSION;
 	buf[1] = 99; /* type */
