@@ -429,8 +429,10 @@ void dsm__recv_queued(struct dsm_node *n, const struct dsm_msg *m)
 {
 	struct dsm_req *rq = dsm__req_find(n, m->rid, DSM_MSG_SYNC, m->from);
 
-	if (rq == NULL || rq->page != m->page || rq->queued) {
-		n->st.dups++; /* told again, or answered already */
+	if (rq == NULL)
+		return; /* overtaken by its reply: nothing left to tell */
+	if (rq->page != m->page || rq->queued) {
+		n->st.dups++; /* told again */
 		return;
 	}
 	rq->queued = true;
