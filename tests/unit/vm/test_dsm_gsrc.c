@@ -703,11 +703,14 @@ static const struct two parts_programs[] = {
 	{"parts_lock.fla",
 	 /* 3 threads on each part x 200 increments of a plain counter
 	  * under one mutex (homed at the origin, queued there); part 1
-	  * then says so; the origin waits for it and prints the total. */
+	  * then says so; the origin waits for it and prints the total,
+	  * how often a holder read the mutex word (a plain load) as 0,
+	  * and the word. */
 	 ".data\n"
 	 "m:      .word 0\n"
 	 "count:  .word 0\n"
 	 "done:   .word 0\n"
+	 "zero:   .word 0\n"
 	 ".text\n"
 	 "func main 0 0\n"
 	 "        call work\n"
@@ -715,6 +718,10 @@ static const struct two parts_programs[] = {
 	 PARTS_AWAIT("w", "done")
 	 "        drop\n"
 	 "        push count\n"
+	 "        ld64\n"
+	 "        call println\n"
+	 "        drop\n"
+	 "        push zero\n"
 	 "        ld64\n"
 	 "        call println\n"
 	 "        drop\n"
@@ -780,7 +787,14 @@ static const struct two parts_programs[] = {
 	 "        push m\n"
 	 "        lock\n"
 	 "        drop\n"
-	 "        push count\n"
+	 "        push m\n"
+	 "        ld64\n"
+	 "        jnz held\n"
+	 "        push zero\n"
+	 "        push 1\n"
+	 "        xadd\n"
+	 "        drop\n"
+	 "held:   push count\n"
 	 "        push count\n"
 	 "        ld64\n"
 	 "        push 1\n"
@@ -797,7 +811,7 @@ static const struct two parts_programs[] = {
 	 "        ret\n"
 	 "end\n" PARTS_PRINTLN,
 	 {0, 0},
-	 {"1200\n0\n", ""},
+	 {"1200\n0\n0\n", ""},
 	 {NULL, NULL}},
 	{"parts_free_there.fla",
 	 /* The origin's block, read on part 1 and freed there (a FREE to
