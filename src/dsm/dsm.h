@@ -101,16 +101,19 @@ struct dsm_io {
 	 * dsm_deliver() (the home's QUEUED) or, at the home, inside the
 	 * call that queued it. NULL: not told. */
 	void (*queued)(void *ctx, struct dsm_wait *w);
-	/* The home's side, asked only about pages homed here. NULL: every
-	 * page mapped writable, no live blocks kept, every free
-	 * DSM_NOTBLOCK. */
-	/* How @page is mapped; when the home keeps live blocks (--check),
-	 * also those on it into @live (at most DSM_LIVE_MAX, increasing
-	 * offsets, never overlapping) and their count into *@nlive; 0: not
-	 * kept. A mapped page that keeps them has at least one. */
+	/* The home's side (its mapping and allocator), asked only about
+	 * pages homed here, from inside the node's calls and deliveries;
+	 * neither calls back into the node. NULL: every page mapped
+	 * writable, no live blocks kept, every free DSM_NOTBLOCK.
+	 *
+	 * map: how @page is mapped; when the home keeps live blocks
+	 * (--check), also those on it into @live (at most DSM_LIVE_MAX,
+	 * increasing offsets, never overlapping) and their count into
+	 * *@nlive; 0: not kept. A mapped page that keeps them has at least
+	 * one. */
 	enum dsm_access (*map)(void *ctx, uint64_t page, struct dsm_extent *live,
 			       uint32_t *nlive);
-	/* Free the block that starts at @off of @page: DSM_OK, with
+	/* free: the block that starts at @off of @page: DSM_OK, with
 	 * [*@first, *@first + *@npages) the pages the free unmapped
 	 * (*@npages 0: none), or DSM_NOTBLOCK, or DSM_NOMEM. */
 	enum dsm_res (*free)(void *ctx, uint64_t page, uint32_t off,
@@ -134,7 +137,7 @@ struct dsm_stats {
 	uint64_t diff_bytes;	/* changed bytes those diffs carried */
 	uint64_t msgs_sent, bytes_sent;
 	uint64_t msgs_recv, bytes_recv;
-	uint64_t invalidations; /* cached copies dropped at an acquire */
+	uint64_t invalidations; /* cached copies dropped (acquire, free) */
 	uint64_t notes_sent;	/* home: "this page has a new writer" */
 	uint64_t atomics_served; /* home: atomics run here for others */
 	uint64_t syncs_served;	/* home: sync ops run here for others */

@@ -29,9 +29,9 @@
  *
  * At most once: a DIFF, ATOMIC, SYNC or FREE is remembered per sender by
  * its request id until the sender's @done passes it. A duplicate of one
- * remembered is answered again if its reply went out (the same result
- * and value), told QUEUED again if it waits in a word's queue, ignored
- * if its reply is still held; one below @done is dropped. A sender that
+ * remembered is answered again if its reply went out (the same result,
+ * value and flags), told QUEUED again if it waits in a word's queue,
+ * ignored if its reply is still held; one below @done is dropped. A sender that
  * leaves more than DSM_PEER_CACHE_MAX requests unanswered (besides
  * queued ones) is refused.
  *
@@ -225,7 +225,7 @@ bool dsm__admit(struct dsm_node *n, const struct dsm_msg *m,
 			return false;
 		if (c->done) {
 			send_reply(n, m->from, reply_type(c->type), m->rid, m->page,
-				   c->res, 0, c->old, c->first, c->npages);
+				   c->res, c->flags, c->old, c->first, c->npages);
 		} else if (c->queued) {
 			struct dsm_msg q = {.type = DSM_MSG_QUEUED, .rid = m->rid,
 					    .page = m->page};
@@ -285,6 +285,7 @@ void dsm__reply_done(struct dsm_node *n, struct dsm_reply *r)
 	if ((c = dsm__cached(n, r->to, r->rid)) != NULL) {
 		c->done = true;
 		c->res = r->res;
+		c->flags = r->flags;
 		c->old = r->old;
 		c->first = r->first;
 		c->npages = r->npages;

@@ -240,6 +240,7 @@ struct dsm_cached {
 	bool done;   /* replied (else held, or queued) */
 	bool queued; /* waits in a word's queue */
 	enum dsm_res res; /* the reply's, once done */
+	uint8_t flags;
 	uint64_t old, first, npages;
 };
 
