@@ -188,8 +188,9 @@ static bool store(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 
 /* Run @op on the word at @off of home page @pg for @by. DSM_OK with
  * *@value (*@queued: waits in the queue, unanswered), DSM_NOTLOCKED, or
- * DSM_NOMEM (nothing changed). The page's notes hold @by->r (or, for
- * the home's own caller, its acquire) when the word was looked at. */
+ * DSM_NOMEM (nothing changed). Unless queued, the page's notes hold
+ * @by->r (the answer tells of the word), or, for the home's own caller
+ * when the word changed, the home's next release (its acquire). */
 static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 			enum dsm_sync_op op, uint64_t arg,
 			const struct asker *by, uint64_t *value, bool *queued)
