@@ -43,11 +43,12 @@
  * the answers it caused, dsm_sync), so the count never falls to 0
  * while a thread can still be woken -- for a process all of whose
  * threads run on one node, whatever the homes. A process spread over
- * several parts must be found deadlocked by all of them together: the
- * driver keeps each part's busy count raised while another part may
- * still wake one of its threads (vm__proc_busy_inc/dec) and keeps every
- * part's source open until no part can send it more (Left for wiring in
- * docs/memory.md).
+ * several parts is deadlocked only when all of them are: a part's count
+ * at 0 says only that its own threads wait (on locks, words, joins), so
+ * the layer that links the parts decides -- test_dsm_gsrc.c keeps each
+ * part's count raised while the other may still wake one of its
+ * threads -- and keeps every part's source open until no part can send
+ * it more (a home answers whatever a part still asks).
  *
  * Memory the DSM node holds (copies, twins, master copies, private
  * pages) is not charged to the process's budget yet; the allocator's
