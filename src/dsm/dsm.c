@@ -4,16 +4,21 @@
  * dsm_deliver() decodes (dsm_wire.c), then checks the roles before any
  * handler runs: the claimed sender is the one the transport names, not
  * this node, and inside the node count; a request (GET, DIFF, NOTE_ACK,
- * ATOMIC) is for a page homed here; a reply or note (PAGE, DIFF_ACK,
- * NOTE, ATOMIC_REPLY) comes from the page's home; node masks name only
+ * ATOMIC, SYNC, SYNC_ACK, FREE) is for a page homed here; a reply or
+ * note (PAGE, UNMAPPED, DIFF_ACK, NOTE, ATOMIC_REPLY, SYNC_REPLY,
+ * QUEUED, FREE_REPLY) comes from the page's home; node masks name only
  * existing nodes. Anything else is counted in @malformed and dropped.
- * Handlers live in dsm_cache.c (the caching side) and dsm_home.c (the
- * home side), one per type, named in DSM_MESSAGES.
+ * Handlers live in dsm_cache.c (the caching side), dsm_home.c (the home
+ * side), dsm_sync.c (sync ops, both sides) and dsm_free.c (frees, both
+ * sides), one per type, named in DSM_MESSAGES.
  *
  * Requests awaiting replies are a small array (a node has a handful in
- * flight: one GET per missing page, one DIFF per page, one ATOMIC per
- * parked thread); a reply that matches none is a duplicate or stale,
- * counted in @dups and dropped.
+ * flight: one GET per missing page, one DIFF per page, one ATOMIC, SYNC
+ * or FREE per parked thread); a reply that matches none is a duplicate
+ * or stale, counted in @dups and dropped. @done, sent with every
+ * message, skips requests their home said are queued: a thread may wait
+ * in a queue for as long as it likes without pinning the home's memory
+ * of every later request.
  *
  * Threads: one at a time per node (dsm.h). */
 #include "dsm/dsm_int.h"
@@ -137,18 +142,28 @@ void dsm_node_free(struct dsm_node *n)
 {
 	if (n == NULL)
 		return;
+	/* A reply is freed with the last thing that holds it. */
+	for (size_t i = 0; i < n->nacks; i++)
+		if (--n->acks[i].r->wait == 0)
+			free(n->acks[i].r);
 	for (size_t i = 0; i < n->tab_cap; i++) {
 		struct dsm_page *pg = n->tab[i], *next;
 		for (; pg != NULL; pg = next) {
 			struct dsm_hold *h = pg->holds, *hn;
 			for (; h != NULL; h = hn) {
+				struct dsm_reply *r = h->r;
 				hn = h->next;
-				free(h);
+				if (h->owned)
+					free(h);
+				if (--r->wait == 0)
+					free(r);
 			}
 			next = pg->hnext;
+			dsm__queues_free(pg);
 			free(pg->data);
 			free(pg->stale);
 			free(pg->twin);
+			free(pg->live);
 			free(pg);
 		}
 	}
@@ -157,6 +172,7 @@ void dsm_node_free(struct dsm_node *n)
 	free(n->tab);
 	free(n->reqs);
 	free(n->notes);
+	free(n->acks);
 	fl_buf_close(&n->out);
 	free(n);
 }
@@ -179,7 +195,7 @@ void dsm__send(struct dsm_node *n, int to, struct dsm_msg *m)
 	uint64_t done = n->next_rid;
 
 	for (size_t i = 0; i < n->nreqs; i++)
-		if (n->reqs[i].rid < done)
+		if (n->reqs[i].rid < done && !n->reqs[i].queued)
 			done = n->reqs[i].rid;
 	m->from = (uint16_t)n->self;
 	m->done = done;
@@ -215,8 +231,20 @@ bool dsm__req_add(struct dsm_node *n, uint8_t type, int to, uint64_t page,
 	r->to = (uint16_t)to;
 	r->page = page;
 	r->w = w;
+	r->queued = false;
 	*rid = r->rid;
 	return true;
+}
+
+struct dsm_req *dsm__req_find(struct dsm_node *n, uint64_t rid, uint8_t type,
+			      int from)
+{
+	for (size_t i = 0; i < n->nreqs; i++) {
+		struct dsm_req *r = &n->reqs[i];
+		if (r->rid == rid)
+			return r->type == type && r->to == from ? r : NULL;
+	}
+	return NULL;
 }
 
 bool dsm__req_take(struct dsm_node *n, uint64_t rid, uint8_t type, int from,

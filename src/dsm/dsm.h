@@ -3,29 +3,34 @@
  * Home-based lazy release consistency over 4096-byte pages for one
  * process spread over N nodes (ids 0 .. N-1). Every page has a home node,
  * given by a function the caller passes (in the VM: the slot in its
- * address); the home holds the master copy and the page's directory
- * entry. Other nodes cache copies. The core owns no socket, timer or
- * thread: the driver feeds it calls and messages (dsm_deliver) and it
- * answers through struct dsm_io. docs/memory.md, "Across machines",
- * describes the protocol.
+ * address); the home holds the master copy, the page's directory entry,
+ * and -- through io.map and io.free -- its mapping and allocator. Other
+ * nodes cache copies. The core owns no socket, timer or thread: the
+ * driver feeds it calls and messages (dsm_deliver) and it answers through
+ * struct dsm_io. docs/memory.md, "Across machines", describes the
+ * protocol.
  *
  * The contract a program relies on is SPEC 3.1, with the node as the
  * unit: a write made on node A before A's dsm_release() completes is
  * seen by node B's reads after a dsm_acquire() that B starts once A's
- * release completed (returned DSM_OK). dsm_atomic() is linearizable and
- * a full fence (release, the operation at the word's home, acquire).
+ * release completed (returned DSM_OK). dsm_atomic() and dsm_sync() are
+ * linearizable and full fences (release, the operation at the word's
+ * home, acquire).
  *
- * Waiting. A call that needs the network returns DSM_WAIT; the core then
- * calls io.wake(ctx, w) exactly once, from inside a later dsm_deliver(),
- * and the caller makes the same call again with the same @w (the parked
- * thread's instruction running again, as vm_gsrc.h's VM_PARK contract
- * has it). The repeated call takes what arrived and either completes or
- * returns DSM_WAIT again (another wake will follow). No effect applies
- * twice: a write or atomic that returned DSM_WAIT has not happened yet,
- * except an atomic's remote half, whose result waits in @w. A struct
- * dsm_wait belongs to one caller (one VM thread) and is lent to the core
- * from a DSM_WAIT until its wake; io.wake must not call back into the
- * node (queue the thread instead).
+ * Waiting. A call that needs the network, or another caller (a lock
+ * held, a wait on an equal word), returns DSM_WAIT; the core then calls
+ * io.wake(ctx, w) exactly once, from inside a later dsm_deliver() or --
+ * at the home, for a caller queued there -- a later call on the node by
+ * another caller, and the caller makes the same call again with the same
+ * @w (the parked thread's instruction running again, as vm_gsrc.h's
+ * VM_PARK contract has it). The repeated call takes what arrived and
+ * either completes or returns DSM_WAIT again (another wake will follow).
+ * No effect applies twice: a write, atomic, sync op or free that
+ * returned DSM_WAIT has not happened yet, except the remote (or queued)
+ * half of one, whose result waits in @w. A struct dsm_wait belongs to
+ * one caller (one VM thread) and is lent to the core from a DSM_WAIT
+ * until its wake; io.wake and io.queued must not call back into the node
+ * (queue the thread instead).
  *
  * Threads: none of its own. One node is called by one thread at a time
  * (the driver serializes calls and deliveries); nodes share nothing, so
@@ -47,19 +52,40 @@
 enum dsm_res {
 	DSM_OK,	   /* done */
 	DSM_WAIT,  /* parked: io.wake(w) follows once, then call again */
-	DSM_BAD,   /* the arguments: outside the page, misaligned, bad op */
+	DSM_BAD,   /* the arguments: outside the page, misaligned, bad op,
+		    * a page no node homes */
 	DSM_NOMEM, /* the host refused memory; nothing happened */
+	/* What the page's home says, through its io.map and io.free
+	 * (nothing happened): */
+	DSM_UNMAPPED,  /* the page is not mapped */
+	DSM_RDONLY,    /* a write, atomic or sync op on a read-only page */
+	DSM_OUTSIDE,   /* not inside one live block (the home keeps them) */
+	DSM_NOTLOCKED, /* unlock of a word that is 0 */
+	DSM_NOTBLOCK,  /* free of an address that starts no live block */
 };
 
 enum dsm_op { DSM_CAS, DSM_XADD, DSM_XCHG };
+
+/* Blocking synchronisation on a word, run at its home (dsm_sync). */
+enum dsm_sync_op { DSM_LOCK, DSM_UNLOCK, DSM_WAITEQ, DSM_WAKE };
+
+/* How the home maps a page (io.map). */
+enum dsm_access { DSM_MAP_NONE, DSM_MAP_RO, DSM_MAP_RW };
+
+/* A live block's bytes on one page (the part of it on that page). */
+struct dsm_extent {
+	uint16_t off, len; /* len 1 .. DSM_PAGE_SIZE - off */
+};
+#define DSM_LIVE_MAX (DSM_PAGE_SIZE / 8) /* blocks are 8-aligned */
 
 /* A caller's parking place (one per VM thread). Initialize with
  * dsm_wait_init(); @user is the caller's, the rest the core's. */
 struct dsm_wait {
 	void *user;
 	struct dsm_wait *next; /* on one of the core's wait lists */
-	uint64_t old;	       /* an atomic's result, once it arrived */
-	int phase;	       /* an atomic's progress */
+	uint64_t old;	       /* an atomic's or sync op's value, once in */
+	int phase;	       /* an atomic's, sync op's or free's progress */
+	int res;	       /* and its result (enum dsm_res) */
 };
 
 struct dsm_io {
@@ -68,6 +94,30 @@ struct dsm_io {
 	void (*send)(void *ctx, int to, const void *msg, size_t len);
 	/* What @w waited for arrived: retry its call. */
 	void (*wake)(void *ctx, struct dsm_wait *w);
+	/* @w's lock or wait went into the word's queue at its home: from
+	 * now until its wake it waits for another caller, not for the
+	 * network (a driver counting what can still make progress stops
+	 * counting it). At most once per call, before its wake: inside
+	 * dsm_deliver() (the home's QUEUED) or, at the home, inside the
+	 * call that queued it. NULL: not told. */
+	void (*queued)(void *ctx, struct dsm_wait *w);
+	/* The home's side (its mapping and allocator), asked only about
+	 * pages homed here, from inside the node's calls and deliveries;
+	 * neither calls back into the node. NULL: every page mapped
+	 * writable, no live blocks kept, every free DSM_NOTBLOCK.
+	 *
+	 * map: how @page is mapped; when the home keeps live blocks
+	 * (--check), also those on it into @live (at most DSM_LIVE_MAX,
+	 * increasing offsets, never overlapping) and their count into
+	 * *@nlive; 0: not kept. A mapped page that keeps them has at least
+	 * one. */
+	enum dsm_access (*map)(void *ctx, uint64_t page, struct dsm_extent *live,
+			       uint32_t *nlive);
+	/* free: the block that starts at @off of @page: DSM_OK, with
+	 * [*@first, *@first + *@npages) the pages the free unmapped
+	 * (*@npages 0: none), or DSM_NOTBLOCK, or DSM_NOMEM. */
+	enum dsm_res (*free)(void *ctx, uint64_t page, uint32_t off,
+			     uint64_t *first, uint64_t *npages);
 	void *ctx;
 };
 
@@ -87,9 +137,12 @@ struct dsm_stats {
 	uint64_t diff_bytes;	/* changed bytes those diffs carried */
 	uint64_t msgs_sent, bytes_sent;
 	uint64_t msgs_recv, bytes_recv;
-	uint64_t invalidations; /* cached copies dropped at an acquire */
+	uint64_t invalidations; /* cached copies dropped (acquire, free) */
 	uint64_t notes_sent;	/* home: "this page has a new writer" */
 	uint64_t atomics_served; /* home: atomics run here for others */
+	uint64_t syncs_served;	/* home: sync ops run here for others */
+	uint64_t queued;	/* home: locks and waits queued here */
+	uint64_t frees_served;	/* home: frees run here for others */
 	uint64_t dups;		/* duplicates recognized and not applied */
 	uint64_t malformed;	/* messages dropped: bytes or roles wrong */
 	uint64_t refused;	/* well-formed but dropped: no memory, cache full */
@@ -110,14 +163,21 @@ void dsm_wait_init(struct dsm_wait *w, void *user);
 /* Copy [@off, @off + @len) of @page to @out, or from @in. A miss fetches
  * the page from its home (DSM_WAIT). A write at the home changes the
  * master copy; elsewhere the first write after a release keeps a twin
- * of the page, to diff against at the next release. */
+ * of the page, to diff against at the next release. The page must be
+ * mapped (else DSM_UNMAPPED), for a write writable (DSM_RDONLY), as its
+ * home's io.map says -- at a cache, as it said when the copy was
+ * fetched; a page found unmapped stays so here until the next acquire.
+ * Live blocks are not checked (the range may be any run of bytes). */
 enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		      uint32_t off, uint32_t len, void *out);
 enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		       uint32_t off, uint32_t len, const void *in);
 
 /* The node's copy of @page (or, at its home, the master), for reading in
- * place: fetched on a miss like dsm_read (DSM_WAIT). *@data is borrowed
+ * place: fetched on a miss like dsm_read (DSM_WAIT), with the same
+ * mapping checks (@write: the caller means to write the page, through
+ * dsm_write), and [@off, @off + @len) must lie inside one live block
+ * when the home keeps them (DSM_OUTSIDE). *@data is borrowed
  * and stays valid host memory until the node is freed -- an acquire that
  * invalidates the copy keeps its buffer, and the next fetch refills it
  * in place -- but its bytes change under the reader at later calls on
@@ -128,6 +188,7 @@ enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
  * again to see what others released. Never written through: writes go
  * through dsm_write, which keeps the twin. */
 enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		     bool write, uint32_t off, uint32_t len,
 		     const uint8_t **data);
 
 /* Send every dirty page's diff home; DSM_OK once every home acked all
@@ -140,10 +201,47 @@ enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w);
 
 /* cas (@a expected, @b new), xadd (@a delta), xchg (@a value) on the
  * 8-byte-aligned little-endian word at @off of @page, run at its home: a
- * release, the operation, an acquire. *@old: the word before. */
+ * release, the operation, an acquire. *@old: the word before. The word
+ * must be mapped writable and inside a live block when the home keeps
+ * them (DSM_UNMAPPED, DSM_RDONLY, DSM_OUTSIDE: nothing ran). */
 enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 			uint32_t off, enum dsm_op op, uint64_t a, uint64_t b,
 			uint64_t *old);
+
+/* Blocking synchronisation on the 8-byte-aligned word at @off of @page,
+ * run at its home: a release, the operation, an acquire. The word lives
+ * in the page (a read sees it), and each word has one FIFO queue of
+ * callers at its home, home-local callers and other nodes' alike:
+ *   DSM_LOCK: a mutex word is 0 free, 1 locked, 2 locked with callers
+ *     queued. 0 becomes 1 and the call completes (*@out 0: the
+ *     previous owner was not lost); otherwise the word becomes 2 and
+ *     the caller queues until an unlock hands it the mutex.
+ *   DSM_UNLOCK: 0 is DSM_NOTLOCKED (nothing changes). Otherwise, with
+ *     lockers queued, the first is handed the mutex: the word stays
+ *     locked, 2 while more are queued, else 1; with none it becomes 0.
+ *   DSM_WAITEQ: if the word equals @arg the caller queues until a wake
+ *     (compare and enqueue are one step at the home: no wake-up is
+ *     lost); else it completes at once. *@out 0.
+ *   DSM_WAKE: completes up to @arg queued waiters of the word, first
+ *     queued first; *@out how many.
+ * A queued caller gets io.queued, then (when answered) its wake. A sync
+ * op that answers callers queued by the caller's own node completes only
+ * after that node took their answers (so a driver counting runnable
+ * callers never sees the count fall between the two). The word must be
+ * mapped writable and inside a live block (not checked for DSM_WAKE). */
+enum dsm_res dsm_sync(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		      uint32_t off, enum dsm_sync_op op, uint64_t arg,
+		      uint64_t *out);
+
+/* Free the block that starts at @off of @page, at the page's home (its
+ * io.free): a release first (no diff of this node's reaches the block's
+ * pages after it), then the free. DSM_OK, DSM_NOTBLOCK or DSM_NOMEM (as
+ * the allocator says). The home records itself as a writer of every page
+ * the free touched, so every other node that caches one drops it at its
+ * next acquire (and is then told DSM_UNMAPPED, or sees the new live
+ * blocks); this node drops its clean copies of them at once. */
+enum dsm_res dsm_free(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		      uint32_t off);
 
 /* At the home of @page, before any node fetched or wrote it: set
  * [@off, @off + @len) of its master copy as the process's initial

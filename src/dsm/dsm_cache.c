@@ -1,6 +1,6 @@
 /* The caching side of a node: reads and writes, release, acquire and
  * atomics as the caller sees them, and the replies that complete them
- * (PAGE, DIFF_ACK, NOTE, ATOMIC_REPLY).
+ * (PAGE, UNMAPPED, DIFF_ACK, NOTE, ATOMIC_REPLY).
  *
  * Happy path of a read of a page homed elsewhere: a miss sends GET and
  * parks the caller on the page; PAGE installs the copy with what the
@@ -13,18 +13,29 @@
  * diff caused). dsm_acquire() releases first if needed, then drops each
  * copy whose writers (as last heard from its home) include another
  * node; the buffer of a dropped copy is kept and the next PAGE refills
- * it in place, so an address dsm_map() handed out stays valid memory. A page's writers only grow, and the home tells every sharer
- * whose copy stops being safe to keep before it acks the writer's
- * release: so a node acquiring after that release knows.
+ * it in place, so an address dsm_map() handed out stays valid memory. A
+ * page's writers only grow, and the home tells every sharer whose copy
+ * stops being safe to keep before it acks the writer's release: so a
+ * node acquiring after that release knows.
  *
- * At the home itself a read or write touches the master copy; a write
- * records the home as a writer (dsm_home.c), and if that needs notes,
- * the home's own next release waits for them.
+ * Mapping: a copy carries the access its home gave it (read-only or
+ * writable) and, under --check, the page's live blocks, both as of the
+ * fetch; a page the home answered UNMAPPED is remembered so until the
+ * next acquire (it may be mapped again by then). Whatever changes a
+ * page's mapping at its home -- a galloc's zero-fill, a free, an unmap --
+ * is a write by the home, so sharers drop their copy at their next
+ * acquire and fetch the new mapping with it.
+ *
+ * At the home itself a read or write touches the master copy, checked
+ * against io.map at each call; a write records the home as a writer
+ * (dsm_home.c), and if that needs notes, the home's own next release
+ * waits for them.
  *
  * Failure modes: duplicated or stale replies match no request and are
- * counted (dsm.c); a PAGE that answers a GET sent before an acquire
- * whose copy would not survive that acquire is dropped and its waiters
- * fetch again; out of memory is DSM_NOMEM to the caller, nothing done.
+ * counted (dsm.c); a PAGE (or UNMAPPED) that answers a GET sent before
+ * an acquire whose copy would not survive that acquire is dropped and
+ * its waiters fetch again; out of memory is DSM_NOMEM to the caller,
+ * nothing done.
  * There are no drops yet, hence no retransmission.
  *
  * Threads: one at a time per node (dsm.h). */
@@ -54,29 +65,49 @@ static enum dsm_res fetch(struct dsm_node *n, struct dsm_page *pg,
 	return DSM_WAIT;
 }
 
-/* The page for an access, or a result to return. */
+/* The page for an access, or a result to return: mapped (writable for
+ * @write) as the home says, and with @live [@off, @off + @len) inside
+ * one of its live blocks when the home keeps them. */
 static enum dsm_res access_page(struct dsm_node *n, struct dsm_wait *w,
 				uint64_t page, uint32_t off, uint32_t len,
-				struct dsm_page **out)
+				bool write, bool live, struct dsm_page **out)
 {
+	struct dsm_page *pg;
 	int home;
 
 	if (off > DSM_PAGE_SIZE || len > DSM_PAGE_SIZE - off ||
 	    page >= DSM_PAGE_LIMIT || (home = dsm__home(n, page)) < 0)
 		return DSM_BAD;
-	*out = dsm__page(n, page, true);
-	if (*out == NULL)
+	if (home == n->self) {
+		uint32_t nlive;
+		enum dsm_access a = dsm__home_map(n, page, live, &nlive);
+		if (a == DSM_MAP_NONE)
+			return DSM_UNMAPPED;
+		if (write && a == DSM_MAP_RO)
+			return DSM_RDONLY;
+		if (nlive > 0 && !dsm__inside(n->live, nlive, off, len))
+			return DSM_OUTSIDE;
+		if ((*out = dsm__page(n, page, true)) == NULL)
+			return DSM_NOMEM;
+		return DSM_OK;
+	}
+	if ((*out = pg = dsm__page(n, page, true)) == NULL)
 		return DSM_NOMEM;
-	if ((*out)->data == NULL)
-		return fetch(n, *out, w, home);
+	if (pg->data == NULL)
+		return pg->gone ? DSM_UNMAPPED : fetch(n, pg, w, home);
+	if (write && pg->access == DSM_MAP_RO)
+		return DSM_RDONLY;
+	if (live && pg->nlive > 0 && !dsm__inside(pg->live, pg->nlive, off, len))
+		return DSM_OUTSIDE;
 	return DSM_OK;
 }
 
 enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
+		     bool write, uint32_t off, uint32_t len,
 		     const uint8_t **data)
 {
 	struct dsm_page *pg;
-	enum dsm_res r = access_page(n, w, page, 0, 0, &pg);
+	enum dsm_res r = access_page(n, w, page, off, len, write, true, &pg);
 
 	if (r == DSM_OK)
 		*data = pg->data;
@@ -87,7 +118,7 @@ enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		      uint32_t off, uint32_t len, void *out)
 {
 	struct dsm_page *pg;
-	enum dsm_res r = access_page(n, w, page, off, len, &pg);
+	enum dsm_res r = access_page(n, w, page, off, len, false, false, &pg);
 
 	if (r != DSM_OK)
 		return r;
@@ -99,13 +130,14 @@ enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		       uint32_t off, uint32_t len, const void *in)
 {
 	struct dsm_page *pg;
-	enum dsm_res r = access_page(n, w, page, off, len, &pg);
+	enum dsm_res r = access_page(n, w, page, off, len, true, false, &pg);
 
 	if (r != DSM_OK)
 		return r;
 	if (dsm__home(n, page) == n->self) {
-		if (!dsm__dir_write(n, pg, n->self, NULL))
+		if (!dsm__dir_write(n, pg, n->self))
 			return DSM_NOMEM;
+		(void)dsm__hold(n, pg, NULL);
 	} else if (!pg->dirty) {
 		pg->twin = malloc(DSM_PAGE_SIZE);
 		if (pg->twin == NULL)
@@ -191,19 +223,23 @@ enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w)
 	n->acq_epoch++;
 	for (size_t i = 0; i < n->tab_cap; i++)
 		for (struct dsm_page *pg = n->tab[i]; pg != NULL; pg = pg->hnext) {
+			pg->gone = false; /* maybe mapped again since */
 			if (pg->data == NULL || !others_write(n, pg) ||
 			    dsm__home(n, pg->page) == n->self)
 				continue;
-			pg->stale = pg->data; /* kept: dsm_map's addresses */
-			pg->data = NULL;
-			n->st.invalidations++;
+			dsm__drop_copy(n, pg);
 		}
 	return DSM_OK;
 }
 
-/* ---- Atomics ---- */
+void dsm__drop_copy(struct dsm_node *n, struct dsm_page *pg)
+{
+	pg->stale = pg->data; /* kept: dsm_map's addresses */
+	pg->data = NULL;
+	n->st.invalidations++;
+}
 
-enum { PHASE_START, PHASE_REMOTE, PHASE_ACQUIRE };
+/* ---- Atomics ---- */
 
 enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 			uint32_t off, enum dsm_op op, uint64_t a, uint64_t b,
@@ -216,21 +252,26 @@ enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 	    page >= DSM_PAGE_LIMIT || (home = dsm__home(n, page)) < 0)
 		return DSM_BAD;
 	switch (w->phase) {
-	case PHASE_START:
+	case DSM_PH_START:
 		if ((r = dsm_release(n, w)) != DSM_OK)
 			return r;
 		if (home == n->self) {
-			struct dsm_page *pg = dsm__page(n, page, true);
+			struct dsm_page *pg;
 			bool stored;
-			if (pg == NULL)
+			if ((r = dsm__word_check(n, page, off)) != DSM_OK)
+				return r;
+			if ((pg = dsm__page(n, page, true)) == NULL)
 				return DSM_NOMEM;
 			/* The word changes under every cached copy: the home
 			 * is its writer. If that needs notes, the acquire
 			 * below waits for them (outstanding). */
-			if (dsm__atomic_stores(pg->data, off, op, a) &&
-			    !dsm__dir_write(n, pg, n->self, NULL))
-				return DSM_NOMEM;
+			if (dsm__atomic_stores(pg->data, off, op, a)) {
+				if (!dsm__dir_write(n, pg, n->self))
+					return DSM_NOMEM;
+				(void)dsm__hold(n, pg, NULL);
+			}
 			w->old = dsm__atomic_run(pg->data, off, op, a, b, &stored);
+			w->res = DSM_OK;
 		} else {
 			struct dsm_msg m = {.type = DSM_MSG_ATOMIC,
 					    .page = page,
@@ -241,20 +282,24 @@ enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 			if (!dsm__req_add(n, DSM_MSG_ATOMIC, home, page, w, &m.rid))
 				return DSM_NOMEM;
 			dsm__send(n, home, &m);
-			w->phase = PHASE_REMOTE;
+			w->phase = DSM_PH_REMOTE;
 			return DSM_WAIT;
 		}
-		w->phase = PHASE_ACQUIRE;
+		w->phase = DSM_PH_ACQUIRE;
 		break;
-	case PHASE_REMOTE:
+	case DSM_PH_REMOTE:
 		return DSM_WAIT; /* not woken yet: the wake still follows */
 	default:
 		break;
 	}
+	if (w->res != DSM_OK) { /* the home refused it: nothing ran */
+		w->phase = DSM_PH_START;
+		return (enum dsm_res)w->res;
+	}
 	if ((r = dsm_acquire(n, w)) != DSM_OK)
 		return r;
 	*old = w->old;
-	w->phase = PHASE_START;
+	w->phase = DSM_PH_START;
 	return DSM_OK;
 }
 
@@ -288,14 +333,50 @@ void dsm__recv_page(struct dsm_node *n, const struct dsm_msg *m)
 	if (pg->data == NULL && (pg->fetch_epoch == n->acq_epoch ||
 				 !others_write(n, pg))) {
 		uint8_t *buf = pg->stale != NULL ? pg->stale : malloc(DSM_PAGE_SIZE);
+		struct dsm_extent *live = NULL;
+		if (m->nlive > 0 && buf != NULL &&
+		    (live = malloc(m->nlive * sizeof *live)) == NULL) {
+			if (pg->stale == NULL)
+				free(buf);
+			buf = NULL;
+		}
 		if (buf != NULL) {
 			memcpy(buf, m->bytes, DSM_PAGE_SIZE);
+			for (uint32_t i = 0; i < m->nlive; i++) {
+				uint32_t e = fl_load_u32(m->live + 4 * i);
+				live[i].off = (uint16_t)e;
+				live[i].len = (uint16_t)(e >> 16);
+			}
+			free(pg->live);
+			pg->live = live;
+			pg->nlive = m->nlive;
+			pg->access = m->access;
+			pg->gone = false;
 			pg->data = buf;
 			pg->stale = NULL;
 			n->st.pages_fetched++;
 		}
 	}
 	dsm__wake_all(n, &pg->waiters); /* a miss again fetches again */
+}
+
+void dsm__recv_unmapped(struct dsm_node *n, const struct dsm_msg *m)
+{
+	struct dsm_req rq;
+	struct dsm_page *pg;
+
+	if (!dsm__req_take(n, m->rid, DSM_MSG_GET, m->from, &rq) ||
+	    rq.page != m->page ||
+	    (pg = dsm__page(n, m->page, false)) == NULL || pg->fetch_rid != m->rid) {
+		n->st.dups++;
+		return;
+	}
+	pg->fetch_rid = 0;
+	/* As for a page: an acquire since the GET may have let in a galloc
+	 * that maps it again; then ask again. */
+	if (pg->data == NULL && pg->fetch_epoch == n->acq_epoch)
+		pg->gone = true;
+	dsm__wake_all(n, &pg->waiters);
 }
 
 void dsm__recv_diff_ack(struct dsm_node *n, const struct dsm_msg *m)
@@ -336,6 +417,7 @@ void dsm__recv_atomic_reply(struct dsm_node *n, const struct dsm_msg *m)
 		return;
 	}
 	rq.w->old = m->old;
-	rq.w->phase = PHASE_ACQUIRE;
+	rq.w->res = dsm__code_res(m->res);
+	rq.w->phase = DSM_PH_ACQUIRE;
 	n->io.wake(n->io.ctx, rq.w);
 }

@@ -1,6 +1,8 @@
 /* The DSM page source: vm_gsrc's ops on one struct dsm_node, for the
- * workers of the node that runs the process (dsm_gsrc.h says what is
- * delegated to a local stand-in).
+ * workers of one part of a process (dsm_gsrc.h says what maps onto the
+ * core), and the home side the core asks about this node's slot: its
+ * mapping (io.map) and its allocator (io.free), over a struct vm_space
+ * that holds only metadata -- the bytes are the core's master copies.
  *
  * Reads in place: a read translation is the node's copy (dsm_map), which
  * the TLB may cache until the thread's next fence; the core keeps a
@@ -22,28 +24,39 @@
  * twins the node's copy for the node's release), the copies are freed
  * and the worker's TLB dropped, then the core's release or acquire runs.
  * This is SPEC 3.1 with the thread, not the node, as the unit between
- * threads of one node as well.
+ * threads of one node as well. Under --check every access maps through
+ * the core (nothing is cached), which checks it against the page's live
+ * blocks.
  *
  * Parking: every call into the core passes the thread's struct dsm_wait;
  * DSM_WAIT parks the thread (vm_gsrc_park) under the source's mutex, so
- * the wake -- which comes inside a later delivery, under the same mutex
- * -- cannot precede the park. io.wake only links the thread on a list;
- * the delivery resumes them once it let go of the mutex, reading each
- * link before it resumes that thread (the last resume may let the
- * process end). The instruction runs again and makes the same op, which
- * takes the reply and goes on where the thread's phase says: ops of
- * several steps (wait, wake, lock, unlock, galloc) keep their progress
- * in the thread's record, so no step applies twice.
+ * the wake -- which comes inside a later delivery, or inside another
+ * thread's unlock or wake at this home, under the same mutex -- cannot
+ * precede the park. io.wake only links the thread on a list; whoever
+ * holds the mutex resumes them once it let go of it, reading each link
+ * before it resumes that thread (the last resume may let the process
+ * end). The instruction runs again and makes the same op, which takes
+ * the reply and goes on where the core's phase (in the thread's struct
+ * dsm_wait) says; galloc keeps its own progress in the thread's record.
+ * No step applies twice.
  *
- * Failure modes: the stand-in's faults, word for word; out of memory;
- * an address the core refuses (DSM_BAD: outside the page numbers it
- * takes), a runtime error saying so.
+ * Busy count (dsm_gsrc.h, "Deadlocks"): io.queued lowers it for a parked
+ * thread at once, for one still inside its call (a home-local queue)
+ * when it parks; io.wake raises it again for a thread it was lowered
+ * for, under the mutex, before the thread is resumed.
+ *
+ * Failure modes: the home's refusals as the local source's faults, word
+ * for word; out of memory; an address the core refuses (DSM_BAD: a page
+ * no node homes, as for another slot on one machine, is unmapped).
  *
  * Threads: any worker of the process, concurrently; @lock serializes the
- * node, the thread table, and deliveries (the driver's thread). */
+ * node, the thread table, and deliveries (the driver's thread);
+ * @alloc_lock the allocator (galloc without @lock; free and io.map under
+ * it, from inside the core). */
 #include "dsm/dsm_gsrc.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -55,17 +68,19 @@ struct priv {
 };
 
 /* What the source keeps of one VM thread, by tid (a --debug-migrate copy
- * takes over its original's). Touched by the worker running the thread,
- * under @lock but for @phase's steps that call the stand-in. */
+ * takes over its original's). Touched under @lock, by the worker running
+ * the thread and (@parked, @lowered, @wnext) by whoever wakes it. */
 struct dthread {
 	struct dthread *hnext;
 	vm_word tid;
 	struct vm_thread *t; /* as parked: what vm_gsrc_resume takes */
 	struct dsm_wait wait;
-	struct dthread *wnext; /* woken, in the delivery running now */
-	int phase;	       /* of a multi-step op; 0 between ops */
-	vm_word saved;	       /* what an earlier step produced */
-	uint64_t seen;	       /* wait: wakes counted before its acquire */
+	struct dthread *wnext; /* woken, to resume once @lock is let go */
+	bool parked;	       /* by vm_gsrc_park, not woken yet */
+	bool lower;	       /* queued while still in its call */
+	bool lowered;	       /* the busy count does not count it */
+	int phase;	       /* galloc's: 0, or zero-filling */
+	vm_word saved;	       /* galloc: the block */
 	vm_word zero_at, zero_end; /* galloc: what is left to zero */
 	struct priv *priv;
 	size_t npriv, cappriv;
@@ -74,19 +89,18 @@ struct dthread {
 struct dsm_gsrc {
 	struct vm_gsrc base;
 	struct vm_proc *p;
-	struct vm_gsrc *meta;	  /* the stand-in (vm_gmem.c) */
-	struct vm_space *mspace;  /* its slot 0: the mapping */
 	bool check;
+	uint32_t slot;
+	struct vm_space space;	  /* @slot's allocator and mapping */
+	pthread_mutex_t alloc_lock; /* @space's changes */
 	pthread_mutex_t lock;	  /* everything below */
 	struct dsm_node *node;
 	struct dsm_gsrc_config cfg;
 	struct dthread **tab;	  /* threads by tid, chained */
 	size_t tab_cap, tab_len;
-	struct dthread *woken;	  /* io.wake's, during a delivery */
+	struct dthread *woken;	  /* io.wake's, to resume */
 	bool closed;
 	struct dsm_stats final;	  /* the node's counters when it closed */
-	pthread_mutex_t alloc_lock; /* galloc: the stand-in's heap top */
-	uint64_t wakes;		  /* wake instructions so far (atomic) */
 	_Atomic int refs;
 };
 
@@ -150,6 +164,21 @@ static struct dthread *thread_of(struct dsm_gsrc *G, struct vm_thread *t)
 	return dt;
 }
 
+/* Let go of @lock, then resume the threads io.wake linked meanwhile. */
+static void unlock(struct dsm_gsrc *G)
+{
+	struct dthread *dt = G->woken, *next;
+
+	G->woken = NULL;
+	pthread_mutex_unlock(&G->lock);
+	/* Each parked thread holds its process up: read before resuming. */
+	for (; dt != NULL; dt = next) {
+		struct vm_thread *t = dt->t;
+		next = dt->wnext;
+		vm_gsrc_resume(t, 0, 0);
+	}
+}
+
 /* The running thread's record, with the source locked and the reply of
  * a park taken (a wake carries nothing: the op runs again); NULL, with
  * a fault raised and the source unlocked, when out of memory. */
@@ -163,13 +192,85 @@ static struct dthread *enter(struct dsm_gsrc *G, struct vm_worker *w)
 	pthread_mutex_lock(&G->lock);
 	dt = thread_of(G, vm_gsrc_thread(w));
 	if (dt == NULL) {
-		pthread_mutex_unlock(&G->lock);
+		unlock(G);
 		vm_gsrc_fault(w, "out of memory");
 	}
 	return dt;
 }
 
+/* The busy count stops counting @dt: queued at a home, it waits for
+ * another thread. Under lock. */
+static void lower(struct dsm_gsrc *G, struct dthread *dt)
+{
+	dt->lowered = true;
+	vm__proc_busy_dec(G->p);
+}
+
 /* ---- Results ---- */
+
+/* Whether @addr is the null page (the first page of slot 0), and whether
+ * any node homes its page. */
+static bool is_null(vm_word addr)
+{
+	return vm_gslot(addr) == VM_ORIGIN_SLOT &&
+	       (addr & VM_OFFSET_MASK) >> VM_PAGE_SHIFT == 0;
+}
+
+static bool homed(const struct dsm_gsrc *G, vm_word addr)
+{
+	int h = G->cfg.home(G->cfg.home_ctx, dsm_gsrc_page(addr));
+
+	return h >= 0 && h < G->cfg.nodes;
+}
+
+/* The local source's fault for what the core said of @what at @addr. */
+static enum vm_res fault(struct vm_worker *w, enum dsm_res r, const char *what,
+			 vm_word addr)
+{
+	switch (r) {
+	case DSM_UNMAPPED:
+		vm_gsrc_fault(w, "%s at unmapped address 0x%" PRIx64, what, addr);
+		break;
+	case DSM_RDONLY:
+		vm_gsrc_fault(w, "%s at read-only address 0x%" PRIx64, what, addr);
+		break;
+	case DSM_OUTSIDE:
+		vm_gsrc_fault(w, "%s at 0x%" PRIx64 " outside any live block", what,
+			      addr);
+		break;
+	case DSM_NOTLOCKED:
+		vm_gsrc_fault(w, "unlock of 0x%" PRIx64 ", which is not locked",
+			      addr);
+		break;
+	case DSM_NOTBLOCK:
+		vm_gsrc_fault(w, "free of 0x%" PRIx64 ", which is not a live block",
+			      addr);
+		break;
+	case DSM_NOMEM:
+		vm_gsrc_fault(w, strcmp(what, "free") == 0 ? "out of memory (free)"
+							   : "out of memory");
+		break;
+	default:
+		vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": the DSM refused the "
+			      "address", what, addr);
+		break;
+	}
+	return VM_FAULT;
+}
+
+/* The checks a translation makes before the core sees it: null, and a
+ * page no node homes (unmapped, as another slot on one machine). */
+static enum vm_res precheck(const struct dsm_gsrc *G, struct vm_worker *w,
+			    vm_word addr, const char *what)
+{
+	if (is_null(addr)) {
+		vm_gsrc_fault(w, "%s at null address 0x%" PRIx64, what, addr);
+		return VM_FAULT;
+	}
+	if (!homed(G, addr))
+		return fault(w, DSM_UNMAPPED, what, addr);
+	return VM_OK;
+}
 
 /* End an op under lock with core result @r (not OK): park on DSM_WAIT,
  * else a fault. The source is unlocked after. */
@@ -179,49 +280,17 @@ static enum vm_res leave(struct dsm_gsrc *G, struct vm_worker *w,
 {
 	if (r == DSM_WAIT) {
 		dt->t = vm_gsrc_park(w, addr);
-		pthread_mutex_unlock(&G->lock);
+		dt->parked = true;
+		if (dt->lower) { /* queued at this home inside its call */
+			dt->lower = false;
+			lower(G, dt);
+		}
+		unlock(G);
 		return VM_PARK;
 	}
 	dt->phase = 0;
-	pthread_mutex_unlock(&G->lock);
-	if (r == DSM_NOMEM)
-		vm_gsrc_fault(w, "out of memory");
-	else
-		vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": the DSM refused the "
-			      "address", what, addr);
-	return VM_FAULT;
-}
-
-/* The mapping checks the stand-in's translation makes, with its words. */
-static enum vm_res check_map(struct dsm_gsrc *G, struct vm_worker *w,
-			     vm_word addr, vm_word n, bool write,
-			     const char *what)
-{
-	const struct vm_space *s = G->mspace;
-	vm_word pageno = (addr & VM_OFFSET_MASK) >> VM_PAGE_SHIFT;
-	const struct vm_page *pg = NULL;
-
-	if (vm_gslot(addr) == 0 && pageno == 0) {
-		vm_gsrc_fault(w, "%s at null address 0x%" PRIx64, what, addr);
-		return VM_FAULT;
-	}
-	if (vm_gslot(addr) == 0)
-		pg = vm__page_get(s, pageno);
-	if (pg == NULL) {
-		vm_gsrc_fault(w, "%s at unmapped address 0x%" PRIx64, what, addr);
-		return VM_FAULT;
-	}
-	if (write && pg->kind == VM_PAGE_RODATA) {
-		vm_gsrc_fault(w, "%s at read-only address 0x%" PRIx64, what,
-			      addr);
-		return VM_FAULT;
-	}
-	if (s->check && !vm__heap_live(s, addr, n)) {
-		vm_gsrc_fault(w, "%s at 0x%" PRIx64 " outside any live block",
-			      what, addr);
-		return VM_FAULT;
-	}
-	return VM_OK;
+	unlock(G);
+	return fault(w, r, what, addr);
 }
 
 /* ---- Private copies ---- */
@@ -273,7 +342,9 @@ static void priv_free(struct priv *pv)
  * run, and free them (the worker's TLB, which may point into them, is
  * dropped). DSM_OK once none is left; DSM_WAIT when a page's copy is
  * missing in the node (nothing of that page written yet: the next call
- * starts it again). Under lock. */
+ * starts it again). A page unmapped since (freed by another thread: a
+ * racy write) keeps none of the writes, as a freed page's bytes on one
+ * machine are nobody's. Under lock. */
 static enum dsm_res flush(struct dsm_gsrc *G, struct vm_worker *w,
 			  struct dthread *dt)
 {
@@ -291,6 +362,8 @@ static enum dsm_res flush(struct dsm_gsrc *G, struct vm_worker *w,
 					      j - i, pv->data + i);
 			i = j + 1;
 		}
+		if (r == DSM_UNMAPPED || r == DSM_RDONLY)
+			r = DSM_OK; /* dropped, see above */
 		if (r != DSM_OK)
 			break;
 		priv_free(pv);
@@ -310,30 +383,32 @@ static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 {
 	struct dsm_gsrc *G = gsrc_of(g);
 	uint64_t page = dsm_gsrc_page(addr);
-	vm_word off = addr & (VM_PAGE_SIZE - 1);
+	uint32_t off = (uint32_t)(addr & (VM_PAGE_SIZE - 1));
 	struct dthread *dt;
 	struct priv *pv;
-	const uint8_t *src;
+	const uint8_t *src = NULL;
 	enum dsm_res r;
 
-	if (check_map(G, w, addr, n, write, what) != VM_OK)
+	if (precheck(G, w, addr, what) != VM_OK)
 		return VM_FAULT;
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
-	if ((pv = priv_find(dt, page)) == NULL) {
-		if ((r = dsm_map(G->node, &dt->wait, page, &src)) != DSM_OK)
+	pv = priv_find(dt, page);
+	if (pv == NULL || G->check) { /* the mapping's checks */
+		r = dsm_map(G->node, &dt->wait, page, write, off, (uint32_t)n,
+			    &src);
+		if (r != DSM_OK)
 			return leave(G, w, dt, r, what, addr);
-		if (!write) {
-			/* the TLB's read entries are never written through */
-			*data = (uint8_t *)(uintptr_t)src + off;
-			goto ok;
-		}
-		if ((pv = priv_add(dt, page, src)) == NULL)
-			return leave(G, w, dt, DSM_NOMEM, what, addr);
 	}
-	*data = pv->data + off;
-ok:
-	pthread_mutex_unlock(&G->lock);
+	if (pv == NULL && !write) {
+		/* the TLB's read entries are never written through */
+		*data = (uint8_t *)(uintptr_t)src + off;
+	} else {
+		if (pv == NULL && (pv = priv_add(dt, page, src)) == NULL)
+			return leave(G, w, dt, DSM_NOMEM, what, addr);
+		*data = pv->data + off;
+	}
+	unlock(G);
 	*cache = !G->check;
 	return VM_OK;
 }
@@ -353,7 +428,7 @@ static enum vm_res d_fence(struct vm_gsrc *g, struct vm_worker *w,
 					      : dsm_release(G->node, &dt->wait);
 	if (r != DSM_OK)
 		return leave(G, w, dt, r, "fence", 0);
-	pthread_mutex_unlock(&G->lock);
+	unlock(G);
 	vm_gsrc_tlb_flush(w);
 	return VM_OK;
 }
@@ -372,7 +447,7 @@ static enum vm_res d_atomic(struct vm_gsrc *g, struct vm_worker *w,
 	enum dsm_res r;
 	uint64_t o = 0;
 
-	if (check_map(G, w, addr, 8, true, what) != VM_OK)
+	if (precheck(G, w, addr, what) != VM_OK)
 		return VM_FAULT;
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
@@ -383,181 +458,77 @@ static enum vm_res d_atomic(struct vm_gsrc *g, struct vm_worker *w,
 			       b, &o);
 	if (r != DSM_OK)
 		return leave(G, w, dt, r, what, addr);
-	pthread_mutex_unlock(&G->lock);
+	unlock(G);
 	vm_gsrc_tlb_flush(w);
 	*old = o;
 	return VM_OK;
 }
 
-/* The last step of wait, wake, lock, unlock: the acquire; then the op is
- * done (unlocked, the TLB dropped). */
-static enum vm_res acquire_step(struct dsm_gsrc *G, struct vm_worker *w,
-				struct dthread *dt, const char *what,
-				vm_word addr)
+/* wait, wake, lock, unlock: the thread's copies into the node, then the
+ * core's sync op (release, the op at the word's home, acquire). */
+static enum vm_res sync_op(struct dsm_gsrc *G, struct vm_worker *w,
+			   vm_word addr, enum dsm_sync_op op, vm_word arg,
+			   const char *what, vm_word *out)
 {
-	enum dsm_res r = flush(G, w, dt);
+	struct dthread *dt;
+	enum dsm_res r;
+	uint64_t o = 0;
 
+	if (op == DSM_WAKE && !homed(G, addr)) {
+		/* No home, no waiter; a wake is a fence all the same (the
+		 * local source does not look at the word either). */
+		*out = 0;
+		return d_fence(&G->base, w, VM_FENCE_FULL);
+	}
+	if (op != DSM_WAKE && precheck(G, w, addr, what) != VM_OK)
+		return VM_FAULT;
+	if ((dt = enter(G, w)) == NULL)
+		return VM_FAULT;
+	r = flush(G, w, dt); /* none left once the core's op began */
 	if (r == DSM_OK)
-		r = dsm_acquire(G->node, &dt->wait);
+		r = dsm_sync(G->node, &dt->wait, dsm_gsrc_page(addr),
+			     (uint32_t)(addr & (VM_PAGE_SIZE - 1)), op, arg, &o);
 	if (r != DSM_OK)
 		return leave(G, w, dt, r, what, addr);
-	dt->phase = 0;
-	pthread_mutex_unlock(&G->lock);
+	unlock(G);
 	vm_gsrc_tlb_flush(w);
+	*out = o;
 	return VM_OK;
 }
-
-/* Phases of wait. */
-enum { W_START, W_ACQUIRE, W_READ, W_QUEUED, W_WOKEN };
 
 static enum vm_res d_wait(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 			  vm_word expected)
 {
-	struct dsm_gsrc *G = gsrc_of(g);
-	struct dthread *dt;
-	struct vm_reply rep;
-	enum dsm_res r;
-	uint64_t v;
+	vm_word o;
 
-	if ((dt = enter(G, w)) == NULL)
-		return VM_FAULT;
-again:
-	switch (dt->phase) {
-	case W_START:
-		pthread_mutex_unlock(&G->lock);
-		if (check_map(G, w, addr, 8, true, "wait") != VM_OK)
-			return VM_FAULT;
-		pthread_mutex_lock(&G->lock);
-		if ((r = flush(G, w, dt)) != DSM_OK)
-			return leave(G, w, dt, r, "wait", addr);
-		/* Before the acquire: a wake whose release our acquire
-		 * missed counts after this (see below). */
-		dt->seen = __atomic_load_n(&G->wakes, __ATOMIC_SEQ_CST);
-		dt->phase = W_ACQUIRE;
-		/* fall through */
-	case W_ACQUIRE:
-		if ((r = dsm_acquire(G->node, &dt->wait)) != DSM_OK)
-			return leave(G, w, dt, r, "wait", addr);
-		vm_gsrc_tlb_flush(w);
-		dt->phase = W_READ;
-		/* fall through */
-	case W_READ:
-		r = dsm_read(G->node, &dt->wait, dsm_gsrc_page(addr),
-			     (uint32_t)(addr & (VM_PAGE_SIZE - 1)), 8, &v);
-		if (r != DSM_OK)
-			return leave(G, w, dt, r, "wait", addr);
-		if (v != expected) {
-			dt->phase = 0;
-			pthread_mutex_unlock(&G->lock);
-			return VM_OK;
-		}
-		/* Equal: park unless a wake came since @seen. A waker
-		 * counts its wake after its release completed, and queues
-		 * are searched under the bucket lock vm__wait compares
-		 * under: either it counted before our compare, or it finds
-		 * us queued. If it counted, the word may have changed:
-		 * read it again after another acquire (never a spurious
-		 * return: programs may count wake-ups). */
-		dt->phase = W_QUEUED;
-		pthread_mutex_unlock(&G->lock);
-		if (vm__wait(w, vm_gsrc_thread(w), &G->wakes, addr, dt->seen))
-			return VM_PARK;
-		pthread_mutex_lock(&G->lock);
-		dt->seen = __atomic_load_n(&G->wakes, __ATOMIC_SEQ_CST);
-		dt->phase = W_ACQUIRE;
-		goto again;
-	case W_QUEUED:
-		/* woken (or resumed for nothing: as spurious) */
-		(void)vm__reply_take(vm_gsrc_thread(w), VM_PARK_WAIT, &rep);
-		break;
-	default:
-		break;
-	}
-	dt->phase = W_WOKEN;
-	return acquire_step(G, w, dt, "wait", addr);
+	return sync_op(gsrc_of(g), w, addr, DSM_WAITEQ, expected, "wait", &o);
 }
 
 static enum vm_res d_wake(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 			  vm_word n, vm_word *woken)
 {
-	struct dsm_gsrc *G = gsrc_of(g);
-	struct dthread *dt;
-	enum dsm_res r;
-	enum vm_res rc;
-
-	if ((dt = enter(G, w)) == NULL)
-		return VM_FAULT;
-	if (dt->phase == 0) {
-		if ((r = flush(G, w, dt)) != DSM_OK ||
-		    (r = dsm_release(G->node, &dt->wait)) != DSM_OK)
-			return leave(G, w, dt, r, "wake", addr);
-		__atomic_fetch_add(&G->wakes, 1, __ATOMIC_SEQ_CST);
-		pthread_mutex_unlock(&G->lock);
-		dt->saved = vm__wake(w, vm_gsrc_thread(w), addr, n);
-		pthread_mutex_lock(&G->lock);
-		dt->phase = 1;
-	}
-	rc = acquire_step(G, w, dt, "wake", addr);
-	if (rc == VM_OK)
-		*woken = dt->saved;
-	return rc;
-}
-
-/* lock and unlock: release, the stand-in's op, acquire. */
-static enum vm_res mutex_op(struct dsm_gsrc *G, struct vm_worker *w,
-			    vm_word addr, bool lock, vm_word *status)
-{
-	const char *what = lock ? "lock" : "unlock";
-	struct dthread *dt;
-	enum dsm_res r;
-	enum vm_res rc;
-
-	if ((dt = enter(G, w)) == NULL)
-		return VM_FAULT;
-	if (dt->phase == 0) {
-		if ((r = flush(G, w, dt)) != DSM_OK ||
-		    (r = dsm_release(G->node, &dt->wait)) != DSM_OK)
-			return leave(G, w, dt, r, what, addr);
-		dt->phase = 1;
-	}
-	if (dt->phase == 1) {
-		vm_word st = 0;
-		pthread_mutex_unlock(&G->lock);
-		rc = lock ? G->meta->ops->lock(G->meta, w, addr, &st)
-			  : G->meta->ops->unlock(G->meta, w, addr);
-		if (rc == VM_PARK) /* queued: the op runs again, handed over */
-			return VM_PARK;
-		pthread_mutex_lock(&G->lock);
-		if (rc != VM_OK) {
-			dt->phase = 0;
-			pthread_mutex_unlock(&G->lock);
-			return rc;
-		}
-		dt->saved = st;
-		dt->phase = 2;
-	}
-	rc = acquire_step(G, w, dt, what, addr);
-	if (rc == VM_OK && status != NULL)
-		*status = dt->saved;
-	return rc;
+	return sync_op(gsrc_of(g), w, addr, DSM_WAKE, n, "wake", woken);
 }
 
 static enum vm_res d_lock(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 			  vm_word *status)
 {
-	return mutex_op(gsrc_of(g), w, addr, true, status);
+	return sync_op(gsrc_of(g), w, addr, DSM_LOCK, 0, "lock", status);
 }
 
 static enum vm_res d_unlock(struct vm_gsrc *g, struct vm_worker *w,
 			    vm_word addr)
 {
-	return mutex_op(gsrc_of(g), w, addr, false, NULL);
+	vm_word o;
+
+	return sync_op(gsrc_of(g), w, addr, DSM_UNLOCK, 0, "unlock", &o);
 }
 
-/* galloc: the stand-in's allocator; then zeros, through the node, over
- * the pages of the block it had handed out before (the others are zero
- * at their home: never mapped, never written). The thread's own copies
- * are written back first, so none holds the block's old bytes. */
+/* galloc: this node's slot's allocator; then zeros, through the node
+ * (the pages are homed here: into the masters), over the pages of the
+ * block it had handed out before (the others are zero at their home:
+ * never mapped, never written). The thread's own copies are written
+ * back first, so none holds the block's old bytes. */
 static enum vm_res d_alloc(struct vm_gsrc *g, struct vm_worker *w, vm_word n,
 			   vm_word *addr)
 {
@@ -569,17 +540,20 @@ static enum vm_res d_alloc(struct vm_gsrc *g, struct vm_worker *w, vm_word n,
 		return VM_FAULT;
 	if (dt->phase == 0) {
 		vm_word a, top, used;
-		enum vm_res rc;
 		if ((r = flush(G, w, dt)) != DSM_OK)
 			return leave(G, w, dt, r, "galloc", 0);
-		pthread_mutex_unlock(&G->lock);
+		unlock(G);
 		pthread_mutex_lock(&G->alloc_lock);
-		top = G->mspace->heap->top;
-		rc = G->meta->ops->alloc(G->meta, w, n, &a);
+		top = G->space.heap->top;
+		a = vm__heap_alloc(&G->space, n);
 		pthread_mutex_unlock(&G->alloc_lock);
-		if (rc != VM_OK)
-			return rc;
-		used = vm_gslot_base(0) + top * VM_PAGE_SIZE;
+		if (a == 0) {
+			char what[64];
+			snprintf(what, sizeof what, "galloc of %" PRIu64 " bytes", n);
+			vm__oom_msg(&w->fault, G->p, what, vm__alloc_cost(n));
+			return VM_FAULT;
+		}
+		used = vm_gslot_base(G->slot) + top * VM_PAGE_SIZE;
 		pthread_mutex_lock(&G->lock);
 		dt->saved = a;
 		dt->zero_at = a;
@@ -602,24 +576,32 @@ static enum vm_res d_alloc(struct vm_gsrc *g, struct vm_worker *w, vm_word n,
 	}
 	dt->phase = 0;
 	*addr = dt->saved;
-	pthread_mutex_unlock(&G->lock);
+	unlock(G);
 	return VM_OK;
 }
 
 /* free: the thread's copies written back first (none may write into the
- * block once another thread has it again), then the stand-in's free. */
+ * block once another thread has it again), then the core's free at the
+ * block's home. */
 static enum vm_res d_free(struct vm_gsrc *g, struct vm_worker *w, vm_word addr)
 {
 	struct dsm_gsrc *G = gsrc_of(g);
 	struct dthread *dt;
 	enum dsm_res r;
 
+	if (!homed(G, addr))
+		return fault(w, DSM_NOTBLOCK, "free", addr);
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
-	if ((r = flush(G, w, dt)) != DSM_OK)
+	r = flush(G, w, dt);
+	if (r == DSM_OK)
+		r = dsm_free(G->node, &dt->wait, dsm_gsrc_page(addr),
+			     (uint32_t)(addr & (VM_PAGE_SIZE - 1)));
+	if (r != DSM_OK)
 		return leave(G, w, dt, r, "free", addr);
-	pthread_mutex_unlock(&G->lock);
-	return G->meta->ops->free(G->meta, w, addr);
+	unlock(G);
+	vm_gsrc_tlb_flush(w); /* the pages it unmapped, among others */
+	return VM_OK;
 }
 
 static void threads_free(struct dsm_gsrc *G)
@@ -637,6 +619,124 @@ static void threads_free(struct dsm_gsrc *G)
 	free(G->tab);
 	G->tab = NULL;
 	G->tab_cap = G->tab_len = 0;
+}
+
+/* ---- The home side: this node's slot ---- */
+
+/* The page number in @G's slot of DSM page @page, or 0 (never mapped)
+ * for a page of another slot. */
+static vm_word slot_pageno(const struct dsm_gsrc *G, uint64_t page)
+{
+	if (dsm_gsrc_page_slot(page) != G->slot)
+		return 0;
+	return page & (((uint64_t)1 << (VM_SLOT_SHIFT - VM_PAGE_SHIFT)) - 1);
+}
+
+/* The live blocks on page @pageno (@pg), as vm__heap_live sees them:
+ * every field read once, each valid alone (the allocator may run). */
+static uint32_t live_blocks(const struct vm_page *pg, vm_word pageno,
+			    struct dsm_extent *live)
+{
+	uint32_t k = 0;
+
+	if (VM_GET(pg->kind) == VM_PAGE_SLAB) {
+		uint32_t size = vm__class_size[VM_GET(pg->cls) % VM_NCLASSES];
+		const uint32_t *sizes = __atomic_load_n(&pg->sizes, __ATOMIC_ACQUIRE);
+		for (uint32_t i = 0; i < VM_PAGE_SIZE / size && k < DSM_LIVE_MAX;
+		     i++) {
+			uint32_t len;
+			if (!(VM_GET(pg->live[i / 64]) >> (i % 64) & 1))
+				continue;
+			len = sizes ? VM_GET(sizes[i]) : size;
+			if (len == 0 || len > size)
+				continue; /* being made or unmade: not live yet */
+			live[k++] = (struct dsm_extent){(uint16_t)(i * size),
+							(uint16_t)len};
+		}
+	} else {
+		vm_word start = VM_GET(pg->head) << VM_PAGE_SHIFT;
+		vm_word end = start + VM_GET(pg->bytes);
+		vm_word lo = pageno << VM_PAGE_SHIFT, hi = lo + VM_PAGE_SIZE;
+		if (start > lo)
+			lo = start;
+		if (end < hi)
+			hi = end;
+		if (hi > lo)
+			live[k++] = (struct dsm_extent){
+				(uint16_t)(lo & (VM_PAGE_SIZE - 1)),
+				(uint16_t)(hi - lo)};
+	}
+	return k;
+}
+
+/* io.map, inside the core (under lock). */
+static enum dsm_access on_map(void *ctx, uint64_t page, struct dsm_extent *live,
+			      uint32_t *nlive)
+{
+	struct dsm_gsrc *G = ctx;
+	vm_word pageno = slot_pageno(G, page);
+	const struct vm_page *pg;
+
+	*nlive = 0;
+	if (pageno == 0 || (pg = vm__page_get(&G->space, pageno)) == NULL)
+		return DSM_MAP_NONE;
+	if (G->check)
+		*nlive = live_blocks(pg, pageno, live);
+	return VM_GET(pg->kind) == VM_PAGE_RODATA ? DSM_MAP_RO : DSM_MAP_RW;
+}
+
+/* io.free, inside the core (under lock). */
+static enum dsm_res on_free(void *ctx, uint64_t page, uint32_t off,
+			    uint64_t *first, uint64_t *npages)
+{
+	struct dsm_gsrc *G = ctx;
+	vm_word addr = vm_gslot_base(dsm_gsrc_page_slot(page)) |
+		       (slot_pageno(G, page) << VM_PAGE_SHIFT) | off;
+	vm_word f = 0, n = 0;
+	int rc = FL_EFAULT;
+
+	if (slot_pageno(G, page) != 0) {
+		pthread_mutex_lock(&G->alloc_lock);
+		rc = vm__heap_free(&G->space, addr, &f, &n);
+		pthread_mutex_unlock(&G->alloc_lock);
+	}
+	if (rc == FL_ENOMEM)
+		return DSM_NOMEM;
+	if (rc != 0)
+		return DSM_NOTBLOCK;
+	*first = ((uint64_t)G->slot << (VM_SLOT_SHIFT - VM_PAGE_SHIFT)) | f;
+	*npages = n;
+	return DSM_OK;
+}
+
+/* Map the module's segment @seg at its fixed place in slot 0, metadata
+ * only (its bytes go into the masters: dsm_gsrc_load_home). */
+static int map_segment(struct dsm_gsrc *G, enum vm_segment seg, uint32_t len,
+		       struct fl_err *err)
+{
+	vm_word base = vm_module_seg_base(G->p->m, seg) & VM_OFFSET_MASK;
+	vm_word first = base >> VM_PAGE_SHIFT;
+	vm_word np = ((vm_word)len + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
+	struct vm_space *s = &G->space;
+
+	for (vm_word i = 0; i < np; i++) {
+		struct vm_page *pg = vm__page_map(s, first + i);
+		if (pg == NULL) {
+			struct vm_fault f;
+			vm__oom_msg(&f, G->p, "the module's data", VM_COST_PAGE);
+			return fl_err_set(err, FL_ENOMEM, "dsm: %s of %" PRIu32
+					  " bytes: %s",
+					  seg == VM_SEG_RODATA ? "read-only data"
+							       : "globals",
+					  len, f.msg);
+		}
+		pg->kind = seg == VM_SEG_RODATA ? VM_PAGE_RODATA : VM_PAGE_DATA;
+		pg->head = first;
+		pg->bytes = len;
+	}
+	if (first + np > s->heap->top)
+		s->heap->top = first + np;
+	return 0;
 }
 
 /* ---- Lifecycle and the driver's side ---- */
@@ -663,10 +763,10 @@ static void d_close(struct vm_gsrc *g)
 	threads_free(G);
 	dsm_node_free(G->node);
 	G->node = NULL;
+	G->woken = NULL;
 	pthread_mutex_unlock(&G->lock);
-	if (G->meta != NULL)
-		G->meta->ops->close(G->meta);
-	G->meta = NULL;
+	if (G->space.heap != NULL)
+		vm__space_close(&G->space);
 	dsm_gsrc_unref(g);
 }
 
@@ -711,21 +811,38 @@ static void on_send(void *ctx, int to, const void *msg, size_t len)
 	G->cfg.send(G->cfg.send_ctx, to, msg, len);
 }
 
-/* io.wake, inside dsm_deliver under lock: only remember the thread. */
+/* io.wake, under lock (a delivery, or another thread's op at this
+ * home): counted again if it was lowered, then linked for unlock(). */
 static void on_wake(void *ctx, struct dsm_wait *wt)
 {
 	struct dsm_gsrc *G = ctx;
 	struct dthread *dt = wt->user;
 
+	dt->parked = false;
+	if (dt->lowered) {
+		dt->lowered = false;
+		vm__proc_busy_inc(G->p);
+	}
 	dt->wnext = G->woken;
 	G->woken = dt;
+}
+
+/* io.queued, under lock. */
+static void on_queued(void *ctx, struct dsm_wait *wt)
+{
+	struct dsm_gsrc *G = ctx;
+	struct dthread *dt = wt->user;
+
+	if (dt->parked)
+		lower(G, dt); /* may be the last: touch nothing after */
+	else
+		dt->lower = true; /* still in its call: at its park */
 }
 
 void dsm_gsrc_deliver(struct vm_gsrc *g, int from, const void *msg,
 		      size_t len)
 {
 	struct dsm_gsrc *G = gsrc_of(g);
-	struct dthread *dt, *next;
 
 	pthread_mutex_lock(&G->lock);
 	if (G->closed) {
@@ -733,15 +850,7 @@ void dsm_gsrc_deliver(struct vm_gsrc *g, int from, const void *msg,
 		return;
 	}
 	dsm_deliver(G->node, from, msg, len);
-	dt = G->woken;
-	G->woken = NULL;
-	pthread_mutex_unlock(&G->lock);
-	/* Each parked thread holds its process up: read before resuming. */
-	for (; dt != NULL; dt = next) {
-		struct vm_thread *t = dt->t;
-		next = dt->wnext;
-		vm_gsrc_resume(t, 0, 0);
-	}
+	unlock(G);
 }
 
 void dsm_gsrc_stats(struct vm_gsrc *g, struct dsm_stats *out)
@@ -792,46 +901,60 @@ int dsm_gsrc_load_home(struct dsm_node *home, const struct vm_proc *p,
 int dsm_gsrc_new(struct vm_proc *p, const struct dsm_gsrc_config *cfg,
 		 struct vm_gsrc **out, struct fl_err *err)
 {
-	struct dsm_gsrc *G = calloc(1, sizeof *G);
+	struct dsm_gsrc *G;
 	struct dsm_config dc = {
 		.self = cfg->self,
 		.nodes = cfg->nodes,
 		.home = cfg->home,
 		.home_ctx = cfg->home_ctx,
-		.io = {.send = on_send, .wake = on_wake, .ctx = G},
+		.io = {.send = on_send,
+		       .wake = on_wake,
+		       .queued = on_queued,
+		       .map = on_map,
+		       .free = on_free},
 	};
-	uint64_t first = dsm_gsrc_page(vm_module_seg_base(p->m, VM_SEG_RODATA));
 	int rc;
 
 	*out = NULL;
-	if (G == NULL)
+	if (cfg->send == NULL || cfg->home == NULL || cfg->slot > VM_SLOT_MASK)
+		return fl_err_set(err, FL_EINVAL, "dsm: node %d: no transport, "
+				  "no home function, or slot %" PRIu32,
+				  cfg->self, cfg->slot);
+	if (cfg->home(cfg->home_ctx, dsm_gsrc_page(vm_gslot_base(cfg->slot) +
+						   VM_PAGE_SIZE)) != cfg->self)
+		return fl_err_set(err, FL_EINVAL, "dsm: node %d does not home "
+				  "slot %" PRIu32 ", where it would galloc",
+				  cfg->self, cfg->slot);
+	if ((G = calloc(1, sizeof *G)) == NULL)
 		return fl_err_set(err, FL_ENOMEM, "dsm: out of memory");
-	if (cfg->send == NULL || cfg->home == NULL) {
-		free(G);
-		return fl_err_set(err, FL_EINVAL, "dsm: node %d: no transport "
-				  "or no home function", cfg->self);
-	}
+	dc.io.ctx = G;
 	G->base.ops = &dsm_ops;
 	G->p = p;
 	G->check = p->opt.check;
+	G->slot = cfg->slot;
 	pthread_mutex_init(&G->lock, NULL);
 	pthread_mutex_init(&G->alloc_lock, NULL);
 	atomic_init(&G->refs, 2);
 	G->cfg = *cfg;
-	if ((rc = vm__glocal_new(p, &G->meta, err)) != 0)
+	if ((rc = vm__space_init(&G->space, vm_gslot_base(cfg->slot), G->check,
+				 true)) != 0) {
+		fl_err_set(err, rc, "dsm: out of memory");
 		goto fail;
-	G->mspace = vm__glocal_space(G->meta);
+	}
+	G->space.budget = &p->budget;
 	if ((rc = dsm_node_new(&dc, &G->node, err)) != 0)
-		goto fail_meta;
-	if (cfg->home(cfg->home_ctx, first) == cfg->self &&
-	    (rc = dsm_gsrc_load_home(G->node, p, err)) != 0)
+		goto fail_space;
+	if (cfg->slot == VM_ORIGIN_SLOT &&
+	    ((rc = map_segment(G, VM_SEG_RODATA, p->m->rodata_len, err)) != 0 ||
+	     (rc = map_segment(G, VM_SEG_DATA, p->m->data_len, err)) != 0 ||
+	     (rc = dsm_gsrc_load_home(G->node, p, err)) != 0))
 		goto fail_node;
 	*out = &G->base;
 	return 0;
 fail_node:
 	dsm_node_free(G->node);
-fail_meta:
-	G->meta->ops->close(G->meta);
+fail_space:
+	vm__space_close(&G->space);
 fail:
 	pthread_mutex_destroy(&G->alloc_lock);
 	pthread_mutex_destroy(&G->lock);

@@ -1,6 +1,8 @@
 /* The home side of a node: the master copies and the directory of the
- * pages homed here, and the requests other nodes send about them (GET,
- * DIFF, ATOMIC, NOTE_ACK).
+ * pages homed here, the replies it owes and remembers, and the requests
+ * other nodes send about its pages' bytes (GET, DIFF, ATOMIC, NOTE_ACK).
+ * Sync ops (dsm_sync.c) and frees (dsm_free.c) use the same directory
+ * and replies.
  *
  * The directory classifies each page as ArgoDSM does, by two node masks:
  * its sharers (nodes that fetched a copy: one is private, more shared)
@@ -8,25 +10,30 @@
  * acquire exactly when no node but itself writes the page: read-only
  * (no writer), private, or its own single-writer page. Writers only
  * grow. When a new writer makes some sharer's copy unsafe to keep, the
- * home sends that sharer a NOTE; every reply that completes a release
- * or an atomic touching the page (DIFF_ACK, ATOMIC_REPLY, the home's own
- * release) is held on the page until every NOTE about it was acked. So
- * a node that acquires after a release completed has heard of every
- * writer that release added: the invariant docs/memory.md leans on.
+ * home sends that sharer a NOTE; every reply that completes a release,
+ * an atomic, a sync op or a free touching the page (DIFF_ACK,
+ * ATOMIC_REPLY, SYNC_REPLY, FREE_REPLY, the home's own release) is held
+ * on the page until every NOTE about it was acked. So a node that
+ * acquires after a release completed has heard of every writer that
+ * release added: the invariant docs/memory.md leans on.
  *
  * Happy path of a DIFF: admitted once (below), merged byte for byte into
  * the master (runs from several writers of one page interleave: false
  * sharing costs diffs, not ping-pong), the sender recorded as a writer,
- * DIFF_ACK when no note is outstanding. An ATOMIC runs on the master
- * word, makes the home a writer of the page if it stored, and answers
- * the same way. A GET is answered at once with the bytes and the
- * classification; it is idempotent.
+ * DIFF_ACK when no note is outstanding. An ATOMIC is checked against the
+ * home's mapping (io.map), runs on the master word, makes the home a
+ * writer of the page if it stored, and answers the same way. A GET is
+ * answered at once with the bytes, the page's access and (when the home
+ * keeps them) its live blocks -- or UNMAPPED, recording no sharer; it is
+ * idempotent.
  *
- * At most once: a DIFF or ATOMIC is remembered per sender by its request
- * id until the sender's @done passes it. A duplicate of one remembered
- * is answered again if its reply went out (the atomic's same old value),
- * ignored if still held; one below @done is dropped. A sender that
- * leaves more than DSM_PEER_CACHE_MAX requests unanswered is refused.
+ * At most once: a DIFF, ATOMIC, SYNC or FREE is remembered per sender by
+ * its request id until the sender's @done passes it. A duplicate of one
+ * remembered is answered again if its reply went out (the same result,
+ * value and flags), told QUEUED again if it waits in a word's queue,
+ * ignored if its reply is still held; one below @done is dropped. A sender that
+ * leaves more than DSM_PEER_CACHE_MAX requests unanswered (besides
+ * queued ones) is refused.
  *
  * Threads: one at a time per node (dsm.h). */
 #include "dsm/dsm_int.h"
@@ -34,14 +41,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- Atomics on a word ---- */
+/* ---- Words ---- */
 
-static uint64_t load64(const uint8_t *p)
+uint64_t dsm__load64(const uint8_t *p)
 {
 	return fl_load_u64(p);
 }
 
-static void store64(uint8_t *p, uint64_t v)
+void dsm__store64(uint8_t *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
@@ -50,34 +57,86 @@ static void store64(uint8_t *p, uint64_t v)
 bool dsm__atomic_stores(const uint8_t *page, uint32_t off, enum dsm_op op,
 			uint64_t a)
 {
-	return op != DSM_CAS || load64(page + off) == a;
+	return op != DSM_CAS || dsm__load64(page + off) == a;
 }
 
 uint64_t dsm__atomic_run(uint8_t *page, uint32_t off, enum dsm_op op,
 			 uint64_t a, uint64_t b, bool *stored)
 {
-	uint64_t old = load64(page + off);
+	uint64_t old = dsm__load64(page + off);
 
 	*stored = dsm__atomic_stores(page, off, op, a);
 	switch (op) {
 	case DSM_CAS:
 		if (*stored)
-			store64(page + off, b);
+			dsm__store64(page + off, b);
 		break;
 	case DSM_XADD:
-		store64(page + off, old + a);
+		dsm__store64(page + off, old + a);
 		break;
 	case DSM_XCHG:
-		store64(page + off, a);
+		dsm__store64(page + off, a);
 		break;
 	}
 	return old;
 }
 
+/* ---- The home's mapping ---- */
+
+enum dsm_access dsm__home_map(struct dsm_node *n, uint64_t page, bool live,
+			      uint32_t *nlive)
+{
+	enum dsm_access a;
+	uint32_t k = 0;
+
+	*nlive = 0;
+	if (n->io.map == NULL)
+		return DSM_MAP_RW;
+	a = n->io.map(n->io.ctx, page, n->live, &k);
+	if (a != DSM_MAP_RO && a != DSM_MAP_RW)
+		return DSM_MAP_NONE;
+	/* The callback is ours, but the copies it shapes go out: keep what
+	 * goes on the wire well-formed whatever it said. */
+	if (live && k <= DSM_LIVE_MAX) {
+		uint32_t end = 0, i;
+		for (i = 0; i < k; i++) {
+			const struct dsm_extent *e = &n->live[i];
+			if (e->len == 0 || e->off >= DSM_PAGE_SIZE ||
+			    e->len > DSM_PAGE_SIZE - e->off || e->off < end)
+				break;
+			end = (uint32_t)e->off + e->len;
+		}
+		*nlive = i;
+	}
+	return a;
+}
+
+bool dsm__inside(const struct dsm_extent *live, uint32_t nlive, uint32_t off,
+		 uint32_t len)
+{
+	for (uint32_t i = 0; i < nlive; i++)
+		if (off >= live[i].off && off - live[i].off < live[i].len)
+			return len <= live[i].len - (off - live[i].off);
+	return false;
+}
+
+enum dsm_res dsm__word_check(struct dsm_node *n, uint64_t page, uint32_t off)
+{
+	uint32_t nlive;
+	enum dsm_access a = dsm__home_map(n, page, true, &nlive);
+
+	if (a == DSM_MAP_NONE)
+		return DSM_UNMAPPED;
+	if (a == DSM_MAP_RO)
+		return DSM_RDONLY;
+	if (nlive > 0 && !dsm__inside(n->live, nlive, off, 8))
+		return DSM_OUTSIDE;
+	return DSM_OK;
+}
+
 /* ---- The reply cache ---- */
 
-/* Forget what @from's @done says it no longer needs. */
-static void observe_done(struct dsm_node *n, const struct dsm_msg *m)
+void dsm__observe_done(struct dsm_node *n, const struct dsm_msg *m)
 {
 	struct dsm_peer *p = &n->peer[m->from];
 
@@ -91,7 +150,7 @@ static void observe_done(struct dsm_node *n, const struct dsm_msg *m)
 			i++;
 }
 
-static struct dsm_cached *cached(struct dsm_node *n, int from, uint64_t rid)
+struct dsm_cached *dsm__cached(struct dsm_node *n, int from, uint64_t rid)
 {
 	struct dsm_peer *p = &n->peer[from];
 
@@ -101,48 +160,83 @@ static struct dsm_cached *cached(struct dsm_node *n, int from, uint64_t rid)
 	return NULL;
 }
 
-static void reply(struct dsm_node *n, const struct dsm_page *pg, int to,
-		  uint64_t rid, uint8_t type, uint64_t old)
+/* The reply to a request of @type. */
+static uint8_t reply_type(uint8_t type)
 {
-	struct dsm_msg m = {.type = type, .rid = rid, .page = pg->page};
+	switch (type) {
+	case DSM_MSG_DIFF:
+		return DSM_MSG_DIFF_ACK;
+	case DSM_MSG_ATOMIC:
+		return DSM_MSG_ATOMIC_REPLY;
+	case DSM_MSG_SYNC:
+		return DSM_MSG_SYNC_REPLY;
+	default:
+		return DSM_MSG_FREE_REPLY;
+	}
+}
 
-	if (type == DSM_MSG_DIFF_ACK) {
-		m.type = DSM_MSG_DIFF_ACK;
-		m.writers = pg->writers;
-		m.dver = pg->dver;
-	} else {
-		m.type = DSM_MSG_ATOMIC_REPLY;
+/* Send the reply of @type about @page with these values. */
+static void send_reply(struct dsm_node *n, int to, uint8_t type, uint64_t rid,
+		       uint64_t page, enum dsm_res res, uint8_t flags,
+		       uint64_t old, uint64_t first, uint64_t npages)
+{
+	struct dsm_msg m = {.type = type, .rid = rid, .page = page};
+	struct dsm_page *pg;
+
+	switch (type) {
+	case DSM_MSG_DIFF_ACK:
+		if ((pg = dsm__page(n, page, false)) != NULL) {
+			m.writers = pg->writers;
+			m.dver = pg->dver;
+		}
+		break;
+	case DSM_MSG_ATOMIC_REPLY:
+		m.res = dsm__res_code(res);
 		m.old = old;
+		break;
+	case DSM_MSG_SYNC_REPLY:
+		m.res = dsm__res_code(res);
+		m.flags = flags;
+		m.old = old;
+		break;
+	default:
+		m.res = dsm__res_code(res);
+		m.first = first;
+		m.npages = npages;
+		break;
 	}
 	dsm__send(n, to, &m);
 }
 
-/* Whether @m is new; then it is remembered (*@out). Otherwise it was
- * answered again or dropped, and counted. */
-static bool admit(struct dsm_node *n, const struct dsm_msg *m,
-		  struct dsm_page *pg, struct dsm_cached **out)
+bool dsm__admit(struct dsm_node *n, const struct dsm_msg *m,
+		struct dsm_cached **out)
 {
 	struct dsm_peer *p = &n->peer[m->from];
 	struct dsm_cached *c;
 
-	observe_done(n, m);
+	dsm__observe_done(n, m);
 	if (m->rid < p->done) {
-		n->st.dups++; /* its reply arrived: a late duplicate */
+		n->st.dups++; /* its reply arrived, or it waits queued */
 		return false;
 	}
-	if ((c = cached(n, m->from, m->rid)) != NULL) {
+	if ((c = dsm__cached(n, m->from, m->rid)) != NULL) {
 		n->st.dups++;
-		if (c->done && c->type == m->type)
-			reply(n, pg, m->from, m->rid,
-			      c->type == DSM_MSG_DIFF ? DSM_MSG_DIFF_ACK
-						      : DSM_MSG_ATOMIC_REPLY,
-			      c->old);
+		if (c->type != m->type)
+			return false;
+		if (c->done) {
+			send_reply(n, m->from, reply_type(c->type), m->rid, m->page,
+				   c->res, c->flags, c->old, c->first, c->npages);
+		} else if (c->queued) {
+			struct dsm_msg q = {.type = DSM_MSG_QUEUED, .rid = m->rid,
+					    .page = m->page};
+			dsm__send(n, m->from, &q);
+		}
 		return false;
 	}
 	if (p->n == p->cap) {
 		size_t cap = p->cap ? p->cap * 2 : 8;
 		struct dsm_cached *a;
-		if (cap > DSM_PEER_CACHE_MAX ||
+		if (p->n - p->nqueued >= DSM_PEER_CACHE_MAX ||
 		    (a = realloc(p->c, cap * sizeof *a)) == NULL) {
 			n->st.refused++;
 			return false;
@@ -158,27 +252,78 @@ static bool admit(struct dsm_node *n, const struct dsm_msg *m,
 	return true;
 }
 
-/* Undo admit() for the entry it just made (a later step had no memory). */
-static void unadmit(struct dsm_node *n, int from)
+void dsm__unadmit(struct dsm_node *n, int from)
 {
 	n->peer[from].n--;
 	n->st.refused++;
 }
 
-/* ---- The directory ---- */
+/* ---- Replies owed ---- */
 
-static void fire(struct dsm_node *n, struct dsm_page *pg,
-		 const struct dsm_hold *h)
+struct dsm_reply *dsm__reply_new(uint8_t type, int to, uint64_t rid,
+				 uint64_t page)
 {
-	struct dsm_cached *c = cached(n, h->to, h->rid);
+	struct dsm_reply *r = calloc(1, sizeof *r);
 
-	if (c != NULL)
-		c->done = true;
-	reply(n, pg, h->to, h->rid,
-	      h->kind == DSM_HOLD_DIFF_ACK ? DSM_MSG_DIFF_ACK
-					   : DSM_MSG_ATOMIC_REPLY,
-	      h->old);
+	if (r == NULL)
+		return NULL;
+	r->wait = 1;
+	r->type = type;
+	r->to = (uint16_t)to;
+	r->rid = rid;
+	r->page = page;
+	r->res = DSM_OK;
+	return r;
 }
+
+void dsm__reply_done(struct dsm_node *n, struct dsm_reply *r)
+{
+	struct dsm_cached *c;
+
+	if (--r->wait > 0)
+		return;
+	if ((c = dsm__cached(n, r->to, r->rid)) != NULL) {
+		c->done = true;
+		c->res = r->res;
+		c->flags = r->flags;
+		c->old = r->old;
+		c->first = r->first;
+		c->npages = r->npages;
+	}
+	send_reply(n, r->to, r->type, r->rid, r->page, r->res, r->flags, r->old,
+		   r->first, r->npages);
+	free(r);
+}
+
+bool dsm__hold(struct dsm_node *n, struct dsm_page *pg, struct dsm_reply *r)
+{
+	struct dsm_hold *h;
+
+	if (pg->notes_out == 0)
+		return true;
+	if (r == NULL) {
+		pg->local_holds++;
+		n->outstanding++;
+		return true;
+	}
+	if (!r->linked) {
+		h = &r->link;
+		h->owned = false;
+		r->linked = true;
+	} else if ((h = malloc(sizeof *h)) != NULL) {
+		h->owned = true;
+	} else {
+		return false;
+	}
+	h->r = r;
+	h->next = NULL;
+	*pg->holds_tail = h;
+	pg->holds_tail = &h->next;
+	r->wait++;
+	return true;
+}
+
+/* ---- The directory ---- */
 
 /* The sharers whose copy is safe to keep under @old writers but not
  * under @now: they must hear of it. */
@@ -197,15 +342,12 @@ static uint64_t must_note(const struct dsm_node *n, const struct dsm_page *pg,
 	return who;
 }
 
-bool dsm__dir_write(struct dsm_node *n, struct dsm_page *pg, int writer,
-		    const struct dsm_hold *h)
+bool dsm__dir_write(struct dsm_node *n, struct dsm_page *pg, int writer)
 {
 	uint64_t now = pg->writers | (writer >= 0 ? dsm__bit(writer) : 0);
 	uint64_t who = must_note(n, pg, pg->writers, now);
 	size_t k = (size_t)__builtin_popcountll(who);
-	struct dsm_hold *held = NULL;
 
-	/* Everything that can fail, first. */
 	if (n->nnotes + k > n->capnotes) {
 		size_t cap = n->capnotes ? n->capnotes : 16;
 		struct dsm_note *a;
@@ -216,10 +358,6 @@ bool dsm__dir_write(struct dsm_node *n, struct dsm_page *pg, int writer,
 		n->notes = a;
 		n->capnotes = cap;
 	}
-	if (h != NULL && pg->notes_out + k > 0 &&
-	    (held = malloc(sizeof *held)) == NULL)
-		return false;
-
 	if (now != pg->writers) {
 		pg->writers = now;
 		pg->dver++;
@@ -235,20 +373,6 @@ bool dsm__dir_write(struct dsm_node *n, struct dsm_page *pg, int writer,
 		n->st.notes_sent++;
 		dsm__send(n, s, &m);
 	}
-	if (pg->notes_out == 0) {
-		if (h != NULL)
-			fire(n, pg, h);
-		return true;
-	}
-	if (h == NULL) {
-		pg->local_holds++;
-		n->outstanding++;
-		return true;
-	}
-	*held = *h;
-	held->next = NULL;
-	*pg->holds_tail = held;
-	pg->holds_tail = &held->next;
 	return true;
 }
 
@@ -274,18 +398,36 @@ enum dsm_res dsm_home_load(struct dsm_node *n, uint64_t page, uint32_t off,
 
 void dsm__recv_get(struct dsm_node *n, const struct dsm_msg *m)
 {
-	struct dsm_page *pg = dsm__page(n, m->page, true);
 	struct dsm_msg r = {.type = DSM_MSG_PAGE, .rid = m->rid, .page = m->page};
+	uint8_t live[4 * DSM_LIVE_MAX];
+	struct dsm_page *pg;
+	uint32_t nlive;
+	enum dsm_access a;
 
-	observe_done(n, m);
-	if (pg == NULL) {
+	dsm__observe_done(n, m);
+	if ((a = dsm__home_map(n, m->page, true, &nlive)) == DSM_MAP_NONE) {
+		r.type = DSM_MSG_UNMAPPED; /* no copy: no sharer */
+		dsm__send(n, m->from, &r);
+		return;
+	}
+	if ((pg = dsm__page(n, m->page, true)) == NULL) {
 		n->st.refused++;
 		return;
 	}
 	pg->sharers |= dsm__bit(m->from);
+	for (uint32_t i = 0; i < nlive; i++) {
+		uint8_t *e = live + 4 * i;
+		e[0] = (uint8_t)n->live[i].off;
+		e[1] = (uint8_t)(n->live[i].off >> 8);
+		e[2] = (uint8_t)n->live[i].len;
+		e[3] = (uint8_t)(n->live[i].len >> 8);
+	}
 	r.writers = pg->writers;
 	r.sharers = pg->sharers;
 	r.dver = pg->dver;
+	r.access = (uint8_t)a;
+	r.nlive = (uint16_t)nlive;
+	r.live = live;
 	r.bytes = pg->data;
 	r.nbytes = DSM_PAGE_SIZE;
 	dsm__send(n, m->from, &r);
@@ -294,29 +436,33 @@ void dsm__recv_get(struct dsm_node *n, const struct dsm_msg *m)
 void dsm__recv_diff(struct dsm_node *n, const struct dsm_msg *m)
 {
 	struct dsm_page *pg = dsm__page(n, m->page, true);
-	struct dsm_hold h = {.kind = DSM_HOLD_DIFF_ACK, .to = m->from,
-			     .rid = m->rid};
+	struct dsm_reply *r;
 	struct dsm_cached *c;
 
 	if (pg == NULL) {
 		n->st.refused++;
 		return;
 	}
-	if (!admit(n, m, pg, &c))
+	if (!dsm__admit(n, m, &c))
 		return;
+	r = dsm__reply_new(DSM_MSG_DIFF_ACK, m->from, m->rid, m->page);
 	pg->sharers |= dsm__bit(m->from); /* a writer holds a copy */
-	if (!dsm__dir_write(n, pg, m->from, &h)) {
-		unadmit(n, m->from);
+	if (r == NULL || !dsm__dir_write(n, pg, m->from)) {
+		free(r);
+		dsm__unadmit(n, m->from);
 		return;
 	}
+	/* A diff of a page since unmapped lands in bytes no block holds:
+	 * merged all the same (a late writer raced with the free). */
 	dsm__diff_apply(pg->data, m->bytes, m->nbytes);
+	(void)dsm__hold(n, pg, r); /* its first hold cannot fail */
+	dsm__reply_done(n, r);
 }
 
 void dsm__recv_atomic(struct dsm_node *n, const struct dsm_msg *m)
 {
 	struct dsm_page *pg = dsm__page(n, m->page, true);
-	struct dsm_hold h = {.kind = DSM_HOLD_ATOMIC_REPLY, .to = m->from,
-			     .rid = m->rid};
+	struct dsm_reply *r;
 	struct dsm_cached *c;
 	bool stores, stored;
 
@@ -324,19 +470,30 @@ void dsm__recv_atomic(struct dsm_node *n, const struct dsm_msg *m)
 		n->st.refused++;
 		return;
 	}
-	if (!admit(n, m, pg, &c))
+	if (!dsm__admit(n, m, &c))
 		return;
+	if ((r = dsm__reply_new(DSM_MSG_ATOMIC_REPLY, m->from, m->rid,
+				m->page)) == NULL) {
+		dsm__unadmit(n, m->from);
+		return;
+	}
+	if ((r->res = dsm__word_check(n, m->page, m->off)) != DSM_OK) {
+		dsm__reply_done(n, r);
+		return;
+	}
 	/* The home becomes the page's writer if the word changes; the
 	 * reply waits for the notes that causes. Both before the store,
 	 * so that a refusal leaves the word as it was. */
 	stores = dsm__atomic_stores(pg->data, m->off, m->op, m->a);
-	c->old = h.old = load64(pg->data + m->off);
-	if (!dsm__dir_write(n, pg, stores ? n->self : -1, &h)) {
-		unadmit(n, m->from);
+	if (!dsm__dir_write(n, pg, stores ? n->self : -1)) {
+		free(r);
+		dsm__unadmit(n, m->from);
 		return;
 	}
-	dsm__atomic_run(pg->data, m->off, m->op, m->a, m->b, &stored);
+	r->old = dsm__atomic_run(pg->data, m->off, m->op, m->a, m->b, &stored);
 	n->st.atomics_served++;
+	(void)dsm__hold(n, pg, r);
+	dsm__reply_done(n, r);
 }
 
 void dsm__recv_note_ack(struct dsm_node *n, const struct dsm_msg *m)
@@ -344,7 +501,7 @@ void dsm__recv_note_ack(struct dsm_node *n, const struct dsm_msg *m)
 	struct dsm_page *pg = NULL;
 	size_t i;
 
-	observe_done(n, m);
+	dsm__observe_done(n, m);
 	for (i = 0; i < n->nnotes; i++)
 		if (n->notes[i].rid == m->rid && n->notes[i].to == m->from)
 			break;
@@ -358,9 +515,13 @@ void dsm__recv_note_ack(struct dsm_node *n, const struct dsm_msg *m)
 		return;
 	while (pg->holds != NULL) {
 		struct dsm_hold *h = pg->holds;
+		struct dsm_reply *r = h->r;
 		pg->holds = h->next;
-		fire(n, pg, h);
-		free(h);
+		if (h->owned)
+			free(h);
+		else
+			r->linked = false;
+		dsm__reply_done(n, r);
 	}
 	pg->holds_tail = &pg->holds;
 	while (pg->local_holds > 0) {

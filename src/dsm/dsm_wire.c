@@ -4,10 +4,14 @@
  * The decoder is the first code to see what another machine sent and
  * treats every byte as hostile: an unknown version or type, a payload
  * length outside its type's bounds, a sender or node mask beyond
- * DSM_MAX_NODES, a page number past DSM_PAGE_LIMIT, an atomic's unknown
- * op or misaligned offset, and a diff whose runs are empty, unordered,
- * touching, overlapping or outside the page, or whose lengths do not add
- * up to the payload, are all FL_EFORMAT. What it accepts encodes back to
+ * DSM_MAX_NODES, a page number past DSM_PAGE_LIMIT, an atomic's or sync
+ * op's unknown op or misaligned offset, a free's offset outside the page,
+ * an unknown result code or flag, a page's unknown access or live blocks
+ * that are empty, unordered, overlapping, outside the page or more than
+ * the payload says, a free's page range past DSM_PAGE_LIMIT, and a diff
+ * whose runs are empty, unordered, touching, overlapping or outside the
+ * page, or whose lengths do not add up to the payload, are all
+ * FL_EFORMAT. What it accepts encodes back to
  * the same bytes (tests/fuzz/fuzz_dsm.c holds it to that).
  *
  * Threads: any; no state. */
@@ -30,6 +34,33 @@ static const struct msg_info info[DSM_MSG_END] = {
 
 _Static_assert(DSM_HEADER_SIZE == 1 + 1 + 2 + 8 + 8 + 8, "header layout");
 _Static_assert(DSM_DIFF_MAX <= 65535, "a diff's length fits a u16 frame");
+_Static_assert(DSM_PAGE_MAX <= 65535, "a page's length fits a u16 frame");
+
+uint8_t dsm__res_code(enum dsm_res r)
+{
+	switch (r) {
+#define DSM__CODE(res, code)                                                   \
+	case res:                                                             \
+		return code;
+	DSM_RESULTS(DSM__CODE)
+#undef DSM__CODE
+	default:
+		return dsm__res_code(DSM_NOMEM); /* not a reply's: none fails so */
+	}
+}
+
+int dsm__code_res(uint8_t code)
+{
+	switch (code) {
+#define DSM__RES(res, c)                                                       \
+	case c:                                                               \
+		return res;
+	DSM_RESULTS(DSM__RES)
+#undef DSM__RES
+	default:
+		return -1;
+	}
+}
 
 const char *dsm__msg_name(unsigned type)
 {
@@ -66,6 +97,23 @@ static long diff_check(const uint8_t *p, size_t len)
 	return fl_reader_left(&r) == 0 ? total : -1;
 }
 
+/* Check a page's @n live blocks: nonempty, inside the page, increasing,
+ * never overlapping (touching: two blocks side by side). */
+static bool live_check(const uint8_t *p, uint32_t n)
+{
+	uint32_t end = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t off = fl_load_u32(p + 4 * i) & 0xffff;
+		uint32_t len = fl_load_u32(p + 4 * i) >> 16;
+		if (len == 0 || off >= DSM_PAGE_SIZE || len > DSM_PAGE_SIZE - off ||
+		    off < end)
+			return false;
+		end = off + len;
+	}
+	return true;
+}
+
 int dsm__msg_decode(const void *p, size_t len, struct dsm_msg *m)
 {
 	struct fl_reader r;
@@ -91,8 +139,16 @@ int dsm__msg_decode(const void *p, size_t len, struct dsm_msg *m)
 		m->writers = fl_get_u64(&r);
 		m->sharers = fl_get_u64(&r);
 		m->dver = fl_get_u64(&r);
+		m->access = fl_get_u8(&r);
+		m->nlive = fl_get_u16(&r);
 		m->bytes = fl_get_bytes(&r, DSM_PAGE_SIZE);
 		m->nbytes = DSM_PAGE_SIZE;
+		if (r.failed || (m->access != DSM_MAP_RO && m->access != DSM_MAP_RW) ||
+		    m->nlive > DSM_LIVE_MAX || fl_reader_left(&r) != 4u * m->nlive)
+			return FL_EFORMAT;
+		m->live = fl_get_bytes(&r, 4u * m->nlive);
+		if (m->nlive > 0 && (m->live == NULL || !live_check(m->live, m->nlive)))
+			return FL_EFORMAT;
 		break;
 	case DSM_MSG_DIFF:
 		m->bytes = fl_get_bytes(&r, plen);
@@ -115,9 +171,40 @@ int dsm__msg_decode(const void *p, size_t len, struct dsm_msg *m)
 			return FL_EFORMAT;
 		break;
 	case DSM_MSG_ATOMIC_REPLY:
+		m->res = fl_get_u8(&r);
 		m->old = fl_get_u64(&r);
+		if (dsm__code_res(m->res) < 0)
+			return FL_EFORMAT;
 		break;
-	default: /* GET, NOTE_ACK: no payload */
+	case DSM_MSG_SYNC:
+		m->op = fl_get_u8(&r);
+		m->off = fl_get_u16(&r);
+		m->a = fl_get_u64(&r);
+		if (m->op > DSM_WAKE || m->off % 8 != 0 ||
+		    m->off > DSM_PAGE_SIZE - 8)
+			return FL_EFORMAT;
+		break;
+	case DSM_MSG_SYNC_REPLY:
+		m->res = fl_get_u8(&r);
+		m->flags = fl_get_u8(&r);
+		m->old = fl_get_u64(&r);
+		if (dsm__code_res(m->res) < 0 || (m->flags & ~DSM_SYNC_ACK_WANTED))
+			return FL_EFORMAT;
+		break;
+	case DSM_MSG_FREE:
+		m->off = fl_get_u16(&r);
+		if (m->off >= DSM_PAGE_SIZE)
+			return FL_EFORMAT;
+		break;
+	case DSM_MSG_FREE_REPLY:
+		m->res = fl_get_u8(&r);
+		m->first = fl_get_u64(&r);
+		m->npages = fl_get_u64(&r);
+		if (dsm__code_res(m->res) < 0 || m->first >= DSM_PAGE_LIMIT ||
+		    m->npages > DSM_PAGE_LIMIT - m->first)
+			return FL_EFORMAT;
+		break;
+	default: /* GET, NOTE_ACK, UNMAPPED, QUEUED, SYNC_ACK: no payload */
 		break;
 	}
 	/* Masks name nodes that can exist (DSM_MAX_NODES is 64: all do). */
@@ -140,7 +227,10 @@ void dsm__msg_encode(const struct dsm_msg *m, struct fl_buf *b)
 		fl_buf_put_u64(b, m->writers);
 		fl_buf_put_u64(b, m->sharers);
 		fl_buf_put_u64(b, m->dver);
+		fl_buf_put_u8(b, m->access);
+		fl_buf_put_u16(b, m->nlive);
 		fl_buf_put(b, m->bytes, DSM_PAGE_SIZE);
+		fl_buf_put(b, m->live, 4u * m->nlive);
 		break;
 	case DSM_MSG_DIFF:
 		fl_buf_put(b, m->bytes, m->nbytes);
@@ -157,7 +247,26 @@ void dsm__msg_encode(const struct dsm_msg *m, struct fl_buf *b)
 		fl_buf_put_u64(b, m->b);
 		break;
 	case DSM_MSG_ATOMIC_REPLY:
+		fl_buf_put_u8(b, m->res);
 		fl_buf_put_u64(b, m->old);
+		break;
+	case DSM_MSG_SYNC:
+		fl_buf_put_u8(b, m->op);
+		fl_buf_put_u16(b, m->off);
+		fl_buf_put_u64(b, m->a);
+		break;
+	case DSM_MSG_SYNC_REPLY:
+		fl_buf_put_u8(b, m->res);
+		fl_buf_put_u8(b, m->flags);
+		fl_buf_put_u64(b, m->old);
+		break;
+	case DSM_MSG_FREE:
+		fl_buf_put_u16(b, m->off);
+		break;
+	case DSM_MSG_FREE_REPLY:
+		fl_buf_put_u8(b, m->res);
+		fl_buf_put_u64(b, m->first);
+		fl_buf_put_u64(b, m->npages);
 		break;
 	default:
 		break;

@@ -7,10 +7,15 @@
  * and that many bytes, delivered as they are; for a local call, its
  * page and value bytes. A message the decoder accepts is encoded again
  * and must give the same bytes (the format is canonical). Local calls
- * (read, write, release, acquire, atomic) between the messages drive
- * the node into states the messages then meet: a fetch awaiting its
- * page, diffs awaiting acks, notes awaiting acks. Nothing may crash,
- * leak, read out of bounds, or wake a caller that is not parked. */
+ * (read, write, map, release, acquire, atomic, lock, unlock, wait, wake,
+ * free) between the messages drive the node into states the messages
+ * then meet: a fetch awaiting its page, diffs awaiting acks, notes
+ * awaiting acks, callers and requests queued on words, replies waiting
+ * for acks. The node's own home has a map and an allocator that depend
+ * on the page (unmapped, read-only, live blocks -- some of them
+ * malformed, which the core must not pass on -- frees that unmap pages
+ * it does not home). Nothing may crash, leak, read out of bounds, wake a
+ * caller that is not parked, or tell a caller queued twice. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define WAITS 4
 
 static bool parked[WAITS];
+static int queued[WAITS];
+static int calling = -1; /* the wait of the local call running */
 static struct dsm_wait waits[WAITS];
 
 static int home3(void *ctx, uint64_t page)
@@ -48,6 +55,50 @@ static void woken(void *ctx, struct dsm_wait *w)
 	if (i < 0 || i >= WAITS || !parked[i])
 		abort();
 	parked[i] = false;
+	queued[i] = 0;
+}
+
+static void told_queued(void *ctx, struct dsm_wait *w)
+{
+	int i = (int)(w - waits);
+
+	(void)ctx;
+	if (i < 0 || i >= WAITS || (!parked[i] && i != calling) || ++queued[i] > 1)
+		abort();
+}
+
+/* Node 0's home side, by page: page % 5 == 4 unmapped, == 3 read-only;
+ * page % 7 == 1 keeps live blocks, page % 11 == 5 reports some the core
+ * must refuse to send (overlapping). */
+static enum dsm_access map0(void *ctx, uint64_t page, struct dsm_extent *live,
+			    uint32_t *nlive)
+{
+	(void)ctx;
+	*nlive = 0;
+	if (page % 5 == 4)
+		return DSM_MAP_NONE;
+	if (page % 7 == 1) {
+		live[0] = (struct dsm_extent){0, 64};
+		live[1] = (struct dsm_extent){64, 8};
+		live[2] = (struct dsm_extent){512, 3584};
+		*nlive = 3;
+	} else if (page % 11 == 5) {
+		live[0] = (struct dsm_extent){0, 64};
+		live[1] = (struct dsm_extent){32, 64};
+		*nlive = 2;
+	}
+	return page % 5 == 3 ? DSM_MAP_RO : DSM_MAP_RW;
+}
+
+static enum dsm_res free0(void *ctx, uint64_t page, uint32_t off,
+			  uint64_t *first, uint64_t *npages)
+{
+	(void)ctx;
+	if (off % 16 != 0)
+		return off % 16 == 8 ? DSM_NOMEM : DSM_NOTBLOCK;
+	*first = page;
+	*npages = 1 + page % 3; /* the next pages are not all node 0's */
+	return DSM_OK;
 }
 
 static void roundtrip(const uint8_t *p, size_t n)
@@ -67,7 +118,11 @@ static void roundtrip(const uint8_t *p, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct dsm_config cfg = {.self = 0, .nodes = 3, .home = home3,
-				 .io = {sent, woken, NULL}};
+				 .io = {.send = sent,
+					.wake = woken,
+					.queued = told_queued,
+					.map = map0,
+					.free = free0}};
 	struct dsm_node *n;
 	struct fl_err err;
 	size_t off = 0;
@@ -75,6 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int i = 0; i < WAITS; i++) {
 		dsm_wait_init(&waits[i], NULL);
 		parked[i] = false;
+		queued[i] = 0;
 	}
 	if (dsm_node_new(&cfg, &n, &err) != 0)
 		abort();
@@ -98,6 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			struct dsm_wait *w = &waits[wi];
 			uint64_t page, old, v = 0;
 			enum dsm_res r = DSM_OK;
+			const uint8_t *d;
 			uint8_t buf[8];
 			if (size - off < 2)
 				break;
@@ -106,7 +163,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			off += 2;
 			if (parked[wi])
 				continue; /* lent to the node */
-			switch ((what >> 2) % 5) {
+			calling = wi;
+			switch (((what >> 2) & 31) % 12) {
 			case 0:
 				r = dsm_read(n, w, page, (uint32_t)v * 8, 8, buf);
 				break;
@@ -123,9 +181,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				r = dsm_atomic(n, w, page, (uint32_t)(v % 8) * 8,
 					       (enum dsm_op)(v % 3), v, 1, &old);
 				break;
+			case 5:
+			case 6:
+			case 7:
+			case 8:
+				r = dsm_sync(n, w, page, (uint32_t)(v % 8) * 8,
+					     (enum dsm_sync_op)(((what >> 2) & 31) % 12 - 5),
+					     v / 8, &old);
+				break;
+			case 9:
+				r = dsm_free(n, w, page, (uint32_t)v * 8);
+				break;
+			case 10:
+				r = dsm_map(n, w, page, v % 2, (uint32_t)v * 4, 8, &d);
+				break;
+			case 11:
+				r = dsm_write(n, w, page, (uint32_t)v * 16, 8, &v);
+				break;
 			}
+			calling = -1;
 			if (r == DSM_WAIT)
 				parked[wi] = true;
+			else
+				queued[wi] = 0;
 		}
 	}
 	dsm_node_free(n);

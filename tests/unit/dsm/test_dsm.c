@@ -33,7 +33,30 @@
  *  - read-only and private pages survive acquires: one GET each;
  *  - duplicates change nothing: the same seeds with no duplication and
  *    with 40%, then every message of the run delivered once more, give
- *    the same master copies. */
+ *    the same master copies;
+ *  - sync ops at the home (dsm_sync): a mutex word guarding two words
+ *    that must be equal inside it, taken by every thread of every node
+ *    (exact totals; the holder reads the word as 1 or 2; the homes hand
+ *    it to queued lockers in the order they queued them, which the
+ *    simulator sees from QUEUED and the replies); message passing with
+ *    wait and wake (no wake-up lost: a waiter left queued would be the
+ *    simulator's deadlock; every waiter woken sees the flag and the
+ *    data; the wakes woke exactly the waiters the homes queued); unlock
+ *    of an unlocked word (DSM_NOTLOCKED, nothing changed); callers
+ *    blocked on a held mutex or an unwoken word each told io.queued
+ *    once, then let go;
+ *  - frees at the home (dsm_free) and the home's mapping (io.map): a
+ *    block freed by any node is refused to the freer at once and to
+ *    every other node after its next acquire, its first page's live
+ *    blocks shrink, a second free is DSM_NOTBLOCK; read-only and never
+ *    mapped pages refuse what they must;
+ *  - duplicates and sync ops: the mutex, a wait/wake barrier and a free
+ *    give the same master copies, maps and empty queues with 0% and 40%
+ *    duplication and with every message delivered again.
+ *
+ * The homes' maps and allocators are the simulator's (io.map, io.free:
+ * per page an access, live blocks, blocks of whole pages); pages no test
+ * maps otherwise are writable with no live blocks kept. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -67,6 +90,14 @@ struct proc {
 	bool flag;
 	uint64_t old;
 	uint8_t buf[DSM_PAGE_SIZE];
+	/* Sync ops (sync_call): the word, and what the home did with it. */
+	uint64_t qpage;
+	uint32_t qoff;
+	int qop;
+	uint64_t rid;	/* the SYNC request in flight, 0 none */
+	int queued;	/* io.queued calls during this op */
+	int qstate;	/* 0, 1 in the home's queue, 2 answered there */
+	bool qlocal;	/* queued at its own node (the home) */
 };
 
 struct msg {
@@ -99,6 +130,23 @@ struct sim {
 	unsigned gets[MAXN][NPAGES]; /* GETs sent, by node and page */
 	step_fn *step;
 	void *sc; /* the scenario */
+	struct proc *cur; /* the one stepping */
+	bool delivering;
+	bool allow_stuck; /* sim_run may end with callers parked */
+	/* The homes' queues as seen from outside: procs in the order their
+	 * home queued them, and whether a grant must be the first. */
+	struct proc *fifo[MAXN * MAXT];
+	int nfifo;
+	bool fifo_lock;
+	int queued_total;
+	/* The homes' memory maps (io.map, io.free) by page: access, the
+	 * live blocks kept (nlive 0: none), and blocks of whole pages
+	 * (@large: how many pages the block starting at offset 0 spans). */
+	uint8_t access[NPAGES];
+	uint8_t nlive[NPAGES];
+	struct dsm_extent live[NPAGES][4];
+	uint8_t large[NPAGES];
+	int frees;
 };
 
 #define FAIL(s, ...)                                                          \
@@ -157,11 +205,81 @@ static void enqueue(struct sim *s, int from, int to, const void *p, size_t len)
 	push(&s->q, &s->nq, &s->capq, copy_msg(from, to, due, p, len));
 }
 
+/* ---- What the homes' queues do, seen from outside ---- */
+
+static struct proc *proc_by_rid(struct sim *s, int node, uint64_t rid)
+{
+	for (int i = 0; i < s->nproc; i++)
+		if (s->proc[i].id == node && s->proc[i].rid == rid && rid != 0)
+			return &s->proc[i];
+	return NULL;
+}
+
+/* @q's home queued it. */
+static void fifo_add(struct sim *s, struct proc *q)
+{
+	if (q->qstate != 0)
+		return; /* told again (a duplicate) */
+	q->qstate = 1;
+	s->fifo[s->nfifo++] = q;
+	s->queued_total++;
+}
+
+/* @q's home answered it: with @fifo_lock, it must be the first of its
+ * word's queue. */
+static void fifo_grant(struct sim *s, struct proc *q)
+{
+	int i, first = -1;
+
+	if (q->qstate != 1)
+		return;
+	for (i = 0; i < s->nfifo; i++) {
+		struct proc *x = s->fifo[i];
+		if (x->qpage == q->qpage && x->qoff == q->qoff && x->qop == q->qop) {
+			if (first < 0)
+				first = i;
+			if (x == q)
+				break;
+		}
+	}
+	if (i == s->nfifo)
+		FAIL(s, "node %d thread %d answered, never queued", q->id, q->tid);
+	if (s->fifo_lock && first != i)
+		FAIL(s, "FIFO: node %d thread %d got the mutex before node %d "
+			"thread %d, queued earlier",
+		     q->id, q->tid, s->fifo[first]->id, s->fifo[first]->tid);
+	memmove(&s->fifo[i], &s->fifo[i + 1],
+		(size_t)(s->nfifo - i - 1) * sizeof s->fifo[0]);
+	s->nfifo--;
+	q->qstate = 2;
+}
+
+static void io_queued(void *ctx, struct dsm_wait *w)
+{
+	struct nodectx *nc = ctx;
+	struct sim *s = nc->s;
+	struct proc *pr = w->user;
+
+	if (pr->id != nc->id || w != &pr->w)
+		FAIL(s, "node %d: told queued with a wait not its own", nc->id);
+	if (++pr->queued > 1)
+		FAIL(s, "node %d thread %d told queued twice in one op", pr->id,
+		     pr->tid);
+	if (!s->delivering) { /* at the home, inside its own call */
+		if (pr != s->cur)
+			FAIL(s, "node %d: queued a caller that is not calling",
+			     nc->id);
+		pr->qlocal = true;
+		fifo_add(s, pr);
+	}
+}
+
 static void io_send(void *ctx, int to, const void *p, size_t len)
 {
 	struct nodectx *pr = ctx;
 	struct sim *s = pr->s;
 	struct dsm_msg m;
+	struct proc *q;
 
 	if (to < 0 || to >= s->n || to == pr->id)
 		FAIL(s, "node %d sends to %d", pr->id, to);
@@ -169,6 +287,13 @@ static void io_send(void *ctx, int to, const void *p, size_t len)
 		FAIL(s, "node %d sent a message its own decoder refuses", pr->id);
 	if (m.type == DSM_MSG_GET)
 		s->gets[pr->id][m.page % NPAGES]++;
+	if (m.type == DSM_MSG_SYNC && !s->delivering && s->cur != NULL)
+		s->cur->rid = m.rid;
+	if (m.type == DSM_MSG_QUEUED && (q = proc_by_rid(s, to, m.rid)) != NULL)
+		fifo_add(s, q);
+	if (m.type == DSM_MSG_SYNC_REPLY && (q = proc_by_rid(s, to, m.rid)) != NULL &&
+	    !q->qlocal)
+		fifo_grant(s, q);
 	enqueue(s, pr->id, to, p, len);
 	if (below(s, 100) < s->dup_pct)
 		enqueue(s, pr->id, to, p, len);
@@ -186,6 +311,62 @@ static void io_wake(void *ctx, struct dsm_wait *w)
 	if (!pr->parked)
 		FAIL(pr->s, "node %d: woken while not parked (pc %d)", pr->id, pr->pc);
 	pr->parked = false;
+	if (pr->qlocal)
+		fifo_grant(pr->s, pr);
+}
+
+/* ---- The homes' memory maps ---- */
+
+static enum dsm_access io_map(void *ctx, uint64_t page, struct dsm_extent *live,
+			      uint32_t *nlive)
+{
+	struct nodectx *nc = ctx;
+	struct sim *s = nc->s;
+	unsigned pg = (unsigned)(page % NPAGES);
+
+	if (s->homes[pg] != nc->id)
+		FAIL(s, "node %d asked for the mapping of page %u, homed at %d",
+		     nc->id, pg, s->homes[pg]);
+	*nlive = s->nlive[pg];
+	memcpy(live, s->live[pg], s->nlive[pg] * sizeof *live);
+	return (enum dsm_access)s->access[pg];
+}
+
+static enum dsm_res io_free(void *ctx, uint64_t page, uint32_t off,
+			    uint64_t *first, uint64_t *npages)
+{
+	struct nodectx *nc = ctx;
+	struct sim *s = nc->s;
+	unsigned pg = (unsigned)(page % NPAGES);
+
+	if (s->homes[pg] != nc->id)
+		FAIL(s, "node %d freed on page %u, homed at %d", nc->id, pg,
+		     s->homes[pg]);
+	*first = page;
+	*npages = 0;
+	if (s->access[pg] != DSM_MAP_RW)
+		return DSM_NOTBLOCK;
+	if (s->large[pg] > 0 && off == 0) {
+		*npages = s->large[pg];
+		for (unsigned k = 0; k < s->large[pg]; k++)
+			s->access[pg + k] = DSM_MAP_NONE;
+		s->large[pg] = 0;
+		s->frees++;
+		return DSM_OK;
+	}
+	for (unsigned k = 0; k < s->nlive[pg]; k++) {
+		if (s->live[pg][k].off != off)
+			continue;
+		memmove(&s->live[pg][k], &s->live[pg][k + 1],
+			(s->nlive[pg] - k - 1) * sizeof s->live[pg][0]);
+		if (--s->nlive[pg] == 0) {
+			s->access[pg] = DSM_MAP_NONE; /* its last block */
+			*npages = 1;
+		}
+		s->frees++;
+		return DSM_OK;
+	}
+	return DSM_NOTBLOCK;
 }
 
 static void sim_init(struct sim *s, uint64_t seed, int n, step_fn *step,
@@ -199,8 +380,10 @@ static void sim_init(struct sim *s, uint64_t seed, int n, step_fn *step,
 	s->max_delay = 20;
 	s->step = step;
 	s->sc = sc;
-	for (int i = 0; i < NPAGES; i++)
+	for (int i = 0; i < NPAGES; i++) {
 		s->homes[i] = (int)below(s, (unsigned)n);
+		s->access[i] = DSM_MAP_RW;
+	}
 }
 
 /* Make the nodes (after the scenario set the homes it wants), each
@@ -221,7 +404,12 @@ static void sim_start_threads(struct sim *s, int threads)
 		    .nodes = s->n,
 		    .home = home_of,
 		    .home_ctx = s,
-		    .io = {io_send, io_wake, &s->ctx[i]},
+		    .io = {.send = io_send,
+			   .wake = io_wake,
+			   .queued = io_queued,
+			   .map = io_map,
+			   .free = io_free,
+			   .ctx = &s->ctx[i]},
 		};
 		struct fl_err err;
 		s->ctx[i].s = s;
@@ -269,7 +457,9 @@ static void deliver(struct sim *s, size_t i)
 	struct msg m = s->q[i];
 
 	s->q[i] = s->q[--s->nq];
+	s->delivering = true;
 	dsm_deliver(s->node[m.to], m.from, m.bytes, m.len);
+	s->delivering = false;
 	free(m.bytes);
 }
 
@@ -288,7 +478,7 @@ static void sim_run(struct sim *s)
 		for (size_t i = 0; i < s->nq; i++)
 			ndue += s->q[i].due <= s->now;
 		if (s->nq == 0 && nrun == 0) {
-			if (!alldone)
+			if (!alldone && !s->allow_stuck)
 				for (int i = 0; i < s->nproc; i++)
 					if (!s->proc[i].done)
 						FAIL(s, "deadlock: node %d thread %d parked "
@@ -307,7 +497,9 @@ static void sim_run(struct sim *s)
 					break;
 				}
 		} else if (nrun > 0) {
-			s->step(s, &s->proc[run[below(s, (unsigned)nrun)]]);
+			s->cur = &s->proc[run[below(s, (unsigned)nrun)]];
+			s->step(s, s->cur);
+			s->cur = NULL;
 		}
 	}
 }
@@ -373,6 +565,12 @@ static void each_seed(void (*one)(uint64_t seed))
 	} while (0)
 
 #define NODE (s->node[p->id])
+
+#define FAIL_SEED(seed, ...)                                                  \
+	do {                                                                  \
+		print_error("seed %" PRIu64 ": ", (uint64_t)(seed));          \
+		fail_msg(__VA_ARGS__);                                        \
+	} while (0)
 
 static uint64_t get64(const uint8_t *b)
 {
@@ -1133,6 +1331,767 @@ static void test_duplicates(void **state)
 	assert_true(dup_total > 0); /* duplicates did arrive, and were seen */
 }
 
+/* ---- Blocking synchronisation at the home ---- */
+
+/* dsm_sync() for @p on the word at @off of @page, remembered so the
+ * queue checks (fifo_add, fifo_grant) know it; its result. An op ends on
+ * anything but DSM_WAIT: what the homes recorded of it is cleared. */
+static enum dsm_res sync_call(struct sim *s, struct proc *p, uint64_t page,
+			      uint32_t off, enum dsm_sync_op op, uint64_t arg,
+			      uint64_t *out)
+{
+	enum dsm_res r;
+
+	p->qpage = page;
+	p->qoff = off;
+	p->qop = op;
+	r = dsm_sync(s->node[p->id], &p->w, page, off, op, arg, out);
+	if (r == DSM_WAIT)
+		return r;
+	if (p->qstate == 1)
+		FAIL(s, "node %d thread %d: its op completed while queued", p->id,
+		     p->tid);
+	p->rid = 0;
+	p->queued = 0;
+	p->qstate = 0;
+	p->qlocal = false;
+	return r;
+}
+
+/* Like DO, for a call that must end with @want. */
+#define DO_EXPECT(call, want)                                                 \
+	do {                                                                  \
+		enum dsm_res r_ = (call);                                     \
+		if (r_ == DSM_WAIT) {                                         \
+			p->parked = true;                                     \
+			return;                                               \
+		}                                                             \
+		if (r_ != (want))                                             \
+			FAIL(s, "node %d pc %d: %s: %d, not %d", p->id, p->pc, \
+			     #call, (int)r_, (int)(want));                    \
+	} while (0)
+
+#define SYNC(page, off, op, arg, out)                                         \
+	DO(sync_call(s, p, page, off, op, arg, out))
+
+/* A mutex word (dsm_sync LOCK/UNLOCK) guarding two words that must be
+ * equal inside it, taken by every thread of every node LK_K times. The
+ * holder also reads the mutex word plainly: 1 or 2, never 0. */
+#define LK_K 5
+
+static void slock_step(struct sim *s, struct proc *p)
+{
+	struct lk *t = s->sc;
+	uint64_t v;
+
+	switch (p->pc) {
+	case 0:
+		SYNC(t->lpage, t->loff, DSM_LOCK, 0, &p->old);
+		if (p->old != 0)
+			FAIL(s, "lock status %" PRIu64, p->old);
+		if (t->owner != -1)
+			FAIL(s, "node %d took the mutex node %d holds", p->id,
+			     t->owner);
+		t->owner = p->id;
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_read(NODE, &p->w, t->lpage, t->loff, 8, p->buf));
+		if (get64(p->buf) != 1 && get64(p->buf) != 2)
+			FAIL(s, "node %d holds the mutex and reads its word as "
+				"%" PRIu64,
+			     p->id, get64(p->buf));
+		p->pc = 2;
+		return;
+	case 2:
+		DO(dsm_read(NODE, &p->w, t->xpage, t->xoff, 8, p->buf));
+		p->pc = 3;
+		return;
+	case 3:
+		DO(dsm_read(NODE, &p->w, t->ypage, t->yoff, 8, p->buf + 8));
+		if (get64(p->buf) != get64(p->buf + 8))
+			FAIL(s, "node %d holds the mutex and sees x %" PRIu64
+				" != y %" PRIu64,
+			     p->id, get64(p->buf), get64(p->buf + 8));
+		p->pc = 4;
+		return;
+	case 4:
+		v = get64(p->buf) + 1;
+		DO(dsm_write(NODE, &p->w, t->xpage, t->xoff, 8, &v));
+		p->pc = 5;
+		return;
+	case 5:
+		v = get64(p->buf) + 1;
+		DO(dsm_write(NODE, &p->w, t->ypage, t->yoff, 8, &v));
+		p->pc = 6;
+		return;
+	case 6:
+		if (!p->flag) {
+			p->flag = true;
+			t->owner = -1;
+		}
+		SYNC(t->lpage, t->loff, DSM_UNLOCK, 0, &p->old);
+		p->flag = false;
+		p->pc = 0;
+		if (++p->k == LK_K)
+			p->done = true;
+		return;
+	}
+}
+
+static int slock_threads(uint64_t seed)
+{
+	return 1 + (int)(seed / 4 % 2);
+}
+
+/* After the run: the invariant's words, the mutex free, no queue left. */
+static void slock_check(struct sim *s, const struct lk *t)
+{
+	uint64_t want = (uint64_t)s->nproc * LK_K;
+	uint64_t x = home64(s, t->xpage, t->xoff), y = home64(s, t->ypage, t->yoff);
+	struct dsm_page *pg;
+
+	if (x != want || y != want)
+		FAIL(s, "after the run x %" PRIu64 ", y %" PRIu64 ", not %" PRIu64,
+		     x, y, want);
+	if (home64(s, t->lpage, t->loff) != 0)
+		FAIL(s, "the mutex word is %" PRIu64 " after the run",
+		     home64(s, t->lpage, t->loff));
+	pg = dsm__page(s->node[s->homes[t->lpage]], t->lpage, false);
+	if (pg != NULL && pg->qhead != NULL)
+		FAIL(s, "callers left in the mutex's queue");
+	if (s->nfifo != 0)
+		FAIL(s, "%d callers queued and never answered", s->nfifo);
+}
+
+static uint64_t slock_queued;
+
+static void slock_one(uint64_t seed)
+{
+	struct sim s;
+	struct lk t;
+
+	sim_init(&s, seed, nodes_for(seed), slock_step, &t);
+	lock_setup(&s, &t);
+	s.fifo_lock = true;
+	sim_start_threads(&s, slock_threads(seed));
+	sim_run(&s);
+	slock_check(&s, &t);
+	slock_queued += (uint64_t)s.queued_total;
+	sim_close(&s);
+}
+
+static void test_sync_lock(void **state)
+{
+	(void)state;
+	slock_queued = 0;
+	each_seed(slock_one);
+	print_message("%" PRIu64 " lockers queued, handed the mutex in FIFO order\n",
+		      slock_queued);
+	assert_true(slock_queued > 0); /* contention happened */
+}
+
+/* Message passing with wait and wake, two rounds on two words of one
+ * page: the producer writes the data, releases, writes the round's flag
+ * (plain stores) and wakes everyone; each consumer waits while the flag
+ * is 0. (Without the release a wait could see the flag at its home
+ * before the data reached theirs: a plain store is no release, as SPEC
+ * 3.1 says.) A wake-up lost (a consumer queued after the wake) leaves it parked
+ * for good: the simulator's deadlock. A consumer that returns from wait
+ * sees the flag set (woken after the producer's release, or the word
+ * differed) and then the data. The wakes woke exactly the consumers
+ * the homes queued. */
+#define WW_ROUNDS 2
+
+struct ww {
+	int producer;
+	uint64_t fpage, dpage;
+	uint32_t foff[WW_ROUNDS], doff;
+	uint64_t woken;
+	int queued_before; /* queued_total at the round's start */
+};
+
+static void ww_step(struct sim *s, struct proc *p)
+{
+	struct ww *t = s->sc;
+	uint64_t v;
+	bool producer = p->id == t->producer && p->tid == 0;
+
+	if (p->round == WW_ROUNDS) {
+		p->done = true;
+		return;
+	}
+	if (producer) {
+		switch (p->pc) {
+		case 0:
+			v = 100 + (uint64_t)p->round;
+			DO(dsm_write(NODE, &p->w, t->dpage, t->doff + 8 * (uint32_t)p->round,
+				     8, &v));
+			p->pc = 1;
+			return;
+		case 1: /* the data out before the flag can be seen */
+			DO(dsm_release(NODE, &p->w));
+			p->pc = 2;
+			return;
+		case 2:
+			v = 1;
+			DO(dsm_write(NODE, &p->w, t->fpage, t->foff[p->round], 8, &v));
+			p->pc = 3;
+			return;
+		case 3:
+			SYNC(t->fpage, t->foff[p->round], DSM_WAKE, 1000, &p->old);
+			t->woken += p->old;
+			p->pc = 0;
+			p->round++;
+			return;
+		}
+	}
+	switch (p->pc) {
+	case 0:
+		SYNC(t->fpage, t->foff[p->round], DSM_WAITEQ, 0, &p->old);
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_read(NODE, &p->w, t->fpage, t->foff[p->round], 8, p->buf));
+		if (get64(p->buf) != 1)
+			FAIL(s, "node %d thread %d returned from wait in round %d "
+				"and reads the flag as %" PRIu64,
+			     p->id, p->tid, p->round, get64(p->buf));
+		p->pc = 2;
+		return;
+	case 2:
+		DO(dsm_read(NODE, &p->w, t->dpage, t->doff + 8 * (uint32_t)p->round,
+			    8, p->buf));
+		if (get64(p->buf) != 100 + (uint64_t)p->round)
+			FAIL(s, "node %d saw round %d's flag, data %" PRIu64, p->id,
+			     p->round, get64(p->buf));
+		p->pc = 0;
+		p->round++;
+		return;
+	}
+}
+
+static uint64_t ww_woken;
+
+static void ww_one(uint64_t seed)
+{
+	struct sim s;
+	struct ww t;
+
+	memset(&t, 0, sizeof t);
+	sim_init(&s, seed, nodes_for(seed), ww_step, &t);
+	t.producer = (int)below(&s, (unsigned)s.n);
+	t.fpage = 1 + below(&s, NPAGES - 1);
+	t.dpage = other_page(&s, &t.fpage, 1);
+	t.foff[0] = 8 * below(&s, 256);
+	t.foff[1] = 2048 + 8 * below(&s, 256);
+	t.doff = 8 * below(&s, 500);
+	sim_start_threads(&s, 1 + (int)(seed / 4 % 2));
+	sim_run(&s);
+	if (t.woken != (uint64_t)s.queued_total)
+		FAIL(&s, "the wakes woke %" PRIu64 ", the homes queued %d",
+		     t.woken, s.queued_total);
+	ww_woken += t.woken;
+	sim_close(&s);
+}
+
+static void test_sync_wait(void **state)
+{
+	(void)state;
+	ww_woken = 0;
+	each_seed(ww_one);
+	print_message("%" PRIu64 " waiters queued and woken\n", ww_woken);
+	assert_true(ww_woken > 0);
+}
+
+/* unlock of a word that is 0 is DSM_NOTLOCKED and changes nothing, at
+ * the home and elsewhere; lock and unlock then work on it as usual. Each
+ * thread has its own word. */
+static void unl_step(struct sim *s, struct proc *p)
+{
+	struct lk *t = s->sc;
+	uint32_t off = t->loff + 8 * (uint32_t)(p - s->proc);
+
+	switch (p->pc) {
+	case 0:
+		DO_EXPECT(sync_call(s, p, t->lpage, off, DSM_UNLOCK, 0, &p->old),
+			  DSM_NOTLOCKED);
+		p->pc = 1;
+		return;
+	case 1:
+		SYNC(t->lpage, off, DSM_LOCK, 0, &p->old);
+		p->pc = 2;
+		return;
+	case 2:
+		DO(dsm_read(NODE, &p->w, t->lpage, off, 8, p->buf));
+		if (get64(p->buf) != 1)
+			FAIL(s, "node %d locked its word and reads %" PRIu64, p->id,
+			     get64(p->buf));
+		p->pc = 3;
+		return;
+	case 3:
+		SYNC(t->lpage, off, DSM_UNLOCK, 0, &p->old);
+		p->pc = 4;
+		return;
+	case 4:
+		DO_EXPECT(sync_call(s, p, t->lpage, off, DSM_UNLOCK, 0, &p->old),
+			  DSM_NOTLOCKED);
+		p->done = true;
+		return;
+	}
+}
+
+static void unl_one(uint64_t seed)
+{
+	struct sim s;
+	struct lk t;
+
+	sim_init(&s, seed, nodes_for(seed), unl_step, &t);
+	lock_setup(&s, &t);
+	sim_start_threads(&s, MAXT);
+	sim_run(&s);
+	for (int i = 0; i < s.nproc; i++)
+		if (home64(&s, t.lpage, t.loff + 8 * (uint32_t)i) != 0)
+			FAIL(&s, "word %d is not 0 after the run", i);
+	sim_close(&s);
+}
+
+static void test_sync_unlock_unlocked(void **state)
+{
+	(void)state;
+	each_seed(unl_one);
+}
+
+/* Callers blocked on other callers are told so: one thread takes a
+ * mutex and stops holding it; every other one locks it, or waits on a
+ * word nobody wakes. With nothing left in flight, each parked caller got
+ * io.queued exactly once (a driver would now see all of them blocked on
+ * one another: a deadlock) and none is counted as waiting for the
+ * network. Then the holder comes back, wakes the waiters and unlocks:
+ * each completes, lockers in FIFO order. */
+struct stuck {
+	struct lk lk;
+	uint32_t woff;
+	int holder;
+	bool rescue;
+};
+
+static void stuck_step(struct sim *s, struct proc *p)
+{
+	struct stuck *t = s->sc;
+	bool holder = p - s->proc == t->holder;
+
+	if (holder) {
+		switch (p->pc) {
+		case 0:
+			SYNC(t->lk.lpage, t->lk.loff, DSM_LOCK, 0, &p->old);
+			p->pc = 1;
+			return;
+		case 1: /* parks "for good": only the test brings it back */
+			if (!t->rescue) {
+				p->parked = true;
+				return;
+			}
+			SYNC(t->lk.lpage, t->woff, DSM_WAKE, 1000, &p->old);
+			p->pc = 2;
+			return;
+		case 2:
+			SYNC(t->lk.lpage, t->lk.loff, DSM_UNLOCK, 0, &p->old);
+			p->done = true;
+			return;
+		}
+	}
+	if (p->pc == 0) {
+		if (t->holder >= 0 && s->proc[t->holder].pc == 0)
+			return; /* the holder goes first */
+		if ((p - s->proc) % 2 == 0)
+			SYNC(t->lk.lpage, t->lk.loff, DSM_LOCK, 0, &p->old);
+		else
+			SYNC(t->lk.lpage, t->woff, DSM_WAITEQ, 0, &p->old);
+		p->pc = 1;
+		return;
+	}
+	if ((p - s->proc) % 2 == 0)
+		SYNC(t->lk.lpage, t->lk.loff, DSM_UNLOCK, 0, &p->old);
+	p->done = true;
+}
+
+static void stuck_one(uint64_t seed)
+{
+	struct sim s;
+	struct stuck t;
+
+	sim_init(&s, seed, nodes_for(seed), stuck_step, &t);
+	lock_setup(&s, &t.lk);
+	t.woff = t.lk.loff + 8;
+	t.rescue = false;
+	s.fifo_lock = true;
+	sim_start_threads(&s, 1 + (int)(seed / 4 % 2));
+	t.holder = (int)below(&s, (unsigned)s.nproc);
+	s.allow_stuck = true;
+	sim_run(&s);
+	for (int i = 0; i < s.nproc; i++) {
+		struct proc *p = &s.proc[i];
+		if (i == t.holder)
+			continue;
+		if (!p->parked || p->done)
+			FAIL(&s, "node %d thread %d is not blocked", p->id, p->tid);
+		if (p->queued != 1)
+			FAIL(&s, "node %d thread %d blocked on another caller, "
+				 "told queued %d times",
+			     p->id, p->tid, p->queued);
+	}
+	if (s.nfifo != s.nproc - 1)
+		FAIL(&s, "%d callers in the homes' queues, not %d", s.nfifo,
+		     s.nproc - 1);
+	t.rescue = true;
+	s.allow_stuck = false;
+	s.proc[t.holder].parked = false;
+	sim_run(&s);
+	if (s.nfifo != 0 || home64(&s, t.lk.lpage, t.lk.loff) != 0)
+		FAIL(&s, "queues left after the rescue");
+	sim_close(&s);
+}
+
+static void test_sync_queued(void **state)
+{
+	(void)state;
+	each_seed(stuck_one);
+}
+
+/* ---- Frees at the home, and the home's mapping ---- */
+
+/* A two-page block (pages b, b + 1, one home) and a page of two small
+ * blocks (c: [0, 64) and [64, 128)), cached by every node; then one node
+ * frees the large block and c's second block, checks what it sees at
+ * once (its own copies dropped), frees them again (not a live block),
+ * and raises a flag. Every other node, once it saw the flag (an atomic:
+ * an acquire), is refused the large block's pages (unmapped) and c's
+ * freed block (outside any live block), and still reads c's first. A
+ * read-only page takes reads and refuses writes, atomics and locks
+ * everywhere; a page never mapped refuses all. */
+struct fr {
+	int freer;
+	uint64_t b, c, ro, un, fpage;
+	uint32_t foff;
+};
+
+static void fr_step(struct sim *s, struct proc *p)
+{
+	struct fr *t = s->sc;
+	uint64_t v = 1;
+	const uint8_t *d;
+
+	switch (p->pc) {
+	case 0: /* cache everything */
+		DO(dsm_read(NODE, &p->w, t->b, 0, 8, p->buf));
+		if (get64(p->buf) != 77)
+			FAIL(s, "node %d reads the block as %" PRIu64, p->id,
+			     get64(p->buf));
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_read(NODE, &p->w, t->b + 1, 0, 8, p->buf));
+		p->pc = 2;
+		return;
+	case 2:
+		DO(dsm_map(NODE, &p->w, t->c, false, 64, 8, &d));
+		p->pc = 3;
+		return;
+	case 3:
+		DO_EXPECT(dsm_map(NODE, &p->w, t->c, false, 60, 8, &d), DSM_OUTSIDE);
+		p->pc = 4;
+		return;
+	case 4: /* read-only: reads yes, the rest no */
+		DO(dsm_read(NODE, &p->w, t->ro, 8, 8, p->buf));
+		p->pc = 5;
+		return;
+	case 5:
+		DO_EXPECT(dsm_write(NODE, &p->w, t->ro, 8, 8, &v), DSM_RDONLY);
+		p->pc = 6;
+		return;
+	case 6:
+		DO_EXPECT(dsm_atomic(NODE, &p->w, t->ro, 8, DSM_XADD, 1, 0, &p->old),
+			  DSM_RDONLY);
+		p->pc = 7;
+		return;
+	case 7:
+		DO_EXPECT(sync_call(s, p, t->ro, 8, DSM_LOCK, 0, &p->old),
+			  DSM_RDONLY);
+		p->pc = 8;
+		return;
+	case 8: /* never mapped */
+		DO_EXPECT(dsm_read(NODE, &p->w, t->un, 0, 8, p->buf), DSM_UNMAPPED);
+		p->pc = 9;
+		return;
+	case 9:
+		DO_EXPECT(dsm_atomic(NODE, &p->w, t->un, 0, DSM_XADD, 1, 0, &p->old),
+			  DSM_UNMAPPED);
+		p->pc = 10;
+		return;
+	case 10: /* a barrier: everyone has cached the pages */
+		DO(dsm_atomic(NODE, &p->w, t->fpage, t->foff + 8, DSM_XADD, 1, 0,
+			      &p->old));
+		p->pc = 11;
+		return;
+	case 11:
+		DO(dsm_atomic(NODE, &p->w, t->fpage, t->foff + 8, DSM_XADD, 0, 0,
+			      &p->old));
+		if (p->old == (uint64_t)s->n)
+			p->pc = p->id == t->freer ? 20 : 30;
+		return;
+	/* The freer. */
+	case 20:
+		DO(dsm_free(NODE, &p->w, t->b, 0));
+		p->pc = 21;
+		return;
+	case 21:
+		DO(dsm_free(NODE, &p->w, t->c, 64));
+		p->pc = 22;
+		return;
+	case 22: /* at once, with no fence: its own copies went */
+		DO_EXPECT(dsm_read(NODE, &p->w, t->b + 1, 0, 8, p->buf),
+			  DSM_UNMAPPED);
+		p->pc = 23;
+		return;
+	case 23:
+		DO_EXPECT(dsm_map(NODE, &p->w, t->c, false, 64, 8, &d), DSM_OUTSIDE);
+		p->pc = 24;
+		return;
+	case 24:
+		DO_EXPECT(dsm_free(NODE, &p->w, t->b, 0), DSM_NOTBLOCK);
+		p->pc = 25;
+		return;
+	case 25:
+		DO_EXPECT(dsm_free(NODE, &p->w, t->c, 64), DSM_NOTBLOCK);
+		p->pc = 26;
+		return;
+	case 26:
+		DO_EXPECT(dsm_free(NODE, &p->w, t->c, 8), DSM_NOTBLOCK);
+		p->pc = 27;
+		return;
+	case 27:
+		DO(dsm_atomic(NODE, &p->w, t->fpage, t->foff, DSM_XCHG, 1, 0,
+			      &p->old));
+		p->done = true;
+		return;
+	/* Everyone else. */
+	case 30:
+		DO(dsm_atomic(NODE, &p->w, t->fpage, t->foff, DSM_XADD, 0, 0,
+			      &p->old));
+		if (p->old == 1)
+			p->pc = 31;
+		return;
+	case 31:
+		DO_EXPECT(dsm_read(NODE, &p->w, t->b, 0, 8, p->buf), DSM_UNMAPPED);
+		p->pc = 32;
+		return;
+	case 32:
+		DO_EXPECT(dsm_map(NODE, &p->w, t->b + 1, false, 0, 8, &d),
+			  DSM_UNMAPPED);
+		p->pc = 33;
+		return;
+	case 33:
+		DO_EXPECT(dsm_map(NODE, &p->w, t->c, false, 64, 8, &d), DSM_OUTSIDE);
+		p->pc = 34;
+		return;
+	case 34:
+		DO(dsm_map(NODE, &p->w, t->c, false, 0, 64, &d));
+		p->done = true;
+		return;
+	}
+}
+
+static void fr_one(uint64_t seed)
+{
+	struct sim s;
+	struct fr t;
+	uint64_t used[4];
+	uint64_t v = 77;
+
+	sim_init(&s, seed, nodes_for(seed), fr_step, &t);
+	t.b = 1 + below(&s, NPAGES - 2);
+	s.homes[t.b + 1] = s.homes[t.b];
+	s.large[t.b] = 2;
+	used[0] = t.b;
+	used[1] = t.b + 1;
+	t.c = other_page(&s, used, 2);
+	s.nlive[t.c] = 2;
+	s.live[t.c][0] = (struct dsm_extent){0, 64};
+	s.live[t.c][1] = (struct dsm_extent){64, 64};
+	used[2] = t.c;
+	t.ro = other_page(&s, used, 3);
+	s.access[t.ro] = DSM_MAP_RO;
+	used[3] = t.ro;
+	t.un = other_page(&s, used, 4);
+	s.access[t.un] = DSM_MAP_NONE;
+	do
+		t.fpage = 1 + below(&s, NPAGES - 1);
+	while (s.access[t.fpage] != DSM_MAP_RW || t.fpage == t.b ||
+	       t.fpage == t.b + 1 || t.fpage == t.c);
+	t.foff = 8 * below(&s, 500);
+	t.freer = (int)below(&s, (unsigned)s.n);
+	sim_start(&s);
+	assert_int_equal(dsm_home_load(s.node[s.homes[t.b]], t.b, 0, 8, &v), DSM_OK);
+	sim_run(&s);
+	if (s.frees != 2 || s.access[t.b] != DSM_MAP_NONE ||
+	    s.access[t.b + 1] != DSM_MAP_NONE || s.nlive[t.c] != 1)
+		FAIL(&s, "the homes' maps after the run are not as freed");
+	sim_close(&s);
+}
+
+static void test_free_at_home(void **state)
+{
+	(void)state;
+	each_seed(fr_one);
+}
+
+/* ---- Duplicates and sync ops ---- */
+
+/* The mutex program on every thread, then a barrier of wait and wake
+ * (the last to arrive sets the flag and wakes the rest), then one node
+ * frees a block: the same master copies, maps and empty queues whether
+ * messages come once, 40% twice, or all again at the end. */
+struct syncmix {
+	struct lk lk;
+	uint64_t bpage, blk;
+	uint32_t boff;
+	int freer;
+};
+
+static void syncmix_step(struct sim *s, struct proc *p)
+{
+	struct syncmix *t = s->sc;
+	uint64_t one = 1;
+
+	if (p->pc < 100) {
+		s->sc = &t->lk;
+		slock_step(s, p);
+		s->sc = t;
+		if (p->done) {
+			p->done = false;
+			p->pc = 100;
+		}
+		return;
+	}
+	switch (p->pc) {
+	case 100:
+		DO(dsm_atomic(NODE, &p->w, t->bpage, t->boff, DSM_XADD, 1, 0,
+			      &p->old));
+		p->pc = p->old + 1 == (uint64_t)s->nproc ? 101 : 103;
+		return;
+	case 101: /* the last: the flag, then wake */
+		DO(dsm_write(NODE, &p->w, t->bpage, t->boff + 8, 8, &one));
+		p->pc = 102;
+		return;
+	case 102:
+		SYNC(t->bpage, t->boff + 8, DSM_WAKE, 1000, &p->old);
+		p->pc = 104;
+		return;
+	case 103:
+		SYNC(t->bpage, t->boff + 8, DSM_WAITEQ, 0, &p->old);
+		p->pc = 105;
+		return;
+	case 105:
+		DO(dsm_read(NODE, &p->w, t->bpage, t->boff + 8, 8, p->buf));
+		if (get64(p->buf) != 1)
+			FAIL(s, "past the barrier with its flag 0");
+		p->pc = 104;
+		return;
+	case 104:
+		if (p - s->proc == t->freer)
+			DO(dsm_free(NODE, &p->w, t->blk, 0));
+		p->done = true;
+		return;
+	}
+}
+
+static void syncmix_run(uint64_t seed, unsigned dup_pct, bool replay,
+			uint8_t *out, uint64_t *dups)
+{
+	struct sim s;
+	struct syncmix t;
+	uint64_t used[4];
+
+	sim_init(&s, seed, nodes_for(seed), syncmix_step, &t);
+	lock_setup(&s, &t.lk);
+	used[0] = t.lk.lpage;
+	used[1] = t.lk.xpage;
+	used[2] = t.lk.ypage;
+	t.bpage = other_page(&s, used, 3);
+	used[3] = t.bpage;
+	t.blk = other_page(&s, used, 4);
+	s.large[t.blk] = 1;
+	t.boff = 8 * below(&s, 500);
+	s.dup_pct = dup_pct;
+	s.record = replay;
+	s.fifo_lock = true;
+	sim_start_threads(&s, slock_threads(seed));
+	t.freer = (int)below(&s, (unsigned)s.nproc);
+	sim_run(&s);
+	slock_check(&s, &t.lk);
+	masters(&s, out);
+	if (replay) {
+		uint8_t *again = malloc((size_t)NPAGES * DSM_PAGE_SIZE);
+		assert_non_null(again);
+		sim_replay(&s);
+		masters(&s, again);
+		if (memcmp(again, out, (size_t)NPAGES * DSM_PAGE_SIZE) != 0)
+			FAIL(&s, "delivering every message again changed memory");
+		free(again);
+		slock_check(&s, &t.lk);
+	}
+	if (s.frees != 1 || s.access[t.blk] != DSM_MAP_NONE)
+		FAIL(&s, "the block was freed %d times", s.frees);
+	*dups = 0;
+	for (int i = 0; i < s.n; i++) {
+		struct dsm_stats st;
+		dsm_stats(s.node[i], &st);
+		*dups += st.dups;
+		if (st.malformed != 0 || st.refused != 0)
+			FAIL(&s, "node %d dropped %" PRIu64 " malformed, %" PRIu64
+				 " refused",
+			     i, st.malformed, st.refused);
+		for (size_t b = 0; b < s.node[i]->tab_cap; b++)
+			for (struct dsm_page *pg = s.node[i]->tab[b]; pg != NULL;
+			     pg = pg->hnext)
+				if (pg->qhead != NULL || pg->holds != NULL)
+					FAIL(&s, "node %d: a queue or a held reply "
+						 "left on page %" PRIu64,
+					     i, pg->page);
+		if (s.node[i]->nacks != 0)
+			FAIL(&s, "node %d waits for %zu acks", i, s.node[i]->nacks);
+	}
+	sim_close(&s);
+}
+
+static void syncdup_one(uint64_t seed)
+{
+	size_t size = (size_t)NPAGES * DSM_PAGE_SIZE;
+	uint8_t *plain = malloc(size), *dup = malloc(size);
+	uint64_t d0, d1;
+
+	assert_non_null(plain);
+	assert_non_null(dup);
+	syncmix_run(seed, 0, false, plain, &d0);
+	syncmix_run(seed, 40, true, dup, &d1);
+	if (d0 != 0)
+		FAIL_SEED(seed, "%" PRIu64 " duplicates without duplication", d0);
+	if (memcmp(plain, dup, size) != 0)
+		FAIL_SEED(seed, "memory after a run with duplicates differs");
+	dup_total += d1;
+	free(plain);
+	free(dup);
+}
+
+static void test_sync_duplicates(void **state)
+{
+	(void)state;
+	dup_total = 0;
+	each_seed(syncdup_one);
+	assert_true(dup_total > 0);
+}
+
 /* ---- Hostile bytes, API misuse ---- */
 
 static void test_malformed(void **state)
@@ -1164,7 +2123,7 @@ static void test_malformed(void **state)
 	buf[2] = 0; /* claims node 0 */
 	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
 	buf[2] = 1;
-	buf[0] = 2; /* version */
+	buf[0] = DSM_VERSION + 1; /* version */
 	dsm_deliver(s.node[0], 1, buf, DSM_HEADER_SIZE);
 	buf[0] = DSM_VERSION;
 	buf[1] = 99; /* type */
@@ -1242,6 +2201,12 @@ int main(void)
 	    cmocka_unit_test(test_false_sharing),
 	    cmocka_unit_test(test_read_only),
 	    cmocka_unit_test(test_duplicates),
+	    cmocka_unit_test(test_sync_lock),
+	    cmocka_unit_test(test_sync_wait),
+	    cmocka_unit_test(test_sync_unlock_unlocked),
+	    cmocka_unit_test(test_sync_queued),
+	    cmocka_unit_test(test_free_at_home),
+	    cmocka_unit_test(test_sync_duplicates),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

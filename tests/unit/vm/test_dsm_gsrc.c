@@ -1,27 +1,41 @@
 /* The DSM page source (src/dsm/dsm_gsrc.c), and the golden programs run
  * over it.
  *
- * The process runs on VM node A, whose DSM node (0) is its page source;
- * every page of its global memory is homed on DSM node 1 ("B"), a bare
- * struct dsm_node in this OS process that holds the master copies (the
- * module's data loaded into it with dsm_gsrc_load_home). Nothing is
- * shared between them but messages: a delivery thread (the "network")
- * carries each one after a seeded random delay -- so messages overtake
- * each other, as the core's contract allows -- and duplicates a few
- * (which the core must apply once). Node B is touched by that thread
- * only; A's source takes deliveries under its own mutex.
+ * A process runs as parts on DSM nodes, each a struct vm_proc with its
+ * own source, in this OS process. For the golden programs: the program
+ * runs on DSM node 1 ("A", a part off its origin, which gallocs in slot
+ * 2 and homes it); DSM node 0 ("B") is the origin part, which runs no
+ * thread but holds slot 0 -- the module's data (loaded into its master
+ * copies and mapped there), its mapping, and the queues of every mutex
+ * and wait word in it. So the programs' globals, mutex words and wait
+ * words are B's, reached through messages; their gallocs are A's own.
+ * Nothing is shared between the parts but messages: a delivery thread
+ * (the "network") carries each one after a seeded random delay -- so
+ * messages overtake each other, as the core's contract allows -- and
+ * duplicates a few (which the core must apply once).
  *
  * The golden programs of tests/programs/threads and memory (directives
  * read from the files, golden.h) run on A with 1 and 2 workers and a few
  * seeds, once more on 2 workers with --debug-migrate, and those of
  * check/ and io/ on 2 workers: output, stderr patterns and status as the
- * local source gives them (the files say what that is). Programs that
- * are long chains of round trips get a plan of their own (fewer seeds,
- * one worker count, or fewer delays; spinlock_xchg is skipped), with
- * the reason. Every run is
- * bounded by a watchdog, and the counters must show that the DSM's paths
- * were taken (fetches, diffs, invalidations, atomics at the home,
- * duplicates dropped).
+ * local source gives them (the files say what that is) -- deadlocks
+ * included: a thread queued at B's home counts as blocked on another
+ * thread. Programs that are long chains of round trips get a plan of
+ * their own (fewer seeds, one worker count, or fewer delays;
+ * spinlock_xchg is skipped), with the reason. Every run is bounded by a
+ * watchdog, and the counters must show that the DSM's paths were taken
+ * (fetches, diffs, invalidations, atomics and sync ops at the home,
+ * waiters queued there, duplicates dropped).
+ *
+ * Then programs whose threads run on two parts at once (test_parts):
+ * the origin runs main, part 1 its own entry function, both over the
+ * same module: a mutex taken by threads of both, wait and wake between
+ * them, blocks of one part read and freed by the other (refused after
+ * the free: at once for the freer, after an acquire for the one that
+ * cached them), a free of what is not a block at another home, and a
+ * store to read-only data homed elsewhere; each part's output, errors
+ * and status as expected. The driver keeps each part's busy count
+ * raised until the other one ended (dsm_gsrc.h, "Deadlocks").
  *
  * FLOCK_DSM_ONLY=TEXT runs only the programs whose name holds TEXT,
  * FLOCK_DSM_VERBOSE=1 times each. */
@@ -84,11 +98,21 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+#define MAX_PARTS 3
+
 struct msg {
 	uint64_t due, seq;
-	int to;
+	int from, to;
 	size_t len;
 	uint8_t *bytes;
+};
+
+struct net;
+
+/* What a node's source sends through. */
+struct port {
+	struct net *N;
+	int id;
 };
 
 struct net {
@@ -97,11 +121,12 @@ struct net {
 	struct msg *heap; /* a min-heap on (due, seq) */
 	size_t n, cap;
 	uint64_t seq, rng;
-	uint64_t last_due[2]; /* fifo: the latest due time to each node */
+	int nodes;
+	uint64_t last_due[MAX_PARTS][MAX_PARTS]; /* fifo: per link */
 	const struct profile *prof;
 	bool stop;
-	struct dsm_node *home; /* node 1 */
-	struct vm_gsrc *src;   /* node 0 */
+	struct vm_gsrc *src[MAX_PARTS];
+	struct port port[MAX_PARTS];
 	pthread_t th;
 	uint64_t carried, doubled;
 };
@@ -159,13 +184,15 @@ static uint64_t delay(struct net *N)
 	return 1 + (r >> 24) % N->prof->max_ns;
 }
 
-/* io.send of both nodes: A's under its source's mutex, B's on the
- * delivery thread. */
+/* Every source's send: under that source's mutex. */
 static void net_send(void *ctx, int to, const void *bytes, size_t len)
 {
-	struct net *N = ctx;
+	struct port *pt = ctx;
+	struct net *N = pt->N;
 	int copies = 1;
 
+	if (to < 0 || to >= N->nodes || to == pt->id)
+		unit_die("dsm: node %d sends to node %d", pt->id, to);
 	pthread_mutex_lock(&N->lock);
 	if (splitmix(&N->rng) % 1000000 < N->prof->dup_ppm) {
 		copies = 2;
@@ -173,13 +200,15 @@ static void net_send(void *ctx, int to, const void *bytes, size_t len)
 	}
 	for (int c = 0; c < copies; c++) {
 		struct msg m = {.due = now_ns() + delay(N), .seq = N->seq++,
-				.to = to, .len = len, .bytes = malloc(len)};
+				.from = pt->id, .to = to, .len = len,
+				.bytes = malloc(len)};
 		if (m.bytes == NULL)
 			unit_die("out of memory");
 		if (N->prof->fifo) { /* ties go by @seq: in order */
-			if (m.due < N->last_due[to])
-				m.due = N->last_due[to];
-			N->last_due[to] = m.due;
+			uint64_t *last = &N->last_due[pt->id][to];
+			if (m.due < *last)
+				m.due = *last;
+			*last = m.due;
 		}
 		memcpy(m.bytes, bytes, len);
 		heap_push(N, m);
@@ -209,10 +238,7 @@ static void *net_main(void *arg)
 		}
 		m = heap_pop(N);
 		pthread_mutex_unlock(&N->lock);
-		if (m.to == 1)
-			dsm_deliver(N->home, 0, m.bytes, m.len);
-		else
-			dsm_gsrc_deliver(N->src, 1, m.bytes, m.len);
+		dsm_gsrc_deliver(N->src[m.to], m.from, m.bytes, m.len);
 		free(m.bytes);
 		pthread_mutex_lock(&N->lock);
 	}
@@ -220,38 +246,30 @@ static void *net_main(void *arg)
 	return NULL;
 }
 
+/* The VM's layout: node 0 the origin (slot 0), node m the slot m + 1. */
 static int home_of(void *ctx, uint64_t page)
 {
-	(void)ctx;
-	(void)page;
-	return 1; /* all of it on B */
+	const struct net *N = ctx;
+
+	return dsm_gsrc_slot_home(dsm_gsrc_page_slot(page), N->nodes);
 }
 
-static void home_wake(void *ctx, struct dsm_wait *w)
+static void net_init(struct net *N, const struct profile *prof, uint64_t seed,
+		     int nodes)
 {
-	(void)ctx;
-	(void)w;
-	unit_die("dsm: node B woke a caller it never had");
-}
-
-static void net_init(struct net *N, const struct profile *prof, uint64_t seed)
-{
-	struct dsm_config hc = {.self = 1, .nodes = 2, .home = home_of,
-				.io = {.send = net_send, .wake = home_wake,
-				       .ctx = N}};
 	pthread_condattr_t ca;
-	struct fl_err err;
 
 	memset(N, 0, sizeof *N);
 	N->prof = prof;
+	N->nodes = nodes;
 	N->rng = seed * 0xd1b54a32d192ed03ull;
+	for (int i = 0; i < nodes; i++)
+		N->port[i] = (struct port){N, i};
 	pthread_mutex_init(&N->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&N->cond, &ca);
 	pthread_condattr_destroy(&ca);
-	if (dsm_node_new(&hc, &N->home, &err) != 0)
-		unit_die("%s", err.msg);
 }
 
 static void net_start(struct net *N)
@@ -261,7 +279,7 @@ static void net_start(struct net *N)
 }
 
 /* Stop carrying (what is left is dropped: the process is over). */
-static void net_close(struct net *N, struct dsm_stats *home)
+static void net_close(struct net *N)
 {
 	pthread_mutex_lock(&N->lock);
 	N->stop = true;
@@ -271,8 +289,6 @@ static void net_close(struct net *N, struct dsm_stats *home)
 	while (N->n > 0)
 		free(heap_pop(N).bytes);
 	free(N->heap);
-	dsm_stats(N->home, home);
-	dsm_node_free(N->home);
 	pthread_cond_destroy(&N->cond);
 	pthread_mutex_destroy(&N->lock);
 }
@@ -295,6 +311,9 @@ static void stats_add(struct dsm_stats *to, const struct dsm_stats *s)
 	to->invalidations += s->invalidations;
 	to->notes_sent += s->notes_sent;
 	to->atomics_served += s->atomics_served;
+	to->syncs_served += s->syncs_served;
+	to->queued += s->queued;
+	to->frees_served += s->frees_served;
 	to->dups += s->dups;
 	to->malformed += s->malformed;
 	to->refused += s->refused;
@@ -305,58 +324,108 @@ static int64_t seg_pages(uint32_t len)
 	return ((int64_t)len + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
 }
 
-/* Run @m on node @a over the DSM source, its memory homed on a fresh
- * node B: @o's options, @in as stdin. */
+/* One part of a process: a struct vm_proc of its own on a VM node, over
+ * the DSM source of DSM node @id, its stdio memfds. */
+struct part {
+	int id;
+	struct vm_proc *p;
+	struct vm_gsrc *g;
+	struct unit_io io;
+};
+
+static void part_new(struct part *pt, struct net *N, int id, struct vm_node *vn,
+		     const struct vm_module *m, const struct vm_options *o0,
+		     const char *in, size_t in_len)
+{
+	struct vm_options o = *o0;
+	struct dsm_gsrc_config cfg = {
+		.self = id,
+		.nodes = N->nodes,
+		.slot = dsm_gsrc_node_slot(id),
+		.home = home_of,
+		.home_ctx = N,
+		.send = net_send,
+		.send_ctx = &N->port[id],
+	};
+	struct fl_err err;
+
+	pt->id = id;
+	unit_io_open(&pt->io, in, in_len, &o);
+	if (vm__proc_new(vn, m, &o, &pt->p, &err) != 0)
+		unit_die("vm__proc_new: %s", err.msg);
+	/* The local source's segment pages are never credited back (as a
+	 * global space's are not). The origin's DSM source maps and
+	 * charges its own: give those back there. Elsewhere the module's
+	 * data is not this part's, but the charge stays, so that the
+	 * budget left for galloc is what it is on one machine. */
+	pt->p->gs->ops->close(pt->p->gs);
+	if (id == 0)
+		atomic_fetch_add(&pt->p->budget.left,
+				 (int64_t)VM_PAGE_SIZE * (seg_pages(m->rodata_len) +
+							  seg_pages(m->data_len)));
+	if (dsm_gsrc_new(pt->p, &cfg, &pt->g, &err) != 0)
+		unit_die("dsm_gsrc_new: %s", err.msg);
+	pt->p->gs = pt->g;
+	N->src[id] = pt->g;
+}
+
+/* Start @pt's first thread in @entry: its "main" (when it returns, the
+ * part ends). */
+static void part_start(struct part *pt, struct vm_node *vn, const char *entry)
+{
+	const struct vm_module *m = pt->p->m;
+	int f = vm_module_find_func(m, entry);
+	struct vm_thread *t;
+
+	if (f < 0)
+		unit_die("no function %s", entry);
+	t = vm__thread_new(pt->p, &pt->p->x.funcs[f], NULL, 0, NULL);
+	if (t == NULL)
+		unit_die("%s thread: out of memory", entry);
+	vm__sched_push(vn, NULL, t);
+}
+
+/* Free @pt (it is quiet: vm_proc_wait returned, or it never ran), then
+ * its source's counters into @st, its output into @r. */
+static void part_free(struct part *pt, struct dsm_stats *st, struct result *r)
+{
+	vm_proc_free(pt->p); /* closes the source: deliveries are dropped */
+	if (st != NULL) {
+		struct dsm_stats one;
+		dsm_gsrc_stats(pt->g, &one);
+		stats_add(st, &one);
+	}
+	if (r != NULL) {
+		r->out = unit_fd_text(pt->io.out, &r->out_len);
+		r->err = unit_fd_text(pt->io.err, &r->err_len);
+	}
+	unit_io_close(&pt->io);
+}
+
+/* Run @m's main on node @a as DSM node 1 (part 1), over a DSM whose
+ * node 0 is the origin part, which runs nothing but homes the module's
+ * data: @o's options, @in as stdin. */
 static void run_dsm(struct vm_node *a, const struct vm_module *m,
-		    const struct vm_options *o0, const char *in, size_t in_len,
+		    const struct vm_options *o, const char *in, size_t in_len,
 		    const struct profile *prof, uint64_t seed,
 		    struct result *r)
 {
-	struct vm_options o = *o0;
-	struct dsm_gsrc_config cfg = {.self = 0, .nodes = 2, .home = home_of};
-	struct dsm_stats sa, sb;
-	struct unit_io io;
-	struct vm_proc *p;
-	struct vm_thread *t;
-	struct vm_gsrc *g;
-	struct fl_err err;
+	struct part A, B;
 	struct net N;
 
-	net_init(&N, prof, seed);
-	cfg.send = net_send;
-	cfg.send_ctx = &N;
-	unit_io_open(&io, in, in_len, &o);
-	if (vm__proc_new(a, m, &o, &p, &err) != 0)
-		unit_die("vm__proc_new: %s", err.msg);
-	/* The local source's segment pages are never credited back (as a
-	 * global space's are not): give them back, for the DSM source's
-	 * stand-in charges its own. */
-	p->gs->ops->close(p->gs);
-	atomic_fetch_add(&p->budget.left, (int64_t)VM_PAGE_SIZE *
-			 (seg_pages(m->rodata_len) + seg_pages(m->data_len)));
-	if (dsm_gsrc_new(p, &cfg, &g, &err) != 0)
-		unit_die("dsm_gsrc_new: %s", err.msg);
-	if (dsm_gsrc_load_home(N.home, p, &err) != 0)
-		unit_die("dsm_gsrc_load_home: %s", err.msg);
-	p->gs = g;
-	N.src = g;
+	net_init(&N, prof, seed, 2);
+	part_new(&B, &N, 0, a, m, o, "", 0);
+	part_new(&A, &N, 1, a, m, o, in, in_len);
 	net_start(&N);
-	t = vm__thread_new(p, &p->x.funcs[vm_module_find_func(m, "main")], NULL,
-			   0, NULL);
-	if (t == NULL)
-		unit_die("main thread: out of memory");
-	vm__sched_push(a, NULL, t);
-	r->status = vm_proc_wait(p);
-	vm_proc_free(p); /* closes the source: deliveries are dropped now */
-	net_close(&N, &sb);
-	dsm_gsrc_stats(g, &sa);
-	dsm_gsrc_unref(g);
-	stats_add(&total_a, &sa);
-	stats_add(&total_b, &sb);
+	part_start(&A, a, "main");
+	r->status = vm_proc_wait(A.p);
+	part_free(&A, &total_a, r);
+	vm__proc_abandon(B.p); /* it never ran */
+	part_free(&B, &total_b, NULL);
+	net_close(&N);
+	dsm_gsrc_unref(A.g);
+	dsm_gsrc_unref(B.g);
 	total_doubled += N.doubled;
-	r->out = unit_fd_text(io.out, &r->out_len);
-	r->err = unit_fd_text(io.err, &r->err_len);
-	unit_io_close(&io);
 }
 
 /* ---- The golden programs ---- */
@@ -516,10 +585,12 @@ static void print_totals(void)
 	printf("  node A: %" PRIu64 " fetches, %" PRIu64 " diffs (%" PRIu64
 	       " bytes), %" PRIu64 " invalidations, %" PRIu64 " messages, %"
 	       PRIu64 " duplicates dropped; node B: %" PRIu64 " atomics, %"
-	       PRIu64 " duplicates dropped; %" PRIu64 " messages doubled\n",
+	       PRIu64 " sync ops, %" PRIu64 " queued, %" PRIu64
+	       " duplicates dropped; %" PRIu64 " messages doubled\n",
 	       total_a.pages_fetched, total_a.diffs_sent, total_a.diff_bytes,
 	       total_a.invalidations, total_a.msgs_sent, total_a.dups,
-	       total_b.atomics_served, total_b.dups, total_doubled);
+	       total_b.atomics_served, total_b.syncs_served, total_b.queued,
+	       total_b.dups, total_doubled);
 }
 
 /* The thread programs on 1 and 2 workers, and on 2 with every preempted
@@ -543,6 +614,8 @@ static void test_golden_threads(void **state)
 	assert_true(total_a.diffs_sent > 0);
 	assert_true(total_a.invalidations > 0);
 	assert_true(total_b.atomics_served > 0);
+	assert_true(total_b.syncs_served > 0);
+	assert_true(total_b.queued > 0);
 	assert_true(total_doubled > 0);
 	assert_true(total_a.dups + total_b.dups > 0);
 	assert_int_equal(total_a.malformed + total_b.malformed, 0);
@@ -561,6 +634,7 @@ static void test_golden_memory(void **state)
 	(void)state;
 	memset(&total_a, 0, sizeof total_a);
 	memset(&total_b, 0, sizeof total_b);
+	total_doubled = 0;
 	run_dir("tests/programs/memory", &all);
 	run_dir("tests/programs/check", &once);
 	run_dir("tests/programs/io", &once);
@@ -572,11 +646,440 @@ static void test_golden_memory(void **state)
 	assert_int_equal(total_a.malformed + total_b.malformed, 0);
 }
 
+/* ---- Threads on two parts at once ---- */
+
+/* A program whose origin part (node 0) runs main and whose part 1 runs
+ * part1, and what each must give: status, stdout, a stderr pattern
+ * (NULL: nothing on stderr). */
+struct two {
+	const char *name;
+	const char *text;
+	int status[2];
+	const char *out[2];
+	const char *err[2];
+};
+
+#define PARTS_PRINTLN                                                         \
+	"func println 1 0\n"                                                  \
+	"        get 0\n"                                                     \
+	"        printi\n"                                                    \
+	"        push 1\n"                                                    \
+	"        push nl\n"                                                   \
+	"        push 1\n"                                                    \
+	"        write\n"                                                     \
+	"        drop\n"                                                      \
+	"        push 0\n"                                                    \
+	"        ret\n"                                                       \
+	"end\n"                                                               \
+	".rodata\n"                                                           \
+	"nl:     .bytes \"\\n\"\n"
+
+/* wait until [@word] != 0, leaving it on the stack: LABEL is unique. */
+#define PARTS_AWAIT(label, word)                                              \
+	label ":  push " word "\n"                                            \
+	"        push 0\n"                                                    \
+	"        xadd\n"                                                      \
+	"        dup\n"                                                       \
+	"        jnz " label "_ok\n"                                          \
+	"        drop\n"                                                      \
+	"        push " word "\n"                                             \
+	"        push 0\n"                                                    \
+	"        wait\n"                                                      \
+	"        jmp " label "\n"                                             \
+	label "_ok:\n"
+
+/* [@word] = @value (xchg: a release first), then wake its waiters. */
+#define PARTS_SIGNAL(word, value)                                             \
+	"        push " word "\n"                                             \
+	"        push " value "\n"                                            \
+	"        xchg\n"                                                      \
+	"        drop\n"                                                      \
+	"        push " word "\n"                                             \
+	"        push 100\n"                                                  \
+	"        wake\n"                                                      \
+	"        drop\n"
+
+static const struct two parts_programs[] = {
+	{"parts_lock.fla",
+	 /* 3 threads on each part x 200 increments of a plain counter
+	  * under one mutex (homed at the origin, queued there); part 1
+	  * then says so; the origin waits for it and prints the total,
+	  * how often a holder read the mutex word (a plain load) as 0,
+	  * and the word. */
+	 ".data\n"
+	 "m:      .word 0\n"
+	 "count:  .word 0\n"
+	 "done:   .word 0\n"
+	 "zero:   .word 0\n"
+	 ".text\n"
+	 "func main 0 0\n"
+	 "        call work\n"
+	 "        drop\n"
+	 PARTS_AWAIT("w", "done")
+	 "        drop\n"
+	 "        push count\n"
+	 "        ld64\n"
+	 "        call println\n"
+	 "        drop\n"
+	 "        push zero\n"
+	 "        ld64\n"
+	 "        call println\n"
+	 "        drop\n"
+	 "        push m\n"
+	 "        ld64\n"
+	 "        call println\n"
+	 "        ret\n"
+	 "end\n"
+	 "func part1 0 0\n"
+	 "        call work\n"
+	 "        drop\n"
+	 PARTS_SIGNAL("done", "1")
+	 "        push 0\n"
+	 "        ret\n"
+	 "end\n"
+	 "func work 0 2\n"
+	 "        push 24\n"
+	 "        alloc\n"
+	 "        set 1\n"
+	 "sp:     get 0\n"
+	 "        push 3\n"
+	 "        ge\n"
+	 "        jnz js\n"
+	 "        get 1\n"
+	 "        get 0\n"
+	 "        push 8\n"
+	 "        mul\n"
+	 "        add\n"
+	 "        spawn worker\n"
+	 "        st64\n"
+	 "        get 0\n"
+	 "        push 1\n"
+	 "        add\n"
+	 "        set 0\n"
+	 "        jmp sp\n"
+	 "js:     push 0\n"
+	 "        set 0\n"
+	 "jl:     get 0\n"
+	 "        push 3\n"
+	 "        ge\n"
+	 "        jnz jd\n"
+	 "        get 1\n"
+	 "        get 0\n"
+	 "        push 8\n"
+	 "        mul\n"
+	 "        add\n"
+	 "        ld64\n"
+	 "        join\n"
+	 "        drop\n"
+	 "        get 0\n"
+	 "        push 1\n"
+	 "        add\n"
+	 "        set 0\n"
+	 "        jmp jl\n"
+	 "jd:     push 0\n"
+	 "        ret\n"
+	 "end\n"
+	 "func worker 0 1\n"
+	 "loop:   get 0\n"
+	 "        push 200\n"
+	 "        ge\n"
+	 "        jnz out\n"
+	 "        push m\n"
+	 "        lock\n"
+	 "        drop\n"
+	 "        push m\n"
+	 "        ld64\n"
+	 "        jnz held\n"
+	 "        push zero\n"
+	 "        push 1\n"
+	 "        xadd\n"
+	 "        drop\n"
+	 "held:   push count\n"
+	 "        push count\n"
+	 "        ld64\n"
+	 "        push 1\n"
+	 "        add\n"
+	 "        st64\n"
+	 "        push m\n"
+	 "        unlock\n"
+	 "        get 0\n"
+	 "        push 1\n"
+	 "        add\n"
+	 "        set 0\n"
+	 "        jmp loop\n"
+	 "out:    push 0\n"
+	 "        ret\n"
+	 "end\n" PARTS_PRINTLN,
+	 {0, 0},
+	 {"1200\n0\n0\n", ""},
+	 {NULL, NULL}},
+	{"parts_free_there.fla",
+	 /* The origin's block, read on part 1 and freed there (a FREE to
+	  * the origin): refused to part 1 at once, and to the origin. */
+	 ".data\n"
+	 "ptr:    .word 0\n"
+	 "freed:  .word 0\n"
+	 ".text\n"
+	 "func main 0 1\n"
+	 "        push 64\n"
+	 "        galloc\n"
+	 "        set 0\n"
+	 "        get 0\n"
+	 "        push 7\n"
+	 "        st64\n"
+	 "        push ptr\n"
+	 "        get 0\n"
+	 "        xchg\n"
+	 "        drop\n"
+	 "        push ptr\n"
+	 "        push 1\n"
+	 "        wake\n"
+	 "        drop\n"
+	 PARTS_AWAIT("w", "freed")
+	 "        drop\n"
+	 "        get 0\n"
+	 "        ld64\n" /* <- error */
+	 "        ret\n"
+	 "end\n"
+	 "func part1 0 1\n"
+	 PARTS_AWAIT("w", "ptr")
+	 "        set 0\n"
+	 "        get 0\n"
+	 "        ld64\n"
+	 "        call println\n"
+	 "        drop\n"
+	 "        get 0\n"
+	 "        free\n"
+	 PARTS_SIGNAL("freed", "1")
+	 "        get 0\n"
+	 "        ld64\n" /* <- error */
+	 "        ret\n"
+	 "end\n" PARTS_PRINTLN,
+	 {70, 70},
+	 {"", "7\n"},
+	 {"\\Aparts_free_there\\.fla:[0-9]+: runtime error: ld64 at unmapped "
+	  "address 0x8000[0-9a-f]+ \\(in function main, thread 1\\)\\n\\Z",
+	  "\\Aparts_free_there\\.fla:[0-9]+: runtime error: ld64 at unmapped "
+	  "address 0x8000[0-9a-f]+ \\(in function part1, thread 1\\)\\n\\Z"}},
+	{"parts_free_here.fla",
+	 /* Part 1's block (never written by part 1: the origin's copy of
+	  * it is private, kept across acquires), written and read on the
+	  * origin, freed at its home on part 1: gone for the origin after
+	  * its next acquire. */
+	 ".data\n"
+	 "ptr:    .word 0\n"
+	 "rd:     .word 0\n"
+	 "gone:   .word 0\n"
+	 ".text\n"
+	 "func main 0 1\n"
+	 PARTS_AWAIT("w", "ptr")
+	 "        set 0\n"
+	 "        get 0\n"
+	 "        push 5\n"
+	 "        st64\n"
+	 "        fence\n"
+	 "        get 0\n"
+	 "        ld64\n"
+	 "        call println\n"
+	 "        drop\n"
+	 PARTS_SIGNAL("rd", "1")
+	 PARTS_AWAIT("w2", "gone")
+	 "        drop\n"
+	 "        get 0\n"
+	 "        ld64\n" /* <- error */
+	 "        ret\n"
+	 "end\n"
+	 "func part1 0 1\n"
+	 "        push 64\n"
+	 "        galloc\n"
+	 "        set 0\n"
+	 "        push ptr\n"
+	 "        get 0\n"
+	 "        xchg\n"
+	 "        drop\n"
+	 "        push ptr\n"
+	 "        push 1\n"
+	 "        wake\n"
+	 "        drop\n"
+	 PARTS_AWAIT("w", "rd")
+	 "        drop\n"
+	 "        get 0\n"
+	 "        free\n"
+	 PARTS_SIGNAL("gone", "1")
+	 "        push 0\n"
+	 "        ret\n"
+	 "end\n" PARTS_PRINTLN,
+	 {70, 0},
+	 {"5\n", ""},
+	 {"\\Aparts_free_here\\.fla:[0-9]+: runtime error: ld64 at unmapped "
+	  "address 0x8001[0-9a-f]+ \\(in function main, thread 1\\)\\n\\Z",
+	  NULL}},
+	{"parts_refused.fla",
+	 /* A free at another home of what is not a block (an interior
+	  * pointer into part 1's block), and a store to read-only data
+	  * homed on the origin, from part 1. */
+	 ".rodata\n"
+	 "ro:     .word 3\n"
+	 ".data\n"
+	 "ptr:    .word 0\n"
+	 ".text\n"
+	 "func main 0 0\n"
+	 PARTS_AWAIT("w", "ptr")
+	 "        free\n" /* <- error */
+	 "        push 0\n"
+	 "        ret\n"
+	 "end\n"
+	 "func part1 0 0\n"
+	 "        push 16\n"
+	 "        galloc\n"
+	 "        push 8\n"
+	 "        add\n"
+	 "        push ptr\n"
+	 "        swap\n"
+	 "        xchg\n"
+	 "        drop\n"
+	 "        push ptr\n"
+	 "        push 1\n"
+	 "        wake\n"
+	 "        drop\n"
+	 "        push ro\n"
+	 "        push 4\n"
+	 "        st64\n" /* <- error */
+	 "        push 0\n"
+	 "        ret\n"
+	 "end\n" PARTS_PRINTLN,
+	 {70, 70},
+	 {"", ""},
+	 {"\\Aparts_refused\\.fla:[0-9]+: runtime error: free of "
+	  "0x8001[0-9a-f]+, which is not a live block \\(in function main, "
+	  "thread 1\\)\\n\\Z",
+	  "\\Aparts_refused\\.fla:[0-9]+: runtime error: st64 at read-only "
+	  "address 0x8000000000001000 \\(in function part1, thread 1\\)\\n\\Z"}},
+};
+
+/* Whether part @p ended (its status is decided). */
+static bool part_ended(const struct part *pt)
+{
+	struct vm_proc_info info;
+
+	vm_proc_info(pt->p, &info);
+	return info.ended;
+}
+
+/* Run @t on two parts (a fresh node each, @cpus workers) and check each
+ * against what it must give; the failures, described in @why. */
+static int run_two(const struct two *t, uint32_t cpus, uint64_t seed,
+		   struct fl_buf *why)
+{
+	struct vm_module *m = unit_assemble(t->name, t->text, strlen(t->text));
+	struct vm_node *vn[2] = {golden_node_new(cpus), golden_node_new(cpus)};
+	const char *entry[2] = {"main", "part1"};
+	struct part pt[2];
+	struct result r[2];
+	struct vm_options o;
+	bool held[2] = {true, true};
+	int failed = 0;
+	struct net N;
+
+	vm_options_init(&o);
+	net_init(&N, &jitter, seed, 2);
+	for (int i = 0; i < 2; i++) {
+		part_new(&pt[i], &N, i, vn[i], m, &o, "", 0);
+		/* Held up while the other part may still wake one of its
+		 * threads: a deadlock needs both parts stuck. */
+		vm__proc_busy_inc(pt[i].p);
+	}
+	net_start(&N);
+	for (int i = 0; i < 2; i++)
+		part_start(&pt[i], vn[i], entry[i]);
+	while (held[0] || held[1]) {
+		struct timespec ts = {0, 1000000};
+		for (int i = 0; i < 2; i++)
+			if (held[i] && part_ended(&pt[1 - i])) {
+				held[i] = false;
+				vm__proc_busy_dec(pt[i].p);
+			}
+		nanosleep(&ts, NULL);
+	}
+	for (int i = 0; i < 2; i++)
+		r[i].status = vm_proc_wait(pt[i].p);
+	for (int i = 0; i < 2; i++)
+		part_free(&pt[i], i == 0 ? &total_b : &total_a, &r[i]);
+	net_close(&N);
+	for (int i = 0; i < 2; i++) {
+		size_t pos = 0;
+		dsm_gsrc_unref(pt[i].g);
+		if (r[i].status != t->status[i] || strcmp(r[i].out, t->out[i]) != 0 ||
+		    (t->err[i] == NULL ? r[i].err_len != 0
+				       : !unit_rx_search(t->err[i], r[i].err,
+							 r[i].err_len, &pos))) {
+			fl_buf_printf(why, "    part %d: status %d (expected %d), "
+				      "stdout:\n%s--- stderr:\n%s---\n",
+				      i, r[i].status, t->status[i], r[i].out,
+				      r[i].err);
+			failed++;
+		}
+		result_free(&r[i]);
+		vm_node_free(vn[i]);
+	}
+	total_doubled += N.doubled;
+	vm_module_free(m);
+	return failed;
+}
+
+/* Each two-part program on 1 and 2 workers a part, seeds 1 .. NSEEDS. */
+static void test_parts(void **state)
+{
+	const char *only = getenv("FLOCK_DSM_ONLY");
+	int failures = 0, runs = 0;
+	struct fl_buf why;
+
+	(void)state;
+	memset(&total_a, 0, sizeof total_a);
+	memset(&total_b, 0, sizeof total_b);
+	total_doubled = 0;
+	fl_buf_init(&why);
+	for (size_t i = 0; i < sizeof parts_programs / sizeof parts_programs[0];
+	     i++) {
+		const struct two *t = &parts_programs[i];
+		if (only != NULL && strstr(t->name, only) == NULL)
+			continue;
+		for (uint32_t cpus = 1; cpus <= 2; cpus++)
+			for (int seed = 1; seed <= NSEEDS; seed++) {
+				snprintf(golden_running, sizeof golden_running,
+					 "%s on two parts of %u workers, seed %d",
+					 t->name, cpus, seed);
+				alarm(GOLDEN_RUN_SECONDS);
+				runs++;
+				if (run_two(t, cpus, (uint64_t)seed, &why) > 0) {
+					printf("  FAILED %s\n%s", golden_running,
+					       (const char *)why.data);
+					why.len = 0;
+					failures++;
+				}
+				alarm(0);
+			}
+	}
+	fl_buf_close(&why);
+	printf("  %d runs on two parts, %d failed\n", runs, failures);
+	print_totals();
+	assert_int_equal(failures, 0);
+	if (only != NULL)
+		return;
+	/* Both sides served: part 1 (A) the origin's frees of its blocks,
+	 * the origin (B) sync ops and frees from part 1. */
+	assert_true(total_b.syncs_served > 0 && total_b.queued > 0);
+	assert_true(total_a.frees_served > 0 && total_b.frees_served > 0);
+	assert_int_equal(total_a.malformed + total_b.malformed, 0);
+	assert_int_equal(total_a.refused + total_b.refused, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_golden_memory),
 		cmocka_unit_test(test_golden_threads),
+		cmocka_unit_test(test_parts),
 	};
 
 	golden_binary = "test_dsm_gsrc";
