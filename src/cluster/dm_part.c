@@ -173,12 +173,10 @@ static void out_cb(uv_async_t *a)
 static int home_of(void *ctx, uint64_t page)
 {
 	struct dm_part *pt = ctx;
-	uint64_t slot = page >> (VM_SLOT_SHIFT - VM_PAGE_SHIFT);
 
-	/* vm_peer_home: slot 0 is the origin's, m + 1 part m's */
-	if (slot == 0 || slot > (uint64_t)pt->nparts)
-		return pt->origin;
-	return (int)slot - 1;
+	/* vm_peer_home, with the origin part 0: slot 0 is its, m + 1
+	 * part m's */
+	return dsm_gsrc_slot_home(dsm_gsrc_page_slot(page), pt->nparts);
 }
 
 static int64_t seg_pages(uint32_t len)
@@ -192,6 +190,7 @@ static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
 	struct vm_proc *vp = pt->vp;
 	const struct vm_module *m = vp->m;
 	struct dsm_gsrc_config gc = {.self = pt->self, .nodes = pt->nparts,
+				     .slot = dsm_gsrc_node_slot(pt->self),
 				     .home = home_of, .home_ctx = pt,
 				     .send = send_dsm, .send_ctx = pt};
 	struct dist_config dc = {.self = pt->self, .nparts = pt->nparts,

@@ -130,8 +130,11 @@ size_t vm__sched_take(struct vm_proc *p, bool fresh, struct vm_thread **out,
 		pthread_mutex_lock(&v->lock);
 		v->tail = NULL;
 		for (link = &v->head; (t = *link) != NULL && k < max;) {
-			/* one that just arrived runs before it moves again */
+			/* One that just arrived runs before it moves again;
+			 * one about to take a reply takes it here, where
+			 * its page source knows what it asked. */
 			if (t->proc == p && t->tid != p->main_tid &&
+			    !t->reply.ready &&
 			    (fresh ? t->last_run == 0
 				   : p->gs->ops->movable == NULL ||
 					     p->gs->ops->movable(p->gs, t)) &&

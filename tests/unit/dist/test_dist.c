@@ -224,10 +224,9 @@ static void *net_main(void *arg)
 static int home_of(void *ctx, uint64_t page)
 {
 	struct net *N = ctx;
-	uint64_t slot = page >> (VM_SLOT_SHIFT - VM_PAGE_SHIFT);
 
 	/* vm_peer_home: slot 0 is the origin's (part 0), m + 1 part m's */
-	return slot == 0 || slot > (uint64_t)N->nparts ? 0 : (int)slot - 1;
+	return dsm_gsrc_slot_home(dsm_gsrc_page_slot(page), N->nparts);
 }
 
 static void dsm_counters(void *ctx, uint64_t *sent, uint64_t *recv)
@@ -287,6 +286,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 		struct part *pt = &N->parts[i];
 		struct vm_options oi = o;
 		struct dsm_gsrc_config cfg = {.self = i, .nodes = nparts,
+					      .slot = dsm_gsrc_node_slot(i),
 					      .home = home_of, .home_ctx = N,
 					      .send = send_dsm, .send_ctx = pt};
 		struct dist_config dc = {.self = i, .nparts = nparts,
@@ -373,20 +373,6 @@ static const struct plan {
 	{"spinlock_xchg.fla", true, 0,
 	 "skipped: 16 threads spinning on xchg, every try a round trip to "
 	 "the home (test_dsm_gsrc.c says more)", false},
-	/* Until wait/wake, lock/unlock, free and the mapping checks are
-	 * served at the home (dsm_gsrc.h: a stand-in per part does them
-	 * now), programs that use them across machines cannot pass. */
-	{"counter_cas.fla", true, 0, "skipped: wait/wake across machines", false},
-	{"counter_xadd.fla", true, 0, "skipped: wait/wake across machines", false},
-	{"counter_xchg.fla", true, 0, "skipped: wait/wake across machines", false},
-	{"cow_child_write.fla", true, 0, "skipped: wait/wake across machines", false},
-	{"mailbox.fla", true, 0, "skipped: wait/wake across machines", false},
-	{"deadlock_lock.fla", true, 0, "skipped: mutexes across machines", false},
-	{"mutex_counter.fla", true, 0, "skipped: mutexes across machines", false},
-	{"lock_after_free.fla", true, 0, "skipped: free across machines", false},
-	{"global_sharing.fla", true, 0,
-	 "skipped: galloc on the origin seen elsewhere", false},
-	{"wake_count.fla", true, 0, "skipped: galloc on the origin seen elsewhere", false},
 	{"spawn_100k.fla", false, 1, "100000 spawns and joins", false},
 	{NULL, false, 0, NULL, false},
 };
