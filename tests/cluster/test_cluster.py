@@ -133,6 +133,15 @@ def test_golden_program_same_as_embedded(vm, path):
     assert remote.stderr == local.stderr
 
 
+def test_threads_spread_over_the_machines(vm):
+    # three cpu:1 machines: the idle ones steal workers from the origin;
+    # the sum is exact wherever they ran (docs/cluster.md, placement)
+    for n in (1, 2, 3):
+        r = vm.run("tests/cluster/progs/spread.fl", n=n)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"8999994\nspread\n", (n, r.stdout, r.stderr)
+
+
 def test_stdin_is_forwarded(vm):
     # read_stdin echoes what it reads; a megabyte crosses in many records
     data = b"".join(b"line %06d\n" % i for i in range(90000))
