@@ -180,7 +180,7 @@ $(FUZZERS:%=fuzz-%): fuzz-%:
 
 bench: deps-bench all
 	bench/run.sh
-	/usr/bin/python3 bench/cluster.py
+	/usr/bin/python3 bench/cluster/latency.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin

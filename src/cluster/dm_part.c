@@ -228,15 +228,24 @@ static void part_free(struct dm_part *pt)
 {
 	if (pt->dp != NULL) {
 		struct dist_stats st;
+		struct dsm_stats ds = {0};
 		dist_stats(pt->dp, &st);
+		if (pt->g != NULL)
+			dsm_gsrc_stats(pt->g, &ds);
 		dm_log(pt->d,
 		       "process %" PRIu64 " part %d: threads in %" PRIu64
 		       ", out %" PRIu64 " (%" PRIu64 " bytes), steals %" PRIu64
 		       " (%" PRIu64 " empty), remote joins %" PRIu64
-		       ", messages %" PRIu64 " out, %" PRIu64 " in",
+		       ", messages %" PRIu64 " out (%" PRIu64 " bytes), %" PRIu64
+		       " in; memory: pages fetched %" PRIu64 ", diffs %" PRIu64
+		       " (%" PRIu64 " bytes), messages %" PRIu64 " out (%" PRIu64
+		       " bytes), %" PRIu64 " in (%" PRIu64 " bytes)",
 		       pt->pid, pt->self, st.moved_in, st.moved_out,
 		       st.move_bytes, st.steals, st.steals_empty,
-		       st.remote_joins, st.msgs_sent, st.msgs_recv);
+		       st.remote_joins, st.msgs_sent, st.bytes_sent,
+		       st.msgs_recv, ds.pages_fetched, ds.diffs_sent,
+		       ds.diff_bytes, ds.msgs_sent, ds.bytes_sent, ds.msgs_recv,
+		       ds.bytes_recv);
 		dist_unref(pt->dp);
 	}
 	if (pt->g != NULL)

@@ -1107,7 +1107,9 @@ void dm_procs_tick(struct dm *d)
 	/* free what has ended and no one follows */
 	for (struct dm_proc **q = &d->procs; *q != NULL;) {
 		struct dm_proc *p = *q;
-		if (p->ended && p->freed && p->watch == NULL) {
+		/* (a spread process's VM process is freed once its parts
+		 * elsewhere are quiet: dm_part_origin_done) */
+		if (p->ended && p->freed && p->watch == NULL && p->vp == NULL) {
 			*q = p->next;
 			close(p->logfd);
 			for (int i = 0; i < p->argc; i++)

@@ -2,7 +2,7 @@
 """The cluster's latencies, side by side with the loopback round trip
 measured in the same run.
 
-  bench/cluster.py        a VM of three machines on 127.0.0.1-3 (cpu:1
+  bench/cluster/latency.py        a VM of three machines on 127.0.0.1-3 (cpu:1
                           each), then:
     rtt         a TCP round trip on loopback (a 1-byte ping-pong between
                 two Python threads, TCP_NODELAY: Python's own cost is in it)
@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 from cluster import Cluster, flock_path  # noqa: E402
 

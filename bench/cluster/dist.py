@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""One process over two machines, side by side with the loopback round
+trip and with two C processes, measured in the same run.
+
+  bench/cluster/dist.py   a VM of two machines on 127.0.0.1-2 (cpu:1
+                          each), the process started on the first:
+    rtt         a TCP round trip on loopback (a 1-byte ping-pong between
+                two Python threads, TCP_NODELAY: Python's own cost is in it)
+    spawnjoin   spawnjoin.fl: a child spawned and joined at a time, each
+                sent to the idle machine (target: at most 3 round trips)
+    throughput  throughput.fl: 20000 children in a burst, then joined
+                (target: 100,000 threads/s)
+    xadd        xadd.fl: a thread on the second machine adds to a word
+                homed on the first (target: within 1.5 round trips)
+    fault       fault.fl: that thread reads one word of each of 512 pages
+                homed on the first (target: a round trip + 20 us)
+    primes      primes.fl, hash.fl: `--vm` on the two machines against
+                `flock run --cpus 1` (target: 1.8x), held against two C
+                processes (work.c) against one on the same work
+The figures inside programs are their own clock (flock's start and the
+handshake are not in them); the speed-ups are wall times of whole runs.
+Each is the median of BENCH_RUNS runs (default 5). Bytes moved: each
+machine's log line for the process (dm_part.c), summed over both.
+"""
+import os
+import pathlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+sys.path.insert(0, str(HERE))
+from cluster import Cluster, flock_path  # noqa: E402
+from latency import rtt_us  # noqa: E402
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+PART = re.compile(
+    r"process (\d+) part (\d+): threads in (\d+), out (\d+) \((\d+) bytes\), "
+    r"steals (\d+) \((\d+) empty\), remote joins (\d+), messages (\d+) out "
+    r"\((\d+) bytes\), (\d+) in; memory: pages fetched (\d+), diffs (\d+) "
+    r"\((\d+) bytes\), messages (\d+) out \((\d+) bytes\), (\d+) in")
+
+
+def run(cmd, env):
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                       env=env, timeout=300, cwd=str(ROOT))
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit("%s failed (%d): %s" % (cmd, r.returncode,
+                                                  r.stderr.decode()))
+    return dt, r.stdout.decode()
+
+
+def moved(c, pid):
+    """What the process's parts logged: threads moved, bytes sent."""
+    threads = nbytes = pages = 0
+    deadline = time.time() + 5
+    seen = set()
+    while time.time() < deadline and len(seen) < 2:
+        for n in (1, 2):
+            log = (c.tmp / ("m%d" % n) / "flock.log").read_text(errors="replace")
+            for m in PART.finditer(log):
+                if int(m.group(1)) != pid or (n, m.group(2)) in seen:
+                    continue
+                seen.add((n, m.group(2)))
+                threads += int(m.group(4))
+                nbytes += int(m.group(10)) + int(m.group(16))
+                pages += int(m.group(12))
+        time.sleep(0.05)
+    return threads, nbytes, pages
+
+
+def last_pid(c):
+    ps = c.flock(["ps"]).stdout.decode().split("\n")[1:]
+    return max(int(l.split()[0]) for l in ps if l.strip())
+
+
+def in_program(c, env, name):
+    """Median of the first number a program prints, and what moved."""
+    vals, rest, mv = [], None, None
+    for _ in range(RUNS):
+        _, out = run([flock_path(), "run", str(HERE / name), "--vm",
+                      c.addr(1)], env)
+        f = [int(x) for x in out.split()]
+        vals.append(f[0])
+        rest = f[1:]
+        mv = moved(c, last_pid(c))
+    return statistics.median(vals), rest, mv
+
+
+def speedup(c, env, name):
+    one, two = [], []
+    for _ in range(RUNS):
+        one.append(run([flock_path(), "run", str(HERE / name), "--cpus",
+                        "1"], env)[0])
+        two.append(run([flock_path(), "run", str(HERE / name), "--vm",
+                        c.addr(1)], env)[0])
+    return statistics.median(one), statistics.median(two), moved(c, last_pid(c))
+
+
+def c_reference(tmp):
+    exe = pathlib.Path(tmp) / "work"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(HERE / "work.c")],
+                   check=True)
+    n, mid = 3000000, 1889882  # halves of equal work (primes.fl's split)
+    one, two = [], []
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        subprocess.run([str(exe), "primes", "0", str(n)], check=True,
+                       capture_output=True)
+        one.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ps = [subprocess.Popen([str(exe), "primes", a, b],
+                               stdout=subprocess.DEVNULL)
+              for a, b in (("0", str(mid)), (str(mid), str(n)))]
+        for p in ps:
+            p.wait()
+        two.append(time.perf_counter() - t0)
+    return statistics.median(one) / statistics.median(two)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Cluster(pathlib.Path(tmp) / "vm", vm="bench",
+                    provide="cpu:1,ram:1GiB,disk:64MiB")
+        try:
+            c.new()
+            c.join(2)
+            for n in (1, 2):
+                c.wait_status(lambda t: t.count(" active ") == 2, n=n)
+            env = c.env()
+            rtt = rtt_us()
+            sj, sj_rest, sj_mv = in_program(c, env, "spawnjoin.fl")
+            tp, tp_rest, tp_mv = in_program(c, env, "throughput.fl")
+            xa, xa_rest, xa_mv = in_program(c, env, "xadd.fl")
+            fa, fa_rest, fa_mv = in_program(c, env, "fault.fl")
+            p1, p2, p_mv = speedup(c, env, "primes.fl")
+            h1, h2, h_mv = speedup(c, env, "hash.fl")
+            cref = c_reference(tmp)
+            rtt = (rtt + rtt_us()) / 2
+        finally:
+            c.stop()
+    rt = rtt * 1e3  # ns
+    print("one process over two machines (cpu:1 each, loopback; median "
+          "of %d runs)" % RUNS)
+    print("  %-40s %10.1f us" % ("loopback TCP round trip", rtt))
+
+    def line(what, v, ratio, tgt, mv):
+        print("  %-40s %10s  %-22s target %-10s moved: %d threads, %d bytes, "
+              "%d pages" % (what, v, ratio, tgt, mv[0], mv[1], mv[2]))
+    line("remote spawn+join", "%.1f us" % (sj / 1e3),
+         "%.2f round trips" % (sj / rt), "<= 3", sj_mv)
+    print("    (%d of 2000 children ran on the other machine)" % sj_rest[0])
+    line("batched spawn+join", "%.0f /s" % (20000 / (tp / 1e9)),
+         "%d moved of 20000" % tp_rest[0], ">= 100000", tp_mv)
+    line("remote xadd", "%.1f us" % (xa / 1e3),
+         "%.2f round trips" % (xa / rt), "<= 1.5", xa_mv)
+    print("    (the adder ran on machine %d; count %d)" % (xa_rest[0], xa_rest[1]))
+    line("global page read fault", "%.1f us" % (fa / 1e3),
+         "rtt + %.1f us" % ((fa - rt) / 1e3), "rtt + 20", fa_mv)
+    print("    (the reader ran on machine %d)" % fa_rest[0])
+    line("primes, 2 machines vs --cpus 1", "%.2fx" % (p1 / p2),
+         "%.3f s vs %.3f s" % (p2, p1), ">= 1.8", p_mv)
+    line("hash 2 MiB, 2 machines vs --cpus 1", "%.2fx" % (h1 / h2),
+         "%.3f s vs %.3f s" % (h2, h1), ">= 1.8", h_mv)
+    print("  %-40s %10s" % ("two C processes vs one (same box, run)",
+                            "%.2fx" % cref))
+    print("  speed-ups held against C's: primes %.2f, hash %.2f of it"
+          % (p1 / p2 / cref, h1 / h2 / cref))
+
+
+if __name__ == "__main__":
+    main()
