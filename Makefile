@@ -50,7 +50,8 @@ help:
 	@echo "                DSM's messages and those between a process's parts,"
 	@echo "                FUZZ_SECONDS=$(FUZZ_SECONDS) each"
 	@echo "make bench      benchmarks side by side with lua5.4, luajit -joff, Erlang and Go,"
-	@echo "                and the cluster's latencies against the loopback round trip"
+	@echo "                the cluster's latencies against the loopback round trip, and"
+	@echo "                one process over two machines (bench/cluster/)"
 	@echo "make docs       check docs/isa.md against the instruction table"
 	@echo "make install    install flock into PREFIX=$(PREFIX)"
 	@echo "make clean      remove build outputs"
@@ -181,6 +182,7 @@ $(FUZZERS:%=fuzz-%): fuzz-%:
 bench: deps-bench all
 	bench/run.sh
 	/usr/bin/python3 bench/cluster/latency.py
+	/usr/bin/python3 bench/cluster/dist.py
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin
