@@ -720,6 +720,7 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	sub.max_threads = o->max_threads;
 	sub.stack_words = o->stack_words;
 	sub.call_depth = o->max_depth;
+	sub.cpus = o->cpus;
 	sub.argc = (uint32_t)o->argc;
 	sub.argv = o->argv;
 	sub.module = mod.data;

@@ -145,7 +145,7 @@ struct dm {
 	struct dm_out *out_head, *out_tail;
 	uv_async_t out_async;
 	struct dm_early *early;
-	size_t nearly;
+	size_t nearly, early_bytes;
 	int null_fd;
 	bool parts_ready;
 	uint64_t ram_used;
@@ -205,6 +205,8 @@ void dm_load_self(struct dm *d, struct dm_load *l);
 struct dm_part;
 int dm_parts_init(struct dm *d, struct fl_err *err);
 void dm_parts_close(struct dm *d);
+/* Drop frames kept too long for parts never made. */
+void dm_parts_tick(struct dm *d);
 /* Start @m as process @pid with options @o: spread over every machine
  * that serves (*@part its part here), or on this machine alone (*@part
  * NULL) when it is the only one. 0 with *@vp, or an error. */

@@ -36,7 +36,11 @@
 #include "dsm/dsm_gsrc.h"
 
 enum { CH_DSM = 1, CH_DIST = 2 };
-#define EARLY_MAX 1024 /* PROC frames kept for parts not made yet */
+/* PROC frames kept for parts not made yet: at most this many, this
+ * many bytes, this long. */
+#define EARLY_MAX 1024
+#define EARLY_BYTES (4u << 20)
+#define EARLY_MS 10000
 
 struct dm_part {
 	struct dm *d;
@@ -70,6 +74,7 @@ struct dm_out {
 
 struct dm_early {
 	struct dm_early *next;
+	uint64_t ms; /* when it came */
 	uint64_t pid;
 	uint32_t from;
 	size_t len;
@@ -194,6 +199,7 @@ static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
 				     .home = home_of, .home_ctx = pt,
 				     .send = send_dsm, .send_ctx = pt};
 	struct dist_config dc = {.self = pt->self, .nparts = pt->nparts,
+				 .pid = pt->pid,
 				 .origin = pt->origin, .ncpu = ncpu,
 				 .send = send_dist, .send_ctx = pt,
 				 .counters = dsm_counters, .counters_ctx = pt};
@@ -279,6 +285,9 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	for (size_t i = 0; i < d->st.nmembers && msg.nparts < DM_PARTS_MAX;
 	     i++) {
 		const struct ctl_member *cm = &d->st.members[i];
+		/* --cpus N: machines until they have N cores */
+		if (o->cpus != 0 && ncpu >= (long)o->cpus)
+			break;
 		if (cm->state != CTL_M_ACTIVE || cm->id == d->me.id ||
 		    link_to(d, cm->id) == NULL)
 			continue;
@@ -316,6 +325,7 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	msg.sub.max_threads = o->max_threads;
 	msg.sub.stack_words = o->stack_words;
 	msg.sub.call_depth = o->max_depth;
+	msg.sub.cpus = o->cpus;
 	msg.sub.argc = (uint32_t)o->argc;
 	msg.sub.argv = o->argv;
 	if (vm_module_encode(m, &mod) == 0 && !fl_buf_failed(&mod)) {
@@ -519,7 +529,25 @@ static void deliver_early(struct dm *d, struct dm_part *pt)
 		}
 		*q = e->next;
 		d->nearly--;
+		d->early_bytes -= e->len;
 		deliver(pt, e->from, e->bytes, e->len);
+		free(e);
+	}
+}
+
+void dm_parts_tick(struct dm *d)
+{
+	uint64_t now = dm_now_ms();
+
+	for (struct dm_early **q = &d->early; *q != NULL;) {
+		struct dm_early *e = *q;
+		if (now - e->ms < EARLY_MS) {
+			q = &e->next;
+			continue;
+		}
+		*q = e->next;
+		d->nearly--;
+		d->early_bytes -= e->len;
 		free(e);
 	}
 }
@@ -537,11 +565,13 @@ static void on_proc(struct dm *d, const struct net_header *h,
 		return;
 	}
 	cp = ctl_proc_find(&d->st, pid);
-	if ((cp != NULL && cp->state == CTL_P_ENDED) || d->nearly >= EARLY_MAX)
-		return; /* over here, or too many to keep */
+	if ((cp != NULL && cp->state == CTL_P_ENDED) || d->nearly >= EARLY_MAX ||
+	    d->early_bytes + h->length > EARLY_BYTES)
+		return; /* over here, or too much to keep */
 	e = malloc(sizeof *e + h->length);
 	if (e == NULL)
 		return;
+	e->ms = dm_now_ms();
 	e->pid = pid;
 	e->from = h->machine;
 	e->len = h->length;
@@ -549,6 +579,7 @@ static void on_proc(struct dm *d, const struct net_header *h,
 	e->next = d->early;
 	d->early = e;
 	d->nearly++;
+	d->early_bytes += h->length;
 }
 
 void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p)

@@ -635,6 +635,7 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 	s->o.max_threads = msg.max_threads;
 	s->o.stack_words = msg.stack_words;
 	s->o.max_depth = msg.call_depth;
+	s->o.cpus = msg.cpus;
 	s->from = msg.from;
 	s->argv = msg.argv; /* taken */
 	s->argc = (int)msg.argc;
@@ -1104,6 +1105,7 @@ void dm_procs_tick(struct dm *d)
 {
 	bool busy = false;
 
+	dm_parts_tick(d);
 	/* free what has ended and no one follows */
 	for (struct dm_proc **q = &d->procs; *q != NULL;) {
 		struct dm_proc *p = *q;

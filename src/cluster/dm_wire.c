@@ -7,7 +7,7 @@
 
 /* ---- SUBMIT ----
  *   u64 client, u64 seq, u8 flags (1 detach, 2 check, 4 placed), u64 memory,
- *   u32 max_threads, u32 stack_words, u32 call_depth, u64 from,
+ *   u32 max_threads, u32 stack_words, u32 call_depth, u32 cpus, u64 from,
  *   u32 argc, argc x (u16 length, bytes), then the module to the end. */
 
 void dm_submit_encode(const struct dm_submit *s, struct fl_buf *out)
@@ -20,6 +20,7 @@ void dm_submit_encode(const struct dm_submit *s, struct fl_buf *out)
 	fl_buf_put_u32(out, s->max_threads);
 	fl_buf_put_u32(out, s->stack_words);
 	fl_buf_put_u32(out, s->call_depth);
+	fl_buf_put_u32(out, s->cpus);
 	fl_buf_put_u64(out, s->from);
 	fl_buf_put_u32(out, s->argc);
 	for (uint32_t i = 0; i < s->argc; i++)
@@ -53,6 +54,7 @@ int dm_submit_decode(const uint8_t *p, size_t n, struct dm_submit *s,
 	s->max_threads = fl_get_u32(&r);
 	s->stack_words = fl_get_u32(&r);
 	s->call_depth = fl_get_u32(&r);
+	s->cpus = fl_get_u32(&r);
 	s->from = fl_get_u64(&r);
 	argc = fl_get_u32(&r);
 	if (r.failed)

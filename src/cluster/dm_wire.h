@@ -25,6 +25,7 @@ struct dm_submit {
 	bool placed;           /* a machine sent it here: run it here */
 	uint64_t memory;      /* 0: the machine's offer */
 	uint32_t max_threads, stack_words, call_depth;
+	uint32_t cpus;         /* --cpus: the cores to spread over; 0: all */
 	uint64_t from;        /* the first output record wanted */
 	uint32_t argc;
 	char **argv;          /* decoded: owned, argc strings + NULL */

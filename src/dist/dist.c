@@ -855,6 +855,8 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	pthread_mutex_init(&d->lock, NULL);
 	atomic_init(&d->refs, 2);
 	vm__proc_attach(p, &d->base, cfg->ncpu);
+	if (cfg->pid != 0)
+		p->pid = cfg->pid;
 	/* A part that is not the origin starts with nothing to run. */
 	if (cfg->self != cfg->origin)
 		steal(d);

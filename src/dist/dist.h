@@ -54,6 +54,9 @@ struct dist_config {
 	int nparts; /* machines the process spans, 1 .. DIST_MAX_PARTS */
 	int origin; /* the part that runs main */
 	long ncpu;  /* cores of all of them: ncpu() */
+	/* The process's id on every part (thread states carry it); 0:
+	 * the one vm__proc_new gave this part. */
+	uint64_t pid;
 	/* Carry @len bytes (borrowed) to part @to, in order; any thread,
 	 * never calls back into this layer. */
 	void (*send)(void *ctx, int to, const void *msg, size_t len);

@@ -290,7 +290,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 					      .home = home_of, .home_ctx = N,
 					      .send = send_dsm, .send_ctx = pt};
 		struct dist_config dc = {.self = i, .nparts = nparts,
-					 .origin = 0, .ncpu = nparts,
+					 .origin = 0, .ncpu = nparts, .pid = 1,
 					 .send = send_dist, .send_ctx = pt,
 					 .counters = dsm_counters,
 					 .counters_ctx = pt};
