@@ -259,6 +259,11 @@ static void proc_done_cb(uv_async_t *a)
 
 	if (p->waited)
 		return;
+	/* The waiter saw the end; waiting here too returns at once, and
+	 * orders the stdio thread's last writes before the closes below
+	 * for ThreadSanitizer, which does not see through libuv's async
+	 * handle. */
+	vm_proc_wait(p->vp);
 	close(p->out_w); /* the process's output is all written */
 	close(p->err_w);
 	close(p->in_r);

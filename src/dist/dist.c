@@ -490,6 +490,12 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 	(void)w;
 	if (atomic_load_explicit(&d->starving, memory_order_relaxed) == 0)
 		return false;
+	/* Only when this machine has a backlog (threads queued, no worker
+	 * idle): a child that would run at once here is faster here than
+	 * a round trip away, as in a spawn-and-join loop. */
+	if (!d->cfg.eager && (atomic_load(&d->p->node->nqueued) == 0 ||
+			      atomic_load(&d->p->node->nidle) > 0))
+		return false;
 	/* The lowest part that asked for work gets the child. */
 	mask = atomic_load(&d->starving);
 	while (mask != 0 && !atomic_compare_exchange_weak(

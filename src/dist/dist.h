@@ -9,7 +9,8 @@
  * run steals: it asks the other parts in turn (STEAL) for threads that
  * never ran; one that has some sends up to half of them (MOVE), one that
  * has none says NOTHING and remembers the thief, whose next spawn there
- * sends the child straight to it. So a burst of spawns spreads within a
+ * sends the child straight to it when that machine has a backlog (a
+ * thread queued, no worker idle). So a burst of spawns spreads within a
  * few round trips, and a thread moves while it is small (its state and
  * the snapshot of local memory its spawn gave it). A thread that reaches
  * stdio on another machine moves to the origin, its writes released
@@ -57,6 +58,9 @@ struct dist_config {
 	/* The process's id on every part (thread states carry it); 0:
 	 * the one vm__proc_new gave this part. */
 	uint64_t pid;
+	/* test aid: every spawn goes to a part that asked for work, backlog
+	 * or not (so that threads move as often as they can) */
+	bool eager;
 	/* Carry @len bytes (borrowed) to part @to, in order; any thread,
 	 * never calls back into this layer. */
 	void (*send)(void *ctx, int to, const void *msg, size_t len);

@@ -10,7 +10,9 @@
  * homed by their slot as vm_peer_home says) and the parts' own.
  *
  * A run: part 0 is the origin (stdio, main); the others start empty and
- * get threads by stealing. Every part is waited for before any is freed,
+ * get threads by stealing, and every spawn while one asks goes there
+ * (dist_config.eager: the daemons wait for a backlog), so threads move
+ * as often as they can. Every part is waited for before any is freed,
  * so a home answers whatever a part still asks until the process is over
  * everywhere. The tests: the golden programs of tests/programs/threads
  * on 2 and 3 machines (the result, output and error lines must be the
@@ -291,6 +293,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 					      .send = send_dsm, .send_ctx = pt};
 		struct dist_config dc = {.self = i, .nparts = nparts,
 					 .origin = 0, .ncpu = nparts, .pid = 1,
+					 .eager = true,
 					 .send = send_dist, .send_ctx = pt,
 					 .counters = dsm_counters,
 					 .counters_ctx = pt};
