@@ -46,6 +46,9 @@ static const char help[] =
 	"  --debug-resubmit    test aid, with --vm: drop the connection right\n"
 	"                      after submitting, then submit again with the\n"
 	"                      same submission id (the VM starts it once)\n"
+	"  --debug-spread      test aid, with --vm: every spawn goes to a\n"
+	"                      machine that asked for work, not only when\n"
+	"                      this one has a backlog (bench/cluster)\n"
 	"  --debug-reconnect   test aid, with --vm: drop the connection after\n"
 	"                      the first output record, then attach again (no\n"
 	"                      output twice, no input lost)\n"
@@ -183,6 +186,8 @@ int cli_run(int argc, char **argv)
 			resubmit = true;
 		} else if (strcmp(a, "--debug-reconnect") == 0) {
 			reconnect = true;
+		} else if (strcmp(a, "--debug-spread") == 0) {
+			o.spread_eager = true;
 		} else if (a[0] == '-' && a[1] != 0) {
 			return cli_fail(CLI_EX_USAGE,
 					"run: unknown option '%s' (see flock "

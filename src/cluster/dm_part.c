@@ -199,7 +199,7 @@ static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
 				     .home = home_of, .home_ctx = pt,
 				     .send = send_dsm, .send_ctx = pt};
 	struct dist_config dc = {.self = pt->self, .nparts = pt->nparts,
-				 .pid = pt->pid,
+				 .pid = pt->pid, .eager = vp->opt.spread_eager,
 				 .origin = pt->origin, .ncpu = ncpu,
 				 .send = send_dist, .send_ctx = pt,
 				 .counters = dsm_counters, .counters_ctx = pt};
@@ -326,6 +326,7 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	msg.sub.stack_words = o->stack_words;
 	msg.sub.call_depth = o->max_depth;
 	msg.sub.cpus = o->cpus;
+	msg.sub.eager = o->spread_eager;
 	msg.sub.argc = (uint32_t)o->argc;
 	msg.sub.argv = o->argv;
 	if (vm_module_encode(m, &mod) == 0 && !fl_buf_failed(&mod)) {
@@ -467,6 +468,7 @@ static void on_part(struct dm *d, const struct net_header *h,
 	o.max_threads = msg.sub.max_threads;
 	o.stack_words = msg.sub.stack_words;
 	o.max_depth = msg.sub.call_depth;
+	o.spread_eager = msg.sub.eager;
 	o.argc = pt->argc;
 	o.argv = pt->argv;
 	o.fd_in = o.fd_out = o.fd_err = d->null_fd;

@@ -23,6 +23,7 @@ struct dm_submit {
 	uint64_t client, seq; /* the submission id */
 	bool detach, check;
 	bool placed;           /* a machine sent it here: run it here */
+	bool eager;            /* --debug-spread: spawns go where asked */
 	uint64_t memory;      /* 0: the machine's offer */
 	uint32_t max_threads, stack_words, call_depth;
 	uint32_t cpus;         /* --cpus: the cores to spread over; 0: all */

@@ -230,8 +230,9 @@ static int next_part(const struct dist_part *d, int after)
 	return k == d->cfg.self ? (k + 1) % d->cfg.nparts : k;
 }
 
-/* Idle here: ask the other parts in turn for threads. */
-static void steal(struct dist_part *d)
+/* Idle here: ask the other parts in turn for threads, from @first (or
+ * the next in turn when -1). */
+static void steal_from(struct dist_part *d, int first)
 {
 	int to;
 
@@ -244,10 +245,19 @@ static void steal(struct dist_part *d)
 	}
 	d->stealing = true;
 	d->tried = 0;
-	to = d->victim = next_part(d, d->victim);
+	if (first >= 0 && first != d->cfg.self)
+		d->victim = first;
+	else
+		d->victim = next_part(d, d->victim);
+	to = d->victim;
 	d->st.steals++;
 	pthread_mutex_unlock(&d->lock);
 	send_simple(d, to, M_STEAL);
+}
+
+static void steal(struct dist_part *d)
+{
+	steal_from(d, -1);
 }
 
 /* ---- Deadlock waves (the origin) ---- */
@@ -418,12 +428,17 @@ static void op_join(struct vm_peer *pe, struct vm_thread *t, vm_word tid)
 static void op_done(struct vm_peer *pe, vm_word tid, vm_word r)
 {
 	struct dist_part *d = part_of(pe);
+	int home = vm_peer_home(pe, vm_gslot(tid));
 	struct fl_buf b;
 
+	/* The last thread here: ask its home for work first, so that the
+	 * home knows before the join this DONE wakes spawns again. */
+	if (atomic_load(&d->p->nbusy) == 1)
+		steal_from(d, home);
 	start(&b, M_DONE);
 	fl_buf_put_u64(&b, tid);
 	fl_buf_put_u64(&b, r);
-	send_buf(d, vm_peer_home(pe, vm_gslot(tid)), &b);
+	send_buf(d, home, &b);
 }
 
 static void send_join_reply(struct dist_part *d, int to, uint64_t req,

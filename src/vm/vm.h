@@ -281,6 +281,8 @@ struct vm_options {
 	bool migrate;         /* debug: round-trip threads through their
 				 serialised state at every preemption */
 	bool no_fuse;         /* debug: link without superinstructions */
+	bool spread_eager;    /* debug, on a VM: every spawn goes to a
+				 machine that asked for work (dist.h) */
 	int argc;             /* program arguments; argv[0] is the file name */
 	char **argv;
 	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */
