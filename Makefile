@@ -43,6 +43,9 @@ help:
 	@echo "make asan       the whole suite under Address+UndefinedBehavior sanitizers"
 	@echo "make tsan       the golden programs and the cluster under ThreadSanitizer"
 	@echo "make stress     the thread programs STRESS_RUNS=$(STRESS_RUNS) times on 1, 2, 8 workers"
+	@echo "                and the DSM simulator's tests over DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS)"
+	@echo "                seeds, the golden thread programs on 2 and 3 simulated machines"
+	@echo "                over DIST_STRESS_SEEDS=$(DIST_STRESS_SEEDS)"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
 	@echo "                decoder, the frame decoder, the handshake, the"
 	@echo "                .fl compiler and the control plane's entries and"
@@ -145,10 +148,16 @@ tsan-check:
 		TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(abspath tests/tsan-cluster.supp)" \
 		$(PYTEST) -q tests/cluster
 
-# The thread programs $(STRESS_RUNS) times in a row on 1, 2 and 8 workers.
+# The thread programs $(STRESS_RUNS) times in a row on 1, 2 and 8 workers;
+# the DSM simulator over many seeds; the thread programs on simulated
+# machines over many seeds.
 STRESS_RUNS ?= 50
-stress: all
+DSM_STRESS_SEEDS ?= 5000
+DIST_STRESS_SEEDS ?= 20
+stress: all $(BUILD)/tests/dsm/test_dsm $(BUILD)/tests/dist/test_dist
 	FLOCK=$(abspath $(FLOCK)) FLOCK_STRESS=$(STRESS_RUNS) $(PYTEST) -q -k threads tests/programs
+	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm
+	FLOCK_DIST_SEEDS=$(DIST_STRESS_SEEDS) $(BUILD)/tests/dist/test_dist
 
 asan-check:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
