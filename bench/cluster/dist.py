@@ -85,8 +85,9 @@ def last_pid(c):
     return max(int(l.split()[0]) for l in ps if l.strip())
 
 
-def in_program(c, env, name, flags=("--debug-spread",)):
-    """Median of the first number a program prints, and what moved."""
+def in_program(c, env, name, flags=("--debug-spread",), runs=None):
+    """Median of the first number a program prints, and what moved;
+    with @runs, every run's numbers go there too."""
     vals, rest, mv = [], None, None
     for _ in range(RUNS):
         _, out = run([flock_path(), "run", str(HERE / name), "--vm",
@@ -95,6 +96,8 @@ def in_program(c, env, name, flags=("--debug-spread",)):
         vals.append(f[0])
         rest = f[1:]
         mv = moved(c, last_pid(c))
+        if runs is not None:
+            runs.append(f)
     return statistics.median(vals), rest, mv
 
 
@@ -140,7 +143,9 @@ def main():
                 c.wait_status(lambda t: t.count(" active ") == 2, n=n)
             env = c.env()
             rtt = rtt_us()
-            sj, sj_rest, sj_mv = in_program(c, env, "spawnjoin.fl")
+            sj_runs = []
+            sj, sj_rest, sj_mv = in_program(c, env, "spawnjoin.fl",
+                                            runs=sj_runs)
             # a local spawn+join, to take out of the mix: the children that
             # stayed ran at the embedded VM's speed
             local = statistics.median(
@@ -165,13 +170,15 @@ def main():
     def line(what, v, ratio, tgt, mv):
         print("  %-40s %10s  %-22s target %-10s moved: %d threads, %d bytes, "
               "%d pages" % (what, v, ratio, tgt, mv[0], mv[1], mv[2]))
-    away = max(sj_rest[0], 1)
-    remote = (sj * 2000 - (2000 - away) * local) / away
+    # each run: the children sent away cost what the run took beyond
+    # the ones that stayed (runs that sent fewer than 100 say little)
+    per = [(t * 2000 - (2000 - a) * local) / a for t, a in sj_runs if a >= 100]
+    remote = statistics.median(per) if per else float("nan")
     line("remote spawn+join", "%.1f us" % (remote / 1e3),
          "%.2f round trips" % (remote / rt), "<= 3", sj_mv)
-    print("    (%d of 2000 children ran on the other machine, the rest here"
-          " at %.2f us; %.1f us a child over all)" % (sj_rest[0], local / 1e3,
-                                                      sj / 1e3))
+    print("    (children sent away in the %d runs: %s of 2000; the rest ran "
+          "here at %.2f us)" % (len(sj_runs), ", ".join(str(a) for _, a in sj_runs),
+                                local / 1e3))
     line("batched spawn+join (--debug-spread)", "%.0f /s" % (20000 / (tp / 1e9)),
          "%d moved of 20000" % tp_rest[0], ">= 100000", tp_mv)
     line("batched spawn+join (default)", "%.0f /s" % (20000 / (tq / 1e9)),

@@ -34,7 +34,7 @@ static void resume_event(struct vm_node *n, struct vm_event *ev)
 		(struct vm_thread *)((char *)ev - offsetof(struct vm_thread, rq.ev));
 	struct vm_proc *p = t->proc;
 
-	(void)n;
+	atomic_fetch_sub(&n->net_waits, 1);
 	vm__resume(NULL, t, t->rq.status, t->rq.value);
 	vm__proc_busy_dec(p); /* the request is answered */
 }
@@ -44,6 +44,7 @@ struct vm_thread *vm_gsrc_park(struct vm_worker *w, vm_word addr)
 	struct vm_thread *t = w->cur;
 
 	vm__proc_busy_inc(t->proc); /* a request in flight */
+	atomic_fetch_add(&t->proc->node->net_waits, 1);
 	vm__park_begin(t, VM_PARK_GLOBAL, addr);
 	return t;
 }

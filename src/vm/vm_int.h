@@ -399,6 +399,10 @@ struct vm_node {
 	size_t ntimers, timers_cap;
 	_Atomic uint64_t next_due; /* earliest due time, UINT64_MAX: none */
 	_Atomic uint64_t next_pid;
+	/* Threads parked on a page source's request (another machine's
+	 * answer): while there are some, a worker going idle spins a
+	 * little before it sleeps (vm_sched.c). */
+	_Atomic int64_t net_waits;
 };
 
 /* Make @t runnable at the back of @w's queue (w may be NULL: worker 0). */

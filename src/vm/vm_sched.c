@@ -158,8 +158,33 @@ size_t vm__sched_take(struct vm_proc *p, bool fresh, struct vm_thread **out,
 }
 
 /* Sleep until there is work, an event or a due timer, or the node stops. */
+/* How long a worker with threads of the node parked on another
+ * machine's answer spins before it sleeps: waking a sleeping thread
+ * costs ten to thirty microseconds, about what an answer takes to come
+ * on a local network, so the answer finds the worker awake. */
+#define IDLE_SPIN_NS 50000
+
+static bool work_came(struct vm_node *n, struct vm_proc *serve)
+{
+	return atomic_load(&n->stop) || atomic_load(&n->nqueued) != 0 ||
+	       atomic_load(&n->ninbox) != 0 ||
+	       (serve != NULL && atomic_load(&serve->quiet));
+}
+
 static void idle(struct vm_node *n, struct vm_proc *serve)
 {
+	if (atomic_load(&n->net_waits) > 0) {
+		uint64_t until = vm__now() + IDLE_SPIN_NS;
+		for (unsigned i = 1;; i++) {
+			if (work_came(n, serve))
+				return;
+			if ((i & 63) == 0 && vm__now() >= until)
+				break;
+#if defined(__x86_64__) || defined(__i386__)
+			__builtin_ia32_pause();
+#endif
+		}
+	}
 	pthread_mutex_lock(&n->lock);
 	atomic_fetch_add(&n->nidle, 1);
 	while (!atomic_load(&n->stop) && atomic_load(&n->nqueued) == 0 &&
