@@ -158,7 +158,7 @@ def test_threads_spread_over_the_machines(vm):
     for n in (1, 2, 3):
         r = vm.run("tests/cluster/progs/spread.fl", n=n)
         assert r.returncode == 0, r.stderr
-        assert r.stdout == b"8999994\nspread\n", (n, r.stdout, r.stderr)
+        assert r.stdout == b"179999994\nspread\n", (n, r.stdout, r.stderr)
 
 
 def test_stdin_is_forwarded(vm):
