@@ -760,6 +760,12 @@ static void d_close(struct vm_gsrc *g)
 	pthread_mutex_lock(&G->lock);
 	G->closed = true;
 	dsm_stats(G->node, &G->final);
+	/* Threads still parked (queued at a home when the process ended)
+	 * are never resumed: they wait on no machine's answer any more. */
+	for (size_t i = 0; i < G->tab_cap; i++)
+		for (struct dthread *dt = G->tab[i]; dt != NULL; dt = dt->hnext)
+			if (dt->parked)
+				atomic_fetch_sub(&G->p->node->net_waits, 1);
 	threads_free(G);
 	dsm_node_free(G->node);
 	G->node = NULL;

@@ -331,6 +331,13 @@ static void run_parts(struct vm_node **nodes, int nparts,
 		vm_proc_wait(N->parts[i].p);
 	for (int i = 0; i < nparts; i++)
 		vm_proc_free(N->parts[i].p);
+	/* nothing waits on another machine's answer any more (a thread
+	 * left queued at a home when the process ended included) */
+	for (int i = 0; i < nparts; i++)
+		if (atomic_load(&nodes[i]->net_waits) != 0)
+			unit_die("node %d: %" PRId64 " threads still counted as "
+				 "waiting on the network", i,
+				 (int64_t)atomic_load(&nodes[i]->net_waits));
 	pthread_mutex_lock(&N->lock);
 	N->stop = true;
 	pthread_cond_signal(&N->cond);
