@@ -34,6 +34,7 @@
 #include "dist/dist.h"
 #include "dsm/dsm_gsrc.h"
 #include "../vm/golden.h"
+#include "../vm/simnet.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -51,14 +52,6 @@
 
 enum chan { CH_DSM, CH_DIST };
 
-struct msg {
-	uint64_t due, seq;
-	int from, to;
-	uint8_t chan;
-	size_t len;
-	uint8_t *bytes;
-};
-
 struct net;
 
 struct part {
@@ -72,8 +65,7 @@ struct part {
 struct net {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct msg *heap; /* a min-heap on (due, seq) */
-	size_t n, cap;
+	struct sim_heap q; /* messages on their way */
 	uint64_t seq, rng;
 	uint64_t last_due[MAX_PARTS][MAX_PARTS];
 	bool stop;
@@ -84,75 +76,11 @@ struct net {
 	bool delivering; /* a message is being delivered now */
 };
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static bool before(const struct msg *a, const struct msg *b)
-{
-	return a->due < b->due || (a->due == b->due && a->seq < b->seq);
-}
-
-static void heap_push(struct net *N, struct msg m)
-{
-	size_t i;
-
-	if (N->n == N->cap) {
-		N->cap = N->cap ? 2 * N->cap : 64;
-		N->heap = realloc(N->heap, N->cap * sizeof *N->heap);
-		if (N->heap == NULL)
-			unit_die("out of memory");
-	}
-	i = N->n++;
-	N->heap[i] = m;
-	while (i > 0 && before(&N->heap[i], &N->heap[(i - 1) / 2])) {
-		struct msg t = N->heap[i];
-		N->heap[i] = N->heap[(i - 1) / 2];
-		N->heap[(i - 1) / 2] = t;
-		i = (i - 1) / 2;
-	}
-}
-
-static struct msg heap_pop(struct net *N)
-{
-	struct msg top = N->heap[0];
-	size_t i = 0;
-
-	N->heap[0] = N->heap[--N->n];
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-		if (l < N->n && before(&N->heap[l], &N->heap[m]))
-			m = l;
-		if (r < N->n && before(&N->heap[r], &N->heap[m]))
-			m = r;
-		if (m == i)
-			break;
-		struct msg t = N->heap[i];
-		N->heap[i] = N->heap[m];
-		N->heap[m] = t;
-		i = m;
-	}
-	return top;
-}
-
 static void net_send(struct part *from, int to, enum chan ch, const void *msg,
 		     size_t len)
 {
 	struct net *N = from->N;
-	struct msg m = {.from = from->id, .to = to, .chan = (uint8_t)ch,
+	struct sim_msg m = {.from = from->id, .to = to, .chan = (uint8_t)ch,
 			.len = len};
 	uint64_t delay;
 
@@ -163,15 +91,15 @@ static void net_send(struct part *from, int to, enum chan ch, const void *msg,
 		unit_die("out of memory");
 	memcpy(m.bytes, msg, len);
 	pthread_mutex_lock(&N->lock);
-	delay = splitmix(&N->rng) % 2 ? splitmix(&N->rng) % 50000 : 0;
-	m.due = now_ns() + delay;
+	delay = sim_splitmix(&N->rng) % 2 ? sim_splitmix(&N->rng) % 50000 : 0;
+	m.due = sim_now_ns() + delay;
 	/* each link keeps its order */
 	if (m.due <= N->last_due[m.from][to])
 		m.due = N->last_due[m.from][to] + 1;
 	N->last_due[m.from][to] = m.due;
 	m.seq = N->seq++;
 	N->carried[ch]++;
-	heap_push(N, m);
+	sim_heap_push(&N->q, m);
 	pthread_cond_broadcast(&N->cond);
 	pthread_mutex_unlock(&N->lock);
 }
@@ -192,21 +120,21 @@ static void *net_main(void *arg)
 
 	pthread_mutex_lock(&N->lock);
 	while (!N->stop) {
-		if (N->n == 0) {
+		if (N->q.n == 0) {
 			pthread_cond_wait(&N->cond, &N->lock);
 			continue;
 		}
-		uint64_t now = now_ns();
-		if (N->heap[0].due > now) {
+		uint64_t now = sim_now_ns();
+		if (N->q.v[0].due > now) {
 			struct timespec ts;
 			clock_gettime(CLOCK_REALTIME, &ts);
-			uint64_t ns = (uint64_t)ts.tv_nsec + (N->heap[0].due - now);
+			uint64_t ns = (uint64_t)ts.tv_nsec + (N->q.v[0].due - now);
 			ts.tv_sec += (time_t)(ns / 1000000000u);
 			ts.tv_nsec = (long)(ns % 1000000000u);
 			pthread_cond_timedwait(&N->cond, &N->lock, &ts);
 			continue;
 		}
-		struct msg m = heap_pop(N);
+		struct sim_msg m = sim_heap_pop(&N->q);
 		N->delivering = true;
 		pthread_mutex_unlock(&N->lock);
 		struct part *to = &N->parts[m.to];
@@ -321,7 +249,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 	/* main starts once every other part has asked for work and been
 	 * told there is none (so the first spawns go there). */
 	pthread_mutex_lock(&N->lock);
-	while (N->n > 0 || N->delivering)
+	while (N->q.n > 0 || N->delivering)
 		pthread_cond_wait(&N->cond, &N->lock);
 	pthread_mutex_unlock(&N->lock);
 	if (vm__proc_start_main(N->parts[0].p, &err) != 0)
@@ -343,8 +271,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 	pthread_cond_signal(&N->cond);
 	pthread_mutex_unlock(&N->lock);
 	pthread_join(N->th, NULL);
-	while (N->n > 0)
-		free(heap_pop(N).bytes);
+	sim_heap_close(&N->q);
 	for (int i = 0; i < nparts; i++) {
 		struct dist_stats st;
 		dist_stats(N->parts[i].d, &st);
@@ -353,7 +280,6 @@ static void run_parts(struct vm_node **nodes, int nparts,
 		dsm_gsrc_unref(N->parts[i].g);
 	}
 	total_runs++;
-	free(N->heap);
 	pthread_mutex_destroy(&N->lock);
 	pthread_cond_destroy(&N->cond);
 	free(N);

@@ -48,6 +48,7 @@
 
 #include "dsm/dsm_gsrc.h"
 #include "golden.h"
+#include "simnet.h"
 #include "unit_run.h"
 
 #include <inttypes.h>
@@ -81,31 +82,7 @@ static const struct profile calm = {"calm", 999000, 50000, 1000, false};
 
 #define NSEEDS 3
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 #define MAX_PARTS 3
-
-struct msg {
-	uint64_t due, seq;
-	int from, to;
-	size_t len;
-	uint8_t *bytes;
-};
 
 struct net;
 
@@ -118,8 +95,7 @@ struct port {
 struct net {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct msg *heap; /* a min-heap on (due, seq) */
-	size_t n, cap;
+	struct sim_heap q; /* messages on their way */
 	uint64_t seq, rng;
 	int nodes;
 	uint64_t last_due[MAX_PARTS][MAX_PARTS]; /* fifo: per link */
@@ -131,53 +107,9 @@ struct net {
 	uint64_t carried, doubled;
 };
 
-static bool before(const struct msg *a, const struct msg *b)
-{
-	return a->due < b->due || (a->due == b->due && a->seq < b->seq);
-}
-
-static void heap_push(struct net *N, struct msg m)
-{
-	size_t i;
-
-	if (N->n == N->cap) {
-		N->cap = N->cap ? 2 * N->cap : 64;
-		N->heap = realloc(N->heap, N->cap * sizeof *N->heap);
-		if (N->heap == NULL)
-			unit_die("out of memory");
-	}
-	i = N->n++;
-	while (i > 0 && before(&m, &N->heap[(i - 1) / 2])) {
-		N->heap[i] = N->heap[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
-	N->heap[i] = m;
-}
-
-static struct msg heap_pop(struct net *N)
-{
-	struct msg top = N->heap[0], last = N->heap[--N->n];
-	size_t i = 0;
-
-	for (;;) {
-		size_t c = 2 * i + 1;
-		if (c >= N->n)
-			break;
-		if (c + 1 < N->n && before(&N->heap[c + 1], &N->heap[c]))
-			c++;
-		if (!before(&N->heap[c], &last))
-			break;
-		N->heap[i] = N->heap[c];
-		i = c;
-	}
-	if (N->n > 0)
-		N->heap[i] = last;
-	return top;
-}
-
 static uint64_t delay(struct net *N)
 {
-	uint64_t r = splitmix(&N->rng);
+	uint64_t r = sim_splitmix(&N->rng);
 
 	if (r % 1000000 < N->prof->zero_ppm)
 		return 0;
@@ -194,12 +126,12 @@ static void net_send(void *ctx, int to, const void *bytes, size_t len)
 	if (to < 0 || to >= N->nodes || to == pt->id)
 		unit_die("dsm: node %d sends to node %d", pt->id, to);
 	pthread_mutex_lock(&N->lock);
-	if (splitmix(&N->rng) % 1000000 < N->prof->dup_ppm) {
+	if (sim_splitmix(&N->rng) % 1000000 < N->prof->dup_ppm) {
 		copies = 2;
 		N->doubled++;
 	}
 	for (int c = 0; c < copies; c++) {
-		struct msg m = {.due = now_ns() + delay(N), .seq = N->seq++,
+		struct sim_msg m = {.due = sim_now_ns() + delay(N), .seq = N->seq++,
 				.from = pt->id, .to = to, .len = len,
 				.bytes = malloc(len)};
 		if (m.bytes == NULL)
@@ -211,7 +143,7 @@ static void net_send(void *ctx, int to, const void *bytes, size_t len)
 			*last = m.due;
 		}
 		memcpy(m.bytes, bytes, len);
-		heap_push(N, m);
+		sim_heap_push(&N->q, m);
 	}
 	N->carried++;
 	pthread_cond_signal(&N->cond);
@@ -224,19 +156,19 @@ static void *net_main(void *arg)
 
 	pthread_mutex_lock(&N->lock);
 	while (!N->stop) {
-		struct msg m;
-		if (N->n == 0) {
+		struct sim_msg m;
+		if (N->q.n == 0) {
 			pthread_cond_wait(&N->cond, &N->lock);
 			continue;
 		}
-		if (N->heap[0].due > now_ns()) {
-			uint64_t d = N->heap[0].due;
+		if (N->q.v[0].due > sim_now_ns()) {
+			uint64_t d = N->q.v[0].due;
 			struct timespec ts = {(time_t)(d / 1000000000ull),
 					      (long)(d % 1000000000ull)};
 			pthread_cond_timedwait(&N->cond, &N->lock, &ts);
 			continue;
 		}
-		m = heap_pop(N);
+		m = sim_heap_pop(&N->q);
 		pthread_mutex_unlock(&N->lock);
 		dsm_gsrc_deliver(N->src[m.to], m.from, m.bytes, m.len);
 		free(m.bytes);
@@ -286,9 +218,7 @@ static void net_close(struct net *N)
 	pthread_cond_signal(&N->cond);
 	pthread_mutex_unlock(&N->lock);
 	pthread_join(N->th, NULL);
-	while (N->n > 0)
-		free(heap_pop(N).bytes);
-	free(N->heap);
+	sim_heap_close(&N->q);
 	pthread_cond_destroy(&N->cond);
 	pthread_mutex_destroy(&N->lock);
 }
@@ -506,7 +436,7 @@ static void run_dir(const char *dir, const struct pass *ps)
 		uint32_t fixed[1];
 		const uint32_t *cs = ps->cpus;
 		int ncs = ps->ncpus;
-		uint64_t t0 = now_ns();
+		uint64_t t0 = sim_now_ns();
 		struct spec s;
 		struct vm_module *m;
 		struct vm_options o;
@@ -566,7 +496,7 @@ static void run_dir(const char *dir, const struct pass *ps)
 		}
 		if (verbose)
 			printf("  %s: %.2f s\n", s.name,
-			       (double)(now_ns() - t0) / 1e9);
+			       (double)(sim_now_ns() - t0) / 1e9);
 		vm_module_free(m);
 		spec_free(&s);
 		free(files[i]);

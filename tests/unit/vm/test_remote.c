@@ -68,6 +68,7 @@
 #include <cmocka.h>
 
 #include "golden.h"
+#include "simnet.h"
 #include "unit_run.h"
 #include "vm/vm_gsrc.h"
 
@@ -109,15 +110,6 @@ static struct {
 	_Atomic uint64_t requests, replies, zero, delayed;
 	_Atomic uint64_t cached, uncached, queued, handed, woken, abandoned;
 } stats;
-
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 /* ---- The source's state ---- */
 
@@ -217,7 +209,7 @@ static struct remote *remote_of(struct vm_gsrc *g)
 
 static uint64_t delay_ns(const struct profile *pr, uint64_t *rng)
 {
-	uint64_t r = splitmix(rng);
+	uint64_t r = sim_splitmix(rng);
 
 	if (r % 1000000 < pr->zero_ppm) {
 		atomic_fetch_add(&stats.zero, 1);
@@ -565,7 +557,7 @@ static struct rthread *rthread_of(struct remote *R, struct vm_thread *t)
 		uint64_t s = R->seed ^ (t->tid * 0xd1b54a32d192ed03ull);
 		rt->R = R;
 		rt->t = t;
-		rt->rng = splitmix(&s);
+		rt->rng = sim_splitmix(&s);
 		rt->to_home.idx = rt->to_node.idx = SIZE_MAX;
 		R->rts[t->tid] = rt;
 	}
@@ -788,7 +780,7 @@ static enum vm_res r_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 		return home_fault(w, E_NOTLIVE, what, addr, n);
 	if (gr != NULL) {
 		*data = gr->bytes + off;
-		*cache = !R->check && splitmix(&rt->rng) % 100 < R->prof->cache_pct;
+		*cache = !R->check && sim_splitmix(&rt->rng) % 100 < R->prof->cache_pct;
 		atomic_fetch_add(*cache ? &stats.cached : &stats.uncached, 1);
 		return VM_OK;
 	}
