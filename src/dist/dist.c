@@ -188,9 +188,10 @@ static void send_simple(struct dist_part *d, int to, unsigned type)
 }
 
 /* Move threads @ts (out of any queue, counted in nbusy, their writes
- * released) to part @to, and free them here. False when out of memory
- * for their state: nothing moved. */
-static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n)
+ * released) to part @to, for @why, and free them here. False when out
+ * of memory for their state: nothing moved. */
+static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
+		 enum dist_why why)
 {
 	struct vm_proc *p = d->p;
 	struct fl_buf b;
@@ -213,6 +214,7 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n)
 						 "leaving for another machine)\n");
 	pthread_mutex_lock(&d->lock);
 	d->st.moved_out += n;
+	d->st.out_why[why] += n;
 	d->st.move_bytes += b.len - len;
 	pthread_mutex_unlock(&d->lock);
 	send_buf(d, to, &b);
@@ -394,7 +396,7 @@ static void op_move(struct vm_peer *pe, struct vm_worker *w,
 	struct dist_part *d = part_of(pe);
 
 	(void)w;
-	if (!ship(d, to, &t, 1)) {
+	if (!ship(d, to, &t, 1, DIST_WHY_STDIO)) {
 		char msg[96];
 		snprintf(msg, sizeof msg,
 			 "out of memory (moving the thread to machine %d)", to);
@@ -519,7 +521,7 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 	if (mask == 0)
 		return false;
 	to = __builtin_ctzll(mask);
-	if (!ship(d, to, &c, 1)) {
+	if (!ship(d, to, &c, 1, DIST_WHY_PUSHED)) {
 		atomic_fetch_or(&d->starving, 1ull << to);
 		return false;
 	}
@@ -610,7 +612,7 @@ static void on_steal(struct dist_part *d, int from)
 	if (k < max)
 		k += vm__sched_take(d->p, false, ts + k, max - k);
 
-	if (k > 0 && ship(d, from, ts, k))
+	if (k > 0 && ship(d, from, ts, k, DIST_WHY_STOLEN))
 		return;
 	for (size_t i = 0; i < k; i++) /* could not: they stay */
 		vm__sched_push(d->p->node, NULL, ts[i]);

@@ -71,9 +71,19 @@ struct dist_config {
 	void *counters_ctx;
 };
 
+/* Why a thread left a part. */
+enum dist_why {
+	DIST_WHY_STOLEN, /* an idle part asked for work */
+	DIST_WHY_PUSHED, /* spawned here, sent to a part that had asked */
+	DIST_WHY_STDIO,	 /* stdio runs on the origin */
+	DIST_WHY_DATA,	 /* to the home of the pages it faults on */
+	DIST_WHY__N
+};
+
 /* What one part did (flock run --stats, ps -v). */
 struct dist_stats {
 	uint64_t moved_out, moved_in; /* threads */
+	uint64_t out_why[DIST_WHY__N]; /* moved_out by enum dist_why */
 	uint64_t move_bytes;          /* thread states sent */
 	uint64_t steals, steals_empty; /* STEALs asked, answered NOTHING */
 	uint64_t remote_joins;        /* joins asked of another part */
