@@ -67,7 +67,7 @@ static const char join_help[] =
 
 static const char client_help[] =
 	"usage: flock status [--vm VM_ID@HOST[:PORT]]\n"
-	"       flock ps [PID] [--vm ...]\n"
+	"       flock ps [PID] [-v | --verbose] [--vm ...]\n"
 	"       flock kill PID [--vm ...]\n"
 	"       flock logs PID [--vm ...]\n"
 	"       flock wait PID [--vm ...]\n"
@@ -76,7 +76,10 @@ static const char client_help[] =
 	"  status   the VM's machines: id, address, state, role (* the leader),\n"
 	"           cores, RAM used/provided, disk, threads, processes, uptime\n"
 	"  ps       its processes: pid, user, state, machine, threads, memory,\n"
-	"           age, exit status\n"
+	"           cpu time, age, exit status; with -v and a PID, also each\n"
+	"           machine the process spans: its threads and cpu there,\n"
+	"           threads moved in and out (and why), pages fetched, diffs\n"
+	"           sent, messages and bytes\n"
 	"  kill     end a process (its status becomes 137)\n"
 	"  logs     the output of a process so far (detached or finished)\n"
 	"  wait     wait for a process to end; exit with its status\n"
@@ -556,6 +559,7 @@ static int client_cmd(int argc, char **argv)
 	bool wants_pid = strcmp(cmd, "kill") == 0 || strcmp(cmd, "logs") == 0 ||
 			 strcmp(cmd, "wait") == 0;
 	bool may_pid = wants_pid || strcmp(cmd, "ps") == 0;
+	bool verbose = false;
 	struct target t;
 	struct cl_client *c = NULL;
 	struct net_header h;
@@ -572,6 +576,9 @@ static int client_cmd(int argc, char **argv)
 			if ((rc = need(i, argc, argv, cmd)))
 				return rc;
 			vm = argv[++i];
+		} else if (strcmp(cmd, "ps") == 0 &&
+			   (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)) {
+			verbose = true;
 		} else if (a[0] == '-' && a[1] != 0) {
 			return cli_fail(CLI_EX_USAGE,
 					"%s: unknown option '%s' (see flock %s "
@@ -590,11 +597,18 @@ static int client_cmd(int argc, char **argv)
 	if (pid_arg != NULL && !parse_pid(pid_arg, &pid))
 		return cli_fail(CLI_EX_USAGE, "%s: '%s' is not a process id", cmd,
 				pid_arg);
+	if (verbose && pid_arg == NULL)
+		return cli_fail(CLI_EX_USAGE, "ps: -v needs a PID (see flock ps "
+					      "--help)");
 	if ((rc = open_vm(cmd, vm, &t, &c)))
 		return rc;
 	if (strcmp(cmd, "status") == 0 || strcmp(cmd, "ps") == 0) {
 		uint8_t type = cmd[0] == 's' ? NET_MSG_MACHINES : NET_MSG_PS;
-		rc = ask(cmd, &t, &c, type, &pid, pid != 0 ? 8 : 0, &h, &p);
+		uint8_t req[9];
+		memcpy(req, &pid, 8);
+		req[8] = 1; /* verbose */
+		rc = ask(cmd, &t, &c, type, req, verbose ? 9 : pid != 0 ? 8 : 0, &h,
+			 &p);
 		if (rc == 0 && h.type == NET_MSG_ERROR)
 			rc = error_frame(cmd, p, h.length);
 		else if (rc == 0)
@@ -673,6 +687,27 @@ static uint64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* flock run --stats: what the process did on each machine (as ps -v
+ * says it), on stderr. */
+static void run_stats(struct target *t, struct cl_client **c, uint64_t pid)
+{
+	struct net_header h;
+	const uint8_t *p;
+	uint8_t req[9];
+
+	memcpy(req, &pid, 8);
+	req[8] = 1;
+	fflush(stdout);
+	if (ask("run --stats", t, c, NET_MSG_PS, req, sizeof req, &h, &p) != 0)
+		return;
+	if (h.type == NET_MSG_ERROR) {
+		error_frame("run --stats", p, h.length);
+		return;
+	}
+	fprintf(stderr, "flock: stats: process %" PRIu64 "\n", pid);
+	fwrite(p, 1, h.length, stderr);
 }
 
 /* The run's end: free what it holds, return @rc. */
@@ -806,6 +841,8 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 			} else if (h.type == NET_MSG_STATUS && h.length == 12) {
 				int32_t status;
 				memcpy(&status, p + 8, 4);
+				if (o->stats != NULL)
+					run_stats(&t, &c, pid);
 				return run_done(c, &mod, status & 255);
 			} else if (h.type == NET_MSG_REDIRECT) {
 				/* the process runs there */

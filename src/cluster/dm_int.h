@@ -35,6 +35,7 @@ enum dm_kind { DM_PEER = 1, DM_CLIENT = 2, DM_JOINER = 3 };
 
 struct dm;
 struct dm_proc;
+struct dm_fin;
 
 /* A relayed Raft stream: one end of a socketpair is Raft's, this is the
  * other, whose bytes travel as RAFT frames. */
@@ -137,6 +138,10 @@ struct dm {
 	/* The node running this machine's processes. */
 	struct vm_node *node;
 	struct dm_proc *procs;
+	/* What processes that ran here did, once over (ps -v, run --stats):
+	 * the newest first, DM_FINS_MAX of them at most. */
+	struct dm_fin *fins;
+	size_t nfins;
 	/* Processes spread here or from here (dm_part.c), what their parts
 	 * send (queued by the workers for the loop), and what came for
 	 * parts not made yet. */
@@ -217,7 +222,17 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
  * other part is quiet too (now, or when the last says so). */
 void dm_part_origin_done(struct dm_part *pt, void (*release)(void *arg),
 			 void *arg);
-/* PART, PROC, PART_QUIET and PART_FREE from a peer. */
+/* What each part of @pt's process did so far (the others' as they last
+ * said), in part order, with its machine's id: the count of parts. */
+int dm_part_stats(const struct dm_part *pt, struct dm_pstats *out,
+		  uint32_t *ids);
+/* Add the threads, memory and cpu time of the parts here of processes
+ * from elsewhere. */
+void dm_parts_load(struct dm *d, uint64_t *threads, uint64_t *memory,
+		   uint64_t *cpu_ns);
+/* Add the other parts' threads, memory and cpu time to @info. */
+void dm_part_add_others(const struct dm_part *pt, struct vm_proc_info *info);
+/* PART, PROC, PART_QUIET, PART_FREE and PART_STATS from a peer. */
 void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p);
 
 /* dm_proc.c */

@@ -579,6 +579,7 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 	case NET_MSG_PROC:
 	case NET_MSG_PART_QUIET:
 	case NET_MSG_PART_FREE:
+	case NET_MSG_PART_STATS:
 		if (!reply)
 			dm_part_frame(d, h, p);
 		return;

@@ -41,6 +41,8 @@ enum { CH_DSM = 1, CH_DIST = 2 };
 #define EARLY_MAX 1024
 #define EARLY_BYTES (4u << 20)
 #define EARLY_MS 10000
+/* How often a part elsewhere tells the origin what it did (ps -v). */
+#define STATS_MS 250
 
 struct dm_part {
 	struct dm *d;
@@ -57,9 +59,14 @@ struct dm_part {
 	uv_async_t done;
 	struct vm_gsrc *g;
 	struct dist_part *dp;
-	/* The origin: which parts are quiet, and what frees its process. */
+	/* The origin: which parts are quiet, what each did as it last said
+	 * (ps -v), and what frees its process. */
 	bool quiet[DIST_MAX_PARTS];
 	int nquiet;
+	struct dm_pstats said[DIST_MAX_PARTS];
+	/* Elsewhere: when it last told the origin, and what. */
+	uint64_t stats_ms;
+	struct dm_pstats told;
 	void (*release)(void *arg);
 	void *release_arg;
 	struct dm_part *next;
@@ -217,6 +224,104 @@ static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
 		return rc;
 	vp->gs = pt->g;
 	return dist_part_new(vp, &dc, &pt->dp, err);
+}
+
+/* What @pt did so far. */
+static void part_snapshot(const struct dm_part *pt, struct dm_pstats *s)
+{
+	struct vm_proc_info info = {0};
+	struct dist_stats st = {0};
+	struct dsm_stats ds = {0};
+
+	if (pt->vp != NULL)
+		vm_proc_info(pt->vp, &info);
+	if (pt->dp != NULL)
+		dist_stats(pt->dp, &st);
+	if (pt->g != NULL)
+		dsm_gsrc_stats(pt->g, &ds);
+	*s = (struct dm_pstats){
+		.threads = info.threads,
+		.memory = info.memory,
+		.cpu_ns = info.cpu_ns,
+		.moved_in = st.moved_in,
+		.moved_out = st.moved_out,
+		.move_bytes = st.move_bytes,
+		.out_stolen = st.out_why[DIST_WHY_STOLEN],
+		.out_pushed = st.out_why[DIST_WHY_PUSHED],
+		.out_stdio = st.out_why[DIST_WHY_STDIO],
+		.out_data = st.out_why[DIST_WHY_DATA],
+		.steals = st.steals,
+		.steals_empty = st.steals_empty,
+		.remote_joins = st.remote_joins,
+		.pages_fetched = ds.pages_fetched,
+		.diffs_sent = ds.diffs_sent,
+		.diff_bytes = ds.diff_bytes,
+		.invalidations = ds.invalidations,
+		.atomics_served = ds.atomics_served,
+		.syncs_served = ds.syncs_served,
+		.msgs_sent = st.msgs_sent + ds.msgs_sent,
+		.bytes_sent = st.bytes_sent + ds.bytes_sent,
+		.msgs_recv = st.msgs_recv + ds.msgs_recv,
+		.bytes_recv = st.bytes_recv + ds.bytes_recv,
+	};
+}
+
+int dm_part_stats(const struct dm_part *pt, struct dm_pstats *out,
+		  uint32_t *ids)
+{
+	for (int i = 0; i < pt->nparts; i++) {
+		if (i == pt->self)
+			part_snapshot(pt, &out[i]);
+		else
+			out[i] = pt->said[i];
+		ids[i] = pt->ids[i];
+	}
+	return pt->nparts;
+}
+
+void dm_parts_load(struct dm *d, uint64_t *threads, uint64_t *memory,
+		   uint64_t *cpu_ns)
+{
+	for (struct dm_part *pt = d->parts; pt != NULL; pt = pt->next) {
+		struct vm_proc_info info;
+		if (pt->self == pt->origin || pt->vp == NULL)
+			continue;
+		vm_proc_info(pt->vp, &info);
+		*threads += info.threads;
+		*memory += info.memory;
+		*cpu_ns += info.cpu_ns;
+	}
+}
+
+void dm_part_add_others(const struct dm_part *pt, struct vm_proc_info *info)
+{
+	for (int i = 0; i < pt->nparts; i++)
+		if (i != pt->self) {
+			info->threads += pt->said[i].threads;
+			info->memory += pt->said[i].memory;
+			info->cpu_ns += pt->said[i].cpu_ns;
+		}
+}
+
+/* A part elsewhere: PART_STATS (or, @quiet, PART_QUIET) to the origin. */
+static void part_tell(struct dm_part *pt, bool quiet)
+{
+	struct dm_link *l = link_to(pt->d, pt->ids[pt->origin]);
+	struct fl_buf b;
+
+	part_snapshot(pt, &pt->told);
+	pt->stats_ms = dm_now_ms();
+	if (l == NULL)
+		return;
+	fl_buf_init(&b);
+	fl_buf_put_u64(&b, pt->pid);
+	dm_pstats_encode(&pt->told, &b);
+	if (!fl_buf_failed(&b))
+		dm_send(l, quiet ? NET_MSG_PART_QUIET : NET_MSG_PART_STATS, 0, 0,
+			b.data, b.len);
+	else if (quiet) /* the end matters more than its numbers */
+		dm_send(l, NET_MSG_PART_QUIET, 0, 0, &pt->pid, 8);
+	fl_buf_close(&b);
 }
 
 static void part_unlink(struct dm *d, struct dm_part *pt)
@@ -403,9 +508,13 @@ static void part_closed(uv_handle_t *h)
  * gone. */
 static void part_maybe_free(struct dm_part *pt)
 {
+	struct vm_proc_info info;
+
 	if (!pt->waited || !pt->free_asked)
 		return;
 	part_unlink(pt->d, pt);
+	vm_proc_info(pt->vp, &info);
+	pt->d->cpu_done_ns += info.cpu_ns;
 	vm_proc_free(pt->vp);
 	pt->vp = NULL;
 	uv_close((uv_handle_t *)&pt->done, part_closed);
@@ -414,16 +523,13 @@ static void part_maybe_free(struct dm_part *pt)
 static void part_done_cb(uv_async_t *a)
 {
 	struct dm_part *pt = a->data;
-	struct dm_link *l;
 
 	if (pt->waited)
 		return;
 	pthread_join(pt->waiter, NULL);
 	pt->has_waiter = false;
 	pt->waited = true;
-	l = link_to(pt->d, pt->ids[pt->origin]);
-	if (l != NULL)
-		dm_send(l, NET_MSG_PART_QUIET, 0, 0, &pt->pid, 8);
+	part_tell(pt, true);
 	part_maybe_free(pt);
 }
 
@@ -541,6 +647,16 @@ void dm_parts_tick(struct dm *d)
 {
 	uint64_t now = dm_now_ms();
 
+	for (struct dm_part *pt = d->parts; pt != NULL; pt = pt->next) {
+		struct dm_pstats s;
+		if (pt->self == pt->origin || pt->waited ||
+		    now - pt->stats_ms < STATS_MS)
+			continue;
+		part_snapshot(pt, &s);
+		if (memcmp(&s, &pt->told, sizeof s) != 0)
+			part_tell(pt, false);
+	}
+
 	for (struct dm_early **q = &d->early; *q != NULL;) {
 		struct dm_early *e = *q;
 		if (now - e->ms < EARLY_MS) {
@@ -596,10 +712,22 @@ void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p)
 	case NET_MSG_PROC:
 		on_proc(d, h, p);
 		return;
+	case NET_MSG_PART_STATS:
 	case NET_MSG_PART_QUIET:
 		pt = part_find(d, fl_load_u64(p));
 		if (pt == NULL || pt->self != pt->origin ||
 		    (i = index_of(pt, h->machine)) < 0 || pt->quiet[i])
+			return;
+		if (h->length > 8) {
+			struct dm_pstats s;
+			struct fl_err err;
+			if (dm_pstats_decode(p + 8, h->length - 8, &s, &err) == 0)
+				pt->said[i] = s;
+			else
+				dm_log(d, "from machine %" PRIu32 ": %s",
+				       h->machine, err.msg);
+		}
+		if (h->type == NET_MSG_PART_STATS)
 			return;
 		pt->quiet[i] = true;
 		pt->nquiet++;

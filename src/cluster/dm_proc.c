@@ -26,9 +26,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
 #include "lang/lang.h"
 
 #define KILLED_STATUS 137 /* 128 + SIGKILL, as a shell shows a kill -9 */
+/* What ended processes did is kept for this many of them (ps -v). */
+#define DM_FINS_MAX 256
+
+/* What one process did, part by part, once it was over everywhere. */
+struct dm_fin {
+	struct dm_fin *next;
+	uint64_t pid;
+	int n;
+	uint32_t ids[DIST_MAX_PARTS];
+	struct dm_pstats s[DIST_MAX_PARTS];
+};
 
 struct dm_watch {
 	struct dm_link *link;
@@ -109,9 +121,10 @@ static void watch_pump(struct dm_proc *p, struct dm_watch *w)
 		w->next_seq++;
 		w->off += 5 + len;
 	}
-	if (p->ended || !w->follow) {
+	/* (a spread process is over once every part is: proc_release) */
+	if ((p->ended && p->part == NULL) || !w->follow) {
 		uint8_t st[12];
-		int32_t status = p->ended ? p->status : -1;
+		int32_t status = p->ended && p->part == NULL ? p->status : -1;
 		memcpy(st, &p->pid, 8);
 		memcpy(st + 8, &status, 4);
 		if (dm_send(w->link, NET_MSG_STATUS, NET_FLAG_REPLY, w->req, st,
@@ -189,7 +202,35 @@ static void async_closed(uv_handle_t *h)
 	p->freed = true;
 }
 
-/* Free @p's VM process and module (its record stays). */
+/* Keep what @p did, part by part, for ps -v. */
+static void proc_keep_stats(struct dm_proc *p, const struct vm_proc_info *info)
+{
+	struct dm *d = p->d;
+	struct dm_fin *f = calloc(1, sizeof *f), **q;
+
+	if (f == NULL)
+		return; /* ps -v shows less: no harm */
+	f->pid = p->pid;
+	if (p->part != NULL) {
+		f->n = dm_part_stats(p->part, f->s, f->ids);
+	} else {
+		f->n = 1;
+		f->ids[0] = d->me.id;
+		f->s[0].cpu_ns = info->cpu_ns;
+	}
+	f->next = d->fins;
+	d->fins = f;
+	if (++d->nfins <= DM_FINS_MAX)
+		return;
+	for (q = &d->fins; (*q)->next != NULL; q = &(*q)->next)
+		;
+	free(*q);
+	*q = NULL;
+	d->nfins--;
+}
+
+/* Free @p's VM process and module (its record stays); a spread one's
+ * end goes to its followers now that every part is quiet. */
 static void proc_release(void *arg)
 {
 	struct dm_proc *p = arg;
@@ -198,11 +239,19 @@ static void proc_release(void *arg)
 	if (p->vp == NULL)
 		return;
 	vm_proc_info(p->vp, &info);
+	proc_keep_stats(p, &info);
 	p->d->cpu_done_ns += info.cpu_ns;
 	vm_proc_free(p->vp);
 	p->vp = NULL;
 	vm_module_free(p->m);
 	p->m = NULL;
+	if (p->part != NULL && p->ended) {
+		p->part = NULL;
+		for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
+			next = w->next;
+			watch_pump(p, w);
+		}
+	}
 	p->part = NULL;
 }
 
@@ -893,6 +942,8 @@ static bool proc_load(struct dm *d, const struct ctl_proc *cp,
 		if (p == NULL || p->vp == NULL)
 			return false;
 		vm_proc_info(p->vp, &info);
+		if (p->part != NULL)
+			dm_part_add_others(p->part, &info);
 		out->threads = info.threads;
 		out->memory = info.memory;
 		out->cpu_ns = info.cpu_ns;
@@ -941,6 +992,164 @@ static void ps_text(struct dm *d, struct dm_link *l, uint64_t only,
 	}
 }
 
+static const struct dm_fin *fin_find(const struct dm *d, uint64_t pid)
+{
+	for (const struct dm_fin *f = d->fins; f != NULL; f = f->next)
+		if (f->pid == pid)
+			return f;
+	return NULL;
+}
+
+/* "why threads left" for one part: ", " between reasons. */
+static void why_text(struct fl_buf *b, uint32_t id, const struct dm_pstats *s,
+		     bool *first)
+{
+	const struct {
+		uint64_t n;
+		const char *why;
+	} w[] = {
+		{s->out_stolen, "stolen by idle machines"},
+		{s->out_pushed, "sent at spawn to idle machines"},
+		{s->out_stdio, "to the origin for stdio"},
+		{s->out_data, "to the home of their data"},
+	};
+	bool any = false;
+
+	for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+		if (w[i].n == 0)
+			continue;
+		if (!any)
+			fl_buf_printf(b, "%sfrom m%" PRIu32 " ",
+				      *first ? "" : "; ", id);
+		fl_buf_printf(b, "%s%" PRIu64 " %s", any ? ", " : "", w[i].n,
+			      w[i].why);
+		any = true;
+		*first = false;
+	}
+}
+
+/* ps -v: what each part of the process did (@f once it is over, else
+ * its parts now). */
+static void ps_parts_text(struct dm *d, const struct dm_proc *p,
+			  const struct dm_fin *f, struct fl_buf *b)
+{
+	struct dm_fin now;
+	struct dm_pstats all = {0};
+	char c[6][24];
+	bool over = p == NULL || p->vp == NULL;
+	bool first = true;
+
+	if (f == NULL) {
+		struct vm_proc_info info;
+		memset(&now, 0, sizeof now);
+		now.pid = p->pid;
+		if (p->part != NULL) {
+			now.n = dm_part_stats(p->part, now.s, now.ids);
+		} else {
+			vm_proc_info(p->vp, &info);
+			now.n = 1;
+			now.ids[0] = d->me.id;
+			now.s[0].threads = info.threads;
+			now.s[0].memory = info.memory;
+			now.s[0].cpu_ns = info.cpu_ns;
+		}
+		f = &now;
+	}
+	if (f->n == 1) {
+		fl_buf_printf(b, "\nit ran on m%" PRIu32 " alone: no thread or "
+				 "page crossed machines\n", f->ids[0]);
+		return;
+	}
+	fl_buf_printf(b, "\nits parts, one a machine (* its origin)%s:\n",
+		      !over
+			      ? "; the others' counts as of their last report, "
+				"at most a quarter second old"
+			      : "");
+	fl_buf_printf(b, "%-8s %7s %8s %8s %8s %10s %7s %8s %7s %10s %9s %9s "
+			 "%10s %10s\n",
+		      "MACHINE", "THREADS", "CPU", "MOVED IN", "OUT", "STATE OUT",
+		      "STEALS", "PAGES IN", "DIFFS", "DIFF BYTES", "MSGS OUT",
+		      "MSGS IN", "BYTES OUT", "BYTES IN");
+	for (int i = 0; i <= f->n; i++) {
+		const struct dm_pstats *x = i < f->n ? &f->s[i] : &all;
+		char name[16];
+		if (i < f->n) {
+			/* (the origin is part 0) */
+			snprintf(name, sizeof name, "m%" PRIu32 "%s", f->ids[i],
+				 i == 0 ? "*" : "");
+#define X(field) all.field += x->field;
+			DM_PSTATS(X)
+#undef X
+		} else {
+			snprintf(name, sizeof name, "all");
+		}
+		snprintf(c[0], sizeof c[0], "%.2fs", (double)x->cpu_ns / 1e9);
+		snprintf(c[5], sizeof c[5], over ? "-" : "%" PRIu64, x->threads);
+		human_bytes(x->move_bytes, c[1], sizeof c[1]);
+		human_bytes(x->diff_bytes, c[2], sizeof c[2]);
+		human_bytes(x->bytes_sent, c[3], sizeof c[3]);
+		human_bytes(x->bytes_recv, c[4], sizeof c[4]);
+		fl_buf_printf(b,
+			      "%-8s %7s %8s %8" PRIu64 " %8" PRIu64
+			      " %10s %7" PRIu64 " %8" PRIu64 " %7" PRIu64
+			      " %10s %9" PRIu64 " %9" PRIu64 " %10s %10s\n",
+			      name, c[5], c[0], x->moved_in, x->moved_out,
+			      c[1], x->steals, x->pages_fetched, x->diffs_sent,
+			      c[2], x->msgs_sent, x->msgs_recv, c[3], c[4]);
+	}
+	fl_buf_printf(b, "threads moved: ");
+	for (int i = 0; i < f->n; i++)
+		why_text(b, f->ids[i], &f->s[i], &first);
+	fl_buf_printf(b, "%s\n", first ? "none" : "");
+	for (int i = 0; i < f->n; i++)
+		if (f->s[i].data_to != 0)
+			fl_buf_printf(b, "m%" PRIu32 ": thread %" PRIu64
+					 " moved to m%" PRIu64 ": %" PRIu64
+					 " faults on pages homed there\n",
+				      f->ids[i], f->s[i].data_tid, f->s[i].data_to,
+				      f->s[i].data_faults);
+}
+
+/* ps -v PID: the process's line, then its parts. Asked where it does
+ * not run (nor ran), the client goes where it does. */
+static void ps_verbose(struct dm_link *l, const struct net_header *h,
+		       uint64_t pid)
+{
+	struct dm *d = l->d;
+	const struct ctl_proc *cp = ctl_proc_find(&d->st, pid);
+	struct dm_proc *p = proc_find(d, pid);
+	const struct dm_fin *f = fin_find(d, pid);
+	struct fl_buf b;
+
+	if (cp == NULL) {
+		dm_send_error(l, h->type, h->request, FL_ENOENT,
+			      "no process %" PRIu64 " in VM %s", pid, d->me.vm);
+		return;
+	}
+	if (!may_touch(l, cp)) {
+		dm_send_error(l, h->type, h->request, FL_EPERM,
+			      "process %" PRIu64 " is %s's", pid, cp->owner);
+		return;
+	}
+	if (p != NULL && p->vp == NULL)
+		p = NULL;
+	if (p == NULL && f == NULL && cp->machine != 0 &&
+	    cp->machine != d->me.id) {
+		redirect(d, l, h->type, h->request, cp->machine);
+		return;
+	}
+	fl_buf_init(&b);
+	ps_text(d, l, pid, &b);
+	if (p != NULL || f != NULL)
+		ps_parts_text(d, p, f, &b);
+	else if (cp->state == CTL_P_ENDED)
+		fl_buf_printf(&b, "\nwhat it did is no longer kept (the last "
+				  "%d processes' are)\n", DM_FINS_MAX);
+	if (!fl_buf_failed(&b))
+		dm_send(l, h->type, NET_FLAG_REPLY, h->request, b.data, b.len);
+	fl_buf_close(&b);
+}
+
 void dm_load_self(struct dm *d, struct dm_load *l)
 {
 	uint64_t now = dm_now_ms(), cpu = d->cpu_done_ns;
@@ -948,23 +1157,29 @@ void dm_load_self(struct dm *d, struct dm_load *l)
 	memset(l, 0, sizeof *l);
 	l->uptime_ms = now - d->started_ms;
 	for (struct dm_proc *p = d->procs; p != NULL; p = p->next) {
-		struct vm_proc_info info;
+		struct vm_proc_info info, all;
 		if (p->vp == NULL || p->ended)
 			continue;
 		vm_proc_info(p->vp, &info);
 		l->procs++;
 		l->threads += info.threads;
 		l->memory += info.memory;
+		cpu += info.cpu_ns;
+		/* the process (ps): all its parts */
+		all = info;
+		if (p->part != NULL)
+			dm_part_add_others(p->part, &all);
 		if (l->np < 64) {
 			l->p[l->np].pid = p->pid;
-			l->p[l->np].threads = info.threads;
-			l->p[l->np].memory = info.memory;
-			l->p[l->np].cpu_ns = info.cpu_ns;
+			l->p[l->np].threads = all.threads;
+			l->p[l->np].memory = all.memory;
+			l->p[l->np].cpu_ns = all.cpu_ns;
 			l->p[l->np].age_ms = dm_now_ms() - p->started_ms;
 			l->np++;
 		}
-		cpu += info.cpu_ns;
 	}
+	/* the machine (status): parts of processes from elsewhere too */
+	dm_parts_load(d, &l->threads, &l->memory, &cpu);
 	/* busy cores over the last half second or so */
 	if (d->cpu_sample_ms == 0) {
 		d->cpu_sample_ms = now;
@@ -1182,6 +1397,12 @@ void dm_procs_close(struct dm *d)
 		 * part) */
 		proc_release(p);
 	}
+	while (d->fins != NULL) {
+		struct dm_fin *f = d->fins;
+		d->fins = f->next;
+		free(f);
+	}
+	d->nfins = 0;
 	while (d->procs != NULL) {
 		struct dm_proc *p = d->procs;
 		d->procs = p->next;
@@ -1247,8 +1468,13 @@ void dm_client_frame(struct dm_link *l, const struct net_header *h,
 	case NET_MSG_PS:
 	case NET_MSG_MACHINES: {
 		uint64_t only = 0;
-		if (h->type == NET_MSG_PS && h->length == 8)
+		if (h->type == NET_MSG_PS && h->length >= 8)
 			memcpy(&only, p, 8);
+		if (h->type == NET_MSG_PS && h->length == 9 && (p[8] & 1) &&
+		    only != 0) {
+			ps_verbose(l, h, only);
+			return;
+		}
 		fl_buf_init(&b);
 		if (h->type == NET_MSG_PS)
 			ps_text(d, l, only, &b);

@@ -335,3 +335,49 @@ int dm_part_decode(const uint8_t *p, size_t n, struct dm_part_msg *m,
 	}
 	return dm_submit_decode(p + r.off, n - r.off, &m->sub, err);
 }
+
+/* ---- PART_STATS ---- */
+
+void dm_pstats_encode(const struct dm_pstats *s, struct fl_buf *out)
+{
+	uint16_t n = 0;
+
+#define X(f) n++;
+	DM_PSTATS(X)
+#undef X
+	fl_buf_put_u16(out, n);
+#define X(f) fl_buf_put_u64(out, s->f);
+	DM_PSTATS(X)
+#undef X
+}
+
+int dm_pstats_decode(const uint8_t *p, size_t n, struct dm_pstats *s,
+		     struct fl_err *err)
+{
+	uint64_t v[sizeof *s / 8] = {0};
+	struct fl_reader r;
+	uint16_t count;
+
+	memset(s, 0, sizeof *s);
+	fl_reader_init(&r, p, n);
+	count = fl_get_u16(&r);
+	if (r.failed || count > DM_PSTATS_MAX_FIELDS)
+		return fl_err_set(err, FL_EFORMAT, "PART_STATS: %s",
+				  r.failed ? "truncated" : "too many fields");
+	if (fl_reader_left(&r) != (size_t)count * 8)
+		return fl_err_set(err, FL_EFORMAT,
+				  "PART_STATS: %" PRIu16 " fields in %zu bytes",
+				  count, fl_reader_left(&r));
+	for (uint16_t i = 0; i < count; i++) {
+		uint64_t x = fl_get_u64(&r);
+		if (i < sizeof v / sizeof v[0])
+			v[i] = x;
+	}
+	{
+		size_t i = 0;
+#define X(f) s->f = v[i++];
+		DM_PSTATS(X)
+#undef X
+	}
+	return 0;
+}

@@ -104,6 +104,32 @@ void dm_part_encode(const struct dm_part_msg *m, struct fl_buf *out);
 int dm_part_decode(const uint8_t *p, size_t n, struct dm_part_msg *m,
 		   struct fl_err *err);
 
+/* PART_STATS and PART_QUIET (after the pid): what one part of a process
+ * did so far, for flock ps -v and flock run --stats. Machines are member
+ * ids; data_to is 0 when no thread left for its data. On the wire: u16
+ * the number of fields, then each as u64 in this order; a decoder takes
+ * the fields it knows and skips those a newer sender appends. */
+#define DM_PSTATS(X)                                                          \
+	X(threads) X(memory) X(cpu_ns)                                        \
+	X(moved_in) X(moved_out) X(move_bytes)                                \
+	X(out_stolen) X(out_pushed) X(out_stdio) X(out_data)                  \
+	X(steals) X(steals_empty) X(remote_joins)                             \
+	X(data_tid) X(data_to) X(data_faults)                                 \
+	X(pages_fetched) X(diffs_sent) X(diff_bytes) X(invalidations)         \
+	X(atomics_served) X(syncs_served)                                     \
+	X(msgs_sent) X(bytes_sent) X(msgs_recv) X(bytes_recv)
+#define DM_PSTATS_MAX_FIELDS 1024
+struct dm_pstats {
+#define X(f) uint64_t f;
+	DM_PSTATS(X)
+#undef X
+};
+
+void dm_pstats_encode(const struct dm_pstats *s, struct fl_buf *out);
+/* 0, or FL_EFORMAT with @err. */
+int dm_pstats_decode(const uint8_t *p, size_t n, struct dm_pstats *s,
+		     struct fl_err *err);
+
 /* ERROR: a code and a message (not NUL-terminated on the wire). */
 void dm_error_encode(int code, const char *msg, struct fl_buf *out);
 int dm_error_decode(const uint8_t *p, size_t n, int *code, char *msg,

@@ -62,10 +62,13 @@
 	X(PROC, 20, 9, NET_FRAME_MAX,                                         \
 	  "between two parts of a process: pid, channel (its global "        \
 	  "memory's, its threads'), bytes")                                   \
-	X(PART_QUIET, 21, 8, 8,                                               \
-	  "to the origin: the process has ended here and nothing is left")   \
+	X(PART_QUIET, 21, 8, 16384,                                           \
+	  "to the origin: the process has ended here and nothing is left; "  \
+	  "pid, what the part did (dm_wire.h's PART_STATS)")                 \
 	X(PART_FREE, 22, 8, 8,                                                \
-	  "from the origin: every part is quiet, free this one")
+	  "from the origin: every part is quiet, free this one")             \
+	X(PART_STATS, 23, 10, 16384,                                          \
+	  "to the origin, now and then: pid, what a part did so far")
 
 enum net_msg {
 	NET_MSG_NONE = 0,

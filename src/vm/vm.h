@@ -328,7 +328,8 @@ bool vm_proc_kill(struct vm_proc *p, int status);
 /* What a running process holds now (flock ps); any thread, a moment's
  * view. */
 struct vm_proc_info {
-	uint64_t threads; /* threads not yet joined, main included */
+	uint64_t threads; /* threads not yet joined, main included (of a
+			   * process over many machines: this one's) */
 	uint64_t memory;  /* bytes charged to its memory limit */
 	uint64_t cpu_ns;  /* time workers ran its threads (coarse) */
 	bool ended;

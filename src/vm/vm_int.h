@@ -475,6 +475,7 @@ struct vm_proc {
 	pthread_mutex_t tlock;
 	struct vm_thread **threads;
 	size_t nthreads, threads_cap;
+	size_t naway; /* of them VM_T_AWAY stand-ins (vm_peer.h) */
 	_Atomic vm_word next_tid;
 	vm_word main_tid;
 	/* Threads that can run (queued, running, just resumed) plus requests

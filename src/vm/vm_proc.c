@@ -298,7 +298,7 @@ void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info)
 	int64_t left = atomic_load(&p->budget.left);
 
 	pthread_mutex_lock(&p->tlock);
-	info->threads = p->nthreads;
+	info->threads = p->nthreads - p->naway; /* those here */
 	pthread_mutex_unlock(&p->tlock);
 	info->memory = left >= p->limit ? 0 : (uint64_t)(p->limit - left);
 	info->ended = atomic_load(&p->ending);

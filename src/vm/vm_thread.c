@@ -477,6 +477,7 @@ bool vm__thread_emigrate(struct vm_proc *p, struct vm_thread *t)
 		away->rjoined = t->rjoined;
 		away->joiner = t->joiner;
 		vm__thread_relist(p, t, away);
+		p->naway++;
 	} else {
 		vm__thread_unlist(p, t->tid);
 	}
@@ -498,6 +499,7 @@ void vm__thread_immigrate(struct vm_proc *p, struct vm_thread **ts, size_t n)
 			t->rjoined = away->rjoined;
 			t->joiner = away->joiner;
 			vm__thread_relist(p, away, t);
+			p->naway--;
 		} else {
 			away = NULL;
 			t->joined = t->rjoined = false;
@@ -545,6 +547,7 @@ bool vm__thread_finished(struct vm_proc *p, vm_word tid, vm_word r)
 	}
 	c->result = r;
 	atomic_store(&c->state, VM_T_DONE);
+	p->naway--;
 	joined = c->joiner != NULL || c->rjoined;
 	if (joined)
 		vm__thread_unlist(p, tid);

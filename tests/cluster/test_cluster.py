@@ -161,6 +161,60 @@ def test_threads_spread_over_the_machines(vm):
         assert r.stdout == b"179999994\nspread\n", (n, r.stdout, r.stderr)
 
 
+def parts_table(text):
+    """The per-machine rows of `ps -v` (and `run --stats`): {name: columns}."""
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"^(m\d+\*?|all)\s+(.*)$", line)
+        if m and len(m.group(2).split()) == 13:
+            rows[m.group(1)] = m.group(2).split()
+    return rows
+
+
+def test_stats_and_ps_v_say_what_crossed_machines(vm, tmp_path):
+    # --stats: what each machine's part did, once the process is over
+    # everywhere; the threads the idle machines stole are counted where
+    # they left and where they arrived (docs/cluster.md)
+    r = vm.run("tests/cluster/progs/spread.fl", flags=["--stats"], n=2)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"179999994\nspread\n", r.stderr
+    err = r.stderr.decode()
+    pid = re.search(r"^flock: stats: process (\d+)$", err, re.M).group(1)
+    rows = parts_table(err)
+    assert len(rows) == 4 and "all" in rows, err
+    origin = [k for k in rows if k.endswith("*")]
+    assert len(origin) == 1, err
+    moved_in, moved_out = int(rows["all"][2]), int(rows["all"][3])
+    assert moved_in == moved_out >= 1, err
+    assert re.search(r"^threads moved: from %s \d+ stolen by idle machines"
+                     % origin[0][:-1], err, re.M), err
+    assert int(rows["all"][9]) == int(rows["all"][10]) > 0, err  # messages
+    # ps -v asked elsewhere: the machine it ran on answers, the same
+    ps = vm.flock(["ps", "-v", pid], n=3)
+    assert ps.returncode == 0, ps.stderr
+    assert parts_table(ps.stdout.decode()) == rows, ps.stdout
+    bad = vm.flock(["ps", "-v"])
+    assert bad.returncode == 64 and b"needs a PID" in bad.stderr
+    # while it runs: its threads where they are now
+    prog = tmp_path / "spin.fl"
+    prog.write_text("fn spin() { var i = 0; while (1) { i = i + 1; } return 0; }\n"
+                    "fn main() { for w in 0..6 { spawn spin(); } spin(); return 0; }\n")
+    r = vm.run(str(prog), flags=["--detach"], n=1)
+    assert r.returncode == 0, r.stderr
+    pid = r.stdout.decode().strip()
+    deadline = time.time() + 10
+    while True:
+        ps = vm.flock(["ps", "-v", pid], n=2).stdout.decode()
+        rows = parts_table(ps)
+        busy = [k for k in rows if k != "all" and rows[k][0] not in ("0", "-")]
+        if len(busy) >= 2 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(busy) >= 2 and int(rows["all"][0]) == 7, ps
+    assert vm.flock(["kill", pid]).returncode == 0
+    assert vm.flock(["wait", pid]).returncode == 137
+
+
 def test_stdin_is_forwarded(vm):
     # read_stdin echoes what it reads; a megabyte crosses in many records
     data = b"".join(b"line %06d\n" % i for i in range(90000))

@@ -1,12 +1,12 @@
 /* libFuzzer target for the daemon's message payloads (src/cluster/
  * dm_wire.c): what a client sends in SUBMIT, a joining machine in JOIN,
- * a machine in its heartbeat and its join reply, anyone in ERROR, and
- * an origin in PART.
+ * a machine in its heartbeat and its join reply, anyone in ERROR, an
+ * origin in PART, and a part's counts in PART_STATS and PART_QUIET.
  *
  * The first byte picks the decoder, the rest is the payload. What a
  * decoder accepts is encoded again and must decode to the same values
  * (for SUBMIT, JOIN and PING, whose encodings are canonical: the same
- * bytes). Nothing may crash, leak or read out of bounds. */
+ * bytes; PART_STATS's too when it has as many fields as we know). Nothing may crash, leak or read out of bounds. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size == 0)
 		return 0;
 	fl_buf_init(&b);
-	switch (data[0] % 6) {
+	switch (data[0] % 7) {
 	case 0: {
 		struct dm_submit s;
 		if (dm_submit_decode(p, n, &s, &err) != 0)
@@ -98,6 +98,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		dm_part_encode(&m, &b);
 		same(&b, p, n);
 		dm_submit_free(&m.sub);
+		break;
+	}
+	case 6: {
+		struct dm_pstats s;
+		if (dm_pstats_decode(p, n, &s, &err) != 0)
+			break;
+		dm_pstats_encode(&s, &b);
+		if (n == b.len)
+			same(&b, p, n);
 		break;
 	}
 	}
