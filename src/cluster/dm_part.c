@@ -20,6 +20,10 @@
  * (PART_QUIET); once every part and the origin's own process are quiet,
  * the origin frees its part and tells the others (PART_FREE).
  *
+ * What each part did (ps -v, run --stats): a part elsewhere sends the
+ * origin its counts every STATS_MS while they change (PART_STATS) and
+ * with its PART_QUIET; the origin reads its own.
+ *
  * Machines lost meanwhile are the failure issue's: a part whose machine
  * goes away leaves the process waiting.
  *
