@@ -15,7 +15,7 @@
  * as often as they can. Every part is waited for before any is freed,
  * so a home answers whatever a part still asks until the process is over
  * everywhere. The tests: the golden programs of tests/programs/threads
- * on 2 and 3 machines (the result, output and error lines must be the
+ * on 2, 3 and 5 machines (the result, output and error lines must be the
  * embedded VM's), with counters showing that threads did move and joins
  * did cross machines; small programs for the paths the golden ones miss
  * (a runtime error on another machine, exit there, a deadlock spanning
@@ -457,6 +457,12 @@ static void test_golden_threads_3(void **state)
 	golden_threads(3);
 }
 
+static void test_golden_threads_5(void **state)
+{
+	(void)state;
+	golden_threads(5);
+}
+
 
 /* ---- Paths the golden programs may miss ----
  *
@@ -676,6 +682,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_golden_threads_2),
 		cmocka_unit_test(test_golden_threads_3),
+		cmocka_unit_test(test_golden_threads_5),
 		cmocka_unit_test(test_remote_join),
 		cmocka_unit_test(test_remote_error),
 		cmocka_unit_test(test_remote_deadlock),
