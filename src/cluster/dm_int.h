@@ -149,6 +149,7 @@ struct dm {
 	pthread_mutex_t out_lock;
 	struct dm_out *out_head, *out_tail;
 	uv_async_t out_async;
+	pthread_t loop_thread; /* the one that runs @loop */
 	struct dm_early *early;
 	size_t nearly, early_bytes;
 	int null_fd;

@@ -188,7 +188,8 @@ def test_stats_and_ps_v_say_what_crossed_machines(vm, tmp_path):
     assert moved_in == moved_out >= 1, err
     assert re.search(r"^threads moved: from %s \d+ stolen by idle machines"
                      % origin[0][:-1], err, re.M), err
-    assert int(rows["all"][9]) == int(rows["all"][10]) > 0, err  # messages
+    # messages out and in (a part's last ones may cross its end)
+    assert int(rows["all"][9]) > 0 and int(rows["all"][10]) > 0, err
     # ps -v asked elsewhere: the machine it ran on answers, the same
     ps = vm.flock(["ps", "-v", pid], n=3)
     assert ps.returncode == 0, ps.stderr
