@@ -84,6 +84,17 @@ struct dsm_page *dsm__page(struct dsm_node *n, uint64_t page, bool create)
 	return pg;
 }
 
+bool dsm__charge_page(struct dsm_node *n)
+{
+	return n->io.charge == NULL || n->io.charge(n->io.ctx, DSM_PAGE_SIZE);
+}
+
+void dsm__credit_page(struct dsm_node *n)
+{
+	if (n->io.charge != NULL)
+		(void)n->io.charge(n->io.ctx, -(int64_t)DSM_PAGE_SIZE);
+}
+
 int dsm__home(const struct dsm_node *n, uint64_t page)
 {
 	int h = n->home(n->home_ctx, page);
@@ -159,6 +170,11 @@ void dsm_node_free(struct dsm_node *n)
 					free(r);
 			}
 			next = pg->hnext;
+			if (dsm__home(n, pg->page) != n->self)
+				for (int k = (pg->data != NULL) + (pg->stale != NULL) +
+					     (pg->twin != NULL);
+				     k > 0; k--)
+					dsm__credit_page(n);
 			dsm__queues_free(pg);
 			free(pg->data);
 			free(pg->stale);

@@ -118,6 +118,12 @@ struct dsm_io {
 	 * (*@npages 0: none), or DSM_NOTBLOCK, or DSM_NOMEM. */
 	enum dsm_res (*free)(void *ctx, uint64_t page, uint32_t off,
 			     uint64_t *first, uint64_t *npages);
+	/* The memory the node takes for pages homed elsewhere (copies,
+	 * twins): @bytes more (false: over the process's limit, nothing
+	 * taken: the access is DSM_NOMEM), or given back (@bytes < 0).
+	 * Master copies are the home's allocator's to count. NULL: not
+	 * counted. */
+	bool (*charge)(void *ctx, int64_t bytes);
 	void *ctx;
 };
 

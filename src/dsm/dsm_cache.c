@@ -34,8 +34,10 @@
  * Failure modes: duplicated or stale replies match no request and are
  * counted (dsm.c); a PAGE (or UNMAPPED) that answers a GET sent before
  * an acquire whose copy would not survive that acquire is dropped and
- * its waiters fetch again; out of memory is DSM_NOMEM to the caller,
- * nothing done.
+ * its waiters fetch again; out of memory (the host's, or the process's
+ * limit as io.charge says: copies and twins count) is DSM_NOMEM to the
+ * caller, nothing done -- for a PAGE that finds none, to each caller
+ * waiting on it, which may try again.
  * There are no drops yet, hence no retransmission.
  *
  * Threads: one at a time per node (dsm.h). */
@@ -93,6 +95,10 @@ static enum dsm_res access_page(struct dsm_node *n, struct dsm_wait *w,
 	}
 	if ((*out = pg = dsm__page(n, page, true)) == NULL)
 		return DSM_NOMEM;
+	if (pg->data == NULL && pg->nomem) { /* no memory for the copy */
+		pg->nomem = false;
+		return DSM_NOMEM;
+	}
 	if (pg->data == NULL)
 		return pg->gone ? DSM_UNMAPPED : fetch(n, pg, w, home);
 	if (write && pg->access == DSM_MAP_RO)
@@ -139,9 +145,13 @@ enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 			return DSM_NOMEM;
 		(void)dsm__hold(n, pg, NULL);
 	} else if (!pg->dirty) {
-		pg->twin = malloc(DSM_PAGE_SIZE);
-		if (pg->twin == NULL)
+		if (!dsm__charge_page(n))
 			return DSM_NOMEM;
+		pg->twin = malloc(DSM_PAGE_SIZE);
+		if (pg->twin == NULL) {
+			dsm__credit_page(n);
+			return DSM_NOMEM;
+		}
 		memcpy(pg->twin, pg->data, DSM_PAGE_SIZE);
 		pg->dirty = true;
 		pg->dnext = n->dirty;
@@ -181,6 +191,7 @@ static bool send_diff(struct dsm_node *n, struct dsm_page *pg)
 	}
 	fl_buf_close(&runs);
 	free(pg->twin);
+	dsm__credit_page(n);
 	pg->twin = NULL;
 	pg->dirty = false;
 	return true;
@@ -332,13 +343,22 @@ void dsm__recv_page(struct dsm_node *n, const struct dsm_msg *m)
 	 * if that acquire would have kept it. */
 	if (pg->data == NULL && (pg->fetch_epoch == n->acq_epoch ||
 				 !others_write(n, pg))) {
-		uint8_t *buf = pg->stale != NULL ? pg->stale : malloc(DSM_PAGE_SIZE);
+		uint8_t *buf = pg->stale;
 		struct dsm_extent *live = NULL;
+		if (buf == NULL && dsm__charge_page(n) &&
+		    (buf = malloc(DSM_PAGE_SIZE)) == NULL)
+			dsm__credit_page(n);
 		if (m->nlive > 0 && buf != NULL &&
 		    (live = malloc(m->nlive * sizeof *live)) == NULL) {
-			if (pg->stale == NULL)
+			if (pg->stale == NULL) {
 				free(buf);
+				dsm__credit_page(n);
+			}
 			buf = NULL;
+		}
+		if (buf == NULL) { /* its waiters fail: DSM_NOMEM */
+			pg->nomem = true;
+			n->st.refused++;
 		}
 		if (buf != NULL) {
 			memcpy(buf, m->bytes, DSM_PAGE_SIZE);

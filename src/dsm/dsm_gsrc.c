@@ -60,6 +60,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define PRIV_COST (2 * DSM_PAGE_SIZE) /* a private copy and its twin */
+
 /* A page a thread writes until its next fence: its copy and the twin
  * (the node's bytes when it was taken). */
 struct priv {
@@ -303,9 +305,10 @@ static struct priv *priv_find(struct dthread *dt, uint64_t page)
 	return NULL;
 }
 
-/* A private copy of @page, from the node's bytes @src; NULL: no memory. */
-static struct priv *priv_add(struct dthread *dt, uint64_t page,
-			     const uint8_t *src)
+/* A private copy of @page, from the node's bytes @src, charged to the
+ * process (copy and twin); NULL: no memory. */
+static struct priv *priv_add(struct dsm_gsrc *G, struct dthread *dt,
+			     uint64_t page, const uint8_t *src)
 {
 	struct priv *pv;
 
@@ -319,11 +322,14 @@ static struct priv *priv_add(struct dthread *dt, uint64_t page,
 	}
 	pv = &dt->priv[dt->npriv];
 	pv->page = page;
+	if (!vm__charge(&G->p->budget, PRIV_COST))
+		return NULL;
 	pv->data = malloc(DSM_PAGE_SIZE);
 	pv->twin = malloc(DSM_PAGE_SIZE);
 	if (pv->data == NULL || pv->twin == NULL) {
 		free(pv->data);
 		free(pv->twin);
+		vm__credit(&G->p->budget, PRIV_COST);
 		return NULL;
 	}
 	memcpy(pv->data, src, DSM_PAGE_SIZE);
@@ -332,10 +338,11 @@ static struct priv *priv_add(struct dthread *dt, uint64_t page,
 	return pv;
 }
 
-static void priv_free(struct priv *pv)
+static void priv_free(struct dsm_gsrc *G, struct priv *pv)
 {
 	free(pv->data);
 	free(pv->twin);
+	vm__credit(&G->p->budget, PRIV_COST);
 }
 
 /* Write what @dt changed in its private copies into the node, run by
@@ -366,7 +373,7 @@ static enum dsm_res flush(struct dsm_gsrc *G, struct vm_worker *w,
 			r = DSM_OK; /* dropped, see above */
 		if (r != DSM_OK)
 			break;
-		priv_free(pv);
+		priv_free(G, pv);
 		dt->npriv--;
 		freed = true;
 	}
@@ -404,7 +411,7 @@ static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 		/* the TLB's read entries are never written through */
 		*data = (uint8_t *)(uintptr_t)src + off;
 	} else {
-		if (pv == NULL && (pv = priv_add(dt, page, src)) == NULL)
+		if (pv == NULL && (pv = priv_add(G, dt, page, src)) == NULL)
 			return leave(G, w, dt, DSM_NOMEM, what, addr);
 		*data = pv->data + off;
 	}
@@ -611,7 +618,7 @@ static void threads_free(struct dsm_gsrc *G)
 		for (; dt != NULL; dt = next) {
 			next = dt->hnext;
 			for (size_t k = 0; k < dt->npriv; k++)
-				priv_free(&dt->priv[k]);
+				priv_free(G, &dt->priv[k]);
 			free(dt->priv);
 			free(dt);
 		}
@@ -810,6 +817,17 @@ static const struct vm_gsrc_ops dsm_ops = {
 };
 
 /* io.send, under lock: the driver's. */
+static bool on_charge(void *ctx, int64_t bytes)
+{
+	struct dsm_gsrc *G = ctx;
+
+	if (bytes < 0) {
+		vm__credit(&G->p->budget, -bytes);
+		return true;
+	}
+	return vm__charge(&G->p->budget, bytes);
+}
+
 static void on_send(void *ctx, int to, const void *msg, size_t len)
 {
 	struct dsm_gsrc *G = ctx;
@@ -917,7 +935,8 @@ int dsm_gsrc_new(struct vm_proc *p, const struct dsm_gsrc_config *cfg,
 		       .wake = on_wake,
 		       .queued = on_queued,
 		       .map = on_map,
-		       .free = on_free},
+		       .free = on_free,
+		       .charge = on_charge},
 	};
 	int rc;
 

@@ -203,6 +203,7 @@ struct dsm_page {
 	bool dirty;
 	bool diff_inflight; /* a diff of it awaits its ack */
 	bool gone;	    /* the home said unmapped (until an acquire) */
+	bool nomem;	    /* its PAGE found no memory: the next access fails */
 	uint8_t access;	    /* the copy's, as the home mapped it */
 	uint16_t nlive;	    /* live blocks the home sent (0: not kept) */
 	struct dsm_extent *live;
@@ -286,6 +287,10 @@ static inline uint64_t dsm__bit(int node)
 
 /* dsm.c */
 struct dsm_page *dsm__page(struct dsm_node *n, uint64_t page, bool create);
+/* io.charge: a page's bytes taken (false: over the limit) or given
+ * back. */
+bool dsm__charge_page(struct dsm_node *n);
+void dsm__credit_page(struct dsm_node *n);
 int dsm__home(const struct dsm_node *n, uint64_t page);
 /* Encode and send @m (its @from and @done filled in here). */
 void dsm__send(struct dsm_node *n, int to, struct dsm_msg *m);
