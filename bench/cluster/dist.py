@@ -23,12 +23,12 @@ trip and with two C processes, measured in the same run.
                 processes (work.c) against one on the same work
 The figures inside programs are their own clock (flock's start and the
 handshake are not in them); the speed-ups are wall times of whole runs.
-Each is the median of BENCH_RUNS runs (default 5). Bytes moved: each
-machine's log line for the process (dm_part.c), summed over both.
+Each is the median of BENCH_RUNS runs (default 5). Bytes moved: what
+`flock ps -v PID` says of the process (its `all` row: threads moved out,
+bytes sent by both layers, pages fetched).
 """
 import os
 import pathlib
-import re
 import statistics
 import subprocess
 import sys
@@ -43,13 +43,6 @@ from cluster import Cluster, flock_path  # noqa: E402
 from latency import rtt_us  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
-PART = re.compile(
-    r"process (\d+) part (\d+): threads in (\d+), out (\d+) \((\d+) bytes\), "
-    r"steals (\d+) \((\d+) empty\), remote joins (\d+), messages (\d+) out "
-    r"\((\d+) bytes\), (\d+) in; memory: pages fetched (\d+), diffs (\d+) "
-    r"\((\d+) bytes\), messages (\d+) out \((\d+) bytes\), (\d+) in")
-
-
 def run(cmd, env):
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
@@ -62,22 +55,24 @@ def run(cmd, env):
 
 
 def moved(c, pid):
-    """What the process's parts logged: threads moved, bytes sent."""
-    threads = nbytes = pages = 0
-    deadline = time.time() + 5
-    seen = set()
-    while time.time() < deadline and len(seen) < 2:
-        for n in (1, 2):
-            log = (c.tmp / ("m%d.log" % n)).read_text(errors="replace")
-            for m in PART.finditer(log):
-                if int(m.group(1)) != pid or (n, m.group(2)) in seen:
-                    continue
-                seen.add((n, m.group(2)))
-                threads += int(m.group(4))
-                nbytes += int(m.group(10)) + int(m.group(16))
-                pages += int(m.group(12))
-        time.sleep(0.05)
-    return threads, nbytes, pages
+    """What crossed machines, as `flock ps -v` says of the process once it
+    is over: threads moved, bytes sent (threads' and memory's messages),
+    pages fetched -- the `all` row."""
+    ps = c.flock(["ps", "-v", str(pid)]).stdout.decode()
+    for line in ps.splitlines():
+        f = line.split()
+        if len(f) == 14 and f[0] == "all":
+            return int(f[4]), parse_bytes(f[12]), int(f[7])
+    raise SystemExit("flock ps -v %d: no parts table:\n%s" % (pid, ps))
+
+
+def parse_bytes(s):
+    """ps's 12.3KiB and the like, back to bytes (to its precision)."""
+    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10),
+                       ("B", 1)):
+        if s.endswith(unit):
+            return int(float(s[:-len(unit)]) * mult)
+    raise ValueError(s)
 
 
 def last_pid(c):
