@@ -133,6 +133,27 @@ def test_golden_program_same_as_embedded(vm, path):
     assert same_but_remote_ids(remote.stderr, local.stderr), remote.stderr
 
 
+EXAMPLES = sorted(list((ROOT / "examples").glob("*.fl")) +
+                  list((ROOT / "examples").glob("*.fla")))
+
+
+@pytest.mark.parametrize("cpus", [2, 3], ids=["2 machines", "3 machines"])
+@pytest.mark.parametrize("path", EXAMPLES,
+                         ids=[str(p.relative_to(ROOT)) for p in EXAMPLES])
+def test_example_same_as_embedded(vm, path, cpus):
+    # --cpus 2 spreads the process over two of the cpu:1 machines
+    spec = Spec(path)
+    local = run_flock(["run", spec.rel] + spec.flags +
+                      (["--"] + spec.args if spec.args else []),
+                      stdin=spec.stdin_bytes())
+    remote = vm.run(spec.rel, flags=spec.flags + ["--cpus", str(cpus)],
+                    args=spec.args, n=1 + hash(spec.rel) % 3,
+                    stdin=spec.stdin_bytes())
+    assert remote.returncode == local.returncode, remote.stderr
+    assert remote.stdout == local.stdout
+    assert same_but_remote_ids(remote.stderr, local.stderr), remote.stderr
+
+
 # A thread spawned on another machine than the origin has an id that
 # carries that machine's slot, 2^47 * (m + 1) + a counter (docs/
 # cluster.md); where the VM's line names such a thread, the embedded
