@@ -827,6 +827,24 @@ static bool may_touch(struct dm_link *l, const struct ctl_proc *cp)
 	return l->admin || strcmp(l->user, cp->owner) == 0;
 }
 
+/* Whether @l may ask of process @pid (its record @cp): if not, the error
+ * is sent. */
+static bool proc_allowed(struct dm_link *l, const struct net_header *h,
+			 uint64_t pid, const struct ctl_proc *cp)
+{
+	if (cp == NULL) {
+		dm_send_error(l, h->type, h->request, FL_ENOENT,
+			      "no process %" PRIu64 " in VM %s", pid, l->d->me.vm);
+		return false;
+	}
+	if (!may_touch(l, cp)) {
+		dm_send_error(l, h->type, h->request, FL_EPERM,
+			      "process %" PRIu64 " is %s's", pid, cp->owner);
+		return false;
+	}
+	return true;
+}
+
 /* ATTACH, WAIT, KILL: the process is here, elsewhere, or ended. */
 static void on_pid_request(struct dm_link *l, const struct net_header *h,
 			   const uint8_t *pay)
@@ -847,16 +865,8 @@ static void on_pid_request(struct dm_link *l, const struct net_header *h,
 		follow = pay[16] != 0;
 	}
 	cp = ctl_proc_find(&d->st, pid);
-	if (cp == NULL) {
-		dm_send_error(l, h->type, h->request, FL_ENOENT,
-			      "no process %" PRIu64 " in VM %s", pid, d->me.vm);
+	if (!proc_allowed(l, h, pid, cp))
 		return;
-	}
-	if (!may_touch(l, cp)) {
-		dm_send_error(l, h->type, h->request, FL_EPERM,
-			      "process %" PRIu64 " is %s's", pid, cp->owner);
-		return;
-	}
 	p = proc_find(d, pid);
 	if (p == NULL && cp->machine != 0 && cp->machine != d->me.id) {
 		redirect(d, l, h->type, h->request, cp->machine);
@@ -1121,16 +1131,8 @@ static void ps_verbose(struct dm_link *l, const struct net_header *h,
 	const struct dm_fin *f = fin_find(d, pid);
 	struct fl_buf b;
 
-	if (cp == NULL) {
-		dm_send_error(l, h->type, h->request, FL_ENOENT,
-			      "no process %" PRIu64 " in VM %s", pid, d->me.vm);
+	if (!proc_allowed(l, h, pid, cp))
 		return;
-	}
-	if (!may_touch(l, cp)) {
-		dm_send_error(l, h->type, h->request, FL_EPERM,
-			      "process %" PRIu64 " is %s's", pid, cp->owner);
-		return;
-	}
 	if (p != NULL && p->vp == NULL)
 		p = NULL;
 	if (p == NULL && f == NULL && cp->machine != 0 &&

@@ -630,6 +630,17 @@ struct two {
 	"        wake\n"                                                      \
 	"        drop\n"
 
+/* [@word] = local 0 (xchg: a release first), then wake one waiter. */
+#define PARTS_PUBLISH(word)                                                   \
+	"        push " word "\n"                                             \
+	"        get 0\n"                                                     \
+	"        xchg\n"                                                      \
+	"        drop\n"                                                      \
+	"        push " word "\n"                                             \
+	"        push 1\n"                                                    \
+	"        wake\n"                                                      \
+	"        drop\n"
+
 static const struct two parts_programs[] = {
 	{"parts_lock.fla",
 	 /* 3 threads on each part x 200 increments of a plain counter
@@ -759,14 +770,7 @@ static const struct two parts_programs[] = {
 	 "        get 0\n"
 	 "        push 7\n"
 	 "        st64\n"
-	 "        push ptr\n"
-	 "        get 0\n"
-	 "        xchg\n"
-	 "        drop\n"
-	 "        push ptr\n"
-	 "        push 1\n"
-	 "        wake\n"
-	 "        drop\n"
+	 PARTS_PUBLISH("ptr")
 	 PARTS_AWAIT("w", "freed")
 	 "        drop\n"
 	 "        get 0\n"
@@ -826,14 +830,7 @@ static const struct two parts_programs[] = {
 	 "        push 64\n"
 	 "        galloc\n"
 	 "        set 0\n"
-	 "        push ptr\n"
-	 "        get 0\n"
-	 "        xchg\n"
-	 "        drop\n"
-	 "        push ptr\n"
-	 "        push 1\n"
-	 "        wake\n"
-	 "        drop\n"
+	 PARTS_PUBLISH("ptr")
 	 PARTS_AWAIT("w", "rd")
 	 "        drop\n"
 	 "        get 0\n"
@@ -906,14 +903,7 @@ static const struct two parts_programs[] = {
 	 "        push 7\n"
 	 "        push 409600\n"
 	 "        fill\n"
-	 "        push ptr\n"
-	 "        get 0\n"
-	 "        xchg\n"
-	 "        drop\n"
-	 "        push ptr\n"
-	 "        push 1\n"
-	 "        wake\n"
-	 "        drop\n"
+	 PARTS_PUBLISH("ptr")
 	 "        push 0\n"
 	 "        ret\n"
 	 "end\n"
