@@ -154,9 +154,10 @@ tsan-check:
 STRESS_RUNS ?= 50
 DSM_STRESS_SEEDS ?= 5000
 DIST_STRESS_SEEDS ?= 20
-stress: all $(BUILD)/tests/dsm/test_dsm $(BUILD)/tests/dist/test_dist
+stress: all $(BUILD)/tests/dsm/test_dsm $(BUILD)/tests/dsm/test_dsm_sync $(BUILD)/tests/dist/test_dist
 	FLOCK=$(abspath $(FLOCK)) FLOCK_STRESS=$(STRESS_RUNS) $(PYTEST) -q -k threads tests/programs
 	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm
+	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm_sync
 	FLOCK_DIST_SEEDS=$(DIST_STRESS_SEEDS) $(BUILD)/tests/dist/test_dist
 
 asan-check:
