@@ -2,8 +2,9 @@
  * simulator (dsm_sim.h; the sync ops at the home are test_dsm_sync.c's).
  *
  * The simulator runs N nodes (2..5) in this process. Each node runs one
- * or more threads (MAXT), each a small program, a state machine that makes one DSM call per step and,
- * on DSM_WAIT, parks until the core wakes it (a wake of a node that is
+ * or more threads (MAXT), each a small program, a state machine that
+ * makes one DSM call per step and, on DSM_WAIT, parks until the core
+ * wakes it (a wake of a node that is
  * not parked fails the test: the wake-once contract). Every message sent
  * is copied into a queue with a random delay (1..20 ticks) and, by
  * default, duplicated one time in ten; each tick the scheduler, from a
