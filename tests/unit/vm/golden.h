@@ -3,7 +3,9 @@
  * their own): a program's directives read from its file as
  * tests/programs/test_programs.py reads them (expect, status, stderr,
  * args, flags, stdin; NAME.out), what a run produced, and the check of
- * one against the other. Failures of the helpers themselves abort the
+ * one against the other, and a driver that runs a directory's programs
+ * through a test's run function. Failures of the helpers themselves
+ * abort the
  * binary with a line saying why. The only global state is the
  * watchdog's note of what runs (golden_running). */
 #ifndef FLOCK_TESTS_UNIT_VM_GOLDEN_H
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ---- Bounded time ----
@@ -380,6 +383,151 @@ static inline char **list_programs(const char *dir, size_t *n)
 	free(path);
 	qsort(names, *n, sizeof *names, by_name);
 	return names;
+}
+
+/* ---- Running a directory's programs ---- */
+
+#define GOLDEN_MAX_CPUS 8
+
+/* How a test's page source runs one program: its delay profile (the
+ * test's own struct; NULL: the program is skipped, for @why), how many
+ * seeds, and on how many workers only (0: each the pass asks). */
+struct golden_plan {
+	const char *file;
+	const void *prof;
+	int seeds;
+	uint32_t cpus;
+	const char *why;
+};
+
+/* How golden_run_dir runs a directory's programs: on nodes of each of the
+ * @ncpus worker counts in @cpus (or the one a program's flags choose),
+ * with seeds 1 .. its plan's (at most @max_seeds), its plan's profile
+ * unless @prof says; @migrate as --debug-migrate, and then only those
+ * without a plan's note or --cpus of their own (as test_programs.py). */
+struct golden_pass {
+	const uint32_t *cpus;
+	int ncpus;
+	int max_seeds;
+	const void *prof;
+	bool migrate;
+};
+
+/* The test's side: its plans, its profiles' names, and one run of a
+ * program on @node under @prof with @seed into @r. @only and @verbose
+ * name its environment variables (run only programs whose file holds
+ * the text; say how long each took), @over what the runs go over. */
+struct golden_driver {
+	struct golden_plan (*plan)(const char *file);
+	const char *(*prof_name)(const void *prof);
+	void (*run)(void *ctx, struct vm_node *node, const struct vm_module *m,
+		    const struct vm_options *o, const char *in, size_t in_len,
+		    const void *prof, uint64_t seed, struct result *r);
+	void *ctx;
+	const char *only, *verbose, *over;
+};
+
+static inline uint64_t golden_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Every program of @dir as @ps says, through @dr: how many runs differ,
+ * each reported. */
+static inline int golden_run_dir(const char *dir, const struct golden_pass *ps,
+				  const struct golden_driver *dr)
+{
+	struct vm_node *nodes[GOLDEN_MAX_CPUS + 1] = {NULL};
+	const char *only = getenv(dr->only);
+	bool verbose = getenv(dr->verbose) != NULL;
+	int failures = 0, runs = 0;
+	size_t nprog;
+	char **files = list_programs(dir, &nprog);
+	struct fl_buf why;
+
+	fl_buf_init(&why);
+	for (size_t i = 0; i < nprog; i++) {
+		struct golden_plan pl = dr->plan(files[i]);
+		const void *pr = ps->prof != NULL ? ps->prof : pl.prof;
+		uint32_t fixed[1];
+		const uint32_t *cs = ps->cpus;
+		int ncs = ps->ncpus;
+		uint64_t t0 = golden_now_ns();
+		struct spec s;
+		struct vm_module *m;
+		struct vm_options o;
+		char *argv[10];
+
+		if (only != NULL && strstr(files[i], only) == NULL) {
+			free(files[i]);
+			continue;
+		}
+		if (pl.prof == NULL) {
+			printf("  skipped %s/%s: %s\n", dir, files[i], pl.why);
+			free(files[i]);
+			continue;
+		}
+		spec_load(&s, dir, files[i]);
+		if (ps->migrate && (s.cpus || pl.why != NULL)) {
+			spec_free(&s);
+			free(files[i]);
+			continue;
+		}
+		m = unit_assemble(s.name, s.text, s.len);
+		golden_options(&s, &o, argv, ps->migrate);
+		if (s.cpus) {
+			if (s.cpus > GOLDEN_MAX_CPUS)
+				unit_die("%s: --cpus %u", s.name, s.cpus);
+			fixed[0] = s.cpus;
+			cs = fixed;
+			ncs = 1;
+		}
+		for (int c = 0; c < ncs; c++) {
+			if (pl.cpus != 0 && !s.cpus && cs[c] != pl.cpus)
+				continue;
+			if (nodes[cs[c]] == NULL)
+				nodes[cs[c]] = golden_node_new(cs[c]);
+			for (int seed = 1; seed <= pl.seeds && seed <= ps->max_seeds;
+			     seed++) {
+				struct result r;
+				snprintf(golden_running, sizeof golden_running,
+					 "%s on %u workers%s, %s seed %d",
+					 s.name, cs[c],
+					 ps->migrate ? " (migrate)" : "",
+					 dr->prof_name(pr), seed);
+				alarm(GOLDEN_RUN_SECONDS);
+				dr->run(dr->ctx, nodes[cs[c]], m, &o,
+					(const char *)s.in.data, s.in.len, pr,
+					(uint64_t)seed, &r);
+				alarm(0);
+				runs++;
+				if (check(&s, &r, &why) > 0) {
+					printf("  FAILED %s\n%s", golden_running,
+					       (const char *)why.data);
+					why.len = 0;
+					failures++;
+				}
+				result_free(&r);
+			}
+		}
+		if (verbose)
+			printf("  %s: %.2f s\n", s.name,
+			       (double)(golden_now_ns() - t0) / 1e9);
+		vm_module_free(m);
+		spec_free(&s);
+		free(files[i]);
+	}
+	free(files);
+	fl_buf_close(&why);
+	for (int c = 0; c <= GOLDEN_MAX_CPUS; c++)
+		vm_node_free(nodes[c]);
+	printf("  %s (%s%s): %d runs over %s, %d failed\n", dir,
+	       ps->prof != NULL ? dr->prof_name(ps->prof) : "plans",
+	       ps->migrate ? ", migrate" : "", runs, dr->over, failures);
+	return failures;
 }
 
 #endif

@@ -365,13 +365,7 @@ static void run_dsm(struct vm_node *a, const struct vm_module *m,
  * threads wait for run fewer times or with fewer delays, or they would
  * take minutes (a NULL profile skips the program). The reasons: what
  * costs a round trip here is an atomic (always at the home) and a miss after an acquire dropped the page. */
-static const struct plan {
-	const char *file;
-	const struct profile *prof;
-	int seeds;
-	uint32_t cpus; /* only on this many workers; 0: on each */
-	const char *why;
-} plans[] = {
+static const struct golden_plan plans[] = {
 	{"counter_cas.fla", &calm, 1, 2,
 	 "64000 contended cas, each a round trip to the home"},
 	{"spawn_100k.fla", &calm, 1, 2,
@@ -388,7 +382,7 @@ static const struct plan {
 	 "runs again) needs thread i's xadd reply to reach it before main's "
 	 "later one: links that keep their order, as connections do"},
 	{"spinlock_xchg.fla", NULL, 0, 0,
-	 "skipped: 16 threads spinning on xchg, every try a round trip to the "
+	 "16 threads spinning on xchg, every try a round trip to the "
 	 "home and every win an acquire that refetches the counter's page: "
 	 "12 million atomics for 16000 increments, 30 s on 2 workers, over "
 	 "300 s under ASan (counter_* and mutex_counter cover the paths)"},
@@ -399,115 +393,36 @@ static const struct plan {
 	{NULL, NULL, 0, 0, NULL},
 };
 
-static struct plan plan_of(const char *file)
+static struct golden_plan plan_of(const char *file)
 {
 	for (size_t i = 0; plans[i].file != NULL; i++)
 		if (strcmp(plans[i].file, file) == 0)
 			return plans[i];
-	return (struct plan){file, &jitter, NSEEDS, 0, NULL};
+	return (struct golden_plan){file, &jitter, NSEEDS, 0, NULL};
 }
 
-#define MAX_CPUS 8
-
-/* How run_dir runs a directory: on each of @ncpus worker counts in
- * @cpus (or the one a program's flags choose), seeds 1 .. its plan's (at
- * most @max_seeds); @migrate as --debug-migrate, and then only programs
- * without a plan or --cpus of their own. */
-struct pass {
-	const uint32_t *cpus;
-	int ncpus;
-	int max_seeds;
-	bool migrate;
-};
-
-static void run_dir(const char *dir, const struct pass *ps)
+static const char *prof_name(const void *prof)
 {
-	struct vm_node *nodes[MAX_CPUS + 1] = {NULL};
-	const char *only = getenv("FLOCK_DSM_ONLY");
-	bool verbose = getenv("FLOCK_DSM_VERBOSE") != NULL;
-	int failures = 0, runs = 0;
-	size_t nprog;
-	char **files = list_programs(dir, &nprog);
-	struct fl_buf why;
+	return ((const struct profile *)prof)->name;
+}
 
-	fl_buf_init(&why);
-	for (size_t i = 0; i < nprog; i++) {
-		struct plan pl = plan_of(files[i]);
-		uint32_t fixed[1];
-		const uint32_t *cs = ps->cpus;
-		int ncs = ps->ncpus;
-		uint64_t t0 = sim_now_ns();
-		struct spec s;
-		struct vm_module *m;
-		struct vm_options o;
-		char *argv[10];
+static void run_one(void *ctx, struct vm_node *node, const struct vm_module *m,
+		    const struct vm_options *o, const char *in, size_t in_len,
+		    const void *prof, uint64_t seed, struct result *r)
+{
+	(void)ctx;
+	run_dsm(node, m, o, in, in_len, prof, seed, r);
+}
 
-		if (only != NULL && strstr(files[i], only) == NULL) {
-			free(files[i]);
-			continue;
-		}
-		if (pl.prof == NULL) {
-			printf("  %s/%s %s\n", dir, files[i], pl.why);
-			free(files[i]);
-			continue;
-		}
-		spec_load(&s, dir, files[i]);
-		if (ps->migrate && (s.cpus || pl.why != NULL)) {
-			spec_free(&s);
-			free(files[i]);
-			continue;
-		}
-		m = unit_assemble(s.name, s.text, s.len);
-		golden_options(&s, &o, argv, ps->migrate);
-		if (s.cpus) {
-			if (s.cpus > MAX_CPUS)
-				unit_die("%s: --cpus %u", s.name, s.cpus);
-			fixed[0] = s.cpus;
-			cs = fixed;
-			ncs = 1;
-		}
-		for (int c = 0; c < ncs; c++) {
-			if (pl.cpus != 0 && !s.cpus && cs[c] != pl.cpus)
-				continue;
-			if (nodes[cs[c]] == NULL)
-				nodes[cs[c]] = golden_node_new(cs[c]);
-			for (int seed = 1; seed <= pl.seeds && seed <= ps->max_seeds;
-			     seed++) {
-				struct result r;
-				snprintf(golden_running, sizeof golden_running,
-					 "%s on %u workers%s, %s seed %d",
-					 s.name, cs[c],
-					 ps->migrate ? " (migrate)" : "",
-					 pl.prof->name, seed);
-				alarm(GOLDEN_RUN_SECONDS);
-				run_dsm(nodes[cs[c]], m, &o,
-					(const char *)s.in.data, s.in.len, pl.prof,
-					(uint64_t)seed, &r);
-				alarm(0);
-				runs++;
-				if (check(&s, &r, &why) > 0) {
-					printf("  FAILED %s\n%s", golden_running,
-					       (const char *)why.data);
-					why.len = 0;
-					failures++;
-				}
-				result_free(&r);
-			}
-		}
-		if (verbose)
-			printf("  %s: %.2f s\n", s.name,
-			       (double)(sim_now_ns() - t0) / 1e9);
-		vm_module_free(m);
-		spec_free(&s);
-		free(files[i]);
-	}
-	free(files);
-	fl_buf_close(&why);
-	for (int c = 0; c <= MAX_CPUS; c++)
-		vm_node_free(nodes[c]);
-	printf("  %s (%s): %d runs over the DSM source, %d failed\n", dir,
-	       ps->migrate ? "migrate" : "plans", runs, failures);
-	assert_int_equal(failures, 0);
+/* Every program of @dir over the DSM source, as @ps says (golden.h). */
+static void run_dir(const char *dir, const struct golden_pass *ps)
+{
+	const struct golden_driver dr = {
+		.plan = plan_of, .prof_name = prof_name, .run = run_one,
+		.only = "FLOCK_DSM_ONLY", .verbose = "FLOCK_DSM_VERBOSE",
+		.over = "the DSM source"};
+
+	assert_int_equal(golden_run_dir(dir, ps, &dr), 0);
 }
 
 static void print_totals(void)
@@ -528,8 +443,8 @@ static void print_totals(void)
 static void test_golden_threads(void **state)
 {
 	static const uint32_t one_two[] = {1, 2}, two[] = {2};
-	const struct pass all = {one_two, 2, NSEEDS, false};
-	const struct pass migrate = {two, 1, 1, true};
+	const struct golden_pass all = {one_two, 2, NSEEDS, NULL, false};
+	const struct golden_pass migrate = {two, 1, 1, NULL, true};
 
 	(void)state;
 	memset(&total_a, 0, sizeof total_a);
@@ -558,8 +473,8 @@ static void test_golden_threads(void **state)
 static void test_golden_memory(void **state)
 {
 	static const uint32_t one_two[] = {1, 2}, two[] = {2};
-	const struct pass all = {one_two, 2, NSEEDS, false};
-	const struct pass once = {two, 1, 1, false};
+	const struct golden_pass all = {one_two, 2, NSEEDS, NULL, false};
+	const struct golden_pass once = {two, 1, 1, NULL, false};
 
 	(void)state;
 	memset(&total_a, 0, sizeof total_a);

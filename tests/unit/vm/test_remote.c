@@ -1037,13 +1037,7 @@ static void run_remote(struct vm_node *a, struct vm_node *home,
  * other threads wait for get fewer delays, runs or worker counts, or
  * they would take minutes (the times are for one run of a normal build
  * at jitter). A NULL profile skips the program. */
-static const struct plan {
-	const char *file;
-	const struct profile *prof;
-	int seeds;
-	uint32_t cpus; /* only on this many workers; 0: on each */
-	const char *why;
-} plans[] = {
+static const struct golden_plan plans[] = {
 	{"counter_cas.fla", &calm, 1, 2,
 	 "64000 contended cas, a round trip per success: 30 s"},
 	{"spinlock_xchg.fla", &calm, 1, 2,
@@ -1061,124 +1055,38 @@ static const struct plan {
 	{NULL, NULL, 0, 0, NULL},
 };
 
-static struct plan plan_of(const char *file)
+static struct golden_plan plan_of(const char *file)
 {
 	for (size_t i = 0; plans[i].file != NULL; i++)
 		if (strcmp(plans[i].file, file) == 0)
 			return plans[i];
-	return (struct plan){file, &jitter, NSEEDS, 0, NULL};
+	return (struct golden_plan){file, &jitter, NSEEDS, 0, NULL};
 }
 
-#define MAX_CPUS 8
-
-/* How run_dir runs a directory's programs: on nodes of each of the
- * @ncpus worker counts in @cpus (or the one a program's flags choose),
- * with seeds 1 .. its plan's (at most @max_seeds), its plan's profile
- * unless @prof says; @migrate as --debug-migrate, and then only those
- * without a plan or --cpus of their own (as test_programs.py). */
-struct pass {
-	const uint32_t *cpus;
-	int ncpus;
-	int max_seeds;
-	const struct profile *prof;
-	bool migrate;
-};
-
-/* Every program of @dir over the remote source, as @ps says. Fails after
- * reporting every run that differs. */
-static void run_dir(const char *dir, const struct pass *ps)
+static const char *prof_name(const void *prof)
 {
-	const uint32_t *cpus = ps->cpus;
-	const struct profile *prof = ps->prof;
-	int ncpus = ps->ncpus, max_seeds = ps->max_seeds;
-	struct vm_node *home = golden_node_new(1), *nodes[MAX_CPUS + 1] = {NULL};
-	const char *only = getenv("FLOCK_REMOTE_ONLY");
-	bool verbose = getenv("FLOCK_REMOTE_VERBOSE") != NULL;
-	int failures = 0, runs = 0;
-	size_t nprog;
-	char **files = list_programs(dir, &nprog);
-	struct fl_buf why;
+	return ((const struct profile *)prof)->name;
+}
 
-	fl_buf_init(&why);
-	for (size_t i = 0; i < nprog; i++) {
-		struct plan pl = plan_of(files[i]);
-		const struct profile *pr = prof ? prof : pl.prof;
-		uint32_t fixed[1];
-		const uint32_t *cs = cpus;
-		int ncs = ncpus;
-		uint64_t t0 = vm__now();
-		struct spec s;
-		struct vm_module *m;
-		struct vm_options o;
-		char *argv[10];
+/* One run over the remote source, its home node @ctx. */
+static void run_one(void *ctx, struct vm_node *node, const struct vm_module *m,
+		    const struct vm_options *o, const char *in, size_t in_len,
+		    const void *prof, uint64_t seed, struct result *r)
+{
+	run_remote(node, ctx, m, o, in, in_len, prof, seed, r);
+}
 
-		if (only != NULL && strstr(files[i], only) == NULL) {
-			free(files[i]);
-			continue;
-		}
-		if (pl.prof == NULL) {
-			printf("  skipped %s/%s: %s\n", dir, files[i], pl.why);
-			free(files[i]);
-			continue;
-		}
-		spec_load(&s, dir, files[i]);
-		if (ps->migrate && (s.cpus || pl.why != NULL)) {
-			spec_free(&s);
-			free(files[i]);
-			continue;
-		}
-		m = unit_assemble(s.name, s.text, s.len);
-		golden_options(&s, &o, argv, ps->migrate);
-		if (s.cpus) {
-			if (s.cpus > MAX_CPUS)
-				unit_die("%s: --cpus %u", s.name, s.cpus);
-			fixed[0] = s.cpus;
-			cs = fixed;
-			ncs = 1;
-		}
-		for (int c = 0; c < ncs; c++) {
-			if (pl.cpus != 0 && !s.cpus && cs[c] != pl.cpus)
-				continue;
-			if (nodes[cs[c]] == NULL)
-				nodes[cs[c]] = golden_node_new(cs[c]);
-			for (int seed = 1; seed <= pl.seeds && seed <= max_seeds;
-			     seed++) {
-				struct result r;
-				snprintf(golden_running, sizeof golden_running,
-					 "%s on %u workers%s, %s seed %d",
-					 s.name, cs[c],
-					 ps->migrate ? " (migrate)" : "",
-					 pr->name, seed);
-				alarm(GOLDEN_RUN_SECONDS);
-				run_remote(nodes[cs[c]], home, m, &o,
-					   (const char *)s.in.data, s.in.len, pr,
-					   (uint64_t)seed, &r);
-				alarm(0);
-				runs++;
-				if (check(&s, &r, &why) > 0) {
-					printf("  FAILED %s\n%s", golden_running,
-					       (const char *)why.data);
-					why.len = 0;
-					failures++;
-				}
-				result_free(&r);
-			}
-		}
-		if (verbose)
-			printf("  %s: %.2f s\n", s.name,
-			       (double)(vm__now() - t0) / 1e9);
-		vm_module_free(m);
-		spec_free(&s);
-		free(files[i]);
-	}
-	free(files);
-	fl_buf_close(&why);
-	for (int c = 0; c <= MAX_CPUS; c++)
-		vm_node_free(nodes[c]);
+/* Every program of @dir over the remote source, as @ps says (golden.h). */
+static void run_dir(const char *dir, const struct golden_pass *ps)
+{
+	struct vm_node *home = golden_node_new(1);
+	const struct golden_driver dr = {
+		.plan = plan_of, .prof_name = prof_name, .run = run_one,
+		.ctx = home, .only = "FLOCK_REMOTE_ONLY",
+		.verbose = "FLOCK_REMOTE_VERBOSE", .over = "the remote source"};
+	int failures = golden_run_dir(dir, ps, &dr);
+
 	vm_node_free(home);
-	printf("  %s (%s%s): %d runs over the remote source, %d failed\n",
-	       dir, prof ? prof->name : "plans", ps->migrate ? ", migrate" : "",
-	       runs, failures);
 	assert_int_equal(failures, 0);
 }
 
@@ -1189,8 +1097,8 @@ static void run_dir(const char *dir, const struct pass *ps)
 static void test_golden_threads(void **state)
 {
 	static const uint32_t one_two[] = {1, 2}, two[] = {2};
-	const struct pass all = {one_two, 2, NSEEDS, NULL, false};
-	const struct pass migrate = {two, 1, 1, NULL, true};
+	const struct golden_pass all = {one_two, 2, NSEEDS, NULL, false};
+	const struct golden_pass migrate = {two, 1, 1, NULL, true};
 
 	(void)state;
 	memset(&stats, 0, sizeof stats);
@@ -1221,8 +1129,8 @@ static void test_golden_memory(void **state)
 					   "tests/programs/check",
 					   "tests/programs/io"};
 	static const uint32_t two[] = {2};
-	const struct pass cached = {two, 1, 1, &jitter, false};
-	const struct pass none = {two, 1, 1, &uncached, false};
+	const struct golden_pass cached = {two, 1, 1, &jitter, false};
+	const struct golden_pass none = {two, 1, 1, &uncached, false};
 
 	(void)state;
 	for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
