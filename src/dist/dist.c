@@ -390,13 +390,30 @@ static void evaluate(struct dist_part *d)
 
 /* ---- The ops ---- */
 
+/* Thread @tid left for part @to for its data, with @faults on pages
+ * homed there (0: placed there at its spawn). */
+static void note_data(struct dist_part *d, uint64_t tid, int to,
+		      uint64_t faults)
+{
+	pthread_mutex_lock(&d->lock);
+	d->st.data_tid = tid;
+	d->st.data_to = to;
+	d->st.data_faults = faults;
+	pthread_mutex_unlock(&d->lock);
+}
+
 static void op_move(struct vm_peer *pe, struct vm_worker *w,
 		    struct vm_thread *t, int to)
 {
 	struct dist_part *d = part_of(pe);
+	bool data = t->move_why == VM_MOVE_DATA;
+	uint64_t tid = t->tid, faults = t->fault_votes;
 
 	(void)w;
-	if (!ship(d, to, &t, 1, DIST_WHY_STDIO)) {
+	if (ship(d, to, &t, 1, data ? DIST_WHY_DATA : DIST_WHY_STDIO)) {
+		if (data)
+			note_data(d, tid, to, faults);
+	} else {
 		char msg[96];
 		snprintf(msg, sizeof msg,
 			 "out of memory (moving the thread to machine %d)", to);
@@ -528,6 +545,20 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 	return true;
 }
 
+static bool op_room(struct vm_peer *pe, int to, bool take)
+{
+	struct dist_part *d = part_of(pe);
+	uint64_t bit;
+
+	if (to < 0 || to >= d->cfg.nparts || to == d->cfg.self)
+		return false;
+	bit = 1ull << to;
+	if (!take)
+		return atomic_load_explicit(&d->starving, memory_order_relaxed) &
+		       bit;
+	return atomic_fetch_and(&d->starving, ~bit) & bit;
+}
+
 static void op_close(struct vm_peer *pe)
 {
 	struct dist_part *d = part_of(pe);
@@ -560,6 +591,7 @@ static const struct vm_peer_ops dist_ops = {
 	.ended = op_ended,
 	.idle = op_idle,
 	.spawned = op_spawned,
+	.room = op_room,
 	.close = op_close,
 };
 
@@ -872,6 +904,7 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	d->p = p;
 	d->cfg = *cfg;
 	d->victim = cfg->self;
+	d->st.data_to = -1;
 	d->wave_tm.idx = SIZE_MAX;
 	d->wave_tm.ev.fn = wave_fire;
 	pthread_mutex_init(&d->dlock, NULL);

@@ -90,6 +90,13 @@ struct dist_stats {
 	uint64_t msgs_sent, bytes_sent, msgs_recv, bytes_recv;
 	uint64_t waves;               /* deadlock waves run (origin) */
 	uint64_t malformed;
+	/* The last thread that left for its data (out_why[DIST_WHY_DATA]):
+	 * its id, the part it went to (-1: none yet), and its majority
+	 * count of faults on pages homed there -- those faults less the
+	 * ones elsewhere since that home led, so at least that many; 0
+	 * for a child placed there at its spawn. */
+	uint64_t data_tid, data_faults;
+	int32_t data_to;
 };
 
 struct dist_part;

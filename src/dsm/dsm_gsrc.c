@@ -377,6 +377,12 @@ static enum dsm_res flush(struct dsm_gsrc *G, struct vm_worker *w,
 
 /* ---- The ops ---- */
 
+static enum vm_res d_fence(struct vm_gsrc *g, struct vm_worker *w,
+			   enum vm_fence kind);
+
+/* A miss that needs the network is a remote fault of the thread
+ * (vm_gsrc_remote_fault): counted, and when the VM says so the thread
+ * moves to the page's home instead of fetching it. */
 static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 			  vm_word n, bool write, const char *what,
 			  uint8_t **data, bool *cache)
@@ -388,12 +394,26 @@ static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 	struct priv *pv;
 	const uint8_t *src = NULL;
 	enum dsm_res r;
+	enum vm_res rc;
+	int to;
 
 	if (precheck(G, w, addr, what) != VM_OK)
 		return VM_FAULT;
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
 	pv = priv_find(dt, page);
+	if (pv == NULL && dsm_missing(G->node, page) &&
+	    (to = vm_gsrc_remote_fault(w, addr)) >= 0) {
+		/* The thread goes to the page instead (its writes home
+		 * first: then it holds nothing here, d_movable). */
+		unlock(G);
+		if ((rc = d_fence(g, w, VM_FENCE_RELEASE)) != VM_OK)
+			return rc;
+		if (vm_gsrc_move(w, to))
+			return VM_MOVE;
+		if ((dt = enter(G, w)) == NULL)
+			return VM_FAULT;
+	}
 	if (pv == NULL || G->check) { /* the mapping's checks */
 		r = dsm_map(G->node, &dt->wait, page, write, off, (uint32_t)n,
 			    &src);

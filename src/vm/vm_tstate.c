@@ -1334,7 +1334,12 @@ struct vm_thread *vm__thread_roundtrip(struct vm_worker *w,
 		vm__proc_fail(p, t, t->pc, w->fault.msg);
 		return NULL;
 	}
-	/* Relations kept by the process, not by the thread itself. */
+	/* Relations kept by the process, not by the thread itself; and its
+	 * fault counts (vm_locality.c), which a real move resets but this
+	 * copy, staying here, keeps. */
+	c->fault_home = t->fault_home;
+	c->fault_votes = t->fault_votes;
+	c->faults = t->faults;
 	pthread_mutex_lock(&p->tlock);
 	c->joined = t->joined;
 	c->joiner = t->joiner;
