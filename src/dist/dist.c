@@ -514,11 +514,30 @@ static void op_idle(struct vm_peer *pe)
 		send_simple(d, d->cfg.origin, M_IDLE);
 }
 
+/* The part that homes @c's first argument, when that is a global
+ * address another part homes; else -1. A guess: the word may be any
+ * number with bit 63 set, which at worst places the child badly. */
+static int arg_home(const struct dist_part *d, const struct vm_thread *c)
+{
+	vm_word a;
+	int home;
+
+	if (c->sp < 0) /* no slots: stack[0] was never written */
+		return -1;
+	a = c->stack[0];
+	if (!(a & VM_GLOBAL_BIT))
+		return -1;
+	home = vm_peer_home(&d->base, vm_gslot(a));
+	return home >= 0 && home < d->cfg.nparts && home != d->cfg.self ? home
+									 : -1;
+}
+
 static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 		       struct vm_thread *c)
 {
 	struct dist_part *d = part_of(pe);
-	uint64_t mask;
+	enum dist_why why = DIST_WHY_PUSHED;
+	uint64_t mask, tid = c->tid;
 	int to;
 
 	(void)w;
@@ -530,18 +549,28 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 	if (!d->cfg.eager && (atomic_load(&d->p->node->nqueued) == 0 ||
 			      atomic_load(&d->p->node->nidle) > 0))
 		return false;
-	/* The lowest part that asked for work gets the child. */
-	mask = atomic_load(&d->starving);
-	while (mask != 0 && !atomic_compare_exchange_weak(
-				    &d->starving, &mask, mask & (mask - 1)))
-		;
-	if (mask == 0)
-		return false;
-	to = __builtin_ctzll(mask);
-	if (!ship(d, to, &c, 1, DIST_WHY_PUSHED)) {
+	/* The part that homes what its first argument points to, if that
+	 * one asked for work; else the lowest that did. */
+	to = arg_home(d, c);
+	if (to >= 0 && (atomic_fetch_and(&d->starving, ~(1ull << to)) &
+			(1ull << to))) {
+		why = DIST_WHY_DATA;
+	} else {
+		mask = atomic_load(&d->starving);
+		while (mask != 0 &&
+		       !atomic_compare_exchange_weak(&d->starving, &mask,
+						     mask & (mask - 1)))
+			;
+		if (mask == 0)
+			return false;
+		to = __builtin_ctzll(mask);
+	}
+	if (!ship(d, to, &c, 1, why)) {
 		atomic_fetch_or(&d->starving, 1ull << to);
 		return false;
 	}
+	if (why == DIST_WHY_DATA)
+		note_data(d, tid, to, 0);
 	return true;
 }
 
