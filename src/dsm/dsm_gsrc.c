@@ -28,6 +28,14 @@
  * the core (nothing is cached), which checks it against the page's live
  * blocks.
  *
+ * Locality: a translation of a page with neither a private copy nor a
+ * node copy, homed elsewhere (dsm_missing), is a remote fault of the
+ * thread, told to the VM (vm_gsrc_remote_fault) before the fetch. When
+ * the VM answers with a machine, the thread's writes are released (a
+ * release fence, which may park: the instruction then runs again and
+ * decides again) and, if the VM still claims room there, the source
+ * returns VM_MOVE: the thread holds no private copy, so it is movable.
+ *
  * Parking: every call into the core passes the thread's struct dsm_wait;
  * DSM_WAIT parks the thread (vm_gsrc_park) under the source's mutex, so
  * the wake -- which comes inside a later delivery, or inside another
