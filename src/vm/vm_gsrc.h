@@ -145,7 +145,8 @@ void vm_gsrc_tlb_flush(struct vm_worker *w);
 int vm_gsrc_remote_fault(struct vm_worker *w, vm_word addr);
 /* The running thread's writes are released (it holds nothing here):
  * claim room on machine @to. True: return VM_MOVE, and the thread moves
- * there for its data; false (another took the room): fetch after all. */
+ * there for its data; false (another took the room, or the movable op
+ * says no): fetch after all. Called without the source's locks. */
 bool vm_gsrc_move(struct vm_worker *w, int to);
 
 #endif

@@ -17,8 +17,9 @@
  *     smaller than the votes' pages, taking the pages it fetched from
  *     there as the measure of those it will;
  *   - the home has room (the peer's room op: it asked for work and got
- *     none), claimed after the thread's writes are released, so two
- *     threads never rush to one idle part on the same news.
+ *     none), claimed after the thread's writes are released and the
+ *     source's movable op agrees, so two threads never rush to one idle
+ *     part on the same news.
  * A moved thread's counts start again from 0 (they are not in its
  * state), so it moves again only for as many faults at its new place.
  *
@@ -75,8 +76,12 @@ int vm_gsrc_remote_fault(struct vm_worker *w, vm_word addr)
 bool vm_gsrc_move(struct vm_worker *w, int to)
 {
 	struct vm_thread *t = w->cur;
-	struct vm_peer *pe = t->proc->peer;
+	struct vm_proc *p = t->proc;
+	struct vm_peer *pe = p->peer;
 
+	/* Released, it holds nothing here; the source has the last word. */
+	if (p->gs->ops->movable != NULL && !p->gs->ops->movable(p->gs, t))
+		return false;
 	if (!pe->ops->room(pe, to, true))
 		return false;
 	t->move_to = to;
