@@ -27,7 +27,8 @@
  * What a source guarantees: each call returns VM_OK, VM_FAULT (with
  * vm_gsrc_fault() called: a runtime error naming what is wrong), or
  * VM_PARK; a translation also VM_MOVE, when vm_gsrc_move() said so (the
- * thread's writes released: it may move, as the movable op says). VM_PARK means the source called vm_gsrc_park() and will, from
+ * thread's writes released: it may move, as the movable op says).
+ * VM_PARK means the source called vm_gsrc_park() and will, from
  * any thread, later call vm_gsrc_resume() exactly once for it; the
  * thread stops, and when resumed its instruction runs again and makes the
  * same call, which must then take the reply (vm_gsrc_reply) and complete,

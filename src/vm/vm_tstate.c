@@ -34,7 +34,9 @@
  * decode: each thread gets its own (small) ones.
  *
  * Not in the bytes: what the process keeps about a thread (the thread
- * table, joiner/joined, wait queue and run queue membership). A decoded
+ * table, joiner/joined, wait queue and run queue membership), and its
+ * counts of remote faults (vm_locality.c), which start from 0 where it
+ * arrives. A decoded
  * thread is in no table or queue and not counted in live/nbusy; one
  * whose state says it is parked has pstate PARKED and must be registered
  * with a waker again, or queued (its instruction runs again and parks
