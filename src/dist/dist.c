@@ -208,6 +208,12 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 		fl_buf_close(&b);
 		return false;
 	}
+	/* Each thread's share of the busy count goes as it leaves, and its
+	 * memory is the process's until it is freed: a share of our own
+	 * (the threads' keep the count up to here) holds the process up
+	 * till then, or it could end (the threads may end it where they
+	 * arrive) and be freed under us. */
+	vm__proc_busy_inc(p);
 	for (size_t i = 0; i < n; i++)
 		if (!vm__thread_emigrate(p, ts[i]))
 			vm__proc_end_line(p, 70, "flock: out of memory (a thread "
@@ -220,6 +226,7 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	send_buf(d, to, &b);
 	for (size_t i = 0; i < n; i++)
 		vm__thread_free(ts[i]);
+	vm__proc_busy_dec(p);
 	return true;
 }
 
