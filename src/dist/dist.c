@@ -208,6 +208,12 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 		fl_buf_close(&b);
 		return false;
 	}
+	/* Each thread's share of the busy count goes as it leaves, and its
+	 * memory is the process's until it is freed: a share of our own
+	 * (the threads' keep the count up to here) holds the process up
+	 * till then, or it could end (the threads may end it where they
+	 * arrive) and be freed under us. */
+	vm__proc_busy_inc(p);
 	for (size_t i = 0; i < n; i++)
 		if (!vm__thread_emigrate(p, ts[i]))
 			vm__proc_end_line(p, 70, "flock: out of memory (a thread "
@@ -220,6 +226,7 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	send_buf(d, to, &b);
 	for (size_t i = 0; i < n; i++)
 		vm__thread_free(ts[i]);
+	vm__proc_busy_dec(p);
 	return true;
 }
 
@@ -390,13 +397,30 @@ static void evaluate(struct dist_part *d)
 
 /* ---- The ops ---- */
 
+/* Thread @tid left for part @to for its data, with @faults on pages
+ * homed there (0: placed there at its spawn). */
+static void note_data(struct dist_part *d, uint64_t tid, int to,
+		      uint64_t faults)
+{
+	pthread_mutex_lock(&d->lock);
+	d->st.data_tid = tid;
+	d->st.data_to = to;
+	d->st.data_faults = faults;
+	pthread_mutex_unlock(&d->lock);
+}
+
 static void op_move(struct vm_peer *pe, struct vm_worker *w,
 		    struct vm_thread *t, int to)
 {
 	struct dist_part *d = part_of(pe);
+	bool data = t->move_why == VM_MOVE_DATA;
+	uint64_t tid = t->tid, faults = t->fault_votes;
 
 	(void)w;
-	if (!ship(d, to, &t, 1, DIST_WHY_STDIO)) {
+	if (ship(d, to, &t, 1, data ? DIST_WHY_DATA : DIST_WHY_STDIO)) {
+		if (data)
+			note_data(d, tid, to, faults);
+	} else {
 		char msg[96];
 		snprintf(msg, sizeof msg,
 			 "out of memory (moving the thread to machine %d)", to);
@@ -497,11 +521,30 @@ static void op_idle(struct vm_peer *pe)
 		send_simple(d, d->cfg.origin, M_IDLE);
 }
 
+/* The part that homes @c's first argument, when that is a global
+ * address another part homes; else -1. A guess: the word may be any
+ * number with bit 63 set, which at worst places the child badly. */
+static int arg_home(const struct dist_part *d, const struct vm_thread *c)
+{
+	vm_word a;
+	int home;
+
+	if (c->sp < 0) /* no slots: stack[0] was never written */
+		return -1;
+	a = c->stack[0];
+	if (!(a & VM_GLOBAL_BIT))
+		return -1;
+	home = vm_peer_home(&d->base, vm_gslot(a));
+	return home >= 0 && home < d->cfg.nparts && home != d->cfg.self ? home
+									 : -1;
+}
+
 static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 		       struct vm_thread *c)
 {
 	struct dist_part *d = part_of(pe);
-	uint64_t mask;
+	enum dist_why why = DIST_WHY_PUSHED;
+	uint64_t mask, tid = c->tid;
 	int to;
 
 	(void)w;
@@ -513,19 +556,43 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 	if (!d->cfg.eager && (atomic_load(&d->p->node->nqueued) == 0 ||
 			      atomic_load(&d->p->node->nidle) > 0))
 		return false;
-	/* The lowest part that asked for work gets the child. */
-	mask = atomic_load(&d->starving);
-	while (mask != 0 && !atomic_compare_exchange_weak(
-				    &d->starving, &mask, mask & (mask - 1)))
-		;
-	if (mask == 0)
-		return false;
-	to = __builtin_ctzll(mask);
-	if (!ship(d, to, &c, 1, DIST_WHY_PUSHED)) {
+	/* The part that homes what its first argument points to, if that
+	 * one asked for work; else the lowest that did. */
+	to = arg_home(d, c);
+	if (to >= 0 && (atomic_fetch_and(&d->starving, ~(1ull << to)) &
+			(1ull << to))) {
+		why = DIST_WHY_DATA;
+	} else {
+		mask = atomic_load(&d->starving);
+		while (mask != 0 &&
+		       !atomic_compare_exchange_weak(&d->starving, &mask,
+						     mask & (mask - 1)))
+			;
+		if (mask == 0)
+			return false;
+		to = __builtin_ctzll(mask);
+	}
+	if (!ship(d, to, &c, 1, why)) {
 		atomic_fetch_or(&d->starving, 1ull << to);
 		return false;
 	}
+	if (why == DIST_WHY_DATA)
+		note_data(d, tid, to, 0);
 	return true;
+}
+
+static bool op_room(struct vm_peer *pe, int to, bool take)
+{
+	struct dist_part *d = part_of(pe);
+	uint64_t bit;
+
+	if (to < 0 || to >= d->cfg.nparts || to == d->cfg.self)
+		return false;
+	bit = 1ull << to;
+	if (!take)
+		return atomic_load_explicit(&d->starving, memory_order_relaxed) &
+		       bit;
+	return atomic_fetch_and(&d->starving, ~bit) & bit;
 }
 
 static void op_close(struct vm_peer *pe)
@@ -560,6 +627,7 @@ static const struct vm_peer_ops dist_ops = {
 	.ended = op_ended,
 	.idle = op_idle,
 	.spawned = op_spawned,
+	.room = op_room,
 	.close = op_close,
 };
 
@@ -872,6 +940,7 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	d->p = p;
 	d->cfg = *cfg;
 	d->victim = cfg->self;
+	d->st.data_to = -1;
 	d->wave_tm.idx = SIZE_MAX;
 	d->wave_tm.ev.fn = wave_fire;
 	pthread_mutex_init(&d->dlock, NULL);

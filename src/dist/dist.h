@@ -16,6 +16,20 @@
  * stdio on another machine moves to the origin, its writes released
  * first, and the instruction runs there; main never moves.
  *
+ * Locality: a thread also moves to its data (vm_peer.h, "Locality"):
+ * once 16 of its faults here were served by one other part
+ * (VM_DATA_MOVE_FAULTS, a majority vote over the homes) and that part
+ * has room -- it asked for work and got NOTHING, so it is idle as far as
+ * this part knows (the room op reads @starving) -- the thread goes there
+ * (DIST_WHY_DATA) instead of fetching more pages, if its state is
+ * smaller than the pages it fetched from there. Taking the room clears
+ * that part's bit, as a push does, so one idle part gets one thread per
+ * ask however many want to go there; the bit comes back when it asks
+ * again (idle again) and has nothing. And a spawn pushed to a part that
+ * asked (a backlog here) goes to the one that homes what the child's
+ * first argument points to, if that one asked (DIST_WHY_DATA too, no
+ * faults). dist_stats keeps the last such move.
+ *
  * Joins: a thread's home (the part that made its id) keeps its entry;
  * JOIN goes there, JOIN_REPLY comes back with the result (or "no such
  * thread") once the thread has ended, wherever it ran (DONE tells the
@@ -90,6 +104,13 @@ struct dist_stats {
 	uint64_t msgs_sent, bytes_sent, msgs_recv, bytes_recv;
 	uint64_t waves;               /* deadlock waves run (origin) */
 	uint64_t malformed;
+	/* The last thread that left for its data (out_why[DIST_WHY_DATA]):
+	 * its id, the part it went to (-1: none yet), and its majority
+	 * count of faults on pages homed there -- those faults less the
+	 * ones elsewhere since that home led, so at least that many; 0
+	 * for a child placed there at its spawn. */
+	uint64_t data_tid, data_faults;
+	int32_t data_to;
 };
 
 struct dist_part;

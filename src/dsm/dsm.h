@@ -197,6 +197,13 @@ enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		     bool write, uint32_t off, uint32_t len,
 		     const uint8_t **data);
 
+/* Whether an access to @page now needs the network: homed on another
+ * node, and this node has no copy of it (nor its home's word that it is
+ * unmapped), so dsm_read, dsm_write or dsm_map would fetch it (or wait
+ * for a fetch in flight). Nothing changes; false for a page no node
+ * homes. */
+bool dsm_missing(struct dsm_node *n, uint64_t page);
+
 /* Send every dirty page's diff home; DSM_OK once every home acked all
  * this node's diffs (and every directory note they caused was acked). */
 enum dsm_res dsm_release(struct dsm_node *n, struct dsm_wait *w);

@@ -120,6 +120,17 @@ enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 	return r;
 }
 
+bool dsm_missing(struct dsm_node *n, uint64_t page)
+{
+	int home = page < DSM_PAGE_LIMIT ? dsm__home(n, page) : -1;
+	struct dsm_page *pg;
+
+	if (home < 0 || home == n->self)
+		return false;
+	pg = dsm__page(n, page, false);
+	return pg == NULL || (pg->data == NULL && !pg->gone);
+}
+
 enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		      uint32_t off, uint32_t len, void *out)
 {

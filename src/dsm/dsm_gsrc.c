@@ -28,6 +28,14 @@
  * the core (nothing is cached), which checks it against the page's live
  * blocks.
  *
+ * Locality: a translation of a page with neither a private copy nor a
+ * node copy, homed elsewhere (dsm_missing), is a remote fault of the
+ * thread, told to the VM (vm_gsrc_remote_fault) before the fetch. When
+ * the VM answers with a machine, the thread's writes are released (a
+ * release fence, which may park: the instruction then runs again and
+ * decides again) and, if the VM still claims room there, the source
+ * returns VM_MOVE: the thread holds no private copy, so it is movable.
+ *
  * Parking: every call into the core passes the thread's struct dsm_wait;
  * DSM_WAIT parks the thread (vm_gsrc_park) under the source's mutex, so
  * the wake -- which comes inside a later delivery, or inside another
@@ -384,6 +392,12 @@ static enum dsm_res flush(struct dsm_gsrc *G, struct vm_worker *w,
 
 /* ---- The ops ---- */
 
+static enum vm_res d_fence(struct vm_gsrc *g, struct vm_worker *w,
+			   enum vm_fence kind);
+
+/* A miss that needs the network is a remote fault of the thread
+ * (vm_gsrc_remote_fault): counted, and when the VM says so the thread
+ * moves to the page's home instead of fetching it. */
 static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 			  vm_word n, bool write, const char *what,
 			  uint8_t **data, bool *cache)
@@ -395,12 +409,26 @@ static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 	struct priv *pv;
 	const uint8_t *src = NULL;
 	enum dsm_res r;
+	enum vm_res rc;
+	int to;
 
 	if (precheck(G, w, addr, what) != VM_OK)
 		return VM_FAULT;
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
 	pv = priv_find(dt, page);
+	if (pv == NULL && dsm_missing(G->node, page) &&
+	    (to = vm_gsrc_remote_fault(w, addr)) >= 0) {
+		/* The thread goes to the page instead (its writes home
+		 * first: then it holds nothing here, d_movable). */
+		unlock(G);
+		if ((rc = d_fence(g, w, VM_FENCE_RELEASE)) != VM_OK)
+			return rc;
+		if (vm_gsrc_move(w, to))
+			return VM_MOVE;
+		if ((dt = enter(G, w)) == NULL)
+			return VM_FAULT;
+	}
 	if (pv == NULL || G->check) { /* the mapping's checks */
 		r = dsm_map(G->node, &dt->wait, page, write, off, (uint32_t)n,
 			    &src);

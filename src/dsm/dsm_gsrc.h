@@ -6,7 +6,9 @@
  * own struct vm_proc, a "part" of the process with its own source, all
  * of them nodes of one DSM. Everything that happens at a word's or a
  * page's home happens there, through the core:
- *   - translations onto dsm_map(): read in place from the node's copy; a
+ *   - translations onto dsm_map(): read in place from the node's copy
+ *     (one that must be fetched is first a remote fault of the thread,
+ *     which may move it to the page's home instead: vm_gsrc.h); a
  *     write translation gives the thread a private copy of the page and
  *     its twin (dsm_gsrc.c says why); every fence, and the fence half of
  *     every atomic, wait/wake/lock/unlock and free, onto writing the

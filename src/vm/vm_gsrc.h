@@ -26,7 +26,9 @@
  *
  * What a source guarantees: each call returns VM_OK, VM_FAULT (with
  * vm_gsrc_fault() called: a runtime error naming what is wrong), or
- * VM_PARK. VM_PARK means the source called vm_gsrc_park() and will, from
+ * VM_PARK; a translation also VM_MOVE, when vm_gsrc_move() said so (the
+ * thread's writes released: it may move, as the movable op says).
+ * VM_PARK means the source called vm_gsrc_park() and will, from
  * any thread, later call vm_gsrc_resume() exactly once for it; the
  * thread stops, and when resumed its instruction runs again and makes the
  * same call, which must then take the reply (vm_gsrc_reply) and complete,
@@ -133,5 +135,19 @@ void vm_gsrc_resume(struct vm_thread *t, int32_t status, vm_word value);
 bool vm_gsrc_reply(struct vm_worker *w, int32_t *status, vm_word *value);
 /* Drop the translations this worker caches (at a fence). */
 void vm_gsrc_tlb_flush(struct vm_worker *w);
+
+/* A translation of the running thread misses here: @addr's page is
+ * homed on another machine and must be fetched. Counts the fault for the
+ * thread (vm_peer.h, "Locality"); returns the machine the thread should
+ * move to instead, or -1 to fetch. Then the source releases the
+ * thread's writes (a fence: VM_PARK, VM_FAULT return as they are) and
+ * calls vm_gsrc_move(). Cheap; call it only on that slow path, with or
+ * without the source's locks. */
+int vm_gsrc_remote_fault(struct vm_worker *w, vm_word addr);
+/* The running thread's writes are released (it holds nothing here):
+ * claim room on machine @to. True: return VM_MOVE, and the thread moves
+ * there for its data; false (another took the room, or the movable op
+ * says no): fetch after all. Called without the source's locks. */
+bool vm_gsrc_move(struct vm_worker *w, int to);
 
 #endif

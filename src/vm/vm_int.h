@@ -335,6 +335,31 @@ struct vm_thread {
 	 * that worker has run nothing else since (vm_sched.c). */
 	struct vm_worker *last_worker;
 	uint64_t last_run;
+	/* Its page faults served by another machine since it last moved
+	 * (vm_gsrc_remote_fault, on the page source's slow path): a
+	 * Boyer-Moore majority vote over their homes -- @fault_home the
+	 * candidate part, @fault_votes its count, which at 0 lets the next
+	 * home take over -- and @faults all of them. Not in its state (a
+	 * moved thread starts again from 0). */
+	int32_t fault_home;
+	uint32_t fault_votes, faults;
+	/* Where a VM_STOP_MOVE sends it, and why (enum vm_move_why). */
+	int32_t move_to;
+	uint8_t move_why;
+};
+
+/* Remote faults on one home's pages after which a thread may move there
+ * (vm_locality.c). Each costs a round trip and a page (4 KiB) fetched;
+ * a thread's state is a few hundred bytes plus its stack and local
+ * pages, and moving costs one trip. Sixteen is few enough that a thread
+ * sweeping a remote array moves within its first 64 KiB, and enough that
+ * a few stray reads (a shared counter, a flag) never move it. */
+#define VM_DATA_MOVE_FAULTS 16
+
+/* Why a thread stopped with VM_STOP_MOVE. */
+enum vm_move_why {
+	VM_MOVE_STDIO, /* stdio runs on the origin */
+	VM_MOVE_DATA,  /* to the home of the pages it faults on */
 };
 
 /* ---- The node: workers, run queues, inbox, timers (vm_node.c,
@@ -375,6 +400,10 @@ struct vm_worker {
 	 * to track, flush everything). */
 	uint16_t filled[VM_TLB_TRACK];
 	unsigned nfilled;
+	/* The instruction running cannot start again on another machine
+	 * (stdio on the origin, argv): its faults never move the thread
+	 * for its data (vm_gsrc_remote_fault). */
+	bool stay;
 	struct vm_fault fault;
 };
 
@@ -638,8 +667,9 @@ bool vm__unlock(struct vm_worker *w, struct vm_thread *t, uint64_t *word,
 
 /* What a slow path did: done, a runtime error (w->fault set), the thread
  * is parking (the instruction runs again when it is resumed), the
- * process ended, or the instruction must run on the process's origin
- * (stdio on another machine: the thread moves there, vm_peer.h). */
+ * process ended, or the instruction must run on another machine, the
+ * thread's @move_to (stdio on the origin; a page source's pages at their
+ * home: the thread moves there, vm_peer.h). */
 enum vm_res { VM_OK = 0, VM_FAULT, VM_PARK, VM_END, VM_MOVE };
 
 /* Translate [addr, addr+n) -- within one page -- for a load (write=false)
@@ -690,7 +720,7 @@ enum vm_stop {
 	VM_STOP_DONE,  /* the thread returned */
 	VM_STOP_END,   /* the process ended */
 	VM_STOP_SPAWN, /* spawned w->now: run it now; the parent is w->lifo */
-	VM_STOP_MOVE,  /* at an instruction that runs on the origin */
+	VM_STOP_MOVE,  /* at an instruction that runs on t->move_to */
 };
 
 /* Run @t on @w until it yields, parks, finishes or the process ends. */

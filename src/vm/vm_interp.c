@@ -94,9 +94,11 @@ static enum vm_res do_argv(struct vm_worker *w, int64_t i, vm_word buf,
 		return VM_OK;
 	}
 	len = strlen(o->argv[i]);
+	w->stay = true; /* the arguments are this machine's */
 	rc = vm__mem_write(w, buf, o->argv[i], len < n ? len : n, "argv");
 	if (rc == VM_OK && len < n)
 		rc = vm__mem_write(w, buf + len, "", 1, "argv");
+	w->stay = false;
 	*res = len;
 	return rc;
 }
@@ -490,6 +492,10 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 				SPILL();                                      \
 				SAVE(pc);                                     \
 				return VM_STOP_PARK;                          \
+			case VM_MOVE: /* to the page's home */                \
+				SPILL();                                      \
+				SAVE(pc);                                     \
+				return VM_STOP_MOVE;                          \
 			default:                                              \
 				goto error;                                   \
 			}                                                     \
@@ -511,6 +517,10 @@ static VM_PROGRAM_MEMORY enum vm_stop run(struct vm_worker *w,
 				SPILL();                                      \
 				SAVE(pc);                                     \
 				return VM_STOP_PARK;                          \
+			case VM_MOVE: /* to the page's home */                \
+				SPILL();                                      \
+				SAVE(pc);                                     \
+				return VM_STOP_MOVE;                          \
 			default:                                              \
 				goto error;                                   \
 			}                                                     \

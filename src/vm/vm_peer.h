@@ -16,6 +16,16 @@
  * which always asks the id's home, needs no directory of where threads
  * are now.
  *
+ * Locality: a thread goes to its data. The page source tells the VM of
+ * every fault of a running thread that another machine must serve
+ * (vm_gsrc_remote_fault); the VM counts them per thread by home, and
+ * once one home has VM_DATA_MOVE_FAULTS of them, the thread is not
+ * main, that home has room (ops->room) and the thread's state is
+ * smaller than the pages it fetched from there, the source releases
+ * the thread's writes and the thread moves there (VM_MOVE_DATA) instead
+ * of fetching; the instruction runs again at the home, where the page is
+ * local. The counts start again from 0 after every move.
+ *
  * What the VM guarantees: every op is called without any of the
  * process's locks held, on a worker or (ended, idle) on whatever thread
  * ended the process or lowers its busy count; ops must not block. While
@@ -37,10 +47,13 @@
 struct vm_peer;
 
 struct vm_peer_ops {
-	/* Thread @t leaves for machine @to (the origin, for stdio): it
-	 * stopped at an instruction that runs again there, its registers
-	 * saved and its writes released. It still counts in nbusy; from
-	 * this call on the peer owns it (vm__thread_emigrate). */
+	/* Thread @t leaves for machine @to, for t->move_why (enum
+	 * vm_move_why): the origin, for stdio; for its data, the home of
+	 * the pages it faults on, where it has t->fault_votes faults
+	 * (vm_gsrc_remote_fault). It stopped at an instruction that runs
+	 * again there, its registers saved and its writes released. It
+	 * still counts in nbusy; from this call on the peer owns it
+	 * (vm__thread_emigrate). */
 	void (*move)(struct vm_peer *pe, struct vm_worker *w,
 		     struct vm_thread *t, int to);
 	/* @t joins @tid, which another machine homes: @t is parking
@@ -65,6 +78,11 @@ struct vm_peer_ops {
 	 * parent then goes on. */
 	bool (*spawned)(struct vm_peer *pe, struct vm_worker *w,
 			struct vm_thread *c);
+	/* Has machine @to room for one more thread -- it asked this part
+	 * for work and got none, so it is idle as far as this part knows?
+	 * With @take, claim that room: true for one caller per ask, and a
+	 * thread then goes there (its move op follows). NULL: never. */
+	bool (*room)(struct vm_peer *pe, int to, bool take);
 	/* vm_proc_free: no more calls into the process. */
 	void (*close)(struct vm_peer *pe);
 };

@@ -299,8 +299,8 @@ static void work(struct vm_worker *w, struct vm_proc *serve)
 		case VM_STOP_END:
 			vm__proc_busy_dec(p);
 			break;
-		case VM_STOP_MOVE: /* stdio on another machine: to the origin */
-			p->peer->ops->move(p->peer, w, t, p->peer->origin);
+		case VM_STOP_MOVE: /* stdio: to the origin; data: its home */
+			p->peer->ops->move(p->peer, w, t, t->move_to);
 			break;
 		}
 		w->cur = NULL;

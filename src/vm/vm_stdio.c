@@ -213,11 +213,45 @@ static enum vm_res to_origin(struct vm_worker *w, struct vm_proc *p)
 	if (p->peer == NULL || p->peer->self == p->peer->origin)
 		return VM_OK;
 	rc = p->gs->ops->fence(p->gs, w, VM_FENCE_RELEASE);
-	return rc == VM_OK ? VM_MOVE : rc;
+	if (rc != VM_OK)
+		return rc;
+	w->cur->move_to = p->peer->origin;
+	w->cur->move_why = VM_MOVE_STDIO;
+	return VM_MOVE;
 }
+
+/* write and read run on the origin, where the process's stdio is; their
+ * page faults never move the thread for its data (w->stay): a write
+ * would lose its progress, and either would come back for its stdio. */
+static enum vm_res io_write(struct vm_worker *w, struct vm_thread *t,
+			    int64_t fd, vm_word addr, vm_word n, vm_word *res);
+static enum vm_res io_read(struct vm_worker *w, struct vm_thread *t,
+			   int64_t fd, vm_word addr, vm_word n, vm_word *res);
 
 enum vm_res vm__io_write(struct vm_worker *w, struct vm_thread *t, int64_t fd,
 			 vm_word addr, vm_word n, vm_word *res)
+{
+	enum vm_res rc;
+
+	w->stay = true;
+	rc = io_write(w, t, fd, addr, n, res);
+	w->stay = false;
+	return rc;
+}
+
+enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
+			vm_word addr, vm_word n, vm_word *res)
+{
+	enum vm_res rc;
+
+	w->stay = true;
+	rc = io_read(w, t, fd, addr, n, res);
+	w->stay = false;
+	return rc;
+}
+
+static enum vm_res io_write(struct vm_worker *w, struct vm_thread *t,
+			    int64_t fd, vm_word addr, vm_word n, vm_word *res)
 {
 	struct vm_proc *p = t->proc;
 	struct vm_pio *io = &p->io;
@@ -323,8 +357,8 @@ void vm__io_errline(struct vm_proc *p, const char *s)
 
 /* ---- Input, on the workers ---- */
 
-enum vm_res vm__io_read(struct vm_worker *w, struct vm_thread *t, int64_t fd,
-			vm_word addr, vm_word n, vm_word *res)
+static enum vm_res io_read(struct vm_worker *w, struct vm_thread *t,
+			   int64_t fd, vm_word addr, vm_word n, vm_word *res)
 {
 	struct vm_proc *p = t->proc;
 	struct vm_pio *io = &p->io;

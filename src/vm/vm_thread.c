@@ -515,6 +515,8 @@ void vm__thread_immigrate(struct vm_proc *p, struct vm_thread **ts, size_t n)
 			continue;
 		}
 		t->arrive = true;
+		/* Its faults elsewhere say nothing of its data here. */
+		t->fault_votes = t->faults = 0;
 		vm__proc_busy_inc(p);
 		vm__sched_push(p->node, NULL, t);
 	}

@@ -34,7 +34,9 @@
  * decode: each thread gets its own (small) ones.
  *
  * Not in the bytes: what the process keeps about a thread (the thread
- * table, joiner/joined, wait queue and run queue membership). A decoded
+ * table, joiner/joined, wait queue and run queue membership), and its
+ * counts of remote faults (vm_locality.c), which start from 0 where it
+ * arrives. A decoded
  * thread is in no table or queue and not counted in live/nbusy; one
  * whose state says it is parked has pstate PARKED and must be registered
  * with a waker again, or queued (its instruction runs again and parks
@@ -1334,7 +1336,12 @@ struct vm_thread *vm__thread_roundtrip(struct vm_worker *w,
 		vm__proc_fail(p, t, t->pc, w->fault.msg);
 		return NULL;
 	}
-	/* Relations kept by the process, not by the thread itself. */
+	/* Relations kept by the process, not by the thread itself; and its
+	 * fault counts (vm_locality.c), which a real move resets but this
+	 * copy, staying here, keeps. */
+	c->fault_home = t->fault_home;
+	c->fault_votes = t->fault_votes;
+	c->faults = t->faults;
 	pthread_mutex_lock(&p->tlock);
 	c->joined = t->joined;
 	c->joiner = t->joiner;

@@ -19,7 +19,8 @@
  * embedded VM's), with counters showing that threads did move and joins
  * did cross machines; small programs for the paths the golden ones miss
  * (a runtime error on another machine, exit there, a deadlock spanning
- * machines, output from threads elsewhere).
+ * machines, output from threads elsewhere, a thread that goes to its
+ * data or, its data's home busy, stays).
  *
  * FLOCK_DIST_ONLY=NAME runs only programs whose file name has NAME in
  * it, FLOCK_DIST_SKIP=NAME all others; FLOCK_DIST_SEEDS=N runs N seeds
@@ -178,11 +179,15 @@ static int64_t seg_pages(uint32_t len)
 
 static struct dist_stats total;
 static uint64_t total_runs;
+/* Each part's counters in the last run. */
+static struct dist_stats last[MAX_PARTS];
 
 static void stats_add(const struct dist_stats *s)
 {
 	total.moved_out += s->moved_out;
 	total.moved_in += s->moved_in;
+	for (int i = 0; i < DIST_WHY__N; i++)
+		total.out_why[i] += s->out_why[i];
 	total.move_bytes += s->move_bytes;
 	total.steals += s->steals;
 	total.steals_empty += s->steals_empty;
@@ -276,6 +281,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 		struct dist_stats st;
 		dist_stats(N->parts[i].d, &st);
 		stats_add(&st);
+		last[i] = st;
 		dist_unref(N->parts[i].d);
 		dsm_gsrc_unref(N->parts[i].g);
 	}
@@ -422,11 +428,15 @@ static void run_dir(const char *dir, int nparts)
 static void print_totals(void)
 {
 	printf("  %" PRIu64 " runs: %" PRIu64 " threads moved (%" PRIu64
-	       " bytes of state), %" PRIu64 " steals (%" PRIu64
-	       " empty), %" PRIu64 " remote joins, %" PRIu64
-	       " messages, %" PRIu64 " deadlock waves, %" PRIu64
+	       " bytes of state; %" PRIu64 " stolen, %" PRIu64 " pushed, %"
+	       PRIu64 " for stdio, %" PRIu64 " for data), %" PRIu64
+	       " steals (%" PRIu64 " empty), %" PRIu64 " remote joins, %"
+	       PRIu64 " messages, %" PRIu64 " deadlock waves, %" PRIu64
 	       " malformed\n",
-	       total_runs, total.moved_in, total.move_bytes, total.steals,
+	       total_runs, total.moved_in, total.move_bytes,
+	       total.out_why[DIST_WHY_STOLEN], total.out_why[DIST_WHY_PUSHED],
+	       total.out_why[DIST_WHY_STDIO], total.out_why[DIST_WHY_DATA],
+	       total.steals,
 	       total.steals_empty, total.remote_joins, total.msgs_sent,
 	       total.waves, total.malformed);
 }
@@ -677,6 +687,193 @@ static void test_remote_deadlock(void **state)
 	result_free(&r);
 }
 
+/* ---- Threads that go to their data ----
+ *
+ * main fills one word on each of 128 pages of .data, which the origin
+ * homes, and spawns a, which goes to machine 1 (it asked for work) and
+ * sums those words there: each page a fault served by machine 0. a's
+ * result says where it ended: sum * 10 + node(). */
+
+#define DATA_PAGES "128"
+#define DATA_MAIN_FILL                                                        \
+	"func main 0 2\n"                                                     \
+	"        push 0\n"                                                    \
+	"        set 0\n"                                                     \
+	"fill:   get 0\n" /* arr[i * 512] = i + 1 */                          \
+	"        push " DATA_PAGES "\n"                                        \
+	"        lt\n"                                                        \
+	"        jz filled\n"                                                 \
+	"        push arr\n"                                                  \
+	"        get 0\n"                                                     \
+	"        push 4096\n"                                                 \
+	"        mul\n"                                                       \
+	"        add\n"                                                       \
+	"        get 0\n"                                                     \
+	"        push 1\n"                                                    \
+	"        add\n"                                                       \
+	"        st64\n"                                                      \
+	"        get 0\n"                                                     \
+	"        push 1\n"                                                    \
+	"        add\n"                                                       \
+	"        set 0\n"                                                     \
+	"        jmp fill\n"                                                  \
+	"filled: call spin\n"                                                 \
+	"        drop\n"
+#define DATA_MAIN_PRINT                                                       \
+	"        set 1\n"                                                     \
+	"        get 1\n"                                                     \
+	"        push 10\n"                                                   \
+	"        div\n"                                                       \
+	"        call println\n"                                              \
+	"        drop\n"                                                      \
+	"        get 1\n"                                                     \
+	"        push 10\n"                                                   \
+	"        mod\n"                                                       \
+	"        call println\n"                                              \
+	"        drop\n"                                                      \
+	"        push 0\n"                                                    \
+	"        ret\n"                                                       \
+	"end\n"
+/* sum ( base -- sum * 10 + node ): one word a page, then flag := 1 */
+#define DATA_SUM                                                              \
+	"func sum 1 2\n"                                                      \
+	"loop:   get 1\n"                                                     \
+	"        push " DATA_PAGES "\n"                                        \
+	"        lt\n"                                                        \
+	"        jz done\n"                                                   \
+	"        get 0\n"                                                     \
+	"        get 1\n"                                                     \
+	"        push 4096\n"                                                 \
+	"        mul\n"                                                       \
+	"        add\n"                                                       \
+	"        ld64\n"                                                      \
+	"        get 2\n"                                                     \
+	"        add\n"                                                       \
+	"        set 2\n"                                                     \
+	"        get 1\n"                                                     \
+	"        push 1\n"                                                    \
+	"        add\n"                                                       \
+	"        set 1\n"                                                     \
+	"        jmp loop\n"                                                  \
+	"done:   push flag\n"                                                 \
+	"        push 1\n"                                                    \
+	"        xchg\n"                                                      \
+	"        drop\n"                                                      \
+	"        get 2\n"                                                     \
+	"        push 10\n"                                                   \
+	"        mul\n"                                                       \
+	"        node\n"                                                      \
+	"        add\n"                                                       \
+	"        ret\n"                                                       \
+	"end\n"                                                               \
+	"func a 0 0\n"                                                        \
+	"        push arr\n"                                                  \
+	"        call sum\n"                                                  \
+	"        ret\n"                                                       \
+	"end\n"
+#define DATA_SEGMENT                                                          \
+	".data\n"                                                             \
+	"flag:   .word 0\n"                                                   \
+	"arr:    .zero 524288\n" /* 128 pages */                              \
+	".text\n"
+/* 1 + 2 + ... + 128, then where a ended */
+#define DATA_SUM_OUT "8256\n"
+
+/* machine 1's thread a moved for its data (once, to 0) */
+static void expect_data_move(int faults_at_least)
+{
+	const struct dist_stats *s = &last[1];
+
+	printf("  machine 1: %" PRIu64 " moved for data; the last: thread %"
+	       PRIu64 " to machine %" PRId32 ", %" PRIu64 " faults on pages "
+	       "homed there\n",
+	       s->out_why[DIST_WHY_DATA], s->data_tid, s->data_to,
+	       s->data_faults);
+	assert_true(s->out_why[DIST_WHY_DATA] >= 1);
+	assert_int_equal(s->data_to, 0);
+	assert_true(s->data_faults >= (uint64_t)faults_at_least);
+	assert_int_equal(last[0].out_why[DIST_WHY_DATA], 0);
+	assert_int_equal(last[0].data_to, -1);
+}
+
+/* main parks in join, so machine 0 is idle (it asked machine 1 for work
+ * and got none): a, on machine 1, moves there after VM_DATA_MOVE_FAULTS
+ * faults and ends there. */
+static void test_data_move(void **state)
+{
+	static const char src[] = DATA_SEGMENT DATA_MAIN_FILL
+		"        spawn a\n"
+		"        join\n" DATA_MAIN_PRINT DATA_SUM PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("data_move.fla", src, 2, &r, &st);
+	expect_run(&r, 0, DATA_SUM_OUT "0\n", NULL);
+	expect_data_move(VM_DATA_MOVE_FAULTS);
+	result_free(&r);
+}
+
+/* main spins on the flag until a is done, so machine 0 never idles and
+ * never asks for work: a faults on all 128 pages and ends on machine 1. */
+static void test_data_home_busy(void **state)
+{
+	static const char src[] = DATA_SEGMENT DATA_MAIN_FILL
+		"        spawn a\n"
+		"        set 1\n"
+		"busy:   push flag\n"
+		"        push 0\n"
+		"        xadd\n"
+		"        jz busy\n"
+		"        get 1\n"
+		"        join\n" DATA_MAIN_PRINT DATA_SUM PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("data_home_busy.fla", src, 2, &r, &st);
+	expect_run(&r, 0, DATA_SUM_OUT "1\n", NULL);
+	assert_int_equal(st.out_why[DIST_WHY_DATA], 0);
+	assert_int_equal(last[1].data_to, -1);
+	result_free(&r);
+}
+
+/* A thread on machine 1 spawns a child whose first argument points into
+ * .data while machine 0 is idle (main parked in join): the child goes
+ * there at once (no faults), and sums there. */
+static void test_data_spawn(void **state)
+{
+	static const char src[] = DATA_SEGMENT DATA_MAIN_FILL
+		"        spawn b\n"
+		"        join\n" DATA_MAIN_PRINT DATA_SUM
+		"func b 0 1\n"
+		"        push 20\n" /* machine 0 asks for work meanwhile */
+		"        set 0\n"
+		"wait:   get 0\n"
+		"        jz go\n"
+		"        call spin\n"
+		"        drop\n"
+		"        get 0\n"
+		"        push 1\n"
+		"        sub\n"
+		"        set 0\n"
+		"        jmp wait\n"
+		"go:     push arr\n"
+		"        spawn sum\n"
+		"        join\n"
+		"        ret\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("data_spawn.fla", src, 2, &r, &st);
+	expect_run(&r, 0, DATA_SUM_OUT "0\n", NULL);
+	expect_data_move(0);
+	assert_int_equal(last[1].data_faults, 0);
+	result_free(&r);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -686,6 +883,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remote_join),
 		cmocka_unit_test(test_remote_error),
 		cmocka_unit_test(test_remote_deadlock),
+		cmocka_unit_test(test_data_move),
+		cmocka_unit_test(test_data_home_busy),
+		cmocka_unit_test(test_data_spawn),
 	};
 
 	(void)argc;
