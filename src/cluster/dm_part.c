@@ -244,6 +244,7 @@ static void part_snapshot(const struct dm_part *pt, struct dm_pstats *s)
 	struct dist_stats st = {0};
 	struct dsm_stats ds = {0};
 
+	st.data_to = -1; /* none */
 	if (pt->vp != NULL)
 		vm_proc_info(pt->vp, &info);
 	if (pt->dp != NULL)
@@ -264,6 +265,11 @@ static void part_snapshot(const struct dm_part *pt, struct dm_pstats *s)
 		.steals = st.steals,
 		.steals_empty = st.steals_empty,
 		.remote_joins = st.remote_joins,
+		.data_tid = st.data_to >= 0 ? st.data_tid : 0,
+		.data_to = st.data_to >= 0 && st.data_to < pt->nparts
+				   ? pt->ids[st.data_to]
+				   : 0,
+		.data_faults = st.data_to >= 0 ? st.data_faults : 0,
 		.pages_fetched = ds.pages_fetched,
 		.diffs_sent = ds.diffs_sent,
 		.diff_bytes = ds.diff_bytes,

@@ -66,7 +66,8 @@ int vm_gsrc_remote_fault(struct vm_worker *w, vm_word addr)
 		t->fault_votes--;
 		return -1;
 	}
-	if (t->fault_votes < VM_DATA_MOVE_FAULTS || w->stay || t->tid == p->main_tid || pe->ops->room == NULL)
+	if (t->fault_votes < VM_DATA_MOVE_FAULTS || w->stay ||
+	    t->tid == p->main_tid || pe->ops->room == NULL)
 		return -1;
 	if (state_bytes(t) >= (uint64_t)t->fault_votes * VM_PAGE_SIZE)
 		return -1;

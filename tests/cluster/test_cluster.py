@@ -215,6 +215,15 @@ def test_stats_and_ps_v_say_what_crossed_machines(vm, tmp_path):
     ps = vm.flock(["ps", "-v", pid], n=3)
     assert ps.returncode == 0, ps.stderr
     assert parts_table(ps.stdout.decode()) == rows, ps.stdout
+    # a thread that left for its data: why, and how many faults
+    r = vm.run("tests/cluster/progs/data.fl",
+               flags=["--stats", "--debug-spread", "--cpus", "2"], n=1)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"1024 0\n", r.stderr
+    err = r.stderr.decode()
+    assert re.search(r"(: |; )from m\d+ 1 to the home of their data", err), err
+    assert re.search(r"^m\d+: thread \d+ moved to m\d+: (1[6-9]|[2-9]\d) "
+                     r"faults on pages homed there$", err, re.M), err
     bad = vm.flock(["ps", "-v"])
     assert bad.returncode == 64 and b"needs a PID" in bad.stderr
     # while it runs: its threads where they are now
