@@ -778,7 +778,7 @@ static void test_refuses_other_version(void **state)
 	struct fx *f = *state;
 
 	f->base[4] = 1;
-	refuse(f, f->base, f->base_len, "format version 1, not 2");
+	refuse(f, f->base, f->base_len, "format version 1, not 3");
 }
 
 static void test_refuses_other_module(void **state)
