@@ -89,6 +89,10 @@ struct dist_stats {
 	uint64_t remote_joins;        /* joins asked of another part */
 	uint64_t msgs_sent, bytes_sent, msgs_recv, bytes_recv;
 	uint64_t waves;               /* deadlock waves run (origin) */
+	/* Local pages sent lent (metadata and an id, not their bytes: one
+	 * per page a thread state named), and those whose bytes were
+	 * fetched here on demand, and their bytes. */
+	uint64_t lazy_pages, lazy_fetched, lazy_bytes;
 	uint64_t malformed;
 };
 
