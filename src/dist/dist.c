@@ -13,7 +13,9 @@
  *
  * Tables: joins this part asked (request id -> the parked thread) and
  * joins it owes (thread id -> the asking part and its request id):
- * short lists, searched linearly. */
+ * short lists, searched linearly. Lent pages: hash maps, see "Lent
+ * pages" below; a page is never freed under @lock (its last reference
+ * may let a borrow go, which takes @lock). */
 #include "dist/dist.h"
 #include "vm/vm_gsrc.h"
 

@@ -12,7 +12,17 @@
  * sends the child straight to it when that machine has a backlog (a
  * thread queued, no worker idle). So a burst of spawns spreads within a
  * few round trips, and a thread moves while it is small (its state and
- * the snapshot of local memory its spawn gave it). A thread that reaches
+ * the snapshot of local memory its spawn gave it). A batch whose local
+ * pages with bytes hold more than 64 KiB sends them lent: metadata and
+ * an id; the sender keeps each page (a reference) until every part it
+ * named it to has released it, the receiver maps it absent and fetches
+ * it on first touch (LGET, answered by LPAGE), then keeps the bytes for
+ * the process's life, so a page lent again -- it keeps its id -- crosses
+ * to a machine once. A part lets a lent page go (LRELEASE, batched)
+ * when its last page naming it went unfetched; everything goes at the
+ * process's end. A thread moving on with absent pages lends them on: the
+ * next part asks this one, which asks the first if it has not the bytes
+ * yet. A thread that reaches
  * stdio on another machine moves to the origin, its writes released
  * first, and the instruction runs there; main never moves.
  *

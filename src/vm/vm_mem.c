@@ -5,6 +5,12 @@
  * the copies that copy-on-write makes small). Page 0 is never mapped, so
  * null and small offsets from it always fault. A local page's bytes are
  * allocated on its first write; until then loads read a shared zero page.
+ * A page whose bytes another machine lent (vm_int.h: @lent set, @data
+ * NULL) is *absent*, which is not zero: xlate_local, the TLB-miss path,
+ * fetches it first (vm__lent_fetch: through the peer, parking the thread
+ * as a page source does), so the interpreter's hot loop never sees one
+ * and the zero page is only ever read for a page that was never lent.
+ * A copy-on-write copy of an absent page is absent too (same lent).
  *
  * Copy-on-write: spawn gives the child the parent's root node (one
  * reference more), so it costs O(1). Nodes and pages with more than one

@@ -3,14 +3,16 @@
  * several of them share copy-on-write is written once and is one page
  * again when decoded.
  *
- * Format "FLKT" version 2, all little-endian (docs/design.md has the
+ * Format "FLKT" version 3, all little-endian (docs/design.md has the
  * byte table):
  *   header   "FLKT", u16 version, u64 pid, 32 bytes module hash,
  *            u32 nthreads, u32 npages
  *   pages    npages x { u64 pageno, u8 kind, u8 flags, then a slab's
  *            u8 class, u16 nlive, u32 pidx, 8 x u64 live bits, or a
  *            large block page's u64 head, u64 bytes; then the block
- *            sizes (flag 1: blocks x u32) and the bytes (flag 2: 4096) }
+ *            sizes (flag 1: blocks x u32) and the bytes (flag 2: 4096)
+            or the id they are lent under (flag 4: u64, never 0, never
+            with flag 2) }
  *   threads  nthreads x { u64 tid, u8 state; a finished thread (1): u64
  *            result; a runnable one (0): u32 pc, i32 sp, u32 bp, u8 park,
  *            u64 park_arg, reply { u8 kind, u8 ready, i32 status, u64
@@ -32,6 +34,16 @@
  * reference per leaf (vm_mem.c's rule), so a write by any of them still
  * copies it. Radix nodes and allocator state are not shared after a
  * decode: each thread gets its own (small) ones.
+ *
+ * Lending (vm__threads_encode_lent, the peer's struct vm_lending):
+ * when the batch's pages with bytes hold more than the peer's threshold,
+ * each goes as its metadata and an id the peer lends it under (holding a
+ * reference, so it stays immutable), and an absent page (vm_int.h) always
+ * does -- the thread passes the reference on, its bytes are not here --
+ * so a thread moving again never needs to fetch first. Decoded, such a
+ * page is mapped absent, pointing at the peer's struct vm_lent for the
+ * id; its bytes come on first access (vm_mem.c). Without a peer, an
+ * absent page cannot be encoded (FL_EINVAL) nor a lent record decoded.
  *
  * Not in the bytes: what the process keeps about a thread (the thread
  * table, joiner/joined, wait queue and run queue membership). A decoded
