@@ -12,7 +12,17 @@
  * sends the child straight to it when that machine has a backlog (a
  * thread queued, no worker idle). So a burst of spawns spreads within a
  * few round trips, and a thread moves while it is small (its state and
- * the snapshot of local memory its spawn gave it). A thread that reaches
+ * the snapshot of local memory its spawn gave it). A batch whose local
+ * pages with bytes hold more than 64 KiB sends them lent: metadata and
+ * an id; the sender keeps each page (a reference) until every part it
+ * named it to has released it, the receiver maps it absent and fetches
+ * it on first touch (LGET, answered by LPAGE), then keeps the bytes for
+ * the process's life, so a page lent again -- it keeps its id -- crosses
+ * to a machine once. A part lets a lent page go (LRELEASE, batched)
+ * when its last page naming it went unfetched; everything goes at the
+ * process's end. A thread moving on with absent pages lends them on: the
+ * next part asks this one, which asks the first if it has not the bytes
+ * yet. A thread that reaches
  * stdio on another machine moves to the origin, its writes released
  * first, and the instruction runs there; main never moves.
  *
@@ -103,6 +113,10 @@ struct dist_stats {
 	uint64_t remote_joins;        /* joins asked of another part */
 	uint64_t msgs_sent, bytes_sent, msgs_recv, bytes_recv;
 	uint64_t waves;               /* deadlock waves run (origin) */
+	/* Local pages sent lent (metadata and an id, not their bytes: one
+	 * per page a thread state named), and those whose bytes were
+	 * fetched here on demand, and their bytes. */
+	uint64_t lazy_pages, lazy_fetched, lazy_bytes;
 	uint64_t malformed;
 	/* The last thread that left for its data (out_why[DIST_WHY_DATA]):
 	 * its id, the part it went to (-1: none yet), and its majority

@@ -237,6 +237,11 @@ static vm_word alloc_small(struct vm_space *s, vm_word n)
 
 	if (h->npartial[c] > 0) {
 		pageno = h->partial[c][h->npartial[c] - 1];
+		/* An absent page's slot could not be zeroed: the caller
+		 * fetches it first (vm__heap_slab_for). */
+		pg = vm__page_get(s, pageno);
+		if (pg == NULL || vm__page_absent(pg))
+			return 0;
 		pg = vm__page_get_w(s, pageno, &nomem);
 		if (pg == NULL)
 			return 0;
@@ -375,6 +380,17 @@ int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 		return 0;
 	}
 	return FL_EFAULT;
+}
+
+vm_word vm__heap_slab_for(const struct vm_space *s, vm_word n)
+{
+	const struct vm_heap *h = s->heap;
+	int c;
+
+	if (n == 0 || n > VM_SMALL_MAX)
+		return 0;
+	c = class_of((n + 7) & ~(vm_word)7);
+	return h->npartial[c] > 0 ? h->partial[c][h->npartial[c] - 1] : 0;
 }
 
 bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n)

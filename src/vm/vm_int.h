@@ -76,9 +76,31 @@ enum vm_page_kind {
 #define VM_SMALL_MAX 2048 /* larger blocks take whole pages */
 #define VM_SLAB_WORDS (VM_PAGE_SIZE / 8 / 64) /* bitmap words: 8-byte class */
 
+/* Bytes of a local page that another machine lent (vm_peer.h, dist.h):
+ * what an *absent* page points at. Its metadata came with the thread;
+ * its 4096 bytes stay with the lender until the first access asks for
+ * them (vm__lent_fetch), then sit in @data, which never changes again.
+ * @refs counts the pages that point here (a copy-on-write copy of an
+ * absent page is absent too, and points here as well) plus whatever the
+ * peer keeps; the last reference calls @gone, the peer's, which frees
+ * it. Made and freed only by the peer. */
+struct vm_lent {
+	_Atomic uint32_t refs;
+	uint8_t *data; /* VM_PAGE_SIZE bytes once fetched (atomic), or NULL */
+	void (*gone)(struct vm_lent *l);
+};
+
 /* A mapped page. @refs counts the radix-tree leaves that point at it: more
  * than one only in local spaces after spawn, and then nobody writes the
- * page or its metadata -- a writer copies it first (vm_mem.c). */
+ * page or its metadata -- a writer copies it first (vm_mem.c).
+ *
+ * Local page bytes have three states: @data set (present); @data NULL and
+ * @lent NULL (all zero: the shared zero page is read); @data NULL and
+ * @lent set (absent: the bytes are on another machine). An absent page
+ * is never read as zero and never put into a TLB: the TLB-miss path
+ * fetches it first, installing @data once (atomically: threads of one
+ * batch share the page). @lent stays set after the fetch, naming where
+ * the bytes came from, until the page is freed. */
 struct vm_page {
 	_Atomic uint32_t refs;
 	uint8_t kind;    /* enum vm_page_kind */
@@ -92,6 +114,7 @@ struct vm_page {
 	uint32_t *sizes; /* SLAB under --check: each live block's size
 			  * (VM_SIZES_MAX entries) */
 	struct vm_page *next_retired; /* global: on the reuse list */
+	struct vm_lent *lent; /* local: lent bytes (one reference), or NULL */
 };
 
 /* An interior radix-tree node; refcounted like pages. */
@@ -181,8 +204,19 @@ struct vm_page *vm__page_get_w(struct vm_space *s, vm_word pageno,
 /* Map a new page (zero) at @pageno; NULL when out of memory. */
 struct vm_page *vm__page_map(struct vm_space *s, vm_word pageno);
 void vm__page_unmap(struct vm_space *s, vm_word pageno);
-/* The page's bytes for writing, allocated on first write. */
+/* The page's bytes for writing, allocated on first write; an absent
+ * page's only once its lent bytes came (copied), else NULL as when out
+ * of memory: never zeros in place of lent bytes. */
 uint8_t *vm__page_bytes(struct vm_page *pg);
+/* Drop a reference to @pg (not of a global space); the last one frees
+ * it, crediting @budget. */
+void vm__page_unref(struct vm_page *pg, struct vm_budget *budget);
+/* Is @pg absent (its bytes lent, not fetched yet)? */
+static inline bool vm__page_absent(const struct vm_page *pg)
+{
+	return pg->lent != NULL && __atomic_load_n(&pg->data, __ATOMIC_ACQUIRE) == NULL;
+}
+void vm__lent_unref(struct vm_lent *l);
 
 /* Allocate @n bytes (already nonzero); 0 when out of memory, of address
  * space, or of the process's budget. */
@@ -192,6 +226,9 @@ vm_word vm__heap_alloc(struct vm_space *s, vm_word n);
  * flush). */
 int vm__heap_free(struct vm_space *s, vm_word addr, vm_word *first,
 		  vm_word *unmapped);
+/* The slab page an alloc of @n bytes would take a slot of (its bytes
+ * are zeroed there), or 0 when it would map a new page. */
+vm_word vm__heap_slab_for(const struct vm_space *s, vm_word n);
 /* --check: is [addr, addr+n) inside one live block (or segment)? */
 bool vm__heap_live(const struct vm_space *s, vm_word addr, vm_word n);
 /* Make @s's allocator state private (copy it if shared); false on ENOMEM
@@ -620,8 +657,9 @@ bool vm__reply_take(struct vm_thread *t, enum vm_park kind,
 
 /* Append the state of the @n threads @ts of one process -- none running,
  * registers saved; parked, finished or runnable -- to @b (format "FLKT"
- * 2): pages they share copy-on-write once. 0, FL_ENOMEM, or FL_EINVAL
- * (@n is 0, or the threads are of different processes). */
+ * 3): pages they share copy-on-write once, every page's bytes in them.
+ * 0, FL_ENOMEM, or FL_EINVAL (@n is 0, the threads are of different
+ * processes, or one has an absent page: see vm__threads_encode_lent). */
 int vm__threads_encode(struct vm_thread *const *ts, size_t n,
 		       struct fl_buf *b);
 /* New threads of @p from bytes made by vm__threads_encode for @p's
@@ -634,6 +672,33 @@ int vm__threads_encode(struct vm_thread *const *ts, size_t n,
  * pstate VM_P_PARKED and needs a waker, or to be queued again. */
 int vm__threads_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 		       struct vm_thread ***out, size_t *n, struct fl_err *err);
+/* Lending local memory instead of sending it (format "FLKT" 3): what
+ * the peer gives the encoder and the decoder. Encoding: when the batch's
+ * pages with bytes hold more than @threshold bytes, each of them is
+ * lent -- @lend takes a reference on the page (keeping it immutable, as
+ * copy-on-write does) and returns the nonzero id the bytes carry, or 0
+ * when out of memory (then the bytes go) -- and so is every absent page
+ * whatever the size (it has no bytes here to send: the thread passes
+ * the reference on, the peer answering for it). Decoding: @borrow
+ * returns a reference to the lent bytes of id @key from the machine
+ * that sent them (NULL: out of memory, *@why saying so). Both run on
+ * the encoding or decoding thread with no VM lock held. */
+struct vm_lending {
+	void *ctx;
+	size_t threshold;
+	uint64_t (*lend)(void *ctx, struct vm_page *pg);
+	struct vm_lent *(*borrow)(void *ctx, uint64_t key);
+};
+
+/* vm__threads_encode/decode with lending (@l may be NULL: nothing is
+ * lent, and an absent page makes the encode fail with FL_EINVAL, a lent
+ * record the decode with FL_EFORMAT). */
+int vm__threads_encode_lent(struct vm_thread *const *ts, size_t n,
+			    struct fl_buf *b, const struct vm_lending *l);
+int vm__threads_decode_lent(struct vm_proc *p, const uint8_t *bytes,
+			    size_t len, const struct vm_lending *l,
+			    struct vm_thread ***out, size_t *n,
+			    struct fl_err *err);
 /* The same for one thread (the bytes must hold exactly one). */
 int vm__thread_encode(const struct vm_thread *t, struct fl_buf *b);
 int vm__thread_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
@@ -678,6 +743,12 @@ enum vm_res { VM_OK = 0, VM_FAULT, VM_PARK, VM_END, VM_MOVE };
  * for a fault's message. */
 enum vm_res vm__xlate(struct vm_worker *w, vm_word addr, vm_word n, bool write,
 		      const char *what, uint8_t **out);
+/* Make absent page @pg (of the running thread's local space, at @addr)
+ * present: its lent bytes copied in when they came, else asked of the
+ * peer (VM_PARK: the instruction runs again once they come), VM_FAULT
+ * when they cannot come, VM_END when the process ended. */
+enum vm_res vm__lent_fetch(struct vm_worker *w, struct vm_page *pg,
+			   vm_word addr);
 void vm__tlb_flush(struct vm_worker *w);
 /* Forget @w's writable translations of local pages (a spawn makes them
  * shared copy-on-write); cheap while few entries were filled. */

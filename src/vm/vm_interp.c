@@ -175,7 +175,14 @@ static enum vm_res do_alloc(struct vm_worker *w, vm_word n, vm_word *a)
 {
 	struct vm_space *s = &w->cur->local;
 	uint64_t copies = s->copies;
+	vm_word slab = vm__heap_slab_for(s, n);
+	struct vm_page *pg = slab ? vm__page_get(s, slab) : NULL;
+	enum vm_res rc;
 
+	/* The slot it takes is zeroed: an absent page's bytes come first. */
+	if (pg != NULL && pg->lent != NULL &&
+	    (rc = vm__lent_fetch(w, pg, slab << VM_PAGE_SHIFT)) != VM_OK)
+		return rc;
 	*a = vm__heap_alloc(s, n);
 	if (s->copies != copies) /* moved pages: cached translations stale */
 		vm__tlb_flush(w);

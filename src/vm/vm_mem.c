@@ -5,6 +5,12 @@
  * the copies that copy-on-write makes small). Page 0 is never mapped, so
  * null and small offsets from it always fault. A local page's bytes are
  * allocated on its first write; until then loads read a shared zero page.
+ * A page whose bytes another machine lent (vm_int.h: @lent set, @data
+ * NULL) is *absent*, which is not zero: xlate_local, the TLB-miss path,
+ * fetches it first (vm__lent_fetch: through the peer, parking the thread
+ * as a page source does), so the interpreter's hot loop never sees one
+ * and the zero page is only ever read for a page that was never lent.
+ * A copy-on-write copy of an absent page is absent too (same lent).
  *
  * Copy-on-write: spawn gives the child the parent's root node (one
  * reference more), so it costs O(1). Nodes and pages with more than one
@@ -31,6 +37,7 @@
  * page source may also answer VM_PARK: the thread waits for the page and
  * its instruction runs again. */
 #include "vm/vm_gsrc.h"
+#include "vm/vm_peer.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -73,9 +80,17 @@ static VM_PROGRAM_MEMORY void prog_zero(uint8_t *d)
 
 static void page_free(struct vm_page *pg)
 {
+	if (pg->lent != NULL)
+		vm__lent_unref(pg->lent);
 	free(pg->data);
 	free(pg->sizes);
 	free(pg);
+}
+
+void vm__lent_unref(struct vm_lent *l)
+{
+	if (atomic_fetch_sub(&l->refs, 1) == 1)
+		l->gone(l);
 }
 
 bool vm__charge(struct vm_budget *budget, int64_t n)
@@ -127,6 +142,11 @@ static void page_unref(struct vm_page *pg, struct vm_budget *budget)
 	}
 }
 
+void vm__page_unref(struct vm_page *pg, struct vm_budget *budget)
+{
+	page_unref(pg, budget);
+}
+
 static struct vm_page *page_clone(const struct vm_page *pg,
 				  struct vm_budget *budget)
 {
@@ -149,13 +169,20 @@ static struct vm_page *page_clone(const struct vm_page *pg,
 	c->bytes = pg->bytes;
 	memcpy(c->live, pg->live, sizeof c->live);
 	c->next_retired = NULL;
+	c->lent = NULL;
 	c->data = NULL;
 	c->sizes = NULL;
-	if (pg->data != NULL) { /* a local page: nobody changes pg->data */
+	/* A local page: its bytes change no more (an absent one's may come
+	 * meanwhile, once, from another worker). */
+	uint8_t *d = __atomic_load_n(&pg->data, __ATOMIC_ACQUIRE);
+	if (d != NULL) {
 		c->data = malloc(VM_PAGE_SIZE);
 		if (c->data == NULL)
 			goto fail;
-		memcpy(c->data, pg->data, VM_PAGE_SIZE);
+		memcpy(c->data, d, VM_PAGE_SIZE);
+	} else if (pg->lent != NULL) { /* absent: so is the copy */
+		c->lent = pg->lent;
+		atomic_fetch_add(&c->lent->refs, 1);
 	}
 	if (pg->sizes != NULL) {
 		c->sizes = malloc(VM_SIZES_MAX * sizeof *c->sizes);
@@ -418,11 +445,22 @@ uint8_t *vm__page_bytes(struct vm_page *pg)
 
 	if (d != NULL)
 		return d;
-	/* The first touch: racing workers (a global page) may both get
-	 * here; one installs its bytes, which then never change. */
-	d = calloc(1, VM_PAGE_SIZE);
-	if (d == NULL)
-		return NULL;
+	if (pg->lent != NULL) {
+		/* Absent: only the lent bytes will do, never zeros. Threads
+		 * of one batch share the page: one installs its copy. */
+		const uint8_t *src = __atomic_load_n(&pg->lent->data,
+						     __ATOMIC_ACQUIRE);
+		if (src == NULL || (d = malloc(VM_PAGE_SIZE)) == NULL)
+			return NULL;
+		memcpy(d, src, VM_PAGE_SIZE);
+	} else {
+		/* The first touch: racing workers (a global page) may both
+		 * get here; one installs its bytes, which then never
+		 * change. */
+		d = calloc(1, VM_PAGE_SIZE);
+		if (d == NULL)
+			return NULL;
+	}
 	if (!__atomic_compare_exchange_n(&pg->data, &none, d, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
 		free(d);
@@ -519,6 +557,12 @@ static enum vm_res xlate_local(struct vm_worker *w, vm_word addr, vm_word n,
 		return VM_FAULT;
 	}
 	pg = vm__page_get(s, pageno);
+	/* Absent: fetched first, then (for a write) copied if shared. */
+	if (pg != NULL && pg->lent != NULL) {
+		enum vm_res rc = vm__lent_fetch(w, pg, addr);
+		if (rc != VM_OK)
+			return rc;
+	}
 	if (pg != NULL && write)
 		pg = vm__page_get_w(s, pageno, &nomem);
 	if (pg == NULL) {
@@ -542,10 +586,49 @@ static enum vm_res xlate_local(struct vm_worker *w, vm_word addr, vm_word n,
 			return VM_FAULT;
 		}
 	} else {
-		data = pg->data ? pg->data : (uint8_t *)zero_page;
+		/* The zero page only for a page that was never lent. */
+		data = __atomic_load_n(&pg->data, __ATOMIC_ACQUIRE);
+		if (data == NULL && pg->lent != NULL) {
+			vm__fault(w, "%s at 0x%llx: its page is absent", what,
+				  (unsigned long long)addr);
+			return VM_FAULT;
+		}
+		if (data == NULL)
+			data = (uint8_t *)zero_page;
 	}
 	*out = data + (addr & (VM_PAGE_SIZE - 1));
 	*cache = !s->check;
+	return VM_OK;
+}
+
+enum vm_res vm__lent_fetch(struct vm_worker *w, struct vm_page *pg,
+			   vm_word addr)
+{
+	struct vm_thread *t = w->cur;
+	struct vm_peer *pe = t->proc->peer;
+	struct vm_reply r;
+	enum vm_res rc;
+
+	/* The reply of a park for these bytes, if this is the instruction
+	 * running again: it carries nothing, the bytes are in the lent. */
+	(void)vm__reply_take(t, VM_PARK_GLOBAL, &r);
+	if (!vm__page_absent(pg))
+		return VM_OK;
+	if (__atomic_load_n(&pg->lent->data, __ATOMIC_ACQUIRE) == NULL) {
+		if (pe == NULL) { /* only a peer makes absent pages */
+			vm__fault(w, "page at 0x%llx is absent and nothing "
+				     "here can fetch it",
+				  (unsigned long long)addr);
+			return VM_FAULT;
+		}
+		rc = pe->ops->fetch(pe, w, pg->lent, addr);
+		if (rc != VM_OK)
+			return rc;
+	}
+	if (vm__page_bytes(pg) == NULL) {
+		vm__fault(w, "out of memory (a lent page's bytes)");
+		return VM_FAULT;
+	}
 	return VM_OK;
 }
 

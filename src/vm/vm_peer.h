@@ -83,6 +83,14 @@ struct vm_peer_ops {
 	 * With @take, claim that room: true for one caller per ask, and a
 	 * thread then goes there (its move op follows). NULL: never. */
 	bool (*room)(struct vm_peer *pe, int to, bool take);
+	/* The thread @w runs touched an absent page (vm_int.h) whose lent
+	 * bytes @l have not come: ask for them. VM_PARK after parking it
+	 * (vm_gsrc_park; vm_gsrc_resume once the bytes are in @l->data, or
+	 * they cannot come, which its next try then finds), VM_OK when
+	 * they came meanwhile, VM_FAULT (fault set) when they cannot come,
+	 * VM_END once the process ended here. */
+	enum vm_res (*fetch)(struct vm_peer *pe, struct vm_worker *w,
+			     struct vm_lent *l, vm_word addr);
 	/* vm_proc_free: no more calls into the process. */
 	void (*close)(struct vm_peer *pe);
 };

@@ -3,14 +3,16 @@
  * several of them share copy-on-write is written once and is one page
  * again when decoded.
  *
- * Format "FLKT" version 2, all little-endian (docs/design.md has the
+ * Format "FLKT" version 3, all little-endian (docs/design.md has the
  * byte table):
  *   header   "FLKT", u16 version, u64 pid, 32 bytes module hash,
  *            u32 nthreads, u32 npages
  *   pages    npages x { u64 pageno, u8 kind, u8 flags, then a slab's
  *            u8 class, u16 nlive, u32 pidx, 8 x u64 live bits, or a
  *            large block page's u64 head, u64 bytes; then the block
- *            sizes (flag 1: blocks x u32) and the bytes (flag 2: 4096) }
+ *            sizes (flag 1: blocks x u32) and the bytes (flag 2: 4096)
+            or the id they are lent under (flag 4: u64, never 0, never
+            with flag 2) }
  *   threads  nthreads x { u64 tid, u8 state; a finished thread (1): u64
  *            result; a runnable one (0): u32 pc, i32 sp, u32 bp, u8 park,
  *            u64 park_arg, reply { u8 kind, u8 ready, i32 status, u64
@@ -32,6 +34,16 @@
  * reference per leaf (vm_mem.c's rule), so a write by any of them still
  * copies it. Radix nodes and allocator state are not shared after a
  * decode: each thread gets its own (small) ones.
+ *
+ * Lending (vm__threads_encode_lent, the peer's struct vm_lending):
+ * when the batch's pages with bytes hold more than the peer's threshold,
+ * each goes as its metadata and an id the peer lends it under (holding a
+ * reference, so it stays immutable), and an absent page (vm_int.h) always
+ * does -- the thread passes the reference on, its bytes are not here --
+ * so a thread moving again never needs to fetch first. Decoded, such a
+ * page is mapped absent, pointing at the peer's struct vm_lent for the
+ * id; its bytes come on first access (vm_mem.c). Without a peer, an
+ * absent page cannot be encoded (FL_EINVAL) nor a lent record decoded.
  *
  * Not in the bytes: what the process keeps about a thread (the thread
  * table, joiner/joined, wait queue and run queue membership), and its
@@ -65,7 +77,7 @@
 #include <string.h>
 
 #define TSTATE_MAGIC "FLKT"
-#define TSTATE_VERSION 2
+#define TSTATE_VERSION 3
 
 /* Thread states in the bytes. */
 #define STATE_RUNNABLE 0
@@ -74,6 +86,7 @@
 /* Page record flags. */
 #define PAGE_SIZES 0x01 /* block sizes follow (a slab page under --check) */
 #define PAGE_DATA 0x02  /* the page's bytes follow (else all zero) */
+#define PAGE_LENT 0x04  /* the id its bytes are lent under follows */
 
 /* The smallest records, to check counts against the bytes left. */
 #define PAGE_MIN_BYTES (8 + 1 + 1 + 8 + 8) /* a large block's page */
@@ -204,15 +217,19 @@ static void collect(struct pool *pl, const struct vm_radix *n, int level,
 	}
 }
 
-static void put_page(struct fl_buf *b, vm_word pn, const struct vm_page *pg)
+/* Page @pg at @pn: its bytes, or (@lent nonzero) the id they are lent
+ * under, or neither (all zero). */
+static void put_page(struct fl_buf *b, vm_word pn, const struct vm_page *pg,
+		     uint64_t lent)
 {
 	bool slab = pg->kind == VM_PAGE_SLAB;
 	bool sizes = slab && pg->sizes != NULL;
+	const uint8_t *data = __atomic_load_n(&pg->data, __ATOMIC_ACQUIRE);
 
 	fl_buf_put_u64(b, pn);
 	fl_buf_put_u8(b, pg->kind);
 	fl_buf_put_u8(b, (sizes ? PAGE_SIZES : 0) |
-			 (pg->data != NULL ? PAGE_DATA : 0));
+			 (lent != 0 ? PAGE_LENT : data != NULL ? PAGE_DATA : 0));
 	if (slab) {
 		fl_buf_put_u8(b, pg->cls);
 		fl_buf_put_u16(b, pg->nlive);
@@ -226,8 +243,10 @@ static void put_page(struct fl_buf *b, vm_word pn, const struct vm_page *pg)
 	if (sizes)
 		for (uint32_t i = 0; i < blocks_of(pg->cls); i++)
 			fl_buf_put_u32(b, pg->sizes[i]);
-	if (pg->data != NULL)
-		fl_buf_put(b, pg->data, VM_PAGE_SIZE);
+	if (lent != 0)
+		fl_buf_put_u64(b, lent);
+	else if (data != NULL)
+		fl_buf_put(b, data, VM_PAGE_SIZE);
 }
 
 /* Thread @t, whose pages are pl->ref[from .. to). */
@@ -284,11 +303,48 @@ static void put_thread(struct fl_buf *b, const struct vm_thread *t,
 		fl_buf_put_u32(b, pl->ref[i]);
 }
 
+/* Which pages of the pool go lent (*@lent: an id per page, 0 for those
+ * whose bytes go): when those with bytes exceed the threshold, all of
+ * them, and absent pages always. 0, FL_ENOMEM or FL_EINVAL (an absent
+ * page, and nothing to lend it with). */
+static int lend_pages(const struct pool *pl, const struct vm_lending *l,
+		      uint64_t **lent)
+{
+	size_t with_data = 0;
+	bool all;
+
+	*lent = NULL;
+	for (uint32_t i = 0; i < pl->n; i++) {
+		const struct vm_page *pg = pl->page[i];
+		if (vm__page_absent(pg) && l == NULL)
+			return FL_EINVAL;
+		if (__atomic_load_n(&pg->data, __ATOMIC_ACQUIRE) != NULL ||
+		    pg->lent != NULL)
+			with_data++;
+	}
+	if (l == NULL || with_data == 0)
+		return 0;
+	all = with_data * VM_PAGE_SIZE > l->threshold;
+	*lent = calloc(pl->n, sizeof **lent);
+	if (*lent == NULL)
+		return FL_ENOMEM;
+	for (uint32_t i = 0; i < pl->n; i++) {
+		struct vm_page *pg = (struct vm_page *)pl->page[i];
+		bool absent = vm__page_absent(pg);
+		if (absent || (all && (pg->data != NULL || pg->lent != NULL)))
+			(*lent)[i] = l->lend(l->ctx, pg);
+		if (absent && (*lent)[i] == 0)
+			return FL_ENOMEM; /* no bytes here to send instead */
+	}
+	return 0;
+}
+
 static int encode(const struct vm_thread *const *ts, size_t n,
-		  struct fl_buf *b)
+		  struct fl_buf *b, const struct vm_lending *l)
 {
 	const struct vm_proc *p;
 	struct pool pl = {0};
+	uint64_t *lent = NULL;
 	size_t *first;
 	int rc = FL_ENOMEM;
 
@@ -310,6 +366,9 @@ static int encode(const struct vm_thread *const *ts, size_t n,
 	first[n] = pl.nref;
 	if (pl.failed)
 		goto out;
+	if ((rc = lend_pages(&pl, l, &lent)) != 0)
+		goto out;
+	rc = FL_ENOMEM;
 	fl_buf_put(b, TSTATE_MAGIC, 4);
 	fl_buf_put_u16(b, TSTATE_VERSION);
 	fl_buf_put_u64(b, p->pid);
@@ -317,11 +376,12 @@ static int encode(const struct vm_thread *const *ts, size_t n,
 	fl_buf_put_u32(b, (uint32_t)n);
 	fl_buf_put_u32(b, pl.n);
 	for (uint32_t i = 0; i < pl.n; i++)
-		put_page(b, pl.pageno[i], pl.page[i]);
+		put_page(b, pl.pageno[i], pl.page[i], lent ? lent[i] : 0);
 	for (size_t i = 0; i < n; i++)
 		put_thread(b, ts[i], &pl, first[i], first[i + 1]);
 	rc = fl_buf_failed(b) ? FL_ENOMEM : 0;
 out:
+	free(lent);
 	free(first);
 	free(pl.page);
 	free(pl.pageno);
@@ -332,12 +392,18 @@ out:
 
 int vm__threads_encode(struct vm_thread *const *ts, size_t n, struct fl_buf *b)
 {
-	return encode((const struct vm_thread *const *)ts, n, b);
+	return encode((const struct vm_thread *const *)ts, n, b, NULL);
+}
+
+int vm__threads_encode_lent(struct vm_thread *const *ts, size_t n,
+			    struct fl_buf *b, const struct vm_lending *l)
+{
+	return encode((const struct vm_thread *const *)ts, n, b, l);
 }
 
 int vm__thread_encode(const struct vm_thread *t, struct fl_buf *b)
 {
-	return encode(&t, 1, b);
+	return encode(&t, 1, b, NULL);
 }
 
 /* ---- Decoding: the reader and its messages ---- */
@@ -352,6 +418,7 @@ struct page_rec {
 	uint64_t live[VM_SLAB_WORDS];
 	const uint8_t *sizes; /* blocks x u32 in the input, or NULL */
 	const uint8_t *data;  /* VM_PAGE_SIZE bytes in the input, or NULL */
+	uint64_t lent;        /* PAGE_LENT: the id its bytes are lent under */
 	struct vm_page *pg;   /* once the first thread using it mapped it */
 };
 
@@ -359,6 +426,7 @@ struct dec {
 	struct fl_reader r;
 	struct fl_err *err;
 	struct vm_proc *p;
+	const struct vm_lending *lending; /* NULL: nothing may be lent */
 	struct page_rec *pages;
 	uint32_t npages;
 	uint32_t next_new; /* pages mapped so far: they come in this order */
@@ -495,9 +563,12 @@ static int decode_page_rec(struct dec *d, uint32_t i, struct page_rec *pr)
 		return bad(d, "page %" PRIu64 ": kind %u is not one of local "
 			      "memory (slab or large block)",
 			   pr->pn, pr->kind);
-	if (pr->flags & ~(PAGE_SIZES | PAGE_DATA))
+	if (pr->flags & ~(PAGE_SIZES | PAGE_DATA | PAGE_LENT))
 		return bad(d, "page %" PRIu64 ": unknown flags 0x%02x", pr->pn,
 			   pr->flags);
+	if ((pr->flags & PAGE_DATA) && (pr->flags & PAGE_LENT))
+		return bad(d, "page %" PRIu64 ": both its bytes and a lent id",
+			   pr->pn);
 	rc = pr->kind == VM_PAGE_SLAB ? check_slab_rec(d, pr)
 				      : check_large_rec(d, pr);
 	if (rc != 0)
@@ -506,6 +577,20 @@ static int decode_page_rec(struct dec *d, uint32_t i, struct page_rec *pr)
 		pr->data = fl_get_bytes(&d->r, VM_PAGE_SIZE);
 		if (pr->data == NULL)
 			return bad(d, "page %" PRIu64 ": bytes cut off", pr->pn);
+	}
+	if (pr->flags & PAGE_LENT) {
+		pr->lent = fl_get_u64(&d->r);
+		if (d->r.failed)
+			return bad(d, "page %" PRIu64 ": lent id cut off", pr->pn);
+		if (pr->lent == 0)
+			return bad(d, "page %" PRIu64 ": lent id 0 (no lent page "
+				      "has it)",
+				   pr->pn);
+		if (d->lending == NULL)
+			return bad(d, "page %" PRIu64 ": its bytes are lent (id "
+				      "%" PRIu64 "), and nothing here can fetch "
+				      "them",
+				   pr->pn, pr->lent);
 	}
 	return 0;
 }
@@ -542,6 +627,11 @@ static int page_make(struct dec *d, struct vm_space *s, struct page_rec *pr)
 		if (vm__page_bytes(pg) == NULL)
 			return nomem(d, "page", pr->pn);
 		memcpy(pg->data, pr->data, VM_PAGE_SIZE);
+	}
+	if (pr->lent != 0) { /* absent: its bytes come when first touched */
+		pg->lent = d->lending->borrow(d->lending->ctx, pr->lent);
+		if (pg->lent == NULL)
+			return nomem(d, "lent page", pr->pn);
 	}
 	return 0;
 }
@@ -930,7 +1020,8 @@ static const char *const park_name[VM_PARK__COUNT] = {
 	[VM_PARK_GLOBAL] = "global memory",
 };
 
-/* Instructions that may wait for a page source (global memory). */
+/* Instructions that may wait for a page source (global memory) or for
+ * a lent local page's bytes (the same park). */
 static bool uses_global(uint8_t op, uint32_t depth)
 {
 	switch (op) {
@@ -938,6 +1029,7 @@ static bool uses_global(uint8_t op, uint32_t depth)
 	case VM_OP_LDS8: case VM_OP_LDS16: case VM_OP_LDS32:
 	case VM_OP_ST8: case VM_OP_ST16: case VM_OP_ST32: case VM_OP_ST64:
 	case VM_OP_GALLOC: case VM_OP_FREE: case VM_OP_COPY: case VM_OP_FILL:
+	case VM_OP_ALLOC: /* a lent slab page's bytes */
 	case VM_OP_SPAWN: case VM_OP_JOIN: case VM_OP_CAS: case VM_OP_XADD:
 	case VM_OP_XCHG: case VM_OP_FENCE: case VM_OP_WAIT: case VM_OP_WAKE:
 	case VM_OP_LOCK: case VM_OP_UNLOCK: case VM_OP_WRITE: case VM_OP_READ:
@@ -1261,7 +1353,15 @@ fail:
 int vm__threads_decode(struct vm_proc *p, const uint8_t *bytes, size_t len,
 		       struct vm_thread ***out, size_t *n, struct fl_err *err)
 {
-	struct dec d = {.err = err, .p = p};
+	return vm__threads_decode_lent(p, bytes, len, NULL, out, n, err);
+}
+
+int vm__threads_decode_lent(struct vm_proc *p, const uint8_t *bytes,
+			    size_t len, const struct vm_lending *l,
+			    struct vm_thread ***out, size_t *n,
+			    struct fl_err *err)
+{
+	struct dec d = {.err = err, .p = p, .lending = l};
 	int rc;
 
 	*out = NULL;

@@ -1,6 +1,7 @@
 /* libFuzzer target for the messages between a process's parts
  * (src/dist/dist.c): what another machine sends a part of a process --
- * threads, steals, joins and their replies, ends, deadlock waves.
+ * threads, steals, joins and their replies, ends, deadlock waves, and
+ * lent pages asked for, sent and released.
  *
  * Each input gets a fresh node and process: part 1 of 3 (the origin is
  * part 0), its sends dropped. The input is a sequence of messages, each

@@ -195,6 +195,9 @@ static void stats_add(const struct dist_stats *s)
 	total.msgs_sent += s->msgs_sent;
 	total.waves += s->waves;
 	total.malformed += s->malformed;
+	total.lazy_pages += s->lazy_pages;
+	total.lazy_fetched += s->lazy_fetched;
+	total.lazy_bytes += s->lazy_bytes;
 }
 
 /* Run @m as @nparts parts on @nodes (part 0 the origin, with @in as its
@@ -874,6 +877,250 @@ static void test_data_spawn(void **state)
 	result_free(&r);
 }
 
+/* ---- Lent local memory ----
+ *
+ * main fills a 1 MiB local array (word i holds 7i + 1, so no page is
+ * zero), then spawns; the children's snapshots name all of its 256
+ * pages, more than a batch sends whole (dist.c's LEND_MIN_BYTES), so
+ * they go lent and a child fetches what it touches. */
+
+#define LAZY_FILL                                                             \
+	"        push 1048576\n"                                              \
+	"        alloc\n"                                                     \
+	"        set 0\n"                                                     \
+	"        push 0\n"                                                    \
+	"        set 1\n"                                                     \
+	"fill:   get 1\n"                                                     \
+	"        push 131072\n"                                               \
+	"        ge\n"                                                        \
+	"        jnz filled\n"                                                \
+	"        get 0\n"                                                     \
+	"        get 1\n"                                                     \
+	"        push 8\n"                                                    \
+	"        mul\n"                                                       \
+	"        add\n"                                                       \
+	"        get 1\n"                                                     \
+	"        push 7\n"                                                    \
+	"        mul\n"                                                       \
+	"        push 1\n"                                                    \
+	"        add\n"                                                       \
+	"        st64\n"                                                      \
+	"        get 1\n"                                                     \
+	"        push 1\n"                                                    \
+	"        add\n"                                                       \
+	"        set 1\n"                                                     \
+	"        jmp fill\n"                                                  \
+	"filled: call spin\n"                                                 \
+	"        drop\n"
+
+/* The sum of @n words from @base + 8 * @first (args 0..2; slots 3, 4). */
+#define LAZY_SUM                                                              \
+	"func sum 3 2\n"                                                      \
+	"        push 0\n"                                                    \
+	"        set 3\n"                                                     \
+	"        push 0\n"                                                    \
+	"        set 4\n"                                                     \
+	"sloop:  get 3\n"                                                     \
+	"        get 2\n"                                                     \
+	"        ge\n"                                                        \
+	"        jnz sout\n"                                                  \
+	"        get 0\n"                                                     \
+	"        get 1\n"                                                     \
+	"        get 3\n"                                                     \
+	"        add\n"                                                       \
+	"        push 8\n"                                                    \
+	"        mul\n"                                                       \
+	"        add\n"                                                       \
+	"        ld64\n"                                                      \
+	"        get 4\n"                                                     \
+	"        add\n"                                                       \
+	"        set 4\n"                                                     \
+	"        get 3\n"                                                     \
+	"        push 1\n"                                                    \
+	"        add\n"                                                       \
+	"        set 3\n"                                                     \
+	"        jmp sloop\n"                                                 \
+	"sout:   get 4\n"                                                     \
+	"        ret\n"                                                       \
+	"end\n"
+
+/* 16 children each sum one page of the array (page k & 1): the other
+ * part fetches those two pages once, however many batches name them.
+ * main stays busy until all are done (a count in global memory), so
+ * its part never steals threads back. */
+static void test_lazy_slices(void **state)
+{
+	static const char src[] =
+		".data\n"
+		"ndone:  .word 0\n"
+		".text\n"
+		"func main 0 4\n" LAZY_FILL
+		"        push 128\n" /* the children's ids */
+		"        alloc\n"
+		"        set 2\n"
+		"        push 0\n"
+		"        set 1\n"
+		"sp:     get 1\n"
+		"        push 16\n"
+		"        ge\n"
+		"        jnz joins\n"
+		"        get 2\n"
+		"        get 1\n"
+		"        push 8\n"
+		"        mul\n"
+		"        add\n"
+		"        get 0\n"
+		"        get 1\n"
+		"        push 1\n"
+		"        and\n"
+		"        spawn reader\n"
+		"        st64\n"
+		"        get 1\n"
+		"        push 1\n"
+		"        add\n"
+		"        set 1\n"
+		"        jmp sp\n"
+		"joins:  push ndone\n" /* busy till all are done: never idle */
+		"        push 0\n"
+		"        xadd\n"
+		"        push 16\n"
+		"        lt\n"
+		"        jnz joins\n"
+		"        push 0\n"
+		"        set 1\n"
+		"        push 0\n"
+		"        set 3\n"
+		"jl:     get 1\n"
+		"        push 16\n"
+		"        ge\n"
+		"        jnz done\n"
+		"        get 2\n"
+		"        get 1\n"
+		"        push 8\n"
+		"        mul\n"
+		"        add\n"
+		"        ld64\n"
+		"        join\n"
+		"        get 3\n"
+		"        add\n"
+		"        set 3\n"
+		"        get 1\n"
+		"        push 1\n"
+		"        add\n"
+		"        set 1\n"
+		"        jmp jl\n"
+		"done:   get 3\n"
+		"        call println\n"
+		"        drop\n"
+		"        push 0\n"
+		"        ret\n"
+		"end\n"
+		"func reader 2 0\n"
+		"        call spin\n"
+		"        drop\n"
+		"        get 0\n"
+		"        get 1\n"
+		"        push 512\n"
+		"        mul\n"
+		"        push 512\n"
+		"        call sum\n"
+		"        push ndone\n"
+		"        push 1\n"
+		"        xadd\n"
+		"        drop\n"
+		"        ret\n"
+		"end\n" LAZY_SUM PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("lazy_slices.fla", src, 2, &r, &st);
+	printf("  %" PRIu64 " threads moved, %" PRIu64 " pages lent, %" PRIu64
+	       " fetched (%" PRIu64 " bytes), %" PRIu64 " bytes of state\n",
+	       st.moved_in, st.lazy_pages, st.lazy_fetched, st.lazy_bytes,
+	       st.move_bytes);
+	expect_run(&r, 0, "29339648\n", NULL);
+	assert_true(st.moved_in >= 2);
+	/* every batch names the array's 256 pages, lent */
+	assert_true(st.lazy_pages >= 256 * 2);
+	/* two pages touched, fetched once on the one other part: the
+	 * batches after the first reuse them */
+	assert_true(st.lazy_fetched >= 1 && st.lazy_fetched <= 2);
+	assert_true(st.lazy_bytes == st.lazy_fetched * VM_PAGE_SIZE);
+	/* the bytes stayed home: far less than 1 MiB a batch */
+	assert_true(st.move_bytes < st.moved_in * 64 * 1024);
+	result_free(&r);
+}
+
+/* One child sums the whole array (every page fetched), another writes
+ * into a lent page and reads it back; main's own page is untouched. */
+static void test_lazy_whole_and_write(void **state)
+{
+	static const char src[] =
+		".text\n"
+		"func main 0 4\n" LAZY_FILL
+		"        get 0\n"
+		"        spawn whole\n"
+		"        set 2\n"
+		"        get 0\n"
+		"        spawn writer\n"
+		"        set 3\n"
+		"        get 2\n"
+		"        join\n"
+		"        call println\n"
+		"        drop\n"
+		"        get 3\n"
+		"        join\n"
+		"        call println\n"
+		"        drop\n"
+		"        get 0\n"
+		"        push 40960\n"
+		"        add\n"
+		"        ld64\n"
+		"        call println\n"
+		"        drop\n"
+		"        push 0\n"
+		"        ret\n"
+		"end\n"
+		"func whole 1 0\n"
+		"        get 0\n"
+		"        push 0\n"
+		"        push 131072\n"
+		"        call sum\n"
+		"        ret\n"
+		"end\n"
+		"func writer 1 0\n"
+		"        get 0\n"
+		"        push 40960\n"
+		"        add\n"
+		"        push 5\n"
+		"        st64\n"
+		"        get 0\n"
+		"        push 40960\n"
+		"        add\n"
+		"        ld64\n"
+		"        get 0\n"
+		"        push 40968\n"
+		"        add\n"
+		"        ld64\n"
+		"        add\n"
+		"        ret\n"
+		"end\n" LAZY_SUM PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("lazy_whole.fla", src, 3, &r, &st);
+	printf("  %" PRIu64 " threads moved, %" PRIu64 " pages lent, %" PRIu64
+	       " fetched\n",
+	       st.moved_in, st.lazy_pages, st.lazy_fetched);
+	expect_run(&r, 0, "60129214464\n35853\n35841\n", NULL);
+	assert_true(st.moved_in >= 2);
+	/* the whole array, and the writer's page on the third part */
+	assert_true(st.lazy_fetched >= 256 + 1);
+	result_free(&r);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -886,6 +1133,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_data_move),
 		cmocka_unit_test(test_data_home_busy),
 		cmocka_unit_test(test_data_spawn),
+		cmocka_unit_test(test_lazy_slices),
+		cmocka_unit_test(test_lazy_whole_and_write),
 	};
 
 	(void)argc;

@@ -267,6 +267,8 @@ static void walk(const uint8_t *b, size_t len, struct layout *l)
 			o += 4 * (VM_PAGE_SIZE / vm__class_size[cls]);
 		if (flags & 2)
 			o += VM_PAGE_SIZE;
+		if (flags & 4)
+			o += 8; /* a lent id */
 	}
 	l->thread_at = o;
 	if (b[o + 8] != 0) {
@@ -778,7 +780,7 @@ static void test_refuses_other_version(void **state)
 	struct fx *f = *state;
 
 	f->base[4] = 1;
-	refuse(f, f->base, f->base_len, "format version 1, not 2");
+	refuse(f, f->base, f->base_len, "format version 1, not 3");
 }
 
 static void test_refuses_other_module(void **state)
@@ -1660,6 +1662,170 @@ static void test_refuses_free_run_over_page(void **state)
 	vm__thread_free(d);
 }
 
+/* ---- Lent pages ----
+ *
+ * A lender that keeps what it lends (a reference each, the id its
+ * index + 1) and a borrower whose lents count their ends. */
+
+#define MAX_LENT 64
+
+struct lender {
+	struct vm_page *pg[MAX_LENT];
+	uint64_t n;
+	int gone;
+};
+
+struct test_lent {
+	struct vm_lent base;
+	struct lender *ld;
+	uint64_t key;
+};
+
+static uint64_t t_lend(void *ctx, struct vm_page *p)
+{
+	struct lender *ld = ctx;
+
+	for (uint64_t i = 0; i < ld->n; i++)
+		if (ld->pg[i] == p)
+			return i + 1;
+	assert_true(ld->n < MAX_LENT);
+	atomic_fetch_add(&p->refs, 1);
+	ld->pg[ld->n] = p;
+	return ++ld->n;
+}
+
+static void t_gone(struct vm_lent *l)
+{
+	struct test_lent *tl = (struct test_lent *)l;
+
+	tl->ld->gone++;
+	free(tl->base.data);
+	free(tl);
+}
+
+static struct vm_lent *t_borrow(void *ctx, uint64_t key)
+{
+	struct test_lent *tl = calloc(1, sizeof *tl);
+
+	assert_non_null(tl);
+	atomic_init(&tl->base.refs, 1);
+	tl->base.gone = t_gone;
+	tl->ld = ctx;
+	tl->key = key;
+	return &tl->base;
+}
+
+static void lender_close(struct fx *f, struct lender *ld)
+{
+	for (uint64_t i = 0; i < ld->n; i++)
+		vm__page_unref(ld->pg[i], &f->p->budget);
+}
+
+static uint8_t *encode_lent(struct vm_thread *t, struct lender *ld,
+			    size_t threshold, size_t *len)
+{
+	const struct vm_lending l = {.ctx = ld, .threshold = threshold,
+				     .lend = t_lend};
+	struct fl_buf b;
+
+	fl_buf_init(&b);
+	assert_int_equal(vm__threads_encode_lent(&t, 1, &b, &l), 0);
+	return fl_buf_take(&b, len);
+}
+
+/* Over the threshold every page with bytes goes lent: metadata and an
+ * id; decoded, those pages are absent -- never read as zero, their
+ * bytes only from the lent -- and moving on they are lent again. */
+static void test_lent_roundtrip(void **state)
+{
+	struct fx *f = *state;
+	struct lender ld = {0}, again = {0};
+	const struct vm_lending bl = {.ctx = &ld, .borrow = t_borrow};
+	struct vm_thread **ts, *d;
+	struct vm_page *p;
+	struct fl_err err;
+	struct fl_buf b;
+	uint8_t *lent, *more;
+	size_t len, len2, n;
+
+	/* under the threshold: the bytes go, as without lending */
+	lent = encode_lent(f->rich, &ld, (size_t)1 << 30, &len);
+	assert_int_equal(len, f->base_len);
+	assert_memory_equal(lent, f->base, len);
+	assert_int_equal(ld.n, 0);
+	free(lent);
+	lent = encode_lent(f->rich, &ld, 0, &len);
+	assert_true(ld.n > 0);
+	assert_true(len + ld.n * (VM_PAGE_SIZE - 8) == f->base_len);
+	/* without a borrower nothing here can fetch them */
+	refuse(f, lent, len, "its bytes are lent (id 1), and nothing here "
+			     "can fetch them");
+	assert_int_equal(vm__threads_decode_lent(f->p, lent, len, &bl, &ts, &n,
+						 &err), 0);
+	assert_int_equal(n, 1);
+	d = ts[0];
+	free(ts);
+	p = pg(d, P_PART128);
+	assert_true(vm__page_absent(p));
+	assert_null(vm__page_bytes(p)); /* no zeros in its place */
+	assert_true(vm__page_absent(p));
+	assert_false(vm__page_absent(pg(d, P_FULL8))); /* all zero: not lent */
+	/* moving on: the absent pages are lent again, or it cannot move */
+	more = encode_lent(d, &again, (size_t)1 << 30, &len2);
+	assert_int_equal(again.n, ld.n);
+	assert_int_equal(len2, len);
+	free(more);
+	fl_buf_init(&b);
+	assert_int_equal(vm__threads_encode(&d, 1, &b), FL_EINVAL);
+	fl_buf_close(&b);
+	/* the bytes come: a copy of the lender's page */
+	p->lent->data = malloc(VM_PAGE_SIZE);
+	assert_non_null(p->lent->data);
+	memcpy(p->lent->data, pg(f->rich, P_PART128)->data, VM_PAGE_SIZE);
+	assert_non_null(vm__page_bytes(p));
+	assert_false(vm__page_absent(p));
+	assert_memory_equal(p->data, pg(f->rich, P_PART128)->data,
+			    VM_PAGE_SIZE);
+	lender_close(f, &again);
+	vm__thread_free(d);
+	assert_int_equal(ld.gone, (int)ld.n); /* every lent let go */
+	lender_close(f, &ld);
+	free(lent);
+}
+
+/* A page record that names a lent id must name a good one, and not its
+ * bytes too. */
+static void test_refuses_bad_lent_id(void **state)
+{
+	struct fx *f = *state;
+	struct lender ld = {0};
+	const struct vm_lending bl = {.ctx = &ld, .borrow = t_borrow};
+	struct vm_thread **ts = NULL;
+	struct fl_err err = {{0}};
+	struct layout l;
+	size_t len, n, at;
+	uint8_t *lent = encode_lent(f->rich, &ld, 0, &len);
+	uint32_t i;
+
+	walk(lent, len, &l);
+	for (i = 0; i < l.npages && !(lent[l.page_at[i] + 9] & 4); i++)
+		;
+	assert_true(i < l.npages);
+	at = (i + 1 < l.npages ? l.page_at[i + 1] : l.thread_at) - 8;
+	assert_true(fl_load_u64(lent + at) != 0);
+	memset(lent + at, 0, 8);
+	assert_int_equal(vm__threads_decode_lent(f->p, lent, len, &bl, &ts, &n,
+						 &err), FL_EFORMAT);
+	assert_non_null(strstr(err.msg, "lent id 0 (no lent page has it)"));
+	lent[l.page_at[i] + 9] |= 2;
+	assert_int_equal(vm__threads_decode_lent(f->p, lent, len, &bl, &ts, &n,
+						 &err), FL_EFORMAT);
+	assert_non_null(strstr(err.msg, "both its bytes and a lent id"));
+	assert_int_equal(ld.gone, 0); /* refused before anything was borrowed */
+	lender_close(f, &ld);
+	free(lent);
+}
+
 int main(void)
 {
 #define RICH(t) cmocka_unit_test_setup_teardown(t, setup_rich, teardown)
@@ -1668,6 +1834,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    RICH(test_rich_roundtrip),
 	    CHECK(test_rich_roundtrip),
+	    RICH(test_lent_roundtrip),
+	    CHECK(test_lent_roundtrip),
+	    RICH(test_refuses_bad_lent_id),
 	    RICH(test_decoded_allocator_works),
 	    RUN(test_parked_batch_roundtrip),
 	    RUN(test_reply_carried),
