@@ -16,8 +16,10 @@ trip and with two C processes, measured in the same run.
     xadd        xadd.fl: a thread on the second machine (sent there by
                 --debug-spread, as for fault) adds to a word
                 homed on the first (target: within 1.5 round trips)
-    fault       fault.fl: that thread reads one word of each of 512 pages
-                homed on the first (target: a round trip + 20 us)
+    fault       fault.fl: threads sent to the second machine read one word
+                of each of 510 pages homed on the first, 15 pages each (a
+                16th fault on one home would send an idle home's reader
+                to its data instead; target: a round trip + 20 us)
     primes      primes.fl, hash.fl: `--vm` on the two machines against
                 `flock run --cpus 1` (target: 1.8x), held against two C
                 processes (work.c) against one on the same work
@@ -183,7 +185,7 @@ def main():
     print("    (the adder ran on machine %d; count %d)" % (xa_rest[0], xa_rest[1]))
     line("global page read fault", "%.1f us" % (fa / 1e3),
          "rtt + %.1f us" % ((fa - rt) / 1e3), "rtt + 20", fa_mv)
-    print("    (the reader ran on machine %d)" % fa_rest[0])
+    print("    (the last reader ran on machine %d)" % fa_rest[0])
     line("primes, 2 machines vs --cpus 1", "%.2fx" % (p1 / p2),
          "%.3f s vs %.3f s" % (p2, p1), ">= 1.8", p_mv)
     line("hash 2 MiB, 2 machines vs --cpus 1", "%.2fx" % (h1 / h2),
