@@ -28,6 +28,16 @@
 #define DIST_VERSION 1
 /* Most threads one STEAL takes, and the longest END line carried. */
 #define STEAL_MAX 64
+/* After a round of STEALs that all came back NOTHING, the parts that
+ * answered so and sent no thread since are asked again only once this
+ * long has passed (doubling from MIN to MAX with each empty round): they
+ * remember that this part starves, and send it a child when they have a
+ * backlog; the full round now and then is for threads queued there
+ * without a spawn (resumed, preempted). So a part that goes idle often
+ * (a join waiting on a thread elsewhere, say) does not send a round to
+ * every machine each time. */
+#define STEAL_BACKOFF_MIN_NS 1000000
+#define STEAL_BACKOFF_MAX_NS 64000000
 #define LINE_MAX_BYTES 4096
 /* How long the origin waits, once a part fell idle, before it asks every
  * part whether all are: most idle spells (a join waiting for a thread
@@ -115,7 +125,14 @@ struct dist_part {
 	struct table asked, owed;
 	_Atomic uint64_t starving; /* parts that asked and got NOTHING */
 	bool stealing;		   /* a STEAL is out */
-	int victim, tried;
+	int victim;
+	/* This round's victims still to ask; the parts that answered
+	 * NOTHING and sent no thread since (they keep this part marked
+	 * starving: their next spawn with a backlog comes here); and how
+	 * long to ask only the others, after an empty round at @empty_ns
+	 * (STEAL_BACKOFF_*). */
+	uint64_t round, answered_empty;
+	uint64_t empty_ns, backoff_ns;
 	/* The origin's deadlock waves. */
 	uint64_t wave;
 	int replies;
@@ -584,17 +601,26 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 
 /* ---- Stealing ---- */
 
-static int next_part(const struct dist_part *d, int after)
+/* The next part of @mask after @after, in turn; -1 when none. */
+static int next_in(const struct dist_part *d, uint64_t mask, int after)
 {
-	int k = (after + 1) % d->cfg.nparts;
-
-	return k == d->cfg.self ? (k + 1) % d->cfg.nparts : k;
+	for (int i = 1; i <= d->cfg.nparts; i++) {
+		int k = (after + i) % d->cfg.nparts;
+		if (mask & (1ull << k))
+			return k;
+	}
+	return -1;
 }
 
 /* Idle here: ask the other parts in turn for threads, from @first (or
- * the next in turn when -1). */
+ * the next in turn when -1) -- after an empty round, for a while only
+ * those that did not answer NOTHING (STEAL_BACKOFF_*); @first is asked
+ * all the same. */
 static void steal_from(struct dist_part *d, int first)
 {
+	uint64_t all = (d->cfg.nparts == 64 ? ~0ull
+					     : (1ull << d->cfg.nparts) - 1) &
+		       ~(1ull << d->cfg.self);
 	int to;
 
 	if (d->cfg.nparts < 2)
@@ -604,13 +630,23 @@ static void steal_from(struct dist_part *d, int first)
 		pthread_mutex_unlock(&d->lock);
 		return;
 	}
+	d->round = all;
+	if (d->backoff_ns != 0 &&
+	    vm__now() - d->empty_ns < d->backoff_ns)
+		d->round &= ~d->answered_empty;
+	if (first >= 0 && first != d->cfg.self) {
+		d->round |= 1ull << first;
+		to = first;
+	} else {
+		to = next_in(d, d->round, d->victim);
+	}
+	if (to < 0) { /* every one knows: wait for their pushes */
+		pthread_mutex_unlock(&d->lock);
+		return;
+	}
 	d->stealing = true;
-	d->tried = 0;
-	if (first >= 0 && first != d->cfg.self)
-		d->victim = first;
-	else
-		d->victim = next_part(d, d->victim);
-	to = d->victim;
+	d->victim = to;
+	d->round &= ~(1ull << to);
 	d->st.steals++;
 	pthread_mutex_unlock(&d->lock);
 	send_simple(d, to, M_STEAL);
@@ -1265,6 +1301,9 @@ static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 	pthread_mutex_lock(&d->lock);
 	d->st.moved_in += n;
 	d->stealing = false;
+	/* @from gave: it no longer counts this part as starving (the
+	 * others still do) */
+	d->answered_empty &= ~(1ull << from);
 	pthread_mutex_unlock(&d->lock);
 	vm__thread_immigrate(d->p, ts, n);
 	free(ts);
@@ -1290,18 +1329,27 @@ static void on_steal(struct dist_part *d, int from)
 	send_simple(d, from, M_NOTHING);
 }
 
-static void on_nothing(struct dist_part *d)
+static void on_nothing(struct dist_part *d, int from)
 {
 	int to = -1;
 
 	pthread_mutex_lock(&d->lock);
 	d->st.steals_empty++;
+	d->answered_empty |= 1ull << from;
 	if (d->stealing) {
-		if (++d->tried < d->cfg.nparts - 1 && !d->dropping) {
-			to = d->victim = next_part(d, d->victim);
+		if (d->round != 0 && !d->dropping) {
+			to = d->victim = next_in(d, d->round, d->victim);
+			d->round &= ~(1ull << to);
 			d->st.steals++;
 		} else {
+			/* a round for nothing: leave them be a while */
 			d->stealing = false;
+			d->empty_ns = vm__now();
+			d->backoff_ns = d->backoff_ns == 0
+						? STEAL_BACKOFF_MIN_NS
+					: d->backoff_ns >= STEAL_BACKOFF_MAX_NS / 2
+						? STEAL_BACKOFF_MAX_NS
+						: 2 * d->backoff_ns;
 		}
 	}
 	pthread_mutex_unlock(&d->lock);
@@ -1486,7 +1534,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		on_steal(d, from);
 		break;
 	case M_NOTHING:
-		on_nothing(d);
+		on_nothing(d, from);
 		break;
 	case M_JOIN:
 		on_join(d, from, &r);

@@ -10,7 +10,11 @@
  * never ran; one that has some sends up to half of them (MOVE), one that
  * has none says NOTHING and remembers the thief, whose next spawn there
  * sends the child straight to it when that machine has a backlog (a
- * thread queued, no worker idle). So a burst of spawns spreads within a
+ * thread queued, no worker idle). After a round that came back all
+ * NOTHING, a part asks again at its next idle spell only those that did
+ * not say NOTHING or have sent it a thread since (the others still mark
+ * it); all of them again once a backoff has passed (1 ms, doubling to
+ * 64 ms while rounds stay empty). So a burst of spawns spreads within a
  * few round trips, and a thread moves while it is small (its state and
  * the snapshot of local memory its spawn gave it). A batch whose local
  * pages with bytes hold more than 64 KiB sends them lent: metadata and

@@ -877,6 +877,54 @@ static void test_data_spawn(void **state)
 	result_free(&r);
 }
 
+/* ---- Steals ---- */
+
+/* main joins 200 children one at a time; each goes to a machine that
+ * asked for work (eager) and main's machine falls idle while it runs
+ * there. The machines that answered NOTHING are not asked again at each
+ * of those idle spells, only now and then (STEAL_BACKOFF_*): the origin
+ * sends a few dozen STEALs, not a round of four each time. */
+static void test_steal_backoff(void **state)
+{
+	static const char src[] =
+		".text\n"
+		"func main 0 1\n"
+		"        call spin\n"
+		"        drop\n"
+		"loop:   get 0\n"
+		"        push 200\n"
+		"        ge\n"
+		"        jnz done\n"
+		"        spawn child\n"
+		"        join\n"
+		"        drop\n"
+		"        get 0\n"
+		"        push 1\n"
+		"        add\n"
+		"        set 0\n"
+		"        jmp loop\n"
+		"done:   get 0\n"
+		"        call println\n"
+		"        ret\n"
+		"end\n"
+		"func child 0 0\n"
+		"        push 1\n"
+		"        ret\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("steal_backoff.fla", src, 5, &r, &st);
+	expect_run(&r, 0, "200\n", NULL);
+	printf("  %" PRIu64 " threads moved; the origin: %" PRIu64
+	       " steals (%" PRIu64 " empty)\n",
+	       st.moved_in, last[0].steals, last[0].steals_empty);
+	assert_true(st.moved_in >= 100);
+	assert_true(last[0].steals < 100);
+	result_free(&r);
+}
+
 /* ---- Lent local memory ----
  *
  * main fills a 1 MiB local array (word i holds 7i + 1, so no page is
@@ -1133,6 +1181,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_data_move),
 		cmocka_unit_test(test_data_home_busy),
 		cmocka_unit_test(test_data_spawn),
+		cmocka_unit_test(test_steal_backoff),
 		cmocka_unit_test(test_lazy_slices),
 		cmocka_unit_test(test_lazy_whole_and_write),
 	};
