@@ -139,6 +139,11 @@ struct dist_part {
 	bool wave_on, again, prev_ok;
 	bool wave_armed; /* @wave_tm is armed (and holds a reference) */
 	struct vm_timer wave_tm;
+	/* Idle after an empty round: ask again once the backoff passed
+	 * (armed: holds a reference), for threads queued elsewhere without
+	 * a spawn. */
+	bool steal_armed;
+	struct vm_timer steal_tm;
 	struct report cur[DIST_MAX_PARTS], prev[DIST_MAX_PARTS];
 	bool got[DIST_MAX_PARTS];
 	_Atomic uint64_t sent, recv; /* counted messages */
@@ -655,6 +660,36 @@ static void steal_from(struct dist_part *d, int first)
 static void steal(struct dist_part *d)
 {
 	steal_from(d, -1);
+}
+
+static void steal_fire(struct vm_node *n, struct vm_event *ev)
+{
+	struct dist_part *d = (struct dist_part *)((char *)ev -
+		offsetof(struct dist_part, steal_tm.ev));
+	bool closed;
+
+	(void)n;
+	pthread_mutex_lock(&d->lock);
+	d->steal_armed = false;
+	closed = d->closed || d->dropping;
+	pthread_mutex_unlock(&d->lock);
+	/* still idle: nothing here runs, nothing came */
+	if (!closed && atomic_load(&d->p->nbusy) == 0)
+		steal(d);
+	dist_unref(d);
+}
+
+/* An empty round ended while this part is idle: a full one once the
+ * backoff passed. Under @lock; true: the caller arms @steal_tm once it
+ * let go of @lock (a reference is taken for it). */
+static bool steal_later(struct dist_part *d)
+{
+	if (d->steal_armed || d->dropping || d->closed ||
+	    atomic_load(&d->p->nbusy) != 0)
+		return false;
+	d->steal_armed = true;
+	atomic_fetch_add(&d->refs, 1);
+	return true;
 }
 
 /* ---- Deadlock waves (the origin) ---- */
@@ -1232,19 +1267,26 @@ static void op_close(struct vm_peer *pe)
 {
 	struct dist_part *d = part_of(pe);
 
-	bool armed;
+	bool armed, stealing;
 
 	pthread_mutex_lock(&d->dlock);
 	pthread_mutex_lock(&d->lock);
 	d->closed = true;
 	d->dropping = true;
 	armed = d->wave_armed;
+	stealing = d->steal_armed;
 	pthread_mutex_unlock(&d->lock);
 	/* A timer that fired already runs after this, sees @closed and
 	 * drops its reference itself. */
 	if (armed && vm_node_timer_stop(d->p->node, &d->wave_tm)) {
 		pthread_mutex_lock(&d->lock);
 		d->wave_armed = false;
+		pthread_mutex_unlock(&d->lock);
+		dist_unref(d);
+	}
+	if (stealing && vm_node_timer_stop(d->p->node, &d->steal_tm)) {
+		pthread_mutex_lock(&d->lock);
+		d->steal_armed = false;
 		pthread_mutex_unlock(&d->lock);
 		dist_unref(d);
 	}
@@ -1331,6 +1373,7 @@ static void on_steal(struct dist_part *d, int from)
 
 static void on_nothing(struct dist_part *d, int from)
 {
+	bool arm = false;
 	int to = -1;
 
 	pthread_mutex_lock(&d->lock);
@@ -1350,9 +1393,12 @@ static void on_nothing(struct dist_part *d, int from)
 					: d->backoff_ns >= STEAL_BACKOFF_MAX_NS / 2
 						? STEAL_BACKOFF_MAX_NS
 						: 2 * d->backoff_ns;
+			arm = steal_later(d);
 		}
 	}
 	pthread_mutex_unlock(&d->lock);
+	if (arm)
+		vm_node_timer_start(d->p->node, &d->steal_tm, d->backoff_ns);
 	if (to >= 0)
 		send_simple(d, to, M_STEAL);
 }
@@ -1602,6 +1648,8 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	d->st.data_to = -1;
 	d->wave_tm.idx = SIZE_MAX;
 	d->wave_tm.ev.fn = wave_fire;
+	d->steal_tm.idx = SIZE_MAX;
+	d->steal_tm.ev.fn = steal_fire;
 	pthread_mutex_init(&d->dlock, NULL);
 	pthread_mutex_init(&d->lock, NULL);
 	for (int i = 0; i < DIST_MAX_PARTS; i++)

@@ -14,7 +14,9 @@
  * NOTHING, a part asks again at its next idle spell only those that did
  * not say NOTHING or have sent it a thread since (the others still mark
  * it); all of them again once a backoff has passed (1 ms, doubling to
- * 64 ms while rounds stay empty). So a burst of spawns spreads within a
+ * 64 ms while rounds stay empty). A part still idle when the backoff
+ * ends asks by itself (a timer): threads queued elsewhere without a
+ * spawn (woken, preempted) reach it too. So a burst of spawns spreads within a
  * few round trips, and a thread moves while it is small (its state and
  * the snapshot of local memory its spawn gave it). A batch whose local
  * pages with bytes hold more than 64 KiB sends them lent: metadata and

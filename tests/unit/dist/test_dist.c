@@ -181,6 +181,10 @@ static struct dist_stats total;
 static uint64_t total_runs;
 /* Each part's counters in the last run. */
 static struct dist_stats last[MAX_PARTS];
+/* Every spawn goes to a part that asked (dist_config.eager), so that
+ * threads move as often as they can; a test of the default placement
+ * turns it off. */
+static bool run_eager = true;
 
 static void stats_add(const struct dist_stats *s)
 {
@@ -229,7 +233,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 					      .send = send_dsm, .send_ctx = pt};
 		struct dist_config dc = {.self = i, .nparts = nparts,
 					 .origin = 0, .ncpu = nparts, .pid = 1,
-					 .eager = true,
+					 .eager = run_eager,
 					 .send = send_dist, .send_ctx = pt,
 					 .counters = dsm_counters,
 					 .counters_ctx = pt};
@@ -925,6 +929,86 @@ static void test_steal_backoff(void **state)
 	result_free(&r);
 }
 
+/* Four workers park on a flag at the origin (the default placement keeps
+ * them there, and machine 1's first round finds nothing to take); main
+ * then wakes them all, and machine 1, idle since, must come back for
+ * some of them by itself (the steal timer): it prints how many ended on
+ * machine 1. */
+static void test_steal_again_when_idle(void **state)
+{
+	static const char src[] =
+		".data\n"
+		"flag:   .word 0\n"
+		".text\n"
+		"func main 0 4\n"
+		"        spawn w\n"
+		"        set 0\n"
+		"        spawn w\n"
+		"        set 1\n"
+		"        spawn w\n"
+		"        set 2\n"
+		"        spawn w\n"
+		"        set 3\n"
+		"        call spin\n"
+		"        drop\n"
+		"        push flag\n"
+		"        push 1\n"
+		"        xchg\n"
+		"        drop\n"
+		"        push flag\n"
+		"        push 100\n"
+		"        wake\n"
+		"        drop\n"
+		"        get 0\n"
+		"        join\n"
+		"        get 1\n"
+		"        join\n"
+		"        add\n"
+		"        get 2\n"
+		"        join\n"
+		"        add\n"
+		"        get 3\n"
+		"        join\n"
+		"        add\n"
+		"        call println\n"
+		"        ret\n"
+		"end\n"
+		"func w 0 0\n"
+		"wt:     push flag\n"
+		"        push 0\n"
+		"        xadd\n"
+		"        jnz go\n"
+		"        push flag\n"
+		"        push 0\n"
+		"        wait\n"
+		"        jmp wt\n"
+		"go:     call spin\n"
+		"        drop\n"
+		"        call spin\n"
+		"        drop\n"
+		"        call spin\n"
+		"        drop\n"
+		"        call spin\n"
+		"        drop\n"
+		"        node\n"
+		"        ret\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_eager = false;
+	run_text("steal_again.fla", src, 2, &r, &st);
+	run_eager = true;
+	printf("  %s on machine 1; it sent %" PRIu64 " steals (%" PRIu64
+	       " empty)\n",
+	       r.out, last[1].steals, last[1].steals_empty);
+	assert_int_equal(r.status, 0);
+	assert_true(atoi(r.out) >= 1);
+	assert_true(last[1].moved_in >= 1);
+	result_free(&r);
+}
+
 /* ---- Lent local memory ----
  *
  * main fills a 1 MiB local array (word i holds 7i + 1, so no page is
@@ -1182,6 +1266,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_data_home_busy),
 		cmocka_unit_test(test_data_spawn),
 		cmocka_unit_test(test_steal_backoff),
+		cmocka_unit_test(test_steal_again_when_idle),
 		cmocka_unit_test(test_lazy_slices),
 		cmocka_unit_test(test_lazy_whole_and_write),
 	};
