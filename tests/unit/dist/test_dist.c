@@ -411,13 +411,7 @@ static void run_dir(const char *dir, int nparts)
 				  s.in.len, (uint64_t)seed, &r);
 			alarm(0);
 			runs++;
-			if (check(&s, &r, &why) > 0) {
-				printf("  FAILED %s\n%s", golden_running,
-				       (const char *)why.data);
-				why.len = 0;
-				failures++;
-			}
-			result_free(&r);
+			failures += golden_report(&s, &r, &why);
 		}
 		vm_module_free(m);
 		spec_free(&s);

@@ -385,6 +385,21 @@ static inline char **list_programs(const char *dir, size_t *n)
 	return names;
 }
 
+/* Check what a run of @s gave (@r, freed here): 1 when it differs, said
+ * with what golden_running names, else 0. */
+static inline int golden_report(const struct spec *s, struct result *r,
+				struct fl_buf *why)
+{
+	int failed = check(s, r, why) > 0;
+
+	if (failed) {
+		printf("  FAILED %s\n%s", golden_running, (const char *)why->data);
+		why->len = 0;
+	}
+	result_free(r);
+	return failed;
+}
+
 /* ---- Running a directory's programs ---- */
 
 #define GOLDEN_MAX_CPUS 8
@@ -504,13 +519,7 @@ static inline int golden_run_dir(const char *dir, const struct golden_pass *ps,
 					(uint64_t)seed, &r);
 				alarm(0);
 				runs++;
-				if (check(&s, &r, &why) > 0) {
-					printf("  FAILED %s\n%s", golden_running,
-					       (const char *)why.data);
-					why.len = 0;
-					failures++;
-				}
-				result_free(&r);
+				failures += golden_report(&s, &r, &why);
 			}
 		}
 		if (verbose)
