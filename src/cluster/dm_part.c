@@ -280,6 +280,9 @@ static void part_snapshot(const struct dm_part *pt, struct dm_pstats *s)
 		.bytes_sent = st.bytes_sent + ds.bytes_sent,
 		.msgs_recv = st.msgs_recv + ds.msgs_recv,
 		.bytes_recv = st.bytes_recv + ds.bytes_recv,
+		.lazy_pages = st.lazy_pages,
+		.lazy_fetched = st.lazy_fetched,
+		.lazy_bytes = st.lazy_bytes,
 	};
 }
 

@@ -1111,6 +1111,20 @@ static void ps_parts_text(struct dm *d, const struct dm_proc *p,
 	for (int i = 0; i < f->n; i++)
 		why_text(b, f->ids[i], &f->s[i], &first);
 	fl_buf_printf(b, "%s\n", first ? "none" : "");
+	if (all.lazy_pages + all.lazy_fetched > 0) {
+		/* local memory that moved lazily (dist.h) */
+		const char *sep = "local pages lent with threads: ";
+		for (int i = 0; i < f->n; i++)
+			if (f->s[i].lazy_pages + f->s[i].lazy_fetched > 0) {
+				human_bytes(f->s[i].lazy_bytes, c[1], sizeof c[1]);
+				fl_buf_printf(b, "%sm%" PRIu32 " lent %" PRIu64
+						 ", fetched %" PRIu64 " (%s)",
+					      sep, f->ids[i], f->s[i].lazy_pages,
+					      f->s[i].lazy_fetched, c[1]);
+				sep = "; ";
+			}
+		fl_buf_printf(b, "\n");
+	}
 	for (int i = 0; i < f->n; i++)
 		if (f->s[i].data_to != 0)
 			fl_buf_printf(b, "m%" PRIu32 ": thread %" PRIu64

@@ -264,6 +264,7 @@ struct borrow {
 	uint64_t key;
 	uint64_t named; /* namings received, not released */
 	bool asked, failed, pinned;
+	bool nomem; /* failed: the bytes came, the memory limit had no room */
 	struct vm_thread **waiting; /* parked on it (vm_gsrc_park) */
 	size_t nwaiting, waiting_cap;
 	struct remote_ask *remote; /* parts that asked us for it (re-lent) */
@@ -513,6 +514,10 @@ static void borrow_gone(struct vm_lent *l)
 	pthread_mutex_unlock(&d->lock);
 	if (flush)
 		flush_releases(d, true);
+	/* (a fetched one goes at the part's close, its process still
+	 * there: lent_close) */
+	if (b->base.data != NULL)
+		vm__credit(&d->p->budget, VM_PAGE_SIZE);
 	free(b->base.data);
 	free(b->waiting);
 	free(b->remote);
@@ -840,9 +845,9 @@ static enum vm_res op_fetch(struct vm_peer *pe, struct vm_worker *w,
 	}
 	if (b->failed || !grow((void **)&b->waiting, &b->waiting_cap,
 			       b->nwaiting, sizeof *b->waiting)) {
-		bool failed = b->failed;
+		bool failed = b->failed, nomem = b->nomem;
 		pthread_mutex_unlock(&d->lock);
-		if (failed)
+		if (failed && !nomem)
 			vm__fault(w, "the local page at 0x%" PRIx64 " was lent "
 				     "by machine %d (id %" PRIu64 "), which no "
 				     "longer has it",
@@ -918,13 +923,23 @@ static void on_lpage(struct dist_part *d, int from, struct fl_reader *r)
 		malformed(d);
 		return;
 	}
-	if (bytes != NULL && (data = malloc(VM_PAGE_SIZE)) != NULL)
-		memcpy(data, bytes, VM_PAGE_SIZE);
+	/* The bytes kept count against this part's memory limit, as the
+	 * page's own copy does: past it the page cannot come (the thread
+	 * that wants it fails with out of memory). */
+	if (bytes != NULL && vm__charge(&d->p->budget, VM_PAGE_SIZE)) {
+		if ((data = malloc(VM_PAGE_SIZE)) != NULL)
+			memcpy(data, bytes, VM_PAGE_SIZE);
+		else
+			vm__credit(&d->p->budget, VM_PAGE_SIZE);
+	}
 	pthread_mutex_lock(&d->lock);
 	b = umap_get(&d->borrows, borrow_key(from, key));
 	if (b == NULL || !b->asked || atomic_load(&b->base.refs) == 0) {
 		pthread_mutex_unlock(&d->lock);
-		free(data);
+		if (data != NULL) {
+			free(data);
+			vm__credit(&d->p->budget, VM_PAGE_SIZE);
+		}
 		malformed(d);
 		return;
 	}
@@ -938,7 +953,8 @@ static void on_lpage(struct dist_part *d, int from, struct fl_reader *r)
 		d->st.lazy_fetched++;
 		d->st.lazy_bytes += VM_PAGE_SIZE;
 	} else {
-		b->failed = true; /* or out of memory: the same to the thread */
+		b->failed = true;
+		b->nomem = bytes != NULL; /* they came: no room for them */
 	}
 	waiting = b->waiting;
 	nwaiting = b->nwaiting;

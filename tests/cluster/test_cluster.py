@@ -224,6 +224,18 @@ def test_stats_and_ps_v_say_what_crossed_machines(vm, tmp_path):
     assert re.search(r"(: |; )from m\d+ 1 to the home of their data", err), err
     assert re.search(r"^m\d+: thread \d+ moved to m\d+: (1[6-9]|[2-9]\d) "
                      r"faults on pages homed there$", err, re.M), err
+    # a child's snapshot of 1 MiB of local memory is lent, not sent
+    r = vm.run("tests/cluster/progs/lazy.fl",
+               flags=["--stats", "--debug-spread", "--cpus", "2"], n=2)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"61440\n", r.stderr
+    err = r.stderr.decode()
+    line = re.search(r"^local pages lent with threads: (.*)$", err, re.M)
+    assert line, err
+    parts = re.findall(r"m\d+ lent (\d+), fetched (\d+)", line.group(1))
+    lent = sum(int(a) for a, _ in parts)
+    fetched = sum(int(b) for _, b in parts)
+    assert lent >= 256 and 1 <= fetched <= 16, err
     bad = vm.flock(["ps", "-v"])
     assert bad.returncode == 64 and b"needs a PID" in bad.stderr
     # while it runs: its threads where they are now

@@ -185,6 +185,8 @@ static struct dist_stats last[MAX_PARTS];
  * threads move as often as they can; a test of the default placement
  * turns it off. */
 static bool run_eager = true;
+/* run_text's --memory on every part; 0: the default. */
+static uint64_t run_memory;
 
 static void stats_add(const struct dist_stats *s)
 {
@@ -522,6 +524,7 @@ static void run_text(const char *name, const char *src, int nparts,
 	vm_options_init(&o);
 	o.argc = 1;
 	o.argv = argv;
+	o.memory = run_memory;
 	for (int i = 0; i < nparts; i++)
 		nodes[i] = golden_node_new(1);
 	memset(&total, 0, sizeof total);
@@ -1247,6 +1250,46 @@ static void test_lazy_whole_and_write(void **state)
 	result_free(&r);
 }
 
+/* The same whole-array child on two parts of 1.5 MiB each: main's 1 MiB
+ * array fits where it was made, but the part that fetches it keeps each
+ * page's bytes twice (the lent copy and the page's own) and runs out
+ * before the end: a runtime error, not a silent page. */
+static void test_lazy_memory_limit(void **state)
+{
+	static const char src[] =
+		".text\n"
+		"func main 0 3\n" LAZY_FILL
+		"        get 0\n"
+		"        spawn whole\n"
+		"        join\n"
+		"        call println\n"
+		"        ret\n"
+		"end\n"
+		"func whole 1 0\n"
+		"        get 0\n"
+		"        push 0\n"
+		"        push 131072\n"
+		"        call sum\n"
+		"        ret\n"
+		"end\n" LAZY_SUM PRELUDE;
+	struct dist_stats st;
+	struct result r;
+	size_t pos = 0;
+
+	(void)state;
+	run_memory = 3 << 19;
+	run_text("lazy_limit.fla", src, 2, &r, &st);
+	run_memory = 0;
+	printf("  status %d, %" PRIu64 " pages fetched; stderr: %s", r.status,
+	       st.lazy_fetched, r.err);
+	assert_int_equal(r.status, 70);
+	assert_true(unit_rx_search("runtime error: out of memory \\(fetching "
+				   "a lent page\\) \\(in function sum",
+				   r.err, r.err_len, &pos));
+	assert_true(st.lazy_fetched > 0 && st.lazy_fetched < 256);
+	result_free(&r);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1263,6 +1306,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_steal_again_when_idle),
 		cmocka_unit_test(test_lazy_slices),
 		cmocka_unit_test(test_lazy_whole_and_write),
+		cmocka_unit_test(test_lazy_memory_limit),
 	};
 
 	(void)argc;
