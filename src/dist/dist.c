@@ -376,9 +376,15 @@ static uint64_t borrow_key(int from, uint64_t key)
 }
 
 /* vm_lending.lend: page @pg goes out lent once more. */
+/* vm_lending's context when threads leave for part @to. */
+struct lend_ctx {
+	struct dist_part *d;
+	int to;
+};
+
 static uint64_t lend_page(void *ctx, struct vm_page *pg)
 {
-	struct dist_part *d = ctx;
+	struct dist_part *d = ((struct lend_ctx *)ctx)->d;
 	struct lend *e;
 	uint64_t key = 0;
 
@@ -410,10 +416,50 @@ static uint64_t lend_page(void *ctx, struct vm_page *pg)
 
 static void borrow_gone(struct vm_lent *l);
 
+/* vm_lending.home: an absent page going back to the part that lent it
+ * goes as that part's own id, not lent on (its bytes are there). */
+static uint64_t home_page(void *ctx, const struct vm_page *pg)
+{
+	const struct lend_ctx *c = ctx;
+	const struct borrow *b = (const struct borrow *)pg->lent;
+
+	return pg->lent->gone == borrow_gone && b->from == c->to ? b->key : 0;
+}
+
 struct borrow_ctx {
 	struct dist_part *d;
 	int from;
 };
+
+/* vm_lending.own: a page of a thread coming back names what this part
+ * lent under @key: its bytes, or (lent here itself) its lent bytes. */
+static int own_page(void *ctx, uint64_t key, uint8_t *bytes,
+		    struct vm_lent **lent)
+{
+	struct dist_part *d = ((struct borrow_ctx *)ctx)->d;
+	const struct lend *e;
+	const uint8_t *data;
+	int got = 0;
+
+	pthread_mutex_lock(&d->lock);
+	/* (the entry holds its page until the last naming is released,
+	 * and the sender's naming of it outlives this message) */
+	if ((e = umap_get(&d->lends, key)) != NULL) {
+		data = __atomic_load_n(&e->pg->data, __ATOMIC_ACQUIRE);
+		got = 1;
+		if (data != NULL) {
+			memcpy(bytes, data, VM_PAGE_SIZE);
+		} else if (e->pg->lent != NULL) {
+			atomic_fetch_add(&e->pg->lent->refs, 1);
+			*lent = e->pg->lent;
+			got = 2;
+		} else {
+			memset(bytes, 0, VM_PAGE_SIZE);
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+	return got;
+}
 
 /* vm_lending.borrow: a page of a thread state from @from names lent id
  * @key: the bytes here for it, shared with every page that named it
@@ -570,8 +616,9 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 		 enum dist_why why)
 {
 	struct vm_proc *p = d->p;
-	const struct vm_lending lend = {.ctx = d, .threshold = LEND_MIN_BYTES,
-					.lend = lend_page};
+	struct lend_ctx lc = {.d = d, .to = to};
+	const struct vm_lending lend = {.ctx = &lc, .threshold = LEND_MIN_BYTES,
+					.lend = lend_page, .home = home_page};
 	struct fl_buf b;
 	uint64_t xfer;
 	size_t len;
@@ -1336,7 +1383,8 @@ static void malformed(struct dist_part *d)
 static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 {
 	struct borrow_ctx bc = {d, from};
-	const struct vm_lending lend = {.ctx = &bc, .borrow = borrow_page};
+	const struct vm_lending lend = {.ctx = &bc, .borrow = borrow_page,
+					.own = own_page};
 	struct vm_thread **ts;
 	struct fl_err err;
 	size_t n;

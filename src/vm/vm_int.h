@@ -688,7 +688,19 @@ struct vm_lending {
 	size_t threshold;
 	uint64_t (*lend)(void *ctx, struct vm_page *pg);
 	struct vm_lent *(*borrow)(void *ctx, uint64_t key);
+	/* A page going back to the machine that lent it. Encoding: for an
+	 * absent page, the id the receiver lent it under if the bytes are
+	 * the receiver's own, else 0 (then it is lent on); NULL: never.
+	 * Decoding: the receiver's own page of id @key, as this machine
+	 * holds it: 1 with its bytes copied to @bytes, 2 with *@lent a
+	 * reference to the bytes it was lent itself (still absent here),
+	 * 0 when it lent nothing under @key. VM_LENT_HOME marks such an id
+	 * among @lend's. */
+	uint64_t (*home)(void *ctx, const struct vm_page *pg);
+	int (*own)(void *ctx, uint64_t key, uint8_t *bytes,
+		   struct vm_lent **lent);
 };
+#define VM_LENT_HOME ((uint64_t)1 << 63)
 
 /* vm__threads_encode/decode with lending (@l may be NULL: nothing is
  * lent, and an absent page makes the encode fail with FL_EINVAL, a lent

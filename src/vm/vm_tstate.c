@@ -11,8 +11,10 @@
  *            u8 class, u16 nlive, u32 pidx, 8 x u64 live bits, or a
  *            large block page's u64 head, u64 bytes; then the block
  *            sizes (flag 1: blocks x u32) and the bytes (flag 2: 4096)
-            or the id they are lent under (flag 4: u64, never 0, never
-            with flag 2) }
+ *            or the id they are lent under (flag 4: u64, never 0), or
+ *            the id the receiver itself lent them under (flag 8: u64,
+ *            never 0: the page goes back where its bytes are); at most
+ *            one of flags 2, 4 and 8 }
  *   threads  nthreads x { u64 tid, u8 state; a finished thread (1): u64
  *            result; a runnable one (0): u32 pc, i32 sp, u32 bp, u8 park,
  *            u64 park_arg, reply { u8 kind, u8 ready, i32 status, u64
@@ -87,6 +89,7 @@
 #define PAGE_SIZES 0x01 /* block sizes follow (a slab page under --check) */
 #define PAGE_DATA 0x02  /* the page's bytes follow (else all zero) */
 #define PAGE_LENT 0x04  /* the id its bytes are lent under follows */
+#define PAGE_HOME 0x08  /* the id the receiver lent these bytes under */
 
 /* The smallest records, to check counts against the bytes left. */
 #define PAGE_MIN_BYTES (8 + 1 + 1 + 8 + 8) /* a large block's page */
@@ -229,7 +232,10 @@ static void put_page(struct fl_buf *b, vm_word pn, const struct vm_page *pg,
 	fl_buf_put_u64(b, pn);
 	fl_buf_put_u8(b, pg->kind);
 	fl_buf_put_u8(b, (sizes ? PAGE_SIZES : 0) |
-			 (lent != 0 ? PAGE_LENT : data != NULL ? PAGE_DATA : 0));
+			 ((lent & VM_LENT_HOME) ? PAGE_HOME
+			  : lent != 0		? PAGE_LENT
+			  : data != NULL	? PAGE_DATA
+						: 0));
 	if (slab) {
 		fl_buf_put_u8(b, pg->cls);
 		fl_buf_put_u16(b, pg->nlive);
@@ -244,7 +250,7 @@ static void put_page(struct fl_buf *b, vm_word pn, const struct vm_page *pg,
 		for (uint32_t i = 0; i < blocks_of(pg->cls); i++)
 			fl_buf_put_u32(b, pg->sizes[i]);
 	if (lent != 0)
-		fl_buf_put_u64(b, lent);
+		fl_buf_put_u64(b, lent & ~VM_LENT_HOME);
 	else if (data != NULL)
 		fl_buf_put(b, data, VM_PAGE_SIZE);
 }
@@ -331,7 +337,10 @@ static int lend_pages(const struct pool *pl, const struct vm_lending *l,
 	for (uint32_t i = 0; i < pl->n; i++) {
 		struct vm_page *pg = (struct vm_page *)pl->page[i];
 		bool absent = vm__page_absent(pg);
-		if (absent || (all && (pg->data != NULL || pg->lent != NULL)))
+		uint64_t home = absent && l->home != NULL ? l->home(l->ctx, pg) : 0;
+		if (home != 0) /* the receiver's own bytes: named, not lent */
+			(*lent)[i] = home | VM_LENT_HOME;
+		else if (absent || (all && (pg->data != NULL || pg->lent != NULL)))
 			(*lent)[i] = l->lend(l->ctx, pg);
 		if (absent && (*lent)[i] == 0)
 			return FL_ENOMEM; /* no bytes here to send instead */
@@ -419,6 +428,7 @@ struct page_rec {
 	const uint8_t *sizes; /* blocks x u32 in the input, or NULL */
 	const uint8_t *data;  /* VM_PAGE_SIZE bytes in the input, or NULL */
 	uint64_t lent;        /* PAGE_LENT: the id its bytes are lent under */
+	uint64_t home;        /* PAGE_HOME: the id this machine lent them under */
 	struct vm_page *pg;   /* once the first thread using it mapped it */
 };
 
@@ -563,11 +573,13 @@ static int decode_page_rec(struct dec *d, uint32_t i, struct page_rec *pr)
 		return bad(d, "page %" PRIu64 ": kind %u is not one of local "
 			      "memory (slab or large block)",
 			   pr->pn, pr->kind);
-	if (pr->flags & ~(PAGE_SIZES | PAGE_DATA | PAGE_LENT))
+	if (pr->flags & ~(PAGE_SIZES | PAGE_DATA | PAGE_LENT | PAGE_HOME))
 		return bad(d, "page %" PRIu64 ": unknown flags 0x%02x", pr->pn,
 			   pr->flags);
-	if ((pr->flags & PAGE_DATA) && (pr->flags & PAGE_LENT))
-		return bad(d, "page %" PRIu64 ": both its bytes and a lent id",
+	if (__builtin_popcount(pr->flags & (PAGE_DATA | PAGE_LENT | PAGE_HOME)) >
+	    1)
+		return bad(d, "page %" PRIu64 ": more than one of its bytes, a "
+			      "lent id and an id of ours",
 			   pr->pn);
 	rc = pr->kind == VM_PAGE_SLAB ? check_slab_rec(d, pr)
 				      : check_large_rec(d, pr);
@@ -591,6 +603,19 @@ static int decode_page_rec(struct dec *d, uint32_t i, struct page_rec *pr)
 				      "%" PRIu64 "), and nothing here can fetch "
 				      "them",
 				   pr->pn, pr->lent);
+	}
+	if (pr->flags & PAGE_HOME) {
+		pr->home = fl_get_u64(&d->r);
+		if (d->r.failed)
+			return bad(d, "page %" PRIu64 ": the id of ours cut off",
+				   pr->pn);
+		if (d->lending == NULL || d->lending->own == NULL)
+			return bad(d, "page %" PRIu64 ": its bytes are ours (id "
+				      "%" PRIu64 "), and nothing here lends",
+				   pr->pn, pr->home);
+		if (pr->home == 0)
+			return bad(d, "page %" PRIu64 ": an id of ours of 0",
+				   pr->pn);
 	}
 	return 0;
 }
@@ -632,6 +657,23 @@ static int page_make(struct dec *d, struct vm_space *s, struct page_rec *pr)
 		pg->lent = d->lending->borrow(d->lending->ctx, pr->lent);
 		if (pg->lent == NULL)
 			return nomem(d, "lent page", pr->pn);
+	}
+	if (pr->home != 0) { /* back where it was lent: the bytes are here */
+		uint8_t *bytes = vm__page_bytes(pg);
+		struct vm_lent *l = NULL;
+		int got;
+		if (bytes == NULL)
+			return nomem(d, "page", pr->pn);
+		got = d->lending->own(d->lending->ctx, pr->home, bytes, &l);
+		if (got == 0)
+			return bad(d, "page %" PRIu64 ": no page of ours has id "
+				      "%" PRIu64,
+				   pr->pn, pr->home);
+		if (got == 2) { /* lent to us too: absent here as well */
+			free(pg->data);
+			pg->data = NULL;
+			pg->lent = l;
+		}
 	}
 	return 0;
 }

@@ -1250,6 +1250,45 @@ static void test_lazy_whole_and_write(void **state)
 	result_free(&r);
 }
 
+/* A child sent away with the array lent prints first (stdio: back to
+ * the origin, which lent the pages), then sums the whole array there:
+ * its pages go back as the origin's own, so nothing is fetched. */
+static void test_lazy_back_home(void **state)
+{
+	static const char src[] =
+		".text\n"
+		"func main 0 3\n" LAZY_FILL
+		"        get 0\n"
+		"        spawn whole\n"
+		"        join\n"
+		"        call println\n"
+		"        ret\n"
+		"end\n"
+		"func whole 1 0\n"
+		"        push 7\n"
+		"        call println\n"
+		"        drop\n"
+		"        get 0\n"
+		"        push 0\n"
+		"        push 131072\n"
+		"        call sum\n"
+		"        ret\n"
+		"end\n" LAZY_SUM PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("lazy_home.fla", src, 2, &r, &st);
+	printf("  %" PRIu64 " threads moved, %" PRIu64 " pages lent, %" PRIu64
+	       " fetched\n",
+	       st.moved_in, st.lazy_pages, st.lazy_fetched);
+	expect_run(&r, 0, "7\n60129214464\n", NULL);
+	assert_true(st.moved_in >= 2);
+	assert_true(st.lazy_pages >= 256);
+	assert_int_equal(st.lazy_fetched, 0);
+	result_free(&r);
+}
+
 /* The same whole-array child on two parts of 1.5 MiB each: main's 1 MiB
  * array fits where it was made, but the part that fetches it keeps each
  * page's bytes twice (the lent copy and the page's own) and runs out
@@ -1306,6 +1345,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_steal_again_when_idle),
 		cmocka_unit_test(test_lazy_slices),
 		cmocka_unit_test(test_lazy_whole_and_write),
+		cmocka_unit_test(test_lazy_back_home),
 		cmocka_unit_test(test_lazy_memory_limit),
 	};
 

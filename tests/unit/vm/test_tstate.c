@@ -1793,6 +1793,17 @@ static void test_lent_roundtrip(void **state)
 	free(lent);
 }
 
+/* vm_lending.own of a machine that lent nothing. */
+static int t_own_nothing(void *ctx, uint64_t key, uint8_t *bytes,
+			 struct vm_lent **lent)
+{
+	(void)ctx;
+	(void)key;
+	(void)bytes;
+	(void)lent;
+	return 0;
+}
+
 /* A page record that names a lent id must name a good one, and not its
  * bytes too. */
 static void test_refuses_bad_lent_id(void **state)
@@ -1820,7 +1831,24 @@ static void test_refuses_bad_lent_id(void **state)
 	lent[l.page_at[i] + 9] |= 2;
 	assert_int_equal(vm__threads_decode_lent(f->p, lent, len, &bl, &ts, &n,
 						 &err), FL_EFORMAT);
-	assert_non_null(strstr(err.msg, "both its bytes and a lent id"));
+	assert_non_null(strstr(err.msg, "more than one of its bytes, a lent "
+					"id and an id of ours"));
+	/* an id of ours: refused where nothing lends, or lent nothing so */
+	lent[l.page_at[i] + 9] = (uint8_t)((lent[l.page_at[i] + 9] & ~6) | 8);
+	memset(lent + at, 0x11, 8);
+	assert_int_equal(vm__threads_decode_lent(f->p, lent, len, &bl, &ts, &n,
+						 &err), FL_EFORMAT);
+	assert_non_null(strstr(err.msg, "are ours (id 1229782938247303441), "
+					"and nothing here lends"));
+	{
+		const struct vm_lending own = {.ctx = &ld, .borrow = t_borrow,
+					       .own = t_own_nothing};
+		assert_int_equal(vm__threads_decode_lent(f->p, lent, len, &own,
+							 &ts, &n, &err),
+				 FL_EFORMAT);
+		assert_non_null(strstr(err.msg, "no page of ours has id "
+						"1229782938247303441"));
+	}
 	assert_int_equal(ld.gone, 0); /* refused before anything was borrowed */
 	lender_close(f, &ld);
 	free(lent);
