@@ -1245,8 +1245,9 @@ static void test_lazy_whole_and_write(void **state)
 	       st.moved_in, st.lazy_pages, st.lazy_fetched);
 	expect_run(&r, 0, "60129214464\n35853\n35841\n", NULL);
 	assert_true(st.moved_in >= 2);
-	/* the whole array, and the writer's page on the third part */
-	assert_true(st.lazy_fetched >= 256 + 1);
+	/* the whole array (and the writer's page, where the writer ran on
+	 * another part than main: placement decides) */
+	assert_true(st.lazy_fetched >= 256);
 	result_free(&r);
 }
 
