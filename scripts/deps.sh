@@ -15,8 +15,8 @@ with apt-get (as root, or through sudo).
 
   build   make, gcc and the C library headers, pkg-config, the libraries
           Flock links: what `make` and `make run` need
-  test    build + clang, the sanitizer runtimes, cmocka, python3 and
-          pytest: what `make test` needs (the default)
+  test    build + clang, the sanitizer runtimes and llvm-symbolizer,
+          cmocka, python3 and pytest: what `make test` needs (the default)
   bench   build + clang, cmocka, python3 and the systems compared against:
           what `make bench` needs
 EOF
@@ -34,6 +34,7 @@ why() {
 	libsodium-dev) echo "crypto library (cluster authentication)" ;;
 	clang) echo "second compiler; ThreadSanitizer and fuzz builds" ;;
 	libclang-rt-14-dev) echo "clang's sanitizer and libFuzzer runtimes" ;;
+	llvm) echo "llvm-symbolizer: sanitizer reports name functions (the TSan suppressions match by name)" ;;
 	libcmocka-dev) echo "unit test framework" ;;
 	python3) echo "runs the test and benchmark drivers" ;;
 	python3-pytest) echo "golden-program, CLI and docs tests" ;;
@@ -58,7 +59,7 @@ case "$want" in
 build) for_what="build Flock" ;;
 test)
 	for_what="build and test Flock"
-	pkgs="$pkgs clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest"
+	pkgs="$pkgs clang libclang-rt-14-dev llvm libcmocka-dev python3 python3-pytest"
 	;;
 bench)
 	for_what="build and benchmark Flock"
