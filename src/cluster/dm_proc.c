@@ -1066,8 +1066,11 @@ static void ps_parts_text(struct dm *d, const struct dm_proc *p,
 		f = &now;
 	}
 	if (f->n == 1) {
-		fl_buf_printf(b, "\nit ran on m%" PRIu32 " alone: no thread or "
-				 "page crossed machines\n", f->ids[0]);
+		fl_buf_printf(b, over ? "\nit ran on m%" PRIu32 " alone: no "
+					"thread or page crossed machines\n"
+				      : "\nit runs on m%" PRIu32 " alone: no "
+					"thread or page crosses machines\n",
+			      f->ids[0]);
 		return;
 	}
 	fl_buf_printf(b, "\nits parts, one a machine (* its origin)%s:\n",
