@@ -806,7 +806,7 @@ static const struct two parts_programs[] = {
 	 /* A part's copies of pages homed elsewhere count against its
 	  * --memory: part 1 (256 KiB) reads a 400 KiB block homed at the
 	  * origin, a word a page, and fails before the end; the origin,
-	  * which only wrote it, ends 0. */
+	  * which only wrote it, ends 0 (after a while: see below). */
 	 ".data\n"
 	 "ptr:    .word 0\n"
 	 ".text\n"
@@ -819,7 +819,18 @@ static const struct two parts_programs[] = {
 	 "        push 409600\n"
 	 "        fill\n"
 	 PARTS_PUBLISH("ptr")
-	 "        push 0\n"
+	 /* busy a while: the wake reaches part 1 before this part ends
+	  * (the driver then stops holding part 1's count up) */
+	 "        push 3000000\n"
+	 "        set 0\n"
+	 "bz:     get 0\n"
+	 "        jz bzd\n"
+	 "        get 0\n"
+	 "        push 1\n"
+	 "        sub\n"
+	 "        set 0\n"
+	 "        jmp bz\n"
+	 "bzd:    push 0\n"
 	 "        ret\n"
 	 "end\n"
 	 "func part1 0 2\n"
