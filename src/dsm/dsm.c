@@ -170,11 +170,12 @@ void dsm_node_free(struct dsm_node *n)
 					free(r);
 			}
 			next = pg->hnext;
-			if (dsm__home(n, pg->page) != n->self)
-				for (int k = (pg->data != NULL) + (pg->stale != NULL) +
-					     (pg->twin != NULL);
-				     k > 0; k--)
+			if (dsm__home(n, pg->page) != n->self) { /* io.charge's */
+				int k = (pg->data != NULL) + (pg->stale != NULL) +
+					(pg->twin != NULL);
+				while (k-- > 0)
 					dsm__credit_page(n);
+			}
 			dsm__queues_free(pg);
 			free(pg->data);
 			free(pg->stale);

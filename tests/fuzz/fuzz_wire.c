@@ -6,7 +6,8 @@
  * The first byte picks the decoder, the rest is the payload. What a
  * decoder accepts is encoded again and must decode to the same values
  * (for SUBMIT, JOIN and PING, whose encodings are canonical: the same
- * bytes; PART_STATS's too when it has as many fields as we know). Nothing may crash, leak or read out of bounds. */
+ * bytes; PART_STATS's too when it has as many fields as we know).
+ * Nothing may crash, leak or read out of bounds. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
