@@ -13,153 +13,16 @@
  *
  * Tables: joins this part asked (request id -> the parked thread) and
  * joins it owes (thread id -> the asking part and its request id):
- * short lists, searched linearly. Lent pages: hash maps, see "Lent
- * pages" below; a page is never freed under @lock (its last reference
+ * short lists, searched linearly. Lent pages: hash maps, in
+ * dist_lend.c; a page is never freed under @lock (its last reference
  * may let a borrow go, which takes @lock). */
-#include "dist/dist.h"
-#include "vm/vm_gsrc.h"
+#include "dist/dist_int.h"
 
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define DIST_VERSION 1
-/* Most threads one STEAL takes, and the longest END line carried. */
-#define STEAL_MAX 64
-/* After a round of STEALs that all came back NOTHING, the parts that
- * answered so and sent no thread since are asked again only once this
- * long has passed (doubling from MIN to MAX with each empty round): they
- * remember that this part starves, and send it a child when they have a
- * backlog; the full round now and then is for threads queued there
- * without a spawn (resumed, preempted). So a part that goes idle often
- * (a join waiting on a thread elsewhere, say) does not send a round to
- * every machine each time. */
-#define STEAL_BACKOFF_MIN_NS 1000000
-#define STEAL_BACKOFF_MAX_NS 64000000
-#define LINE_MAX_BYTES 4096
-/* How long the origin waits, once a part fell idle, before it asks every
- * part whether all are: most idle spells (a join waiting for a thread
- * elsewhere) end sooner, so a busy process sends few waves. */
-#define WAVE_DELAY_NS 2000000
-/* A batch of threads whose local pages with bytes hold more than this
- * sends those pages lent (their metadata and an id; the bytes come when
- * first touched) instead of whole. 64 KiB go over a 10 Gb/s link in
- * about 50 us, one round trip on a LAN: below that, sending eagerly
- * costs less than even one fetch would (a round trip and a park per
- * page), and the common small spawned thread still moves in one
- * message and runs at once. Above it, a thread that touches little of
- * a large heap it inherited (a snapshot of its parent's) no longer
- * carries all of it. */
-#define LEND_MIN_BYTES (64u << 10)
-
-/* name, number, counted: a message that may make threads run, which the
- * deadlock waves count. */
-#define DIST_MESSAGES(X)                                                      \
-	X(MOVE, 1, true)                                                      \
-	X(STEAL, 2, false)                                                    \
-	X(NOTHING, 3, false)                                                  \
-	X(JOIN, 4, true)                                                      \
-	X(JOIN_REPLY, 5, true)                                                \
-	X(DONE, 6, true)                                                      \
-	X(END, 7, true)                                                       \
-	X(IDLE, 8, false)                                                     \
-	X(PROBE, 9, false)                                                    \
-	X(PROBE_REPLY, 10, false)                                             \
-	X(LGET, 11, true)                                                     \
-	X(LPAGE, 12, true)                                                    \
-	X(LRELEASE, 13, false)
-
-enum {
-#define X(name, num, counted) M_##name = num,
-	DIST_MESSAGES(X)
-#undef X
-	M__LIMIT
-};
-
-static bool counted(unsigned type)
-{
-	switch (type) {
-#define X(name, num, c)                                                       \
-	case num:                                                             \
-		return c;
-		DIST_MESSAGES(X)
-#undef X
-	}
-	return false;
-}
-
-struct entry {
-	uint64_t key; /* asked: request id; owed: thread id */
-	uint64_t req; /* owed: the asker's request id */
-	int part;     /* owed: the asker */
-	struct vm_thread *t; /* asked: the joiner */
-};
-
-struct table {
-	struct entry *v;
-	size_t n, cap;
-};
-
-/* An open-addressing map from nonzero u64 keys (lent pages). */
-struct umap {
-	uint64_t *k; /* 0: empty */
-	void **v;
-	size_t n, cap;
-};
-
-struct report {
-	bool passive;
-	uint64_t sent, recv, live;
-};
-
-struct dist_part {
-	struct vm_peer base;
-	struct vm_proc *p;
-	struct dist_config cfg;
-	pthread_mutex_t dlock;
-	pthread_mutex_t lock;
-	bool closed, dropping, told_end;
-	uint64_t next_req, next_xfer;
-	struct table asked, owed;
-	_Atomic uint64_t starving; /* parts that asked and got NOTHING */
-	bool stealing;		   /* a STEAL is out */
-	int victim;
-	/* This round's victims still to ask; the parts that answered
-	 * NOTHING and sent no thread since (they keep this part marked
-	 * starving: their next spawn with a backlog comes here); and how
-	 * long to ask only the others, after an empty round at @empty_ns
-	 * (STEAL_BACKOFF_*). */
-	uint64_t round, answered_empty;
-	uint64_t empty_ns, backoff_ns;
-	/* The origin's deadlock waves. */
-	uint64_t wave;
-	int replies;
-	bool wave_on, again, prev_ok;
-	bool wave_armed; /* @wave_tm is armed (and holds a reference) */
-	struct vm_timer wave_tm;
-	/* Idle after an empty round: ask again once the backoff passed
-	 * (armed: holds a reference), for threads queued elsewhere without
-	 * a spawn. */
-	bool steal_armed;
-	struct vm_timer steal_tm;
-	struct report cur[DIST_MAX_PARTS], prev[DIST_MAX_PARTS];
-	bool got[DIST_MAX_PARTS];
-	_Atomic uint64_t sent, recv; /* counted messages */
-	struct dist_stats st;	     /* under @lock */
-	/* Lent pages (below, "Lent pages"), under @lock. */
-	uint64_t next_lend;
-	struct umap lends, lent_pages, borrows;
-	struct fl_buf rel[DIST_MAX_PARTS]; /* releases to send each lender */
-	uint32_t nrel[DIST_MAX_PARTS];
-	_Atomic int refs;
-};
-
-static struct dist_part *part_of(struct vm_peer *pe)
-{
-	return (struct dist_part *)pe;
-}
 
 /* ---- Tables ---- */
 
@@ -191,7 +54,7 @@ static bool table_take(struct table *tb, uint64_t key, struct entry *out)
 
 /* ---- Sending ---- */
 
-static void start(struct fl_buf *b, unsigned type)
+void dist__start(struct fl_buf *b, unsigned type)
 {
 	fl_buf_init(b);
 	fl_buf_put_u8(b, DIST_VERSION);
@@ -200,7 +63,7 @@ static void start(struct fl_buf *b, unsigned type)
 
 /* Send @b (then closed) to @to; false when building it ran out of
  * memory (nothing sent). */
-static bool send_buf(struct dist_part *d, int to, struct fl_buf *b)
+bool dist__send_buf(struct dist_part *d, int to, struct fl_buf *b)
 {
 	bool ok = !fl_buf_failed(b);
 
@@ -222,391 +85,19 @@ static void send_end(struct dist_part *d, int to, int status, const char *line)
 	struct fl_buf b;
 	size_t n = line != NULL ? strnlen(line, LINE_MAX_BYTES) : 0;
 
-	start(&b, M_END);
+	dist__start(&b, M_END);
 	fl_buf_put_u8(&b, (uint8_t)status);
 	fl_buf_put_u32(&b, (uint32_t)n);
 	fl_buf_put(&b, line, n);
-	send_buf(d, to, &b);
+	dist__send_buf(d, to, &b);
 }
 
 static void send_simple(struct dist_part *d, int to, unsigned type)
 {
 	struct fl_buf b;
 
-	start(&b, type);
-	send_buf(d, to, &b);
-}
-
-/* ---- Lent pages ----
- *
- * The lender: @lends maps an id to a struct lend (a reference on the
- * page, and how many namings of it went out in thread states and have
- * not been released), @lent_pages the page to the same entry, so a page
- * lent again (another batch, another part) keeps its id. The borrower:
- * @borrows maps (lender, id) to a struct borrow, the struct vm_lent its
- * absent pages point at. Both are open-addressing maps on a u64. */
-
-struct lend {
-	uint64_t key;
-	struct vm_page *pg; /* a reference */
-	uint64_t out;       /* namings sent, not released */
-};
-
-struct remote_ask {
-	int part;
-	uint64_t key; /* its id here */
-};
-
-struct borrow {
-	struct vm_lent base; /* first: what the pages point at */
-	struct dist_part *d; /* a reference */
-	int from;
-	uint64_t key;
-	uint64_t named; /* namings received, not released */
-	bool asked, failed, pinned;
-	bool nomem; /* failed: the bytes came, the memory limit had no room */
-	struct vm_thread **waiting; /* parked on it (vm_gsrc_park) */
-	size_t nwaiting, waiting_cap;
-	struct remote_ask *remote; /* parts that asked us for it (re-lent) */
-	size_t nremote, remote_cap;
-};
-
-static size_t umap_slot(uint64_t k, size_t cap)
-{
-	return (size_t)((k * 0x9e3779b97f4a7c15ull) >> 32) & (cap - 1);
-}
-
-static void *umap_get(const struct umap *m, uint64_t k)
-{
-	if (m->cap == 0)
-		return NULL;
-	for (size_t j = umap_slot(k, m->cap); m->k[j] != 0;
-	     j = (j + 1) & (m->cap - 1))
-		if (m->k[j] == k)
-			return m->v[j];
-	return NULL;
-}
-
-static bool umap_grow(struct umap *m)
-{
-	size_t cap = m->cap ? 2 * m->cap : 64;
-	uint64_t *k = calloc(cap, sizeof *k);
-	void **v = calloc(cap, sizeof *v);
-
-	if (k == NULL || v == NULL) {
-		free(k);
-		free(v);
-		return false;
-	}
-	for (size_t i = 0; i < m->cap; i++) {
-		size_t j;
-		if (m->k[i] == 0)
-			continue;
-		for (j = umap_slot(m->k[i], cap); k[j] != 0; j = (j + 1) & (cap - 1))
-			;
-		k[j] = m->k[i];
-		v[j] = m->v[i];
-	}
-	free(m->k);
-	free(m->v);
-	m->k = k;
-	m->v = v;
-	m->cap = cap;
-	return true;
-}
-
-/* Set @k (nonzero) to @v, replacing what it had; false when out of
- * memory. */
-static bool umap_put(struct umap *m, uint64_t k, void *v)
-{
-	size_t j;
-
-	if ((m->n + 1) * 2 > m->cap && !umap_grow(m))
-		return false;
-	for (j = umap_slot(k, m->cap); m->k[j] != 0 && m->k[j] != k;
-	     j = (j + 1) & (m->cap - 1))
-		;
-	if (m->k[j] == 0)
-		m->n++;
-	m->k[j] = k;
-	m->v[j] = v;
-	return true;
-}
-
-/* Remove @k; later entries of its run shift back (no tombstones). */
-static void umap_del(struct umap *m, uint64_t k)
-{
-	size_t j, i;
-
-	if (m->cap == 0)
-		return;
-	for (j = umap_slot(k, m->cap); m->k[j] != k; j = (j + 1) & (m->cap - 1))
-		if (m->k[j] == 0)
-			return;
-	m->k[j] = 0;
-	m->n--;
-	for (i = (j + 1) & (m->cap - 1); m->k[i] != 0; i = (i + 1) & (m->cap - 1)) {
-		size_t want = umap_slot(m->k[i], m->cap);
-		/* Does slot j lie cyclically in [want, i)? Then it moves. */
-		if (((i - want) & (m->cap - 1)) >= ((i - j) & (m->cap - 1))) {
-			m->k[j] = m->k[i];
-			m->v[j] = m->v[i];
-			m->k[i] = 0;
-			j = i;
-		}
-	}
-}
-
-static void umap_close(struct umap *m)
-{
-	free(m->k);
-	free(m->v);
-	memset(m, 0, sizeof *m);
-}
-
-static uint64_t page_key(const struct vm_page *pg)
-{
-	return (uint64_t)(uintptr_t)pg;
-}
-
-/* Lent ids are below 2^56: with the lender's index above, one key. */
-static uint64_t borrow_key(int from, uint64_t key)
-{
-	return (uint64_t)(from + 1) << 56 | key;
-}
-
-/* vm_lending.lend: page @pg goes out lent once more. */
-/* vm_lending's context when threads leave for part @to. */
-struct lend_ctx {
-	struct dist_part *d;
-	int to;
-};
-
-static uint64_t lend_page(void *ctx, struct vm_page *pg)
-{
-	struct dist_part *d = ((struct lend_ctx *)ctx)->d;
-	struct lend *e;
-	uint64_t key = 0;
-
-	pthread_mutex_lock(&d->lock);
-	e = umap_get(&d->lent_pages, page_key(pg));
-	if (e == NULL && d->next_lend + 1 < (uint64_t)1 << 56 &&
-	    (e = calloc(1, sizeof *e)) != NULL) {
-		e->key = ++d->next_lend;
-		e->pg = pg;
-		if (!umap_put(&d->lends, e->key, e)) {
-			free(e);
-			e = NULL;
-		} else if (!umap_put(&d->lent_pages, page_key(pg), e)) {
-			umap_del(&d->lends, e->key);
-			free(e);
-			e = NULL;
-		} else {
-			atomic_fetch_add(&pg->refs, 1); /* immutable now */
-		}
-	}
-	if (e != NULL) {
-		e->out++;
-		d->st.lazy_pages++;
-		key = e->key;
-	}
-	pthread_mutex_unlock(&d->lock);
-	return key;
-}
-
-static void borrow_gone(struct vm_lent *l);
-
-/* vm_lending.home: an absent page going back to the part that lent it
- * goes as that part's own id, not lent on (its bytes are there). */
-static uint64_t home_page(void *ctx, const struct vm_page *pg)
-{
-	const struct lend_ctx *c = ctx;
-	const struct borrow *b = (const struct borrow *)pg->lent;
-
-	return pg->lent->gone == borrow_gone && b->from == c->to ? b->key : 0;
-}
-
-struct borrow_ctx {
-	struct dist_part *d;
-	int from;
-};
-
-/* vm_lending.own: a page of a thread coming back names what this part
- * lent under @key: its bytes, or (lent here itself) its lent bytes. */
-static int own_page(void *ctx, uint64_t key, uint8_t *bytes,
-		    struct vm_lent **lent)
-{
-	struct dist_part *d = ((struct borrow_ctx *)ctx)->d;
-	const struct lend *e;
-	const uint8_t *data;
-	int got = 0;
-
-	pthread_mutex_lock(&d->lock);
-	/* (the entry holds its page until the last naming is released,
-	 * and the sender's naming of it outlives this message) */
-	if ((e = umap_get(&d->lends, key)) != NULL) {
-		data = __atomic_load_n(&e->pg->data, __ATOMIC_ACQUIRE);
-		got = 1;
-		if (data != NULL) {
-			memcpy(bytes, data, VM_PAGE_SIZE);
-		} else if (e->pg->lent != NULL) {
-			atomic_fetch_add(&e->pg->lent->refs, 1);
-			*lent = e->pg->lent;
-			got = 2;
-		} else {
-			memset(bytes, 0, VM_PAGE_SIZE);
-		}
-	}
-	pthread_mutex_unlock(&d->lock);
-	return got;
-}
-
-/* vm_lending.borrow: a page of a thread state from @from names lent id
- * @key: the bytes here for it, shared with every page that named it
- * before and still lives (or that fetched it: pinned). */
-static struct vm_lent *borrow_page(void *ctx, uint64_t key)
-{
-	struct borrow_ctx *c = ctx;
-	struct dist_part *d = c->d;
-	uint64_t bk = borrow_key(c->from, key);
-	struct borrow *b;
-	uint32_t refs;
-
-	pthread_mutex_lock(&d->lock);
-	b = umap_get(&d->borrows, bk);
-	/* One whose last page went is on its way out (borrow_gone): not
-	 * revived, replaced. */
-	if (b != NULL) {
-		refs = atomic_load(&b->base.refs);
-		while (refs != 0 && !atomic_compare_exchange_weak(&b->base.refs,
-								  &refs, refs + 1))
-			;
-		if (refs == 0)
-			b = NULL;
-	}
-	if (b == NULL && (b = calloc(1, sizeof *b)) != NULL) {
-		atomic_init(&b->base.refs, 1);
-		b->base.gone = borrow_gone;
-		b->d = d;
-		b->from = c->from;
-		b->key = key;
-		if (!umap_put(&d->borrows, bk, b)) {
-			free(b);
-			b = NULL;
-		} else {
-			atomic_fetch_add(&d->refs, 1);
-		}
-	}
-	if (b != NULL)
-		b->named++;
-	pthread_mutex_unlock(&d->lock);
-	return b != NULL ? &b->base : NULL;
-}
-
-/* Release @n namings of @key to lender @to, sent with others (LRELEASE)
- * at the next flush. Under @lock. */
-static void release_later(struct dist_part *d, int to, uint64_t key, uint64_t n)
-{
-	if (d->dropping || n == 0)
-		return; /* the lender lets everything go at its end */
-	fl_buf_put_u64(&d->rel[to], key);
-	fl_buf_put_u64(&d->rel[to], n);
-	d->nrel[to]++;
-}
-
-#define RELEASE_BATCH 256
-
-/* Send the releases collected (all, or only full batches when @full). */
-static void flush_releases(struct dist_part *d, bool full)
-{
-	for (int i = 0; i < d->cfg.nparts; i++) {
-		struct fl_buf b, list;
-		uint32_t n;
-		pthread_mutex_lock(&d->lock);
-		n = d->nrel[i];
-		if (n == 0 || (full && n < RELEASE_BATCH) || d->dropping) {
-			pthread_mutex_unlock(&d->lock);
-			continue;
-		}
-		list = d->rel[i];
-		fl_buf_init(&d->rel[i]);
-		d->nrel[i] = 0;
-		pthread_mutex_unlock(&d->lock);
-		start(&b, M_LRELEASE);
-		fl_buf_put_u32(&b, n);
-		fl_buf_put(&b, list.data, list.len);
-		if (fl_buf_failed(&list))
-			fl_buf_close(&b); /* lost: kept until the end there */
-		else
-			send_buf(d, i, &b);
-		fl_buf_close(&list);
-	}
-}
-
-/* The last page naming @l went (and it was never fetched, or the
- * process is over): the lender may let its page go. Never called under
- * @lock (pages are freed outside it). */
-static void borrow_gone(struct vm_lent *l)
-{
-	struct borrow *b = (struct borrow *)l;
-	struct dist_part *d = b->d;
-	bool flush;
-
-	pthread_mutex_lock(&d->lock);
-	if (umap_get(&d->borrows, borrow_key(b->from, b->key)) == b)
-		umap_del(&d->borrows, borrow_key(b->from, b->key));
-	release_later(d, b->from, b->key, b->named);
-	flush = d->nrel[b->from] >= RELEASE_BATCH;
-	pthread_mutex_unlock(&d->lock);
-	if (flush)
-		flush_releases(d, true);
-	/* (a fetched one goes at the part's close, its process still
-	 * there: lent_close) */
-	if (b->base.data != NULL)
-		vm__credit(&d->p->budget, VM_PAGE_SIZE);
-	free(b->base.data);
-	free(b->waiting);
-	free(b->remote);
-	free(b);
-	dist_unref(d);
-}
-
-static void send_lpage(struct dist_part *d, int to, uint64_t key,
-		       const uint8_t *bytes)
-{
-	struct fl_buf b;
-
-	start(&b, M_LPAGE);
-	fl_buf_put_u64(&b, key);
-	fl_buf_put_u8(&b, bytes != NULL ? 0 : 1);
-	if (bytes != NULL)
-		fl_buf_put(&b, bytes, VM_PAGE_SIZE);
-	send_buf(d, to, &b);
-}
-
-static void send_lget(struct dist_part *d, int to, uint64_t key)
-{
-	struct fl_buf b;
-
-	start(&b, M_LGET);
-	fl_buf_put_u64(&b, key);
-	send_buf(d, to, &b);
-}
-
-static bool grow(void **v, size_t *cap, size_t n, size_t each)
-{
-	size_t c;
-	void *q;
-
-	if (n < *cap)
-		return true;
-	c = *cap ? 2 * *cap : 4;
-	q = realloc(*v, c * each);
-	if (q == NULL)
-		return false;
-	*v = q;
-	*cap = c;
-	return true;
+	dist__start(&b, type);
+	dist__send_buf(d, to, &b);
 }
 
 /* Move threads @ts (out of any queue, counted in nbusy, their writes
@@ -618,7 +109,7 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	struct vm_proc *p = d->p;
 	struct lend_ctx lc = {.d = d, .to = to};
 	const struct vm_lending lend = {.ctx = &lc, .threshold = LEND_MIN_BYTES,
-					.lend = lend_page, .home = home_page};
+					.lend = dist__lend_page, .home = dist__home_page};
 	struct fl_buf b;
 	uint64_t xfer;
 	size_t len;
@@ -626,7 +117,7 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	pthread_mutex_lock(&d->lock);
 	xfer = ++d->next_xfer;
 	pthread_mutex_unlock(&d->lock);
-	start(&b, M_MOVE);
+	dist__start(&b, M_MOVE);
 	fl_buf_put_u64(&b, xfer);
 	len = b.len;
 	if (fl_buf_failed(&b) || vm__threads_encode_lent(ts, n, &b, &lend) != 0) {
@@ -648,10 +139,10 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	d->st.out_why[why] += n;
 	d->st.move_bytes += b.len - len;
 	pthread_mutex_unlock(&d->lock);
-	send_buf(d, to, &b);
+	dist__send_buf(d, to, &b);
 	for (size_t i = 0; i < n; i++)
 		vm__thread_free(ts[i]);
-	flush_releases(d, true);
+	dist__flush_releases(d, true);
 	vm__proc_busy_dec(p); /* last: it may free the process */
 	return true;
 }
@@ -823,9 +314,9 @@ static void start_wave(struct dist_part *d)
 	for (int i = 0; i < d->cfg.nparts; i++) {
 		if (i == d->cfg.self)
 			continue;
-		start(&b, M_PROBE);
+		dist__start(&b, M_PROBE);
 		fl_buf_put_u64(&b, wave);
-		send_buf(d, i, &b);
+		dist__send_buf(d, i, &b);
 	}
 	if (d->cfg.nparts == 1)
 		evaluate(d);
@@ -868,260 +359,6 @@ static void evaluate(struct dist_part *d)
 		start_wave(d);
 	else if (again)
 		wave_soon(d);
-}
-
-static void malformed(struct dist_part *d);
-
-/* ---- Lent pages: fetching and serving ---- */
-
-static enum vm_res op_fetch(struct vm_peer *pe, struct vm_worker *w,
-			    struct vm_lent *l, vm_word addr)
-{
-	struct dist_part *d = part_of(pe);
-	struct borrow *b = (struct borrow *)l;
-	bool ask;
-
-	pthread_mutex_lock(&d->lock);
-	if (__atomic_load_n(&b->base.data, __ATOMIC_ACQUIRE) != NULL) {
-		pthread_mutex_unlock(&d->lock);
-		return VM_OK;
-	}
-	if (d->dropping) {
-		pthread_mutex_unlock(&d->lock);
-		return VM_END;
-	}
-	if (b->failed || !grow((void **)&b->waiting, &b->waiting_cap,
-			       b->nwaiting, sizeof *b->waiting)) {
-		bool failed = b->failed, nomem = b->nomem;
-		pthread_mutex_unlock(&d->lock);
-		if (failed && !nomem)
-			vm__fault(w, "the local page at 0x%" PRIx64 " was lent "
-				     "by machine %d (id %" PRIu64 "), which no "
-				     "longer has it",
-				  addr, b->from, b->key);
-		else
-			vm__fault(w, "out of memory (fetching a lent page)");
-		return VM_FAULT;
-	}
-	b->waiting[b->nwaiting++] = vm_gsrc_park(w, addr);
-	ask = !b->asked;
-	b->asked = true;
-	pthread_mutex_unlock(&d->lock);
-	if (ask)
-		send_lget(d, b->from, b->key);
-	return VM_PARK;
-}
-
-/* A part asks for the bytes of a page lent to it. */
-static void on_lget(struct dist_part *d, int from, struct fl_reader *r)
-{
-	uint64_t key = fl_get_u64(r);
-	struct lend *e;
-	struct borrow *b = NULL;
-	const uint8_t *bytes = NULL;
-	bool ask = false, known;
-
-	if (r->failed || key == 0 || fl_reader_left(r) != 0) {
-		malformed(d);
-		return;
-	}
-	pthread_mutex_lock(&d->lock);
-	e = umap_get(&d->lends, key);
-	known = e != NULL;
-	if (e != NULL) {
-		/* Immutable while lent: the bytes, or, for an absent page
-		 * this part lent on, the bytes once they come here. */
-		bytes = __atomic_load_n(&e->pg->data, __ATOMIC_ACQUIRE);
-		b = (struct borrow *)e->pg->lent;
-		if (bytes == NULL && b != NULL)
-			bytes = __atomic_load_n(&b->base.data, __ATOMIC_ACQUIRE);
-		if (bytes == NULL && b != NULL && !b->failed &&
-		    grow((void **)&b->remote, &b->remote_cap, b->nremote,
-			 sizeof *b->remote)) {
-			b->remote[b->nremote++] = (struct remote_ask){from, key};
-			ask = !b->asked;
-			b->asked = true;
-			pthread_mutex_unlock(&d->lock);
-			if (ask)
-				send_lget(d, b->from, b->key);
-			return;
-		}
-	}
-	pthread_mutex_unlock(&d->lock);
-	if (!known)
-		malformed(d); /* released already, or never lent */
-	send_lpage(d, from, key, bytes); /* NULL: it cannot come */
-}
-
-/* The bytes of a page lent to this part came (or cannot come). */
-static void on_lpage(struct dist_part *d, int from, struct fl_reader *r)
-{
-	uint64_t key = fl_get_u64(r);
-	uint8_t status = fl_get_u8(r);
-	const uint8_t *bytes = status == 0 ? fl_get_bytes(r, VM_PAGE_SIZE) : NULL;
-	struct vm_thread **waiting;
-	struct remote_ask *remote;
-	size_t nwaiting, nremote;
-	struct borrow *b;
-	uint8_t *data = NULL;
-
-	if (r->failed || status > 1 || (status == 0 && bytes == NULL) ||
-	    fl_reader_left(r) != 0) {
-		malformed(d);
-		return;
-	}
-	/* The bytes kept count against this part's memory limit, as the
-	 * page's own copy does: past it the page cannot come (the thread
-	 * that wants it fails with out of memory). */
-	if (bytes != NULL && vm__charge(&d->p->budget, VM_PAGE_SIZE)) {
-		if ((data = malloc(VM_PAGE_SIZE)) != NULL)
-			memcpy(data, bytes, VM_PAGE_SIZE);
-		else
-			vm__credit(&d->p->budget, VM_PAGE_SIZE);
-	}
-	pthread_mutex_lock(&d->lock);
-	b = umap_get(&d->borrows, borrow_key(from, key));
-	if (b == NULL || !b->asked || atomic_load(&b->base.refs) == 0) {
-		pthread_mutex_unlock(&d->lock);
-		if (data != NULL) {
-			free(data);
-			vm__credit(&d->p->budget, VM_PAGE_SIZE);
-		}
-		malformed(d);
-		return;
-	}
-	b->asked = false;
-	if (data != NULL) {
-		__atomic_store_n(&b->base.data, data, __ATOMIC_RELEASE);
-		/* Kept for the process's life: a later batch naming the
-		 * same page finds its bytes here (at most once a machine). */
-		atomic_fetch_add(&b->base.refs, 1);
-		b->pinned = true;
-		d->st.lazy_fetched++;
-		d->st.lazy_bytes += VM_PAGE_SIZE;
-	} else {
-		b->failed = true;
-		b->nomem = bytes != NULL; /* they came: no room for them */
-	}
-	waiting = b->waiting;
-	nwaiting = b->nwaiting;
-	remote = b->remote;
-	nremote = b->nremote;
-	b->waiting = NULL;
-	b->nwaiting = b->waiting_cap = 0;
-	b->remote = NULL;
-	b->nremote = b->remote_cap = 0;
-	pthread_mutex_unlock(&d->lock);
-	/* Woken, each runs its instruction again and finds the bytes (or
-	 * the failure) in the lent. */
-	for (size_t i = 0; i < nwaiting; i++)
-		vm_gsrc_resume(waiting[i], 0, 0);
-	for (size_t i = 0; i < nremote; i++)
-		send_lpage(d, remote[i].part, remote[i].key, data);
-	free(waiting);
-	free(remote);
-}
-
-/* A borrower lets namings of pages lent to it go. */
-static void on_lrelease(struct dist_part *d, struct fl_reader *r)
-{
-	uint32_t n = fl_get_u32(r);
-	struct vm_page **drop;
-	size_t ndrop = 0;
-	bool bad = false;
-
-	if (r->failed || n == 0 || n > fl_reader_left(r) / 16 ||
-	    fl_reader_left(r) != (size_t)n * 16) {
-		malformed(d);
-		return;
-	}
-	drop = malloc(n * sizeof *drop);
-	pthread_mutex_lock(&d->lock);
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t key = fl_get_u64(r), k = fl_get_u64(r);
-		struct lend *e = umap_get(&d->lends, key);
-		if (e == NULL || k == 0 || k > e->out) {
-			bad = true;
-			continue;
-		}
-		e->out -= k;
-		if (e->out > 0 || drop == NULL)
-			continue;
-		umap_del(&d->lends, key);
-		umap_del(&d->lent_pages, page_key(e->pg));
-		drop[ndrop++] = e->pg;
-		free(e);
-	}
-	pthread_mutex_unlock(&d->lock);
-	if (bad)
-		malformed(d);
-	/* Outside @lock: a page freed may be one lent on, whose borrow
-	 * goes (borrow_gone). */
-	for (size_t i = 0; i < ndrop; i++)
-		vm__page_unref(drop[i], &d->p->budget);
-	free(drop);
-}
-
-/* The process ended here: threads waiting for lent bytes run on to see
- * it; and at its close every page lent and every pinned borrow goes. */
-static void lent_wake_all(struct dist_part *d)
-{
-	struct vm_thread **ts = NULL;
-	size_t n = 0, cap = 0;
-
-	pthread_mutex_lock(&d->lock);
-	for (size_t i = 0; i < d->borrows.cap; i++) {
-		struct borrow *b = d->borrows.v[i];
-		if (d->borrows.k[i] == 0)
-			continue;
-		for (size_t k = 0; k < b->nwaiting; k++) {
-			if (!grow((void **)&ts, &cap, n, sizeof *ts))
-				break; /* those stay parked: out of memory */
-			ts[n++] = b->waiting[k];
-		}
-		b->nwaiting = 0;
-	}
-	pthread_mutex_unlock(&d->lock);
-	for (size_t i = 0; i < n; i++)
-		vm_gsrc_resume(ts[i], 0, 0);
-	free(ts);
-}
-
-static void lent_close(struct dist_part *d)
-{
-	struct vm_page **pages = NULL;
-	struct borrow **pinned = NULL;
-	size_t np = 0, nb = 0;
-
-	pthread_mutex_lock(&d->lock);
-	if (d->lends.n > 0)
-		pages = malloc(d->lends.n * sizeof *pages);
-	if (d->borrows.n > 0)
-		pinned = malloc(d->borrows.n * sizeof *pinned);
-	for (size_t i = 0; i < d->lends.cap; i++) {
-		struct lend *e = d->lends.v[i];
-		if (d->lends.k[i] == 0)
-			continue;
-		if (pages != NULL)
-			pages[np++] = e->pg;
-		free(e);
-	}
-	for (size_t i = 0; i < d->borrows.cap; i++) {
-		struct borrow *b = d->borrows.v[i];
-		if (d->borrows.k[i] == 0 || !b->pinned || pinned == NULL)
-			continue;
-		b->pinned = false;
-		pinned[nb++] = b;
-	}
-	umap_close(&d->lends);
-	umap_close(&d->lent_pages);
-	pthread_mutex_unlock(&d->lock);
-	for (size_t i = 0; i < np; i++)
-		vm__page_unref(pages[i], &d->p->budget);
-	for (size_t i = 0; i < nb; i++)
-		vm__lent_unref(&pinned[i]->base);
-	free(pages);
-	free(pinned);
 }
 
 /* ---- The ops ---- */
@@ -1174,10 +411,10 @@ static void op_join(struct vm_peer *pe, struct vm_thread *t, vm_word tid)
 		vm__resume(NULL, t, FL_ENOMEM, 0);
 		return;
 	}
-	start(&b, M_JOIN);
+	dist__start(&b, M_JOIN);
 	fl_buf_put_u64(&b, req);
 	fl_buf_put_u64(&b, tid);
-	send_buf(d, vm_peer_home(pe, vm_gslot(tid)), &b);
+	dist__send_buf(d, vm_peer_home(pe, vm_gslot(tid)), &b);
 }
 
 static void op_done(struct vm_peer *pe, vm_word tid, vm_word r)
@@ -1190,10 +427,10 @@ static void op_done(struct vm_peer *pe, vm_word tid, vm_word r)
 	 * home knows before the join this DONE wakes spawns again. */
 	if (atomic_load(&d->p->nbusy) == 1)
 		steal_from(d, home);
-	start(&b, M_DONE);
+	dist__start(&b, M_DONE);
 	fl_buf_put_u64(&b, tid);
 	fl_buf_put_u64(&b, r);
-	send_buf(d, home, &b);
+	dist__send_buf(d, home, &b);
 }
 
 static void send_join_reply(struct dist_part *d, int to, uint64_t req,
@@ -1201,11 +438,11 @@ static void send_join_reply(struct dist_part *d, int to, uint64_t req,
 {
 	struct fl_buf b;
 
-	start(&b, M_JOIN_REPLY);
+	dist__start(&b, M_JOIN_REPLY);
 	fl_buf_put_u64(&b, req);
 	fl_buf_put_u8(&b, status);
 	fl_buf_put_u64(&b, r);
-	send_buf(d, to, &b);
+	dist__send_buf(d, to, &b);
 }
 
 static void op_joined(struct vm_peer *pe, vm_word tid, vm_word r)
@@ -1230,7 +467,7 @@ static void op_ended(struct vm_peer *pe, int status, const char *line)
 	d->dropping = true;
 	told = d->told_end;
 	pthread_mutex_unlock(&d->lock);
-	lent_wake_all(d);
+	dist__lent_wake_all(d);
 	if (d->cfg.self == d->cfg.origin) {
 		for (int i = 0; i < d->cfg.nparts; i++)
 			if (i != d->cfg.self)
@@ -1244,7 +481,7 @@ static void op_idle(struct vm_peer *pe)
 {
 	struct dist_part *d = part_of(pe);
 
-	flush_releases(d, false);
+	dist__flush_releases(d, false);
 	steal(d);
 	if (d->cfg.self == d->cfg.origin)
 		wave_soon(d);
@@ -1354,7 +591,7 @@ static void op_close(struct vm_peer *pe)
 		dist_unref(d);
 	}
 	pthread_mutex_unlock(&d->dlock);
-	lent_close(d);
+	dist__lent_close(d);
 	dist_unref(d);
 }
 
@@ -1367,13 +604,13 @@ static const struct vm_peer_ops dist_ops = {
 	.idle = op_idle,
 	.spawned = op_spawned,
 	.room = op_room,
-	.fetch = op_fetch,
+	.fetch = dist__op_fetch,
 	.close = op_close,
 };
 
 /* ---- Receiving ---- */
 
-static void malformed(struct dist_part *d)
+void dist__malformed(struct dist_part *d)
 {
 	pthread_mutex_lock(&d->lock);
 	d->st.malformed++;
@@ -1383,15 +620,15 @@ static void malformed(struct dist_part *d)
 static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 {
 	struct borrow_ctx bc = {d, from};
-	const struct vm_lending lend = {.ctx = &bc, .borrow = borrow_page,
-					.own = own_page};
+	const struct vm_lending lend = {.ctx = &bc, .borrow = dist__borrow_page,
+					.own = dist__own_page};
 	struct vm_thread **ts;
 	struct fl_err err;
 	size_t n;
 
 	(void)fl_get_u64(r); /* the transfer id: settled in the failure issue */
 	if (r->failed) {
-		malformed(d);
+		dist__malformed(d);
 		return;
 	}
 	if (vm__threads_decode_lent(d->p, r->p + r->off, fl_reader_left(r),
@@ -1413,7 +650,7 @@ static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 	pthread_mutex_unlock(&d->lock);
 	vm__thread_immigrate(d->p, ts, n);
 	free(ts);
-	flush_releases(d, false);
+	dist__flush_releases(d, false);
 }
 
 static void on_steal(struct dist_part *d, int from)
@@ -1481,7 +718,7 @@ static void on_join(struct dist_part *d, int from, struct fl_reader *r)
 	int rc;
 
 	if (r->failed || !homed_here(d, tid)) {
-		malformed(d);
+		dist__malformed(d);
 		return;
 	}
 	/* Owed before the thread can see it was joined, so that its end
@@ -1512,14 +749,14 @@ static void on_join_reply(struct dist_part *d, struct fl_reader *r)
 	bool found;
 
 	if (r->failed || status > 1) {
-		malformed(d);
+		dist__malformed(d);
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
 	found = table_take(&d->asked, req, &e);
 	pthread_mutex_unlock(&d->lock);
 	if (!found) {
-		malformed(d);
+		dist__malformed(d);
 		return;
 	}
 	vm__resume(NULL, e.t, status ? FL_ENOENT : 0, res);
@@ -1531,7 +768,7 @@ static void on_done(struct dist_part *d, struct fl_reader *r)
 
 	if (r->failed || !homed_here(d, tid) ||
 	    !vm__thread_finished(d->p, tid, res))
-		malformed(d);
+		dist__malformed(d);
 }
 
 static void on_end(struct dist_part *d, int from, struct fl_reader *r)
@@ -1544,7 +781,7 @@ static void on_end(struct dist_part *d, int from, struct fl_reader *r)
 	if (r->failed || n > LINE_MAX_BYTES ||
 	    (s = fl_get_bytes(r, n)) == NULL ||
 	    (d->cfg.self != d->cfg.origin && from != d->cfg.origin)) {
-		malformed(d);
+		dist__malformed(d);
 		return;
 	}
 	if (n > 0 && (line = malloc(n + 1)) != NULL) {
@@ -1569,17 +806,17 @@ static void on_probe(struct dist_part *d, int from, struct fl_reader *r)
 	struct fl_buf b;
 
 	if (r->failed || from != d->cfg.origin) {
-		malformed(d);
+		dist__malformed(d);
 		return;
 	}
 	report_here(d, &rep);
-	start(&b, M_PROBE_REPLY);
+	dist__start(&b, M_PROBE_REPLY);
 	fl_buf_put_u64(&b, wave);
 	fl_buf_put_u8(&b, rep.passive);
 	fl_buf_put_u64(&b, rep.sent);
 	fl_buf_put_u64(&b, rep.recv);
 	fl_buf_put_u64(&b, rep.live);
-	send_buf(d, from, &b);
+	dist__send_buf(d, from, &b);
 }
 
 static void on_probe_reply(struct dist_part *d, int from, struct fl_reader *r)
@@ -1591,7 +828,7 @@ static void on_probe_reply(struct dist_part *d, int from, struct fl_reader *r)
 	bool all;
 
 	if (r->failed || passive > 1 || d->cfg.self != d->cfg.origin) {
-		malformed(d);
+		dist__malformed(d);
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
@@ -1622,7 +859,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 	if (fl_get_u8(&r) != DIST_VERSION || (type = fl_get_u8(&r)) == 0 ||
 	    type >= M__LIMIT || from < 0 || from >= d->cfg.nparts ||
 	    from == d->cfg.self) {
-		malformed(d);
+		dist__malformed(d);
 		goto out;
 	}
 	pthread_mutex_lock(&d->lock);
@@ -1662,7 +899,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		if (d->cfg.self == d->cfg.origin)
 			wave_soon(d);
 		else
-			malformed(d);
+			dist__malformed(d);
 		break;
 	case M_PROBE:
 		on_probe(d, from, &r);
@@ -1671,13 +908,13 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		on_probe_reply(d, from, &r);
 		break;
 	case M_LGET:
-		on_lget(d, from, &r);
+		dist__on_lget(d, from, &r);
 		break;
 	case M_LPAGE:
-		on_lpage(d, from, &r);
+		dist__on_lpage(d, from, &r);
 		break;
 	case M_LRELEASE:
-		on_lrelease(d, &r);
+		dist__on_lrelease(d, &r);
 		break;
 	}
 	if (busy)
@@ -1742,9 +979,9 @@ void dist_unref(struct dist_part *d)
 		return;
 	free(d->asked.v);
 	free(d->owed.v);
-	umap_close(&d->lends);
-	umap_close(&d->lent_pages);
-	umap_close(&d->borrows);
+	dist__umap_close(&d->lends);
+	dist__umap_close(&d->lent_pages);
+	dist__umap_close(&d->borrows);
 	for (int i = 0; i < DIST_MAX_PARTS; i++)
 		fl_buf_close(&d->rel[i]);
 	pthread_mutex_destroy(&d->dlock);
