@@ -202,22 +202,34 @@ static void async_closed(uv_handle_t *h)
 	p->freed = true;
 }
 
+/* What @p (its VM process still there) did so far, part by part, into
+ * @f (zeroed): a process on this machine alone is one part. */
+static void proc_parts(const struct dm_proc *p, struct dm_fin *f)
+{
+	struct vm_proc_info info;
+
+	f->pid = p->pid;
+	if (p->part != NULL) {
+		f->n = dm_part_stats(p->part, f->s, f->ids);
+		return;
+	}
+	vm_proc_info(p->vp, &info);
+	f->n = 1;
+	f->ids[0] = p->d->me.id;
+	f->s[0].threads = info.threads;
+	f->s[0].memory = info.memory;
+	f->s[0].cpu_ns = info.cpu_ns;
+}
+
 /* Keep what @p did, part by part, for ps -v. */
-static void proc_keep_stats(struct dm_proc *p, const struct vm_proc_info *info)
+static void proc_keep_stats(struct dm_proc *p)
 {
 	struct dm *d = p->d;
 	struct dm_fin *f = calloc(1, sizeof *f), **q;
 
 	if (f == NULL)
 		return; /* ps -v shows less: no harm */
-	f->pid = p->pid;
-	if (p->part != NULL) {
-		f->n = dm_part_stats(p->part, f->s, f->ids);
-	} else {
-		f->n = 1;
-		f->ids[0] = d->me.id;
-		f->s[0].cpu_ns = info->cpu_ns;
-	}
+	proc_parts(p, f);
 	f->next = d->fins;
 	d->fins = f;
 	if (++d->nfins <= DM_FINS_MAX)
@@ -239,7 +251,7 @@ static void proc_release(void *arg)
 	if (p->vp == NULL)
 		return;
 	vm_proc_info(p->vp, &info);
-	proc_keep_stats(p, &info);
+	proc_keep_stats(p);
 	p->d->cpu_done_ns += info.cpu_ns;
 	vm_proc_free(p->vp);
 	p->vp = NULL;
@@ -1040,8 +1052,8 @@ static void why_text(struct fl_buf *b, uint32_t id, const struct dm_pstats *s,
 
 /* ps -v: what each part of the process did (@f once it is over, else
  * its parts now). */
-static void ps_parts_text(struct dm *d, const struct dm_proc *p,
-			  const struct dm_fin *f, struct fl_buf *b)
+static void ps_parts_text(const struct dm_proc *p, const struct dm_fin *f,
+			  struct fl_buf *b)
 {
 	struct dm_fin now;
 	struct dm_pstats all = {0};
@@ -1050,19 +1062,8 @@ static void ps_parts_text(struct dm *d, const struct dm_proc *p,
 	bool first = true;
 
 	if (f == NULL) {
-		struct vm_proc_info info;
 		memset(&now, 0, sizeof now);
-		now.pid = p->pid;
-		if (p->part != NULL) {
-			now.n = dm_part_stats(p->part, now.s, now.ids);
-		} else {
-			vm_proc_info(p->vp, &info);
-			now.n = 1;
-			now.ids[0] = d->me.id;
-			now.s[0].threads = info.threads;
-			now.s[0].memory = info.memory;
-			now.s[0].cpu_ns = info.cpu_ns;
-		}
+		proc_parts(p, &now);
 		f = &now;
 	}
 	if (f->n == 1) {
@@ -1160,7 +1161,7 @@ static void ps_verbose(struct dm_link *l, const struct net_header *h,
 	fl_buf_init(&b);
 	ps_text(d, l, pid, &b);
 	if (p != NULL || f != NULL)
-		ps_parts_text(d, p, f, &b);
+		ps_parts_text(p, f, &b);
 	else if (cp->state == CTL_P_ENDED)
 		fl_buf_printf(&b, "\nwhat it did is no longer kept (the last "
 				  "%d processes' are)\n", DM_FINS_MAX);
