@@ -1073,6 +1073,25 @@ static void test_steal_again_when_idle(void **state)
 	"        ret\n"                                                       \
 	"end\n"
 
+/* main filling the array, then joining one child, whole, on it and
+ * printing its result; and the end of a function that returns the sum
+ * of the whole array (its argument 0). */
+#define LAZY_MAIN_ONE_CHILD                                                   \
+	"func main 0 3\n" LAZY_FILL                                           \
+	"        get 0\n"                                                     \
+	"        spawn whole\n"                                               \
+	"        join\n"                                                      \
+	"        call println\n"                                              \
+	"        ret\n"                                                       \
+	"end\n"
+#define LAZY_SUM_ALL                                                          \
+	"        get 0\n"                                                     \
+	"        push 0\n"                                                    \
+	"        push 131072\n"                                               \
+	"        call sum\n"                                                  \
+	"        ret\n"                                                       \
+	"end\n"
+
 /* 16 children each sum one page of the array (page k & 1): the other
  * part fetches those two pages once, however many batches name them.
  * main stays busy until all are done (a count in global memory), so
@@ -1212,12 +1231,7 @@ static void test_lazy_whole_and_write(void **state)
 		"        ret\n"
 		"end\n"
 		"func whole 1 0\n"
-		"        get 0\n"
-		"        push 0\n"
-		"        push 131072\n"
-		"        call sum\n"
-		"        ret\n"
-		"end\n"
+		LAZY_SUM_ALL
 		"func writer 1 0\n"
 		"        get 0\n"
 		"        push 40960\n"
@@ -1258,23 +1272,12 @@ static void test_lazy_back_home(void **state)
 {
 	static const char src[] =
 		".text\n"
-		"func main 0 3\n" LAZY_FILL
-		"        get 0\n"
-		"        spawn whole\n"
-		"        join\n"
-		"        call println\n"
-		"        ret\n"
-		"end\n"
+		LAZY_MAIN_ONE_CHILD
 		"func whole 1 0\n"
 		"        push 7\n"
 		"        call println\n"
 		"        drop\n"
-		"        get 0\n"
-		"        push 0\n"
-		"        push 131072\n"
-		"        call sum\n"
-		"        ret\n"
-		"end\n" LAZY_SUM PRELUDE;
+		LAZY_SUM_ALL LAZY_SUM PRELUDE;
 	struct dist_stats st;
 	struct result r;
 
@@ -1298,20 +1301,9 @@ static void test_lazy_memory_limit(void **state)
 {
 	static const char src[] =
 		".text\n"
-		"func main 0 3\n" LAZY_FILL
-		"        get 0\n"
-		"        spawn whole\n"
-		"        join\n"
-		"        call println\n"
-		"        ret\n"
-		"end\n"
+		LAZY_MAIN_ONE_CHILD
 		"func whole 1 0\n"
-		"        get 0\n"
-		"        push 0\n"
-		"        push 131072\n"
-		"        call sum\n"
-		"        ret\n"
-		"end\n" LAZY_SUM PRELUDE;
+		LAZY_SUM_ALL LAZY_SUM PRELUDE;
 	struct dist_stats st;
 	struct result r;
 	size_t pos = 0;
