@@ -323,13 +323,15 @@ void dm_part_add_others(const struct dm_part *pt, struct vm_proc_info *info)
 		}
 }
 
-/* A part elsewhere: PART_STATS (or, @quiet, PART_QUIET) to the origin. */
-static void part_tell(struct dm_part *pt, bool quiet)
+/* A part elsewhere: PART_STATS (or, @quiet, PART_QUIET) to the origin,
+ * with its counts @s (taken just now). */
+static void part_tell(struct dm_part *pt, const struct dm_pstats *s,
+		      bool quiet)
 {
 	struct dm_link *l = link_to(pt->d, pt->ids[pt->origin]);
 	struct fl_buf b;
 
-	part_snapshot(pt, &pt->told);
+	pt->told = *s;
 	pt->stats_ms = dm_now_ms();
 	if (l == NULL)
 		return;
@@ -543,13 +545,15 @@ static void part_maybe_free(struct dm_part *pt)
 static void part_done_cb(uv_async_t *a)
 {
 	struct dm_part *pt = a->data;
+	struct dm_pstats st;
 
 	if (pt->waited)
 		return;
 	pthread_join(pt->waiter, NULL);
 	pt->has_waiter = false;
 	pt->waited = true;
-	part_tell(pt, true);
+	part_snapshot(pt, &st);
+	part_tell(pt, &st, true);
 	part_maybe_free(pt);
 }
 
@@ -674,7 +678,7 @@ void dm_parts_tick(struct dm *d)
 			continue;
 		part_snapshot(pt, &s);
 		if (memcmp(&s, &pt->told, sizeof s) != 0)
-			part_tell(pt, false);
+			part_tell(pt, &s, false);
 	}
 
 	for (struct dm_early **q = &d->early; *q != NULL;) {
