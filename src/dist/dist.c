@@ -563,33 +563,35 @@ static bool op_room(struct vm_peer *pe, int to, bool take)
 	return atomic_fetch_and(&d->starving, ~bit) & bit;
 }
 
+/* At close: disarm @tm if @armed (under @lock) says it is, and drop the
+ * reference it held. A timer that fired already runs after this, sees
+ * @closed and drops its reference itself. */
+static void timer_close(struct dist_part *d, struct vm_timer *tm, bool *armed)
+{
+	bool was;
+
+	pthread_mutex_lock(&d->lock);
+	was = *armed;
+	pthread_mutex_unlock(&d->lock);
+	if (was && vm_node_timer_stop(d->p->node, tm)) {
+		pthread_mutex_lock(&d->lock);
+		*armed = false;
+		pthread_mutex_unlock(&d->lock);
+		dist_unref(d);
+	}
+}
+
 static void op_close(struct vm_peer *pe)
 {
 	struct dist_part *d = part_of(pe);
-
-	bool armed, stealing;
 
 	pthread_mutex_lock(&d->dlock);
 	pthread_mutex_lock(&d->lock);
 	d->closed = true;
 	d->dropping = true;
-	armed = d->wave_armed;
-	stealing = d->steal_armed;
 	pthread_mutex_unlock(&d->lock);
-	/* A timer that fired already runs after this, sees @closed and
-	 * drops its reference itself. */
-	if (armed && vm_node_timer_stop(d->p->node, &d->wave_tm)) {
-		pthread_mutex_lock(&d->lock);
-		d->wave_armed = false;
-		pthread_mutex_unlock(&d->lock);
-		dist_unref(d);
-	}
-	if (stealing && vm_node_timer_stop(d->p->node, &d->steal_tm)) {
-		pthread_mutex_lock(&d->lock);
-		d->steal_armed = false;
-		pthread_mutex_unlock(&d->lock);
-		dist_unref(d);
-	}
+	timer_close(d, &d->wave_tm, &d->wave_armed);
+	timer_close(d, &d->steal_tm, &d->steal_armed);
 	pthread_mutex_unlock(&d->dlock);
 	dist__lent_close(d);
 	dist_unref(d);
