@@ -262,6 +262,7 @@ static void part_snapshot(const struct dm_part *pt, struct dm_pstats *s)
 		.out_pushed = st.out_why[DIST_WHY_PUSHED],
 		.out_stdio = st.out_why[DIST_WHY_STDIO],
 		.out_data = st.out_why[DIST_WHY_DATA],
+		.out_balance = st.out_why[DIST_WHY_BALANCE],
 		.steals = st.steals,
 		.steals_empty = st.steals_empty,
 		.remote_joins = st.remote_joins,

@@ -1031,9 +1031,10 @@ static void why_text(struct fl_buf *b, uint32_t id, const struct dm_pstats *s,
 		const char *why;
 	} w[] = {
 		{s->out_stolen, "stolen by idle machines"},
-		{s->out_pushed, "sent at spawn to idle machines"},
+		{s->out_pushed, "sent at spawn to less loaded machines"},
 		{s->out_stdio, "to the origin for stdio"},
 		{s->out_data, "to the home of their data"},
+		{s->out_balance, "taken by less loaded machines"},
 	};
 	bool any = false;
 

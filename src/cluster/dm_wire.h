@@ -118,7 +118,8 @@ int dm_part_decode(const uint8_t *p, size_t n, struct dm_part_msg *m,
 	X(pages_fetched) X(diffs_sent) X(diff_bytes) X(invalidations)         \
 	X(atomics_served) X(syncs_served)                                     \
 	X(msgs_sent) X(bytes_sent) X(msgs_recv) X(bytes_recv)                 \
-	X(lazy_pages) X(lazy_fetched) X(lazy_bytes)
+	X(lazy_pages) X(lazy_fetched) X(lazy_bytes)                            \
+	X(out_balance)
 #define DM_PSTATS_MAX_FIELDS 1024
 struct dm_pstats {
 #define X(f) uint64_t f;

@@ -100,6 +100,47 @@ static void send_simple(struct dist_part *d, int to, unsigned type)
 	dist__send_buf(d, to, &b);
 }
 
+/* Threads of this node running or queued, and its cores. */
+static void node_load(const struct dist_part *d, uint32_t *load,
+		      uint32_t *cpus)
+{
+	const struct vm_node *n = d->p->node;
+	int64_t q = atomic_load(&n->nqueued);
+	int w = atomic_load(&n->nworkers), idle = atomic_load(&n->nidle);
+
+	*cpus = w > 0 ? (uint32_t)w : 1;
+	*load = (uint32_t)((q > 0 ? q : 0) + (w > idle ? w - idle : 0));
+}
+
+/* STEAL or BALANCE: this node's load and cores. */
+static void send_load(struct dist_part *d, int to, unsigned type)
+{
+	struct fl_buf b;
+	uint32_t load, cpus;
+
+	node_load(d, &load, &cpus);
+	dist__start(&b, type);
+	fl_buf_put_u32(&b, load);
+	fl_buf_put_u32(&b, cpus);
+	dist__send_buf(d, to, &b);
+}
+
+/* What @from's STEAL or BALANCE says of it; false when malformed. */
+static bool heard_load(struct dist_part *d, int from, struct fl_reader *r,
+		       uint32_t *load, uint32_t *cpus)
+{
+	*load = fl_get_u32(r);
+	*cpus = fl_get_u32(r);
+	if (r->failed || fl_reader_left(r) != 0 || *cpus == 0 ||
+	    *load == UINT32_MAX) {
+		dist__malformed(d);
+		return false;
+	}
+	atomic_store(&d->cpus_of[from], *cpus);
+	atomic_store(&d->est[from], *load);
+	return true;
+}
+
 /* Move threads @ts (out of any queue, counted in nbusy, their writes
  * released) to part @to, for @why, and free them here. False when out
  * of memory for their state: nothing moved. */
@@ -197,7 +238,7 @@ static void steal_from(struct dist_part *d, int first)
 	d->round &= ~(1ull << to);
 	d->st.steals++;
 	pthread_mutex_unlock(&d->lock);
-	send_simple(d, to, M_STEAL);
+	send_load(d, to, M_STEAL);
 }
 
 static void steal(struct dist_part *d)
@@ -233,6 +274,80 @@ static bool steal_later(struct dist_part *d)
 	d->steal_armed = true;
 	atomic_fetch_add(&d->refs, 1);
 	return true;
+}
+
+/* ---- Balancing ---- */
+
+static void balance_fire(struct vm_node *n, struct vm_event *ev)
+{
+	struct dist_part *d = (struct dist_part *)((char *)ev -
+		offsetof(struct dist_part, balance_tm.ev));
+	uint64_t all = (d->cfg.nparts == 64 ? ~0ull
+					     : (1ull << d->cfg.nparts) - 1) &
+		       ~(1ull << d->cfg.self);
+	bool ask, closed;
+	uint64_t next;
+	int to = -1;
+
+	/* Running threads, none waiting: others may have more. */
+	ask = atomic_load(&d->p->nbusy) > 0 &&
+	      atomic_load(&n->nqueued) == 0;
+	pthread_mutex_lock(&d->lock);
+	d->balance_armed = false;
+	closed = d->closed || d->dropping;
+	if (!closed && ask && !d->stealing) {
+		to = d->balance_victim = next_in(d, all, d->balance_victim);
+		next = d->balance_ns;
+		d->balance_ns = next >= BALANCE_MAX_NS / 2 ? BALANCE_MAX_NS
+							   : 2 * next;
+	} else {
+		/* idle (it steals) or loaded: look again soon, cheaply */
+		next = atomic_load(&d->p->nbusy) > 0 ? BALANCE_MIN_NS
+						     : BALANCE_MAX_NS;
+	}
+	if (!closed) {
+		d->balance_armed = true;
+		atomic_fetch_add(&d->refs, 1);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (to >= 0)
+		send_load(d, to, M_BALANCE);
+	if (!closed)
+		vm_node_timer_start(n, &d->balance_tm, next);
+	dist_unref(d);
+}
+
+/* @from runs @load threads on @cpus cores and has none waiting: send it
+ * enough of ours that both have about as many a core. */
+static void on_balance(struct dist_part *d, int from, struct fl_reader *r)
+{
+	struct vm_thread *ts[STEAL_MAX];
+	uint32_t load, cpus, mine, mycpus;
+	int64_t q = atomic_load(&d->p->node->nqueued), k;
+	size_t got;
+
+	if (!heard_load(d, from, r, &load, &cpus))
+		return;
+	node_load(d, &mine, &mycpus);
+	/* k moved evens mine/mycpus and load/cpus: k = (mine * cpus -
+	 * load * mycpus) / (cpus + mycpus), rounded down. */
+	k = ((int64_t)mine * cpus - (int64_t)load * mycpus) /
+	    ((int64_t)cpus + mycpus);
+	if (k > q)
+		k = q;
+	if (k > STEAL_MAX)
+		k = STEAL_MAX;
+	if (k < 1)
+		return;
+	got = vm__sched_take(d->p, true, ts, (size_t)k);
+	if (got < (size_t)k)
+		got += vm__sched_take(d->p, false, ts + got, (size_t)k - got);
+	if (got > 0 && ship(d, from, ts, got, DIST_WHY_BALANCE)) {
+		atomic_fetch_add(&d->est[from], (uint32_t)got);
+		return;
+	}
+	for (size_t i = 0; i < got; i++) /* could not: they stay */
+		vm__sched_push(d->p->node, NULL, ts[i]);
 }
 
 /* ---- Deadlock waves (the origin) ---- */
@@ -423,9 +538,11 @@ static void op_done(struct vm_peer *pe, vm_word tid, vm_word r)
 	int home = vm_peer_home(pe, vm_gslot(tid));
 	struct fl_buf b;
 
-	/* The last thread here: ask its home for work first, so that the
-	 * home knows before the join this DONE wakes spawns again. */
-	if (atomic_load(&d->p->nbusy) == 1)
+	/* Nothing else to run here: ask its home for work first, so that
+	 * the home knows before the join this DONE wakes spawns again. Not
+	 * "the busy count is 1": the message that brought the thread may
+	 * still hold a share of it while a short thread ends. */
+	if (atomic_load(&d->p->node->nqueued) == 0)
 		steal_from(d, home);
 	dist__start(&b, M_DONE);
 	fl_buf_put_u64(&b, tid);
@@ -507,41 +624,89 @@ static int arg_home(const struct dist_part *d, const struct vm_thread *c)
 									 : -1;
 }
 
+/* A part with fewer threads a core than this one would have without
+ * @c, as far as this part heard (heard_load, plus what it sent since):
+ * @home if it is one, else the least loaded; -1 when none is. */
+static int lighter(struct dist_part *d, int home)
+{
+	uint32_t mine, mycpus;
+	uint64_t best_l = 0, best_c = 1;
+	int best = -1;
+
+	node_load(d, &mine, &mycpus);
+	for (int i = 0; i < d->cfg.nparts; i++) {
+		uint64_t l = atomic_load(&d->est[i]);
+		uint64_t cpus = atomic_load(&d->cpus_of[i]);
+		if (i == d->cfg.self || l == UINT32_MAX ||
+		    (l + 1) * mycpus > (uint64_t)mine * cpus)
+			continue;
+		if (i == home)
+			return i;
+		if (best < 0 || l * best_c < best_l * cpus) {
+			best = i;
+			best_l = l;
+			best_c = cpus;
+		}
+	}
+	return best;
+}
+
+/* --debug-spread: to a part that asked and got NOTHING, backlog or not;
+ * the one that homes the child's first argument if it did. */
+static int starving_part(struct dist_part *d, int home, enum dist_why *why)
+{
+	uint64_t mask;
+
+	if (home >= 0 && (atomic_fetch_and(&d->starving, ~(1ull << home)) &
+			  (1ull << home))) {
+		*why = DIST_WHY_DATA;
+		return home;
+	}
+	mask = atomic_load(&d->starving);
+	while (mask != 0 &&
+	       !atomic_compare_exchange_weak(&d->starving, &mask,
+					     mask & (mask - 1)))
+		;
+	return mask == 0 ? -1 : __builtin_ctzll(mask);
+}
+
 static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 		       struct vm_thread *c)
 {
 	struct dist_part *d = part_of(pe);
 	enum dist_why why = DIST_WHY_PUSHED;
-	uint64_t mask, tid = c->tid;
-	int to;
+	uint64_t tid = c->tid;
+	int to, home;
 
 	(void)w;
-	if (atomic_load_explicit(&d->starving, memory_order_relaxed) == 0)
-		return false;
-	/* Only when this machine has a backlog (threads queued, no worker
-	 * idle): a child that would run at once here is faster here than
-	 * a round trip away, as in a spawn-and-join loop. */
-	if (!d->cfg.eager && (atomic_load(&d->p->node->nqueued) == 0 ||
-			      atomic_load(&d->p->node->nidle) > 0))
-		return false;
-	/* The part that homes what its first argument points to, if that
-	 * one asked for work; else the lowest that did. */
-	to = arg_home(d, c);
-	if (to >= 0 && (atomic_fetch_and(&d->starving, ~(1ull << to)) &
-			(1ull << to))) {
-		why = DIST_WHY_DATA;
-	} else {
-		mask = atomic_load(&d->starving);
-		while (mask != 0 &&
-		       !atomic_compare_exchange_weak(&d->starving, &mask,
-						     mask & (mask - 1)))
-			;
-		if (mask == 0)
+	home = arg_home(d, c);
+	if (d->cfg.eager) {
+		if (atomic_load_explicit(&d->starving, memory_order_relaxed) ==
+		    0)
 			return false;
-		to = __builtin_ctzll(mask);
+		to = starving_part(d, home, &why);
+	} else {
+		/* Only when this machine has a backlog (threads queued, no
+		 * worker idle): a child that would run at once here is
+		 * faster here than a round trip away, as in a
+		 * spawn-and-join loop. Then to a part with fewer threads a
+		 * core, so a burst of long threads ends up even. */
+		if (atomic_load(&d->p->node->nqueued) == 0 ||
+		    atomic_load(&d->p->node->nidle) > 0)
+			return false;
+		to = lighter(d, home);
+		if (to == home)
+			why = DIST_WHY_DATA;
+		if (to >= 0)
+			atomic_fetch_and(&d->starving, ~(1ull << to));
 	}
+	if (to < 0)
+		return false;
+	atomic_fetch_add(&d->est[to], 1);
 	if (!ship(d, to, &c, 1, why)) {
-		atomic_fetch_or(&d->starving, 1ull << to);
+		atomic_fetch_sub(&d->est[to], 1);
+		if (d->cfg.eager)
+			atomic_fetch_or(&d->starving, 1ull << to);
 		return false;
 	}
 	if (why == DIST_WHY_DATA)
@@ -592,6 +757,7 @@ static void op_close(struct vm_peer *pe)
 	pthread_mutex_unlock(&d->lock);
 	timer_close(d, &d->wave_tm, &d->wave_armed);
 	timer_close(d, &d->steal_tm, &d->steal_armed);
+	timer_close(d, &d->balance_tm, &d->balance_armed);
 	pthread_mutex_unlock(&d->dlock);
 	dist__lent_close(d);
 	dist_unref(d);
@@ -649,25 +815,33 @@ static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 	/* @from gave: it no longer counts this part as starving (the
 	 * others still do) */
 	d->answered_empty &= ~(1ull << from);
+	d->balance_ns = BALANCE_MIN_NS;
 	pthread_mutex_unlock(&d->lock);
 	vm__thread_immigrate(d->p, ts, n);
 	free(ts);
 	dist__flush_releases(d, false);
 }
 
-static void on_steal(struct dist_part *d, int from)
+static void on_steal(struct dist_part *d, int from, struct fl_reader *r)
 {
 	struct vm_thread *ts[STEAL_MAX];
 	int64_t q = atomic_load(&d->p->node->nqueued);
 	size_t max = q > 2 * STEAL_MAX ? STEAL_MAX : (size_t)(q / 2 + 1);
-	size_t k = vm__sched_take(d->p, true, ts, max);
+	uint32_t load, cpus;
+	size_t k;
+
+	if (!heard_load(d, from, r, &load, &cpus))
+		return;
+	k = vm__sched_take(d->p, true, ts, max);
 
 	/* Threads that never ran first; then those that did. */
 	if (k < max)
 		k += vm__sched_take(d->p, false, ts + k, max - k);
 
-	if (k > 0 && ship(d, from, ts, k, DIST_WHY_STOLEN))
+	if (k > 0 && ship(d, from, ts, k, DIST_WHY_STOLEN)) {
+		atomic_fetch_add(&d->est[from], (uint32_t)k);
 		return;
+	}
 	for (size_t i = 0; i < k; i++) /* could not: they stay */
 		vm__sched_push(d->p->node, NULL, ts[i]);
 	atomic_fetch_or(&d->starving, 1ull << from);
@@ -703,7 +877,7 @@ static void on_nothing(struct dist_part *d, int from)
 	if (arm)
 		vm_node_timer_start(d->p->node, &d->steal_tm, d->backoff_ns);
 	if (to >= 0)
-		send_simple(d, to, M_STEAL);
+		send_load(d, to, M_STEAL);
 }
 
 static bool homed_here(const struct dist_part *d, vm_word tid)
@@ -880,7 +1054,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		on_move(d, from, &r);
 		break;
 	case M_STEAL:
-		on_steal(d, from);
+		on_steal(d, from, &r);
 		break;
 	case M_NOTHING:
 		on_nothing(d, from);
@@ -918,6 +1092,9 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 	case M_LRELEASE:
 		dist__on_lrelease(d, &r);
 		break;
+	case M_BALANCE:
+		on_balance(d, from, &r);
+		break;
 	}
 	if (busy)
 		vm__proc_busy_dec(d->p);
@@ -953,6 +1130,14 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	d->wave_tm.ev.fn = wave_fire;
 	d->steal_tm.idx = SIZE_MAX;
 	d->steal_tm.ev.fn = steal_fire;
+	d->balance_tm.idx = SIZE_MAX;
+	d->balance_tm.ev.fn = balance_fire;
+	d->balance_ns = BALANCE_MIN_NS;
+	d->balance_victim = cfg->self;
+	for (int i = 0; i < DIST_MAX_PARTS; i++) {
+		atomic_init(&d->est[i], UINT32_MAX);
+		atomic_init(&d->cpus_of[i], 1);
+	}
 	pthread_mutex_init(&d->dlock, NULL);
 	pthread_mutex_init(&d->lock, NULL);
 	for (int i = 0; i < DIST_MAX_PARTS; i++)
@@ -961,6 +1146,11 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	vm__proc_attach(p, &d->base, cfg->ncpu);
 	if (cfg->pid != 0)
 		p->pid = cfg->pid;
+	if (cfg->nparts > 1) {
+		d->balance_armed = true;
+		atomic_fetch_add(&d->refs, 1);
+		vm_node_timer_start(p->node, &d->balance_tm, BALANCE_MIN_NS);
+	}
 	/* A part that is not the origin starts with nothing to run. */
 	if (cfg->self != cfg->origin)
 		steal(d);

@@ -16,8 +16,12 @@
  * it); all of them again once a backoff has passed (1 ms, doubling to
  * 64 ms while rounds stay empty). A part still idle when the backoff
  * ends asks by itself (a timer): threads queued elsewhere without a
- * spawn (woken, preempted) reach it too. So a burst of spawns spreads within a
- * few round trips, and a thread moves while it is small (its state and
+ * spawn (woken, preempted) reach it too. A part that runs threads with
+ * none waiting asks the others in turn, now and then (BALANCE_*_NS),
+ * whether they have more than their share: one whose threads a core
+ * (running and queued) exceed the asker's sends the difference's half
+ * (DIST_WHY_BALANCE). So a burst of spawns spreads within a
+ * few round trips, long threads end up even over the cores, and a thread moves while it is small (its state and
  * the snapshot of local memory its spawn gave it). A batch whose local
  * pages with bytes hold more than 64 KiB sends them lent: metadata and
  * an id; the sender keeps each page (a reference) until every part it
@@ -107,6 +111,7 @@ enum dist_why {
 	DIST_WHY_PUSHED, /* spawned here, sent to a part that had asked */
 	DIST_WHY_STDIO,	 /* stdio runs on the origin */
 	DIST_WHY_DATA,	 /* to the home of the pages it faults on */
+	DIST_WHY_BALANCE, /* to a part that had fewer threads a core */
 	DIST_WHY__N
 };
 

@@ -26,6 +26,15 @@
  * every machine each time. */
 #define STEAL_BACKOFF_MIN_NS 1000000
 #define STEAL_BACKOFF_MAX_NS 64000000
+/* A part that runs threads but has none waiting asks the others in turn
+ * whether they have more than their share (BALANCE, with its load and
+ * cores) this often: from MIN, doubling to MAX while no thread comes
+ * (a part with nothing to run steals instead). Idle spawns go to idle
+ * parts one at a time, so without it a burst of long threads would
+ * stay where it was spawned but for one a machine, each of those
+ * machines running one while the spawner time-slices the rest. */
+#define BALANCE_MIN_NS 4000000
+#define BALANCE_MAX_NS 128000000
 /* How long the origin waits, once a part fell idle, before it asks every
  * part whether all are: most idle spells (a join waiting for a thread
  * elsewhere) end sooner, so a busy process sends few waves. */
@@ -56,7 +65,8 @@
 	X(PROBE_REPLY, 10, false)                                             \
 	X(LGET, 11, true)                                                     \
 	X(LPAGE, 12, true)                                                    \
-	X(LRELEASE, 13, false)
+	X(LRELEASE, 13, false)                                                \
+	X(BALANCE, 14, false)
 
 enum {
 #define X(name, num, counted) M_##name = num,
@@ -131,6 +141,17 @@ struct dist_part {
 	 * a spawn. */
 	bool steal_armed;
 	struct vm_timer steal_tm;
+	/* BALANCE: armed from the start till close (holds a reference);
+	 * the next interval, and the part asked last. */
+	bool balance_armed;
+	struct vm_timer balance_tm;
+	uint64_t balance_ns;
+	int balance_victim;
+	/* What this part last heard of each other part's load (threads
+	 * running or queued, UINT32_MAX: nothing yet) and cores, from its
+	 * STEAL and BALANCE, plus the threads sent it since. */
+	_Atomic uint32_t est[DIST_MAX_PARTS];
+	_Atomic uint32_t cpus_of[DIST_MAX_PARTS];
 	struct report cur[DIST_MAX_PARTS], prev[DIST_MAX_PARTS];
 	bool got[DIST_MAX_PARTS];
 	_Atomic uint64_t sent, recv; /* counted messages */

@@ -432,14 +432,15 @@ static void print_totals(void)
 {
 	printf("  %" PRIu64 " runs: %" PRIu64 " threads moved (%" PRIu64
 	       " bytes of state; %" PRIu64 " stolen, %" PRIu64 " pushed, %"
-	       PRIu64 " for stdio, %" PRIu64 " for data), %" PRIu64
+	       PRIu64 " for stdio, %" PRIu64 " for data, %" PRIu64
+	       " to even the load), %" PRIu64
 	       " steals (%" PRIu64 " empty), %" PRIu64 " remote joins, %"
 	       PRIu64 " messages, %" PRIu64 " deadlock waves, %" PRIu64
 	       " malformed\n",
 	       total_runs, total.moved_in, total.move_bytes,
 	       total.out_why[DIST_WHY_STOLEN], total.out_why[DIST_WHY_PUSHED],
 	       total.out_why[DIST_WHY_STDIO], total.out_why[DIST_WHY_DATA],
-	       total.steals,
+	       total.out_why[DIST_WHY_BALANCE], total.steals,
 	       total.steals_empty, total.remote_joins, total.msgs_sent,
 	       total.waves, total.malformed);
 }
@@ -1095,7 +1096,8 @@ static void test_steal_again_when_idle(void **state)
 /* 16 children each sum one page of the array (page k & 1): the other
  * part fetches those two pages once, however many batches name them.
  * main stays busy until all are done (a count in global memory), so
- * its part never steals threads back. */
+ * its part never steals threads back (it may take some back to even
+ * the load, which the count of fetches allows for). */
 static void test_lazy_slices(void **state)
 {
 	static const char src[] =
@@ -1192,8 +1194,12 @@ static void test_lazy_slices(void **state)
 	/* every batch names the array's 256 pages, lent */
 	assert_true(st.lazy_pages >= 256 * 2);
 	/* two pages touched, fetched once on the one other part: the
-	 * batches after the first reuse them */
-	assert_true(st.lazy_fetched >= 1 && st.lazy_fetched <= 2);
+	 * batches after the first reuse them. A thread the origin took
+	 * back (BALANCE: main counts as its load) may be lent out again
+	 * under a new id, and fetch its page once more. */
+	assert_true(st.moved_in >= 16);
+	assert_true(st.lazy_fetched >= 1 &&
+		    st.lazy_fetched <= 2 + (st.moved_in - 16));
 	assert_true(st.lazy_bytes == st.lazy_fetched * VM_PAGE_SIZE);
 	/* the bytes stayed home: far less than 1 MiB a batch */
 	assert_true(st.move_bytes < st.moved_in * 64 * 1024);
