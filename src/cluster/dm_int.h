@@ -67,6 +67,11 @@ struct dm_peer {
 	struct dm_peer *next;
 };
 
+struct dm_direct {
+	uint32_t id;
+	struct net_conn *conn;
+};
+
 /* One connection and what it is. */
 struct dm_link {
 	struct dm *d;
@@ -148,7 +153,14 @@ struct dm {
 	struct dm_part *parts;
 	pthread_mutex_t out_lock;
 	struct dm_out *out_head, *out_tail;
+	bool out_busy; /* the loop is sending what it took off the list */
 	uv_async_t out_async;
+	/* The machines' connections any thread may send on (dm_send_direct):
+	 * a machine's once its link is ready, until it goes (before its
+	 * connection is freed). */
+	pthread_rwlock_t direct_lock;
+	struct dm_direct *direct;
+	size_t ndirect, direct_cap;
 	pthread_t loop_thread; /* the one that runs @loop */
 	struct dm_early *early;
 	size_t nearly, early_bytes;
@@ -202,6 +214,14 @@ int dm_send(struct dm_link *l, uint8_t type, uint16_t flags, uint64_t req,
 	    const void *p, size_t n);
 int dm_send_error(struct dm_link *l, uint8_t type, uint64_t req, int code,
 		  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* From any thread: a frame of @type to machine @id, written now on its
+ * connection (net_conn_send_direct: 0 sent, 1 part waits for the loop,
+ * which dm_direct_flush writes; FL_EAGAIN not possible now, as when the
+ * machine has no ready link). */
+int dm_send_direct(struct dm *d, uint32_t id, uint8_t type, const void *p,
+		   size_t n);
+/* On the loop: what direct sends left on every connection. */
+void dm_direct_flush(struct dm *d);
 /* Join the VM through cfg->contact: 0 with d->me filled, or an error. */
 int dm_join(struct dm *d, struct fl_err *err);
 /* Our load, as a heartbeat carries it. */

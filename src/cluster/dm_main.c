@@ -665,6 +665,7 @@ int dm_run(const struct dm_config *cfg)
 		return 70;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	pthread_rwlock_init(&d->direct_lock, NULL);
 	d->cfg = cfg;
 	d->log = stderr;
 	d->started_ms = dm_now_ms();
@@ -829,6 +830,8 @@ out:
 		free(p);
 	}
 	vm_node_free(d->node);
+	free(d->direct);
+	pthread_rwlock_destroy(&d->direct_lock);
 	ctl_raft_close(&d->fsm);
 	ctl_state_close(&d->st);
 	sodium_memzero(&d->me.key, sizeof d->me.key);

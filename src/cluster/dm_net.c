@@ -68,6 +68,65 @@ int dm_send(struct dm_link *l, uint8_t type, uint16_t flags, uint64_t req,
 	return net_conn_send(l->conn, &h, p, n);
 }
 
+/* ---- Sending from any thread ---- */
+
+static void direct_set(struct dm *d, uint32_t id, struct net_conn *c)
+{
+	size_t i;
+
+	pthread_rwlock_wrlock(&d->direct_lock);
+	for (i = 0; i < d->ndirect && d->direct[i].id != id; i++)
+		;
+	if (i == d->ndirect && c != NULL) {
+		if (d->ndirect == d->direct_cap) {
+			size_t cap = d->direct_cap ? 2 * d->direct_cap : 8;
+			struct dm_direct *v =
+				realloc(d->direct, cap * sizeof *v);
+			if (v == NULL) { /* its frames take the loop's way */
+				pthread_rwlock_unlock(&d->direct_lock);
+				return;
+			}
+			d->direct = v;
+			d->direct_cap = cap;
+		}
+		d->ndirect++;
+	}
+	if (c != NULL)
+		d->direct[i] = (struct dm_direct){.id = id, .conn = c};
+	else if (i < d->ndirect)
+		d->direct[i] = d->direct[--d->ndirect];
+	pthread_rwlock_unlock(&d->direct_lock);
+}
+
+int dm_send_direct(struct dm *d, uint32_t id, uint8_t type, const void *p,
+		   size_t n)
+{
+	struct net_header h = {
+		.version = NET_VERSION,
+		.type = type,
+		.machine = d->me.id,
+		.incarnation = d->me.incarnation,
+	};
+	int rc = FL_EAGAIN;
+
+	pthread_rwlock_rdlock(&d->direct_lock);
+	for (size_t i = 0; i < d->ndirect; i++)
+		if (d->direct[i].id == id) {
+			rc = net_conn_send_direct(d->direct[i].conn, &h, p, n);
+			break;
+		}
+	pthread_rwlock_unlock(&d->direct_lock);
+	return rc;
+}
+
+void dm_direct_flush(struct dm *d)
+{
+	pthread_rwlock_rdlock(&d->direct_lock);
+	for (size_t i = 0; i < d->ndirect; i++)
+		net_conn_flush(d->direct[i].conn);
+	pthread_rwlock_unlock(&d->direct_lock);
+}
+
 int dm_send_error(struct dm_link *l, uint8_t type, uint64_t req, int code,
 		  const char *fmt, ...)
 {
@@ -391,6 +450,7 @@ static void peer_detach(struct dm_peer *p)
 {
 	struct dm *d = p->d;
 
+	direct_set(d, p->id, NULL);
 	p->link = NULL;
 	p->since = dm_now_ms();
 	while (p->streams != NULL)
@@ -506,6 +566,7 @@ static void link_ready(struct net_conn *c, const uint8_t peer[NET_KEY],
 			net_conn_close(old->conn, "replaced by a newer connection");
 		}
 		p->link = l;
+		direct_set(d, p->id, l->conn);
 		p->dialing = false;
 		p->backoff = DIAL_MIN_MS;
 		p->last_heard = dm_now_ms();

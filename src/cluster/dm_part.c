@@ -139,6 +139,21 @@ static void part_send(struct dm_part *pt, uint8_t chan, int to,
 	o->bytes[8] = chan;
 	memcpy(o->bytes + 9, msg, len);
 	pthread_mutex_lock(&d->out_lock);
+	/* A worker writes it itself when nothing it or another queued
+	 * earlier is still on its way (order), sparing the loop's wake-up
+	 * on both sides of a round trip. */
+	if (d->out_head == NULL && !d->out_busy &&
+	    !pthread_equal(pthread_self(), d->loop_thread)) {
+		int rc = dm_send_direct(d, o->to, NET_MSG_PROC, o->bytes,
+					o->len);
+		if (rc >= 0) {
+			pthread_mutex_unlock(&d->out_lock);
+			free(o);
+			if (rc == 1) /* the rest waits for the loop */
+				uv_async_send(&d->out_async);
+			return;
+		}
+	}
 	if (d->out_tail != NULL)
 		d->out_tail->next = o;
 	else
@@ -181,7 +196,9 @@ static void out_cb(uv_async_t *a)
 	pthread_mutex_lock(&d->out_lock);
 	o = d->out_head;
 	d->out_head = d->out_tail = NULL;
+	d->out_busy = o != NULL;
 	pthread_mutex_unlock(&d->out_lock);
+	dm_direct_flush(d);
 	for (; o != NULL; o = next) {
 		struct dm_link *l = link_to(d, o->to);
 		next = o->next;
@@ -189,6 +206,9 @@ static void out_cb(uv_async_t *a)
 			dm_send(l, NET_MSG_PROC, 0, 0, o->bytes, o->len);
 		free(o);
 	}
+	pthread_mutex_lock(&d->out_lock);
+	d->out_busy = false;
+	pthread_mutex_unlock(&d->out_lock);
 }
 
 /* ---- Parts ---- */

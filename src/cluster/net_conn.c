@@ -29,14 +29,26 @@
  * from inside a net_conn_* call, so callbacks may close or send freely;
  * every loop that calls back checks c->closing after each call.
  *
- * Threads: the loop's thread only. */
+ * Threads: the loop's thread, but for net_conn_send_direct. Once ready,
+ * a frame may be sealed and written from any thread: @txlock guards
+ * everything sending touches (the cipher, the frame and out buffers,
+ * pending, the spill, the sent counters, @direct), and the loop takes it
+ * too when it sends. A direct write happens only when nothing is queued
+ * (pending 0: the socket has every byte sealed before), straight to the
+ * socket; what it does not take goes to @spill, counted in pending,
+ * which the loop writes before anything else (net_conn_flush, or its
+ * next send). close() clears @direct under the lock before it closes the
+ * socket, so no thread writes to a closed (or reused) descriptor. */
 #include "cluster/net_conn.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <sodium.h>
 
@@ -98,6 +110,13 @@ struct net_conn {
 	struct fl_buf out;   /* sealed bytes to write */
 	size_t pending;
 	struct net_counters sent, received;
+	pthread_mutex_t txlock;
+	bool direct; /* ready: any thread may send (net_conn_send_direct) */
+	int fd;
+	struct fl_buf spill; /* sealed by a direct send, not yet written */
+	/* a write failed under @txlock: close once it is let go */
+	bool wfailed;
+	char wfail[REASON_MAX];
 	char peer[NET_CONN_ADDR];
 	char reason[REASON_MAX];
 };
@@ -123,6 +142,8 @@ static void finish(struct net_conn *c)
 	fl_buf_close(&c->plain);
 	fl_buf_close(&c->frame);
 	fl_buf_close(&c->out);
+	fl_buf_close(&c->spill);
+	pthread_mutex_destroy(&c->txlock);
 	sodium_memzero(c, sizeof *c);
 	free(c);
 }
@@ -156,6 +177,9 @@ static void conn_close(struct net_conn *c, const char *fmt, ...)
 	if (c->closing)
 		return;
 	c->closing = true;
+	pthread_mutex_lock(&c->txlock);
+	c->direct = false; /* before the socket closes */
+	pthread_mutex_unlock(&c->txlock);
 	va_start(ap, fmt);
 	vsnprintf(c->reason, sizeof c->reason, fmt, ap);
 	va_end(ap);
@@ -198,58 +222,120 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- Writing ---- */
 
+/* Under @txlock: a write failed; close once the lock is let go
+ * (settle). */
+static void wfail(struct net_conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void wfail(struct net_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (c->wfailed)
+		return;
+	c->wfailed = true;
+	c->direct = false;
+	va_start(ap, fmt);
+	vsnprintf(c->wfail, sizeof c->wfail, fmt, ap);
+	va_end(ap);
+}
+
+/* The loop, @txlock let go: close if a write under it failed. */
+static void settle(struct net_conn *c)
+{
+	if (c->wfailed && !c->closing)
+		conn_close(c, "%s", c->wfail);
+}
+
 static void on_written(uv_write_t *req, int status)
 {
 	struct write_req *w = (struct write_req *)req;
 	struct net_conn *c = w->c;
+	bool drain = false;
 
+	pthread_mutex_lock(&c->txlock);
 	c->pending -= w->len;
+	if (status >= 0 && c->want_drain && c->pending <= c->write_max / 2 &&
+	    !c->closing) {
+		c->want_drain = false;
+		drain = true;
+	}
+	pthread_mutex_unlock(&c->txlock);
 	free(w);
 	if (status < 0) {
 		conn_close(c, "write: %s", uv_strerror(status));
 		return;
 	}
-	if (c->want_drain && c->pending <= c->write_max / 2 && !c->closing) {
-		c->want_drain = false;
-		if (c->cb.on_drain != NULL)
-			c->cb.on_drain(c);
-	}
+	if (drain && c->cb.on_drain != NULL)
+		c->cb.on_drain(c);
 }
 
-/* Write c->out's bytes, or queue what the socket does not take now. */
+/* Under @txlock, on the loop: queue @n bytes behind what is queued,
+ * counted in pending unless @counted already. */
+static int queue_write(struct net_conn *c, const uint8_t *p, size_t n,
+		       bool counted)
+{
+	struct write_req *w = malloc(sizeof *w + n);
+	uv_buf_t b;
+	int r;
+
+	if (w == NULL) {
+		wfail(c, "write: out of memory");
+		return FL_ENOMEM;
+	}
+	w->c = c;
+	w->len = n;
+	memcpy(w->data, p, n);
+	b = uv_buf_init((char *)w->data, (unsigned)n);
+	r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+	if (r < 0) {
+		free(w);
+		wfail(c, "write: %s", uv_strerror(r));
+		return FL_EPIPE;
+	}
+	if (!counted)
+		c->pending += n;
+	return 0;
+}
+
+/* Under @txlock, on the loop: what a direct send left goes first. */
+static int write_spill(struct net_conn *c)
+{
+	int rc = 0;
+
+	if (c->spill.len > 0) {
+		rc = queue_write(c, c->spill.data, c->spill.len, true);
+		c->spill.len = 0;
+		if (c->spill.cap > KEEP_MAX)
+			fl_buf_close(&c->spill);
+	}
+	return rc;
+}
+
+/* Under @txlock, on the loop: write c->out's bytes, or queue what the
+ * socket does not take now. */
 static int write_out(struct net_conn *c)
 {
 	uv_buf_t b = uv_buf_init((char *)c->out.data, (unsigned)c->out.len);
-	struct write_req *w;
 	size_t at = 0;
 	int r;
 
+	r = write_spill(c);
+	if (r != 0)
+		return r;
 	if (c->pending == 0 && c->tcp.write_queue_size == 0) {
 		r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 		if (r >= 0)
 			at = (size_t)r;
 		else if (r != UV_EAGAIN) {
-			conn_close(c, "write: %s", uv_strerror(r));
+			wfail(c, "write: %s", uv_strerror(r));
 			return FL_EPIPE;
 		}
 	}
 	if (at < c->out.len) {
-		w = malloc(sizeof *w + (c->out.len - at));
-		if (w == NULL) {
-			conn_close(c, "write: out of memory");
-			return FL_ENOMEM;
-		}
-		w->c = c;
-		w->len = c->out.len - at;
-		memcpy(w->data, c->out.data + at, w->len);
-		b = uv_buf_init((char *)w->data, (unsigned)w->len);
-		r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
-		if (r < 0) {
-			free(w);
-			conn_close(c, "write: %s", uv_strerror(r));
-			return FL_EPIPE;
-		}
-		c->pending += w->len;
+		r = queue_write(c, c->out.data + at, c->out.len - at, false);
+		if (r != 0)
+			return r;
 	}
 	c->out.len = 0;
 	if (c->out.cap > KEEP_MAX)
@@ -269,6 +355,7 @@ static int send_hs(struct net_conn *c)
 			  c->initiator && c->hs.step == 0 ? c->hello_len
 							  : c->payload_len,
 			  &msg);
+	pthread_mutex_lock(&c->txlock);
 	if (rc == 0) {
 		fl_buf_put_u16(&c->out, (uint16_t)msg.len);
 		fl_buf_put(&c->out, msg.data, msg.len);
@@ -278,15 +365,19 @@ static int send_hs(struct net_conn *c)
 	fl_buf_close(&msg);
 	if (rc != 0) {
 		fl_buf_close(&c->out);
+		pthread_mutex_unlock(&c->txlock);
 		conn_close(c, "handshake: cannot write message %d: %s",
 			   c->hs.step + 1, fl_strerror(rc));
 		return rc;
 	}
-	return write_out(c);
+	rc = write_out(c);
+	pthread_mutex_unlock(&c->txlock);
+	settle(c);
+	return rc;
 }
 
-/* Seal @n bytes of plaintext into one record and write it. */
-static int send_record(struct net_conn *c, const void *p, size_t n)
+/* Under @txlock: seal @n bytes of plaintext into c->out, one record. */
+static int seal(struct net_conn *c, const void *p, size_t n)
 {
 	int rc = net_seal(&c->tx, p, n, &c->out);
 
@@ -295,19 +386,45 @@ static int send_record(struct net_conn *c, const void *p, size_t n)
 	if (rc != 0) {
 		fl_buf_close(&c->out); /* clears the failed flag too */
 		if (rc == FL_ERANGE && n <= NET_RECORD_MAX - NET_TAG)
-			conn_close(c, "send: the channel used all its nonces");
-		return rc;
+			wfail(c, "send: the channel used all its nonces");
 	}
-	return write_out(c);
+	return rc;
 }
 
-/* The responder's empty record, before any frame of its own. */
+/* Under @txlock, on the loop: the responder's empty record, before any
+ * frame of its own. */
 static int confirm(struct net_conn *c)
 {
+	int rc;
+
 	if (c->initiator || c->confirmed)
 		return 0;
 	c->confirmed = true;
-	return send_record(c, NULL, 0);
+	rc = seal(c, NULL, 0);
+	return rc != 0 ? rc : write_out(c);
+}
+
+/* Under @txlock: @h and @payload into c->frame, checked, then sealed
+ * into c->out; @check gets the header back. */
+static int seal_frame(struct net_conn *c, const struct net_header *h,
+		      const void *payload, size_t len,
+		      struct net_header *check)
+{
+	int rc;
+
+	c->frame.len = 0;
+	net_frame_put(&c->frame, h, payload, len);
+	if (fl_buf_failed(&c->frame)) {
+		fl_buf_close(&c->frame);
+		return FL_ENOMEM;
+	}
+	/* Never send what the peer must refuse. */
+	if (net_header_decode(c->frame.data, c->frame.len, check, NULL) != 0)
+		return FL_EINVAL;
+	rc = seal(c, c->frame.data, c->frame.len);
+	if (c->frame.cap > KEEP_MAX)
+		fl_buf_close(&c->frame);
+	return rc;
 }
 
 int net_conn_send(struct net_conn *c, const struct net_header *h,
@@ -318,29 +435,84 @@ int net_conn_send(struct net_conn *c, const struct net_header *h,
 
 	if (c->closing || c->state != ST_READY || len > NET_FRAME_MAX)
 		return FL_EINVAL;
+	pthread_mutex_lock(&c->txlock);
 	rc = confirm(c);
 	if (rc != 0)
-		return rc;
+		goto out;
 	if (c->pending > 0 && c->pending + len + NET_HEADER_SIZE + NET_TAG + 4 >
 				      c->write_max) {
 		c->want_drain = true;
-		return FL_EAGAIN;
+		rc = FL_EAGAIN;
+		goto out;
 	}
-	c->frame.len = 0;
-	net_frame_put(&c->frame, h, payload, len);
-	if (fl_buf_failed(&c->frame)) {
-		fl_buf_close(&c->frame);
-		return FL_ENOMEM;
-	}
-	/* Never send what the peer must refuse. */
-	if (net_header_decode(c->frame.data, c->frame.len, &check, NULL) != 0)
-		return FL_EINVAL;
-	rc = send_record(c, c->frame.data, c->frame.len);
-	if (c->frame.cap > KEEP_MAX)
-		fl_buf_close(&c->frame);
+	rc = seal_frame(c, h, payload, len, &check);
+	if (rc == 0)
+		rc = write_out(c);
 	if (rc == 0)
 		net_count(&c->sent, &check);
+out:
+	pthread_mutex_unlock(&c->txlock);
+	settle(c);
 	return rc;
+}
+
+int net_conn_send_direct(struct net_conn *c, const struct net_header *h,
+			 const void *payload, size_t len)
+{
+	struct net_header check;
+	ssize_t n;
+	size_t at;
+	int rc;
+
+	if (len > NET_FRAME_MAX)
+		return FL_EINVAL;
+	pthread_mutex_lock(&c->txlock);
+	if (!c->direct || c->pending > 0) {
+		pthread_mutex_unlock(&c->txlock);
+		return FL_EAGAIN;
+	}
+	rc = seal_frame(c, h, payload, len, &check);
+	if (rc != 0) { /* nothing sealed: the loop's send says why */
+		pthread_mutex_unlock(&c->txlock);
+		return FL_EAGAIN;
+	}
+	/* Sealed, so it goes: to the socket, or what that does not take
+	 * to the spill (an error too: the loop's write then meets it). */
+	do
+		n = send(c->fd, c->out.data, c->out.len,
+			 MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	at = n > 0 ? (size_t)n : 0;
+	if (at < c->out.len) {
+		fl_buf_put(&c->spill, c->out.data + at, c->out.len - at);
+		if (fl_buf_failed(&c->spill)) {
+			/* a record cut short: the stream is lost */
+			fl_buf_close(&c->spill);
+			wfail(c, "write: out of memory");
+		} else {
+			c->pending += c->out.len - at;
+		}
+		rc = 1;
+	}
+	c->out.len = 0;
+	if (c->out.cap > KEEP_MAX)
+		fl_buf_close(&c->out);
+	net_count(&c->sent, &check);
+	pthread_mutex_unlock(&c->txlock);
+	return rc;
+}
+
+void net_conn_flush(struct net_conn *c)
+{
+	if (c->closing)
+		return;
+	pthread_mutex_lock(&c->txlock);
+	if (c->wfailed)
+		fl_buf_close(&c->spill);
+	else
+		write_spill(c);
+	pthread_mutex_unlock(&c->txlock);
+	settle(c);
 }
 
 /* ---- Reading ---- */
@@ -357,8 +529,14 @@ static void become_ready(struct net_conn *c)
 		c->cb.on_ready(c, c->peer_key, c->peer_payload.data,
 			       c->peer_payload.len);
 	fl_buf_close(&c->peer_payload);
-	if (!c->closing)
-		confirm(c);
+	if (c->closing)
+		return;
+	pthread_mutex_lock(&c->txlock);
+	if (confirm(c) == 0 && !c->wfailed &&
+	    uv_fileno((uv_handle_t *)&c->tcp, &c->fd) == 0)
+		c->direct = true;
+	pthread_mutex_unlock(&c->txlock);
+	settle(c);
 }
 
 /* One handshake message from the peer. */
@@ -619,6 +797,9 @@ static int conn_new(uv_loop_t *loop, const struct net_conn_options *opt,
 	fl_buf_init(&c->plain);
 	fl_buf_init(&c->frame);
 	fl_buf_init(&c->out);
+	fl_buf_init(&c->spill);
+	pthread_mutex_init(&c->txlock, NULL);
+	c->fd = -1;
 	uv_timer_init(loop, &c->timer);
 	c->timer.data = c;
 	c->timer_open = true;
@@ -786,13 +967,23 @@ const char *net_conn_peer(const struct net_conn *c)
 void net_conn_counters(const struct net_conn *c, struct net_counters *sent,
 		       struct net_counters *received)
 {
+	struct net_conn *m = (struct net_conn *)c; /* the lock only */
+
+	pthread_mutex_lock(&m->txlock);
 	if (sent != NULL)
 		*sent = c->sent;
+	pthread_mutex_unlock(&m->txlock);
 	if (received != NULL)
 		*received = c->received;
 }
 
 size_t net_conn_pending(const struct net_conn *c)
 {
-	return c->pending;
+	struct net_conn *m = (struct net_conn *)c;
+	size_t n;
+
+	pthread_mutex_lock(&m->txlock);
+	n = c->pending;
+	pthread_mutex_unlock(&m->txlock);
+	return n;
 }

@@ -129,6 +129,19 @@ int net_conn_accept(uv_stream_t *server, const struct net_conn_options *opt,
 int net_conn_send(struct net_conn *c, const struct net_header *h,
 		  const void *payload, size_t len);
 
+/* From any thread, once on_ready came: seal one frame as
+ * net_conn_send() does and write it to the socket now. 0 when it went;
+ * 1 when the socket took only part and the rest waits for the loop
+ * (call net_conn_flush() there soon: nothing else goes direct till
+ * then); FL_EAGAIN when it cannot go direct (something is queued, the
+ * connection is not ready or is closing, or sealing failed): send it
+ * with net_conn_send() on the loop instead. @c must stay alive over the
+ * call (the caller's business: it is freed after on_close). */
+int net_conn_send_direct(struct net_conn *c, const struct net_header *h,
+			 const void *payload, size_t len);
+/* On the loop: write what direct sends left. */
+void net_conn_flush(struct net_conn *c);
+
 /* Close @c with @reason (copied); queued writes are dropped. on_close
  * follows from the loop. Closing again is a no-op. */
 void net_conn_close(struct net_conn *c, const char *reason);
