@@ -264,6 +264,8 @@ static void steal_fire(struct vm_node *n, struct vm_event *ev)
 	bool closed;
 
 	(void)n;
+	/* @dlock: the process outlives this, as it does a delivery */
+	pthread_mutex_lock(&d->dlock);
 	pthread_mutex_lock(&d->lock);
 	d->steal_armed = false;
 	closed = d->closed || d->dropping;
@@ -271,6 +273,7 @@ static void steal_fire(struct vm_node *n, struct vm_event *ev)
 	/* still idle: nothing here runs, nothing came */
 	if (!closed && atomic_load(&d->p->nbusy) == 0)
 		steal(d);
+	pthread_mutex_unlock(&d->dlock);
 	dist_unref(d);
 }
 
@@ -300,21 +303,24 @@ static void balance_fire(struct vm_node *n, struct vm_event *ev)
 	uint64_t next;
 	int to = -1;
 
-	/* Running threads, none waiting: others may have more. */
-	ask = atomic_load(&d->p->nbusy) > 0 &&
-	      atomic_load(&n->nqueued) == 0;
+	/* @dlock: the process outlives this, as it does a delivery */
+	pthread_mutex_lock(&d->dlock);
 	pthread_mutex_lock(&d->lock);
 	d->balance_armed = false;
 	closed = d->closed || d->dropping;
-	if (!closed && ask && !d->stealing) {
+	/* Running threads, none waiting: others may have more. */
+	ask = !closed && atomic_load(&d->p->nbusy) > 0 &&
+	      atomic_load(&n->nqueued) == 0;
+	if (ask && !d->stealing) {
 		to = d->balance_victim = next_in(d, all, d->balance_victim);
 		next = d->balance_ns;
 		d->balance_ns = next >= BALANCE_MAX_NS / 2 ? BALANCE_MAX_NS
 							   : 2 * next;
 	} else {
 		/* idle (it steals) or loaded: look again soon, cheaply */
-		next = atomic_load(&d->p->nbusy) > 0 ? BALANCE_MIN_NS
-						     : BALANCE_MAX_NS;
+		next = !closed && atomic_load(&d->p->nbusy) > 0
+			       ? BALANCE_MIN_NS
+			       : BALANCE_MAX_NS;
 	}
 	if (!closed) {
 		d->balance_armed = true;
@@ -325,6 +331,7 @@ static void balance_fire(struct vm_node *n, struct vm_event *ev)
 		send_load(d, to, M_BALANCE);
 	if (!closed)
 		vm_node_timer_start(n, &d->balance_tm, next);
+	pthread_mutex_unlock(&d->dlock);
 	dist_unref(d);
 }
 
