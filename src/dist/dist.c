@@ -201,17 +201,6 @@ static int next_in(const struct dist_part *d, uint64_t mask, int after)
 	return -1;
 }
 
-/* A STEAL is out, or no longer (under @lock): while one is, the node
- * counts a network wait, so that an idle worker spins a little for the
- * threads that may come (vm_sched.c). */
-static void set_stealing(struct dist_part *d, bool on)
-{
-	if (d->stealing == on)
-		return;
-	d->stealing = on;
-	atomic_fetch_add(&d->p->node->net_waits, on ? 1 : -1);
-}
-
 /* Idle here: ask the other parts in turn for threads, from @first (or
  * the next in turn when -1) -- after an empty round, for a while only
  * those that did not answer NOTHING (STEAL_BACKOFF_*); @first is asked
@@ -244,7 +233,7 @@ static void steal_from(struct dist_part *d, int first)
 		pthread_mutex_unlock(&d->lock);
 		return;
 	}
-	set_stealing(d, true);
+	d->stealing = true;
 	d->victim = to;
 	d->round &= ~(1ull << to);
 	d->st.steals++;
@@ -600,7 +589,6 @@ static void op_ended(struct vm_peer *pe, int status, const char *line)
 
 	pthread_mutex_lock(&d->lock);
 	d->dropping = true;
-	set_stealing(d, false); /* its answer is dropped */
 	told = d->told_end;
 	pthread_mutex_unlock(&d->lock);
 	dist__lent_wake_all(d);
@@ -773,7 +761,6 @@ static void op_close(struct vm_peer *pe)
 	pthread_mutex_lock(&d->lock);
 	d->closed = true;
 	d->dropping = true;
-	set_stealing(d, false); /* no answer will count now */
 	pthread_mutex_unlock(&d->lock);
 	timer_close(d, &d->wave_tm, &d->wave_armed);
 	timer_close(d, &d->steal_tm, &d->steal_armed);
@@ -831,7 +818,7 @@ static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 	}
 	pthread_mutex_lock(&d->lock);
 	d->st.moved_in += n;
-	set_stealing(d, false);
+	d->stealing = false;
 	/* @from gave: it no longer counts this part as starving (the
 	 * others still do) */
 	d->answered_empty &= ~(1ull << from);
@@ -883,7 +870,7 @@ static void on_nothing(struct dist_part *d, int from)
 			d->st.steals++;
 		} else {
 			/* a round for nothing: leave them be a while */
-			set_stealing(d, false);
+			d->stealing = false;
 			d->empty_ns = vm__now();
 			d->backoff_ns = d->backoff_ns == 0
 						? STEAL_BACKOFF_MIN_NS

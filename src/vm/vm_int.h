@@ -349,9 +349,6 @@ struct vm_thread {
 	_Atomic int pstate; /* VM_P_*: the park protocol */
 	uint8_t park;       /* enum vm_park: what it waits for */
 	bool held;          /* see @partial */
-	/* Parked in a join another machine answers: counted in the node's
-	 * @net_waits until resumed (vm__resume) or freed. */
-	_Atomic bool net_join;
 	vm_word park_arg;
 	struct vm_reply reply;
 	/* Progress of a restartable instruction it parked in (bytes a write
@@ -468,10 +465,9 @@ struct vm_node {
 	size_t ntimers, timers_cap;
 	_Atomic uint64_t next_due; /* earliest due time, UINT64_MAX: none */
 	_Atomic uint64_t next_pid;
-	/* Threads parked on another machine's answer (a page source's
-	 * request, a join of a thread that runs elsewhere): while there
-	 * are some, a worker going idle spins a little before it sleeps
-	 * (vm_sched.c). */
+	/* Threads parked on a page source's request (another machine's
+	 * answer): while there are some, a worker going idle spins a
+	 * little before it sleeps (vm_sched.c). */
 	_Atomic int64_t net_waits;
 };
 
@@ -652,9 +648,6 @@ void vm__park_begin(struct vm_thread *t, enum vm_park kind, vm_word arg);
 void vm__park_commit(struct vm_worker *w, struct vm_thread *t);
 void vm__resume(struct vm_worker *w, struct vm_thread *t, int32_t status,
 		vm_word value);
-/* @t, parking in a join, waits on another machine's answer: counted in
- * the node's @net_waits till vm__resume() or its end. */
-void vm__net_join(struct vm_thread *t);
 /* The reply waiting for @t's re-executed instruction of @kind, if any
  * (taken: a second call returns false). */
 bool vm__reply_take(struct vm_thread *t, enum vm_park kind,

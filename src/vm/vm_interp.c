@@ -287,7 +287,6 @@ static enum join_result join(struct vm_worker *w, struct vm_thread *t,
 	    tid != t->tid) {
 		/* Its home, another machine, has its entry: ask there. */
 		vm__park_begin(t, VM_PARK_JOIN, tid);
-		vm__net_join(t);
 		p->peer->ops->join(p->peer, t, tid);
 		return JOIN_PARKED;
 	}
@@ -312,8 +311,6 @@ static enum join_result join(struct vm_worker *w, struct vm_thread *t,
 		return JOIN_DONE;
 	}
 	vm__park_begin(t, VM_PARK_JOIN, tid);
-	if (atomic_load(&c->state) == VM_T_AWAY) /* its DONE will come */
-		vm__net_join(t);
 	c->joiner = t;
 	pthread_mutex_unlock(&p->tlock);
 	return JOIN_PARKED;

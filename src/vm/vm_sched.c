@@ -31,6 +31,7 @@
 #include "vm/vm_peer.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -161,7 +162,11 @@ size_t vm__sched_take(struct vm_proc *p, bool fresh, struct vm_thread **out,
 /* How long a worker with threads of the node parked on another
  * machine's answer spins before it sleeps: waking a sleeping thread
  * costs ten to thirty microseconds, about what an answer takes to come
- * on a local network, so the answer finds the worker awake. */
+ * on a local network, so the answer finds the worker awake. It spins
+ * yielding the core, so that the threads that bring the answer (the
+ * daemon's loop, another daemon's on the same box) run at once where
+ * it spins: on two cores with two machines' daemons, a spin that held
+ * its core cost a remote atomic more than it saved. */
 #define IDLE_SPIN_NS 50000
 
 static bool work_came(struct vm_node *n, struct vm_proc *serve)
@@ -175,14 +180,12 @@ static void idle(struct vm_node *n, struct vm_proc *serve)
 {
 	if (atomic_load(&n->net_waits) > 0) {
 		uint64_t until = vm__now() + IDLE_SPIN_NS;
-		for (unsigned i = 1;; i++) {
+		for (;;) {
 			if (work_came(n, serve))
 				return;
-			if ((i & 63) == 0 && vm__now() >= until)
+			if (vm__now() >= until)
 				break;
-#if defined(__x86_64__) || defined(__i386__)
-			__builtin_ia32_pause();
-#endif
+			sched_yield();
 		}
 	}
 	pthread_mutex_lock(&n->lock);

@@ -149,24 +149,11 @@ void vm__park_commit(struct vm_worker *w, struct vm_thread *t)
 	vm__sched_push(w->node, w, t);
 }
 
-void vm__net_join(struct vm_thread *t)
-{
-	atomic_store(&t->net_join, true);
-	atomic_fetch_add(&t->proc->node->net_waits, 1);
-}
-
-static void net_join_over(struct vm_thread *t)
-{
-	if (atomic_exchange(&t->net_join, false))
-		atomic_fetch_sub(&t->proc->node->net_waits, 1);
-}
-
 void vm__resume(struct vm_worker *w, struct vm_thread *t, int32_t status,
 		vm_word value)
 {
 	int s;
 
-	net_join_over(t);
 	t->reply.kind = t->park;
 	t->reply.status = status;
 	t->reply.value = value;
@@ -456,7 +443,6 @@ void vm__thread_free(struct vm_thread *t)
 	if (t == NULL)
 		return;
 
-	net_join_over(t);
 	if (t->local.heap != NULL)
 		vm__space_close(&t->local);
 	vm__thread_free_stack(t);
