@@ -201,11 +201,12 @@ static int next_in(const struct dist_part *d, uint64_t mask, int after)
 	return -1;
 }
 
-/* Idle here: ask the other parts in turn for threads, from @first (or
- * the next in turn when -1) -- after an empty round, for a while only
- * those that did not answer NOTHING (STEAL_BACKOFF_*); @first is asked
- * all the same. */
-static void steal_from(struct dist_part *d, int first)
+/* Idle here: the part to ask for threads (a STEAL, or a DONE that asks
+ * too), from @first (or the next in turn when -1) -- after an empty
+ * round, for a while only those that did not answer NOTHING
+ * (STEAL_BACKOFF_*); @first is asked all the same. -1: none now (one
+ * is out, or every one knows). */
+static int steal_pick(struct dist_part *d, int first)
 {
 	uint64_t all = (d->cfg.nparts == 64 ? ~0ull
 					     : (1ull << d->cfg.nparts) - 1) &
@@ -213,11 +214,11 @@ static void steal_from(struct dist_part *d, int first)
 	int to;
 
 	if (d->cfg.nparts < 2)
-		return;
+		return -1;
 	pthread_mutex_lock(&d->lock);
 	if (d->stealing || d->dropping) {
 		pthread_mutex_unlock(&d->lock);
-		return;
+		return -1;
 	}
 	d->round = all;
 	if (d->backoff_ns != 0 &&
@@ -231,14 +232,23 @@ static void steal_from(struct dist_part *d, int first)
 	}
 	if (to < 0) { /* every one knows: wait for their pushes */
 		pthread_mutex_unlock(&d->lock);
-		return;
+		return -1;
 	}
 	d->stealing = true;
 	d->victim = to;
 	d->round &= ~(1ull << to);
 	d->st.steals++;
 	pthread_mutex_unlock(&d->lock);
-	send_load(d, to, M_STEAL);
+	return to;
+}
+
+/* steal_pick, and the STEAL to the part it picked. */
+static void steal_from(struct dist_part *d, int first)
+{
+	int to = steal_pick(d, first);
+
+	if (to >= 0)
+		send_load(d, to, M_STEAL);
 }
 
 static void steal(struct dist_part *d)
@@ -542,18 +552,25 @@ static void op_join(struct vm_peer *pe, struct vm_thread *t, vm_word tid)
 static void op_done(struct vm_peer *pe, vm_word tid, vm_word r)
 {
 	struct dist_part *d = part_of(pe);
-	int home = vm_peer_home(pe, vm_gslot(tid));
+	int home = vm_peer_home(pe, vm_gslot(tid)), to = -1;
+	uint32_t load, cpus;
 	struct fl_buf b;
 
-	/* Nothing else to run here: ask its home for work first, so that
-	 * the home knows before the join this DONE wakes spawns again. Not
-	 * "the busy count is 1": the message that brought the thread may
-	 * still hold a share of it while a short thread ends. */
+	/* Nothing else to run here: the DONE asks its home for work too
+	 * (this part's load after it, as a STEAL would), so that the home
+	 * knows before the join it wakes spawns again. Not "the busy count
+	 * is 1": the message that brought the thread may still hold a
+	 * share of it while a short thread ends. */
 	if (atomic_load(&d->p->node->nqueued) == 0)
-		steal_from(d, home);
+		to = steal_pick(d, home);
 	dist__start(&b, M_DONE);
 	fl_buf_put_u64(&b, tid);
 	fl_buf_put_u64(&b, r);
+	if (to == home) {
+		node_load(d, &load, &cpus);
+		fl_buf_put_u32(&b, load);
+		fl_buf_put_u32(&b, cpus);
+	}
 	dist__send_buf(d, home, &b);
 }
 
@@ -605,12 +622,42 @@ static void op_idle(struct vm_peer *pe)
 {
 	struct dist_part *d = part_of(pe);
 
+	bool arm = false;
+
 	dist__flush_releases(d, false);
 	steal(d);
-	if (d->cfg.self == d->cfg.origin)
+	if (d->cfg.self == d->cfg.origin) {
 		wave_soon(d);
-	else
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	if (!d->idle_armed && !d->dropping) {
+		d->idle_armed = arm = true;
+		atomic_fetch_add(&d->refs, 1);
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (arm)
+		vm_node_timer_start(d->p->node, &d->idle_tm, IDLE_DELAY_NS);
+}
+
+/* Still idle a while after falling idle (or idle again): tell the
+ * origin, which may then look for a deadlock. */
+static void idle_fire(struct vm_node *n, struct vm_event *ev)
+{
+	struct dist_part *d = (struct dist_part *)((char *)ev -
+		offsetof(struct dist_part, idle_tm.ev));
+	bool closed;
+
+	(void)n;
+	pthread_mutex_lock(&d->dlock);
+	pthread_mutex_lock(&d->lock);
+	d->idle_armed = false;
+	closed = d->closed || d->dropping;
+	pthread_mutex_unlock(&d->lock);
+	if (!closed && atomic_load(&d->p->nbusy) == 0)
 		send_simple(d, d->cfg.origin, M_IDLE);
+	pthread_mutex_unlock(&d->dlock);
+	dist_unref(d);
 }
 
 /* The part that homes @c's first argument, when that is a global
@@ -765,6 +812,7 @@ static void op_close(struct vm_peer *pe)
 	timer_close(d, &d->wave_tm, &d->wave_armed);
 	timer_close(d, &d->steal_tm, &d->steal_armed);
 	timer_close(d, &d->balance_tm, &d->balance_armed);
+	timer_close(d, &d->idle_tm, &d->idle_armed);
 	pthread_mutex_unlock(&d->dlock);
 	dist__lent_close(d);
 	dist_unref(d);
@@ -829,17 +877,15 @@ static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 	dist__flush_releases(d, false);
 }
 
-static void on_steal(struct dist_part *d, int from, struct fl_reader *r)
+/* @from asked for work (STEAL, or a DONE that asks too): send it up to
+ * half of what is queued here, true; or remember it starves, false
+ * (the caller answers NOTHING). */
+static bool give(struct dist_part *d, int from)
 {
 	struct vm_thread *ts[STEAL_MAX];
 	int64_t q = atomic_load(&d->p->node->nqueued);
 	size_t max = q > 2 * STEAL_MAX ? STEAL_MAX : (size_t)(q / 2 + 1);
-	uint32_t load, cpus;
-	size_t k;
-
-	if (!heard_load(d, from, r, &load, &cpus))
-		return;
-	k = vm__sched_take(d->p, true, ts, max);
+	size_t k = vm__sched_take(d->p, true, ts, max);
 
 	/* Threads that never ran first; then those that did. */
 	if (k < max)
@@ -847,12 +893,20 @@ static void on_steal(struct dist_part *d, int from, struct fl_reader *r)
 
 	if (k > 0 && ship(d, from, ts, k, DIST_WHY_STOLEN)) {
 		atomic_fetch_add(&d->est[from], (uint32_t)k);
-		return;
+		return true;
 	}
 	for (size_t i = 0; i < k; i++) /* could not: they stay */
 		vm__sched_push(d->p->node, NULL, ts[i]);
 	atomic_fetch_or(&d->starving, 1ull << from);
-	send_simple(d, from, M_NOTHING);
+	return false;
+}
+
+static void on_steal(struct dist_part *d, int from, struct fl_reader *r)
+{
+	uint32_t load, cpus;
+
+	if (heard_load(d, from, r, &load, &cpus) && !give(d, from))
+		send_simple(d, from, M_NOTHING);
 }
 
 static void on_nothing(struct dist_part *d, int from)
@@ -945,13 +999,27 @@ static void on_join_reply(struct dist_part *d, struct fl_reader *r)
 	vm__resume(NULL, e.t, status ? FL_ENOENT : 0, res);
 }
 
-static void on_done(struct dist_part *d, struct fl_reader *r)
+/* A thread homed here ended at @from; with its load after it, @from
+ * asks for work too (op_done). The asker is answered (threads, or
+ * remembered as starving) before the joiner wakes, and NOTHING after. */
+static void on_done(struct dist_part *d, int from, struct fl_reader *r)
 {
 	uint64_t tid = fl_get_u64(r), res = fl_get_u64(r);
+	bool asks = false, gave = false;
+	uint32_t load, cpus;
 
-	if (r->failed || !homed_here(d, tid) ||
-	    !vm__thread_finished(d->p, tid, res))
+	if (r->failed || !homed_here(d, tid)) {
 		dist__malformed(d);
+		return;
+	}
+	if (fl_reader_left(r) != 0 && heard_load(d, from, r, &load, &cpus)) {
+		asks = true;
+		gave = give(d, from);
+	}
+	if (!vm__thread_finished(d->p, tid, res))
+		dist__malformed(d);
+	if (asks && !gave)
+		send_simple(d, from, M_NOTHING);
 }
 
 static void on_end(struct dist_part *d, int from, struct fl_reader *r)
@@ -1073,7 +1141,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		on_join_reply(d, &r);
 		break;
 	case M_DONE:
-		on_done(d, &r);
+		on_done(d, from, &r);
 		break;
 	case M_END:
 		on_end(d, from, &r);
@@ -1139,6 +1207,8 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	d->steal_tm.ev.fn = steal_fire;
 	d->balance_tm.idx = SIZE_MAX;
 	d->balance_tm.ev.fn = balance_fire;
+	d->idle_tm.idx = SIZE_MAX;
+	d->idle_tm.ev.fn = idle_fire;
 	d->balance_ns = BALANCE_MIN_NS;
 	d->balance_victim = cfg->self;
 	for (int i = 0; i < DIST_MAX_PARTS; i++) {

@@ -39,6 +39,11 @@
  * part whether all are: most idle spells (a join waiting for a thread
  * elsewhere) end sooner, so a busy process sends few waves. */
 #define WAVE_DELAY_NS 2000000
+/* A part other than the origin tells it (IDLE) only once it has been
+ * idle this long, for the same reason: a spawn-and-join loop whose
+ * children run elsewhere leaves that part idle between two children,
+ * and an IDLE for each would be as many messages as the children. */
+#define IDLE_DELAY_NS 2000000
 /* A batch of threads whose local pages with bytes hold more than this
  * sends those pages lent (their metadata and an id; the bytes come when
  * first touched) instead of whole. 64 KiB go over a 10 Gb/s link in
@@ -141,6 +146,9 @@ struct dist_part {
 	 * a spawn. */
 	bool steal_armed;
 	struct vm_timer steal_tm;
+	/* IDLE_DELAY_NS after falling idle (armed: holds a reference). */
+	bool idle_armed;
+	struct vm_timer idle_tm;
 	/* BALANCE: armed from the start till close (holds a reference);
 	 * the next interval, and the part asked last. */
 	bool balance_armed;
