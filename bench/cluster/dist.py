@@ -22,10 +22,14 @@ trip and with two C processes, measured in the same run.
                 to its data instead; target: a round trip + 20 us)
     primes      primes.fl, hash.fl: `--vm` on the two machines against
                 `flock run --cpus 1` (target: 1.8x), each held against two
-                C processes (work.c) against one on the same work
+                C processes (work.c) against one on the same work, run
+                right after in each run (the box is shared: its speed
+                swings by a fifth within a minute)
 The figures inside programs are their own clock (flock's start and the
-handshake are not in them); the speed-ups are wall times of whole runs.
-Each is the median of BENCH_RUNS runs (default 5). Bytes moved: what
+handshake are not in them); the speed-ups are wall times of whole runs,
+the median of the runs' ratios over BENCH_SPEED_RUNS runs (default 9,
+the one-machine run first in every other one); the other figures are the
+median of BENCH_RUNS runs (default 5). Bytes moved: what
 `flock ps -v PID` says of the process (its `all` row: threads moved out,
 bytes sent by both layers, pages fetched).
 """
@@ -45,6 +49,9 @@ from cluster import Cluster, flock_path  # noqa: E402
 from latency import rtt_us  # noqa: E402
 
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+# The speed-ups swing most (a run's two halves meet the box at different
+# moments): more runs, the one-machine run first in every other one.
+SPEED_RUNS = int(os.environ.get("BENCH_SPEED_RUNS", str(max(RUNS, 9))))
 def run(cmd, env):
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
@@ -98,42 +105,61 @@ def in_program(c, env, name, flags=("--debug-spread",), runs=None):
     return statistics.median(vals), rest, mv
 
 
-def speedup(c, env, name):
-    one, two = [], []
-    for _ in range(RUNS):
-        one.append(run([flock_path(), "run", str(HERE / name), "--cpus",
-                        "1"], env)[0])
-        two.append(run([flock_path(), "run", str(HERE / name), "--vm",
-                        c.addr(1)], env)[0])
-    return statistics.median(one), statistics.median(two), moved(c, last_pid(c))
+def speedup(c, env, name, exe, job):
+    """Each run: the program with --cpus 1 and over the two machines, then
+    the C pair on the same work (work.c: one process, then two), so that
+    all four meet the same moment of a shared box. Medians of the runs'
+    times, of their flock ratios, of their C ratios, and of each run's
+    flock ratio over its C ratio; what moved (the last run)."""
+    one, two, fr, cr, held = [], [], [], [], []
+    whole, halves = job
+    for i in range(SPEED_RUNS):
+        a = b = None
+        for first in ((True, False) if i % 2 == 0 else (False, True)):
+            if first:
+                a = run([flock_path(), "run", str(HERE / name), "--cpus",
+                         "1"], env)[0]
+            else:
+                b = run([flock_path(), "run", str(HERE / name), "--vm",
+                         c.addr(1)], env)[0]
+        c1, c2 = c_pair(exe, whole), c_pair(exe, halves)
+        one.append(a)
+        two.append(b)
+        fr.append(a / b)
+        cr.append(c1 / c2)
+        held.append((a / b) / (c1 / c2))
+    med = statistics.median
+    return (med(one), med(two), med(fr), med(cr), med(held),
+            moved(c, last_pid(c)))
 
 
-def c_reference(tmp):
-    """What two C processes get over one on primes.fl's and hash.fl's
-    work (work.c), in this run: the two ratios."""
+def c_build(tmp):
     exe = pathlib.Path(tmp) / "work"
     subprocess.run(["cc", "-O2", "-o", str(exe), str(HERE / "work.c")],
                    check=True)
-    n, mid = 3000000, 1889882  # halves of equal work (primes.fl's split)
-    words, rounds = 262144, 4000  # hash.fl's array; rounds for ~1 s
-    jobs = {"primes": ([["primes", "0", str(n)]],
-                       [["primes", "0", str(mid)], ["primes", str(mid), str(n)]]),
-            "hash": ([["hash", "0", str(words), str(rounds)]],
-                     [["hash", "0", str(words // 2), str(rounds)],
-                      ["hash", str(words // 2), str(words), str(rounds)]])}
-    ratios = {}
-    for name, (whole, halves) in jobs.items():
-        one, two = [], []
-        for _ in range(RUNS):
-            for argv, out in ((whole, one), (halves, two)):
-                t0 = time.perf_counter()
-                ps = [subprocess.Popen([str(exe)] + a, stdout=subprocess.DEVNULL)
-                      for a in argv]
-                for p in ps:
-                    p.wait()
-                out.append(time.perf_counter() - t0)
-        ratios[name] = statistics.median(one) / statistics.median(two)
-    return ratios["primes"], ratios["hash"]
+    return exe
+
+
+def c_pair(exe, argvs):
+    """Wall time of work.c's processes @argvs, run at once."""
+    t0 = time.perf_counter()
+    ps = [subprocess.Popen([str(exe)] + a, stdout=subprocess.DEVNULL)
+          for a in argvs]
+    for p in ps:
+        p.wait()
+    return time.perf_counter() - t0
+
+
+# primes.fl's and hash.fl's work for work.c: the whole, and two halves
+N, MID = 3000000, 1889882  # halves of equal work (primes.fl's split)
+WORDS, ROUNDS = 262144, 4000  # hash.fl's array; rounds for ~1 s
+C_JOBS = {
+    "primes": ([["primes", "0", str(N)]],
+               [["primes", "0", str(MID)], ["primes", str(MID), str(N)]]),
+    "hash": ([["hash", "0", str(WORDS), str(ROUNDS)]],
+             [["hash", "0", str(WORDS // 2), str(ROUNDS)],
+              ["hash", str(WORDS // 2), str(WORDS), str(ROUNDS)]]),
+}
 
 
 def main():
@@ -160,9 +186,11 @@ def main():
             tq, tq_rest, tq_mv = in_program(c, env, "throughput.fl", ())
             xa, xa_rest, xa_mv = in_program(c, env, "xadd.fl")
             fa, fa_rest, fa_mv = in_program(c, env, "fault.fl")
-            p1, p2, p_mv = speedup(c, env, "primes.fl")
-            h1, h2, h_mv = speedup(c, env, "hash.fl")
-            cref, chash = c_reference(tmp)
+            exe = c_build(tmp)
+            p1, p2, pr, cref, pheld, p_mv = speedup(c, env, "primes.fl", exe,
+                                                     C_JOBS["primes"])
+            h1, h2, hr, chash, hheld, h_mv = speedup(c, env, "hash.fl", exe,
+                                                      C_JOBS["hash"])
             rtt = (rtt + rtt_us()) / 2
         finally:
             c.stop()
@@ -193,16 +221,17 @@ def main():
     line("global page read fault", "%.1f us" % (fa / 1e3),
          "rtt + %.1f us" % ((fa - rt) / 1e3), "rtt + 20", fa_mv)
     print("    (the last reader ran on machine %d)" % fa_rest[0])
-    line("primes, 2 machines vs --cpus 1", "%.2fx" % (p1 / p2),
+    line("primes, 2 machines vs --cpus 1", "%.2fx" % pr,
          "%.3f s vs %.3f s" % (p2, p1), ">= 1.8", p_mv)
-    line("hash 2 MiB, 2 machines vs --cpus 1", "%.2fx" % (h1 / h2),
+    line("hash 2 MiB, 2 machines vs --cpus 1", "%.2fx" % hr,
          "%.3f s vs %.3f s" % (h2, h1), ">= 1.8", h_mv)
     print("  %-40s %10s" % ("two C processes vs one, primes' work",
                             "%.2fx" % cref))
     print("  %-40s %10s" % ("two C processes vs one, hash's work",
                             "%.2fx" % chash))
-    print("  speed-ups held against C's: primes %.2f, hash %.2f of it"
-          % (p1 / p2 / cref, h1 / h2 / chash))
+    print("  speed-ups held against C's (each run's against the C pair "
+          "run right after it): primes %.2f, hash %.2f of it"
+          % (pheld, hheld))
 
 
 if __name__ == "__main__":
