@@ -26,7 +26,8 @@
 
 static const char new_help[] =
 	"usage: flock new VM_ID [--listen IP:PORT] [--advertise HOST:PORT]\n"
-	"                 [--data DIR] [--provide SPEC] [--foreground]\n"
+	"                 [--data DIR] [--provide SPEC] [--lost-after S]\n"
+	"                 [--foreground]\n"
 	"\n"
 	"Create a Flock VM whose first machine is this one: start its daemon,\n"
 	"print the VM's address and a ready-to-paste `flock join` line for\n"
@@ -49,6 +50,11 @@ static const char new_help[] =
 	"                      SIZE in B, KiB, MiB, GiB, TiB, KB, MB, GB, TB.\n"
 	"                      Left out: all cores, 50% of RAM, 50% of the\n"
 	"                      free disk\n"
+	"  --lost-after S      seconds without a word from a machine before\n"
+	"                      the VM declares it lost (while this machine\n"
+	"                      leads the control plane; default 5, 0.5 to\n"
+	"                      3600): its processes end 75, and it comes back\n"
+	"                      as a new incarnation (docs/cluster.md)\n"
 	"  --foreground        keep the daemon attached (systemd, tests); it\n"
 	"                      logs to stderr\n"
 	"  --debug-snapshot N  test aid: a Raft snapshot every N entries\n"
@@ -58,7 +64,7 @@ static const char new_help[] =
 static const char join_help[] =
 	"usage: flock join VM_ID@HOST[:PORT] [--token T] [--listen IP:PORT]\n"
 	"                  [--advertise HOST:PORT] [--data DIR]\n"
-	"                  [--provide SPEC] [--foreground]\n"
+	"                  [--provide SPEC] [--lost-after S] [--foreground]\n"
 	"\n"
 	"Add this machine's resources to a VM: start its daemon, which joins\n"
 	"through the machine named (any machine of the VM). The token is the\n"
@@ -180,6 +186,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 	char datadir[8200], home[4096], logs[8300];
 	bool foreground = false;
 	unsigned snapshot_every = 0;
+	uint64_t lost_after_ms = 0;
 	struct fl_err err;
 	const char *pos = NULL;
 	int fds[2], rc;
@@ -202,6 +209,18 @@ static int daemon_cmd(int argc, char **argv, bool create)
 						"count between 2 and 1000000",
 						cmd, argv[i]);
 			snapshot_every = (unsigned)v;
+		} else if (strcmp(a, "--lost-after") == 0) {
+			char *end;
+			double s;
+			if ((rc = need(i, argc, argv, cmd)))
+				return rc;
+			s = strtod(argv[++i], &end);
+			if (end == argv[i] || *end != 0 || !(s >= 0.5 && s <= 3600))
+				return cli_fail(CLI_EX_USAGE,
+						"%s: --lost-after: '%s' is not a number "
+						"of seconds from 0.5 to 3600",
+						cmd, argv[i]);
+			lost_after_ms = (uint64_t)(s * 1000 + 0.5);
 		} else if (strcmp(a, "--listen") == 0 || strcmp(a, "--data") == 0 ||
 			   strcmp(a, "--provide") == 0 || strcmp(a, "--token") == 0 ||
 			   strcmp(a, "--advertise") == 0) {
@@ -238,6 +257,7 @@ static int daemon_cmd(int argc, char **argv, bool create)
 	cfg.create = create;
 	cfg.join = !create;
 	cfg.snapshot_every = snapshot_every;
+	cfg.lost_after_ms = lost_after_ms;
 	cfg.ready_fd = -1;
 	if (pos == NULL)
 		return cli_fail(CLI_EX_USAGE, "%s: no %s (see flock %s --help)", cmd,

@@ -79,6 +79,9 @@ struct ctl_member {
 	uint32_t incarnation;
 	uint8_t state;       /* enum ctl_member_state */
 	uint8_t role;        /* enum ctl_role */
+	/* When it was last declared lost, and came back after (Unix ms,
+	 * the leader's clock; 0: never). */
+	uint64_t lost_at, back_at;
 };
 
 struct ctl_user {
@@ -133,6 +136,7 @@ struct ctl_command {
 		struct {
 			uint32_t id, incarnation;
 			uint8_t state, role;
+			uint64_t at; /* Unix ms: a loss's or a return's time */
 		} mstate;
 		struct ctl_user user; /* USER_ADD */
 		char name[CTL_NAME_MAX + 1]; /* USER_REMOVE */

@@ -6,7 +6,10 @@
  *   payload (per type, below), zero padding.
  * Strings are u16 length + bytes, no NUL (fl_buf_put_str16). A member is u32 id, addr,
  * 32-byte key, u32 cpu, u64 ram, u64 disk, u32 incarnation, u8 state,
- * u8 role; a user is name, 32-byte key, u8 admin.
+ * u8 role, u64 lost_at, u64 back_at; a user is name, 32-byte key, u8
+ * admin. MEMBER_STATE: u32 id, u32 incarnation, u8 state, u8 role, u64
+ * at (lost_at when it makes the member LOST, back_at when it makes a
+ * LOST one ACTIVE).
  *
  * Applying: every refusal is a result (rc), never a divergence, so every
  * machine's state stays the same. Sessions: a client's last (seq, result);
@@ -71,6 +74,8 @@ static void put_member(struct fl_buf *b, const struct ctl_member *m)
 	fl_buf_put_u32(b, m->incarnation);
 	fl_buf_put_u8(b, m->state);
 	fl_buf_put_u8(b, m->role);
+	fl_buf_put_u64(b, m->lost_at);
+	fl_buf_put_u64(b, m->back_at);
 }
 
 static void put_user(struct fl_buf *b, const struct ctl_user *u)
@@ -112,6 +117,7 @@ void ctl_command_encode(const struct ctl_command *c, struct fl_buf *out)
 		fl_buf_put_u32(out, c->u.mstate.incarnation);
 		fl_buf_put_u8(out, c->u.mstate.state);
 		fl_buf_put_u8(out, c->u.mstate.role);
+		fl_buf_put_u64(out, c->u.mstate.at);
 		break;
 	case CTL_CMD_USER_ADD:
 		put_user(out, &c->u.user);
@@ -227,6 +233,8 @@ static bool get_member(struct dec *d, struct ctl_member *m)
 	m->incarnation = fl_get_u32(&d->r);
 	m->state = fl_get_u8(&d->r);
 	m->role = fl_get_u8(&d->r);
+	m->lost_at = fl_get_u64(&d->r);
+	m->back_at = fl_get_u64(&d->r);
 	if (d->r.failed)
 		return fail(d, "member cut off");
 	if (!member_state_ok(m->state) || !role_ok(m->role) || m->cpu == 0)
@@ -300,6 +308,7 @@ int ctl_command_decode(const uint8_t *p, size_t n, struct ctl_command *c,
 		c->u.mstate.incarnation = fl_get_u32(&d.r);
 		c->u.mstate.state = fl_get_u8(&d.r);
 		c->u.mstate.role = fl_get_u8(&d.r);
+		c->u.mstate.at = fl_get_u64(&d.r);
 		if (d.r.failed || !member_state_ok(c->u.mstate.state) ||
 		    !role_ok(c->u.mstate.role))
 			fail(&d, "bad member state");
@@ -429,6 +438,7 @@ static struct ctl_result add_member(struct ctl_state *st, struct ctl_member m)
 		return res(FL_ENOMEM, 0);
 	m.id = st->next_member++;
 	m.state = CTL_M_ACTIVE;
+	m.lost_at = m.back_at = 0;
 	m.role = voters(st) < CTL_VOTERS_MAX ? CTL_VOTER : CTL_STANDBY;
 	st->members[st->nmembers++] = m;
 	return res(0, m.id);
@@ -489,6 +499,12 @@ static struct ctl_result apply_one(struct ctl_state *st,
 			    !votes(m->role, m->state) &&
 			    voters(st) >= CTL_VOTERS_MAX)
 				return res(FL_ENOSPC, 0);
+			if (c->u.mstate.state == CTL_M_LOST &&
+			    m->state != CTL_M_LOST)
+				m->lost_at = c->u.mstate.at;
+			else if (m->state == CTL_M_LOST &&
+				 c->u.mstate.state != CTL_M_LOST)
+				m->back_at = c->u.mstate.at;
 			m->incarnation = c->u.mstate.incarnation;
 			m->state = c->u.mstate.state;
 			m->role = c->u.mstate.role;

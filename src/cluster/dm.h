@@ -32,6 +32,9 @@ struct dm_config {
 	const char *home; /* flock new: where the admin's credentials go */
 	unsigned snapshot_every; /* test aid: a Raft snapshot every N entries
 				    (0: 1024) */
+	/* --lost-after: ms without a frame before a machine is declared lost
+	 * (this machine's rule while it leads); 0: DM_LOST_AFTER_MS. */
+	uint64_t lost_after_ms;
 };
 
 /* Run the daemon until SIGTERM/SIGINT or `flock leave`: 0, or an exit

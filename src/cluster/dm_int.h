@@ -32,6 +32,11 @@ enum dm_kind { DM_PEER = 1, DM_CLIENT = 2, DM_JOINER = 3 };
 
 #define DM_TICK_MS 50
 #define DM_PROPOSE_MS 10000 /* a proposal that finds no leader this long */
+/* The leader declares a machine lost after this long without a frame
+ * from it (flock new/join --lost-after), and what its processes end
+ * with. */
+#define DM_LOST_AFTER_MS 5000
+#define DM_LOST_STATUS 75
 
 struct dm;
 struct dm_proc;
@@ -58,6 +63,11 @@ struct dm_peer {
 	uint32_t backoff;
 	uint64_t last_heard;
 	uint64_t since; /* when it was first known, or its link went */
+	/* Failure (dm_fail.c): the newest incarnation its frames carried;
+	 * 1 + the lost incarnation this machine acted on (0: none); a
+	 * MEMBER_STATE for it in flight (the leader). */
+	uint32_t heard_inc, lost_done;
+	bool fail_pending;
 	struct dm_load load;
 	bool has_load;
 	struct dm_rstream *streams;
@@ -128,6 +138,10 @@ struct dm {
 	bool raft_started, raft_closed;
 	struct ctl_state st;
 	raft_term barrier_term; /* the term whose barrier committed */
+	/* The leader's failure duties (dm_fail.c): the term it serves, since
+	 * when, and when it last asked for lost processes' ends. */
+	raft_term lead_term;
+	uint64_t lead_ms, lost_ended_ms;
 	bool barrier_pending;
 	bool change_pending; /* a membership change in flight */
 	bool transfer_pending; /* a leadership transfer in flight */
@@ -227,12 +241,30 @@ int dm_join(struct dm *d, struct fl_err *err);
 /* Our load, as a heartbeat carries it. */
 void dm_load_self(struct dm *d, struct dm_load *l);
 
+/* dm_fail.c */
+void dm_fail_tick(struct dm *d);
+/* A peer's frame: false when it comes from an incarnation declared lost
+ * (dropped, the link told FENCED and closing). */
+bool dm_fail_frame_ok(struct dm *d, struct dm_link *l,
+		      const struct net_header *h);
+/* FENCED from @l: if it names this incarnation, end everything and come
+ * back as the next. */
+void dm_fail_fenced(struct dm *d, struct dm_link *l, const uint8_t *p);
+
 /* dm_part.c */
 struct dm_part;
 int dm_parts_init(struct dm *d, struct fl_err *err);
 void dm_parts_close(struct dm *d);
 /* Drop frames kept too long for parts never made. */
 void dm_parts_tick(struct dm *d);
+/* Machine @id was declared lost: end the processes here that had parts
+ * there (the origin's: 75 and a line naming it) and the parts here of
+ * processes whose origin it was. */
+void dm_parts_machine_lost(struct dm *d, uint32_t id);
+/* This machine was fenced: end every process and part it runs (75). */
+void dm_parts_fenced(struct dm *d);
+/* dm_proc.c's half: the processes it started here. */
+void dm_procs_fenced(struct dm *d);
 /* Start @m as process @pid with options @o: spread over every machine
  * that serves (*@part its part here), or on this machine alone (*@part
  * NULL) when it is the only one. 0 with *@vp, or an error. */

@@ -557,6 +557,7 @@ static void tick_cb(uv_timer_t *t)
 		leader_tick(d);
 	props_tick(d);
 	dm_net_tick(d);
+	dm_fail_tick(d);
 	dm_procs_tick(d);
 	if (!d->ready_sent) {
 		const struct ctl_member *m = ctl_member_find(&d->st, d->me.id);

@@ -178,7 +178,9 @@ static bool member_key(struct dm *d, uint32_t id, uint8_t key[NET_KEY],
 	struct dm_peer *p;
 
 	if (m != NULL) {
-		if (m->state == CTL_M_LEFT || m->state == CTL_M_LOST)
+		/* A lost member may come back (as a newer incarnation: its
+		 * older one's frames are refused, dm_fail.c). */
+		if (m->state == CTL_M_LEFT)
 			return false;
 		memcpy(key, m->key, NET_KEY);
 		if (addr != NULL)
@@ -610,6 +612,8 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 		net_conn_close(c, "a frame from another machine's id");
 		return;
 	}
+	if (!dm_fail_frame_ok(d, l, h))
+		return;
 	if (l->peer != NULL)
 		l->peer->last_heard = dm_now_ms();
 	switch (h->type) {
@@ -625,6 +629,9 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 		return;
 	}
 	case NET_MSG_PONG:
+		return;
+	case NET_MSG_FENCED:
+		dm_fail_fenced(d, l, p);
 		return;
 	case NET_MSG_RAFT:
 		if (l->peer != NULL)
@@ -764,7 +771,7 @@ static void save_peers(struct dm *d)
 		return;
 	for (size_t i = 0; i < d->st.nmembers; i++) {
 		const struct ctl_member *m = &d->st.members[i];
-		if (m->state == CTL_M_LEFT || m->state == CTL_M_LOST)
+		if (m->state == CTL_M_LEFT)
 			continue;
 		sodium_bin2hex(pub, sizeof pub, m->key, NET_KEY);
 		fprintf(f, "%" PRIu32 " %s %s\n", m->id, pub, m->addr);
@@ -816,8 +823,7 @@ void dm_net_tick(struct dm *d)
 	/* the lower id dials */
 	for (size_t i = 0; i < d->st.nmembers; i++) {
 		const struct ctl_member *m = &d->st.members[i];
-		if (m->id > d->me.id &&
-		    (m->state == CTL_M_ACTIVE || m->state == CTL_M_LEAVING))
+		if (m->id > d->me.id && m->state != CTL_M_LEFT)
 			dm_peer_get(d, m->id, true);
 	}
 	for (struct dm_peer *p = d->peers; p != NULL; p = p->next) {

@@ -24,8 +24,9 @@
  * origin its counts every STATS_MS while they change (PART_STATS) and
  * with its PART_QUIET; the origin reads its own.
  *
- * Machines lost meanwhile are the failure issue's: a part whose machine
- * goes away leaves the process waiting.
+ * A machine declared lost (dm_fail.c): the origin ends the process, 75
+ * with a line naming it, and counts that machine's part quiet; a part
+ * whose origin was lost ends and frees itself once over.
  *
  * Runs on the loop thread, but for the send callbacks (any thread). */
 #include "cluster/dm_int.h"
@@ -788,6 +789,75 @@ void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p)
 		part_maybe_free(pt);
 		return;
 	}
+}
+
+/* ---- Machines lost ---- */
+
+void dm_parts_machine_lost(struct dm *d, uint32_t id)
+{
+	struct dm_part *pt, *next;
+
+	for (pt = d->parts; pt != NULL; pt = next) {
+		int i = index_of(pt, id);
+		next = pt->next;
+		if (i < 0 || i == pt->self)
+			continue;
+		if (pt->self == pt->origin) {
+			char line[160];
+			snprintf(line, sizeof line,
+				 "flock: process %" PRIu64 " lost with machine m%" PRIu32
+				 ", which ran some of its threads or held some "
+				 "of its memory\n",
+				 pt->pid, id);
+			dm_log(d, "process %" PRIu64 " lost with machine %" PRIu32,
+			       pt->pid, id);
+			if (pt->vp != NULL)
+				vm_proc_kill_line(pt->vp, DM_LOST_STATUS, line);
+			if (!pt->quiet[i]) { /* it will say nothing more */
+				pt->quiet[i] = true;
+				pt->nquiet++;
+			}
+			if (pt->release != NULL) /* its process waits on that */
+				dm_part_origin_done(pt, pt->release,
+						    pt->release_arg);
+		} else if (i == pt->origin) {
+			dm_log(d, "process %" PRIu64 ": its origin, machine "
+				  "%" PRIu32 ", was lost: its part here ends",
+			       pt->pid, id);
+			if (pt->vp != NULL)
+				vm_proc_kill(pt->vp, DM_LOST_STATUS);
+			pt->free_asked = true; /* no PART_FREE will come */
+			part_maybe_free(pt);
+		}
+	}
+}
+
+void dm_parts_fenced(struct dm *d)
+{
+	struct dm_part *pt, *next;
+
+	for (pt = d->parts; pt != NULL; pt = next) {
+		next = pt->next;
+		if (pt->self == pt->origin) {
+			/* dm_proc's, ended below; the other machines ended
+			 * their parts as they heard of the loss: none will say
+			 * it is quiet */
+			for (int i = 0; i < pt->nparts; i++)
+				if (!pt->quiet[i] && i != pt->self) {
+					pt->quiet[i] = true;
+					pt->nquiet++;
+				}
+			if (pt->release != NULL)
+				dm_part_origin_done(pt, pt->release,
+						    pt->release_arg);
+			continue;
+		}
+		if (pt->vp != NULL)
+			vm_proc_kill(pt->vp, DM_LOST_STATUS);
+		pt->free_asked = true;
+		part_maybe_free(pt);
+	}
+	dm_procs_fenced(d);
 }
 
 /* ---- Life ---- */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dist/dist.h"
@@ -941,6 +942,16 @@ static void human_bytes(uint64_t b, char *out, size_t n)
 		snprintf(out, n, "%" PRIu64 "B", b);
 }
 
+/* Unix ms as "2026-12-02 08:10:11 UTC". */
+static void utc_text(uint64_t ms, char *out, size_t n)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, n, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
 static void human_age(uint64_t ms, char *out, size_t n)
 {
 	uint64_t s = ms / 1000;
@@ -1282,6 +1293,22 @@ void dm_status_text(struct dm *d, struct fl_buf *b)
 			      m->id, m->addr, state, role, cpu, ram, disk, thr,
 			      procs, up);
 	}
+	/* Losses: when, and when each came back. */
+	for (size_t i = 0; i < d->st.nmembers; i++) {
+		const struct ctl_member *m = &d->st.members[i];
+		char lost[32], back[32];
+		if (m->lost_at == 0)
+			continue;
+		utc_text(m->lost_at, lost, sizeof lost);
+		if (m->state == CTL_M_LOST || m->back_at < m->lost_at) {
+			fl_buf_printf(b, "m%" PRIu32 ": lost at %s\n", m->id, lost);
+			continue;
+		}
+		utc_text(m->back_at, back, sizeof back);
+		fl_buf_printf(b, "m%" PRIu32 ": lost at %s, back at %s (incarnation "
+			      "%" PRIu32 ")\n",
+			      m->id, lost, back, m->incarnation);
+	}
 }
 
 /* ---- Leaving ---- */
@@ -1388,6 +1415,20 @@ void dm_procs_tick(struct dm *d)
 			dm_log(d, "left the VM");
 			dm_stop(d, 0);
 		}
+	}
+}
+
+void dm_procs_fenced(struct dm *d)
+{
+	for (struct dm_proc *p = d->procs; p != NULL; p = p->next) {
+		char line[160];
+		if (p->vp == NULL || p->ended)
+			continue;
+		snprintf(line, sizeof line,
+			 "flock: process %" PRIu64 " lost: this machine, m%" PRIu32
+			 ", was declared lost\n",
+			 p->pid, d->me.id);
+		vm_proc_kill_line(p->vp, DM_LOST_STATUS, line);
 	}
 }
 

@@ -68,7 +68,10 @@
 	X(PART_FREE, 22, 8, 8,                                                \
 	  "from the origin: every part is quiet, free this one")             \
 	X(PART_STATS, 23, 10, 16384,                                          \
-	  "to the origin, now and then: pid, what a part did so far")
+	  "to the origin, now and then: pid, what a part did so far")        \
+	X(FENCED, 24, 4, 4,                                                   \
+	  "to a machine whose incarnation was declared lost: that "          \
+	  "incarnation (it drops what it ran and comes back as a new one)")
 
 enum net_msg {
 	NET_MSG_NONE = 0,

@@ -324,6 +324,9 @@ void vm_proc_free(struct vm_proc *p);
  * has ended already: its threads stop at their next instruction. Any
  * thread; false when it had ended. */
 bool vm_proc_kill(struct vm_proc *p, int status);
+/* vm_proc_kill, with @line (a whole line, "\n" ended) on its stderr as
+ * a runtime error's is (a process lost with a machine). */
+bool vm_proc_kill_line(struct vm_proc *p, int status, const char *line);
 
 /* What a running process holds now (flock ps); any thread, a moment's
  * view. */

@@ -279,18 +279,23 @@ static void deadlock(struct vm_proc *p)
 
 /* ---- Life ---- */
 
-bool vm_proc_kill(struct vm_proc *p, int status)
+bool vm_proc_kill_line(struct vm_proc *p, int status, const char *line)
 {
 	bool ended;
 
 	if (p->peer == NULL)
-		return vm__proc_end(p, status);
+		return vm__proc_end_line(p, status, line);
 	/* A share, so that an idle part spread over machines becomes
 	 * quiet once ended (vm__proc_busy_dec). */
 	vm__proc_busy_inc(p);
-	ended = vm__proc_end(p, status);
+	ended = vm__proc_end_line(p, status, line);
 	vm__proc_busy_dec(p);
 	return ended;
+}
+
+bool vm_proc_kill(struct vm_proc *p, int status)
+{
+	return vm_proc_kill_line(p, status, NULL);
 }
 
 void vm_proc_info(struct vm_proc *p, struct vm_proc_info *info)

@@ -56,6 +56,11 @@ class Machine:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=20)
 
+    def signal(self, sig):
+        """Send @sig (SIGSTOP, SIGCONT) by its pid, without waiting."""
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+
     def log(self):
         try:
             return self.proc_log.read_text(errors="replace")

@@ -36,9 +36,11 @@ def string(s): return u16(len(s)) + s.encode()
 def pad8(b): return b + b"\0" * (-len(b) % 8)
 
 
-def member(mid, addr, key, state=ACTIVE, role=VOTER, inc=1):
+def member(mid, addr, key, state=ACTIVE, role=VOTER, inc=1, lost_at=0,
+           back_at=0):
     return (u32(mid) + string(addr) + bytes([key]) * 32 + u32(4) +
-            u64(1 << 33) + u64(1 << 40) + u32(inc) + u8(state) + u8(role))
+            u64(1 << 33) + u64(1 << 40) + u32(inc) + u8(state) + u8(role) +
+            u64(lost_at) + u64(back_at))
 
 
 def user(name, key, admin):
@@ -54,8 +56,8 @@ ENTRIES = {
     "create": entry("CREATE", string("lab") + member(0, "10.0.0.1:7000", 1) +
                     user("root", 0xA0, 1), 1, 1),
     "member-add": entry("MEMBER_ADD", member(0, "10.0.0.2:7000", 2), 1, 2),
-    "member-state": entry("MEMBER_STATE", u32(2) + u32(2) + u8(LEAVING) +
-                          u8(VOTER), 1, 3),
+    "member-state": entry("MEMBER_STATE", u32(2) + u32(2) + u8(LOST) +
+                          u8(VOTER) + u64(1764633600000), 1, 3),
     "user-add": entry("USER_ADD", user("alice", 0x10, 0), 1, 4),
     "user-remove": entry("USER_REMOVE", string("alice"), 1, 5),
     "submit": entry("SUBMIT", string("root"), 2, 1),
@@ -86,7 +88,7 @@ SNAPSHOTS = {
     "rich": snapshot(
         "lab", 4, 4, 9,
         [member(1, "10.0.0.1:7000", 1),
-         member(2, "10.0.0.2:7000", 2, LOST, VOTER, 3),
+         member(2, "10.0.0.2:7000", 2, LOST, VOTER, 3, 1764633600000),
          member(3, "[::1]:7001", 3, ACTIVE, STANDBY)],
         [user("root", 0xA0, 1), user("alice", 0x10, 0)],
         [(1, "root", 2, 1, 1, RUNNING, 0),

@@ -1,0 +1,199 @@
+/* Machines that fail (dm_int.h): found, declared lost, fenced, back.
+ *
+ * Finding: every machine pings every other every PING_MS (dm_net.c), so a
+ * peer's last_heard is fresh while it lives. The serving leader declares
+ * a member lost when nothing came from it for --lost-after (since the
+ * leader began to serve, at least): a MEMBER_STATE LOST entry with the
+ * incarnation it had (the epoch it ends) and the leader's clock. Raft
+ * then drops it from the configuration (reconcile) and the leader marks
+ * every process that ran there ENDED 75 in the process table.
+ *
+ * What every machine does once the entry applied (here, from the tick):
+ * it closes its link to the lost incarnation, ends each process it is
+ * the origin of that had a part there (status 75 and a line naming the
+ * machine), and ends each part it runs for a process whose origin was
+ * there. A frame from a lost incarnation is dropped, answered once with
+ * FENCED (the incarnation declared lost) and its link closed.
+ *
+ * Back: a machine told FENCED for its own incarnation ends everything it
+ * ran (its clients see 75), raises its incarnation past the lost one,
+ * saves it, and drops its links, so it reconnects as the new
+ * incarnation; a machine that restarted is one already. The leader,
+ * hearing a lost member at a newer incarnation, makes it ACTIVE again
+ * (a standby; reconcile adds it to Raft) with the time it came back. */
+#include "cluster/dm_int.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t unix_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void state_cb(struct dm_prop *p, struct ctl_result r)
+{
+	struct dm_peer *pe = dm_peer_get(p->d, (uint32_t)p->data2, false);
+
+	if (pe != NULL)
+		pe->fail_pending = false;
+	if (r.rc != 0)
+		dm_log(p->d, "machine %" PRIu64 ": its new state: %s", p->data2,
+		       fl_errname(r.rc));
+}
+
+static void propose_state(struct dm *d, struct dm_peer *pe,
+			  const struct ctl_member *m, uint32_t incarnation,
+			  uint8_t state, uint8_t role)
+{
+	struct ctl_command c = {.type = CTL_CMD_MEMBER_STATE};
+
+	c.u.mstate.id = m->id;
+	c.u.mstate.incarnation = incarnation;
+	c.u.mstate.state = state;
+	c.u.mstate.role = role;
+	c.u.mstate.at = unix_ms();
+	pe->fail_pending = true;
+	dm_propose(d, &c, state_cb, NULL, m->id);
+}
+
+static void ended_cb(struct dm_prop *p, struct ctl_result r)
+{
+	(void)p;
+	(void)r; /* the next tick proposes it again if it did not apply */
+}
+
+/* The leader: silent members lost, lost ones back at a newer
+ * incarnation, and the processes of lost ones ENDED 75. */
+static void leader_duties(struct dm *d, uint64_t now)
+{
+	uint64_t after = d->cfg->lost_after_ms ? d->cfg->lost_after_ms
+					       : DM_LOST_AFTER_MS;
+
+	if (!dm_is_leader(d))
+		return;
+	if (d->lead_term != d->barrier_term) { /* it begins to serve */
+		d->lead_term = d->barrier_term;
+		d->lead_ms = now;
+	}
+	for (size_t i = 0; i < d->st.nmembers; i++) {
+		const struct ctl_member *m = &d->st.members[i];
+		struct dm_peer *pe;
+		uint64_t heard;
+
+		if (m->id == d->me.id)
+			continue;
+		pe = dm_peer_get(d, m->id, true);
+		if (pe == NULL || pe->fail_pending)
+			continue;
+		if (m->state == CTL_M_ACTIVE || m->state == CTL_M_LEAVING) {
+			heard = pe->last_heard > d->lead_ms ? pe->last_heard
+							    : d->lead_ms;
+			if (now - heard < after)
+				continue;
+			dm_log(d, "machine %" PRIu32 ": nothing from it for "
+				  "%" PRIu64 " ms: declaring it lost",
+			       m->id, now - heard);
+			propose_state(d, pe, m, m->incarnation, CTL_M_LOST,
+				      m->role);
+		} else if (m->state == CTL_M_LOST && pe->link != NULL &&
+			   pe->heard_inc > m->incarnation) {
+			dm_log(d, "machine %" PRIu32 ": back as incarnation "
+				  "%" PRIu32,
+			       m->id, pe->heard_inc);
+			propose_state(d, pe, m, pe->heard_inc, CTL_M_ACTIVE,
+				      CTL_STANDBY);
+		}
+	}
+	/* Processes that ran on a lost member end "lost" (asked again each
+	 * second till it applied). */
+	if (now - d->lost_ended_ms < 1000)
+		return;
+	d->lost_ended_ms = now;
+	for (size_t i = 0; i < d->st.nprocs; i++) {
+		const struct ctl_proc *pr = &d->st.procs[i];
+		const struct ctl_member *m;
+		struct ctl_command c = {.type = CTL_CMD_PROC_STATE};
+
+		if (pr->state != CTL_P_RUNNING ||
+		    (m = ctl_member_find(&d->st, pr->machine)) == NULL ||
+		    m->state != CTL_M_LOST)
+			continue;
+		c.u.pstate.pid = pr->pid;
+		c.u.pstate.machine = pr->machine;
+		c.u.pstate.state = CTL_P_ENDED;
+		c.u.pstate.status = DM_LOST_STATUS;
+		dm_propose(d, &c, ended_cb, NULL, 0);
+	}
+}
+
+void dm_fail_tick(struct dm *d)
+{
+	uint64_t now = dm_now_ms();
+
+	if (d->raft_started)
+		leader_duties(d, now);
+	/* Every machine: the losses it has not acted on yet. */
+	for (size_t i = 0; i < d->st.nmembers; i++) {
+		const struct ctl_member *m = &d->st.members[i];
+		struct dm_peer *pe;
+
+		if (m->state != CTL_M_LOST || m->id == d->me.id)
+			continue;
+		pe = dm_peer_get(d, m->id, true);
+		if (pe == NULL || pe->lost_done > m->incarnation)
+			continue;
+		pe->lost_done = m->incarnation + 1;
+		dm_log(d, "machine %" PRIu32 ": declared lost (incarnation "
+			  "%" PRIu32 ")",
+		       m->id, m->incarnation);
+		if (pe->link != NULL && pe->heard_inc <= m->incarnation)
+			net_conn_close(pe->link->conn, "declared lost");
+		dm_parts_machine_lost(d, m->id);
+	}
+}
+
+bool dm_fail_frame_ok(struct dm *d, struct dm_link *l,
+		      const struct net_header *h)
+{
+	const struct ctl_member *m = ctl_member_find(&d->st, h->machine);
+	uint8_t out[4];
+
+	if (l->peer != NULL && h->incarnation > l->peer->heard_inc)
+		l->peer->heard_inc = h->incarnation;
+	if (m == NULL || m->state != CTL_M_LOST ||
+	    h->incarnation > m->incarnation)
+		return true;
+	/* A lost incarnation: tell it, once, and hear nothing more. */
+	for (int i = 0; i < 4; i++)
+		out[i] = (uint8_t)(m->incarnation >> (8 * i));
+	dm_send(l, NET_MSG_FENCED, 0, 0, out, sizeof out);
+	net_conn_close(l->conn, "a frame from an incarnation declared lost");
+	return false;
+}
+
+void dm_fail_fenced(struct dm *d, struct dm_link *l, const uint8_t *p)
+{
+	uint32_t inc = fl_load_u32(p);
+	struct fl_err err;
+
+	if (inc != d->me.incarnation)
+		return; /* an older incarnation's: not us any more */
+	dm_log(d, "fenced: machine %" PRIu32 " %s says this machine was "
+		  "declared lost as incarnation %" PRIu32
+		  "; ending what ran here and coming back as %" PRIu32,
+	       d->me.id, net_conn_peer(l->conn), inc, inc + 1);
+	dm_parts_fenced(d);
+	d->me.incarnation = inc + 1;
+	if (cl_identity_save(d->cfg->data, &d->me, &err) != 0)
+		dm_log(d, "fenced: %s", err.msg);
+	/* Every link carried the old incarnation: all go, and come back. */
+	for (struct dm_peer *pe = d->peers; pe != NULL; pe = pe->next)
+		if (pe->link != NULL)
+			net_conn_close(pe->link->conn, "fenced");
+}

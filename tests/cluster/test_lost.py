@@ -1,0 +1,142 @@
+"""Machines that fail (docs/cluster.md, "When machines fail"): real
+daemons on loopback addresses, --lost-after 2 s. A machine killed under a
+process spread over it: the process ends 75 naming it within 10 s, a
+process elsewhere finishes, `flock status` shows the loss, the machine
+restarted comes back as a new incarnation and serves. A machine paused
+past the limit: fenced when it wakes, its own processes end 75, and it
+comes back by itself.
+
+Every daemon is ended by its pid (cluster.py); every wait is bounded.
+"""
+import re
+import signal
+import subprocess
+import time
+
+from cluster import ROOT, Cluster, flock_path
+
+LOST_AFTER = "2"
+SEQUENTIAL = "examples/primes.fl"  # no threads: one machine runs it
+
+
+def start_run(c, prog, n=1, flags=()):
+    return subprocess.Popen(
+        [flock_path(), "run", prog] + list(flags) + ["--vm", c.addr(n)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env=c.env(), cwd=str(ROOT))
+
+
+def pid_of_newest(c, n=1, after=0, timeout=15):
+    """The newest pid above @after in `ps` (polled: a client just started
+    submits in a moment)."""
+    deadline = time.time() + timeout
+    while True:
+        ps = c.flock(["ps"], n=n).stdout.decode()
+        pids = [int(p) for p in re.findall(r"^(\d+)\s", ps, re.M)]
+        if pids and max(pids) > after:
+            return max(pids)
+        if time.time() >= deadline:
+            raise AssertionError("no new process:\n" + ps)
+        time.sleep(0.1)
+
+
+def wait_spread(c, pid, machines, timeout=15):
+    """Until `ps -v` shows threads of @pid on each of @machines."""
+    deadline = time.time() + timeout
+    text = ""
+    while time.time() < deadline:
+        text = c.flock(["ps", "-v", str(pid)]).stdout.decode()
+        rows = {l.split()[0].rstrip("*"): l.split() for l in text.splitlines()
+                if re.match(r"^m\d+\*?\s", l)}
+        if all(m in rows and rows[m][1] not in ("0", "-") for m in machines):
+            return text
+        time.sleep(0.1)
+    raise AssertionError("never spread over %s:\n%s" % (machines, text))
+
+
+def three(tmp_path):
+    c = Cluster(tmp_path, daemon_args=["--lost-after", LOST_AFTER])
+    c.new()
+    c.join(2)
+    c.join(3)
+    for n in (1, 2, 3):
+        c.wait_status(lambda t: t.count(" active ") == 3, n=n)
+    return c
+
+
+def test_machine_killed_its_processes_end_lost_and_it_comes_back(tmp_path):
+    c = three(tmp_path)
+    try:
+        want = subprocess.run([flock_path(), "run", SEQUENTIAL],
+                              capture_output=True, cwd=str(ROOT)).stdout
+        spread = start_run(c, "tests/cluster/progs/lost.fl")
+        pid = pid_of_newest(c)
+        wait_spread(c, pid, ("m1", "m2", "m3"))
+        # a process that is not on m3: it must not notice
+        elsewhere = start_run(c, SEQUENTIAL, n=2, flags=["--cpus", "1"])
+        m3 = c.machines[2]
+        t0 = time.time()
+        m3.kill(signal.SIGKILL)
+        out, err = spread.communicate(timeout=30)
+        took = time.time() - t0
+        print("the spread process ended %.2f s after the kill" % took)
+        assert spread.returncode == 75, err
+        assert re.search(r"^flock: process %d lost with machine m3, which "
+                         r"ran some of its threads or held some of its "
+                         r"memory$" % pid, err.decode(), re.M), err
+        assert took < 10
+        out2, err2 = elsewhere.communicate(timeout=60)
+        assert elsewhere.returncode == 0, err2
+        assert out2 == want
+        text = c.wait_status(lambda t: re.search(r"^m3 .* lost ", t, re.M),
+                             n=2, timeout=10)
+        assert re.search(r"^m3: lost at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$",
+                         text, re.M), text
+        # the process table says so too, asked anywhere (once its origin
+        # recorded the end)
+        deadline = time.time() + 10
+        while True:
+            ps = c.flock(["ps", str(pid)], n=2).stdout.decode()
+            if re.search(r"^%d .* ended .* 75$" % pid, ps, re.M):
+                break
+            assert time.time() < deadline, ps
+            time.sleep(0.1)
+        # back: restarted from its data, a new incarnation
+        m3 = c.restart(m3)
+        text = c.wait_status(lambda t: t.count(" active ") == 3 and
+                             "back at" in t, n=1, timeout=30)
+        assert re.search(r"^m3: lost at .* UTC, back at .* UTC "
+                         r"\(incarnation \d+\)$", text, re.M), text
+        r = c.run("tests/cluster/progs/spread.fl", n=3)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"179999994\nspread\n", r.stderr
+    finally:
+        c.stop()
+
+
+def test_machine_paused_is_fenced_and_comes_back(tmp_path):
+    c = three(tmp_path)
+    try:
+        # a process whose origin is m3: m3's own
+        mine = start_run(c, "tests/cluster/progs/lost.fl", n=3)
+        pid = pid_of_newest(c, n=3)
+        m3 = c.machines[2]
+        m3.signal(signal.SIGSTOP)
+        try:
+            c.wait_status(lambda t: re.search(r"^m3 .* lost ", t, re.M),
+                          n=1, timeout=15)
+        finally:
+            m3.signal(signal.SIGCONT)
+        # it wakes, hears it was declared lost, ends what it ran
+        out, err = mine.communicate(timeout=30)
+        assert mine.returncode == 75, err
+        assert re.search(r"^flock: process %d lost: this machine, m3, was "
+                         r"declared lost$" % pid, err.decode(), re.M), err
+        text = c.wait_status(lambda t: t.count(" active ") == 3 and
+                             "back at" in t, n=1, timeout=30)
+        assert "fenced" in m3.log(), m3.log()[-2000:]
+        r = c.run("tests/cluster/progs/spread.fl", n=3)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"179999994\nspread\n", r.stderr
+    finally:
+        c.stop()
