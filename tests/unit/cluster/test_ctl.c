@@ -97,6 +97,7 @@ static bool sample(unsigned type, struct ctl_command *c)
 		c->u.mstate.incarnation = 0x80000001;
 		c->u.mstate.state = CTL_M_LOST;
 		c->u.mstate.role = CTL_STANDBY;
+		c->u.mstate.at = 0x0123456789abcdefull;
 		return true;
 	case CTL_CMD_USER_ADD:
 		c->u.user = user("alice.b_c-9", 0x33, false);
@@ -226,8 +227,9 @@ static uint64_t add_member(struct ctl_state *st, const char *addr, uint8_t key)
 	return r.value;
 }
 
-static struct ctl_result mstate(struct ctl_state *st, uint32_t id,
-				uint32_t inc, uint8_t state, uint8_t role)
+static struct ctl_result mstate_at(struct ctl_state *st, uint32_t id,
+				   uint32_t inc, uint8_t state, uint8_t role,
+				   uint64_t at)
 {
 	struct ctl_command c = cmd(CTL_CMD_MEMBER_STATE, 0, 0);
 
@@ -235,7 +237,14 @@ static struct ctl_result mstate(struct ctl_state *st, uint32_t id,
 	c.u.mstate.incarnation = inc;
 	c.u.mstate.state = state;
 	c.u.mstate.role = role;
+	c.u.mstate.at = at;
 	return apply(st, &c);
+}
+
+static struct ctl_result mstate(struct ctl_state *st, uint32_t id,
+				uint32_t inc, uint8_t state, uint8_t role)
+{
+	return mstate_at(st, id, inc, state, role, 0);
 }
 
 static struct ctl_result submit(struct ctl_state *st, const char *owner,
@@ -660,17 +669,24 @@ static void test_members(void **state)
 	fl_buf_close(&before);
 
 	/* Voter 2 is lost; standby 6 is promoted; voter 2 comes back as a
-	 * new incarnation: it may not make a sixth voter. */
-	assert_int_equal(mstate(&st, 2, 1, CTL_M_LOST, CTL_VOTER).rc, 0);
+	 * new incarnation: it may not make a sixth voter. The loss and the
+	 * return keep their times; a second LOST does not move the first. */
+	assert_int_equal(mstate_at(&st, 2, 1, CTL_M_LOST, CTL_VOTER, 1000).rc, 0);
+	assert_int_equal(mstate_at(&st, 2, 1, CTL_M_LOST, CTL_VOTER, 1500).rc, 0);
+	assert_int_equal(ctl_member_find(&st, 2)->lost_at, 1000);
+	assert_int_equal(ctl_member_find(&st, 2)->back_at, 0);
 	assert_int_equal(mstate(&st, 6, 1, CTL_M_ACTIVE, CTL_VOTER).rc, 0);
 	assert_int_equal(ctl_member_find(&st, 6)->role, CTL_VOTER);
 	before = tables(&st);
 	assert_refused(&st, mstate(&st, 2, 2, CTL_M_ACTIVE, CTL_VOTER),
 		       FL_ENOSPC, &before);
 	fl_buf_close(&before);
-	struct ctl_result ok = mstate(&st, 2, 2, CTL_M_ACTIVE, CTL_STANDBY);
+	struct ctl_result ok = mstate_at(&st, 2, 2, CTL_M_ACTIVE, CTL_STANDBY,
+					 2000);
 	assert_int_equal(ok.rc, 0);
 	assert_int_equal(ok.value, 2);
+	assert_int_equal(ctl_member_find(&st, 2)->lost_at, 1000);
+	assert_int_equal(ctl_member_find(&st, 2)->back_at, 2000);
 	assert_int_equal(ctl_member_find(&st, 2)->incarnation, 2);
 	assert_int_equal(ctl_member_find(&st, 2)->role, CTL_STANDBY);
 	/* A lost member's address can be taken by a new machine. */
