@@ -738,6 +738,31 @@ static int run_done(struct cl_client *c, struct fl_buf *mod, int rc)
 	return rc;
 }
 
+#define RUN_OTHERS_MAX 64
+
+/* MACHINES' address lines into @out (at most RUN_OTHERS_MAX): how many. */
+static int parse_others(const uint8_t *p, size_t n, struct cl_addr *out)
+{
+	int k = 0;
+	size_t at = 0;
+
+	while (at < n && k < RUN_OTHERS_MAX) {
+		char line[CTL_ADDR_MAX + 1];
+		struct fl_err err;
+		size_t len = 0;
+		while (at + len < n && p[at + len] != '\n')
+			len++;
+		if (len > 0 && len < sizeof line) {
+			memcpy(line, p + at, len);
+			line[len] = 0;
+			if (cl_addr_parse(line, false, &out[k], &err) == 0)
+				k++;
+		}
+		at += len + 1;
+	}
+	return k;
+}
+
 int cli_run_vm(const char *vm, const struct vm_module *m,
 	       const struct vm_options *o, bool detach, bool resubmit,
 	       bool reconnect, double *submit_s)
@@ -755,6 +780,10 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	bool redirected = false;
 	char host[CL_HOST_MAX + 1];
 	uint16_t port;
+	/* The VM's machines, asked once the process started: where to go on
+	 * when the machine we talk to is lost. */
+	struct cl_addr others[RUN_OTHERS_MAX];
+	int nothers = 0, other = 0;
 
 	uint64_t t0 = now_ms();
 
@@ -836,6 +865,12 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 					return run_done(c, &mod, 0);
 				}
 				cl_client_stdin(c, pid, 0);
+				{
+					uint8_t addrs = 1;
+					cl_client_send(c, NET_MSG_MACHINES, &addrs, 1);
+				}
+			} else if (h.type == NET_MSG_MACHINES) {
+				nothers = parse_others(p, h.length, others);
 			} else if (h.type == NET_MSG_ATTACH && h.length == 8) {
 				uint64_t lacks = fl_load_u64(p), gone;
 				if (lacks != UINT64_MAX &&
@@ -884,7 +919,10 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 		 * elsewhere): the same submission again, or an attach once it
 		 * started; output we have is skipped. */
 		for (;;) {
-			if (++tries > 50)
+			/* 10 s; 30 s with other machines to ask (a lost
+			 * machine is declared so after --lost-after, 5 s by
+			 * default, once a leader serves) */
+			if (++tries > (started && nothers > 0 ? 150 : 50))
 				return run_done(c, &mod,
 						started ? cli_fail(CLI_EX_UNAVAILABLE,
 								   "run: lost the VM while "
@@ -897,6 +935,14 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 								   "could not get back"));
 			if (tries > 1 && !redirected)
 				usleep(200000);
+			/* The machine does not answer: after a few tries, the
+			 * VM's others in turn (its process's end is known
+			 * there if the machine was lost). */
+			if (tries > 3 && !redirected && nothers > 0) {
+				const struct cl_addr *a = &others[other++ % nothers];
+				snprintf(host, sizeof host, "%s", a->host);
+				port = a->port;
+			}
 			redirected = false;
 			if (cl_client_reopen(c, host, port, &err) == 0)
 				break;

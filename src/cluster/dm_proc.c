@@ -858,6 +858,57 @@ static bool proc_allowed(struct dm_link *l, const struct net_header *h,
 	return true;
 }
 
+/* The active machines' addresses, a line each: where a client may go
+ * on when the machine it talks to is lost. */
+static void addrs_text(struct dm *d, struct fl_buf *b)
+{
+	for (size_t i = 0; i < d->st.nmembers; i++)
+		if (d->st.members[i].state == CTL_M_ACTIVE)
+			fl_buf_printf(b, "%s\n", d->st.members[i].addr);
+}
+
+/* A process whose machine is declared lost: its client (back at another
+ * machine) hears its end here, with a line saying why, as its next
+ * record; true when answered so. */
+static bool lost_there(struct dm *d, struct dm_link *l,
+		       const struct net_header *h, const struct ctl_proc *cp,
+		       uint64_t from)
+{
+	const struct ctl_member *m = ctl_member_find(&d->st, cp->machine);
+	uint8_t st[12], rec[17 + 160];
+	int n;
+
+	if (m == NULL || m->state != CTL_M_LOST)
+		return false;
+	if (cp->state != CTL_P_ENDED) { /* the leader records it soon */
+		dm_send_error(l, h->type, h->request, FL_EAGAIN,
+			      "process %" PRIu64 " ran on machine m%" PRIu32
+			      ", which was declared lost: its end is being "
+			      "recorded",
+			      cp->pid, cp->machine);
+		return true;
+	}
+	if (h->type == NET_MSG_KILL) {
+		dm_send_error(l, h->type, h->request, FL_ENOENT,
+			      "process %" PRIu64 " has ended", cp->pid);
+		return true;
+	}
+	if (h->type == NET_MSG_ATTACH) {
+		n = snprintf((char *)rec + 17, sizeof rec - 17,
+			     "flock: process %" PRIu64 " lost with machine "
+			     "m%" PRIu32 ", which ran it\n",
+			     cp->pid, cp->machine);
+		memcpy(rec, &cp->pid, 8);
+		memcpy(rec + 8, &from, 8);
+		rec[16] = 2; /* stderr */
+		dm_send(l, NET_MSG_OUTPUT, 0, h->request, rec, 17 + (size_t)n);
+	}
+	memcpy(st, &cp->pid, 8);
+	memcpy(st + 8, &cp->status, 4);
+	dm_send(l, NET_MSG_STATUS, NET_FLAG_REPLY, h->request, st, sizeof st);
+	return true;
+}
+
 /* ATTACH, WAIT, KILL: the process is here, elsewhere, or ended. */
 static void on_pid_request(struct dm_link *l, const struct net_header *h,
 			   const uint8_t *pay)
@@ -881,6 +932,9 @@ static void on_pid_request(struct dm_link *l, const struct net_header *h,
 	if (!proc_allowed(l, h, pid, cp))
 		return;
 	p = proc_find(d, pid);
+	if (p == NULL && cp->machine != 0 && cp->machine != d->me.id &&
+	    lost_there(d, l, h, cp, from))
+		return;
 	if (p == NULL && cp->machine != 0 && cp->machine != d->me.id) {
 		redirect(d, l, h->type, h->request, cp->machine);
 		return;
@@ -1540,6 +1594,8 @@ void dm_client_frame(struct dm_link *l, const struct net_header *h,
 		fl_buf_init(&b);
 		if (h->type == NET_MSG_PS)
 			ps_text(d, l, only, &b);
+		else if (h->length == 1 && p[0] == 1)
+			addrs_text(d, &b);
 		else
 			dm_status_text(d, &b);
 		if (!fl_buf_failed(&b))

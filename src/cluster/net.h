@@ -52,7 +52,9 @@
 	X(WAIT, 12, 8, 8, "wait for a process's end")                        \
 	X(KILL, 13, 8, 8, "end a process")                                   \
 	X(PS, 14, 0, 1u << 20, "the process table; the reply: a table")     \
-	X(MACHINES, 15, 0, 1u << 20, "the machines; the reply: a table")    \
+	X(MACHINES, 15, 0, 1u << 20,                                          \
+	  "the machines; the reply: a table (asked with one byte 1: the "    \
+	  "active machines' addresses, a line each)")                        \
 	X(LEAVE, 16, 0, 4096, "the machine leaves the VM")                   \
 	X(REDIRECT, 17, 2, 512, "ask another machine: its address")          \
 	X(OK, 18, 0, 4096, "a request is done")                               \

@@ -140,3 +140,30 @@ def test_machine_paused_is_fenced_and_comes_back(tmp_path):
         assert r.stdout == b"179999994\nspread\n", r.stderr
     finally:
         c.stop()
+
+
+def test_the_machine_the_client_talks_to_is_lost(tmp_path):
+    """The client's own machine, the process's origin, is killed: the
+    client goes on at another machine and hears the process's end there,
+    75 and why."""
+    c = three(tmp_path)
+    try:
+        run = start_run(c, "tests/cluster/progs/lost.fl", n=2)
+        pid = pid_of_newest(c, n=2)
+        # the machine that runs it (its origin): the client talks to it
+        ps = c.flock(["ps", str(pid)]).stdout.decode()
+        origin = int(re.search(r"^%d\s+\S+\s+\S+\s+m(\d+)" % pid, ps,
+                               re.M).group(1))
+        wait_spread(c, pid, ("m%d" % origin,))
+        time.sleep(0.5)  # the client has asked for the other machines
+        victim = [m for m in c.machines if m.n == origin][0]
+        t0 = time.time()
+        victim.kill(signal.SIGKILL)
+        out, err = run.communicate(timeout=40)
+        print("the client heard the end %.2f s after the kill" %
+              (time.time() - t0))
+        assert run.returncode == 75, err
+        assert re.search(r"^flock: process %d lost with machine m%d, which "
+                         r"ran it$" % (pid, origin), err.decode(), re.M), err
+    finally:
+        c.stop()
