@@ -28,7 +28,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 FLOCK := $(BUILD)/flock
 
-.PHONY: all run test check unit programs cluster docs asan asan-check tsan tsan-check stress fuzz bench install clean help deps-build deps-test deps-bench clang
+.PHONY: all run test check unit programs cluster docs asan asan-check tsan tsan-check stress fault fuzz bench install clean help deps-build deps-test deps-bench clang
 
 all: $(FLOCK)
 
@@ -159,6 +159,15 @@ stress: all $(BUILD)/tests/dsm/test_dsm $(BUILD)/tests/dsm/test_dsm_sync $(BUILD
 	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm
 	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm_sync
 	FLOCK_DIST_SEEDS=$(DIST_STRESS_SEEDS) $(BUILD)/tests/dist/test_dist
+
+# The fault harness (tests/fault/harness.py): real daemons, kill -9 and
+# SIGSTOP of one machine of three under a workload, a checker over the
+# history. FAULT_SCHEDULES seeded schedules from FAULT_SEED.
+FAULT_SCHEDULES ?= 20
+FAULT_SEED ?= 1
+fault: all
+	FLOCK=$(abspath $(FLOCK)) /usr/bin/python3 tests/fault/harness.py \
+		--schedules $(FAULT_SCHEDULES) --seed $(FAULT_SEED)
 
 asan-check:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \

@@ -845,9 +845,12 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 				break;
 			if (h.type == NET_MSG_ERROR) {
 				/* "not yet" (starting elsewhere, a machine a moment
-				 * behind): again, for 15 s at most in all */
+				 * behind or just restarted): again, for 15 s at
+				 * most before it started, within the reconnect
+				 * budget after */
 				if (h.length >= 4 && fl_load_u32(p) == FL_EAGAIN &&
-				    tries < 50 && now_ms() - t0 < 15000) {
+				    tries < 150 &&
+				    (started || now_ms() - t0 < 15000)) {
 					rc = FL_EAGAIN;
 					break;
 				}

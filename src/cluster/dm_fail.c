@@ -40,7 +40,9 @@ static void state_cb(struct dm_prop *p, struct ctl_result r)
 {
 	struct dm_peer *pe = dm_peer_get(p->d, (uint32_t)p->data2, false);
 
-	if (pe != NULL)
+	if ((uint32_t)p->data2 == p->d->me.id)
+		p->d->self_pending = false;
+	else if (pe != NULL)
 		pe->fail_pending = false;
 	if (r.rc != 0)
 		dm_log(p->d, "machine %" PRIu64 ": its new state: %s", p->data2,
@@ -58,8 +60,11 @@ static void propose_state(struct dm *d, struct dm_peer *pe,
 	c.u.mstate.state = state;
 	c.u.mstate.role = role;
 	c.u.mstate.at = unix_ms();
-	pe->fail_pending = true;
-	dm_propose(d, &c, state_cb, NULL, m->id);
+	if (pe != NULL)
+		pe->fail_pending = true;
+	else
+		d->self_pending = true;
+	dm_propose_here(d, &c, state_cb, m->id);
 }
 
 static void ended_cb(struct dm_prop *p, struct ctl_result r)
@@ -75,6 +80,12 @@ static void leader_duties(struct dm *d, uint64_t now)
 	uint64_t after = d->cfg->lost_after_ms ? d->cfg->lost_after_ms
 					       : DM_LOST_AFTER_MS;
 
+	/* This daemon was stopped a while (SIGSTOP, a stuck host): what it
+	 * heard of the others is as old; it leads, if it still does, only
+	 * from now on. */
+	if (d->fail_tick_ms != 0 && now - d->fail_tick_ms > after / 2)
+		d->lead_ms = now;
+	d->fail_tick_ms = now;
 	if (!dm_is_leader(d))
 		return;
 	if (d->lead_term != d->barrier_term) { /* it begins to serve */
@@ -86,12 +97,33 @@ static void leader_duties(struct dm *d, uint64_t now)
 		struct dm_peer *pe;
 		uint64_t heard;
 
-		if (m->id == d->me.id)
+		if (m->id == d->me.id) {
+			/* This machine restarted (and leads again): what its
+			 * older incarnation ran elsewhere is lost too. */
+			if (d->self_pending || m->incarnation >= d->me.incarnation)
+				continue;
+			if (m->state == CTL_M_ACTIVE || m->state == CTL_M_LEAVING)
+				propose_state(d, NULL, m, m->incarnation,
+					      CTL_M_LOST, m->role);
+			else if (m->state == CTL_M_LOST)
+				propose_state(d, NULL, m, d->me.incarnation,
+					      CTL_M_ACTIVE, m->role);
 			continue;
+		}
 		pe = dm_peer_get(d, m->id, true);
 		if (pe == NULL || pe->fail_pending)
 			continue;
-		if (m->state == CTL_M_ACTIVE || m->state == CTL_M_LEAVING) {
+		if ((m->state == CTL_M_ACTIVE || m->state == CTL_M_LEAVING) &&
+		    pe->link != NULL && pe->heard_inc > m->incarnation) {
+			/* It restarted before it was found silent: its older
+			 * incarnation, and what that ran, are gone. */
+			dm_log(d, "machine %" PRIu32 ": restarted as incarnation "
+				  "%" PRIu32 ": declaring %" PRIu32 " lost",
+			       m->id, pe->heard_inc, m->incarnation);
+			propose_state(d, pe, m, m->incarnation, CTL_M_LOST,
+				      m->role);
+		} else if (m->state == CTL_M_ACTIVE ||
+			   m->state == CTL_M_LEAVING) {
 			heard = pe->last_heard > d->lead_ms ? pe->last_heard
 							    : d->lead_ms;
 			if (now - heard < after)
@@ -128,7 +160,7 @@ static void leader_duties(struct dm *d, uint64_t now)
 		c.u.pstate.machine = pr->machine;
 		c.u.pstate.state = CTL_P_ENDED;
 		c.u.pstate.status = DM_LOST_STATUS;
-		dm_propose(d, &c, ended_cb, NULL, 0);
+		dm_propose_here(d, &c, ended_cb, 0);
 	}
 }
 
@@ -184,10 +216,10 @@ void dm_fail_fenced(struct dm *d, struct dm_link *l, const uint8_t *p)
 
 	if (inc != d->me.incarnation)
 		return; /* an older incarnation's: not us any more */
-	dm_log(d, "fenced: machine %" PRIu32 " %s says this machine was "
+	dm_log(d, "fenced: machine %" PRIu32 " (%s) says this machine was "
 		  "declared lost as incarnation %" PRIu32
 		  "; ending what ran here and coming back as %" PRIu32,
-	       d->me.id, net_conn_peer(l->conn), inc, inc + 1);
+	       l->peer_id, net_conn_peer(l->conn), inc, inc + 1);
 	dm_parts_fenced(d);
 	d->me.incarnation = inc + 1;
 	if (cl_identity_save(d->cfg->data, &d->me, &err) != 0)

@@ -107,6 +107,9 @@ struct dm_prop {
 	uint64_t deadline;
 	uint64_t req; /* forwarded: the request id */
 	int state;    /* DM_P_* */
+	/* the leader's own judgement (a machine lost): never forwarded;
+	 * FL_EAGAIN once this machine does not lead */
+	bool here_only;
 	struct raft_apply ra;
 	struct fl_buf enc;
 	struct dm_prop *next;
@@ -141,7 +144,8 @@ struct dm {
 	/* The leader's failure duties (dm_fail.c): the term it serves, since
 	 * when, and when it last asked for lost processes' ends. */
 	raft_term lead_term;
-	uint64_t lead_ms, lost_ended_ms;
+	uint64_t lead_ms, lost_ended_ms, fail_tick_ms;
+	bool self_pending; /* a MEMBER_STATE for this machine in flight */
 	bool barrier_pending;
 	bool change_pending; /* a membership change in flight */
 	bool transfer_pending; /* a leadership transfer in flight */
@@ -202,6 +206,11 @@ void dm_log(struct dm *d, const char *fmt, ...)
 void dm_propose(struct dm *d, const struct ctl_command *c,
 		void (*cb)(struct dm_prop *p, struct ctl_result r), void *data,
 		uint64_t data2);
+/* dm_propose, as the leader: FL_EAGAIN once this machine does not lead,
+ * never forwarded to another. */
+void dm_propose_here(struct dm *d, const struct ctl_command *c,
+		     void (*cb)(struct dm_prop *p, struct ctl_result r),
+		     uint64_t data2);
 bool dm_is_leader(struct dm *d);
 /* The leader's id, 0 when none is known. */
 uint32_t dm_leader(struct dm *d);

@@ -178,6 +178,11 @@ static void prop_try(struct dm_prop *p)
 		p->state = DM_P_LOCAL;
 		return;
 	}
+	if (p->here_only) {
+		struct ctl_result r = {.rc = FL_EAGAIN};
+		prop_done(p, r);
+		return;
+	}
 	leader = dm_leader(d);
 	if (leader == 0 || leader == d->me.id)
 		return; /* an election, or our barrier: next tick */
@@ -192,9 +197,9 @@ static void prop_try(struct dm_prop *p)
 	}
 }
 
-void dm_propose(struct dm *d, const struct ctl_command *c,
-		void (*cb)(struct dm_prop *p, struct ctl_result r), void *data,
-		uint64_t data2)
+static void propose(struct dm *d, const struct ctl_command *c,
+		    void (*cb)(struct dm_prop *p, struct ctl_result r),
+		    void *data, uint64_t data2, bool here_only)
 {
 	struct dm_prop *p = calloc(1, sizeof *p);
 
@@ -214,12 +219,27 @@ void dm_propose(struct dm *d, const struct ctl_command *c,
 	p->cb = cb;
 	p->data = data;
 	p->data2 = data2;
+	p->here_only = here_only;
 	p->deadline = dm_now_ms() + DM_PROPOSE_MS;
 	fl_buf_init(&p->enc);
 	ctl_command_encode(&p->cmd, &p->enc);
 	p->next = d->props;
 	d->props = p;
 	prop_try(p);
+}
+
+void dm_propose(struct dm *d, const struct ctl_command *c,
+		void (*cb)(struct dm_prop *p, struct ctl_result r), void *data,
+		uint64_t data2)
+{
+	propose(d, c, cb, data, data2, false);
+}
+
+void dm_propose_here(struct dm *d, const struct ctl_command *c,
+		     void (*cb)(struct dm_prop *p, struct ctl_result r),
+		     uint64_t data2)
+{
+	propose(d, c, cb, NULL, data2, true);
 }
 
 void dm_on_propose_reply(struct dm *d, const struct net_header *h,

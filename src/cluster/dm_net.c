@@ -540,6 +540,18 @@ static void link_ready(struct net_conn *c, const uint8_t peer[NET_KEY],
 		}
 		memcpy(l->user, payload, len);
 		l->user[len] = 0;
+		if (d->st.vm[0] == 0) {
+			/* Restarted, its control-plane state not back yet: no
+			 * table to find the user in. Again in a moment. */
+			l->ready = true;
+			dm_send_error(l, NET_MSG_ERROR, 0, FL_EAGAIN,
+				      "machine %" PRIu32 " is starting: its "
+				      "control-plane state is not back yet",
+				      d->me.id);
+			l->ready = false;
+			net_conn_close(c, "starting");
+			return;
+		}
 		u = ctl_user_find(&d->st, l->user);
 		if (u == NULL || sodium_memcmp(u->key, peer, NET_KEY) != 0) {
 			/* Say so before closing: the client exits 77. */

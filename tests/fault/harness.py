@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""The fault harness: real daemons on loopback addresses, a workload of
+processes whose every output line is known in advance, one fault a
+schedule, and a checker over what was recorded (docs/cluster.md, "When
+machines fail").
+
+A schedule (seeded): a VM of three cpu:1 machines (--lost-after 1.5);
+four runs of tests/fault/work.fl, each submitted through a machine picked
+by the seed, all running (`flock ps`) before the fault; then, at a seeded
+moment, one fault on a seeded machine:
+  kill   kill -9 of its daemon, restarted from its data after a while
+  stop   SIGSTOP past --lost-after, then SIGCONT (it must find out it
+         was fenced and come back by itself)
+Then every client is awaited (bounded), the machine healed, and the VM
+must serve again: every machine active in `flock status` and a spread
+run correct.
+
+The checker, over the recorded history (printed when a check fails):
+  - each run ended 0 with exactly the expected lines, or 75 with a prefix
+    of them (no line lost in the middle, none twice, none wrong: a thread
+    resumed on two machines would add twice and break every later line)
+    and a line naming the faulted machine;
+  - no other status (69 would be a client left without an answer);
+  - the process table holds exactly one process per submission (none
+    started twice);
+  - the VM serves after the heal.
+
+  python3 tests/fault/harness.py [--schedules N] [--seed S]
+Exit 0 when every schedule passed. Every daemon is ended by its pid
+(tests/cluster/cluster.py); every wait is bounded.
+"""
+import argparse
+import json
+import pathlib
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "cluster"))
+from cluster import Cluster, flock_path  # noqa: E402
+
+WORK = "tests/fault/work.fl"
+LOST_AFTER = 1.5
+RUNS = 4
+CLIENT_TIMEOUT = 90
+
+
+def expected_lines():
+    r = subprocess.run([flock_path(), "run", WORK], capture_output=True,
+                       cwd=str(ROOT), timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.decode().splitlines()
+
+
+class Schedule:
+    def __init__(self, seed, tmp, want):
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.tmp = tmp
+        self.want = want
+        self.history = []
+        self.t0 = time.time()
+
+    def log(self, what, **kw):
+        kw["t"] = round(time.time() - self.t0, 3)
+        kw["what"] = what
+        self.history.append(kw)
+
+    def fail(self, msg):
+        raise AssertionError("schedule %d: %s\nhistory:\n%s" % (
+            self.seed, msg, "\n".join(json.dumps(h) for h in self.history)))
+
+    def pids(self, c):
+        ps = c.flock(["ps"], timeout=20).stdout.decode()
+        return [int(p) for p in re.findall(r"^(\d+)\s", ps, re.M)]
+
+    def run(self):
+        rng = self.rng
+        c = Cluster(self.tmp, daemon_args=["--lost-after", str(LOST_AFTER)])
+        try:
+            c.new()
+            c.join(2)
+            c.join(3)
+            for n in (1, 2, 3):
+                c.wait_status(lambda t: t.count(" active ") == 3, n=n)
+            self.log("vm up")
+            clients = []
+            for k in range(RUNS):
+                n = rng.randint(1, 3)
+                p = subprocess.Popen(
+                    [flock_path(), "run", WORK, "--vm", c.addr(n)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, env=c.env(), cwd=str(ROOT))
+                clients.append(p)
+                self.log("submit", run=k, via=n)
+            # all running before the fault: a submission in flight when
+            # its machine dies may fairly end 69 (nothing started)
+            deadline = time.time() + 30
+            while len(self.pids(c)) < RUNS:
+                if time.time() > deadline:
+                    self.fail("the runs never all started")
+                time.sleep(0.05)
+            self.log("all running", pids=self.pids(c))
+            victim = rng.randint(1, 3)
+            kind = rng.choice(["kill", "stop"])
+            time.sleep(rng.uniform(0.1, 1.0))
+            m = [x for x in c.machines if x.n == victim][0]
+            self.log("fault", kind=kind, machine=victim)
+            if kind == "kill":
+                m.kill(signal.SIGKILL)
+            else:
+                m.signal(signal.SIGSTOP)
+                time.sleep(LOST_AFTER + rng.uniform(1.0, 2.5))
+                m.signal(signal.SIGCONT)
+                self.log("continued", machine=victim)
+            if kind == "kill":
+                time.sleep(rng.uniform(0.5, 3.0))
+                c.restart(m)
+                self.log("restarted", machine=victim)
+            results = []
+            for k, p in enumerate(clients):
+                try:
+                    out, err = p.communicate(timeout=CLIENT_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    out, err = p.communicate()
+                    self.log("client hung", run=k)
+                    self.fail("run %d: no answer in %d s" % (k, CLIENT_TIMEOUT))
+                results.append((p.returncode, out.decode(), err.decode()))
+                self.log("ended", run=k, status=p.returncode,
+                         lines=len(out.decode().splitlines()),
+                         stderr=err.decode()[-300:])
+            self.check(results, victim)
+            # healed, as another machine sees it: every machine active,
+            # the victim back if it was declared lost
+            other = 1 if victim != 1 else 2
+
+            def healed(t):
+                m = re.search(r"^m%d: lost at .*$" % victim, t, re.M)
+                return t.count(" active ") == 3 and (
+                    m is None or "back at" in m.group(0))
+            text = c.wait_status(healed, n=other, timeout=40)
+            self.log("healed", status=text.splitlines()[-1])
+            r = c.run("tests/cluster/progs/spread.fl", n=victim)
+            if r.returncode != 0 or r.stdout != b"179999994\nspread\n":
+                self.fail("after the heal: %d %r %r" % (r.returncode, r.stdout,
+                                                         r.stderr))
+            pids = self.pids(c)
+            if len(pids) != RUNS + 1 or len(set(pids)) != len(pids):
+                self.fail("process table: %s for %d submissions" %
+                          (pids, RUNS + 1))
+            self.log("served")
+            return kind
+        finally:
+            c.stop()
+
+    def check(self, results, victim):
+        lost = re.compile(r"^flock: process \d+ lost( with machine m%d|: "
+                          r"this machine, m%d, was declared lost)" %
+                          (victim, victim), re.M)
+        for k, (status, out, err) in enumerate(results):
+            lines = out.splitlines()
+            if status == 0:
+                if lines != self.want:
+                    self.fail("run %d ended 0 with other lines: %r" % (k, lines))
+            elif status == 75:
+                if lines != self.want[:len(lines)]:
+                    self.fail("run %d ended 75 with lines that are not a "
+                              "prefix of the expected: %r" % (k, lines))
+                if not lost.search(err):
+                    self.fail("run %d ended 75 without naming m%d: %r" %
+                              (k, victim, err))
+            else:
+                self.fail("run %d ended %d: %r" % (k, status, err))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--schedules", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--keep", metavar="DIR",
+                    help="keep each schedule's machines' data and logs "
+                         "under DIR/SEED (to read after a failure)")
+    a = ap.parse_args(argv)
+    want = expected_lines()
+    kinds = {}
+    for s in range(a.seed, a.seed + a.schedules):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.time()
+            where = (pathlib.Path(a.keep) / str(s) if a.keep
+                     else pathlib.Path(tmp) / "vm")
+            kind = Schedule(s, where, want).run()
+            kinds[kind] = kinds.get(kind, 0) + 1
+            print("schedule %d (%s): passed in %.1f s" % (s, kind,
+                                                          time.time() - t),
+                  flush=True)
+    print("fault harness: %d schedules passed (%s)" % (
+        a.schedules, ", ".join("%d %s" % (v, k) for k, v in sorted(kinds.items()))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
