@@ -509,6 +509,15 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	return 0;
 }
 
+/* The origin: part @i says nothing more (quiet, or its machine gone). */
+static void part_quiet(struct dm_part *pt, int i)
+{
+	if (!pt->quiet[i]) {
+		pt->quiet[i] = true;
+		pt->nquiet++;
+	}
+}
+
 void dm_part_origin_done(struct dm_part *pt, void (*release)(void *arg),
 			 void *arg)
 {
@@ -516,10 +525,7 @@ void dm_part_origin_done(struct dm_part *pt, void (*release)(void *arg),
 
 	pt->release = release;
 	pt->release_arg = arg;
-	if (!pt->quiet[pt->self]) {
-		pt->quiet[pt->self] = true;
-		pt->nquiet++;
-	}
+	part_quiet(pt, pt->self);
 	if (pt->nquiet < pt->nparts)
 		return;
 	for (int i = 0; i < pt->nparts; i++) {
@@ -775,8 +781,7 @@ void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p)
 		}
 		if (h->type == NET_MSG_PART_STATS)
 			return;
-		pt->quiet[i] = true;
-		pt->nquiet++;
+		part_quiet(pt, i);
 		if (pt->release != NULL) /* the origin's own is quiet too */
 			dm_part_origin_done(pt, pt->release, pt->release_arg);
 		return;
@@ -813,10 +818,7 @@ void dm_parts_machine_lost(struct dm *d, uint32_t id)
 			       pt->pid, id);
 			if (pt->vp != NULL)
 				vm_proc_kill_line(pt->vp, DM_LOST_STATUS, line);
-			if (!pt->quiet[i]) { /* it will say nothing more */
-				pt->quiet[i] = true;
-				pt->nquiet++;
-			}
+			part_quiet(pt, i); /* it will say nothing more */
 			if (pt->release != NULL) /* its process waits on that */
 				dm_part_origin_done(pt, pt->release,
 						    pt->release_arg);
@@ -843,10 +845,8 @@ void dm_parts_fenced(struct dm *d)
 			 * their parts as they heard of the loss: none will say
 			 * it is quiet */
 			for (int i = 0; i < pt->nparts; i++)
-				if (!pt->quiet[i] && i != pt->self) {
-					pt->quiet[i] = true;
-					pt->nquiet++;
-				}
+				if (i != pt->self)
+					part_quiet(pt, i);
 			if (pt->release != NULL)
 				dm_part_origin_done(pt, pt->release,
 						    pt->release_arg);

@@ -256,24 +256,38 @@ static void steal(struct dist_part *d)
 	steal_from(d, -1);
 }
 
+/* A timer of @d fired: @dlock taken (the process outlives the callback,
+ * as it does a delivery), *@armed cleared; true unless the part is closed
+ * or its process ended here. The callback then calls fired_end. */
+static bool fired(struct dist_part *d, bool *armed)
+{
+	bool open;
+
+	pthread_mutex_lock(&d->dlock);
+	pthread_mutex_lock(&d->lock);
+	*armed = false;
+	open = !d->closed && !d->dropping;
+	pthread_mutex_unlock(&d->lock);
+	return open;
+}
+
+/* The end of a timer's callback: @dlock and the timer's reference go. */
+static void fired_end(struct dist_part *d)
+{
+	pthread_mutex_unlock(&d->dlock);
+	dist_unref(d);
+}
+
 static void steal_fire(struct vm_node *n, struct vm_event *ev)
 {
 	struct dist_part *d = (struct dist_part *)((char *)ev -
 		offsetof(struct dist_part, steal_tm.ev));
-	bool closed;
 
 	(void)n;
-	/* @dlock: the process outlives this, as it does a delivery */
-	pthread_mutex_lock(&d->dlock);
-	pthread_mutex_lock(&d->lock);
-	d->steal_armed = false;
-	closed = d->closed || d->dropping;
-	pthread_mutex_unlock(&d->lock);
 	/* still idle: nothing here runs, nothing came */
-	if (!closed && atomic_load(&d->p->nbusy) == 0)
+	if (fired(d, &d->steal_armed) && atomic_load(&d->p->nbusy) == 0)
 		steal(d);
-	pthread_mutex_unlock(&d->dlock);
-	dist_unref(d);
+	fired_end(d);
 }
 
 /* An empty round ended while this part is idle: a full one once the
@@ -646,18 +660,11 @@ static void idle_fire(struct vm_node *n, struct vm_event *ev)
 {
 	struct dist_part *d = (struct dist_part *)((char *)ev -
 		offsetof(struct dist_part, idle_tm.ev));
-	bool closed;
 
 	(void)n;
-	pthread_mutex_lock(&d->dlock);
-	pthread_mutex_lock(&d->lock);
-	d->idle_armed = false;
-	closed = d->closed || d->dropping;
-	pthread_mutex_unlock(&d->lock);
-	if (!closed && atomic_load(&d->p->nbusy) == 0)
+	if (fired(d, &d->idle_armed) && atomic_load(&d->p->nbusy) == 0)
 		send_simple(d, d->cfg.origin, M_IDLE);
-	pthread_mutex_unlock(&d->dlock);
-	dist_unref(d);
+	fired_end(d);
 }
 
 /* The part that homes @c's first argument, when that is a global

@@ -141,6 +141,22 @@ class Cluster:
         self.machines.append(m)
         return m
 
+    def up(self, machines=3):
+        """A VM of @machines: the first makes it, the others join, and each
+        sees every one active (stopped again if that fails, so that no
+        daemon outlives the caller)."""
+        try:
+            self.new()
+            for n in range(2, machines + 1):
+                self.join(n)
+            for n in range(1, machines + 1):
+                self.wait_status(lambda t: t.count(" active ") == machines,
+                                 n=n)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def restart(self, m):
         """Start machine @m again from its --data (stopping it first if it
         still runs, so that no daemon outlives the test)."""

@@ -29,12 +29,7 @@ def vm(tmp_path_factory):
     # messages about the limit name
     c = Cluster(tmp_path_factory.mktemp("vm"), provide="cpu:1,ram:50%,disk:1GiB")
     try:
-        c.new()
-        c.join(2)
-        c.join(3)
-        for n in (1, 2, 3):
-            c.wait_status(lambda t: t.count(" active ") == 3, n=n)
-        yield c
+        yield c.up(3)
     finally:
         c.stop()
 

@@ -55,13 +55,7 @@ def wait_spread(c, pid, machines, timeout=15):
 
 
 def three(tmp_path):
-    c = Cluster(tmp_path, daemon_args=["--lost-after", LOST_AFTER])
-    c.new()
-    c.join(2)
-    c.join(3)
-    for n in (1, 2, 3):
-        c.wait_status(lambda t: t.count(" active ") == 3, n=n)
-    return c
+    return Cluster(tmp_path, daemon_args=["--lost-after", LOST_AFTER]).up(3)
 
 
 def test_machine_killed_its_processes_end_lost_and_it_comes_back(tmp_path):

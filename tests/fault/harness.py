@@ -83,11 +83,7 @@ class Schedule:
         rng = self.rng
         c = Cluster(self.tmp, daemon_args=["--lost-after", str(LOST_AFTER)])
         try:
-            c.new()
-            c.join(2)
-            c.join(3)
-            for n in (1, 2, 3):
-                c.wait_status(lambda t: t.count(" active ") == 3, n=n)
+            c.up(3)
             self.log("vm up")
             clients = []
             for k in range(RUNS):
