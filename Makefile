@@ -28,7 +28,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 FLOCK := $(BUILD)/flock
 
-.PHONY: all run test check unit programs cluster docs asan asan-check tsan tsan-check stress fault fuzz bench install clean help deps-build deps-test deps-bench clang
+.PHONY: all run test check unit programs cluster docs asan asan-check tsan tsan-check stress fault fault-short fuzz bench install clean help deps-build deps-test deps-bench clang
 
 all: $(FLOCK)
 
@@ -36,7 +36,8 @@ help:
 	@echo "make            build $(FLOCK)"
 	@echo "make run        install what is missing, build, run examples/primes.fl (threads)"
 	@echo "make test       install what is missing, run every test: gcc build, clang build"
-	@echo "                (switch dispatch), Address+UB and Thread sanitizers"
+	@echo "                (switch dispatch), Address+UB and Thread sanitizers, and"
+	@echo "                the fault harness once per kind of fault (fault-short)"
 	@echo "make cluster    a VM of real daemons on loopback (tests/cluster)"
 	@echo "make unit       the unit tests; DSM_STRESS_SEEDS=N runs N seeds (not 200)"
 	@echo "                of each simulated DSM test, DSM_SEED=S only seed S"
@@ -46,6 +47,9 @@ help:
 	@echo "                and the DSM simulator's tests over DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS)"
 	@echo "                seeds, the golden thread programs on 2 and 3 simulated machines"
 	@echo "                over DIST_STRESS_SEEDS=$(DIST_STRESS_SEEDS)"
+	@echo "make fault      the fault harness: FAULT_SCHEDULES=$(FAULT_SCHEDULES) seeded schedules from"
+	@echo "                FAULT_SEED=$(FAULT_SEED), each a kill -9, SIGSTOP or connections cut"
+	@echo "                (as root) of one machine of three under a workload"
 	@echo "make fuzz       libFuzzer on the module loader+verifier, the thread-state"
 	@echo "                decoder, the frame decoder, the handshake, the"
 	@echo "                .fl compiler and the control plane's entries and"
@@ -101,6 +105,7 @@ run: deps-build
 # The README's test command: everything a change must keep green.
 test: deps-test
 	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory fault-short
 	@$(MAKE) --no-print-directory clang
 	@$(MAKE) --no-print-directory asan-check
 	@$(MAKE) --no-print-directory tsan-check
@@ -160,14 +165,18 @@ stress: all $(BUILD)/tests/dsm/test_dsm $(BUILD)/tests/dsm/test_dsm_sync $(BUILD
 	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm_sync
 	FLOCK_DIST_SEEDS=$(DIST_STRESS_SEEDS) $(BUILD)/tests/dist/test_dist
 
-# The fault harness (tests/fault/harness.py): real daemons, kill -9 and
-# SIGSTOP of one machine of three under a workload, a checker over the
-# history. FAULT_SCHEDULES seeded schedules from FAULT_SEED.
+# The fault harness (tests/fault/harness.py): real daemons, kill -9,
+# SIGSTOP or cut connections of one machine of three under a workload, a
+# checker over the history. FAULT_SCHEDULES seeded schedules from
+# FAULT_SEED; make test runs fault-short, one schedule of each kind.
 FAULT_SCHEDULES ?= 20
 FAULT_SEED ?= 1
 fault: all
 	FLOCK=$(abspath $(FLOCK)) /usr/bin/python3 tests/fault/harness.py \
 		--schedules $(FAULT_SCHEDULES) --seed $(FAULT_SEED)
+fault-short: all
+	FLOCK=$(abspath $(FLOCK)) /usr/bin/python3 tests/fault/harness.py \
+		--schedules 1 --seed $(FAULT_SEED) --each
 
 asan-check:
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \

@@ -41,6 +41,7 @@ why() {
 	lua5.4 | luajit) echo "benchmark comparison (interpreter)" ;;
 	erlang-base | golang-go) echo "benchmark comparison (threads)" ;;
 	hyperfine) echo "benchmark timing" ;;
+	iptables) echo "fault tests cut machines' connections on loopback addresses (as root)" ;;
 	time) echo "GNU time, peak memory of benchmark runs" ;;
 	*) echo "" ;;
 	esac
@@ -59,7 +60,7 @@ case "$want" in
 build) for_what="build Flock" ;;
 test)
 	for_what="build and test Flock"
-	pkgs="$pkgs clang libclang-rt-14-dev llvm libcmocka-dev python3 python3-pytest"
+	pkgs="$pkgs clang libclang-rt-14-dev llvm libcmocka-dev python3 python3-pytest iptables"
 	;;
 bench)
 	for_what="build and benchmark Flock"

@@ -97,7 +97,13 @@ struct ctl_proc {
 	uint32_t machine;             /* where it runs, 0 before it starts */
 	uint8_t state;                /* enum ctl_proc_state */
 	int32_t status;               /* ENDED: the exit status */
+	/* ENDED because @machine was declared lost (status
+	 * CTL_LOST_STATUS) */
+	uint8_t lost;
 };
+
+/* The status of a process whose machine was declared lost. */
+#define CTL_LOST_STATUS 75
 
 /* The last command each client had applied, and its result. */
 struct ctl_session {

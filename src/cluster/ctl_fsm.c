@@ -9,7 +9,8 @@
  * u8 role, u64 lost_at, u64 back_at; a user is name, 32-byte key, u8
  * admin. MEMBER_STATE: u32 id, u32 incarnation, u8 state, u8 role, u64
  * at (lost_at when it makes the member LOST, back_at when it makes a
- * LOST one ACTIVE).
+ * LOST one ACTIVE). A MEMBER_STATE that makes a member LOST ends every
+ * process running there: ENDED, CTL_LOST_STATUS, lost.
  *
  * Applying: every refusal is a result (rc), never a divergence, so every
  * machine's state stays the same. Sessions: a client's last (seq, result);
@@ -18,7 +19,8 @@
  *
  * Snapshot layout: "FLKS", u16 version, vm, u64 next_pid, u32 next_member,
  * u64 applied, then counted arrays of members, users, processes (u64 pid,
- * owner, u64 client, u64 seq, u32 machine, u8 state, i32 status) and
+ * owner, u64 client, u64 seq, u32 machine, u8 state, i32 status, u8
+ * lost) and
  * sessions (u64 client, u64 seq, i32 rc, u64 value, u64 last); padded to
  * 8. The
  * decoder checks counts against the bytes left and every invariant apply
@@ -459,6 +461,19 @@ static struct ctl_result add_user(struct ctl_state *st, const struct ctl_user *u
 	return res(0, 0);
 }
 
+/* Member @id was declared lost: what ran there ends with it. */
+static void end_lost(struct ctl_state *st, uint32_t id)
+{
+	for (size_t i = 0; i < st->nprocs; i++) {
+		struct ctl_proc *pr = &st->procs[i];
+		if (pr->state == CTL_P_RUNNING && pr->machine == id) {
+			pr->state = CTL_P_ENDED;
+			pr->status = CTL_LOST_STATUS;
+			pr->lost = 1;
+		}
+	}
+}
+
 static struct ctl_result apply_one(struct ctl_state *st,
 				   const struct ctl_command *c)
 {
@@ -500,8 +515,10 @@ static struct ctl_result apply_one(struct ctl_state *st,
 			    voters(st) >= CTL_VOTERS_MAX)
 				return res(FL_ENOSPC, 0);
 			if (c->u.mstate.state == CTL_M_LOST &&
-			    m->state != CTL_M_LOST)
+			    m->state != CTL_M_LOST) {
 				m->lost_at = c->u.mstate.at;
+				end_lost(st, m->id);
+			}
 			else if (m->state == CTL_M_LOST &&
 				 c->u.mstate.state != CTL_M_LOST)
 				m->back_at = c->u.mstate.at;
@@ -665,6 +682,7 @@ void ctl_snapshot_encode(const struct ctl_state *st, struct fl_buf *out)
 		fl_buf_put_u32(out, p->machine);
 		fl_buf_put_u8(out, p->state);
 		fl_buf_put_u32(out, (uint32_t)p->status);
+		fl_buf_put_u8(out, p->lost);
 	}
 	fl_buf_put_u32(out, (uint32_t)st->nsessions);
 	for (size_t i = 0; i < st->nsessions; i++) {
@@ -683,7 +701,7 @@ void ctl_snapshot_encode(const struct ctl_state *st, struct fl_buf *out)
  * 1-byte address, a 1-byte name). */
 #define MEMBER_MIN (4 + 2 + 1 + CTL_KEY + 4 + 8 + 8 + 4 + 1 + 1)
 #define USER_MIN (2 + 1 + CTL_KEY + 1)
-#define PROC_MIN (8 + 2 + 1 + 8 + 8 + 4 + 1 + 4)
+#define PROC_MIN (8 + 2 + 1 + 8 + 8 + 4 + 1 + 4 + 1)
 #define SESSION_MIN (8 + 8 + 4 + 8 + 8)
 
 static bool count_ok(struct dec *d, uint32_t n, size_t each, size_t max)
@@ -763,6 +781,9 @@ static bool snapshot_checks(struct dec *d, const struct ctl_state *s)
 			ok = ok && p->machine != 0 && p->status == 0;
 		else
 			ok = ok && p->state == CTL_P_ENDED;
+		ok = ok && (p->lost == 0 ||
+			    (p->lost == 1 && p->state == CTL_P_ENDED &&
+			     p->status == CTL_LOST_STATUS && p->machine != 0));
 	}
 	if (!ok)
 		return fail(d, "inconsistent processes");
@@ -852,6 +873,7 @@ int ctl_snapshot_restore(struct ctl_state *st, const uint8_t *p, size_t n,
 		pr->machine = fl_get_u32(&d.r);
 		pr->state = fl_get_u8(&d.r);
 		pr->status = (int32_t)fl_get_u32(&d.r);
+		pr->lost = fl_get_u8(&d.r);
 	}
 	k = fl_get_u32(&d.r);
 	if (s.procs == NULL || !count_ok(&d, k, SESSION_MIN, CTL_SESSIONS_MAX)) {

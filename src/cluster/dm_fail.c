@@ -4,9 +4,9 @@
  * peer's last_heard is fresh while it lives. The serving leader declares
  * a member lost when nothing came from it for --lost-after (since the
  * leader began to serve, at least): a MEMBER_STATE LOST entry with the
- * incarnation it had (the epoch it ends) and the leader's clock. Raft
- * then drops it from the configuration (reconcile) and the leader marks
- * every process that ran there ENDED 75 in the process table.
+ * incarnation it had (the epoch it ends) and the leader's clock; applying
+ * it ends every process that ran there (ENDED 75, lost: ctl_fsm.c), and
+ * Raft drops the machine from the configuration (reconcile).
  *
  * What every machine does once the entry applied (here, from the tick):
  * it closes its link to the lost incarnation, ends each process it is
@@ -67,14 +67,6 @@ static void propose_state(struct dm *d, struct dm_peer *pe,
 	dm_propose_here(d, &c, state_cb, m->id);
 }
 
-static void ended_cb(struct dm_prop *p, struct ctl_result r)
-{
-	(void)p;
-	(void)r; /* the next tick proposes it again if it did not apply */
-}
-
-/* The leader: silent members lost, lost ones back at a newer
- * incarnation, and the processes of lost ones ENDED 75. */
 static void leader_duties(struct dm *d, uint64_t now)
 {
 	uint64_t after = d->cfg->lost_after_ms ? d->cfg->lost_after_ms
@@ -142,26 +134,6 @@ static void leader_duties(struct dm *d, uint64_t now)
 				      CTL_STANDBY);
 		}
 	}
-	/* Processes that ran on a lost member end "lost" (asked again each
-	 * second till it applied). */
-	if (now - d->lost_ended_ms < 1000)
-		return;
-	d->lost_ended_ms = now;
-	for (size_t i = 0; i < d->st.nprocs; i++) {
-		const struct ctl_proc *pr = &d->st.procs[i];
-		const struct ctl_member *m;
-		struct ctl_command c = {.type = CTL_CMD_PROC_STATE};
-
-		if (pr->state != CTL_P_RUNNING ||
-		    (m = ctl_member_find(&d->st, pr->machine)) == NULL ||
-		    m->state != CTL_M_LOST)
-			continue;
-		c.u.pstate.pid = pr->pid;
-		c.u.pstate.machine = pr->machine;
-		c.u.pstate.state = CTL_P_ENDED;
-		c.u.pstate.status = DM_LOST_STATUS;
-		dm_propose_here(d, &c, ended_cb, 0);
-	}
 }
 
 void dm_fail_tick(struct dm *d)
@@ -186,6 +158,7 @@ void dm_fail_tick(struct dm *d)
 		       m->id, m->incarnation);
 		if (pe->link != NULL && pe->heard_inc <= m->incarnation)
 			net_conn_close(pe->link->conn, "declared lost");
+		dm_sess_lost(d, m->id, m->incarnation);
 		dm_parts_machine_lost(d, m->id);
 	}
 }
@@ -222,6 +195,7 @@ void dm_fail_fenced(struct dm *d, struct dm_link *l, const uint8_t *p)
 	       l->peer_id, net_conn_peer(l->conn), inc, inc + 1);
 	dm_parts_fenced(d);
 	d->me.incarnation = inc + 1;
+	dm_sess_fenced(d);
 	if (cl_identity_save(d->cfg->data, &d->me, &err) != 0)
 		dm_log(d, "fenced: %s", err.msg);
 	/* Every link carried the old incarnation: all go, and come back. */

@@ -77,11 +77,6 @@ struct dm_peer {
 	struct dm_peer *next;
 };
 
-struct dm_direct {
-	uint32_t id;
-	struct net_conn *conn;
-};
-
 /* One connection and what it is. */
 struct dm_link {
 	struct dm *d;
@@ -144,7 +139,7 @@ struct dm {
 	/* The leader's failure duties (dm_fail.c): the term it serves, since
 	 * when, and when it last asked for lost processes' ends. */
 	raft_term lead_term;
-	uint64_t lead_ms, lost_ended_ms, fail_tick_ms;
+	uint64_t lead_ms, fail_tick_ms;
 	bool self_pending; /* a MEMBER_STATE for this machine in flight */
 	bool barrier_pending;
 	bool change_pending; /* a membership change in flight */
@@ -165,20 +160,16 @@ struct dm {
 	 * the newest first, DM_FINS_MAX of them at most. */
 	struct dm_fin *fins;
 	size_t nfins;
-	/* Processes spread here or from here (dm_part.c), what their parts
-	 * send (queued by the workers for the loop), and what came for
-	 * parts not made yet. */
+	/* Processes spread here or from here (dm_part.c), and what came
+	 * for parts not made yet. */
 	struct dm_part *parts;
-	pthread_mutex_t out_lock;
-	struct dm_out *out_head, *out_tail;
-	bool out_busy; /* the loop is sending what it took off the list */
-	uv_async_t out_async;
-	/* The machines' connections any thread may send on (dm_send_direct):
-	 * a machine's once its link is ready, until it goes (before its
-	 * connection is freed). */
-	pthread_rwlock_t direct_lock;
-	struct dm_direct *direct;
-	size_t ndirect, direct_cap;
+	/* What the parts send each machine (dm_sess.c): a session a
+	 * machine, the table under @sess_lock; @sess_async wakes the loop
+	 * for what a worker could not write itself. */
+	pthread_rwlock_t sess_lock;
+	struct dm_sess **sess;
+	size_t nsess;
+	uv_async_t sess_async;
 	pthread_t loop_thread; /* the one that runs @loop */
 	struct dm_early *early;
 	size_t nearly, early_bytes;
@@ -237,18 +228,42 @@ int dm_send(struct dm_link *l, uint8_t type, uint16_t flags, uint64_t req,
 	    const void *p, size_t n);
 int dm_send_error(struct dm_link *l, uint8_t type, uint64_t req, int code,
 		  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-/* From any thread: a frame of @type to machine @id, written now on its
- * connection (net_conn_send_direct: 0 sent, 1 part waits for the loop,
- * which dm_direct_flush writes; FL_EAGAIN not possible now, as when the
- * machine has no ready link). */
-int dm_send_direct(struct dm *d, uint32_t id, uint8_t type, const void *p,
-		   size_t n);
-/* On the loop: what direct sends left on every connection. */
-void dm_direct_flush(struct dm *d);
 /* Join the VM through cfg->contact: 0 with d->me filled, or an error. */
 int dm_join(struct dm *d, struct fl_err *err);
 /* Our load, as a heartbeat carries it. */
 void dm_load_self(struct dm *d, struct dm_load *l);
+
+/* dm_sess.c: the part layer's frames to machine @to, once and in order
+ * across broken connections (from any thread). */
+struct dm_sess;
+/* Whether frames of @type travel in sessions. */
+bool dm_sess_type(uint8_t type);
+/* Send @head then @p (copied) to @to: 0, FL_ENOMEM, or FL_EPIPE when @to
+ * was declared lost (dropped). It waits while the link is down. */
+int dm_sess_send(struct dm *d, uint32_t to, uint8_t type, const void *head,
+		 size_t head_len, const void *p, size_t n);
+/* The loop: @l to a machine is ready (RESUME goes out first), went, or
+ * has room again. */
+void dm_sess_ready(struct dm *d, struct dm_link *l);
+void dm_sess_detach(struct dm *d, uint32_t id);
+void dm_sess_drain(struct dm *d, uint32_t id);
+/* The loop: RESUME and ACK from @l; a session's frame from @l: true to
+ * take it in, false to drop it (had it already; or out of order, and
+ * @l closing). */
+void dm_sess_resume(struct dm *d, struct dm_link *l,
+		    const struct net_header *h, const uint8_t *p);
+void dm_sess_ack(struct dm *d, struct dm_link *l, const struct net_header *h,
+		 const uint8_t *p);
+bool dm_sess_take(struct dm *d, struct dm_link *l, const struct net_header *h);
+/* The loop: machine @id's @incarnation (or older) was declared lost;
+ * this machine came back as a new incarnation; acknowledge what came. */
+void dm_sess_lost(struct dm *d, uint32_t id, uint32_t incarnation);
+void dm_sess_fenced(struct dm *d);
+void dm_sess_tick(struct dm *d);
+/* The loop's wake-up (the table's lock is made with @d); the end, once
+ * the loop and the node's workers are gone. */
+int dm_sess_init(struct dm *d);
+void dm_sess_close(struct dm *d);
 
 /* dm_fail.c */
 void dm_fail_tick(struct dm *d);

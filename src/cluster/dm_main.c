@@ -686,7 +686,7 @@ int dm_run(const struct dm_config *cfg)
 		return 70;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	pthread_rwlock_init(&d->direct_lock, NULL);
+	pthread_rwlock_init(&d->sess_lock, NULL);
 	d->cfg = cfg;
 	d->log = stderr;
 	d->started_ms = dm_now_ms();
@@ -851,8 +851,7 @@ out:
 		free(p);
 	}
 	vm_node_free(d->node);
-	free(d->direct);
-	pthread_rwlock_destroy(&d->direct_lock);
+	dm_sess_close(d); /* after the node's workers and the loop */
 	ctl_raft_close(&d->fsm);
 	ctl_state_close(&d->st);
 	sodium_memzero(&d->me.key, sizeof d->me.key);

@@ -68,65 +68,6 @@ int dm_send(struct dm_link *l, uint8_t type, uint16_t flags, uint64_t req,
 	return net_conn_send(l->conn, &h, p, n);
 }
 
-/* ---- Sending from any thread ---- */
-
-static void direct_set(struct dm *d, uint32_t id, struct net_conn *c)
-{
-	size_t i;
-
-	pthread_rwlock_wrlock(&d->direct_lock);
-	for (i = 0; i < d->ndirect && d->direct[i].id != id; i++)
-		;
-	if (i == d->ndirect && c != NULL) {
-		if (d->ndirect == d->direct_cap) {
-			size_t cap = d->direct_cap ? 2 * d->direct_cap : 8;
-			struct dm_direct *v =
-				realloc(d->direct, cap * sizeof *v);
-			if (v == NULL) { /* its frames take the loop's way */
-				pthread_rwlock_unlock(&d->direct_lock);
-				return;
-			}
-			d->direct = v;
-			d->direct_cap = cap;
-		}
-		d->ndirect++;
-	}
-	if (c != NULL)
-		d->direct[i] = (struct dm_direct){.id = id, .conn = c};
-	else if (i < d->ndirect)
-		d->direct[i] = d->direct[--d->ndirect];
-	pthread_rwlock_unlock(&d->direct_lock);
-}
-
-int dm_send_direct(struct dm *d, uint32_t id, uint8_t type, const void *p,
-		   size_t n)
-{
-	struct net_header h = {
-		.version = NET_VERSION,
-		.type = type,
-		.machine = d->me.id,
-		.incarnation = d->me.incarnation,
-	};
-	int rc = FL_EAGAIN;
-
-	pthread_rwlock_rdlock(&d->direct_lock);
-	for (size_t i = 0; i < d->ndirect; i++)
-		if (d->direct[i].id == id) {
-			rc = net_conn_send_direct(d->direct[i].conn, &h, p, n);
-			break;
-		}
-	pthread_rwlock_unlock(&d->direct_lock);
-	return rc;
-}
-
-void dm_direct_flush(struct dm *d)
-{
-	pthread_rwlock_rdlock(&d->direct_lock);
-	for (size_t i = 0; i < d->ndirect; i++)
-		net_conn_flush(d->direct[i].conn);
-	pthread_rwlock_unlock(&d->direct_lock);
-}
-
 int dm_send_error(struct dm_link *l, uint8_t type, uint64_t req, int code,
 		  const char *fmt, ...)
 {
@@ -452,7 +393,7 @@ static void peer_detach(struct dm_peer *p)
 {
 	struct dm *d = p->d;
 
-	direct_set(d, p->id, NULL);
+	dm_sess_detach(d, p->id);
 	p->link = NULL;
 	p->since = dm_now_ms();
 	while (p->streams != NULL)
@@ -485,6 +426,8 @@ static void link_drain(struct net_conn *c)
 
 	if (l->kind == DM_CLIENT)
 		dm_client_drain(l);
+	else if (l->kind == DM_PEER && l->peer != NULL && l->peer->link == l)
+		dm_sess_drain(l->d, l->peer_id);
 }
 
 /* The responder's choice of pre-shared key, from the first message's
@@ -580,7 +523,6 @@ static void link_ready(struct net_conn *c, const uint8_t peer[NET_KEY],
 			net_conn_close(old->conn, "replaced by a newer connection");
 		}
 		p->link = l;
-		direct_set(d, p->id, l->conn);
 		p->dialing = false;
 		p->backoff = DIAL_MIN_MS;
 		p->last_heard = dm_now_ms();
@@ -588,6 +530,7 @@ static void link_ready(struct net_conn *c, const uint8_t peer[NET_KEY],
 		member_key(d, p->id, key, p->addr, sizeof p->addr);
 		dm_log(d, "machine %" PRIu32 ": connected (%s)", p->id,
 		       net_conn_peer(c));
+		dm_sess_ready(d, l);
 	}
 }
 
@@ -655,12 +598,18 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 		else
 			dm_on_propose(d, l, h, p);
 		return;
+	case NET_MSG_RESUME:
+		dm_sess_resume(d, l, h, p);
+		return;
+	case NET_MSG_ACK:
+		dm_sess_ack(d, l, h, p);
+		return;
 	case NET_MSG_PART:
 	case NET_MSG_PROC:
 	case NET_MSG_PART_QUIET:
 	case NET_MSG_PART_FREE:
 	case NET_MSG_PART_STATS:
-		if (!reply)
+		if (!reply && dm_sess_take(d, l, h))
 			dm_part_frame(d, h, p);
 		return;
 	case NET_MSG_ERROR:
@@ -717,12 +666,17 @@ static void dial_peer(struct dm *d, struct dm_peer *p, const char *addr)
 {
 	struct net_conn_options o = {0};
 	uint8_t hello = DM_PEER, payload[8];
-	char host[CL_HOST_MAX + 1];
-	uint16_t port;
+	char host[CL_HOST_MAX + 1], src[CL_HOST_MAX + 1];
+	uint16_t port, sport;
 	struct dm_link *l;
 
 	if (host_port(addr, host, sizeof host, &port) != 0)
 		return;
+	/* From the address we listen on, unless that is every address:
+	 * peers (and their firewalls) see us where we are known. */
+	if (host_port(d->me.listen, src, sizeof src, &sport) != 0 ||
+	    strcmp(src, "0.0.0.0") == 0 || strcmp(src, "::") == 0)
+		src[0] = 0;
 	l = link_new(d);
 	if (l == NULL)
 		return;
@@ -736,6 +690,7 @@ static void dial_peer(struct dm *d, struct dm_peer *p, const char *addr)
 	o.payload = payload;
 	o.payload_len = sizeof payload;
 	o.idle_ms = IDLE_MS;
+	o.source = src[0] != 0 ? src : NULL;
 	if (net_conn_dial(&d->loop, host, port, &o, &link_cb, l, &l->conn) != 0) {
 		link_forget(d, l);
 		return;
@@ -854,6 +809,7 @@ void dm_net_tick(struct dm *d)
 							  : p->backoff * 2;
 		dial_peer(d, p, addr);
 	}
+	dm_sess_tick(d);
 }
 
 int dm_net_start(struct dm *d, struct fl_err *err)

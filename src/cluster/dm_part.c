@@ -77,13 +77,6 @@ struct dm_part {
 	struct dm_part *next;
 };
 
-struct dm_out {
-	struct dm_out *next;
-	uint32_t to; /* a member id */
-	size_t len;
-	uint8_t bytes[]; /* a PROC payload */
-};
-
 struct dm_early {
 	struct dm_early *next;
 	uint64_t ms; /* when it came */
@@ -119,54 +112,19 @@ static struct dm_link *link_to(struct dm *d, uint32_t id)
 
 /* ---- Sending (any thread) ---- */
 
-static void out_cb(uv_async_t *a);
-
 static void part_send(struct dm_part *pt, uint8_t chan, int to,
 		      const void *msg, size_t len)
 {
-	struct dm *d = pt->d;
-	struct dm_out *o;
+	uint8_t head[9];
 
 	if (to < 0 || to >= pt->nparts)
 		return;
-	o = malloc(sizeof *o + 9 + len);
-	if (o == NULL)
-		return; /* lost, as on a broken link: the failure issue's */
-	o->next = NULL;
-	o->to = pt->ids[to];
-	o->len = 9 + len;
 	for (int i = 0; i < 8; i++)
-		o->bytes[i] = (uint8_t)(pt->pid >> (8 * i));
-	o->bytes[8] = chan;
-	memcpy(o->bytes + 9, msg, len);
-	pthread_mutex_lock(&d->out_lock);
-	/* A worker writes it itself when nothing it or another queued
-	 * earlier is still on its way (order), sparing the loop's wake-up
-	 * on both sides of a round trip. */
-	if (d->out_head == NULL && !d->out_busy &&
-	    !pthread_equal(pthread_self(), d->loop_thread)) {
-		int rc = dm_send_direct(d, o->to, NET_MSG_PROC, o->bytes,
-					o->len);
-		if (rc >= 0) {
-			pthread_mutex_unlock(&d->out_lock);
-			free(o);
-			if (rc == 1) /* the rest waits for the loop */
-				uv_async_send(&d->out_async);
-			return;
-		}
-	}
-	if (d->out_tail != NULL)
-		d->out_tail->next = o;
-	else
-		d->out_head = o;
-	d->out_tail = o;
-	pthread_mutex_unlock(&d->out_lock);
-	/* On the loop thread (a home answering a delivery): out now, with
-	 * what was queued before it, sparing the loop a turn. */
-	if (pthread_equal(pthread_self(), d->loop_thread))
-		out_cb(&d->out_async);
-	else
-		uv_async_send(&d->out_async);
+		head[i] = (uint8_t)(pt->pid >> (8 * i));
+	head[8] = chan;
+	/* ENOMEM: lost as on a machine lost, which ends the process */
+	dm_sess_send(pt->d, pt->ids[to], NET_MSG_PROC, head, sizeof head, msg,
+		     len);
 }
 
 static void send_dsm(void *ctx, int to, const void *msg, size_t len)
@@ -187,29 +145,6 @@ static void dsm_counters(void *ctx, uint64_t *sent, uint64_t *recv)
 	dsm_gsrc_stats(pt->g, &st);
 	*sent = st.msgs_sent;
 	*recv = st.msgs_recv;
-}
-
-static void out_cb(uv_async_t *a)
-{
-	struct dm *d = a->data;
-	struct dm_out *o, *next;
-
-	pthread_mutex_lock(&d->out_lock);
-	o = d->out_head;
-	d->out_head = d->out_tail = NULL;
-	d->out_busy = o != NULL;
-	pthread_mutex_unlock(&d->out_lock);
-	dm_direct_flush(d);
-	for (; o != NULL; o = next) {
-		struct dm_link *l = link_to(d, o->to);
-		next = o->next;
-		if (l != NULL)
-			dm_send(l, NET_MSG_PROC, 0, 0, o->bytes, o->len);
-		free(o);
-	}
-	pthread_mutex_lock(&d->out_lock);
-	d->out_busy = false;
-	pthread_mutex_unlock(&d->out_lock);
 }
 
 /* ---- Parts ---- */
@@ -350,21 +285,21 @@ void dm_part_add_others(const struct dm_part *pt, struct vm_proc_info *info)
 static void part_tell(struct dm_part *pt, const struct dm_pstats *s,
 		      bool quiet)
 {
-	struct dm_link *l = link_to(pt->d, pt->ids[pt->origin]);
+	uint32_t to = pt->ids[pt->origin];
 	struct fl_buf b;
 
 	pt->told = *s;
 	pt->stats_ms = dm_now_ms();
-	if (l == NULL)
-		return;
 	fl_buf_init(&b);
 	fl_buf_put_u64(&b, pt->pid);
 	dm_pstats_encode(&pt->told, &b);
 	if (!fl_buf_failed(&b))
-		dm_send(l, quiet ? NET_MSG_PART_QUIET : NET_MSG_PART_STATS, 0, 0,
-			b.data, b.len);
+		dm_sess_send(pt->d, to,
+			     quiet ? NET_MSG_PART_QUIET : NET_MSG_PART_STATS,
+			     NULL, 0, b.data, b.len);
 	else if (quiet) /* the end matters more than its numbers */
-		dm_send(l, NET_MSG_PART_QUIET, 0, 0, &pt->pid, 8);
+		dm_sess_send(pt->d, to, NET_MSG_PART_QUIET, NULL, 0, &pt->pid,
+			     8);
 	fl_buf_close(&b);
 }
 
@@ -485,8 +420,8 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	}
 	for (int i = 0; i < pt->nparts && !fl_buf_failed(&b) && b.len > 0; i++)
 		if (i != pt->self)
-			dm_send(link_to(d, pt->ids[i]), NET_MSG_PART, 0, 0, b.data,
-				b.len);
+			dm_sess_send(d, pt->ids[i], NET_MSG_PART, NULL, 0,
+				     b.data, b.len);
 	rc = fl_buf_failed(&b) || b.len == 0 ? FL_ENOMEM : 0;
 	fl_buf_close(&mod);
 	fl_buf_close(&b);
@@ -528,11 +463,10 @@ void dm_part_origin_done(struct dm_part *pt, void (*release)(void *arg),
 	part_quiet(pt, pt->self);
 	if (pt->nquiet < pt->nparts)
 		return;
-	for (int i = 0; i < pt->nparts; i++) {
-		struct dm_link *l = link_to(d, pt->ids[i]);
-		if (i != pt->self && l != NULL)
-			dm_send(l, NET_MSG_PART_FREE, 0, 0, &pt->pid, 8);
-	}
+	for (int i = 0; i < pt->nparts; i++)
+		if (i != pt->self)
+			dm_sess_send(d, pt->ids[i], NET_MSG_PART_FREE, NULL, 0,
+				     &pt->pid, 8);
 	part_unlink(d, pt);
 	release(arg); /* frees the process */
 	part_free(pt);
@@ -864,13 +798,12 @@ void dm_parts_fenced(struct dm *d)
 
 int dm_parts_init(struct dm *d, struct fl_err *err)
 {
-	pthread_mutex_init(&d->out_lock, NULL);
 	d->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (d->null_fd < 0)
 		return fl_err_set(err, FL_EIO, "/dev/null: %s", strerror(errno));
-	uv_async_init(&d->loop, &d->out_async, out_cb);
-	d->out_async.data = d;
 	d->loop_thread = pthread_self();
+	if (dm_sess_init(d) != 0)
+		return fl_err_set(err, FL_EIO, "cannot make an async handle");
 	d->parts_ready = true;
 	return 0;
 }
@@ -915,8 +848,5 @@ void dm_parts_close(struct dm *d)
 		d->early = e->next;
 		free(e);
 	}
-	uv_close((uv_handle_t *)&d->out_async, NULL);
-	out_cb(&d->out_async); /* what is queued: freed */
 	close(d->null_fd);
-	pthread_mutex_destroy(&d->out_lock);
 }

@@ -647,7 +647,8 @@ static uint32_t pick_machine(struct dm *d)
 	double best_load = 0;
 
 	dm_load_self(d, &self);
-	if (me != NULL && me->state == CTL_M_ACTIVE && !d->leaving) {
+	if (me != NULL && me->state == CTL_M_ACTIVE &&
+	    me->incarnation == d->me.incarnation && !d->leaving) {
 		best = d->me.id;
 		best_load = (double)self.procs / (me->cpu ? me->cpu : 1);
 	}
@@ -678,6 +679,7 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 	struct submit *s = calloc(1, sizeof *s);
 	struct ctl_command c = {.type = CTL_CMD_SUBMIT};
 	struct dm_submit msg;
+	const struct ctl_member *me;
 	struct fl_err err;
 
 	if (s == NULL) {
@@ -773,6 +775,19 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 			return;
 		}
 	}
+	me = ctl_member_find(&d->st, d->me.id);
+	if (me == NULL || me->state != CTL_M_ACTIVE ||
+	    me->incarnation != d->me.incarnation) {
+		/* Restarted or fenced, and not back yet: a process started
+		 * now would end with the old incarnation's loss. */
+		dm_send_error(l, NET_MSG_SUBMIT, h->request, FL_EAGAIN,
+			      "machine m%" PRIu32 " is coming back as "
+			      "incarnation %" PRIu32 ": it takes processes once "
+			      "the VM has it back",
+			      d->me.id, d->me.incarnation);
+		submit_free(s);
+		return;
+	}
 	snprintf(c.u.submit.owner, sizeof c.u.submit.owner, "%s", l->user);
 	dm_propose(d, &c, submit_done, s, 0);
 }
@@ -867,27 +882,17 @@ static void addrs_text(struct dm *d, struct fl_buf *b)
 			fl_buf_printf(b, "%s\n", d->st.members[i].addr);
 }
 
-/* A process whose machine is declared lost: its client (back at another
- * machine) hears its end here, with a line saying why, as its next
+/* A process whose machine was declared lost: its client (back at another
+ * machine, or at the machine come back) hears its end here, with a line saying why, as its next
  * record; true when answered so. */
-static bool lost_there(struct dm *d, struct dm_link *l,
-		       const struct net_header *h, const struct ctl_proc *cp,
-		       uint64_t from)
+static bool lost_there(struct dm_link *l, const struct net_header *h,
+		       const struct ctl_proc *cp, uint64_t from)
 {
-	const struct ctl_member *m = ctl_member_find(&d->st, cp->machine);
 	uint8_t st[12], rec[17 + 160];
 	int n;
 
-	if (m == NULL || m->state != CTL_M_LOST)
+	if (!cp->lost)
 		return false;
-	if (cp->state != CTL_P_ENDED) { /* the leader records it soon */
-		dm_send_error(l, h->type, h->request, FL_EAGAIN,
-			      "process %" PRIu64 " ran on machine m%" PRIu32
-			      ", which was declared lost: its end is being "
-			      "recorded",
-			      cp->pid, cp->machine);
-		return true;
-	}
 	if (h->type == NET_MSG_KILL) {
 		dm_send_error(l, h->type, h->request, FL_ENOENT,
 			      "process %" PRIu64 " has ended", cp->pid);
@@ -932,8 +937,7 @@ static void on_pid_request(struct dm_link *l, const struct net_header *h,
 	if (!proc_allowed(l, h, pid, cp))
 		return;
 	p = proc_find(d, pid);
-	if (p == NULL && cp->machine != 0 && cp->machine != d->me.id &&
-	    lost_there(d, l, h, cp, from))
+	if (p == NULL && lost_there(l, h, cp, from))
 		return;
 	if (p == NULL && cp->machine != 0 && cp->machine != d->me.id) {
 		redirect(d, l, h->type, h->request, cp->machine);
@@ -1074,7 +1078,8 @@ static void ps_text(struct dm *d, struct dm_link *l, uint64_t only,
 		if (cp->state == CTL_P_ENDED)
 			snprintf(st, sizeof st, "%d", (int)cp->status);
 		fl_buf_printf(b, "%-6" PRIu64 " %-12s %-9s %-8s %8s %10s %8s %8s %s\n",
-			      cp->pid, cp->owner, state_name(cp->state), mach, thr,
+			      cp->pid, cp->owner,
+			      cp->lost ? "lost" : state_name(cp->state), mach, thr,
 			      mem, cpu, age, st);
 	}
 }

@@ -73,7 +73,13 @@
 	  "to the origin, now and then: pid, what a part did so far")        \
 	X(FENCED, 24, 4, 4,                                                   \
 	  "to a machine whose incarnation was declared lost: that "          \
-	  "incarnation (it drops what it ran and comes back as a new one)")
+	  "incarnation (it drops what it ran and comes back as a new one)")  \
+	X(RESUME, 25, 16, 16,                                                 \
+	  "first on a connection between machines: the sender's "           \
+	  "incarnation, the receiver's as the sender knows it, the last "    \
+	  "part frame the sender took in (dm_sess.c)")                       \
+	X(ACK, 26, 8, 8,                                                      \
+	  "between machines: the last part frame the sender took in")
 
 enum net_msg {
 	NET_MSG_NONE = 0,

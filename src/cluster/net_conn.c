@@ -88,6 +88,7 @@ struct net_conn {
 	struct addrinfo *ai, *ai_next;
 	char dial_err[128];
 	char host[256];
+	char source[64]; /* dial from this address ("": the kernel's pick) */
 	uint16_t port;
 	/* limits */
 	uint32_t handshake_ms, idle_ms;
@@ -782,6 +783,8 @@ static int conn_new(uv_loop_t *loop, const struct net_conn_options *opt,
 	c->handshake_ms = opt->handshake_ms ? opt->handshake_ms
 					    : NET_CONN_HANDSHAKE_MS;
 	c->idle_ms = opt->idle_ms;
+	if (opt->source != NULL)
+		snprintf(c->source, sizeof c->source, "%s", opt->source);
 	c->write_max = opt->write_max ? opt->write_max : NET_CONN_WRITE_MAX;
 	if (opt->payload_len > 0)
 		memcpy(c->payload, opt->payload, opt->payload_len);
@@ -869,6 +872,22 @@ static void on_connect(uv_connect_t *req, int status)
 	start_reading(c);
 }
 
+/* Dial from c->source when it is an address of @family; when it is
+ * not, or the bind fails, the kernel picks as usual. */
+static void bind_source(struct net_conn *c, int family)
+{
+	struct sockaddr_storage sa;
+
+	if (c->source[0] == 0)
+		return;
+	if (family == AF_INET &&
+	    uv_ip4_addr(c->source, 0, (struct sockaddr_in *)&sa) == 0)
+		(void)uv_tcp_bind(&c->tcp, (struct sockaddr *)&sa, 0);
+	else if (family == AF_INET6 &&
+		 uv_ip6_addr(c->source, 0, (struct sockaddr_in6 *)&sa) == 0)
+		(void)uv_tcp_bind(&c->tcp, (struct sockaddr *)&sa, 0);
+}
+
 /* Connect to the next address, or close when none is left. */
 static void try_next(struct net_conn *c)
 {
@@ -890,6 +909,7 @@ static void try_next(struct net_conn *c)
 	c->tcp_open = true;
 	c->busy++;
 	c->connect.data = c;
+	bind_source(c, ai->ai_family);
 	r = uv_tcp_connect(&c->connect, &c->tcp, ai->ai_addr, on_connect);
 	if (r < 0) {
 		snprintf(c->dial_err, sizeof c->dial_err, "%s", uv_strerror(r));

@@ -83,6 +83,10 @@ struct net_conn_options {
 	uint32_t idle_ms;
 	/* Sealed bytes queued and not yet written; 0: NET_CONN_WRITE_MAX. */
 	size_t write_max;
+	/* Dialing: a numeric address to dial from (the one we listen on,
+	 * so that peers see the connection come from it); NULL: the
+	 * kernel's choice, as it is when the bind fails. */
+	const char *source;
 };
 
 struct net_conn_callbacks {

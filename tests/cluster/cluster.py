@@ -8,6 +8,7 @@ and FLOCK_HOME under a temporary directory. Every wait is bounded.
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +67,51 @@ class Machine:
             return self.proc_log.read_text(errors="replace")
         except (OSError, AttributeError):
             return ""
+
+
+class Cut:
+    """Machine @n's connections cut while on: every TCP segment to or
+    from its address on the cluster's port (its peers' links, its
+    clients') rejected with a reset (iptables, as root), so both ends
+    see the connection break and redials fail until off(). Machine 1 is
+    at 127.0.0.1, where the clients are too: only machines 2 and up.
+    The rules carry a comment naming this test process and port, and
+    off() (or the end of the with block) deletes exactly them."""
+
+    @staticmethod
+    def usable():
+        return os.geteuid() == 0 and shutil.which("iptables") is not None
+
+    def __init__(self, cluster, n):
+        assert n >= 2, "machine 1 shares 127.0.0.1 with the clients"
+        addr, port = "127.0.0.%d" % n, str(cluster.port)
+        tag = ["-m", "comment", "--comment",
+               "flock-test-%d-%s" % (os.getpid(), port)]
+        rej = ["-j", "REJECT", "--reject-with", "tcp-reset"]
+        self.rules = [["-p", "tcp", side, addr, pside, port] + tag + rej
+                      for side in ("-s", "-d") for pside in ("--sport", "--dport")]
+        self.active = False
+
+    def _ipt(self, op, rule, check=True):
+        return subprocess.run(["iptables", "-w", op, "OUTPUT"] + rule,
+                              check=check, capture_output=True, timeout=20)
+
+    def on(self):
+        self.active = True
+        for r in self.rules:
+            self._ipt("-I", r)
+
+    def off(self):
+        if self.active:
+            self.active = False
+            for r in self.rules:
+                self._ipt("-D", r, check=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.off()
 
 
 class Cluster:

@@ -11,6 +11,11 @@ moment, one fault on a seeded machine:
   kill   kill -9 of its daemon, restarted from its data after a while
   stop   SIGSTOP past --lost-after, then SIGCONT (it must find out it
          was fenced and come back by itself)
+  cut    its connections reset (iptables, as root; machines 2 and 3)
+         three times for 0.2-0.5 s, each shorter than --lost-after: no
+         machine is lost, so every run must end 0 with every line once
+         (what was on its way when a link broke is sent again, and
+         taken in once)
 Then every client is awaited (bounded), the machine healed, and the VM
 must serve again: every machine active in `flock status` and a spread
 run correct.
@@ -42,7 +47,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
-from cluster import Cluster, flock_path  # noqa: E402
+from cluster import Cluster, Cut, flock_path  # noqa: E402
 
 WORK = "tests/fault/work.fl"
 LOST_AFTER = 1.5
@@ -58,8 +63,9 @@ def expected_lines():
 
 
 class Schedule:
-    def __init__(self, seed, tmp, want):
+    def __init__(self, seed, tmp, want, kinds=("kill", "stop", "cut")):
         self.rng = random.Random(seed)
+        self.kinds = list(kinds)
         self.seed = seed
         self.tmp = tmp
         self.want = want
@@ -103,11 +109,24 @@ class Schedule:
                 time.sleep(0.05)
             self.log("all running", pids=self.pids(c))
             victim = rng.randint(1, 3)
-            kind = rng.choice(["kill", "stop"])
+            kind = rng.choice(self.kinds)
+            if kind == "cut" and not Cut.usable():
+                kind = rng.choice([k for k in self.kinds if k != "cut"] or
+                                  ["kill"])
+            if kind == "cut" and victim == 1:
+                victim = rng.randint(2, 3)
             time.sleep(rng.uniform(0.1, 1.0))
             m = [x for x in c.machines if x.n == victim][0]
             self.log("fault", kind=kind, machine=victim)
-            if kind == "kill":
+            if kind == "cut":
+                with Cut(c, victim) as cut:
+                    for _ in range(3):
+                        cut.on()
+                        time.sleep(rng.uniform(0.2, 0.5))
+                        cut.off()
+                        self.log("reconnect", machine=victim)
+                        time.sleep(rng.uniform(0.5, 1.5))
+            elif kind == "kill":
                 m.kill(signal.SIGKILL)
             else:
                 m.signal(signal.SIGSTOP)
@@ -131,7 +150,7 @@ class Schedule:
                 self.log("ended", run=k, status=p.returncode,
                          lines=len(out.decode().splitlines()),
                          stderr=err.decode()[-300:])
-            self.check(results, victim)
+            self.check(results, victim, kind)
             # healed, as another machine sees it: every machine active,
             # the victim back if it was declared lost
             other = 1 if victim != 1 else 2
@@ -155,7 +174,7 @@ class Schedule:
         finally:
             c.stop()
 
-    def check(self, results, victim):
+    def check(self, results, victim, kind):
         lost = re.compile(r"^flock: process \d+ lost( with machine m%d|: "
                           r"this machine, m%d, was declared lost)" %
                           (victim, victim), re.M)
@@ -164,6 +183,9 @@ class Schedule:
             if status == 0:
                 if lines != self.want:
                     self.fail("run %d ended 0 with other lines: %r" % (k, lines))
+            elif kind == "cut":
+                self.fail("run %d ended %d after cuts shorter than "
+                          "--lost-after: %r" % (k, status, err))
             elif status == 75:
                 if lines != self.want[:len(lines)]:
                     self.fail("run %d ended 75 with lines that are not a "
@@ -182,21 +204,34 @@ def main(argv=None):
     ap.add_argument("--keep", metavar="DIR",
                     help="keep each schedule's machines' data and logs "
                          "under DIR/SEED (to read after a failure)")
+    ap.add_argument("--kind", action="append",
+                    choices=["kill", "stop", "cut"],
+                    help="only faults of this kind (again for more kinds); "
+                         "cut needs root and iptables, and becomes kill or "
+                         "stop without them")
+    ap.add_argument("--each", action="store_true",
+                    help="every seed once per kind (kill, stop, cut, or "
+                         "those --kind names): the short run make test "
+                         "does")
     a = ap.parse_args(argv)
     want = expected_lines()
     kinds = {}
-    for s in range(a.seed, a.seed + a.schedules):
+    kinds_each = a.kind or ["kill", "stop", "cut"]
+    plan = [(s, [k] if a.each else kinds_each)
+            for s in range(a.seed, a.seed + a.schedules)
+            for k in (kinds_each if a.each else [None])]
+    for s, ks in plan:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.time()
-            where = (pathlib.Path(a.keep) / str(s) if a.keep
-                     else pathlib.Path(tmp) / "vm")
-            kind = Schedule(s, where, want).run()
+            where = (pathlib.Path(a.keep) / ("%d%s" % (s, "-" + ks[0] if a.each else ""))
+                     if a.keep else pathlib.Path(tmp) / "vm")
+            kind = Schedule(s, where, want, ks).run()
             kinds[kind] = kinds.get(kind, 0) + 1
             print("schedule %d (%s): passed in %.1f s" % (s, kind,
                                                           time.time() - t),
                   flush=True)
     print("fault harness: %d schedules passed (%s)" % (
-        a.schedules, ", ".join("%d %s" % (v, k) for k, v in sorted(kinds.items()))))
+        len(plan), ", ".join("%d %s" % (v, k) for k, v in sorted(kinds.items()))))
     return 0
 
 

@@ -74,9 +74,9 @@ def snapshot(vm, next_pid, next_member, applied, members, users, procs,
     b += u32(len(members)) + b"".join(members)
     b += u32(len(users)) + b"".join(users)
     b += u32(len(procs))
-    for pid, owner, client, seq, machine, state, status in procs:
+    for pid, owner, client, seq, machine, state, status, lost in procs:
         b += (u64(pid) + string(owner) + u64(client) + u64(seq) +
-              u32(machine) + u8(state) + u32(status))
+              u32(machine) + u8(state) + u32(status) + u8(lost))
     b += u32(len(sessions))
     for client, seq, rc, value, last in sessions:
         b += u64(client) + u64(seq) + u32(rc) + u64(value) + u64(last)
@@ -91,8 +91,9 @@ SNAPSHOTS = {
          member(2, "10.0.0.2:7000", 2, LOST, VOTER, 3, 1764633600000),
          member(3, "[::1]:7001", 3, ACTIVE, STANDBY)],
         [user("root", 0xA0, 1), user("alice", 0x10, 0)],
-        [(1, "root", 2, 1, 1, RUNNING, 0),
-         (3, "alice", 0, 0, 0, ENDED, -2)],
+        [(1, "root", 2, 1, 1, RUNNING, 0, 0),
+         (2, "root", 3, 1, 2, ENDED, 75, 1),
+         (3, "alice", 0, 0, 0, ENDED, -2, 0)],
         [(1, 5, 0, 0, 6), (2, 2, 1, 0, 9)]),
 }
 

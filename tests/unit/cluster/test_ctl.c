@@ -790,6 +790,59 @@ static void test_processes(void **state)
 	ctl_state_close(&st);
 }
 
+/* A machine declared lost ends what ran there, in the same entry: no
+ * process stays RUNNING on an incarnation that is gone, even when the
+ * machine is back (ACTIVE again) by the time anyone asks. */
+static void test_lost_machine_ends_its_processes(void **state)
+{
+	struct ctl_state st;
+	const struct ctl_proc *p;
+
+	(void)state;
+	create(&st);
+	add_member(&st, "10.0.0.2:7000", 2);
+	for (uint64_t i = 1; i <= 4; i++)
+		assert_int_equal(submit(&st, "root", 40, i).rc, 0);
+	assert_int_equal(pstate(&st, 1, 2, CTL_P_RUNNING, 0).rc, 0);
+	assert_int_equal(pstate(&st, 2, 1, CTL_P_RUNNING, 0).rc, 0);
+	assert_int_equal(pstate(&st, 3, 2, CTL_P_RUNNING, 0).rc, 0);
+	assert_int_equal(pstate(&st, 3, 0, CTL_P_ENDED, 0).rc, 0);
+	assert_int_equal(mstate_at(&st, 2, 1, CTL_M_LOST, CTL_VOTER, 7).rc, 0);
+	p = ctl_proc_find(&st, 1); /* ran there: ended, lost */
+	assert_int_equal(p->state, CTL_P_ENDED);
+	assert_int_equal(p->status, CTL_LOST_STATUS);
+	assert_int_equal(p->lost, 1);
+	assert_int_equal(p->machine, 2);
+	p = ctl_proc_find(&st, 2); /* elsewhere: untouched */
+	assert_int_equal(p->state, CTL_P_RUNNING);
+	assert_int_equal(p->lost, 0);
+	p = ctl_proc_find(&st, 3); /* ended before: as it ended */
+	assert_int_equal(p->status, 0);
+	assert_int_equal(p->lost, 0);
+	p = ctl_proc_find(&st, 4); /* not started: waits */
+	assert_int_equal(p->state, CTL_P_SUBMITTED);
+	/* back as a new incarnation: what was lost stays lost, and the
+	 * snapshot keeps it so */
+	assert_int_equal(mstate_at(&st, 2, 2, CTL_M_ACTIVE, CTL_STANDBY, 8).rc,
+			 0);
+	assert_int_equal(ctl_proc_find(&st, 1)->lost, 1);
+	{
+		struct fl_buf b;
+		struct ctl_state back;
+		struct fl_err err;
+		fl_buf_init(&b);
+		ctl_snapshot_encode(&st, &b);
+		ctl_state_init(&back);
+		assert_int_equal(ctl_snapshot_restore(&back, b.data, b.len, &err),
+				 0);
+		assert_int_equal(ctl_proc_find(&back, 1)->lost, 1);
+		assert_int_equal(ctl_proc_find(&back, 2)->lost, 0);
+		ctl_state_close(&back);
+		fl_buf_close(&b);
+	}
+	ctl_state_close(&st);
+}
+
 /* ---- Sessions ---- */
 
 static void test_dedupe(void **state)
@@ -1277,6 +1330,7 @@ int main(void)
 	    cmocka_unit_test(test_members),
 	    cmocka_unit_test(test_users),
 	    cmocka_unit_test(test_processes),
+	    cmocka_unit_test(test_lost_machine_ends_its_processes),
 	    cmocka_unit_test(test_dedupe),
 	    cmocka_unit_test(test_session_eviction),
 	    cmocka_unit_test(test_snapshot_round_trip),
