@@ -752,19 +752,42 @@ void dm_parts_machine_lost(struct dm *d, uint32_t id)
 			       pt->pid, id);
 			if (pt->vp != NULL)
 				vm_proc_kill_line(pt->vp, DM_LOST_STATUS, line);
-			part_quiet(pt, i); /* it will say nothing more */
-			if (pt->release != NULL) /* its process waits on that */
-				dm_part_origin_done(pt, pt->release,
-						    pt->release_arg);
 		} else if (i == pt->origin) {
 			dm_log(d, "process %" PRIu64 ": its origin, machine "
 				  "%" PRIu32 ", was lost: its part here ends",
 			       pt->pid, id);
 			if (pt->vp != NULL)
 				vm_proc_kill(pt->vp, DM_LOST_STATUS);
+		}
+		/* What its threads here wait for there resumes (and faults, in
+		 * a process that has ended), so the part can become quiet. */
+		if (pt->g != NULL)
+			dsm_gsrc_node_lost(pt->g, i);
+		if (pt->dp != NULL)
+			dist_part_lost(pt->dp, i);
+		if (pt->self == pt->origin) {
+			part_quiet(pt, i); /* it will say nothing more */
+			if (pt->release != NULL) /* its process waits on that */
+				dm_part_origin_done(pt, pt->release,
+						    pt->release_arg);
+		} else if (i == pt->origin) {
 			pt->free_asked = true; /* no PART_FREE will come */
 			part_maybe_free(pt);
 		}
+	}
+}
+
+/* Every other part of @pt's process is gone for it: what its threads
+ * wait for elsewhere resumes (and faults, the process having ended). */
+static void part_all_lost(struct dm_part *pt)
+{
+	for (int i = 0; i < pt->nparts; i++) {
+		if (i == pt->self)
+			continue;
+		if (pt->g != NULL)
+			dsm_gsrc_node_lost(pt->g, i);
+		if (pt->dp != NULL)
+			dist_part_lost(pt->dp, i);
 	}
 }
 
@@ -772,10 +795,14 @@ void dm_parts_fenced(struct dm *d)
 {
 	struct dm_part *pt, *next;
 
+	dm_procs_fenced(d); /* the processes that began here end first */
 	for (pt = d->parts; pt != NULL; pt = next) {
 		next = pt->next;
+		if (pt->self != pt->origin && pt->vp != NULL)
+			vm_proc_kill(pt->vp, DM_LOST_STATUS);
+		part_all_lost(pt);
 		if (pt->self == pt->origin) {
-			/* dm_proc's, ended below; the other machines ended
+			/* dm_proc's, ended above; the other machines ended
 			 * their parts as they heard of the loss: none will say
 			 * it is quiet */
 			for (int i = 0; i < pt->nparts; i++)
@@ -786,12 +813,9 @@ void dm_parts_fenced(struct dm *d)
 						    pt->release_arg);
 			continue;
 		}
-		if (pt->vp != NULL)
-			vm_proc_kill(pt->vp, DM_LOST_STATUS);
 		pt->free_asked = true;
 		part_maybe_free(pt);
 	}
-	dm_procs_fenced(d);
 }
 
 /* ---- Life ---- */

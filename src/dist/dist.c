@@ -1242,6 +1242,46 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	return 0;
 }
 
+void dist_part_lost(struct dist_part *d, int part)
+{
+	struct vm_thread **js = NULL;
+	size_t nj = 0;
+
+	if (part < 0 || part >= d->cfg.nparts || part == d->cfg.self)
+		return;
+	pthread_mutex_lock(&d->dlock); /* as a delivery */
+	pthread_mutex_lock(&d->lock);
+	if (d->closed || (d->lost & (1ull << part)) != 0) {
+		pthread_mutex_unlock(&d->lock);
+		pthread_mutex_unlock(&d->dlock);
+		return;
+	}
+	d->lost |= 1ull << part;
+	/* Joins asked of it (the joined thread's home): they fail. */
+	js = malloc((d->asked.n ? d->asked.n : 1) * sizeof *js);
+	for (size_t i = 0; js != NULL && i < d->asked.n;) {
+		struct vm_thread *t = d->asked.v[i].t;
+		if (vm_peer_home(&d->base, vm_gslot(t->park_arg)) != part) {
+			i++;
+			continue;
+		}
+		js[nj++] = t;
+		d->asked.v[i] = d->asked.v[--d->asked.n];
+	}
+	/* Joins it asked here: nobody to answer. */
+	for (size_t i = 0; i < d->owed.n;)
+		if (d->owed.v[i].part == part)
+			d->owed.v[i] = d->owed.v[--d->owed.n];
+		else
+			i++;
+	pthread_mutex_unlock(&d->lock);
+	dist__lend_lost(d, part);
+	for (size_t i = 0; i < nj; i++)
+		vm__resume(NULL, js[i], FL_EPIPE, 0);
+	free(js);
+	pthread_mutex_unlock(&d->dlock);
+}
+
 void dist_stats(struct dist_part *d, struct dist_stats *out)
 {
 	pthread_mutex_lock(&d->lock);

@@ -152,6 +152,11 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
  * ended here. */
 void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len);
 void dist_stats(struct dist_part *d, struct dist_stats *out);
+/* Part @part's machine was lost: joins asked of it resume failed (the
+ * joiner faults), threads waiting for pages it lent fault, and what it
+ * asked of this part is forgotten. Its later messages must not be
+ * delivered. Any thread but a worker inside an op. */
+void dist_part_lost(struct dist_part *d, int part);
 void dist_unref(struct dist_part *d);
 
 #endif

@@ -169,6 +169,7 @@ struct dist_part {
 	struct umap lends, lent_pages, borrows;
 	struct fl_buf rel[DIST_MAX_PARTS]; /* releases to send each lender */
 	uint32_t nrel[DIST_MAX_PARTS];
+	uint64_t lost; /* parts whose machines were lost, under @lock */
 	_Atomic int refs;
 };
 
@@ -212,5 +213,10 @@ void dist__on_lpage(struct dist_part *d, int from, struct fl_reader *r);
 void dist__on_lrelease(struct dist_part *d, struct fl_reader *r);
 void dist__lent_wake_all(struct dist_part *d);
 void dist__lent_close(struct dist_part *d);
+
+/* dist_lend.c: part @part was lost; what waits on pages it lent this
+ * part fails (the waiting threads resume and fault), and what it asked
+ * of this part is forgotten. Under @dlock, not @lock. */
+void dist__lend_lost(struct dist_part *d, int part);
 
 #endif

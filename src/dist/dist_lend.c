@@ -621,3 +621,38 @@ void dist__lent_close(struct dist_part *d)
 	free(pages);
 	free(pinned);
 }
+
+void dist__lend_lost(struct dist_part *d, int part)
+{
+	struct vm_thread **wake = NULL;
+	size_t nwake = 0, cap = 0;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t j = 0; j < d->borrows.cap; j++) {
+		struct borrow *b = d->borrows.k[j] != 0 ? d->borrows.v[j] : NULL;
+		size_t keep = 0;
+		if (b == NULL)
+			continue;
+		/* Asks of the lost part for pages it re-lent us: dropped. */
+		for (size_t i = 0; i < b->nremote; i++)
+			if (b->remote[i].part != part)
+				b->remote[keep++] = b->remote[i];
+		b->nremote = keep;
+		if (b->from != part || b->base.data != NULL)
+			continue;
+		/* Its bytes cannot come: as an LPAGE that says so. */
+		b->failed = true;
+		b->asked = false;
+		for (size_t i = 0; i < b->nwaiting; i++)
+			if (grow((void **)&wake, &cap, nwake, sizeof *wake))
+				wake[nwake++] = b->waiting[i];
+		b->nwaiting = 0;
+	}
+	pthread_mutex_unlock(&d->lock);
+	/* Each runs its instruction again and faults: the lender is gone.
+	 * (Out of memory for the list leaves a thread parked, as a lost
+	 * reply would: the process ends all the same.) */
+	for (size_t i = 0; i < nwake; i++)
+		vm_gsrc_resume(wake[i], 0, 0);
+	free(wake);
+}

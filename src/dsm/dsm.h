@@ -62,6 +62,9 @@ enum dsm_res {
 	DSM_OUTSIDE,   /* not inside one live block (the home keeps them) */
 	DSM_NOTLOCKED, /* unlock of a word that is 0 */
 	DSM_NOTBLOCK,  /* free of an address that starts no live block */
+	/* The page's home was lost (dsm_node_lost): nothing happened, or
+	 * what was sent there is gone. Never on the wire. */
+	DSM_LOST,
 };
 
 enum dsm_op { DSM_CAS, DSM_XADD, DSM_XCHG };
@@ -165,6 +168,13 @@ int dsm_node_new(const struct dsm_config *cfg, struct dsm_node **out,
 void dsm_node_free(struct dsm_node *n);
 
 void dsm_wait_init(struct dsm_wait *w, void *user);
+
+/* Node @node is gone for good (its machine was declared lost): every
+ * call waiting on it is woken (its call then ends DSM_LOST), what it was
+ * to acknowledge here counts as acknowledged, its callers queued on
+ * words homed here are dropped, and every later access to a page it
+ * homed ends DSM_LOST. Its later messages must not be delivered. */
+void dsm_node_lost(struct dsm_node *n, int node);
 
 /* Copy [@off, @off + @len) of @page to @out, or from @in. A miss fetches
  * the page from its home (DSM_WAIT). A write at the home changes the

@@ -93,6 +93,8 @@ static enum dsm_res access_page(struct dsm_node *n, struct dsm_wait *w,
 			return DSM_NOMEM;
 		return DSM_OK;
 	}
+	if (dsm__lost(n, home))
+		return DSM_LOST;
 	if ((*out = pg = dsm__page(n, page, true)) == NULL)
 		return DSM_NOMEM;
 	if (pg->data == NULL && pg->nomem) { /* no memory for the copy */
@@ -125,7 +127,7 @@ bool dsm_missing(struct dsm_node *n, uint64_t page)
 	int home = page < DSM_PAGE_LIMIT ? dsm__home(n, page) : -1;
 	struct dsm_page *pg;
 
-	if (home < 0 || home == n->self)
+	if (home < 0 || home == n->self || dsm__lost(n, home))
 		return false;
 	pg = dsm__page(n, page, false);
 	return pg == NULL || (pg->data == NULL && !pg->gone);
@@ -220,8 +222,15 @@ enum dsm_res dsm_release(struct dsm_node *n, struct dsm_wait *w)
 			pp = &pg->dnext;
 			continue;
 		}
-		if (!send_diff(n, pg))
+		if (dsm__lost(n, dsm__home(n, pg->page))) {
+			/* its home is gone, and these bytes with it */
+			free(pg->twin);
+			dsm__credit_page(n);
+			pg->twin = NULL;
+			pg->dirty = false;
+		} else if (!send_diff(n, pg)) {
 			return DSM_NOMEM;
+		}
 		*pp = pg->dnext;
 		pg->dnext = NULL;
 	}
@@ -275,6 +284,8 @@ enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		return DSM_BAD;
 	switch (w->phase) {
 	case DSM_PH_START:
+		if (dsm__lost(n, home))
+			return DSM_LOST;
 		if ((r = dsm_release(n, w)) != DSM_OK)
 			return r;
 		if (home == n->self) {

@@ -133,6 +133,8 @@ enum dsm_res dsm_free(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		return DSM_BAD;
 	switch (w->phase) {
 	case DSM_PH_START:
+		if (dsm__lost(n, home))
+			return DSM_LOST;
 		if ((r = dsm_release(n, w)) != DSM_OK)
 			return r;
 		if (home == n->self) {

@@ -260,6 +260,10 @@ static enum vm_res fault(struct vm_worker *w, enum dsm_res r, const char *what,
 		vm_gsrc_fault(w, strcmp(what, "free") == 0 ? "out of memory (free)"
 							   : "out of memory");
 		break;
+	case DSM_LOST:
+		vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": global memory on a "
+			      "machine that was lost", what, addr);
+		break;
 	default:
 		vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": the DSM refused the "
 			      "address", what, addr);
@@ -902,6 +906,19 @@ void dsm_gsrc_deliver(struct vm_gsrc *g, int from, const void *msg,
 		return;
 	}
 	dsm_deliver(G->node, from, msg, len);
+	unlock(G);
+}
+
+void dsm_gsrc_node_lost(struct vm_gsrc *g, int node)
+{
+	struct dsm_gsrc *G = gsrc_of(g);
+
+	pthread_mutex_lock(&G->lock);
+	if (G->closed) {
+		pthread_mutex_unlock(&G->lock);
+		return;
+	}
+	dsm_node_lost(G->node, node);
 	unlock(G);
 }
 

@@ -120,6 +120,11 @@ int dsm_gsrc_new(struct vm_proc *p, const struct dsm_gsrc_config *cfg,
  * source it is dropped. Any thread but a worker inside an op. */
 void dsm_gsrc_deliver(struct vm_gsrc *g, int from, const void *msg,
 		      size_t len);
+/* Node @node's machine was lost (dsm_node_lost): what waits on it
+ * resumes, and its pages fault ("global memory on a machine that was
+ * lost"). Any thread but a worker inside an op; its later messages must
+ * not be delivered. */
+void dsm_gsrc_node_lost(struct vm_gsrc *g, int node);
 /* The node's counters. */
 void dsm_gsrc_stats(struct vm_gsrc *g, struct dsm_stats *out);
 /* Drop the driver's reference (once it delivers no more). */

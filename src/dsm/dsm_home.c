@@ -334,8 +334,8 @@ static uint64_t must_note(const struct dsm_node *n, const struct dsm_page *pg,
 
 	for (int s = 0; s < n->nodes; s++) {
 		uint64_t me = dsm__bit(s);
-		if (s == n->self || !(pg->sharers & me))
-			continue;
+		if (s == n->self || !(pg->sharers & me) || (n->lost & me))
+			continue; /* a lost node's copy is gone with it */
 		if ((old & ~me) == 0 && (now & ~me) != 0)
 			who |= me;
 	}

@@ -272,6 +272,7 @@ struct dsm_node {
 	struct dsm_ackwait *acks;
 	size_t nacks, capacks;
 	struct dsm_peer peer[DSM_MAX_NODES];
+	uint64_t lost; /* nodes lost (dsm_node_lost), a bit each */
 	struct dsm_extent live[DSM_LIVE_MAX]; /* io.map's, for one call */
 	struct fl_buf out; /* encoding scratch */
 	struct dsm_stats st;
@@ -307,6 +308,11 @@ void dsm__wake_all(struct dsm_node *n, struct dsm_wait **list);
 void dsm__outstanding_dec(struct dsm_node *n);
 /* Drop the copy of @pg (a cache's, not dirty) as an acquire does. */
 void dsm__drop_copy(struct dsm_node *n, struct dsm_page *pg);
+
+/* dsm_lost.c: whether @node was lost. */
+bool dsm__lost(const struct dsm_node *n, int node);
+/* dsm_sync.c: @node's callers leave the word queues here. */
+void dsm__queues_lost(struct dsm_node *n, int node);
 
 /* dsm_home.c: the home side's directory and reply cache. */
 /* Record @writer (-1: none) as a writer of home page @pg, noting every

@@ -94,6 +94,27 @@ void dsm__queues_free(struct dsm_page *pg)
 	pg->qhead = pg->qtail = NULL;
 }
 
+void dsm__queues_lost(struct dsm_node *n, int node)
+{
+	for (size_t i = 0; i < n->tab_cap; i++)
+		for (struct dsm_page *pg = n->tab[i]; pg != NULL;
+		     pg = pg->hnext) {
+			struct dsm_qent **l = &pg->qhead, *prev = NULL;
+			while (*l != NULL) {
+				struct dsm_qent *x = *l;
+				if (x->from != node) {
+					prev = x;
+					l = &x->next;
+					continue;
+				}
+				q_remove(pg, l, prev);
+				free(x);
+				if (n->peer[node].nqueued > 0)
+					n->peer[node].nqueued--;
+			}
+		}
+}
+
 static bool acks_reserve(struct dsm_node *n)
 {
 	struct dsm_ackwait *a;
@@ -351,6 +372,8 @@ enum dsm_res dsm_sync(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		return DSM_BAD;
 	switch (w->phase) {
 	case DSM_PH_START:
+		if (dsm__lost(n, home))
+			return DSM_LOST;
 		if ((r = dsm_release(n, w)) != DSM_OK)
 			return r;
 		if (home == n->self) {

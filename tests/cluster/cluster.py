@@ -2,7 +2,8 @@
 
 A Cluster starts daemons with `flock new` / `flock join --foreground`
 (children of the test, so they are ended by pid and reaped), each on its
-own loopback address (127.0.0.1, .2, .3 ...) and port, with its own --data
+own loopback address (127.0.0.1, .2, .3 ..., or from another with
+first=N) and port, with its own --data
 and FLOCK_HOME under a temporary directory. Every wait is bounded.
 """
 import os
@@ -69,43 +70,37 @@ class Machine:
             return ""
 
 
-class Cut:
-    """Machine @n's connections cut while on: every TCP segment to or
-    from its address on the cluster's port (its peers' links, its
-    clients') rejected with a reset (iptables, as root), so both ends
-    see the connection break and redials fail until off(). Machine 1 is
-    at 127.0.0.1, where the clients are too: only machines 2 and up.
-    The rules carry a comment naming this test process and port, and
-    off() (or the end of the with block) deletes exactly them."""
+def _iptables(op, rule, check=True):
+    return subprocess.run(["iptables", "-w", op, "OUTPUT"] + rule,
+                          check=check, capture_output=True, timeout=20)
+
+
+class _Rules:
+    """iptables rules on OUTPUT, each tagged with a comment naming this
+    test process and the cluster's port; off() (or the end of a with
+    block) deletes exactly them."""
 
     @staticmethod
     def usable():
         return os.geteuid() == 0 and shutil.which("iptables") is not None
 
-    def __init__(self, cluster, n):
-        assert n >= 2, "machine 1 shares 127.0.0.1 with the clients"
-        addr, port = "127.0.0.%d" % n, str(cluster.port)
+    def __init__(self, cluster, matches, target):
         tag = ["-m", "comment", "--comment",
-               "flock-test-%d-%s" % (os.getpid(), port)]
-        rej = ["-j", "REJECT", "--reject-with", "tcp-reset"]
-        self.rules = [["-p", "tcp", side, addr, pside, port] + tag + rej
-                      for side in ("-s", "-d") for pside in ("--sport", "--dport")]
+               "flock-test-%d-%d" % (os.getpid(), cluster.port)]
+        ports = ["-p", "tcp", "-m", "multiport", "--ports", str(cluster.port)]
+        self.rules = [ports + m + tag + target for m in matches]
         self.active = False
-
-    def _ipt(self, op, rule, check=True):
-        return subprocess.run(["iptables", "-w", op, "OUTPUT"] + rule,
-                              check=check, capture_output=True, timeout=20)
 
     def on(self):
         self.active = True
         for r in self.rules:
-            self._ipt("-I", r)
+            _iptables("-I", r)
 
     def off(self):
         if self.active:
             self.active = False
             for r in self.rules:
-                self._ipt("-D", r, check=False)
+                _iptables("-D", r, check=False)
 
     def __enter__(self):
         return self
@@ -114,10 +109,40 @@ class Cut:
         self.off()
 
 
+class Cut(_Rules):
+    """Machine @n's connections cut while on: every TCP segment to or
+    from its address on the cluster's port (its peers' links, its
+    clients') rejected with a reset, so both ends see the connection
+    break and redials fail until off(). Not for a machine at 127.0.0.1,
+    where the clients are (Cluster(first=2) has none there)."""
+
+    def __init__(self, cluster, n):
+        ip = cluster.ip(n)
+        assert ip != "127.0.0.1", "the clients are at 127.0.0.1 too"
+        super().__init__(cluster, [["-s", ip], ["-d", ip]],
+                         ["-j", "REJECT", "--reject-with", "tcp-reset"])
+
+
+class Partition(_Rules):
+    """The machines of @side apart from the others while on: what one
+    side sends the other is dropped (silence, as a cable cut makes);
+    clients still reach every machine."""
+
+    def __init__(self, cluster, side):
+        a = [cluster.ip(n) for n in side]
+        b = [cluster.ip(m.n) for m in cluster.machines if m.n not in side]
+        assert "127.0.0.1" not in a + b, "the clients are at 127.0.0.1"
+        super().__init__(cluster, [["-s", x, "-d", y]
+                                   for x in a for y in b] +
+                         [["-s", y, "-d", x] for x in a for y in b],
+                         ["-j", "DROP"])
+
+
 class Cluster:
     def __init__(self, tmp, vm="testvm", port=None, provide="cpu:1,ram:1GiB,disk:1GiB",
-                 daemon_args=()):
+                 daemon_args=(), first=1):
         self.daemon_args = list(daemon_args)
+        self.first = first  # machine n is at 127.0.0.(first + n - 1)
         self.tmp = pathlib.Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.vm = vm
@@ -128,7 +153,10 @@ class Cluster:
         self.token = None
 
     def addr(self, n=1):
-        return "%s@127.0.0.%d:%d" % (self.vm, n, self.port)
+        return "%s@%s:%d" % (self.vm, self.ip(n), self.port)
+
+    def ip(self, n):
+        return "127.0.0.%d" % (self.first + n - 1)
 
     def env(self, home=None, extra=None):
         e = dict(os.environ)
@@ -141,7 +169,7 @@ class Cluster:
 
     def _start(self, n, args, home):
         data = self.tmp / ("m%d" % n)
-        listen = "127.0.0.%d:%d" % (n, self.port)
+        listen = "%s:%d" % (self.ip(n), self.port)
         logf = self.tmp / ("m%d.log" % n)
         out = open(logf, "wb")
         proc = subprocess.Popen(

@@ -95,6 +95,15 @@ struct sim {
 	struct dsm_extent live[NPAGES][4];
 	uint8_t large[NPAGES];
 	int frees;
+	/* A crash (crash >= 0): at tick @crash_at node @crash stops for
+	 * good, what is in flight to or from it is dropped and so is what
+	 * is sent to it later, and every other node is told
+	 * (dsm_node_lost). Then DO ends a program whose call says DSM_LOST
+	 * (its thread would fault). */
+	int crash;
+	uint64_t crash_at;
+	bool crashed;
+	int lost_calls;
 };
 
 #define FAIL(s, ...)                                                          \
@@ -233,6 +242,11 @@ static inline void io_send(void *ctx, int to, const void *p, size_t len)
 		FAIL(s, "node %d sends to %d", pr->id, to);
 	if (dsm__msg_decode(p, len, &m) != 0)
 		FAIL(s, "node %d sent a message its own decoder refuses", pr->id);
+	if (s->crashed && (to == s->crash || pr->id == s->crash)) {
+		if (pr->id == s->crash)
+			FAIL(s, "node %d sends after its crash", pr->id);
+		return; /* into the void */
+	}
 	if (m.type == DSM_MSG_GET)
 		s->gets[pr->id][m.page % NPAGES]++;
 	if (m.type == DSM_MSG_SYNC && !s->delivering && s->cur != NULL)
@@ -326,6 +340,7 @@ static inline void sim_init(struct sim *s, uint64_t seed, int n, step_fn *step,
 	s->n = n;
 	s->dup_pct = 10;
 	s->max_delay = 20;
+	s->crash = -1;
 	s->step = step;
 	s->sc = sc;
 	for (int i = 0; i < NPAGES; i++) {
@@ -411,12 +426,39 @@ static inline void deliver(struct sim *s, size_t i)
 	free(m.bytes);
 }
 
+/* Node s->crash stops: its programs end where they are, its messages
+ * and those to it go, and the others are told. */
+static inline void sim_crash(struct sim *s)
+{
+	s->crashed = true;
+	for (int i = 0; i < s->nproc; i++)
+		if (s->proc[i].id == s->crash) {
+			s->proc[i].done = true;
+			s->proc[i].parked = false;
+		}
+	for (size_t i = 0; i < s->nq;)
+		if (s->q[i].from == s->crash || s->q[i].to == s->crash) {
+			free(s->q[i].bytes);
+			s->q[i] = s->q[--s->nq];
+		} else {
+			i++;
+		}
+	s->delivering = true; /* the wakes come as from a delivery */
+	for (int j = 0; j < s->n; j++)
+		if (j != s->crash)
+			dsm_node_lost(s->node[j], s->crash);
+	s->delivering = false;
+}
+
 static inline void sim_run(struct sim *s)
 {
 	for (uint64_t ticks = 0;; ticks++, s->now++) {
 		int run[MAXN * MAXT], nrun = 0;
 		size_t ndue = 0;
 		bool alldone = true;
+
+		if (s->crash >= 0 && !s->crashed && s->now >= s->crash_at)
+			sim_crash(s);
 
 		for (int i = 0; i < s->nproc; i++) {
 			alldone &= s->proc[i].done;
@@ -505,6 +547,11 @@ static inline void each_seed(void (*one)(uint64_t seed))
 		enum dsm_res r_ = (call);                                     \
 		if (r_ == DSM_WAIT) {                                         \
 			p->parked = true;                                     \
+			return;                                               \
+		}                                                             \
+		if (r_ == DSM_LOST && s->crashed) {                           \
+			s->lost_calls++;                                      \
+			p->done = true; /* it faults */                       \
 			return;                                               \
 		}                                                             \
 		if (r_ != DSM_OK)                                             \

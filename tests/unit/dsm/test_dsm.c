@@ -10,7 +10,7 @@
  * default, duplicated one time in ten; each tick the scheduler, from a
  * seeded PRNG, either delivers a random message that is due (so
  * messages are reordered freely) or steps a random runnable node. No
- * drops yet. A run ends when every program finished and the queue is
+ * drops but a crash's. A run ends when every program finished and the queue is
  * empty; it fails if no program can run and no message is in flight
  * (a deadlock) or after a bound on ticks. Page homes are drawn per seed.
  *
@@ -35,6 +35,10 @@
  *  - duplicates change nothing: the same seeds with no duplication and
  *    with 40%, then every message of the run delivered once more, give
  *    the same master copies;
+ *  - a node crashes at a seeded tick (what is in flight to or from it is
+ *    dropped, the others are told, dsm_node_lost): nothing is left
+ *    waiting on it, a call that needs it ends DSM_LOST, and each xadd on
+ *    a total homed elsewhere applied once;
  * The homes' maps and allocators are the simulator's (io.map, io.free:
  * per page an access, live blocks, blocks of whole pages); pages no test
  * maps otherwise are writable with no live blocks kept. */
@@ -740,6 +744,102 @@ static void test_duplicates(void **state)
 	assert_true(dup_total > 0); /* duplicates did arrive, and were seen */
 }
 
+/* ---- A node crashes ---- */
+
+#define CRASH_K 10
+
+struct crash {
+	uint64_t total, wpage[2], rpage;
+	uint8_t seen[MAXN * CRASH_K];
+	int ok[MAXN]; /* xadds on the total that returned */
+};
+
+/* Each node: write its word of a shared page, release, xadd the total,
+ * read another page after an acquire; CRASH_K times. Any call may find
+ * the crashed node was the home it needs: that program ends there. */
+static void crash_step(struct sim *s, struct proc *p)
+{
+	struct crash *t = s->sc;
+	uint64_t v = (uint64_t)p->k + 1;
+
+	switch (p->pc) {
+	case 0:
+		DO(dsm_write(NODE, &p->w, t->wpage[p->k % 2],
+			     8 * (uint32_t)(1 + p->id), 8, &v));
+		p->pc = 1;
+		return;
+	case 1:
+		DO(dsm_release(NODE, &p->w));
+		p->pc = 2;
+		return;
+	case 2:
+		DO(dsm_atomic(NODE, &p->w, t->total, 0, DSM_XADD, 1, 0, &p->old));
+		if (p->old >= (uint64_t)s->n * CRASH_K || t->seen[p->old]++)
+			FAIL(s, "xadd on the total returned %" PRIu64 " twice or "
+				"out of range",
+			     p->old);
+		t->ok[p->id]++;
+		p->pc = 3;
+		return;
+	case 3:
+		DO(dsm_acquire(NODE, &p->w));
+		p->pc = 4;
+		return;
+	case 4:
+		DO(dsm_read(NODE, &p->w, t->rpage, 0, 8, p->buf));
+		p->pc = 0;
+		if (++p->k == CRASH_K)
+			p->done = true;
+		return;
+	}
+}
+
+static uint64_t crash_lost_calls, crash_runs_lost;
+
+static void crash_one(uint64_t seed)
+{
+	struct sim s;
+	struct crash t;
+	int ok = 0;
+
+	memset(&t, 0, sizeof t);
+	sim_init(&s, seed, nodes_for(seed), crash_step, &t);
+	t.total = 1 + below(&s, NPAGES - 1);
+	t.wpage[0] = 1 + below(&s, NPAGES - 1);
+	t.wpage[1] = 1 + below(&s, NPAGES - 1);
+	t.rpage = 1 + below(&s, NPAGES - 1);
+	s.crash = (int)below(&s, (unsigned)s.n);
+	s.crash_at = below(&s, 1500);
+	sim_start(&s);
+	sim_run(&s); /* no survivor left parked: sim_run fails on that */
+	for (int i = 0; i < s.n; i++)
+		if (i != s.crash)
+			ok += t.ok[i];
+	/* The total, if its home lives: every xadd that returned was
+	 * applied once, and at most the crashed node's one in flight more
+	 * (duplicates of a request apply once). */
+	if (s.homes[t.total] != s.crash) {
+		uint64_t got = home64(&s, t.total, 0);
+		if (got < (uint64_t)(ok + t.ok[s.crash]) ||
+		    got > (uint64_t)(ok + t.ok[s.crash] + 1))
+			FAIL(&s, "total %" PRIu64 " after %d xadds returned", got,
+			     ok + t.ok[s.crash]);
+	}
+	crash_lost_calls += (uint64_t)s.lost_calls;
+	crash_runs_lost += s.lost_calls > 0;
+	sim_close(&s);
+}
+
+static void test_crash(void **state)
+{
+	(void)state;
+	crash_lost_calls = crash_runs_lost = 0;
+	each_seed(crash_one);
+	print_message("%" PRIu64 " calls ended DSM_LOST, in %" PRIu64 " runs\n",
+		      crash_lost_calls, crash_runs_lost);
+	assert_true(crash_runs_lost > 0); /* crashes did cut calls short */
+}
+
 /* ---- Hostile bytes, API misuse ---- */
 
 static void test_malformed(void **state)
@@ -849,6 +949,7 @@ int main(void)
 	    cmocka_unit_test(test_false_sharing),
 	    cmocka_unit_test(test_read_only),
 	    cmocka_unit_test(test_duplicates),
+	    cmocka_unit_test(test_crash),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
