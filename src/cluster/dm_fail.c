@@ -142,24 +142,34 @@ void dm_fail_tick(struct dm *d)
 
 	if (d->raft_started)
 		leader_duties(d, now);
-	/* Every machine: the losses it has not acted on yet. */
+	/* Every machine: the losses it has not acted on yet. A member's
+	 * incarnation rises only once the one before was declared lost, so
+	 * the newest lost incarnation is its own when it is LOST, else the
+	 * one before: polled, a loss is acted on even when the member was
+	 * back (ACTIVE again) before this machine's tick, or when a
+	 * snapshot brought both at once. */
 	for (size_t i = 0; i < d->st.nmembers; i++) {
 		const struct ctl_member *m = &d->st.members[i];
+		uint32_t lost;
 		struct dm_peer *pe;
 
-		if (m->state != CTL_M_LOST || m->id == d->me.id)
+		if (m->id == d->me.id)
+			continue;
+		lost = m->state == CTL_M_LOST ? m->incarnation
+					      : m->incarnation - 1;
+		if (lost == 0)
 			continue;
 		pe = dm_peer_get(d, m->id, true);
-		if (pe == NULL || pe->lost_done > m->incarnation)
+		if (pe == NULL || pe->lost_done > lost)
 			continue;
-		pe->lost_done = m->incarnation + 1;
+		pe->lost_done = lost + 1;
 		dm_log(d, "machine %" PRIu32 ": declared lost (incarnation "
 			  "%" PRIu32 ")",
-		       m->id, m->incarnation);
-		if (pe->link != NULL && pe->heard_inc <= m->incarnation)
+		       m->id, lost);
+		if (pe->link != NULL && pe->heard_inc <= lost)
 			net_conn_close(pe->link->conn, "declared lost");
-		dm_sess_lost(d, m->id, m->incarnation);
-		dm_parts_machine_lost(d, m->id);
+		dm_sess_lost(d, m->id, lost);
+		dm_parts_machine_lost(d, m->id, lost);
 	}
 }
 

@@ -281,10 +281,11 @@ int dm_parts_init(struct dm *d, struct fl_err *err);
 void dm_parts_close(struct dm *d);
 /* Drop frames kept too long for parts never made. */
 void dm_parts_tick(struct dm *d);
-/* Machine @id was declared lost: end the processes here that had parts
- * there (the origin's: 75 and a line naming it) and the parts here of
- * processes whose origin it was. */
-void dm_parts_machine_lost(struct dm *d, uint32_t id);
+/* Machine @id's @incarnation (and every older one) was declared lost:
+ * end the processes here that had parts there (the origin's: 75 and a
+ * line naming it) and the parts here of processes whose origin it was;
+ * what waits on it resumes. Parts with a newer incarnation of it stay. */
+void dm_parts_machine_lost(struct dm *d, uint32_t id, uint32_t incarnation);
 /* This machine was fenced: end every process and part it runs (75). */
 void dm_parts_fenced(struct dm *d);
 /* dm_proc.c's half: the processes it started here. */

@@ -783,6 +783,12 @@ void dm_net_tick(struct dm *d)
 	static uint64_t last_ping;
 	uint64_t now = dm_now_ms();
 	bool ping = now - last_ping >= PING_MS;
+	/* Redial at least four times within --lost-after: a link that
+	 * broke while both ends live is back before either is lost. */
+	uint64_t after = d->cfg->lost_after_ms ? d->cfg->lost_after_ms
+					       : DM_LOST_AFTER_MS;
+	uint32_t dial_max = after / 4 < DIAL_MAX_MS ? (uint32_t)(after / 4)
+						    : DIAL_MAX_MS;
 
 	if (ping)
 		last_ping = now;
@@ -805,8 +811,8 @@ void dm_net_tick(struct dm *d)
 		    !member_key(d, p->id, key, addr, sizeof addr))
 			continue;
 		p->next_dial = now + p->backoff;
-		p->backoff = p->backoff * 2 > DIAL_MAX_MS ? DIAL_MAX_MS
-							  : p->backoff * 2;
+		p->backoff = p->backoff * 2 > dial_max ? dial_max
+						       : p->backoff * 2;
 		dial_peer(d, p, addr);
 	}
 	dm_sess_tick(d);

@@ -54,6 +54,9 @@ struct dm_part {
 	uint64_t pid;
 	int self, origin, nparts;
 	uint32_t ids[DIST_MAX_PARTS];
+	/* The incarnation of each as this machine knew it when the part
+	 * was made: a loss of that one or an older ends the process. */
+	uint32_t incs[DIST_MAX_PARTS];
 	struct vm_proc *vp;
 	/* A part elsewhere owns its module, arguments and waiter. */
 	struct vm_module *m;
@@ -92,6 +95,16 @@ static struct dm_part *part_find(struct dm *d, uint64_t pid)
 		if (pt->pid == pid)
 			return pt;
 	return NULL;
+}
+
+static void part_incs(struct dm *d, struct dm_part *pt)
+{
+	for (int i = 0; i < pt->nparts; i++) {
+		const struct ctl_member *m = ctl_member_find(&d->st, pt->ids[i]);
+		pt->incs[i] = pt->ids[i] == d->me.id ? d->me.incarnation
+			      : m != NULL		 ? m->incarnation
+						 : 0;
+	}
 }
 
 static int index_of(const struct dm_part *pt, uint32_t id)
@@ -388,6 +401,7 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	pt->self = pt->origin = (int)msg.origin;
 	pt->nparts = (int)msg.nparts;
 	memcpy(pt->ids, msg.ids, sizeof pt->ids);
+	part_incs(d, pt);
 	if ((rc = vm__proc_new(d->node, m, o, &pt->vp, err)) != 0) {
 		free(pt);
 		return rc;
@@ -544,6 +558,7 @@ static void on_part(struct dm *d, const struct net_header *h,
 	pt->nparts = (int)msg.nparts;
 	pt->origin = (int)msg.origin;
 	memcpy(pt->ids, msg.ids, sizeof pt->ids);
+	part_incs(d, pt);
 	pt->self = index_of(pt, d->me.id);
 	pt->argv = msg.sub.argv; /* taken */
 	pt->argc = (int)msg.sub.argc;
@@ -732,15 +747,15 @@ void dm_part_frame(struct dm *d, const struct net_header *h, const uint8_t *p)
 
 /* ---- Machines lost ---- */
 
-void dm_parts_machine_lost(struct dm *d, uint32_t id)
+void dm_parts_machine_lost(struct dm *d, uint32_t id, uint32_t incarnation)
 {
 	struct dm_part *pt, *next;
 
 	for (pt = d->parts; pt != NULL; pt = next) {
 		int i = index_of(pt, id);
 		next = pt->next;
-		if (i < 0 || i == pt->self)
-			continue;
+		if (i < 0 || i == pt->self || pt->incs[i] > incarnation)
+			continue; /* not there, or with a newer incarnation */
 		if (pt->self == pt->origin) {
 			char line[160];
 			snprintf(line, sizeof line,

@@ -392,7 +392,9 @@ void dm_sess_lost(struct dm *d, uint32_t id, uint32_t incarnation)
 	if (s == NULL)
 		return;
 	pthread_mutex_lock(&s->lock);
-	if (s->peer_inc <= incarnation) {
+	/* (No session yet: the lost incarnation's RESUME, like all its
+	 * frames, is dropped as it comes; a newer one's starts it.) */
+	if (s->peer_inc != 0 && s->peer_inc <= incarnation) {
 		forget(s);
 		s->conn = NULL;
 		s->dead = true;
