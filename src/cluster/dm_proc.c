@@ -74,6 +74,13 @@ struct dm_proc {
 	bool waited; /* the waiter returned: status set, pipes' write ends closed */
 	int status;
 	bool ended; /* waited and both pipes at their end */
+	/* Its end is in the process table (or the table ended it as lost
+	 * and @status says so): only then do its clients hear it, so that
+	 * a machine cut off from the control plane's majority never tells
+	 * a status the VM does not hold. When it last asked, and when it
+	 * ended (ms). */
+	bool recorded;
+	uint64_t record_ms, ended_ms;
 	bool freed;
 	int logfd;
 	uint64_t nrec, logsize;
@@ -123,9 +130,11 @@ static void watch_pump(struct dm_proc *p, struct dm_watch *w)
 		w->off += 5 + len;
 	}
 	/* (a spread process is over once every part is: proc_release) */
-	if ((p->ended && p->part == NULL) || !w->follow) {
+	if ((p->ended && p->part == NULL && p->recorded) || !w->follow) {
 		uint8_t st[12];
-		int32_t status = p->ended && p->part == NULL ? p->status : -1;
+		int32_t status = p->ended && p->part == NULL && p->recorded
+					 ? p->status
+					 : -1;
 		memcpy(st, &p->pid, 8);
 		memcpy(st + 8, &status, 4);
 		if (dm_send(w->link, NET_MSG_STATUS, NET_FLAG_REPLY, w->req, st,
@@ -190,10 +199,54 @@ static void pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
 /* ---- Processes ---- */
 
+static struct dm_proc *proc_find(struct dm *d, uint64_t pid);
+static void proc_record(struct dm_proc *p, uint8_t stream, const char *b,
+			size_t n);
+
+/* The process table says how @p ended, with the line it gives a client
+ * of a process lost with its machine when that is what it says. */
+static void end_recorded(struct dm_proc *p, const struct ctl_proc *cp)
+{
+	if (cp != NULL && cp->lost && p->status != cp->status) {
+		char line[160];
+		int n = snprintf(line, sizeof line,
+				 "flock: process %" PRIu64 " lost: this machine, "
+				 "m%" PRIu32 ", was declared lost\n",
+				 p->pid, p->d->me.id);
+		p->status = cp->status;
+		proc_record(p, 2, line, (size_t)n);
+	}
+	p->recorded = true;
+	for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
+		next = w->next;
+		watch_pump(p, w);
+	}
+}
+
 static void end_proposed(struct dm_prop *pr, struct ctl_result r)
 {
-	(void)pr;
-	(void)r;
+	struct dm_proc *p = proc_find(pr->d, pr->data2);
+	const struct ctl_proc *cp = ctl_proc_find(&pr->d->st, pr->data2);
+
+	if (p == NULL || p->recorded)
+		return;
+	/* Applied now, or before (an answer lost on the way: ended is
+	 * final, so the retry is refused): the table has it. */
+	if (r.rc == 0 || (cp != NULL && cp->state == CTL_P_ENDED))
+		end_recorded(p, cp);
+	/* else no leader now: dm_procs_tick asks again */
+}
+
+static void record_end(struct dm_proc *p)
+{
+	struct ctl_command c = {.type = CTL_CMD_PROC_STATE};
+
+	c.u.pstate.pid = p->pid;
+	c.u.pstate.state = CTL_P_ENDED;
+	c.u.pstate.status = p->status;
+	c.u.pstate.machine = p->d->me.id;
+	p->record_ms = dm_now_ms();
+	dm_propose(p->d, &c, end_proposed, NULL, p->pid);
 }
 
 static void async_closed(uv_handle_t *h)
@@ -271,7 +324,6 @@ static void proc_release(void *arg)
 static void proc_maybe_end(struct dm_proc *p)
 {
 	struct dm *d = p->d;
-	struct ctl_command c = {.type = CTL_CMD_PROC_STATE};
 
 	if (!p->waited || p->open_reads > 0 || p->ended)
 		return;
@@ -291,11 +343,8 @@ static void proc_maybe_end(struct dm_proc *p)
 	}
 	d->ram_used -= p->memory;
 	dm_log(d, "process %" PRIu64 " ended with status %d", p->pid, p->status);
-	c.u.pstate.pid = p->pid;
-	c.u.pstate.state = CTL_P_ENDED;
-	c.u.pstate.status = p->status;
-	c.u.pstate.machine = d->me.id;
-	dm_propose(d, &c, end_proposed, NULL, 0);
+	p->ended_ms = dm_now_ms();
+	record_end(p);
 	for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
 		next = w->next;
 		watch_pump(p, w);
@@ -361,7 +410,7 @@ static struct dm_proc *proc_archived(struct dm *d, uint64_t pid, int status)
 	p->d = d;
 	p->pid = pid;
 	p->logfd = fd;
-	p->ended = p->waited = p->freed = true;
+	p->ended = p->waited = p->freed = p->recorded = true;
 	p->status = status;
 	if (fstat(fd, &sb) == 0)
 		p->logsize = (uint64_t)sb.st_size;
@@ -1429,6 +1478,34 @@ static void on_leave(struct dm_link *l, const struct net_header *h)
 	dm_log(d, "leaving: waiting for the processes here to end");
 }
 
+/* How long a client waits for the end of a process that ended here to
+ * be recorded before it hears why not (69). */
+#define UNRECORDED_MS 20000
+
+/* @p ended and its end is not in the table yet (no leader answers):
+ * ask again each second; once UNRECORDED_MS passed, its clients hear
+ * why they get no status (a cut-off minority), and exit 69. */
+static void end_unrecorded(struct dm_proc *p)
+{
+	uint64_t now = dm_now_ms();
+
+	if (now - p->record_ms >= 1000)
+		record_end(p);
+	if (now - p->ended_ms < UNRECORDED_MS)
+		return;
+	while (p->watch != NULL) {
+		struct dm_watch *w = p->watch;
+		dm_send_error(w->link, NET_MSG_ERROR, w->req, FL_EPIPE,
+			      "process %" PRIu64 " ended on machine m%" PRIu32
+			      ", but its end could not be recorded: that "
+			      "machine cannot reach a majority of the VM's "
+			      "control plane (flock wait %" PRIu64 " tells "
+			      "its status once it can)",
+			      p->pid, p->d->me.id, p->pid);
+		watch_free(p, w);
+	}
+}
+
 void dm_procs_tick(struct dm *d)
 {
 	bool busy = false;
@@ -1437,6 +1514,8 @@ void dm_procs_tick(struct dm *d)
 	/* free what has ended and no one follows */
 	for (struct dm_proc **q = &d->procs; *q != NULL;) {
 		struct dm_proc *p = *q;
+		if (p->ended && !p->recorded)
+			end_unrecorded(p);
 		/* (a spread process's VM process is freed once its parts
 		 * elsewhere are quiet: dm_part_origin_done) */
 		if (p->ended && p->freed && p->watch == NULL && p->vp == NULL) {
@@ -1481,6 +1560,13 @@ void dm_procs_fenced(struct dm *d)
 {
 	for (struct dm_proc *p = d->procs; p != NULL; p = p->next) {
 		char line[160];
+		if (p->ended && !p->recorded) {
+			/* ended in the dark: the VM has it lost */
+			struct ctl_proc lost = {.pid = p->pid, .lost = 1,
+						.status = DM_LOST_STATUS};
+			end_recorded(p, &lost);
+			continue;
+		}
 		if (p->vp == NULL || p->ended)
 			continue;
 		snprintf(line, sizeof line,

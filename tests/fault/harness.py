@@ -11,6 +11,11 @@ moment, one fault on a seeded machine:
   kill   kill -9 of its daemon, restarted from its data after a while
   stop   SIGSTOP past --lost-after, then SIGCONT (it must find out it
          was fenced and come back by itself)
+  part   cut off from the other two (iptables DROP between the
+         machines, as root; clients still reach it) past --lost-after,
+         then healed: the majority declares it lost and goes on, the
+         minority side records nothing; healed, it finds out it was
+         fenced and comes back
   cut    its connections reset (iptables, as root) three times for
          0.1-0.4 s, well inside --lost-after: unless the leader declared
          it lost all the same (then as for the others), every run must
@@ -49,7 +54,7 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
-from cluster import Cluster, Cut, flock_path  # noqa: E402
+from cluster import Cluster, Cut, Partition, flock_path  # noqa: E402
 
 WORK = "tests/fault/work.fl"
 LOST_AFTER = 1.5
@@ -65,7 +70,7 @@ def expected_lines():
 
 
 class Schedule:
-    def __init__(self, seed, tmp, want, kinds=("kill", "stop", "cut")):
+    def __init__(self, seed, tmp, want, kinds=("kill", "stop", "cut", "part")):
         self.rng = random.Random(seed)
         self.kinds = list(kinds)
         self.seed = seed
@@ -115,9 +120,9 @@ class Schedule:
             self.log("all running", pids=self.pids(c))
             victim = rng.randint(1, 3)
             kind = rng.choice(self.kinds)
-            if kind == "cut" and not Cut.usable():
-                kind = rng.choice([k for k in self.kinds if k != "cut"] or
-                                  ["kill"])
+            if kind in ("cut", "part") and not Cut.usable():
+                kind = rng.choice([k for k in self.kinds
+                                   if k not in ("cut", "part")] or ["kill"])
             time.sleep(rng.uniform(0.1, 1.0))
             m = [x for x in c.machines if x.n == victim][0]
             self.log("fault", kind=kind, machine=victim)
@@ -129,6 +134,15 @@ class Schedule:
                         cut.off()
                         self.log("reconnect", machine=victim)
                         time.sleep(rng.uniform(0.5, 1.5))
+            elif kind == "part":
+                with Partition(c, [victim]) as part:
+                    part.on()
+                    time.sleep(LOST_AFTER + rng.uniform(1.0, 2.0))
+                    st = c.flock(["status"], n=1 + victim % 3).stdout.decode()
+                    self.log("apart", machine=victim,
+                             seen=re.findall(r"^m%d .*" % victim, st, re.M))
+                    part.off()
+                self.log("healed", machine=victim)
             elif kind == "kill":
                 m.kill(signal.SIGKILL)
             else:
@@ -221,18 +235,18 @@ def main(argv=None):
                     help="keep each schedule's machines' data and logs "
                          "under DIR/SEED (to read after a failure)")
     ap.add_argument("--kind", action="append",
-                    choices=["kill", "stop", "cut"],
+                    choices=["kill", "stop", "cut", "part"],
                     help="only faults of this kind (again for more kinds); "
-                         "cut needs root and iptables, and becomes kill or "
-                         "stop without them")
+                         "cut and part need root and iptables, and become "
+                         "kill or stop without them")
     ap.add_argument("--each", action="store_true",
-                    help="every seed once per kind (kill, stop, cut, or "
+                    help="every seed once per kind (kill, stop, cut, part, or "
                          "those --kind names): the short run make test "
                          "does")
     a = ap.parse_args(argv)
     want = expected_lines()
     kinds = {}
-    kinds_each = a.kind or ["kill", "stop", "cut"]
+    kinds_each = a.kind or ["kill", "stop", "cut", "part"]
     plan = [(s, [k] if a.each else kinds_each)
             for s in range(a.seed, a.seed + a.schedules)
             for k in (kinds_each if a.each else [None])]
