@@ -50,6 +50,7 @@ struct dm_watch {
 	bool output;       /* wants records (run, logs), not only the end */
 	bool follow;       /* until the end (run, wait), not what is there */
 	uint64_t req;
+	uint64_t since; /* when it came (ms) */
 	struct dm_watch *next;
 };
 
@@ -77,10 +78,9 @@ struct dm_proc {
 	/* Its end is in the process table (or the table ended it as lost
 	 * and @status says so): only then do its clients hear it, so that
 	 * a machine cut off from the control plane's majority never tells
-	 * a status the VM does not hold. When it last asked, and when it
-	 * ended (ms). */
+	 * a status the VM does not hold. When it last asked (ms). */
 	bool recorded;
-	uint64_t record_ms, ended_ms;
+	uint64_t record_ms;
 	bool freed;
 	int logfd;
 	uint64_t nrec, logsize;
@@ -343,7 +343,6 @@ static void proc_maybe_end(struct dm_proc *p)
 	}
 	d->ram_used -= p->memory;
 	dm_log(d, "process %" PRIu64 " ended with status %d", p->pid, p->status);
-	p->ended_ms = dm_now_ms();
 	record_end(p);
 	for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
 		next = w->next;
@@ -442,6 +441,7 @@ static void watch_add(struct dm_proc *p, struct dm_link *l, uint64_t req,
 	}
 	w->link = l;
 	w->req = req;
+	w->since = dm_now_ms();
 	w->output = output;
 	w->follow = follow;
 	/* skip to @from */
@@ -1483,18 +1483,18 @@ static void on_leave(struct dm_link *l, const struct net_header *h)
 #define UNRECORDED_MS 20000
 
 /* @p ended and its end is not in the table yet (no leader answers):
- * ask again each second; once UNRECORDED_MS passed, its clients hear
- * why they get no status (a cut-off minority), and exit 69. */
+ * ask again each second; a client that waited UNRECORDED_MS for it
+ * hears why it gets no status (a cut-off minority), and exits 69. */
 static void end_unrecorded(struct dm_proc *p)
 {
 	uint64_t now = dm_now_ms();
 
 	if (now - p->record_ms >= 1000)
 		record_end(p);
-	if (now - p->ended_ms < UNRECORDED_MS)
-		return;
-	while (p->watch != NULL) {
-		struct dm_watch *w = p->watch;
+	for (struct dm_watch *w = p->watch, *next; w != NULL; w = next) {
+		next = w->next;
+		if (now - w->since < UNRECORDED_MS || !w->follow)
+			continue;
 		dm_send_error(w->link, NET_MSG_ERROR, w->req, FL_EPIPE,
 			      "process %" PRIu64 " ended on machine m%" PRIu32
 			      ", but its end could not be recorded: that "

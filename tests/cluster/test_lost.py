@@ -4,7 +4,9 @@ process spread over it: the process ends 75 naming it within 10 s, a
 process elsewhere finishes, `flock status` shows the loss, the machine
 restarted comes back as a new incarnation and serves. A machine paused
 past the limit: fenced when it wakes, its own processes end 75, and it
-comes back by itself.
+comes back by itself. A machine cut off from the majority: a process
+that ends there is never told as ended before the VM holds its end
+(its client hears why, 69), and healed, the end is recorded.
 
 Every daemon is ended by its pid (cluster.py); every wait is bounded.
 """
@@ -13,7 +15,9 @@ import signal
 import subprocess
 import time
 
-from cluster import ROOT, Cluster, flock_path
+import pytest
+
+from cluster import ROOT, Cluster, Cut, Partition, flock_path
 
 LOST_AFTER = "2"
 SEQUENTIAL = "examples/primes.fl"  # no threads: one machine runs it
@@ -159,5 +163,44 @@ def test_the_machine_the_client_talks_to_is_lost(tmp_path):
         assert run.returncode == 75, err
         assert re.search(r"^flock: process %d lost with machine m%d, which "
                          r"ran it$" % (pid, origin), err.decode(), re.M), err
+    finally:
+        c.stop()
+
+
+@pytest.mark.skipif(not Cut.usable(), reason="needs root and iptables")
+def test_cut_off_machine_never_tells_an_unrecorded_end(tmp_path):
+    """A process runs alone on a machine (no threads) that is cut off
+    from the other two, long enough that no one declares it lost: it
+    ends there, but its end cannot enter the process table, so its
+    client is not told 0 (the VM holds it running) and after a bounded
+    wait hears why (69). Healed, the end is recorded: flock wait says
+    0 anywhere."""
+    c = Cluster(tmp_path, daemon_args=["--lost-after", "60"], first=2).up(3)
+    try:
+        st = c.flock(["status"]).stdout.decode()
+        leader = int(re.search(r"leader m(\d)", st).group(1))
+        n = 3 if leader != 3 else 2
+        other = [m.n for m in c.machines if m.n != n][0]
+        run = start_run(c, "tests/cluster/progs/dark.fl", n=n)
+        pid = pid_of_newest(c, n=n)
+        ps = c.flock(["ps", str(pid)], n=other).stdout.decode()
+        assert re.search(r"^%d .* running +m%d " % (pid, n), ps, re.M), ps
+        with Partition(c, [n]) as part:
+            part.on()
+            t0 = time.time()
+            out, err = run.communicate(timeout=90)
+            print("the client heard after %.1f s" % (time.time() - t0))
+            assert run.returncode == 69, (out, err)
+            assert out == b"done in the dark\n", out
+            assert re.search(r"process %d ended on machine m%d, but its end "
+                             r"could not be recorded" % (pid, n),
+                             err.decode()), err
+            # the majority was never told it ended
+            ps = c.flock(["ps", str(pid)], n=other).stdout.decode()
+            assert re.search(r"^%d .* running " % pid, ps, re.M), ps
+        r = c.flock(["wait", str(pid)], n=other, timeout=30)
+        assert r.returncode == 0, r.stderr
+        ps = c.flock(["ps", str(pid)], n=other).stdout.decode()
+        assert re.search(r"^%d .* ended .* 0$" % pid, ps, re.M), ps
     finally:
         c.stop()
