@@ -60,12 +60,11 @@ struct dm_sess {
 	uint64_t seq;          /* the last number given */
 	/* kept, oldest first; @wpos: the first not written on @conn */
 	struct dm_sframe *head, *tail, *wpos;
-	size_t kept, kept_bytes;
+	size_t kept;
 	/* The loop's. */
 	uint32_t peer_inc;   /* the incarnation at the other end; 0: none */
 	uint64_t rx, rx_told; /* the last number taken in, and told */
 	size_t rx_bytes;      /* taken in since the last ACK */
-	uint64_t resent, dups;
 };
 
 bool dm_sess_type(uint8_t type)
@@ -127,7 +126,6 @@ static void trim(struct dm_sess *s, uint64_t upto)
 		if (s->wpos == f)
 			s->wpos = f->next;
 		s->kept--;
-		s->kept_bytes -= f->len;
 		free(f);
 	}
 	if (s->head == NULL)
@@ -213,7 +211,6 @@ int dm_sess_send(struct dm *d, uint32_t to, uint8_t type, const void *head,
 	if (s->wpos == NULL)
 		s->wpos = f;
 	s->kept++;
-	s->kept_bytes += f->len;
 	pump(s, pthread_equal(pthread_self(), d->loop_thread));
 	pthread_mutex_unlock(&s->lock);
 	return 0;
@@ -319,7 +316,6 @@ void dm_sess_resume(struct dm *d, struct dm_link *l,
 	trim(s, rx);
 	s->wpos = s->head;
 	again = s->kept; /* written before (again) or not yet */
-	s->resent += again;
 	s->conn = l->conn;
 	pump(s, true);
 	pthread_mutex_unlock(&s->lock);
@@ -368,10 +364,8 @@ bool dm_sess_take(struct dm *d, struct dm_link *l, const struct net_header *h)
 		net_conn_close(l->conn, "a part frame before RESUME");
 		return false;
 	}
-	if (h->request <= s->rx) {
-		s->dups++;
+	if (h->request <= s->rx)
 		return false; /* had it: sent again after a reconnect */
-	}
 	if (h->request != s->rx + 1) {
 		net_conn_close(l->conn, "a part frame out of sequence");
 		return false;

@@ -560,6 +560,29 @@ void dist__on_lrelease(struct dist_part *d, struct fl_reader *r)
 	free(drop);
 }
 
+/* Under @lock: move @b's waiting threads onto *@ts (to resume once
+ * @lock is let go); out of memory for the list, the rest stay parked
+ * on @b. */
+static void take_waiting(struct borrow *b, struct vm_thread ***ts, size_t *n,
+			 size_t *cap)
+{
+	size_t k = 0;
+
+	while (k < b->nwaiting && grow((void **)ts, cap, *n, sizeof **ts))
+		(*ts)[(*n)++] = b->waiting[k++];
+	memmove(b->waiting, b->waiting + k,
+		(b->nwaiting - k) * sizeof *b->waiting);
+	b->nwaiting -= k;
+}
+
+/* Outside @lock: each runs its instruction again. */
+static void resume_taken(struct vm_thread **ts, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		vm_gsrc_resume(ts[i], 0, 0);
+	free(ts);
+}
+
 /* The process ended here: threads waiting for lent bytes run on to see
  * it; and at its close every page lent and every pinned borrow goes. */
 void dist__lent_wake_all(struct dist_part *d)
@@ -568,21 +591,11 @@ void dist__lent_wake_all(struct dist_part *d)
 	size_t n = 0, cap = 0;
 
 	pthread_mutex_lock(&d->lock);
-	for (size_t i = 0; i < d->borrows.cap; i++) {
-		struct borrow *b = d->borrows.v[i];
-		if (d->borrows.k[i] == 0)
-			continue;
-		for (size_t k = 0; k < b->nwaiting; k++) {
-			if (!grow((void **)&ts, &cap, n, sizeof *ts))
-				break; /* those stay parked: out of memory */
-			ts[n++] = b->waiting[k];
-		}
-		b->nwaiting = 0;
-	}
+	for (size_t i = 0; i < d->borrows.cap; i++)
+		if (d->borrows.k[i] != 0)
+			take_waiting(d->borrows.v[i], &ts, &n, &cap);
 	pthread_mutex_unlock(&d->lock);
-	for (size_t i = 0; i < n; i++)
-		vm_gsrc_resume(ts[i], 0, 0);
-	free(ts);
+	resume_taken(ts, n);
 }
 
 void dist__lent_close(struct dist_part *d)
@@ -624,14 +637,14 @@ void dist__lent_close(struct dist_part *d)
 
 void dist__lend_lost(struct dist_part *d, int part)
 {
-	struct vm_thread **wake = NULL;
-	size_t nwake = 0, cap = 0;
+	struct vm_thread **ts = NULL;
+	size_t n = 0, cap = 0;
 
 	pthread_mutex_lock(&d->lock);
 	for (size_t j = 0; j < d->borrows.cap; j++) {
-		struct borrow *b = d->borrows.k[j] != 0 ? d->borrows.v[j] : NULL;
+		struct borrow *b = d->borrows.v[j];
 		size_t keep = 0;
-		if (b == NULL)
+		if (d->borrows.k[j] == 0)
 			continue;
 		/* Asks of the lost part for pages it re-lent us: dropped. */
 		for (size_t i = 0; i < b->nremote; i++)
@@ -643,16 +656,9 @@ void dist__lend_lost(struct dist_part *d, int part)
 		/* Its bytes cannot come: as an LPAGE that says so. */
 		b->failed = true;
 		b->asked = false;
-		for (size_t i = 0; i < b->nwaiting; i++)
-			if (grow((void **)&wake, &cap, nwake, sizeof *wake))
-				wake[nwake++] = b->waiting[i];
-		b->nwaiting = 0;
+		take_waiting(b, &ts, &n, &cap);
 	}
 	pthread_mutex_unlock(&d->lock);
-	/* Each runs its instruction again and faults: the lender is gone.
-	 * (Out of memory for the list leaves a thread parked, as a lost
-	 * reply would: the process ends all the same.) */
-	for (size_t i = 0; i < nwake; i++)
-		vm_gsrc_resume(wake[i], 0, 0);
-	free(wake);
+	/* Each faults: the lender is gone. */
+	resume_taken(ts, n);
 }
