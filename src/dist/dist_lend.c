@@ -570,6 +570,8 @@ static void take_waiting(struct borrow *b, struct vm_thread ***ts, size_t *n,
 
 	while (k < b->nwaiting && grow((void **)ts, cap, *n, sizeof **ts))
 		(*ts)[(*n)++] = b->waiting[k++];
+	if (k == 0)
+		return; /* none (b->waiting may be NULL) */
 	memmove(b->waiting, b->waiting + k,
 		(b->nwaiting - k) * sizeof *b->waiting);
 	b->nwaiting -= k;
