@@ -29,6 +29,7 @@
 	X(FL_EPIPE, 32, "broken pipe")                                        \
 	X(FL_ERANGE, 34, "result out of range")                               \
 	X(FL_ENOSYS, 38, "not supported by this VM")                          \
+	X(FL_ELOST, 75, "lost with its machine")                              \
 	X(FL_EFORMAT, 100, "malformed module")                                \
 	X(FL_ESYNTAX, 101, "program did not compile")                         \
 	X(FL_EUSAGE, 102, "usage error")

@@ -41,6 +41,10 @@ static const char help[] =
 	"  --vm VM@HOST:PORT   run on a Flock VM (any of its machines); also\n"
 	"                      FLOCK_VM. Output streams back; stdin is\n"
 	"                      forwarded; the exit status is the process's\n"
+	"  --survive           with --vm: outlive the loss of a machine other\n"
+	"                      than main's: joining a thread lost with it\n"
+	"                      gives ELOST (-11), a mutex it held is taken\n"
+	"                      with status 1 (docs/cluster.md)\n"
 	"  --detach            with --vm: print the process's pid and return\n"
 	"                      (flock logs / wait / kill PID later)\n"
 	"  --debug-resubmit    test aid, with --vm: drop the connection right\n"
@@ -186,6 +190,8 @@ int cli_run(int argc, char **argv)
 			resubmit = true;
 		} else if (strcmp(a, "--debug-reconnect") == 0) {
 			reconnect = true;
+		} else if (strcmp(a, "--survive") == 0) {
+			o.survive = true;
 		} else if (strcmp(a, "--debug-spread") == 0) {
 			o.spread_eager = true;
 		} else if (a[0] == '-' && a[1] != 0) {

@@ -806,6 +806,7 @@ int cli_run_vm(const char *vm, const struct vm_module *m,
 	sub.call_depth = o->max_depth;
 	sub.cpus = o->cpus;
 	sub.eager = o->spread_eager;
+	sub.survive = o->survive;
 	sub.argc = (uint32_t)o->argc;
 	sub.argv = o->argv;
 	sub.module = mod.data;

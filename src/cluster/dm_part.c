@@ -176,6 +176,17 @@ static int64_t seg_pages(uint32_t len)
 	return ((int64_t)len + VM_PAGE_SIZE - 1) / VM_PAGE_SIZE;
 }
 
+/* Survive: threads of the process were lost (dist.h); the locks they
+ * held here are taken with status 1 next. */
+static void threads_lost(void *ctx, const uint64_t *tids, size_t n)
+{
+	struct dm_part *pt = ctx;
+
+	dm_log(pt->d, "process %" PRIu64 ": %zu threads lost", pt->pid, n);
+	if (pt->g != NULL)
+		dsm_gsrc_threads_lost(pt->g, tids, n);
+}
+
 /* Give @pt->vp (made by vm__proc_new) its DSM source and its peer. */
 static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
 {
@@ -184,12 +195,16 @@ static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
 	struct dsm_gsrc_config gc = {.self = pt->self, .nodes = pt->nparts,
 				     .slot = dsm_gsrc_node_slot(pt->self),
 				     .home = home_of, .home_ctx = pt,
-				     .send = send_dsm, .send_ctx = pt};
+				     .send = send_dsm, .send_ctx = pt,
+				     .ids = pt->ids, .robust = vp->opt.survive};
 	struct dist_config dc = {.self = pt->self, .nparts = pt->nparts,
 				 .pid = pt->pid, .eager = vp->opt.spread_eager,
 				 .origin = pt->origin, .ncpu = ncpu,
 				 .send = send_dist, .send_ctx = pt,
-				 .counters = dsm_counters, .counters_ctx = pt};
+				 .counters = dsm_counters, .counters_ctx = pt,
+				 .survive = vp->opt.survive,
+				 .threads_lost = threads_lost,
+				 .threads_lost_ctx = pt};
 	int rc;
 
 	/* The local source's segment pages are never credited back (as a
@@ -425,6 +440,7 @@ int dm_part_start(struct dm *d, uint64_t pid, const struct vm_module *m,
 	msg.sub.call_depth = o->max_depth;
 	msg.sub.cpus = o->cpus;
 	msg.sub.eager = o->spread_eager;
+	msg.sub.survive = o->survive;
 	msg.sub.argc = (uint32_t)o->argc;
 	msg.sub.argv = o->argv;
 	if (vm_module_encode(m, &mod) == 0 && !fl_buf_failed(&mod)) {
@@ -576,6 +592,7 @@ static void on_part(struct dm *d, const struct net_header *h,
 	o.stack_words = msg.sub.stack_words;
 	o.max_depth = msg.sub.call_depth;
 	o.spread_eager = msg.sub.eager;
+	o.survive = msg.sub.survive;
 	o.argc = pt->argc;
 	o.argv = pt->argv;
 	o.fd_in = o.fd_out = o.fd_err = d->null_fd;
@@ -756,7 +773,11 @@ void dm_parts_machine_lost(struct dm *d, uint32_t id, uint32_t incarnation)
 		next = pt->next;
 		if (i < 0 || i == pt->self || pt->incs[i] > incarnation)
 			continue; /* not there, or with a newer incarnation */
-		if (pt->self == pt->origin) {
+		if (pt->self == pt->origin && pt->vp != NULL &&
+		    pt->vp->opt.survive) {
+			dm_log(d, "process %" PRIu64 " survives the loss of "
+				  "machine %" PRIu32, pt->pid, id);
+		} else if (pt->self == pt->origin) {
 			char line[160];
 			snprintf(line, sizeof line,
 				 "flock: process %" PRIu64 " lost with machine m%" PRIu32

@@ -755,6 +755,7 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 	s->o.max_depth = msg.call_depth;
 	s->o.cpus = msg.cpus;
 	s->o.spread_eager = msg.eager;
+	s->o.survive = msg.survive;
 	s->from = msg.from;
 	s->argv = msg.argv; /* taken */
 	s->argc = (int)msg.argc;

@@ -7,7 +7,7 @@
 
 /* ---- SUBMIT ----
  *   u64 client, u64 seq, u8 flags (1 detach, 2 check, 4 placed, 8 spawns
- *   eager), u64 memory,
+ *   eager, 16 survive), u64 memory,
  *   u32 max_threads, u32 stack_words, u32 call_depth, u32 cpus, u64 from,
  *   u32 argc, argc x (u16 length, bytes), then the module to the end. */
 
@@ -16,7 +16,8 @@ void dm_submit_encode(const struct dm_submit *s, struct fl_buf *out)
 	fl_buf_put_u64(out, s->client);
 	fl_buf_put_u64(out, s->seq);
 	fl_buf_put_u8(out, (uint8_t)((s->detach ? 1 : 0) | (s->check ? 2 : 0) |
-				     (s->placed ? 4 : 0) | (s->eager ? 8 : 0)));
+				     (s->placed ? 4 : 0) | (s->eager ? 8 : 0) |
+				     (s->survive ? 16 : 0)));
 	fl_buf_put_u64(out, s->memory);
 	fl_buf_put_u32(out, s->max_threads);
 	fl_buf_put_u32(out, s->stack_words);
@@ -60,12 +61,13 @@ int dm_submit_decode(const uint8_t *p, size_t n, struct dm_submit *s,
 	argc = fl_get_u32(&r);
 	if (r.failed)
 		return fl_err_set(err, FL_EFORMAT, "submission: cut short");
-	if (flags & ~15u)
+	if (flags & ~31u)
 		return fl_err_set(err, FL_EFORMAT, "submission: unknown flags 0x%02x",
 				  flags);
 	s->detach = flags & 1;
 	s->placed = (flags & 4) != 0;
 	s->eager = (flags & 8) != 0;
+	s->survive = (flags & 16) != 0;
 	s->check = (flags & 2) != 0;
 	if (s->client == 0 || s->seq == 0)
 		return fl_err_set(err, FL_EFORMAT, "submission: no submission id");

@@ -24,6 +24,7 @@ struct dm_submit {
 	bool detach, check;
 	bool placed;           /* a machine sent it here: run it here */
 	bool eager;            /* --debug-spread: spawns go where asked */
+	bool survive;          /* --survive: lost threads do not end it */
 	uint64_t memory;      /* 0: the machine's offer */
 	uint32_t max_threads, stack_words, call_depth;
 	uint32_t cpus;         /* --cpus: the cores to spread over; 0: all */

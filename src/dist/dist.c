@@ -154,10 +154,14 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	struct fl_buf b;
 	uint64_t xfer;
 	size_t len;
+	bool lost;
 
 	pthread_mutex_lock(&d->lock);
 	xfer = ++d->next_xfer;
+	lost = (d->lost & (1ull << to)) != 0;
 	pthread_mutex_unlock(&d->lock);
+	if (lost) /* it would never arrive: the threads stay */
+		return false;
 	dist__start(&b, M_MOVE);
 	fl_buf_put_u64(&b, xfer);
 	len = b.len;
@@ -171,6 +175,9 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	 * till then, or it could end (the threads may end it where they
 	 * arrive) and be freed under us. */
 	vm__proc_busy_inc(p);
+	/* A census sees them here or in the message (dist_census.c). */
+	if (d->cfg.survive)
+		pthread_rwlock_rdlock(&p->depart);
 	for (size_t i = 0; i < n; i++)
 		if (!vm__thread_emigrate(p, ts[i]))
 			vm__proc_end_line(p, 70, "flock: out of memory (a thread "
@@ -181,6 +188,8 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	d->st.move_bytes += b.len - len;
 	pthread_mutex_unlock(&d->lock);
 	dist__send_buf(d, to, &b);
+	if (d->cfg.survive)
+		pthread_rwlock_unlock(&p->depart);
 	for (size_t i = 0; i < n; i++)
 		vm__thread_free(ts[i]);
 	dist__flush_releases(d, true);
@@ -220,11 +229,12 @@ static int steal_pick(struct dist_part *d, int first)
 		pthread_mutex_unlock(&d->lock);
 		return -1;
 	}
-	d->round = all;
+	d->round = all & ~d->lost;
 	if (d->backoff_ns != 0 &&
 	    vm__now() - d->empty_ns < d->backoff_ns)
 		d->round &= ~d->answered_empty;
-	if (first >= 0 && first != d->cfg.self) {
+	if (first >= 0 && first != d->cfg.self &&
+	    !(d->lost & (1ull << first))) {
 		d->round |= 1ull << first;
 		to = first;
 	} else {
@@ -324,8 +334,9 @@ static void balance_fire(struct vm_node *n, struct vm_event *ev)
 	/* Running threads, none waiting: others may have more. */
 	ask = !closed && atomic_load(&d->p->nbusy) > 0 &&
 	      atomic_load(&n->nqueued) == 0;
-	if (ask && !d->stealing) {
-		to = d->balance_victim = next_in(d, all, d->balance_victim);
+	if (ask && !d->stealing && (all & ~d->lost) != 0) {
+		to = d->balance_victim = next_in(d, all & ~d->lost,
+						 d->balance_victim);
 		next = d->balance_ns;
 		d->balance_ns = next >= BALANCE_MAX_NS / 2 ? BALANCE_MAX_NS
 							   : 2 * next;
@@ -437,7 +448,9 @@ static void start_wave(struct dist_part *d)
 	uint64_t wave;
 
 	pthread_mutex_lock(&d->lock);
-	if (d->dropping) {
+	/* After a loss (a survive process) the counts of what was sent and
+	 * received no longer add up: no more waves (dist.h, "Survive"). */
+	if (d->dropping || d->lost != 0) {
 		pthread_mutex_unlock(&d->lock);
 		return;
 	}
@@ -528,8 +541,17 @@ static void op_move(struct vm_peer *pe, struct vm_worker *w,
 	bool data = t->move_why == VM_MOVE_DATA;
 	uint64_t tid = t->tid, faults = t->fault_votes;
 
+	bool lost;
+
 	(void)w;
-	if (ship(d, to, &t, 1, data ? DIST_WHY_DATA : DIST_WHY_STDIO)) {
+	pthread_mutex_lock(&d->lock);
+	lost = (d->lost & (1ull << to)) != 0;
+	pthread_mutex_unlock(&d->lock);
+	if (lost && data) {
+		/* Its data's machine was lost: it stays, and faults there */
+		t->fault_votes = t->faults = 0;
+		vm__sched_push(d->p->node, NULL, t);
+	} else if (ship(d, to, &t, 1, data ? DIST_WHY_DATA : DIST_WHY_STDIO)) {
 		if (data)
 			note_data(d, tid, to, faults);
 	} else {
@@ -546,13 +568,23 @@ static void op_join(struct vm_peer *pe, struct vm_thread *t, vm_word tid)
 	struct dist_part *d = part_of(pe);
 	struct fl_buf b;
 	uint64_t req;
-	bool ok;
+	bool ok, lost;
+	int home = vm_peer_home(pe, vm_gslot(tid));
 
 	pthread_mutex_lock(&d->lock);
 	req = ++d->next_req;
-	ok = table_put(&d->asked, (struct entry){.key = req, .t = t});
+	lost = home >= 0 && home < d->cfg.nparts &&
+	       (d->lost & (1ull << home)) != 0;
+	ok = lost || table_put(&d->asked, (struct entry){.key = req, .t = t});
 	d->st.remote_joins++;
 	pthread_mutex_unlock(&d->lock);
+	if (lost) { /* its entry was there */
+		if (d->cfg.survive)
+			vm__resume(NULL, t, 0, (vm_word)-(int64_t)FL_ELOST);
+		else
+			vm__resume(NULL, t, FL_EPIPE, 0);
+		return;
+	}
 	if (!ok) {
 		vm__resume(NULL, t, FL_ENOMEM, 0);
 		return;
@@ -560,7 +592,7 @@ static void op_join(struct vm_peer *pe, struct vm_thread *t, vm_word tid)
 	dist__start(&b, M_JOIN);
 	fl_buf_put_u64(&b, req);
 	fl_buf_put_u64(&b, tid);
-	dist__send_buf(d, vm_peer_home(pe, vm_gslot(tid)), &b);
+	dist__send_buf(d, home, &b);
 }
 
 static void op_done(struct vm_peer *pe, vm_word tid, vm_word r)
@@ -871,6 +903,15 @@ static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 		vm__proc_end_line(d->p, 70, line);
 		return;
 	}
+	if (d->cfg.survive && d->cs.recorded) {
+		uint64_t tids[STEAL_MAX];
+		for (size_t i = 0; i < n; i += STEAL_MAX) {
+			size_t k = n - i > STEAL_MAX ? STEAL_MAX : n - i;
+			for (size_t j = 0; j < k; j++)
+				tids[j] = ts[i + j]->tid;
+			dist__census_moved(d, from, tids, k);
+		}
+	}
 	pthread_mutex_lock(&d->lock);
 	d->st.moved_in += n;
 	d->stealing = false;
@@ -1023,6 +1064,8 @@ static void on_done(struct dist_part *d, int from, struct fl_reader *r)
 		asks = true;
 		gave = give(d, from);
 	}
+	if (d->cfg.survive)
+		dist__census_ended(d, from, tid);
 	if (!vm__thread_finished(d->p, tid, res))
 		dist__malformed(d);
 	if (asks && !gave)
@@ -1121,7 +1164,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		goto out;
 	}
 	pthread_mutex_lock(&d->lock);
-	if (d->dropping) {
+	if (d->dropping || (d->lost & (1ull << from))) {
 		pthread_mutex_unlock(&d->lock);
 		goto out;
 	}
@@ -1176,6 +1219,12 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		break;
 	case M_BALANCE:
 		on_balance(d, from, &r);
+		break;
+	case M_CENSUS:
+	case M_MARK:
+	case M_HELD:
+	case M_LOSTT:
+		dist__on_census(d, from, &r, type);
 		break;
 	}
 	if (busy)
@@ -1242,21 +1291,19 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	return 0;
 }
 
-void dist_part_lost(struct dist_part *d, int part)
+void dist__lost(struct dist_part *d, int part)
 {
 	struct vm_thread **js = NULL;
 	size_t nj = 0;
 
-	if (part < 0 || part >= d->cfg.nparts || part == d->cfg.self)
-		return;
-	pthread_mutex_lock(&d->dlock); /* as a delivery */
 	pthread_mutex_lock(&d->lock);
 	if (d->closed || (d->lost & (1ull << part)) != 0) {
 		pthread_mutex_unlock(&d->lock);
-		pthread_mutex_unlock(&d->dlock);
 		return;
 	}
 	d->lost |= 1ull << part;
+	atomic_store(&d->est[part], UINT32_MAX); /* place nothing there */
+	atomic_fetch_and(&d->starving, ~(1ull << part));
 	/* Joins asked of it (the joined thread's home): they fail. */
 	js = malloc((d->asked.n ? d->asked.n : 1) * sizeof *js);
 	for (size_t i = 0; js != NULL && i < d->asked.n;) {
@@ -1276,9 +1323,32 @@ void dist_part_lost(struct dist_part *d, int part)
 			i++;
 	pthread_mutex_unlock(&d->lock);
 	dist__lend_lost(d, part);
+	/* A survive process's joiners hear "lost"; another's fault (it has
+	 * ended, or is ending). */
 	for (size_t i = 0; i < nj; i++)
-		vm__resume(NULL, js[i], FL_EPIPE, 0);
+		if (d->cfg.survive)
+			vm__resume(NULL, js[i], 0,
+				   (vm_word)-(int64_t)FL_ELOST);
+		else
+			vm__resume(NULL, js[i], FL_EPIPE, 0);
 	free(js);
+}
+
+void dist_part_lost(struct dist_part *d, int part)
+{
+	bool census;
+
+	if (part < 0 || part >= d->cfg.nparts || part == d->cfg.self)
+		return;
+	pthread_mutex_lock(&d->dlock); /* as a delivery */
+	pthread_mutex_lock(&d->lock);
+	census = !d->closed && !d->dropping && d->cfg.survive &&
+		 d->cfg.self == d->cfg.origin &&
+		 (d->lost & (1ull << part)) == 0;
+	pthread_mutex_unlock(&d->lock);
+	dist__lost(d, part);
+	if (census)
+		dist__census_start(d);
 	pthread_mutex_unlock(&d->dlock);
 }
 
@@ -1295,6 +1365,7 @@ void dist_unref(struct dist_part *d)
 		return;
 	free(d->asked.v);
 	free(d->owed.v);
+	dist__census_close(&d->cs);
 	dist__umap_close(&d->lends);
 	dist__umap_close(&d->lent_pages);
 	dist__umap_close(&d->borrows);

@@ -103,6 +103,13 @@ struct dist_config {
 	 * source's), counted in the deadlock waves; NULL: none. */
 	void (*counters)(void *ctx, uint64_t *sent, uint64_t *recv);
 	void *counters_ctx;
+	/* --survive: the loss of a part other than the origin ends only the
+	 * threads that were there ("Survive", above). */
+	bool survive;
+	/* Survive: threads @tids (@n of them) were found lost; every part
+	 * hears of every one, once (robust mutexes: dsm_gsrc). NULL: none. */
+	void (*threads_lost)(void *ctx, const uint64_t *tids, size_t n);
+	void *threads_lost_ctx;
 };
 
 /* Why a thread left a part. */

@@ -71,7 +71,11 @@
 	X(LGET, 11, true)                                                     \
 	X(LPAGE, 12, true)                                                    \
 	X(LRELEASE, 13, false)                                                \
-	X(BALANCE, 14, false)
+	X(BALANCE, 14, false)                                                 \
+	X(CENSUS, 15, false)                                                  \
+	X(MARK, 16, false)                                                    \
+	X(HELD, 17, false)                                                    \
+	X(LOSTT, 18, false)
 
 enum {
 #define X(name, num, counted) M_##name = num,
@@ -109,6 +113,30 @@ struct umap {
 	uint64_t *k; /* 0: empty */
 	void **v;
 	size_t n, cap;
+};
+
+/* A growable list of thread ids. */
+struct tids {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+/* A census of a survive process's threads (dist_census.c), on the
+ * delivery thread (under @dlock). */
+struct census {
+	uint32_t round; /* the newest this part took part in; 0: none */
+	bool recorded;	/* this part recorded @round */
+	bool told;	/* and sent its HELDs */
+	bool over;	/* and, as a home, settled its threads */
+	uint64_t live;	/* the parts of @round, this one included */
+	uint64_t marks; /* those whose MARK came (this one: recorded) */
+	uint64_t helds; /* those whose last HELD came (this one: told) */
+	/* Threads here (recorded, or come before their sender's MARK) by
+	 * their home; as a home: its stand-ins for threads elsewhere, ends
+	 * of those that came before their sender's MARK, and the threads
+	 * others hold. */
+	struct tids held[DIST_MAX_PARTS];
+	struct tids away, ended, seen;
 };
 
 struct report {
@@ -170,6 +198,9 @@ struct dist_part {
 	struct fl_buf rel[DIST_MAX_PARTS]; /* releases to send each lender */
 	uint32_t nrel[DIST_MAX_PARTS];
 	uint64_t lost; /* parts whose machines were lost, under @lock */
+	struct census cs;
+	uint32_t next_round; /* the origin's census rounds */
+	uint64_t threads_lost; /* settled lost by this home (stats) */
 	_Atomic int refs;
 };
 
@@ -213,6 +244,22 @@ void dist__on_lpage(struct dist_part *d, int from, struct fl_reader *r);
 void dist__on_lrelease(struct dist_part *d, struct fl_reader *r);
 void dist__lent_wake_all(struct dist_part *d);
 void dist__lent_close(struct dist_part *d);
+
+/* dist.c: mark part @part lost (under @dlock): what waits on it
+ * resumes. */
+void dist__lost(struct dist_part *d, int part);
+
+/* dist_census.c: a survive process's census of its threads, run on the
+ * delivery thread (under @dlock). The origin starts a round after a
+ * loss; the handlers of CENSUS, MARK, HELD and LOSTT; on_move and
+ * on_done tell it what came from @from (before its MARK, it counts). */
+void dist__census_start(struct dist_part *d);
+void dist__on_census(struct dist_part *d, int from, struct fl_reader *r,
+		     unsigned type);
+void dist__census_moved(struct dist_part *d, int from, const uint64_t *tids,
+			size_t n);
+void dist__census_ended(struct dist_part *d, int from, uint64_t tid);
+void dist__census_close(struct census *cs);
 
 /* dist_lend.c: part @part was lost; what waits on pages it lent this
  * part fails (the waiting threads resume and fault), and what it asked

@@ -137,6 +137,7 @@ int dsm_node_new(const struct dsm_config *cfg, struct dsm_node **out,
 	n->nodes = cfg->nodes;
 	n->home = cfg->home;
 	n->home_ctx = cfg->home_ctx;
+	n->robust = cfg->robust;
 	n->io = cfg->io;
 	n->next_rid = 1;
 	fl_buf_init(&n->out);

@@ -137,6 +137,11 @@ struct dsm_config {
 	int (*home)(void *ctx, uint64_t page);
 	void *home_ctx;
 	struct dsm_io io;
+	/* Robust mutexes (flock run --survive): a home keeps which thread
+	 * holds each mutex word it homes (DSM_LOCK's @arg names the
+	 * locker), so that dsm_threads_lost can pass on those a lost thread
+	 * held. */
+	bool robust;
 };
 
 /* Counters, per node, since it was made. */
@@ -255,6 +260,14 @@ enum dsm_res dsm_atomic(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 enum dsm_res dsm_sync(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		      uint32_t off, enum dsm_sync_op op, uint64_t arg,
 		      uint64_t *out);
+
+/* Threads @tids (@n, any order) were lost with their machine: each
+ * mutex word homed here that one of them held goes to its first queued
+ * locker, whose lock completes with *@out 1; with none queued it stays
+ * locked until the next DSM_LOCK, which takes it with 1. Only on a
+ * robust node (dsm_config); DSM_NOMEM: some were not passed on. */
+enum dsm_res dsm_threads_lost(struct dsm_node *n, const uint64_t *tids,
+			      size_t count);
 
 /* Free the block that starts at @off of @page, at the page's home (its
  * io.free): a release first (no diff of this node's reaches the block's

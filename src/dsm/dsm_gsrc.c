@@ -111,6 +111,7 @@ struct dsm_gsrc {
 	struct dthread *woken;	  /* io.wake's, to resume */
 	bool closed;
 	struct dsm_stats final;	  /* the node's counters when it closed */
+	uint32_t ids[DSM_MAX_NODES]; /* cfg.ids' copy */
 	_Atomic int refs;
 };
 
@@ -234,7 +235,8 @@ static bool homed(const struct dsm_gsrc *G, vm_word addr)
 }
 
 /* The local source's fault for what the core said of @what at @addr. */
-static enum vm_res fault(struct vm_worker *w, enum dsm_res r, const char *what,
+static enum vm_res fault(const struct dsm_gsrc *G, struct vm_worker *w,
+			 enum dsm_res r, const char *what,
 			 vm_word addr)
 {
 	switch (r) {
@@ -260,10 +262,17 @@ static enum vm_res fault(struct vm_worker *w, enum dsm_res r, const char *what,
 		vm_gsrc_fault(w, strcmp(what, "free") == 0 ? "out of memory (free)"
 							   : "out of memory");
 		break;
-	case DSM_LOST:
-		vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": global memory on a "
-			      "machine that was lost", what, addr);
+	case DSM_LOST: {
+		int h = G->cfg.home(G->cfg.home_ctx, dsm_gsrc_page(addr));
+		if (G->cfg.ids != NULL && h >= 0 && h < G->cfg.nodes)
+			vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": global memory on "
+				      "machine m%" PRIu32 ", which was lost",
+				      what, addr, G->cfg.ids[h]);
+		else
+			vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": global memory on "
+				      "a machine that was lost", what, addr);
 		break;
+	}
 	default:
 		vm_gsrc_fault(w, "%s at 0x%" PRIx64 ": the DSM refused the "
 			      "address", what, addr);
@@ -282,7 +291,7 @@ static enum vm_res precheck(const struct dsm_gsrc *G, struct vm_worker *w,
 		return VM_FAULT;
 	}
 	if (!homed(G, addr))
-		return fault(w, DSM_UNMAPPED, what, addr);
+		return fault(G, w, DSM_UNMAPPED, what, addr);
 	return VM_OK;
 }
 
@@ -304,7 +313,7 @@ static enum vm_res leave(struct dsm_gsrc *G, struct vm_worker *w,
 	}
 	dt->phase = 0;
 	unlock(G);
-	return fault(w, r, what, addr);
+	return fault(G, w, r, what, addr);
 }
 
 /* ---- Private copies ---- */
@@ -552,7 +561,9 @@ static enum vm_res d_wake(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 static enum vm_res d_lock(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 			  vm_word *status)
 {
-	return sync_op(gsrc_of(g), w, addr, DSM_LOCK, 0, "lock", status);
+	/* The locker's id: a robust home keeps it (dsm_config) */
+	return sync_op(gsrc_of(g), w, addr, DSM_LOCK, w->cur->tid, "lock",
+		       status);
 }
 
 static enum vm_res d_unlock(struct vm_gsrc *g, struct vm_worker *w,
@@ -629,7 +640,7 @@ static enum vm_res d_free(struct vm_gsrc *g, struct vm_worker *w, vm_word addr)
 	enum dsm_res r;
 
 	if (!homed(G, addr))
-		return fault(w, DSM_NOTBLOCK, "free", addr);
+		return fault(G, w, DSM_NOTBLOCK, "free", addr);
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
 	r = flush(G, w, dt);
@@ -922,6 +933,22 @@ void dsm_gsrc_node_lost(struct vm_gsrc *g, int node)
 	unlock(G);
 }
 
+void dsm_gsrc_threads_lost(struct vm_gsrc *g, const uint64_t *tids, size_t n)
+{
+	struct dsm_gsrc *G = gsrc_of(g);
+
+	pthread_mutex_lock(&G->lock);
+	if (G->closed) {
+		pthread_mutex_unlock(&G->lock);
+		return;
+	}
+	bool failed = dsm_threads_lost(G->node, tids, n) != DSM_OK;
+	unlock(G);
+	if (failed) /* some locker would wait for good */
+		vm__proc_end_line(G->p, 70, "flock: out of memory (passing on "
+					    "the locks of lost threads)\n");
+}
+
 void dsm_gsrc_stats(struct vm_gsrc *g, struct dsm_stats *out)
 {
 	struct dsm_gsrc *G = gsrc_of(g);
@@ -976,6 +1003,7 @@ int dsm_gsrc_new(struct vm_proc *p, const struct dsm_gsrc_config *cfg,
 		.nodes = cfg->nodes,
 		.home = cfg->home,
 		.home_ctx = cfg->home_ctx,
+		.robust = cfg->robust,
 		.io = {.send = on_send,
 		       .wake = on_wake,
 		       .queued = on_queued,
@@ -1006,6 +1034,13 @@ int dsm_gsrc_new(struct vm_proc *p, const struct dsm_gsrc_config *cfg,
 	pthread_mutex_init(&G->alloc_lock, NULL);
 	atomic_init(&G->refs, 2);
 	G->cfg = *cfg;
+	if (cfg->ids != NULL) {
+		memcpy(G->ids, cfg->ids,
+		       (size_t)(cfg->nodes > DSM_MAX_NODES ? DSM_MAX_NODES
+							   : cfg->nodes) *
+			       sizeof *G->ids);
+		G->cfg.ids = G->ids;
+	}
 	if ((rc = vm__space_init(&G->space, vm_gslot_base(cfg->slot), G->check,
 				 true)) != 0) {
 		fl_err_set(err, rc, "dsm: out of memory");

@@ -79,6 +79,11 @@ struct dsm_gsrc_config {
 	 * driver delivers there later, in any order. */
 	void (*send)(void *ctx, int to, const void *msg, size_t len);
 	void *send_ctx;
+	/* Each node's machine (its member id), for the error that names a
+	 * lost one; NULL: not named. Copied. */
+	const uint32_t *ids;
+	/* Robust mutexes (dsm_config): flock run --survive. */
+	bool robust;
 };
 
 /* The DSM page of global address @addr: its slot and page number in it
@@ -125,6 +130,9 @@ void dsm_gsrc_deliver(struct vm_gsrc *g, int from, const void *msg,
  * lost"). Any thread but a worker inside an op; its later messages must
  * not be delivered. */
 void dsm_gsrc_node_lost(struct vm_gsrc *g, int node);
+/* Threads @tids of the process were lost (dist.h's threads_lost): the
+ * mutexes they held here pass on (dsm_threads_lost). */
+void dsm_gsrc_threads_lost(struct vm_gsrc *g, const uint64_t *tids, size_t n);
 /* The node's counters. */
 void dsm_gsrc_stats(struct vm_gsrc *g, struct dsm_stats *out);
 /* Drop the driver's reference (once it delivers no more). */

@@ -181,6 +181,16 @@ struct dsm_qent {
 	int from;	    /* its node, or -1: the home's own caller */
 	uint64_t rid;	    /* the request (from >= 0) */
 	struct dsm_wait *w; /* the caller (from < 0) */
+	uint64_t tid;	    /* DSM_LOCK's locker (robust) */
+};
+
+/* Robust mutexes: the thread that holds a mutex word at its home (0:
+ * not named), or that it was lost holding it (@dead). */
+struct dsm_holder {
+	struct dsm_holder *next;
+	uint16_t off;
+	bool dead;
+	uint64_t tid;
 };
 
 /* One page as a node knows it: a cached copy (elsewhere) or the master
@@ -215,6 +225,7 @@ struct dsm_page {
 	uint32_t local_holds; /* own writes waiting for them (outstanding) */
 	struct dsm_hold *holds, **holds_tail;
 	struct dsm_qent *qhead, *qtail; /* callers queued on its words */
+	struct dsm_holder *holders; /* robust: its locked words' holders */
 };
 
 /* A request of ours awaiting its reply. */
@@ -254,6 +265,7 @@ struct dsm_peer {
 
 struct dsm_node {
 	int self, nodes;
+	bool robust;
 	int (*home)(void *ctx, uint64_t page);
 	void *home_ctx;
 	struct dsm_io io;

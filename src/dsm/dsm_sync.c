@@ -44,6 +44,7 @@
 #include "dsm/dsm_int.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- Queues ---- */
 
@@ -86,12 +87,57 @@ static void q_append(struct dsm_page *pg, struct dsm_qent *x)
 void dsm__queues_free(struct dsm_page *pg)
 {
 	struct dsm_qent *x = pg->qhead, *next;
+	struct dsm_holder *h = pg->holders, *hn;
 
 	for (; x != NULL; x = next) {
 		next = x->next;
 		free(x);
 	}
 	pg->qhead = pg->qtail = NULL;
+	for (; h != NULL; h = hn) {
+		hn = h->next;
+		free(h);
+	}
+	pg->holders = NULL;
+}
+
+/* ---- Holders (robust mutexes) ---- */
+
+static struct dsm_holder *holder_find(struct dsm_page *pg, uint32_t off)
+{
+	for (struct dsm_holder *h = pg->holders; h != NULL; h = h->next)
+		if (h->off == off)
+			return h;
+	return NULL;
+}
+
+/* The word at @off is held by @tid now; false: no memory (nothing
+ * changed). */
+static bool holder_set(struct dsm_page *pg, uint32_t off, uint64_t tid)
+{
+	struct dsm_holder *h = holder_find(pg, off);
+
+	if (h == NULL) {
+		if ((h = malloc(sizeof *h)) == NULL)
+			return false;
+		h->off = (uint16_t)off;
+		h->next = pg->holders;
+		pg->holders = h;
+	}
+	h->tid = tid;
+	h->dead = false;
+	return true;
+}
+
+static void holder_drop(struct dsm_page *pg, uint32_t off)
+{
+	for (struct dsm_holder **l = &pg->holders; *l != NULL; l = &(*l)->next)
+		if ((*l)->off == off) {
+			struct dsm_holder *h = *l;
+			*l = h->next;
+			free(h);
+			return;
+		}
 }
 
 void dsm__queues_lost(struct dsm_node *n, int node)
@@ -142,13 +188,14 @@ struct asker {
 };
 
 /* Answer queued entry @x (taken out of the queue) of @pg: it completes
- * with value 0. @rx: its reply (a remote entry's, made beforehand). */
+ * with @value (a lock's status: 1 when its holder was lost). @rx: its
+ * reply (a remote entry's, made beforehand). */
 static void answer(struct dsm_node *n, struct dsm_page *pg, struct dsm_qent *x,
-		   struct dsm_reply *rx, const struct asker *by)
+		   struct dsm_reply *rx, const struct asker *by, uint64_t value)
 {
 	if (x->from < 0) {
 		struct dsm_wait *w = x->w;
-		w->old = 0;
+		w->old = value;
 		w->res = DSM_OK;
 		w->phase = DSM_PH_ACQUIRE;
 		/* Its acquire waits for the notes of the store that
@@ -167,6 +214,7 @@ static void answer(struct dsm_node *n, struct dsm_page *pg, struct dsm_qent *x,
 				(uint16_t)x->from, x->rid, by->r};
 			by->r->wait++;
 		}
+		rx->old = value;
 		(void)dsm__hold(n, pg, rx);
 		dsm__reply_done(n, rx);
 	}
@@ -218,6 +266,7 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 {
 	uint64_t v = dsm__load64(pg->data + off);
 	struct dsm_qent *x, **link, *prev;
+	struct dsm_holder *h;
 	struct dsm_reply *rx;
 	uint64_t k;
 
@@ -226,7 +275,21 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 	switch (op) {
 	case DSM_LOCK:
 	case DSM_WAITEQ:
+		if (op == DSM_LOCK && n->robust && v != 0 &&
+		    (h = holder_find(pg, off)) != NULL && h->dead) {
+			/* Its holder was lost with nobody queued: taken,
+			 * status 1 (the word says locked, no waiters). */
+			if (v != 1 && !store(n, pg, off, 1))
+				return DSM_NOMEM;
+			h->dead = false;
+			h->tid = arg;
+			*value = 1;
+			break;
+		}
 		if (op == DSM_LOCK ? v == 0 : v != arg) {
+			if (op == DSM_LOCK && n->robust &&
+			    !holder_set(pg, off, arg))
+				return DSM_NOMEM;
 			if (op == DSM_LOCK && !store(n, pg, off, 1))
 				return DSM_NOMEM;
 			break;
@@ -244,6 +307,7 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 		x->from = by->from;
 		x->rid = by->rid;
 		x->w = by->w;
+		x->tid = op == DSM_LOCK ? arg : 0;
 		q_append(pg, x);
 		n->st.queued++;
 		*queued = true;
@@ -255,6 +319,8 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 		if (x == NULL) {
 			if (!store(n, pg, off, 0))
 				return DSM_NOMEM;
+			if (n->robust)
+				holder_drop(pg, off);
 			break;
 		}
 		if (!answer_prepare(n, pg, x, by, &rx))
@@ -274,7 +340,11 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 				return DSM_NOMEM;
 			}
 		}
-		answer(n, pg, x, rx, by); /* handed over: the word stays locked */
+		if (n->robust && (h = holder_find(pg, off)) != NULL) {
+			h->tid = x->tid;
+			h->dead = false;
+		}
+		answer(n, pg, x, rx, by, 0); /* handed over: stays locked */
 		break;
 	case DSM_WAKE:
 		for (k = 0; k < arg; k++) {
@@ -282,7 +352,7 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 			if (x == NULL || !answer_prepare(n, pg, x, by, &rx))
 				break; /* none left, or no memory: fewer */
 			q_remove(pg, link, prev);
-			answer(n, pg, x, rx, by);
+			answer(n, pg, x, rx, by, 0);
 		}
 		*value = k;
 		break;
@@ -292,6 +362,75 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 	else if (dsm__load64(pg->data + off) != v)
 		(void)dsm__hold(n, pg, NULL);
 	return op == DSM_UNLOCK && v == 0 ? DSM_NOTLOCKED : DSM_OK;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The word at @off of @pg, held by a lost thread (@h): to its first
+ * queued locker with status 1, or marked for the next lock. */
+static enum dsm_res pass_on(struct dsm_node *n, struct dsm_page *pg,
+			    struct dsm_holder *h)
+{
+	const struct asker none = {.from = -2};
+	struct dsm_qent *x, **link, *prev, **l2, *p2;
+	struct dsm_reply *rx;
+	bool more;
+
+	x = q_first(pg, h->off, DSM_LOCK, &link, &prev);
+	if (x == NULL) {
+		h->dead = true;
+		return DSM_OK;
+	}
+	if (!answer_prepare(n, pg, x, &none, &rx))
+		return DSM_NOMEM;
+	q_remove(pg, link, prev);
+	more = q_first(pg, h->off, DSM_LOCK, &l2, &p2) != NULL;
+	if (!store(n, pg, h->off, more ? 2 : 1)) {
+		x->next = *link; /* put back: nothing changed */
+		*link = x;
+		if (pg->qtail == prev)
+			pg->qtail = x;
+		free(rx);
+		return DSM_NOMEM;
+	}
+	h->tid = x->tid;
+	h->dead = false;
+	answer(n, pg, x, rx, &none, 1);
+	return DSM_OK;
+}
+
+enum dsm_res dsm_threads_lost(struct dsm_node *n, const uint64_t *tids,
+			      size_t count)
+{
+	enum dsm_res res = DSM_OK;
+	uint64_t *v;
+
+	if (!n->robust || count == 0)
+		return DSM_OK;
+	if ((v = malloc(count * sizeof *v)) == NULL)
+		return DSM_NOMEM;
+	memcpy(v, tids, count * sizeof *v);
+	qsort(v, count, sizeof *v, cmp_u64);
+	for (size_t i = 0; i < n->tab_cap; i++)
+		for (struct dsm_page *pg = n->tab[i]; pg != NULL;
+		     pg = pg->hnext)
+			for (struct dsm_holder *h = pg->holders; h != NULL;
+			     h = h->next) {
+				if (h->dead || h->tid == 0 ||
+				    dsm__load64(pg->data + h->off) == 0 ||
+				    bsearch(&h->tid, v, count, sizeof *v,
+					    cmp_u64) == NULL)
+					continue;
+				if (pass_on(n, pg, h) != DSM_OK)
+					res = DSM_NOMEM;
+			}
+	free(v);
+	return res;
 }
 
 void dsm__recv_sync(struct dsm_node *n, const struct dsm_msg *m)

@@ -283,6 +283,8 @@ struct vm_options {
 	bool no_fuse;         /* debug: link without superinstructions */
 	bool spread_eager;    /* debug, on a VM: every spawn goes to a
 				 machine that asked for work (dist.h) */
+	bool survive;         /* on a VM: the loss of a machine other than
+				 main's ends only what ran there (dist.h) */
 	int argc;             /* program arguments; argv[0] is the file name */
 	char **argv;
 	int fd_in, fd_out, fd_err; /* the process's stdin/stdout/stderr */

@@ -542,6 +542,12 @@ struct vm_proc {
 	struct vm_thread **threads;
 	size_t nthreads, threads_cap;
 	size_t naway; /* of them VM_T_AWAY stand-ins (vm_peer.h) */
+	/* A process that survives the loss of machines (--survive): a
+	 * thread that leaves this part's table and the message that says
+	 * where it went (a move, or a guest's end told its home) are one
+	 * step for a census of its threads (dist.h, "Survive"), which holds
+	 * this for writing. Readers: those departures. */
+	pthread_rwlock_t depart;
 	_Atomic vm_word next_tid;
 	vm_word main_tid;
 	/* Threads that can run (queued, running, just resumed) plus requests
@@ -618,6 +624,12 @@ void vm__thread_free(struct vm_thread *t);
 /* Look up @tid in the table (under p->tlock by the caller). */
 struct vm_thread *vm__thread_find(struct vm_proc *p, vm_word tid);
 void vm__thread_unlist(struct vm_proc *p, vm_word tid);
+/* Every listed thread, under p->tlock (taken here): @fn(ctx, tid, away)
+ * for each that is here (runnable, running or parked: away false) or
+ * is a stand-in for one of ours elsewhere (VM_T_AWAY: away true); done
+ * ones are skipped. */
+void vm__threads_each(struct vm_proc *p,
+		      void (*fn)(void *ctx, vm_word tid, bool away), void *ctx);
 /* Replace @old by @new_t (same tid) in the table, under p->tlock; @old
  * is only compared, so it may be freed already. */
 void vm__thread_relist(struct vm_proc *p, struct vm_thread *old,

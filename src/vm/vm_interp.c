@@ -247,10 +247,15 @@ static enum vm_stop finish(struct vm_worker *w, struct vm_thread *t, vm_word r)
 	if (p->peer != NULL &&
 	    vm_peer_home(p->peer, vm_gslot(t->tid)) != p->peer->self) {
 		/* A guest: its home keeps its entry and answers joins. */
+		bool census = p->opt.survive;
+		if (census)
+			pthread_rwlock_rdlock(&p->depart);
 		pthread_mutex_lock(&p->tlock);
 		vm__thread_unlist(p, t->tid);
 		pthread_mutex_unlock(&p->tlock);
 		p->peer->ops->done(p->peer, t->tid, r);
+		if (census)
+			pthread_rwlock_unlock(&p->depart);
 		vm__thread_free(t);
 		return VM_STOP_DONE;
 	}

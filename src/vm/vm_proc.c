@@ -330,6 +330,7 @@ void vm_proc_free(struct vm_proc *p)
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)
 		pthread_mutex_destroy(&p->waitq[i].lock);
 	pthread_mutex_destroy(&p->tlock);
+	pthread_rwlock_destroy(&p->depart);
 	pthread_cond_destroy(&p->endcond);
 	pthread_mutex_destroy(&p->endlock);
 	free(p);
@@ -419,6 +420,7 @@ int vm__proc_new(struct vm_node *n, const struct vm_module *m,
 	 * processes under it too. */
 	p->budget.parent = n->opt.memory > 0 ? &n->budget : NULL;
 	pthread_mutex_init(&p->tlock, NULL);
+	pthread_rwlock_init(&p->depart, NULL);
 	pthread_mutex_init(&p->endlock, NULL);
 	pthread_cond_init(&p->endcond, NULL);
 	for (int i = 0; i < VM_WAIT_BUCKETS; i++)

@@ -74,6 +74,19 @@ static bool table_add(struct vm_proc *p, struct vm_thread *t)
 	return true;
 }
 
+void vm__threads_each(struct vm_proc *p,
+		      void (*fn)(void *ctx, vm_word tid, bool away), void *ctx)
+{
+	pthread_mutex_lock(&p->tlock);
+	for (size_t j = 0; j < p->threads_cap; j++) {
+		struct vm_thread *t = p->threads[j];
+		int st = t != NULL ? (int)atomic_load(&t->state) : VM_T_DONE;
+		if (st != VM_T_DONE)
+			fn(ctx, t->tid, st == VM_T_AWAY);
+	}
+	pthread_mutex_unlock(&p->tlock);
+}
+
 struct vm_thread *vm__thread_find(struct vm_proc *p, vm_word tid)
 {
 	if (p->threads_cap == 0)
