@@ -167,6 +167,38 @@ def test_the_machine_the_client_talks_to_is_lost(tmp_path):
         c.stop()
 
 
+def test_survive_a_machine_other_than_mains(tmp_path):
+    """flock run --survive: a machine that runs some of its workers, not
+    main's, is killed; the process goes on, its joins of the lost workers
+    give -75 (ELOST), the mutex goes on being taken (status 1 if a lost
+    worker held it), the others finish, and it ends 0."""
+    c = three(tmp_path)
+    try:
+        run = start_run(c, "tests/cluster/progs/survive.fl",
+                        flags=["--survive"])
+        pid = pid_of_newest(c)
+        ps = c.flock(["ps", str(pid)]).stdout.decode()
+        origin = int(re.search(r"^%d\s+\S+\s+\S+\s+m(\d+)" % pid, ps,
+                               re.M).group(1))
+        wait_spread(c, pid, ("m1", "m2", "m3"))
+        victim = [m for m in c.machines if m.n != origin][-1]
+        t0 = time.time()
+        victim.kill(signal.SIGKILL)
+        out, err = run.communicate(timeout=40)
+        print("ended %.2f s after the kill: %s %s" %
+              (time.time() - t0, out, err))
+        assert run.returncode == 0, err
+        m = re.match(rb"ok (\d+) lost (\d+)\nrecovered (\d+)\n$", out)
+        assert m, out
+        ok, lost = int(m.group(1)), int(m.group(2))
+        assert ok + lost == 6 and ok >= 1 and lost >= 1, out
+        assert re.search(r"process %d survives the loss of machine %d" %
+                         (pid, victim.n),
+                         [x for x in c.machines if x.n == origin][0].log())
+    finally:
+        c.stop()
+
+
 @pytest.mark.skipif(not Cut.usable(), reason="needs root and iptables")
 def test_cut_off_machine_never_tells_an_unrecorded_end(tmp_path):
     """A process runs alone on a machine (no threads) that is cut off
