@@ -178,13 +178,13 @@ static int64_t seg_pages(uint32_t len)
 
 /* Survive: threads of the process were lost (dist.h); the locks they
  * held here are taken with status 1 next. */
-static void threads_lost(void *ctx, const uint64_t *tids, size_t n)
+static void threads_lost(void *ctx, bool (*lost)(void *lctx, uint64_t tid),
+			 void *lost_ctx)
 {
 	struct dm_part *pt = ctx;
 
-	dm_log(pt->d, "process %" PRIu64 ": %zu threads lost", pt->pid, n);
 	if (pt->g != NULL)
-		dsm_gsrc_threads_lost(pt->g, tids, n);
+		dsm_gsrc_threads_lost(pt->g, lost, lost_ctx);
 }
 
 /* Give @pt->vp (made by vm__proc_new) its DSM source and its peer. */

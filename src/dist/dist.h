@@ -68,6 +68,21 @@
  * is on its way: every thread is blocked for good, and the origin fails
  * the process as a deadlock, naming how many threads there are.
  *
+ * Survive (flock run --survive, dist_config.survive): the loss of a part
+ * other than the origin (dist_part_lost) does not end the process. Joins
+ * asked of it answer -75 (ELOST); nothing is sent there any more (no
+ * steal, push, balance or move: a thread that would go to its data there
+ * stays, and faults on it); what comes from it is dropped. The origin
+ * then runs a census (dist_census.c): a consistent cut of where every
+ * thread is, after which each home ends the stand-ins of threads no live
+ * part holds as if they had returned -75 (their joiners wake) and tells
+ * every part which threads were lost (dist_config.threads_lost: the
+ * mutexes they held pass on, status 1). Threads whose home was the lost
+ * part run on where they are; a join of one answers -75. Deadlock waves
+ * stop after a loss (the counts of what was sent and received no longer
+ * add up), so a deadlock after a loss is not found. The origin's loss
+ * still ends every part.
+ *
  * Messages (DIST_MESSAGES, dist.c): a version byte and a type byte, then
  * the type's fields; decoded as hostile bytes (a malformed message is
  * dropped and counted; a thread state that does not decode ends the
@@ -106,9 +121,12 @@ struct dist_config {
 	/* --survive: the loss of a part other than the origin ends only the
 	 * threads that were there ("Survive", above). */
 	bool survive;
-	/* Survive: threads @tids (@n of them) were found lost; every part
-	 * hears of every one, once (robust mutexes: dsm_gsrc). NULL: none. */
-	void (*threads_lost)(void *ctx, const uint64_t *tids, size_t n);
+	/* Survive: threads were found lost, those @lost(@lost_ctx, tid)
+	 * says (valid during the call); every part hears of every lost
+	 * thread, once or more (robust mutexes: dsm_gsrc). NULL: none. */
+	void (*threads_lost)(void *ctx, bool (*lost)(void *lost_ctx,
+						    uint64_t tid),
+			     void *lost_ctx);
 	void *threads_lost_ctx;
 };
 

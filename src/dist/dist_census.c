@@ -72,6 +72,12 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+static void tids_sort(struct tids *l)
+{
+	if (l->n > 1)
+		qsort(l->v, l->n, sizeof *l->v, cmp_u64);
+}
+
 static bool tids_has(const struct tids *l, uint64_t tid)
 {
 	return l->n != 0 &&
@@ -85,6 +91,7 @@ void dist__census_close(struct census *cs)
 	tids_close(&cs->away);
 	tids_close(&cs->ended);
 	tids_close(&cs->seen);
+	tids_close(&cs->orphans);
 }
 
 static uint64_t all_parts(const struct dist_part *d)
@@ -116,10 +123,17 @@ static void send_round(struct dist_part *d, int to, unsigned type,
 	dist__send_buf(d, to, &b);
 }
 
-/* Send @to the ids @v[0..n) as @type (HELD or LOSTT) messages of round
- * @round, in chunks; HELD's last chunk says so (there is always one). */
+/* HELD's flags: the last of this part's HELDs of the round; its ids are
+ * orphans (threads whose home was lost), not threads of the receiver. */
+#define HELD_LAST 1
+#define HELD_ORPHANS 2
+
+/* Send @to the ids @v[0..n) as @type (HELD with @flags, or LOSTT)
+ * messages of round @round, in chunks (at least one); HELD_LAST goes on
+ * the last chunk only. */
 static void send_tids(struct dist_part *d, int to, unsigned type,
-		      uint32_t round, const uint64_t *v, size_t n)
+		      uint32_t round, uint8_t flags, const uint64_t *v,
+		      size_t n)
 {
 	size_t at = 0;
 
@@ -129,7 +143,8 @@ static void send_tids(struct dist_part *d, int to, unsigned type,
 		dist__start(&b, type);
 		fl_buf_put_u32(&b, round);
 		if (type == M_HELD)
-			fl_buf_put_u8(&b, at + k == n);
+			fl_buf_put_u8(&b, at + k == n ? flags
+						      : flags & ~HELD_LAST);
 		fl_buf_put_u32(&b, (uint32_t)k);
 		for (size_t i = 0; i < k; i++)
 			fl_buf_put_u64(&b, v[at + i]);
@@ -157,6 +172,28 @@ static void record_one(void *ctx, vm_word tid, bool away)
 
 static void settle(struct dist_part *d);
 
+/* threads_lost's predicates: a thread of a sorted list; a thread whose
+ * home is not live and that no live part held at the cut. */
+static bool in_list(void *ctx, uint64_t tid)
+{
+	return tids_has(ctx, tid);
+}
+
+struct orphan_ctx {
+	struct dist_part *d;
+	uint64_t live;
+};
+
+static bool orphan_lost(void *ctx, uint64_t tid)
+{
+	struct orphan_ctx *oc = ctx;
+	int home = home_of(oc->d, tid);
+
+	return home >= 0 && home < oc->d->cfg.nparts &&
+	       !(oc->live & (1ull << home)) &&
+	       !tids_has(&oc->d->cs.orphans, tid);
+}
+
 /* Once every live part's MARK came: tell each other home what this part
  * holds of it. */
 static void progress(struct dist_part *d)
@@ -167,10 +204,22 @@ static void progress(struct dist_part *d)
 	if (!cs->recorded || cs->told || (cs->marks & cs->live) != cs->live)
 		return;
 	cs->told = true;
+	/* The threads here whose home was lost: for everyone's locks. */
 	for (int i = 0; i < d->cfg.nparts; i++)
-		if (i != self && (cs->live & (1ull << i)))
-			send_tids(d, i, M_HELD, cs->round, cs->held[i].v,
+		if (i != self && !(cs->live & (1ull << i)))
+			for (size_t k = 0; k < cs->held[i].n; k++)
+				if (!tids_add(&cs->orphans, cs->held[i].v[k])) {
+					census_fail(d);
+					return;
+				}
+	for (int i = 0; i < d->cfg.nparts; i++)
+		if (i != self && (cs->live & (1ull << i))) {
+			send_tids(d, i, M_HELD, cs->round, 0, cs->held[i].v,
 				  cs->held[i].n);
+			send_tids(d, i, M_HELD, cs->round,
+				  HELD_LAST | HELD_ORPHANS, cs->orphans.v,
+				  cs->orphans.n);
+		}
 	/* Its own: a thread of ours that came back here is no stand-in. */
 	for (size_t k = 0; k < cs->held[self].n; k++)
 		if (!tids_add(&cs->seen, cs->held[self].v[k])) {
@@ -220,7 +269,7 @@ static bool enter(struct dist_part *d, uint32_t round, uint64_t lost)
 		census_fail(d);
 		return false;
 	}
-	qsort(cs->away.v, cs->away.n, sizeof *cs->away.v, cmp_u64);
+	tids_sort(&cs->away);
 	progress(d);
 	return true;
 }
@@ -236,8 +285,8 @@ static void settle(struct dist_part *d)
 	if (!cs->told || cs->over || (cs->helds & cs->live) != cs->live)
 		return;
 	cs->over = true;
-	qsort(cs->seen.v, cs->seen.n, sizeof *cs->seen.v, cmp_u64);
-	qsort(cs->ended.v, cs->ended.n, sizeof *cs->ended.v, cmp_u64);
+	tids_sort(&cs->seen);
+	tids_sort(&cs->ended);
 	for (size_t i = 0; i < cs->away.n; i++) {
 		uint64_t t = cs->away.v[i];
 		if (tids_has(&cs->seen, t) || tids_has(&cs->ended, t))
@@ -258,13 +307,20 @@ static void settle(struct dist_part *d)
 	if (lost.n != 0) {
 		for (int i = 0; i < d->cfg.nparts; i++)
 			if (i != self && (cs->live & (1ull << i)))
-				send_tids(d, i, M_LOSTT, cs->round, lost.v,
+				send_tids(d, i, M_LOSTT, cs->round, 0, lost.v,
 					  lost.n);
 		if (d->cfg.threads_lost != NULL)
-			d->cfg.threads_lost(d->cfg.threads_lost_ctx, lost.v,
-					    lost.n);
+			d->cfg.threads_lost(d->cfg.threads_lost_ctx, in_list,
+					    &lost);
 	}
 	tids_close(&lost);
+	/* Threads whose home was lost, gone with it: every part knows them
+	 * now (every HELD carried the orphans its sender holds). */
+	if (d->cfg.threads_lost != NULL) {
+		struct orphan_ctx oc = {d, cs->live};
+		tids_sort(&cs->orphans);
+		d->cfg.threads_lost(d->cfg.threads_lost_ctx, orphan_lost, &oc);
+	}
 	/* What the round kept is no longer needed. */
 	dist__census_close(cs);
 }
@@ -317,12 +373,12 @@ static void on_tids(struct dist_part *d, int from, struct fl_reader *r,
 {
 	struct census *cs = &d->cs;
 	uint32_t round = fl_get_u32(r);
-	uint8_t last = type == M_HELD ? fl_get_u8(r) : 0;
+	uint8_t flags = type == M_HELD ? fl_get_u8(r) : 0;
 	uint32_t n = fl_get_u32(r);
-	uint64_t *v;
+	struct tids v = {0};
 
-	if (r->failed || last > 1 || n > TIDS_CHUNK ||
-	    fl_reader_left(r) != (size_t)n * 8) {
+	if (r->failed || flags > (HELD_LAST | HELD_ORPHANS) ||
+	    n > TIDS_CHUNK || fl_reader_left(r) != (size_t)n * 8) {
 		dist__malformed(d);
 		return;
 	}
@@ -330,25 +386,28 @@ static void on_tids(struct dist_part *d, int from, struct fl_reader *r,
 		/* Another home's lost threads: for the locks here. */
 		if (n == 0 || d->cfg.threads_lost == NULL)
 			return;
-		if ((v = malloc((size_t)n * sizeof *v)) == NULL) {
-			census_fail(d);
-			return;
-		}
 		for (uint32_t i = 0; i < n; i++)
-			v[i] = fl_get_u64(r);
-		d->cfg.threads_lost(d->cfg.threads_lost_ctx, v, n);
-		free(v);
+			if (!tids_add(&v, fl_get_u64(r))) {
+				tids_close(&v);
+				census_fail(d);
+				return;
+			}
+		tids_sort(&v);
+		d->cfg.threads_lost(d->cfg.threads_lost_ctx, in_list, &v);
+		tids_close(&v);
 		return;
 	}
-	if (round != cs->round || !cs->told || cs->over ||
+	/* A HELD: after our MARK, so this part is in its round, or newer */
+	if (round != cs->round || !cs->recorded || cs->over ||
 	    (cs->helds & (1ull << from)))
 		return; /* an old round's, or one this part left */
 	for (uint32_t i = 0; i < n; i++)
-		if (!tids_add(&cs->seen, fl_get_u64(r))) {
+		if (!tids_add(flags & HELD_ORPHANS ? &cs->orphans : &cs->seen,
+			      fl_get_u64(r))) {
 			census_fail(d);
 			return;
 		}
-	if (last) {
+	if (flags & HELD_LAST) {
 		cs->helds |= 1ull << from;
 		settle(d);
 	}

@@ -137,6 +137,10 @@ struct census {
 	 * others hold. */
 	struct tids held[DIST_MAX_PARTS];
 	struct tids away, ended, seen;
+	/* Threads whose home was lost that some live part holds (every
+	 * part's HELD carries its own): a lock holder whose home was lost
+	 * and that is not among them was lost. */
+	struct tids orphans;
 };
 
 struct report {

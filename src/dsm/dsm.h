@@ -261,13 +261,14 @@ enum dsm_res dsm_sync(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		      uint32_t off, enum dsm_sync_op op, uint64_t arg,
 		      uint64_t *out);
 
-/* Threads @tids (@n, any order) were lost with their machine: each
- * mutex word homed here that one of them held goes to its first queued
- * locker, whose lock completes with *@out 1; with none queued it stays
- * locked until the next DSM_LOCK, which takes it with 1. Only on a
- * robust node (dsm_config); DSM_NOMEM: some were not passed on. */
-enum dsm_res dsm_threads_lost(struct dsm_node *n, const uint64_t *tids,
-			      size_t count);
+/* Threads were lost with their machine, those for which @lost(@ctx,
+ * tid) says so: each mutex word homed here that one of them held goes
+ * to its first queued locker, whose lock completes with *@out 1; with
+ * none queued it stays locked until the next DSM_LOCK, which takes it
+ * with 1. Only on a robust node (dsm_config); DSM_NOMEM: some were not
+ * passed on. */
+enum dsm_res dsm_threads_lost(struct dsm_node *n,
+			      bool (*lost)(void *ctx, uint64_t tid), void *ctx);
 
 /* Free the block that starts at @off of @page, at the page's home (its
  * io.free): a release first (no diff of this node's reaches the block's

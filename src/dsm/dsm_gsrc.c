@@ -933,7 +933,8 @@ void dsm_gsrc_node_lost(struct vm_gsrc *g, int node)
 	unlock(G);
 }
 
-void dsm_gsrc_threads_lost(struct vm_gsrc *g, const uint64_t *tids, size_t n)
+void dsm_gsrc_threads_lost(struct vm_gsrc *g,
+			   bool (*lost)(void *ctx, uint64_t tid), void *ctx)
 {
 	struct dsm_gsrc *G = gsrc_of(g);
 
@@ -942,7 +943,7 @@ void dsm_gsrc_threads_lost(struct vm_gsrc *g, const uint64_t *tids, size_t n)
 		pthread_mutex_unlock(&G->lock);
 		return;
 	}
-	bool failed = dsm_threads_lost(G->node, tids, n) != DSM_OK;
+	bool failed = dsm_threads_lost(G->node, lost, ctx) != DSM_OK;
 	unlock(G);
 	if (failed) /* some locker would wait for good */
 		vm__proc_end_line(G->p, 70, "flock: out of memory (passing on "

@@ -130,9 +130,10 @@ void dsm_gsrc_deliver(struct vm_gsrc *g, int from, const void *msg,
  * lost"). Any thread but a worker inside an op; its later messages must
  * not be delivered. */
 void dsm_gsrc_node_lost(struct vm_gsrc *g, int node);
-/* Threads @tids of the process were lost (dist.h's threads_lost): the
- * mutexes they held here pass on (dsm_threads_lost). */
-void dsm_gsrc_threads_lost(struct vm_gsrc *g, const uint64_t *tids, size_t n);
+/* Threads of the process were lost, those @lost says (dist.h's
+ * threads_lost): the mutexes they held here pass on (dsm_threads_lost). */
+void dsm_gsrc_threads_lost(struct vm_gsrc *g,
+			   bool (*lost)(void *ctx, uint64_t tid), void *ctx);
 /* The node's counters. */
 void dsm_gsrc_stats(struct vm_gsrc *g, struct dsm_stats *out);
 /* Drop the driver's reference (once it delivers no more). */

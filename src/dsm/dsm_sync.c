@@ -44,7 +44,6 @@
 #include "dsm/dsm_int.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 /* ---- Queues ---- */
 
@@ -364,13 +363,6 @@ static enum dsm_res run(struct dsm_node *n, struct dsm_page *pg, uint32_t off,
 	return op == DSM_UNLOCK && v == 0 ? DSM_NOTLOCKED : DSM_OK;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* The word at @off of @pg, held by a lost thread (@h): to its first
  * queued locker with status 1, or marked for the next lock. */
 static enum dsm_res pass_on(struct dsm_node *n, struct dsm_page *pg,
@@ -404,18 +396,13 @@ static enum dsm_res pass_on(struct dsm_node *n, struct dsm_page *pg,
 	return DSM_OK;
 }
 
-enum dsm_res dsm_threads_lost(struct dsm_node *n, const uint64_t *tids,
-			      size_t count)
+enum dsm_res dsm_threads_lost(struct dsm_node *n,
+			      bool (*lost)(void *ctx, uint64_t tid), void *ctx)
 {
 	enum dsm_res res = DSM_OK;
-	uint64_t *v;
 
-	if (!n->robust || count == 0)
+	if (!n->robust)
 		return DSM_OK;
-	if ((v = malloc(count * sizeof *v)) == NULL)
-		return DSM_NOMEM;
-	memcpy(v, tids, count * sizeof *v);
-	qsort(v, count, sizeof *v, cmp_u64);
 	for (size_t i = 0; i < n->tab_cap; i++)
 		for (struct dsm_page *pg = n->tab[i]; pg != NULL;
 		     pg = pg->hnext)
@@ -423,13 +410,11 @@ enum dsm_res dsm_threads_lost(struct dsm_node *n, const uint64_t *tids,
 			     h = h->next) {
 				if (h->dead || h->tid == 0 ||
 				    dsm__load64(pg->data + h->off) == 0 ||
-				    bsearch(&h->tid, v, count, sizeof *v,
-					    cmp_u64) == NULL)
+				    !lost(ctx, h->tid))
 					continue;
 				if (pass_on(n, pg, h) != DSM_OK)
 					res = DSM_NOMEM;
 			}
-	free(v);
 	return res;
 }
 

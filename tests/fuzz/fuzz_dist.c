@@ -1,7 +1,8 @@
 /* libFuzzer target for the messages between a process's parts
  * (src/dist/dist.c): what another machine sends a part of a process --
- * threads, steals, joins and their replies, ends, deadlock waves, and
- * lent pages asked for, sent and released.
+ * threads, steals, joins and their replies, ends, deadlock waves, lent
+ * pages asked for, sent and released, and a survive process's census
+ * (an input of even size is one: dist_census.c).
  *
  * Each input gets a fresh node and process: part 1 of 3 (the origin is
  * part 0), its sends dropped. The input is a sequence of messages, each
@@ -62,8 +63,10 @@ static void setup(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	/* an even-sized input: a --survive process (its census) */
 	struct dist_config cfg = {.self = 1, .nparts = 3, .origin = 0,
-				  .ncpu = 3, .send = drop};
+				  .ncpu = 3, .send = drop,
+				  .survive = size % 2 == 0};
 	struct vm_node_options no;
 	struct vm_options o;
 	struct vm_node *n;
@@ -79,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	o.memory = 16u << 20;
 	o.fd_in = o.fd_out = o.fd_err = null_fd;
 	o.prog = "fuzz";
+	o.survive = cfg.survive;
 	if (vm_node_new(&no, &n, &err) != 0 ||
 	    vm__proc_new(n, mod, &o, &p, &err) != 0 ||
 	    dist_part_new(p, &cfg, &d, &err) != 0) {

@@ -197,11 +197,12 @@ static bool run_survive;
 static int crash_part = -1;
 static uint64_t crash_ns;
 
-static void threads_lost(void *ctx, const uint64_t *tids, size_t n)
+static void threads_lost(void *ctx, bool (*lost)(void *lctx, uint64_t tid),
+			 void *lost_ctx)
 {
 	struct part *pt = ctx;
 
-	dsm_gsrc_threads_lost(pt->g, tids, n);
+	dsm_gsrc_threads_lost(pt->g, lost, lost_ctx);
 }
 
 struct crash {
