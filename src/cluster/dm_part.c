@@ -25,8 +25,9 @@
  * with its PART_QUIET; the origin reads its own.
  *
  * A machine declared lost (dm_fail.c): the origin ends the process, 75
- * with a line naming it, and counts that machine's part quiet; a part
- * whose origin was lost ends and frees itself once over.
+ * with a line naming it (a --survive process goes on without what was
+ * there: dist.h, "Survive"), and counts that machine's part quiet; a
+ * part whose origin was lost ends and frees itself once over.
  *
  * Runs on the loop thread, but for the send callbacks (any thread). */
 #include "cluster/dm_int.h"
@@ -777,6 +778,9 @@ void dm_parts_machine_lost(struct dm *d, uint32_t id, uint32_t incarnation)
 		    pt->vp->opt.survive) {
 			dm_log(d, "process %" PRIu64 " survives the loss of "
 				  "machine %" PRIu32, pt->pid, id);
+			/* what it ran there is gone (ps) */
+			pt->said[i].threads = 0;
+			pt->said[i].memory = 0;
 		} else if (pt->self == pt->origin) {
 			char line[160];
 			snprintf(line, sizeof line,
