@@ -6,7 +6,9 @@ machines fail").
 
 A schedule (seeded): a VM of three cpu:1 machines (--lost-after 1.5);
 four runs of tests/fault/work.fl, each submitted through a machine picked
-by the seed, all running (`flock ps`) before the fault; then, at a seeded
+by the seed (half of them, as the seed says, tests/fault/survive.fl with
+--survive: the same output, lost workers redone by main), all running
+(`flock ps`) before the fault; then, at a seeded
 moment, one fault on a seeded machine:
   kill   kill -9 of its daemon, restarted from its data after a while
   stop   SIGSTOP past --lost-after, then SIGCONT (it must find out it
@@ -29,7 +31,10 @@ The checker, over the recorded history (printed when a check fails):
   - each run ended 0 with exactly the expected lines, or 75 with a prefix
     of them (no line lost in the middle, none twice, none wrong: a thread
     resumed on two machines would add twice and break every later line)
-    and a line naming the faulted machine;
+    and a line naming the faulted machine -- a --survive run only when
+    that machine ran its main, and one that ended 0 added at most once
+    per worker and once per worker not lost (its stderr says), and lost
+    none to a cut;
   - no other status (69 would be a client left without an answer);
   - the process table holds exactly one process per submission (none
     started twice);
@@ -57,6 +62,9 @@ sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 from cluster import Cluster, Cut, Partition, flock_path  # noqa: E402
 
 WORK = "tests/fault/work.fl"
+SURVIVE = "tests/fault/survive.fl"
+# --survive runs that ended 0, and those of them that lost workers
+SURVIVED = {"runs": 0, "lost": 0}
 LOST_AFTER = 1.5
 RUNS = 4
 CLIENT_TIMEOUT = 90
@@ -102,14 +110,20 @@ class Schedule:
             c.up(3)
             self.log("vm up")
             clients = []
+            self.survive = []
             for k in range(RUNS):
                 n = rng.randint(1, 3)
+                # half of them --survive (SURVIVE: work.fl's output,
+                # lost workers redone)
+                surv = rng.random() < 0.5
+                args = [SURVIVE, "--survive"] if surv else [WORK]
                 p = subprocess.Popen(
-                    [flock_path(), "run", WORK, "--vm", c.addr(n)],
+                    [flock_path(), "run"] + args + ["--vm", c.addr(n)],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE, env=c.env(), cwd=str(ROOT))
                 clients.append(p)
-                self.log("submit", run=k, via=n)
+                self.survive.append(surv)
+                self.log("submit", run=k, via=n, survive=surv)
             # all running before the fault: a submission in flight when
             # its machine dies may fairly end 69 (nothing started)
             deadline = time.time() + 30
@@ -208,11 +222,36 @@ class Schedule:
         lost = re.compile(r"^flock: process \d+ lost( with machine m%d|: "
                           r"this machine, m%d, was declared lost)" %
                           (victim, victim), re.M)
+        # a --survive run ends 75 only with its origin (main's machine)
+        origin_lost = re.compile(r"^flock: process \d+ lost( with machine "
+                                 r"m%d, which ran it|: this machine, m%d, "
+                                 r"was declared lost)" % (victim, victim),
+                                 re.M)
+        said = re.compile(r"^survive: lost (\d+) adds (\d+)$", re.M)
         for k, (status, out, err) in enumerate(results):
             lines = out.splitlines()
+            surv = self.survive[k]
             if status == 0:
                 if lines != self.want:
                     self.fail("run %d ended 0 with other lines: %r" % (k, lines))
+                m = said.search(err)
+                if surv and m is None:
+                    self.fail("run %d (--survive) said nothing of its "
+                              "workers: %r" % (k, err))
+                if surv:
+                    nlost, adds = int(m.group(1)), int(m.group(2))
+                    # each worker not lost added once, a lost one at
+                    # most once: a thread run twice shows
+                    if not (160 - nlost <= adds <= 160):
+                        self.fail("run %d (--survive): %d lost, %d adds" %
+                                  (k, nlost, adds))
+                    if nlost and kind == "cut":
+                        self.fail("run %d (--survive) lost %d workers to "
+                                  "cuts shorter than --lost-after" %
+                                  (k, nlost))
+                    self.log("survived", run=k, lost=nlost, adds=adds)
+                    SURVIVED["runs"] += 1
+                    SURVIVED["lost"] += nlost > 0
             elif kind == "cut":
                 self.fail("run %d ended %d after cuts shorter than "
                           "--lost-after: %r" % (k, status, err))
@@ -223,6 +262,9 @@ class Schedule:
                 if not lost.search(err):
                     self.fail("run %d ended 75 without naming m%d: %r" %
                               (k, victim, err))
+                if surv and not origin_lost.search(err):
+                    self.fail("run %d (--survive) ended 75, but m%d did "
+                              "not run its main: %r" % (k, victim, err))
             else:
                 self.fail("run %d ended %d: %r" % (k, status, err))
 
@@ -260,8 +302,11 @@ def main(argv=None):
             print("schedule %d (%s): passed in %.1f s" % (s, kind,
                                                           time.time() - t),
                   flush=True)
-    print("fault harness: %d schedules passed (%s)" % (
-        len(plan), ", ".join("%d %s" % (v, k) for k, v in sorted(kinds.items()))))
+    print("fault harness: %d schedules passed (%s); %d --survive runs "
+          "ended 0, %d of them after losing workers" % (
+              len(plan), ", ".join("%d %s" % (v, k)
+                                   for k, v in sorted(kinds.items())),
+              SURVIVED["runs"], SURVIVED["lost"]))
     return 0
 
 

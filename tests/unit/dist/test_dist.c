@@ -194,6 +194,8 @@ static struct dist_stats last[MAX_PARTS];
 /* --survive on every part, and a crash: part @crash_part (-1: none) is
  * lost @crash_ns after main starts (crash_main). */
 static bool run_survive;
+/* The parts' machines, as the daemons name them (m1, m2, ...). */
+static const uint32_t machine_ids[MAX_PARTS] = {1, 2, 3, 4, 5};
 static int crash_part = -1;
 static uint64_t crash_ns;
 
@@ -296,6 +298,7 @@ static void run_parts(struct vm_node **nodes, int nparts,
 					      .slot = dsm_gsrc_node_slot(i),
 					      .home = home_of, .home_ctx = N,
 					      .send = send_dsm, .send_ctx = pt,
+					      .ids = machine_ids,
 					      .robust = run_survive};
 		struct dist_config dc = {.self = i, .nparts = nparts,
 					 .origin = 0, .ncpu = nparts, .pid = 1,
@@ -1579,6 +1582,87 @@ static void test_survive_crash(void **state)
 	vm_module_free(m);
 }
 
+/* --survive, and global memory homed on the machine that was lost: a
+ * worker that runs on part 2 gallocs a word there (homed there) and
+ * publishes it (main spawns until one does; one elsewhere spins, so the
+ * next spawn goes to another part); part 2 crashes; main, reading the
+ * word, gets the runtime error that names the machine. */
+static void test_survive_lost_memory(void **state)
+{
+	static const char src[] =
+		".data\n"
+		"pub:    .word 0\n"
+		".text\n"
+		"func main 0 2\n"
+		"        call spin\n"
+		"        drop\n"
+		"more:   spawn w\n"
+		"        drop\n"
+		"        push pub\n"
+		"        push 0\n"
+		"        xadd\n"
+		"        dup\n"
+		"        jnz got\n"
+		"        drop\n"
+		"        call spin\n"
+		"        drop\n"
+		"        jmp more\n"
+		"got:    set 0\n"
+		"        clock\n"
+		"        set 1\n"
+		"long:   clock\n"
+		"        get 1\n"
+		"        sub\n"
+		"        push 300000000\n"
+		"        lt\n"
+		"        jnz long\n"
+		"        get 0\n"
+		"        ld64\n"
+		"        call println\n"
+		"        ret\n"
+		"end\n"
+		"func w 0 1\n"
+		"        node\n"
+		"        push 2\n"
+		"        eq\n"
+		"        jz busy\n"
+		"        push 8\n"
+		"        galloc\n"
+		"        set 0\n"
+		"        get 0\n"
+		"        push 5\n"
+		"        st64\n"
+		"        push pub\n"
+		"        get 0\n"
+		"        xchg\n"
+		"        drop\n"
+		"        push 0\n"
+		"        ret\n"
+		"busy:   call spin\n" /* so that the next spawn goes elsewhere */
+		"        ret\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_survive = true;
+	crash_part = 2;
+	crash_ns = 100000000; /* main has the address by then */
+	run_text("lost_memory.fla", src, 3, &r, &st);
+	if (r.status != 70 || strstr(r.err, "ld64 at 0x") == NULL ||
+	    strstr(r.err, ": global memory on machine m3, which was lost") ==
+		    NULL)
+		printf("  status %d, stdout \"%s\", stderr \"%s\"\n", r.status,
+		       r.out, r.err);
+	assert_int_equal(r.status, 70);
+	assert_non_null(strstr(r.err, "ld64 at 0x"));
+	assert_non_null(
+		strstr(r.err, ": global memory on machine m3, which was lost"));
+	run_survive = false;
+	crash_part = -1;
+	result_free(&r);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1598,6 +1682,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_lazy_back_home),
 		cmocka_unit_test(test_lazy_memory_limit),
 		cmocka_unit_test(test_survive_crash),
+		cmocka_unit_test(test_survive_lost_memory),
 	};
 
 	(void)argc;
