@@ -797,6 +797,14 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 		return false;
 	atomic_fetch_add(&d->est[to], 1);
 	if (!ship(d, to, &c, 1, why)) {
+		bool lost;
+		pthread_mutex_lock(&d->lock);
+		lost = (d->lost & (1ull << to)) != 0;
+		pthread_mutex_unlock(&d->lock);
+		if (lost) { /* never again */
+			atomic_store(&d->est[to], UINT32_MAX);
+			return false;
+		}
 		atomic_fetch_sub(&d->est[to], 1);
 		if (d->cfg.eager)
 			atomic_fetch_or(&d->starving, 1ull << to);
