@@ -43,7 +43,7 @@ static const char help[] =
 	"                      forwarded; the exit status is the process's\n"
 	"  --survive           with --vm: outlive the loss of a machine other\n"
 	"                      than main's: joining a thread lost with it\n"
-	"                      gives ELOST (-11), a mutex it held is taken\n"
+	"                      gives -75 (ELOST), a mutex it held is taken\n"
 	"                      with status 1 (docs/cluster.md)\n"
 	"  --detach            with --vm: print the process's pid and return\n"
 	"                      (flock logs / wait / kill PID later)\n"
