@@ -151,10 +151,14 @@ void vm__park_begin(struct vm_thread *t, enum vm_park kind, vm_word arg)
 
 void vm__park_commit(struct vm_worker *w, struct vm_thread *t)
 {
+	struct vm_proc *p = t->proc;
 	int s = VM_P_PARKING;
 
+	/* Once PARKED, @t is another's: a resume on another worker may run
+	 * it, move it or free it (--debug-migrate's copy) before this line
+	 * ends, so nothing of @t is read after the exchange. */
 	if (atomic_compare_exchange_strong(&t->pstate, &s, VM_P_PARKED)) {
-		vm__proc_busy_dec(t->proc);
+		vm__proc_busy_dec(p);
 		return;
 	}
 	/* Resumed while parking (EARLY): it never stopped being busy. */
