@@ -1273,10 +1273,12 @@ static void test_lazy_slices(void **state)
 	/* two pages touched, fetched once on the one other part: the
 	 * batches after the first reuse them. A thread the origin took
 	 * back (BALANCE: main counts as its load) may be lent out again
-	 * under a new id, and fetch its page once more. */
-	assert_true(st.moved_in >= 16);
+	 * under a new id, and fetch its page once more. A reader may also
+	 * run at home when main's slice ends before the other part stole
+	 * it (a loaded machine), so not all 16 need move. */
 	assert_true(st.lazy_fetched >= 1 &&
-		    st.lazy_fetched <= 2 + (st.moved_in - 16));
+		    st.lazy_fetched <=
+			    2 + (st.moved_in > 16 ? st.moved_in - 16 : 0));
 	assert_true(st.lazy_bytes == st.lazy_fetched * VM_PAGE_SIZE);
 	/* the bytes stayed home: far less than 1 MiB a batch */
 	assert_true(st.move_bytes < st.moved_in * 64 * 1024);
