@@ -148,6 +148,10 @@ struct ctl_command {
 		char name[CTL_NAME_MAX + 1]; /* USER_REMOVE */
 		struct {
 			char owner[CTL_NAME_MAX + 1];
+			/* the machine that starts it once it has its pid
+			 * (lost before RUNNING is recorded: it ended with
+			 * it); 0 in an older log's entries, which say none */
+			uint32_t machine;
 		} submit;
 		struct {
 			uint64_t pid;

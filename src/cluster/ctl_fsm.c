@@ -9,8 +9,10 @@
  * u8 role, u64 lost_at, u64 back_at; a user is name, 32-byte key, u8
  * admin. MEMBER_STATE: u32 id, u32 incarnation, u8 state, u8 role, u64
  * at (lost_at when it makes the member LOST, back_at when it makes a
- * LOST one ACTIVE). A MEMBER_STATE that makes a member LOST ends every
- * process running there: ENDED, CTL_LOST_STATUS, lost.
+ * LOST one ACTIVE). SUBMIT: owner, u32 machine (where it starts; an
+ * older entry ends after the owner: 0, none said). A MEMBER_STATE that
+ * makes a member LOST ends every process running there or submitted to
+ * start there: ENDED, CTL_LOST_STATUS, lost.
  *
  * Applying: every refusal is a result (rc), never a divergence, so every
  * machine's state stays the same. Sessions: a client's last (seq, result);
@@ -129,6 +131,7 @@ void ctl_command_encode(const struct ctl_command *c, struct fl_buf *out)
 		break;
 	case CTL_CMD_SUBMIT:
 		fl_buf_put_str16(out, c->u.submit.owner);
+		fl_buf_put_u32(out, c->u.submit.machine);
 		break;
 	case CTL_CMD_PROC_STATE:
 		fl_buf_put_u64(out, c->u.pstate.pid);
@@ -322,8 +325,10 @@ int ctl_command_decode(const uint8_t *p, size_t n, struct ctl_command *c,
 		get_str(&d, c->u.name, CTL_NAME_MAX, false, "bad user name");
 		break;
 	case CTL_CMD_SUBMIT:
-		get_str(&d, c->u.submit.owner, CTL_NAME_MAX, false,
-			"bad owner name");
+		if (get_str(&d, c->u.submit.owner, CTL_NAME_MAX, false,
+			    "bad owner name") &&
+		    fl_reader_left(&d.r) != 0) /* older entries: no machine */
+			c->u.submit.machine = fl_get_u32(&d.r);
 		break;
 	case CTL_CMD_PROC_STATE:
 		c->u.pstate.pid = fl_get_u64(&d.r);
@@ -466,7 +471,11 @@ static void end_lost(struct ctl_state *st, uint32_t id)
 {
 	for (size_t i = 0; i < st->nprocs; i++) {
 		struct ctl_proc *pr = &st->procs[i];
-		if (pr->state == CTL_P_RUNNING && pr->machine == id) {
+		/* SUBMITTED with a machine: it started there, or was to,
+		 * and RUNNING was not recorded before the loss */
+		if ((pr->state == CTL_P_RUNNING ||
+		     pr->state == CTL_P_SUBMITTED) &&
+		    pr->machine == id) {
 			pr->state = CTL_P_ENDED;
 			pr->status = CTL_LOST_STATUS;
 			pr->lost = 1;
@@ -548,6 +557,12 @@ static struct ctl_result apply_one(struct ctl_state *st,
 		struct ctl_proc *pr;
 		if (ctl_user_find(st, c->u.submit.owner) == NULL)
 			return res(FL_EPERM, 0);
+		if (c->u.submit.machine != 0) {
+			const struct ctl_member *m =
+				ctl_member_find(st, c->u.submit.machine);
+			if (m == NULL || m->state != CTL_M_ACTIVE)
+				return res(FL_EINVAL, 0);
+		}
 		if (!grow((void **)&st->procs, &st->procs_cap, st->nprocs,
 			  sizeof *st->procs))
 			return res(FL_ENOMEM, 0);
@@ -557,6 +572,7 @@ static struct ctl_result apply_one(struct ctl_state *st,
 		strcpy(pr->owner, c->u.submit.owner);
 		pr->sub_client = c->client;
 		pr->sub_seq = c->seq;
+		pr->machine = c->u.submit.machine;
 		pr->state = CTL_P_SUBMITTED;
 		return res(0, pr->pid);
 	}
@@ -769,14 +785,15 @@ static bool snapshot_checks(struct dec *d, const struct ctl_state *s)
 	if (!ok || (s->vm[0] != 0 && admins == 0))
 		return fail(d, "inconsistent users");
 	/* Processes: pids increasing and below the next one; a machine
-	 * only once started (a member id), a status only once ended. */
+	 * once started (a member id; before, the one to start it, or 0),
+	 * a status only once ended. */
 	for (size_t i = 0; i < s->nprocs && ok; i++) {
 		const struct ctl_proc *p = &s->procs[i];
 		ok = p->pid != 0 && p->pid < s->next_pid &&
 		     (i == 0 || p->pid > s->procs[i - 1].pid) &&
 		     p->machine < s->next_member;
 		if (p->state == CTL_P_SUBMITTED)
-			ok = ok && p->machine == 0 && p->status == 0;
+			ok = ok && p->status == 0;
 		else if (p->state == CTL_P_RUNNING)
 			ok = ok && p->machine != 0 && p->status == 0;
 		else

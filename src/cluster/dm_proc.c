@@ -839,6 +839,7 @@ static void on_submit(struct dm_link *l, const struct net_header *h,
 		return;
 	}
 	snprintf(c.u.submit.owner, sizeof c.u.submit.owner, "%s", l->user);
+	c.u.submit.machine = d->me.id; /* it starts here */
 	dm_propose(d, &c, submit_done, s, 0);
 }
 

@@ -60,7 +60,7 @@ ENTRIES = {
                           u8(VOTER) + u64(1764633600000), 1, 3),
     "user-add": entry("USER_ADD", user("alice", 0x10, 0), 1, 4),
     "user-remove": entry("USER_REMOVE", string("alice"), 1, 5),
-    "submit": entry("SUBMIT", string("root"), 2, 1),
+    "submit": entry("SUBMIT", string("root") + u32(1), 2, 1),
     "proc-state": entry("PROC_STATE", u64(1) + u32(1) + u8(RUNNING) + u32(0),
                         2, 2),
     "barrier": entry("BARRIER", b""),

@@ -108,6 +108,7 @@ static bool sample(unsigned type, struct ctl_command *c)
 	case CTL_CMD_SUBMIT:
 		strcpy(c->u.submit.owner,
 		       "a234567890123456789012345678901234567890123456789012345678901234");
+		c->u.submit.machine = 0x01020304;
 		return true;
 	case CTL_CMD_PROC_STATE:
 		c->u.pstate.pid = 0x0102030405060708ull;
@@ -169,6 +170,7 @@ static void assert_same_command(const struct ctl_command *a,
 		break;
 	case CTL_CMD_SUBMIT:
 		assert_string_equal(a->u.submit.owner, b->u.submit.owner);
+		assert_int_equal(a->u.submit.machine, b->u.submit.machine);
 		break;
 	case CTL_CMD_PROC_STATE:
 		assert_true(a->u.pstate.pid == b->u.pstate.pid);
@@ -247,13 +249,22 @@ static struct ctl_result mstate(struct ctl_state *st, uint32_t id,
 	return mstate_at(st, id, inc, state, role, 0);
 }
 
-static struct ctl_result submit(struct ctl_state *st, const char *owner,
-				uint64_t client, uint64_t seq)
+/* A submission to start on @machine (0: none said). */
+static struct ctl_result submit_on(struct ctl_state *st, const char *owner,
+				   uint64_t client, uint64_t seq,
+				   uint32_t machine)
 {
 	struct ctl_command c = cmd(CTL_CMD_SUBMIT, client, seq);
 
 	strcpy(c.u.submit.owner, owner);
+	c.u.submit.machine = machine;
 	return apply(st, &c);
+}
+
+static struct ctl_result submit(struct ctl_state *st, const char *owner,
+				uint64_t client, uint64_t seq)
+{
+	return submit_on(st, owner, client, seq, 0);
 }
 
 static struct ctl_result pstate(struct ctl_state *st, uint64_t pid,
@@ -434,10 +445,10 @@ static void test_decode_refuses_malformed(void **state)
 	}
 
 	assert_true(sample(CTL_CMD_SUBMIT, &c));
-	strcpy(c.u.submit.owner, "root"); /* 6 payload bytes, 2 of padding */
+	strcpy(c.u.submit.owner, "root"); /* 10 payload bytes, 6 of padding */
 	p = encode(&c, &n);
-	assert_int_equal(n, 32);
-	expect_refused(p, 31, "entry of 31 bytes");
+	assert_int_equal(n, 40);
+	expect_refused(p, 39, "entry of 39 bytes");
 	expect_refused(p, 25, "entry of 25 bytes");
 	expect_refused(p, 16, "entry of 16 bytes");
 	p[0] = CTL_VERSION + 1;
@@ -457,22 +468,24 @@ static void test_decode_refuses_malformed(void **state)
 		expect_refused(p, n, "entry: bad header");
 		p[i] = 0;
 	}
-	for (size_t i = 30; i < 32; i++) { /* the padding */
+	for (size_t i = 34; i < 40; i++) { /* the padding */
 		p[i] = 1;
 		expect_refused(p, n, "entry: bad padding");
 		p[i] = 0;
 	}
-	p[4] = 9; /* the payload length, past the entry */
+	p[4] = 17; /* the payload length, past the entry */
 	expect_refused(p, n, "entry: bad header");
 	p[4] = 0xff;
 	p[7] = 0xff;
 	expect_refused(p, n, "entry: bad header");
 	p[7] = 0;
-	p[4] = 7; /* a padding byte counted in: a byte after the string */
+	p[4] = 11; /* a padding byte counted in: a byte after the machine */
+	expect_refused(p, n, "payload of 11 bytes does not fit");
+	p[4] = 7; /* the machine cut off after a byte */
 	expect_refused(p, n, "payload of 7 bytes does not fit");
 	p[4] = 5; /* the string's last byte left out */
 	expect_refused(p, n, "bad owner name");
-	p[4] = 6;
+	p[4] = 10;
 	free(p);
 
 	/* Strings: too long, cut off (no end inside the payload), not a
@@ -482,6 +495,7 @@ static void test_decode_refuses_malformed(void **state)
 	p = raw_owner(s, 64, 64, &n);
 	assert_int_equal(ctl_command_decode(p, n, &c, NULL), 0);
 	assert_int_equal(strlen(c.u.submit.owner), 64);
+	assert_int_equal(c.u.submit.machine, 0); /* an older entry: none */
 	free(p);
 	p = raw_owner(s, 65, 65, &n);
 	expect_refused(p, n, "bad owner name");
@@ -807,6 +821,11 @@ static void test_lost_machine_ends_its_processes(void **state)
 	assert_int_equal(pstate(&st, 2, 1, CTL_P_RUNNING, 0).rc, 0);
 	assert_int_equal(pstate(&st, 3, 2, CTL_P_RUNNING, 0).rc, 0);
 	assert_int_equal(pstate(&st, 3, 0, CTL_P_ENDED, 0).rc, 0);
+	/* to start on machine 2, which may have started it: RUNNING is
+	 * not recorded yet */
+	assert_int_equal(submit_on(&st, "root", 40, 5, 2).rc, 0);
+	/* no machine not serving starts a process */
+	assert_int_equal(submit_on(&st, "root", 40, 6, 9).rc, FL_EINVAL);
 	assert_int_equal(mstate_at(&st, 2, 1, CTL_M_LOST, CTL_VOTER, 7).rc, 0);
 	p = ctl_proc_find(&st, 1); /* ran there: ended, lost */
 	assert_int_equal(p->state, CTL_P_ENDED);
@@ -819,8 +838,14 @@ static void test_lost_machine_ends_its_processes(void **state)
 	p = ctl_proc_find(&st, 3); /* ended before: as it ended */
 	assert_int_equal(p->status, 0);
 	assert_int_equal(p->lost, 0);
-	p = ctl_proc_find(&st, 4); /* not started: waits */
+	p = ctl_proc_find(&st, 4); /* not started, no machine said: waits */
 	assert_int_equal(p->state, CTL_P_SUBMITTED);
+	p = ctl_proc_find(&st, 5); /* to start there: ended, lost */
+	assert_int_equal(p->state, CTL_P_ENDED);
+	assert_int_equal(p->status, CTL_LOST_STATUS);
+	assert_int_equal(p->lost, 1);
+	/* nor on a lost one */
+	assert_int_equal(submit_on(&st, "root", 40, 7, 2).rc, FL_EINVAL);
 	/* back as a new incarnation: what was lost stays lost, and the
 	 * snapshot keeps it so */
 	assert_int_equal(mstate_at(&st, 2, 2, CTL_M_ACTIVE, CTL_STANDBY, 8).rc,
@@ -965,7 +990,8 @@ static void rich(struct ctl_state *st)
 	assert_int_equal(add_user(st, "bob", 0x11, true).rc, 0);
 	assert_true(submit(st, "alice", 7, 1).value == 1);
 	assert_true(submit(st, "bob", 8, 1).value == 2);
-	assert_true(submit(st, "bob", 8, 2).value == 3);
+	/* pid 3: submitted to start on machine 2, not started yet */
+	assert_true(submit_on(st, "bob", 8, 2, 2).value == 3);
 	assert_int_equal(pstate(st, 1, 2, CTL_P_RUNNING, 0).rc, 0);
 	assert_int_equal(pstate(st, 2, 2, CTL_P_RUNNING, 0).rc, 0);
 	assert_int_equal(pstate(st, 2, 0, CTL_P_ENDED, -1).rc, 0);
@@ -1189,8 +1215,8 @@ static void test_snapshot_invariants(void **state)
 		case 2: /* a pid not given yet */
 			a.procs[2].pid = a.next_pid;
 			break;
-		case 3: /* a machine before it started */
-			a.procs[2].machine = 2;
+		case 3: /* a status before it started */
+			a.procs[2].status = 1;
 			break;
 		case 4: /* running nowhere */
 			a.procs[0].machine = 0;
