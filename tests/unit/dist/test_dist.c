@@ -193,6 +193,8 @@ static void *net_main(void *arg)
 		struct sim_msg m = sim_heap_pop(&N->q);
 		if (N->dead[m.from] || N->dead[m.to]) {
 			free(m.bytes);
+			/* the queue may be empty now: run_parts waits for that */
+			pthread_cond_broadcast(&N->cond);
 			continue;
 		}
 		N->delivering = true;
@@ -1724,7 +1726,7 @@ static const struct {
  * with it or the last to get through, the 1st to 4th of its kind (by
  * seed). Every run passes survive_run's checks; a point the run never
  * reaches crashes nothing (and loses nothing). FLOCK_DIST_SEEDS / 2
- * rounds of 72 runs (default one). */
+ * rounds of 72 runs (default one); FLOCK_DIST_RUN=N only run N. */
 static void test_survive_crash_points(void **state)
 {
 	struct vm_module *m = unit_assemble("survive.fla", survive_src,
@@ -1734,6 +1736,8 @@ static void test_survive_crash_points(void **state)
 	int npoints = (int)(sizeof points / sizeof points[0]);
 	int runs = 0, crashed = 0, lost_runs = 0, robust_runs = 0;
 	int hit[sizeof points / sizeof points[0]] = {0};
+	/* FLOCK_DIST_RUN=N: only run N (the seed a failure names) */
+	int only = getenv("FLOCK_DIST_RUN") ? atoi(getenv("FLOCK_DIST_RUN")) : 0;
 
 	(void)state;
 	crash_point.on = true;
@@ -1742,6 +1746,10 @@ static void test_survive_crash_points(void **state)
 			for (int v = 0; v < 4; v++) {
 				int s = 1 + runs;
 				long lost, rec;
+				if (only > 0 && s != only) {
+					runs++;
+					continue;
+				}
 				crash_part = 1 + (s + round) % 2;
 				crash_point.ch = points[i].ch;
 				crash_point.type = points[i].type;
@@ -1764,8 +1772,10 @@ static void test_survive_crash_points(void **state)
 	/* Half the directions never carry a type (the home of every word
 	 * here is the origin's, which does not crash): at least a third of
 	 * the points were reached. */
-	assert_true(crashed >= runs / 3);
-	assert_true(lost_runs > 0);
+	if (only == 0) {
+		assert_true(crashed >= runs / 3);
+		assert_true(lost_runs > 0);
+	}
 	crash_point.on = false;
 	crash_part = -1;
 	vm_module_free(m);
