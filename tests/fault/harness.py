@@ -201,10 +201,25 @@ class Schedule:
             if r.returncode != 0 or r.stdout != b"179999994\nspread\n":
                 self.fail("after the heal: %d %r %r" % (r.returncode, r.stdout,
                                                          r.stderr))
-            pids = self.pids(c)
-            if len(pids) != RUNS + 1 or len(set(pids)) != len(pids):
-                self.fail("process table: %s for %d submissions" %
-                          (pids, RUNS + 1))
+            # every submission once in the table, as m1 has it: a
+            # machine just back catches up on the entries it missed (a
+            # spare until Raft has it again), within a bound
+            t_table = time.time()
+            deadline = t_table + 20
+            while True:
+                pids = self.pids(c)
+                if len(set(pids)) != len(pids) or len(pids) > RUNS + 1:
+                    self.fail("process table: %s for %d submissions" %
+                              (pids, RUNS + 1))
+                if len(pids) == RUNS + 1:
+                    if time.time() - t_table > 0.5:
+                        self.log("table caught up",
+                                 after=round(time.time() - t_table, 2))
+                    break
+                if time.time() >= deadline:
+                    self.fail("process table: %s for %d submissions, 20 s "
+                              "after the heal" % (pids, RUNS + 1))
+                time.sleep(0.2)
             self.log("served")
             # every part of every process over, on every machine: a
             # thread left waiting on a lost machine would keep one
