@@ -42,6 +42,8 @@
 #include "cluster/net_conn.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -743,11 +745,36 @@ static void peer_text(struct net_conn *c)
 	}
 }
 
+/* A peer that went without a word — a power cut, a pulled cable, or a
+ * reset that only its end saw — is found by TCP keepalive even when
+ * nothing is sent: probes after KEEP_IDLE_S of silence, every
+ * KEEP_INTVL_S, and the connection closes at a reset or after KEEP_CNT
+ * unanswered. A client waiting for a quiet process's output then goes
+ * back to the VM (cli_vm.c) instead of waiting for good. */
+#define KEEP_IDLE_S 2
+#define KEEP_INTVL_S 1
+#define KEEP_CNT 3
+
+static void keepalive(struct net_conn *c)
+{
+	uv_os_fd_t fd;
+	int v;
+
+	if (uv_tcp_keepalive(&c->tcp, 1, KEEP_IDLE_S) != 0 ||
+	    uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+		return; /* only slower to notice */
+	v = KEEP_INTVL_S;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof v);
+	v = KEEP_CNT;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof v);
+}
+
 static void start_reading(struct net_conn *c)
 {
 	int r;
 
 	uv_tcp_nodelay(&c->tcp, 1);
+	keepalive(c);
 	peer_text(c);
 	c->state = ST_HANDSHAKE;
 	r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);

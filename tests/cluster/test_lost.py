@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from cluster import ROOT, Cluster, Cut, Partition, flock_path
+from cluster import ROOT, Cluster, Cut, Partition, _Rules, flock_path
 
 LOST_AFTER = "2"
 SEQUENTIAL = "examples/primes.fl"  # no threads: one machine runs it
@@ -257,5 +257,31 @@ def test_cut_off_machine_never_tells_an_unrecorded_end(tmp_path):
         assert r.returncode == 0, r.stderr
         ps = c.flock(["ps", str(pid)], n=other).stdout.decode()
         assert re.search(r"^%d .* ended .* 0$" % pid, ps, re.M), ps
+    finally:
+        c.stop()
+
+
+@pytest.mark.skipif(not Cut.usable(), reason="needs root and iptables")
+def test_client_notices_a_connection_broken_only_at_the_machine(tmp_path):
+    """While a process prints and its client sends nothing, every segment
+    from the machine is rejected for a moment: the machine's end of the
+    client's connection is reset, the client's end hears nothing. The
+    client finds out by itself (TCP keepalive), goes back and gets the
+    rest of the output, each line once, and the status."""
+    c = Cluster(tmp_path, first=2).up(1)
+    try:
+        run = start_run(c, "tests/cluster/progs/ticks.fl")
+        pid_of_newest(c)
+        time.sleep(1.0)  # output flowing
+        rules = _Rules(c, [["-s", c.ip(1)]],
+                       ["-j", "REJECT", "--reject-with", "tcp-reset"])
+        with rules:
+            rules.on()
+            time.sleep(0.5)
+        t0 = time.time()
+        out, err = run.communicate(timeout=40)
+        print("the client ended %.1f s after the break" % (time.time() - t0))
+        assert run.returncode == 0, err
+        assert err == b"".join(b"tick %d\n" % i for i in range(80)), err
     finally:
         c.stop()
