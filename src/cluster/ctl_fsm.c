@@ -428,6 +428,14 @@ static size_t voters(const struct ctl_state *st)
 	return n;
 }
 
+/* Is @id a member that serves (a process may start or run there)? */
+static bool serving(const struct ctl_state *st, uint32_t id)
+{
+	const struct ctl_member *m = ctl_member_find(st, id);
+
+	return m != NULL && m->state == CTL_M_ACTIVE;
+}
+
 static struct ctl_result add_member(struct ctl_state *st, struct ctl_member m)
 {
 	for (size_t i = 0; i < st->nmembers; i++) {
@@ -557,12 +565,8 @@ static struct ctl_result apply_one(struct ctl_state *st,
 		struct ctl_proc *pr;
 		if (ctl_user_find(st, c->u.submit.owner) == NULL)
 			return res(FL_EPERM, 0);
-		if (c->u.submit.machine != 0) {
-			const struct ctl_member *m =
-				ctl_member_find(st, c->u.submit.machine);
-			if (m == NULL || m->state != CTL_M_ACTIVE)
-				return res(FL_EINVAL, 0);
-		}
+		if (c->u.submit.machine != 0 && !serving(st, c->u.submit.machine))
+			return res(FL_EINVAL, 0);
 		if (!grow((void **)&st->procs, &st->procs_cap, st->nprocs,
 			  sizeof *st->procs))
 			return res(FL_ENOMEM, 0);
@@ -578,7 +582,6 @@ static struct ctl_result apply_one(struct ctl_state *st,
 	}
 	case CTL_CMD_PROC_STATE: {
 		struct ctl_proc *pr = (struct ctl_proc *)ctl_proc_find(st, c->u.pstate.pid);
-		const struct ctl_member *m;
 		if (pr == NULL)
 			return res(FL_ENOENT, 0);
 		/* Only forwards, once each: SUBMITTED -> RUNNING -> ENDED, or
@@ -587,8 +590,7 @@ static struct ctl_result apply_one(struct ctl_state *st,
 		    (c->u.pstate.state == CTL_P_RUNNING && pr->state != CTL_P_SUBMITTED))
 			return res(FL_EINVAL, 0);
 		if (c->u.pstate.state == CTL_P_RUNNING) {
-			m = ctl_member_find(st, c->u.pstate.machine);
-			if (m == NULL || m->state != CTL_M_ACTIVE)
+			if (!serving(st, c->u.pstate.machine))
 				return res(FL_EINVAL, 0);
 			pr->machine = c->u.pstate.machine;
 		}

@@ -172,9 +172,7 @@ def test_the_machine_the_client_talks_to_is_lost(tmp_path):
         run = start_run(c, "tests/cluster/progs/lost.fl", n=2)
         pid = pid_of_newest(c, n=2)
         # the machine that runs it (its origin): the client talks to it
-        ps = c.flock(["ps", str(pid)]).stdout.decode()
-        origin = int(re.search(r"^%d\s+\S+\s+\S+\s+m(\d+)" % pid, ps,
-                               re.M).group(1))
+        origin = machine_of(c, pid)
         wait_spread(c, pid, ("m%d" % origin,))
         time.sleep(0.5)  # the client has asked for the other machines
         victim = [m for m in c.machines if m.n == origin][0]
@@ -200,9 +198,7 @@ def test_survive_a_machine_other_than_mains(tmp_path):
         run = start_run(c, "tests/cluster/progs/survive.fl",
                         flags=["--survive"])
         pid = pid_of_newest(c)
-        ps = c.flock(["ps", str(pid)]).stdout.decode()
-        origin = int(re.search(r"^%d\s+\S+\s+\S+\s+m(\d+)" % pid, ps,
-                               re.M).group(1))
+        origin = machine_of(c, pid)
         wait_spread(c, pid, ("m1", "m2", "m3"))
         victim = [m for m in c.machines if m.n != origin][-1]
         t0 = time.time()

@@ -33,7 +33,9 @@
 #include <cmocka.h>
 
 #include "dist/dist.h"
+#include "dist/dist_int.h" /* the message types, for crash points */
 #include "dsm/dsm_gsrc.h"
+#include "dsm/dsm_int.h"
 #include "../vm/golden.h"
 #include "../vm/simnet.h"
 
@@ -479,13 +481,18 @@ static const struct plan {
 	{NULL, false, 0, NULL, false},
 };
 
-static struct plan plan_of(const char *file)
+/* FLOCK_DIST_SEEDS, or 2 when it is not a positive number. */
+static int dist_seeds(void)
 {
-	int seeds = 2;
 	const char *env = getenv("FLOCK_DIST_SEEDS");
 
-	if (env != NULL && atoi(env) > 0)
-		seeds = atoi(env);
+	return env != NULL && atoi(env) > 0 ? atoi(env) : 2;
+}
+
+static struct plan plan_of(const char *file)
+{
+	int seeds = dist_seeds();
+
 	for (size_t i = 0; plans[i].file != NULL; i++)
 		if (strcmp(plans[i].file, file) == 0)
 			return plans[i];
@@ -1679,8 +1686,7 @@ static void test_survive_crash(void **state)
 {
 	struct vm_module *m = unit_assemble("survive.fla", survive_src,
 					    strlen(survive_src));
-	const char *env = getenv("FLOCK_DIST_SEEDS");
-	int seeds = 8 * (env != NULL && atoi(env) > 0 ? atoi(env) : 2);
+	int seeds = 8 * dist_seeds();
 	int lost_runs = 0, robust_runs = 0;
 
 	(void)state;
@@ -1710,15 +1716,16 @@ static const struct {
 	uint8_t type;
 	const char *name;
 } points[] = {
-	{CH_DIST, 1, "MOVE"},	     {CH_DIST, 2, "STEAL"},
-	{CH_DIST, 3, "NOTHING"},     {CH_DIST, 4, "JOIN"},
-	{CH_DIST, 5, "JOIN_REPLY"},  {CH_DIST, 6, "DONE"},
-	{CH_DIST, 8, "IDLE"},	     {CH_DIST, 14, "BALANCE"},
-	{CH_DSM, 1, "GET"},	     {CH_DSM, 2, "PAGE"},
-	{CH_DSM, 3, "DIFF"},	     {CH_DSM, 4, "DIFF_ACK"},
-	{CH_DSM, 7, "ATOMIC"},	     {CH_DSM, 8, "ATOMIC_REPLY"},
-	{CH_DSM, 10, "SYNC"},	     {CH_DSM, 11, "SYNC_REPLY"},
-	{CH_DSM, 12, "QUEUED"},	     {CH_DSM, 13, "SYNC_ACK"},
+#define DIST_POINT(name) {CH_DIST, M_##name, #name}
+#define DSM_POINT(name) {CH_DSM, DSM_MSG_##name, #name}
+	DIST_POINT(MOVE),   DIST_POINT(STEAL),	     DIST_POINT(NOTHING),
+	DIST_POINT(JOIN),   DIST_POINT(JOIN_REPLY), DIST_POINT(DONE),
+	DIST_POINT(IDLE),   DIST_POINT(BALANCE),    DSM_POINT(GET),
+	DSM_POINT(PAGE),    DSM_POINT(DIFF),	     DSM_POINT(DIFF_ACK),
+	DSM_POINT(ATOMIC),  DSM_POINT(ATOMIC_REPLY), DSM_POINT(SYNC),
+	DSM_POINT(SYNC_REPLY), DSM_POINT(QUEUED),    DSM_POINT(SYNC_ACK),
+#undef DIST_POINT
+#undef DSM_POINT
 };
 
 /* The same runs, the crash at a protocol point rather than a moment:
@@ -1731,8 +1738,7 @@ static void test_survive_crash_points(void **state)
 {
 	struct vm_module *m = unit_assemble("survive.fla", survive_src,
 					    strlen(survive_src));
-	const char *env = getenv("FLOCK_DIST_SEEDS");
-	int rounds = (env != NULL && atoi(env) > 1 ? atoi(env) / 2 : 1);
+	int rounds = dist_seeds() > 1 ? dist_seeds() / 2 : 1;
 	int npoints = (int)(sizeof points / sizeof points[0]);
 	int runs = 0, crashed = 0, lost_runs = 0, robust_runs = 0;
 	int hit[sizeof points / sizeof points[0]] = {0};
