@@ -193,6 +193,13 @@ enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		      uint32_t off, uint32_t len, void *out);
 enum dsm_res dsm_write(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		       uint32_t off, uint32_t len, const void *in);
+/* dsm_write of every byte where @now differs from @was (a page each):
+ * a writer's private copy against its twin, merged in one call -- the
+ * bytes it left alone are not written, so another writer's changes to
+ * them stand. Nothing happens (not even a fetch) when none differs. */
+enum dsm_res dsm_write_diff(struct dsm_node *n, struct dsm_wait *w,
+			    uint64_t page, const uint8_t *now,
+			    const uint8_t *was);
 
 /* The node's copy of @page (or, at its home, the master), for reading in
  * place: fetched on a miss like dsm_read (DSM_WAIT), with the same

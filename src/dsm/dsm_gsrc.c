@@ -366,8 +366,8 @@ static void priv_free(struct dsm_gsrc *G, struct priv *pv)
 	vm__credit(&G->p->budget, PRIV_COST);
 }
 
-/* Write what @dt changed in its private copies into the node, run by
- * run, and free them (the worker's TLB, which may point into them, is
+/* Write what @dt changed in its private copies into the node, page by
+ * page, and free them (the worker's TLB, which may point into them, is
  * dropped). DSM_OK once none is left; DSM_WAIT when a page's copy is
  * missing in the node (nothing of that page written yet: the next call
  * starts it again). A page unmapped since (freed by another thread: a
@@ -381,15 +381,8 @@ static enum dsm_res flush(struct dsm_gsrc *G, struct vm_worker *w,
 
 	while (dt->npriv > 0) {
 		struct priv *pv = &dt->priv[dt->npriv - 1];
-		for (uint32_t i = 0; i < DSM_PAGE_SIZE && r == DSM_OK;) {
-			uint32_t j = i;
-			while (j < DSM_PAGE_SIZE && pv->data[j] != pv->twin[j])
-				j++;
-			if (j > i)
-				r = dsm_write(G->node, &dt->wait, pv->page, i,
-					      j - i, pv->data + i);
-			i = j + 1;
-		}
+		r = dsm_write_diff(G->node, &dt->wait, pv->page, pv->data,
+				   pv->twin);
 		if (r == DSM_UNMAPPED || r == DSM_RDONLY)
 			r = DSM_OK; /* dropped, see above */
 		if (r != DSM_OK)

@@ -12,7 +12,7 @@
  *     write translation gives the thread a private copy of the page and
  *     its twin (dsm_gsrc.c says why); every fence, and the fence half of
  *     every atomic, wait/wake/lock/unlock and free, onto writing the
- *     thread's private changes into the node (dsm_write), then
+ *     thread's private changes into the node (dsm_write_diff), then
  *     dsm_release()/dsm_acquire();
  *   - atomics onto dsm_atomic(); wait, wake, lock and unlock onto
  *     dsm_sync(): the mutex words and wait queues live at the word's

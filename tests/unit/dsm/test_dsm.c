@@ -31,6 +31,8 @@
  *  - false sharing down to interleaved bytes of one page: the home
  *    merges every writer's bytes; each node fetches the page twice
  *    (first write, after the barrier) and sends one diff per round;
+ *    again with each node writing as the page source does, a copy of
+ *    the page merged back with dsm_write_diff;
  *  - read-only and private pages survive acquires: one GET each;
  *  - duplicates change nothing: the same seeds with no duplication and
  *    with 40%, then every message of the run delivered once more, give
@@ -429,6 +431,8 @@ static void test_lock(void **state)
 struct fs {
 	uint64_t page, bpage;
 	uint32_t boff;
+	bool diff; /* as the page source writes: a copy, then its diff */
+	uint8_t now[MAXN][DSM_PAGE_SIZE];
 };
 
 static uint8_t fs_val(int round, int node)
@@ -443,6 +447,17 @@ static void fs_step(struct sim *s, struct proc *p)
 
 	switch (p->pc) {
 	case 0: /* this node's bytes: id, id + n, id + 2n, ... */
+		if (t->diff) {
+			/* the whole page as this node has it, its bytes
+			 * changed in a copy, then only what differs */
+			DO(dsm_read(NODE, &p->w, t->page, 0, DSM_PAGE_SIZE,
+				    p->buf));
+			memcpy(t->now[p->id], p->buf, DSM_PAGE_SIZE);
+			for (int j = p->id; j < FS_BYTES; j += s->n)
+				t->now[p->id][j] = fs_val(p->round, p->id);
+			p->pc = 5;
+			return;
+		}
 		v = fs_val(p->round, p->id);
 		DO(dsm_write(NODE, &p->w, t->page,
 			     (uint32_t)(p->id + p->i * s->n), 1, &v));
@@ -452,6 +467,10 @@ static void fs_step(struct sim *s, struct proc *p)
 	case 1:
 		DO(dsm_release(NODE, &p->w));
 		p->i = 0;
+		if (t->diff) {
+			p->pc = 6;
+			return;
+		}
 		p->pc = ++p->round < FS_ROUNDS ? 0 : 2;
 		return;
 	case 2: /* a barrier */
@@ -477,6 +496,24 @@ static void fs_step(struct sim *s, struct proc *p)
 		}
 		p->done = true;
 		return;
+	case 5: /* a while with the copy (others' diffs land meanwhile) */
+		if (++p->i < 12)
+			return;
+		DO(dsm_write_diff(NODE, &p->w, t->page, t->now[p->id], p->buf));
+		p->pc = 1;
+		return;
+	case 6: /* a barrier a round: the next round's copies are fresh,
+		 * and the home's copy lives while the others' diffs land */
+		DO(dsm_atomic(NODE, &p->w, t->bpage, t->boff ^ 8, DSM_XADD, 1, 0,
+			      &p->old));
+		p->pc = 7;
+		return;
+	case 7:
+		DO(dsm_atomic(NODE, &p->w, t->bpage, t->boff ^ 8, DSM_XADD, 0, 0,
+			      &p->old));
+		if (p->old >= (uint64_t)s->n * (uint64_t)(p->round + 1))
+			p->pc = ++p->round < FS_ROUNDS ? 0 : 2;
+		return;
 	}
 }
 
@@ -500,11 +537,13 @@ static void fs_check_traffic(struct sim *s, const struct fs *t)
 				FAIL(s, "the home node %d fetched or diffed its page", i);
 			continue;
 		}
-		/* No ping-pong: one fetch to write, one after the barrier. */
-		if (s->gets[i][t->page] != 2)
+		/* No ping-pong: one fetch to write, one after the barrier
+		 * (with a barrier a round, one a round and one after). */
+		unsigned gets = t->diff ? FS_ROUNDS + 1 : 2;
+		if (s->gets[i][t->page] != gets)
 			FAIL(s, "node %d fetched the falsely shared page %u times, "
-				"not 2",
-			     i, s->gets[i][t->page]);
+				"not %u",
+			     i, s->gets[i][t->page], gets);
 		if (st.diffs_sent != FS_ROUNDS || st.diff_bytes != FS_ROUNDS * mine)
 			FAIL(s, "node %d sent %" PRIu64 " diffs of %" PRIu64
 				" bytes, not %d of %u",
@@ -513,12 +552,13 @@ static void fs_check_traffic(struct sim *s, const struct fs *t)
 	}
 }
 
-static void fs_one(uint64_t seed)
+static void fs_run(uint64_t seed, bool diff)
 {
 	struct sim s;
-	struct fs t;
+	static struct fs t;
 
 	sim_init(&s, seed, nodes_for(seed), fs_step, &t);
+	t.diff = diff;
 	fs_setup(&s, &t);
 	sim_start(&s);
 	sim_run(&s);
@@ -526,10 +566,23 @@ static void fs_one(uint64_t seed)
 	sim_close(&s);
 }
 
+static void fs_one(uint64_t seed)
+{
+	fs_run(seed, false);
+}
+
+/* Writers' copies merged with dsm_write_diff: the bytes a copy left
+ * alone, stale there, must not overwrite the other nodes' bytes. */
+static void fs_diff_one(uint64_t seed)
+{
+	fs_run(seed, true);
+}
+
 static void test_false_sharing(void **state)
 {
 	(void)state;
 	each_seed(fs_one);
+	each_seed(fs_diff_one);
 }
 
 /* ---- Read-only and private pages ---- */
