@@ -100,16 +100,24 @@ static void send_simple(struct dist_part *d, int to, unsigned type)
 	dist__send_buf(d, to, &b);
 }
 
-/* Threads of this node running or queued, and its cores. */
+/* Threads of this node running or queued, the process's threads parked
+ * on a reply from another machine (a page on its way: they run again at
+ * once, so a part whose threads all wait for pages is not idle), and its
+ * cores. */
 static void node_load(const struct dist_part *d, uint32_t *load,
 		      uint32_t *cpus)
 {
 	const struct vm_node *n = d->p->node;
+	struct vm_gsrc *gs = d->p->gs;
 	int64_t q = atomic_load(&n->nqueued);
 	int w = atomic_load(&n->nworkers), idle = atomic_load(&n->nidle);
+	uint32_t waiting = gs != NULL && gs->ops->waiting != NULL
+				   ? gs->ops->waiting(gs)
+				   : 0;
 
 	*cpus = w > 0 ? (uint32_t)w : 1;
-	*load = (uint32_t)((q > 0 ? q : 0) + (w > idle ? w - idle : 0));
+	*load = (uint32_t)((q > 0 ? q : 0) + (w > idle ? w - idle : 0)) +
+		waiting;
 }
 
 /* STEAL or BALANCE: this node's load and cores. */

@@ -109,6 +109,7 @@ struct dsm_gsrc {
 	struct dthread **tab;	  /* threads by tid, chained */
 	size_t tab_cap, tab_len;
 	struct dthread *woken;	  /* io.wake's, to resume */
+	_Atomic uint32_t nwaiting; /* parked, counted busy: on a reply */
 	bool closed;
 	struct dsm_stats final;	  /* the node's counters when it closed */
 	uint32_t ids[DSM_MAX_NODES]; /* cfg.ids' copy */
@@ -214,6 +215,8 @@ static struct dthread *enter(struct dsm_gsrc *G, struct vm_worker *w)
 static void lower(struct dsm_gsrc *G, struct dthread *dt)
 {
 	dt->lowered = true;
+	if (dt->parked)
+		atomic_fetch_sub(&G->nwaiting, 1);
 	vm__proc_busy_dec(G->p);
 }
 
@@ -304,6 +307,7 @@ static enum vm_res leave(struct dsm_gsrc *G, struct vm_worker *w,
 	if (r == DSM_WAIT) {
 		dt->t = vm_gsrc_park(w, addr);
 		dt->parked = true;
+		atomic_fetch_add(&G->nwaiting, 1);
 		if (dt->lower) { /* queued at this home inside its call */
 			dt->lower = false;
 			lower(G, dt);
@@ -838,6 +842,11 @@ static bool d_movable(struct vm_gsrc *g, const struct vm_thread *t)
 	return ok;
 }
 
+static uint32_t d_waiting(struct vm_gsrc *g)
+{
+	return atomic_load(&gsrc_of(g)->nwaiting);
+}
+
 static const struct vm_gsrc_ops dsm_ops = {
 	.page = d_page,
 	.fence = d_fence,
@@ -850,6 +859,7 @@ static const struct vm_gsrc_ops dsm_ops = {
 	.free = d_free,
 	.close = d_close,
 	.movable = d_movable,
+	.waiting = d_waiting,
 };
 
 /* io.send, under lock: the driver's. */
@@ -882,6 +892,8 @@ static void on_wake(void *ctx, struct dsm_wait *wt)
 	if (dt->lowered) {
 		dt->lowered = false;
 		vm__proc_busy_inc(G->p);
+	} else {
+		atomic_fetch_sub(&G->nwaiting, 1);
 	}
 	dt->wnext = G->woken;
 	G->woken = dt;

@@ -95,6 +95,11 @@ struct vm_gsrc_ops {
 	 * released (written home)? Called under a run queue's lock: no
 	 * parking, no waiting. NULL: always. */
 	bool (*movable)(struct vm_gsrc *g, const struct vm_thread *t);
+	/* Threads parked on a reply from another machine (a page, an
+	 * atomic at the word's home), not on another thread: they run
+	 * again as soon as it comes, so they are load. Any thread, no
+	 * lock (a moment's count). NULL: none ever. */
+	uint32_t (*waiting)(struct vm_gsrc *g);
 };
 
 /* An implementation's state begins with this. */

@@ -150,6 +150,20 @@ static void net_send(void *ctx, int to, const void *bytes, size_t len)
 	pthread_mutex_unlock(&N->lock);
 }
 
+/* The most threads of one part seen parked on a reply (the source's
+ * waiting op, which the VM counts as load), and the runs that ended
+ * with status 0 and some still counted. */
+static uint32_t max_waiting;
+static unsigned waiting_left;
+
+static void note_waiting(struct vm_gsrc *g)
+{
+	uint32_t n = g->ops->waiting(g);
+
+	if (n > max_waiting)
+		max_waiting = n;
+}
+
 static void *net_main(void *arg)
 {
 	struct net *N = arg;
@@ -170,6 +184,7 @@ static void *net_main(void *arg)
 		}
 		m = sim_heap_pop(&N->q);
 		pthread_mutex_unlock(&N->lock);
+		note_waiting(N->src[m.to]);
 		dsm_gsrc_deliver(N->src[m.to], m.from, m.bytes, m.len);
 		free(m.bytes);
 		pthread_mutex_lock(&N->lock);
@@ -349,6 +364,8 @@ static void run_dsm(struct vm_node *a, const struct vm_module *m,
 	net_start(&N);
 	part_start(&A, a, "main");
 	r->status = vm_proc_wait(A.p);
+	if (r->status == 0 && A.g->ops->waiting(A.g) != 0)
+		waiting_left++;
 	part_free(&A, &total_a, r);
 	vm__proc_abandon(B.p); /* it never ran */
 	part_free(&B, &total_b, NULL);
@@ -450,6 +467,8 @@ static void test_golden_threads(void **state)
 	memset(&total_a, 0, sizeof total_a);
 	memset(&total_b, 0, sizeof total_b);
 	total_doubled = 0;
+	max_waiting = 0;
+	waiting_left = 0;
 	run_dir("tests/programs/threads", &all);
 	run_dir("tests/programs/threads", &migrate);
 	print_totals();
@@ -465,6 +484,8 @@ static void test_golden_threads(void **state)
 	assert_true(total_a.dups + total_b.dups > 0);
 	assert_int_equal(total_a.malformed + total_b.malformed, 0);
 	assert_int_equal(total_a.refused + total_b.refused, 0);
+	assert_true(max_waiting > 0);
+	assert_int_equal(waiting_left, 0);
 }
 
 /* The memory programs on 1 and 2 workers -- galloc, copy and fill across
