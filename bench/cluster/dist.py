@@ -24,7 +24,9 @@ trip and with two C processes, measured in the same run.
                 `flock run --cpus 1` (target: 1.8x), each held against two
                 C processes (work.c) against one on the same work, run
                 right after in each run (the box is shared: its speed
-                swings by a fifth within a minute)
+                swings by a fifth within a minute); and `--cpus 2` on one
+                machine, what the interpreter gets from the box's two
+                cores with nothing crossing machines
 The figures inside programs are their own clock (flock's start and the
 handshake are not in them); the speed-ups are wall times of whole runs,
 the median of the runs' ratios over BENCH_SPEED_RUNS runs (default 9,
@@ -107,11 +109,13 @@ def in_program(c, env, name, flags=("--debug-spread",), runs=None):
 
 def speedup(c, env, name, exe, job):
     """Each run: the program with --cpus 1 and over the two machines, then
-    the C pair on the same work (work.c: one process, then two), so that
-    all four meet the same moment of a shared box. Medians of the runs'
-    times, of their flock ratios, of their C ratios, and of each run's
-    flock ratio over its C ratio; what moved (the last run)."""
-    one, two, fr, cr, held = [], [], [], [], []
+    with --cpus 2 on one machine (what the interpreter itself gets from
+    the box's two cores, with nothing crossing machines), then the C pair
+    on the same work (work.c: one process, then two), so that all meet
+    the same moment of a shared box. Medians of the runs' times, of their
+    flock ratios, of their C ratios, of each run's flock ratio over its C
+    ratio, and of each run's --cpus 2 ratio; what moved (the last run)."""
+    one, two, fr, cr, held, local2 = [], [], [], [], [], []
     whole, halves = job
     for i in range(SPEED_RUNS):
         a = b = None
@@ -122,15 +126,18 @@ def speedup(c, env, name, exe, job):
             else:
                 b = run([flock_path(), "run", str(HERE / name), "--vm",
                          c.addr(1)], env)[0]
+        l2 = run([flock_path(), "run", str(HERE / name), "--cpus", "2"],
+                 env)[0]
         c1, c2 = c_pair(exe, whole), c_pair(exe, halves)
         one.append(a)
         two.append(b)
         fr.append(a / b)
         cr.append(c1 / c2)
         held.append((a / b) / (c1 / c2))
+        local2.append(a / l2)
     med = statistics.median
     return (med(one), med(two), med(fr), med(cr), med(held),
-            moved(c, last_pid(c)))
+            moved(c, last_pid(c)), med(local2))
 
 
 def c_build(tmp):
@@ -187,10 +194,10 @@ def main():
             xa, xa_rest, xa_mv = in_program(c, env, "xadd.fl")
             fa, fa_rest, fa_mv = in_program(c, env, "fault.fl")
             exe = c_build(tmp)
-            p1, p2, pr, cref, pheld, p_mv = speedup(c, env, "primes.fl", exe,
-                                                     C_JOBS["primes"])
-            h1, h2, hr, chash, hheld, h_mv = speedup(c, env, "hash.fl", exe,
-                                                      C_JOBS["hash"])
+            p1, p2, pr, cref, pheld, p_mv, pl2 = speedup(
+                c, env, "primes.fl", exe, C_JOBS["primes"])
+            h1, h2, hr, chash, hheld, h_mv, hl2 = speedup(
+                c, env, "hash.fl", exe, C_JOBS["hash"])
             rtt = (rtt + rtt_us()) / 2
         finally:
             c.stop()
@@ -229,6 +236,10 @@ def main():
                             "%.2fx" % cref))
     print("  %-40s %10s" % ("two C processes vs one, hash's work",
                             "%.2fx" % chash))
+    print("  %-40s %10s" % ("flock --cpus 2 vs --cpus 1, primes",
+                            "%.2fx" % pl2))
+    print("  %-40s %10s" % ("flock --cpus 2 vs --cpus 1, hash",
+                            "%.2fx" % hl2))
     print("  speed-ups held against C's (each run's against the C pair "
           "run right after it): primes %.2f, hash %.2f of it"
           % (pheld, hheld))
