@@ -160,7 +160,7 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	const struct vm_lending lend = {.ctx = &lc, .threshold = LEND_MIN_BYTES,
 					.lend = dist__lend_page, .home = dist__home_page};
 	struct fl_buf b;
-	uint64_t xfer;
+	uint64_t xfer, dtid, dfaults;
 	size_t len;
 	bool lost;
 
@@ -170,6 +170,10 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	pthread_mutex_unlock(&d->lock);
 	if (lost) /* it would never arrive: the threads stay */
 		return false;
+	/* For ps -v: the last thread that left for its data, with its
+	 * faults on pages homed there (0: placed there at its spawn). */
+	dtid = ts[0]->tid;
+	dfaults = ts[0]->fault_votes;
 	dist__start(&b, M_MOVE);
 	fl_buf_put_u64(&b, xfer);
 	len = b.len;
@@ -194,6 +198,11 @@ static bool ship(struct dist_part *d, int to, struct vm_thread **ts, size_t n,
 	d->st.moved_out += n;
 	d->st.out_why[why] += n;
 	d->st.move_bytes += b.len - len;
+	if (why == DIST_WHY_DATA) { /* before it can arrive and end */
+		d->st.data_tid = dtid;
+		d->st.data_to = to;
+		d->st.data_faults = dfaults;
+	}
 	pthread_mutex_unlock(&d->lock);
 	dist__send_buf(d, to, &b);
 	if (d->cfg.survive)
@@ -530,25 +539,11 @@ static void evaluate(struct dist_part *d)
 
 /* ---- The ops ---- */
 
-/* Thread @tid left for part @to for its data, with @faults on pages
- * homed there (0: placed there at its spawn). */
-static void note_data(struct dist_part *d, uint64_t tid, int to,
-		      uint64_t faults)
-{
-	pthread_mutex_lock(&d->lock);
-	d->st.data_tid = tid;
-	d->st.data_to = to;
-	d->st.data_faults = faults;
-	pthread_mutex_unlock(&d->lock);
-}
-
 static void op_move(struct vm_peer *pe, struct vm_worker *w,
 		    struct vm_thread *t, int to)
 {
 	struct dist_part *d = part_of(pe);
 	bool data = t->move_why == VM_MOVE_DATA;
-	uint64_t tid = t->tid, faults = t->fault_votes;
-
 	bool lost;
 
 	(void)w;
@@ -559,10 +554,7 @@ static void op_move(struct vm_peer *pe, struct vm_worker *w,
 		/* Its data's machine was lost: it stays, and faults there */
 		t->fault_votes = t->faults = 0;
 		vm__sched_push(d->p->node, NULL, t);
-	} else if (ship(d, to, &t, 1, data ? DIST_WHY_DATA : DIST_WHY_STDIO)) {
-		if (data)
-			note_data(d, tid, to, faults);
-	} else {
+	} else if (!ship(d, to, &t, 1, data ? DIST_WHY_DATA : DIST_WHY_STDIO)) {
 		char msg[96];
 		snprintf(msg, sizeof msg,
 			 "out of memory (moving the thread to machine %d)", to);
@@ -776,7 +768,6 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 {
 	struct dist_part *d = part_of(pe);
 	enum dist_why why = DIST_WHY_PUSHED;
-	uint64_t tid = c->tid;
 	int to, home;
 
 	(void)w;
@@ -818,8 +809,6 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 			atomic_fetch_or(&d->starving, 1ull << to);
 		return false;
 	}
-	if (why == DIST_WHY_DATA)
-		note_data(d, tid, to, 0);
 	return true;
 }
 

@@ -201,6 +201,11 @@ void dsm_wait_init(struct dsm_wait *w, void *user)
 	w->user = user;
 }
 
+void dsm_wait_current(const struct dsm_node *n, struct dsm_wait *w)
+{
+	w->acq = n->acq_epoch;
+}
+
 void dsm_stats(const struct dsm_node *n, struct dsm_stats *out)
 {
 	*out = n->st;

@@ -89,6 +89,7 @@ struct dsm_wait {
 	uint64_t old;	       /* an atomic's or sync op's value, once in */
 	int phase;	       /* an atomic's, sync op's or free's progress */
 	int res;	       /* and its result (enum dsm_res) */
+	uint64_t acq;	       /* the node's acquires as of its last one */
 };
 
 struct dsm_io {
@@ -173,6 +174,10 @@ int dsm_node_new(const struct dsm_config *cfg, struct dsm_node **out,
 void dsm_node_free(struct dsm_node *n);
 
 void dsm_wait_init(struct dsm_wait *w, void *user);
+/* @w sees what the node's latest acquire lets in (as if it had made
+ * it): for a caller new to the node, which may start after any of
+ * them. dsm_wait_init's caller has seen none, so any copy serves it. */
+void dsm_wait_current(const struct dsm_node *n, struct dsm_wait *w);
 
 /* Node @node is gone for good (its machine was declared lost): every
  * call waiting on it is woken (its call then ends DSM_LOST), what it was
@@ -219,19 +224,22 @@ enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 		     bool write, uint32_t off, uint32_t len,
 		     const uint8_t **data);
 
-/* Whether an access to @page now needs the network: homed on another
- * node, and this node has no copy of it (nor its home's word that it is
- * unmapped), so dsm_read, dsm_write or dsm_map would fetch it (or wait
- * for a fetch in flight). Nothing changes; false for a page no node
+/* Whether an access to @page by @w now needs the network: homed on
+ * another node, and this node has no copy of it that @w may use (nor its
+ * home's word that it is unmapped), so dsm_read, dsm_write or dsm_map
+ * would fetch it (or wait for a fetch in flight). Nothing changes; false for a page no node
  * homes. */
-bool dsm_missing(struct dsm_node *n, uint64_t page);
+bool dsm_missing(struct dsm_node *n, const struct dsm_wait *w, uint64_t page);
 
 /* Send every dirty page's diff home; DSM_OK once every home acked all
  * this node's diffs (and every directory note they caused was acked). */
 enum dsm_res dsm_release(struct dsm_node *n, struct dsm_wait *w);
-/* Release first if anything is unreleased, then drop cached copies of
- * pages another node may have written (the home's directory says which:
- * read-only, private and own-single-writer pages stay). */
+/* Release first if anything is unreleased; then the copies of pages
+ * another node may have written (the home's directory says which:
+ * read-only, private and own-single-writer pages stay) that were
+ * fetched before this no longer serve @w: its next access to one drops
+ * it and fetches it again (releasing first, if the page is dirty), while
+ * callers that have not acquired since go on reading it. */
 enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w);
 
 /* cas (@a expected, @b new), xadd (@a delta), xchg (@a value) on the

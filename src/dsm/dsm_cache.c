@@ -10,13 +10,16 @@
  * dirty list. dsm_release() diffs each dirty page against its twin,
  * sends DIFF home, and completes when @outstanding falls to zero: every
  * diff acked (the home acks only once every sharer acked the notes the
- * diff caused). dsm_acquire() releases first if needed, then drops each
- * copy whose writers (as last heard from its home) include another
- * node; the buffer of a dropped copy is kept and the next PAGE refills
- * it in place, so an address dsm_map() handed out stays valid memory. A
- * page's writers only grow, and the home tells every sharer whose copy
- * stops being safe to keep before it acks the writer's release: so a
- * node acquiring after that release knows.
+ * diff caused). dsm_acquire() releases first if needed; then each copy
+ * fetched before it whose writers (as last heard from its home) include
+ * another node is stale to its caller (stale_to: the caller's acquire
+ * count against the copy's), dropped at that caller's next access and
+ * fetched again, while callers that have not acquired since keep
+ * reading it; the buffer of a dropped copy is kept and the next PAGE
+ * refills it in place, so an address dsm_map() handed out stays valid
+ * memory. A page's writers only grow, and the home tells every sharer
+ * whose copy stops being safe to keep before it acks the writer's
+ * release: so a node acquiring after that release knows.
  *
  * Mapping: a copy carries the access its home gave it (read-only or
  * writable) and, under --check, the page's live blocks, both as of the
@@ -32,9 +35,10 @@
  * waits for them.
  *
  * Failure modes: duplicated or stale replies match no request and are
- * counted (dsm.c); a PAGE (or UNMAPPED) that answers a GET sent before
- * an acquire whose copy would not survive that acquire is dropped and
- * its waiters fetch again; out of memory (the host's, or the process's
+ * counted (dsm.c); a PAGE that answers a GET sent before an acquire is
+ * installed all the same, and waiters to whom it is stale fetch again
+ * (an UNMAPPED then is dropped: a galloc may have mapped the page since);
+ * out of memory (the host's, or the process's
  * limit as io.charge says: copies and twins count) is DSM_NOMEM to the
  * caller, nothing done -- for a PAGE that finds none, to each caller
  * waiting on it, which may try again.
@@ -49,6 +53,17 @@
 static bool others_write(const struct dsm_node *n, const struct dsm_page *pg)
 {
 	return (pg->writers & ~dsm__bit(n->self)) != 0;
+}
+
+/* @pg's copy was fetched before @w's last acquire, which it would not
+ * have survived: it must not serve @w. (A GET sent with the node's
+ * acquire count at e is answered with the home's bytes after every
+ * release that preceded acquires 1..e; @w's last acquire is w->acq.) */
+static bool stale_to(const struct dsm_node *n, const struct dsm_page *pg,
+		     const struct dsm_wait *w)
+{
+	return pg->data != NULL && pg->fetch_epoch < w->acq &&
+	       others_write(n, pg);
 }
 
 static enum dsm_res fetch(struct dsm_node *n, struct dsm_page *pg,
@@ -97,6 +112,15 @@ static enum dsm_res access_page(struct dsm_node *n, struct dsm_wait *w,
 		return DSM_LOST;
 	if ((*out = pg = dsm__page(n, page, true)) == NULL)
 		return DSM_NOMEM;
+	if (stale_to(n, pg, w)) {
+		/* Bytes other threads wrote into it go home first. */
+		if (pg->dirty || pg->diff_inflight) {
+			enum dsm_res r = dsm_release(n, w);
+			if (r != DSM_OK)
+				return r;
+		}
+		dsm__drop_copy(n, pg);
+	}
 	if (pg->data == NULL && pg->nomem) { /* no memory for the copy */
 		pg->nomem = false;
 		return DSM_NOMEM;
@@ -122,7 +146,7 @@ enum dsm_res dsm_map(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
 	return r;
 }
 
-bool dsm_missing(struct dsm_node *n, uint64_t page)
+bool dsm_missing(struct dsm_node *n, const struct dsm_wait *w, uint64_t page)
 {
 	int home = page < DSM_PAGE_LIMIT ? dsm__home(n, page) : -1;
 	struct dsm_page *pg;
@@ -130,7 +154,8 @@ bool dsm_missing(struct dsm_node *n, uint64_t page)
 	if (home < 0 || home == n->self || dsm__lost(n, home))
 		return false;
 	pg = dsm__page(n, page, false);
-	return pg == NULL || (pg->data == NULL && !pg->gone);
+	return pg == NULL || (pg->data == NULL && !pg->gone) ||
+	       stale_to(n, pg, w);
 }
 
 enum dsm_res dsm_read(struct dsm_node *n, struct dsm_wait *w, uint64_t page,
@@ -294,15 +319,10 @@ enum dsm_res dsm_acquire(struct dsm_node *n, struct dsm_wait *w)
 
 	if (r != DSM_OK)
 		return r;
-	n->acq_epoch++;
+	w->acq = ++n->acq_epoch; /* stale_to: copies go at @w's next use */
 	for (size_t i = 0; i < n->tab_cap; i++)
-		for (struct dsm_page *pg = n->tab[i]; pg != NULL; pg = pg->hnext) {
+		for (struct dsm_page *pg = n->tab[i]; pg != NULL; pg = pg->hnext)
 			pg->gone = false; /* maybe mapped again since */
-			if (pg->data == NULL || !others_write(n, pg) ||
-			    dsm__home(n, pg->page) == n->self)
-				continue;
-			dsm__drop_copy(n, pg);
-		}
 	return DSM_OK;
 }
 
@@ -404,10 +424,9 @@ void dsm__recv_page(struct dsm_node *n, const struct dsm_msg *m)
 	pg->fetch_rid = 0;
 	learn(pg, m);
 	pg->sharers = m->sharers;
-	/* Served maybe before an acquire made since the GET: keep it only
-	 * if that acquire would have kept it. */
-	if (pg->data == NULL && (pg->fetch_epoch == n->acq_epoch ||
-				 !others_write(n, pg))) {
+	/* Served maybe before an acquire made since the GET: it still
+	 * serves callers that have not acquired since (stale_to). */
+	if (pg->data == NULL) {
 		uint8_t *buf = pg->stale;
 		struct dsm_extent *live = NULL;
 		if (buf == NULL && dsm__charge_page(n) &&

@@ -11,12 +11,14 @@
  * thread then maps again and sees what the acquire let in.
  *
  * Writes through a private copy per thread. The core is one node for
- * all the workers, and a fence is node-wide: one thread's release diffs
- * and cleans every dirty page of the node, one thread's acquire drops
- * copies. A page another thread holds writable in its TLB would be
- * written behind those backs -- after a release its new bytes have no
- * twin and are never sent, after an invalidation a refetch overwrites
- * them. So a write translation gives the thread its own copy of the
+ * all the workers, and a release is node-wide: one thread's release
+ * diffs and cleans every dirty page of the node; a copy stale to one
+ * thread after its acquire is fetched again in place for it. A page
+ * another thread holds writable in its TLB would be written behind
+ * those backs -- after a release its new bytes have no twin and are
+ * never sent, after a refetch they are overwritten. Each thread's
+ * struct dsm_wait carries its own acquires (a new one starts as of the
+ * node's latest: dsm_wait_current). So a write translation gives the thread its own copy of the
  * page and a twin of it (taken from the node's copy, fetched first if
  * need be), valid until the thread's next fence; its reads of that page
  * go to the copy too (program order). At each of its fences the bytes
@@ -169,6 +171,9 @@ static struct dthread *thread_of(struct dsm_gsrc *G, struct vm_thread *t)
 		return NULL;
 	dt->tid = t->tid;
 	dsm_wait_init(&dt->wait, dt);
+	/* New here (spawned, or arrived from another part): it sees at
+	 * least what this node's last acquire let in. */
+	dsm_wait_current(G->node, &dt->wait);
 	b = tid_bucket(t->tid, G->tab_cap);
 	dt->hnext = G->tab[b];
 	G->tab[b] = dt;
@@ -427,7 +432,7 @@ static enum vm_res d_page(struct vm_gsrc *g, struct vm_worker *w, vm_word addr,
 	if ((dt = enter(G, w)) == NULL)
 		return VM_FAULT;
 	pv = priv_find(dt, page);
-	if (pv == NULL && dsm_missing(G->node, page) &&
+	if (pv == NULL && dsm_missing(G->node, &dt->wait, page) &&
 	    (to = vm_gsrc_remote_fault(w, addr)) >= 0) {
 		/* The thread goes to the page instead (its writes home
 		 * first: then it holds nothing here, d_movable). */

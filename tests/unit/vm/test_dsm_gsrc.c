@@ -692,6 +692,51 @@ static const struct two parts_programs[] = {
 	 {"1200\n0\n0\n", ""},
 	 {NULL, NULL},
 	 {0, 0}},
+	{"parts_child_sees.fla",
+	 /* A child sees what its parent's acquire let in: part 1 caches
+	  * y's page (y 0), the origin then writes y and signals (a
+	  * release), part 1's main takes the signal with an atomic (an
+	  * acquire, y's page untouched after it) and spawns a child
+	  * there, which reads y: 1, not its node's copy from before. */
+	 ".data\n"
+	 "flag:   .word 0\n"
+	 "rd:     .word 0\n"
+	 "        .zero 8192\n"
+	 "y:      .word 0\n"
+	 ".text\n"
+	 "func main 0 0\n"
+	 PARTS_AWAIT("w", "rd")
+	 "        drop\n"
+	 "        push y\n"
+	 "        push 1\n"
+	 "        st64\n"
+	 PARTS_SIGNAL("flag", "1")
+	 "        push 0\n"
+	 "        ret\n"
+	 "end\n"
+	 "func part1 0 0\n"
+	 "        push y\n"
+	 "        ld64\n"
+	 "        drop\n"
+	 PARTS_SIGNAL("rd", "1")
+	 PARTS_AWAIT("w", "flag")
+	 "        drop\n"
+	 "        spawn child\n"
+	 "        join\n"
+	 "        call println\n"
+	 "        drop\n"
+	 "        push 0\n"
+	 "        ret\n"
+	 "end\n"
+	 "func child 0 0\n"
+	 "        push y\n"
+	 "        ld64\n"
+	 "        ret\n"
+	 "end\n" PARTS_PRINTLN,
+	 {0, 0},
+	 {"", "1\n"},
+	 {NULL, NULL},
+	 {0, 0}},
 	{"parts_free_there.fla",
 	 /* The origin's block, read on part 1 and freed there (a FREE to
 	  * the origin): refused to part 1 at once, and to the origin. */
