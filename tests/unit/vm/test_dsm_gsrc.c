@@ -697,10 +697,14 @@ static const struct two parts_programs[] = {
 	  * y's page (y 0), the origin then writes y and signals (a
 	  * release), part 1's main takes the signal with an atomic (an
 	  * acquire, y's page untouched after it) and spawns a child
-	  * there, which reads y: 1, not its node's copy from before. */
+	  * there, which reads y: 1, not its node's copy from before. The
+	  * origin waits for part 1 to say it is done (its wait is at its
+	  * own home): the driver holds a part's count up only while the
+	  * other runs, and part 1's wake is an answer from the origin. */
 	 ".data\n"
 	 "flag:   .word 0\n"
 	 "rd:     .word 0\n"
+	 "done:   .word 0\n"
 	 "        .zero 8192\n"
 	 "y:      .word 0\n"
 	 ".text\n"
@@ -711,6 +715,8 @@ static const struct two parts_programs[] = {
 	 "        push 1\n"
 	 "        st64\n"
 	 PARTS_SIGNAL("flag", "1")
+	 PARTS_AWAIT("w2", "done")
+	 "        drop\n"
 	 "        push 0\n"
 	 "        ret\n"
 	 "end\n"
@@ -725,6 +731,7 @@ static const struct two parts_programs[] = {
 	 "        join\n"
 	 "        call println\n"
 	 "        drop\n"
+	 PARTS_SIGNAL("done", "1")
 	 "        push 0\n"
 	 "        ret\n"
 	 "end\n"
