@@ -17,7 +17,9 @@ trip and with two C processes, measured in the same run.
                 --debug-spread, as for fault) adds to a word
                 homed on the first (target: within 1.5 round trips)
     fault       fault.fl: threads sent to the second machine read one word
-                of each of 510 pages homed on the first, 15 pages each (a
+                of each of 510 pages homed on the first, every other page
+                (a miss after one on the page before asks ahead), 15 pages
+                each (a
                 16th fault on one home would send an idle home's reader
                 to its data instead; target: a round trip + 20 us)
     primes      primes.fl, hash.fl: `--vm` on the two machines against

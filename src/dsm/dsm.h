@@ -128,6 +128,9 @@ struct dsm_io {
 	 * Master copies are the home's allocator's to count. NULL: not
 	 * counted. */
 	bool (*charge)(void *ctx, int64_t bytes);
+	/* What charge would still take, as of now (a guess: nothing is
+	 * taken). NULL: no limit. */
+	int64_t (*room)(void *ctx);
 	void *ctx;
 };
 
@@ -148,6 +151,8 @@ struct dsm_config {
 /* Counters, per node, since it was made. */
 struct dsm_stats {
 	uint64_t pages_fetched; /* page copies installed from a home */
+	uint64_t prefetched;	/* GETs sent ahead of a scan, none waiting */
+	uint64_t prefetch_dropped; /* their pages that found no memory */
 	uint64_t diffs_sent;
 	uint64_t diff_bytes;	/* changed bytes those diffs carried */
 	uint64_t msgs_sent, bytes_sent;

@@ -66,16 +66,67 @@ static bool stale_to(const struct dsm_node *n, const struct dsm_page *pg,
 	       others_write(n, pg);
 }
 
+/* A GET of @pg to @home; false: no memory for the request. */
+static bool send_get(struct dsm_node *n, struct dsm_page *pg, int home)
+{
+	struct dsm_msg m = {.type = DSM_MSG_GET, .page = pg->page};
+
+	if (!dsm__req_add(n, DSM_MSG_GET, home, pg->page, NULL, &m.rid))
+		return false;
+	pg->fetch_rid = m.rid;
+	pg->fetch_epoch = n->acq_epoch;
+	dsm__send(n, home, &m);
+	return true;
+}
+
+/* A miss on @page right after one on the page before it (a copy there,
+ * or its GET in flight) is a scan: GET the next DSM_PREFETCH pages of
+ * the same home too, with no caller waiting, so the scan waits about a
+ * round trip per DSM_PREFETCH pages instead of one a page. Pages this
+ * node has (fresh to @w), asks for already, or was told are unmapped
+ * are skipped; a prefetched copy that finds no memory is dropped
+ * (dsm__recv_page). */
+static void prefetch(struct dsm_node *n, const struct dsm_wait *w,
+		     uint64_t page, int home)
+{
+	struct dsm_page *prev = page > 0 ? dsm__page(n, page - 1, false) : NULL;
+
+	const int64_t room = 2 * DSM_PREFETCH * (int64_t)DSM_PAGE_SIZE;
+
+	if (prev == NULL || (prev->data == NULL && prev->fetch_rid == 0))
+		return;
+	/* Only with room to spare under the process's limit: a guess must
+	 * not take the memory a page it asks for next would need. */
+	if (n->io.room != NULL && n->io.room(n->io.ctx) < room)
+		return;
+	for (uint64_t q = page + 1;
+	     q <= page + DSM_PREFETCH && q < DSM_PAGE_LIMIT; q++) {
+		struct dsm_page *pg;
+		if (dsm__home(n, q) != home || (pg = dsm__page(n, q, true)) == NULL)
+			return;
+		if (pg->fetch_rid != 0 || pg->gone)
+			continue;
+		/* A copy stale to the scanner goes (unless the node has
+		 * unreleased bytes in it): others who may still read it get
+		 * the newer one. */
+		if (pg->data != NULL &&
+		    (!stale_to(n, pg, w) || pg->dirty || pg->diff_inflight))
+			continue;
+		if (pg->data != NULL)
+			dsm__drop_copy(n, pg);
+		if (!send_get(n, pg, home))
+			return;
+		n->st.prefetched++;
+	}
+}
+
 static enum dsm_res fetch(struct dsm_node *n, struct dsm_page *pg,
 			  struct dsm_wait *w, int home)
 {
 	if (pg->fetch_rid == 0) {
-		struct dsm_msg m = {.type = DSM_MSG_GET, .page = pg->page};
-		if (!dsm__req_add(n, DSM_MSG_GET, home, pg->page, NULL, &m.rid))
+		if (!send_get(n, pg, home))
 			return DSM_NOMEM;
-		pg->fetch_rid = m.rid;
-		pg->fetch_epoch = n->acq_epoch;
-		dsm__send(n, home, &m);
+		prefetch(n, w, pg->page, home);
 	}
 	w->next = pg->waiters;
 	pg->waiters = w;
@@ -440,7 +491,9 @@ void dsm__recv_page(struct dsm_node *n, const struct dsm_msg *m)
 			}
 			buf = NULL;
 		}
-		if (buf == NULL) { /* its waiters fail: DSM_NOMEM */
+		if (buf == NULL && pg->waiters == NULL) {
+			n->st.prefetch_dropped++; /* nobody asked for it yet */
+		} else if (buf == NULL) { /* its waiters fail: DSM_NOMEM */
 			pg->nomem = true;
 			n->st.refused++;
 		}

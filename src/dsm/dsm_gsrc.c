@@ -867,7 +867,7 @@ static const struct vm_gsrc_ops dsm_ops = {
 	.waiting = d_waiting,
 };
 
-/* io.send, under lock: the driver's. */
+/* io.charge: the process's budget. */
 static bool on_charge(void *ctx, int64_t bytes)
 {
 	struct dsm_gsrc *G = ctx;
@@ -879,6 +879,15 @@ static bool on_charge(void *ctx, int64_t bytes)
 	return vm__charge(&G->p->budget, bytes);
 }
 
+/* io.room: the budget's least, as of now. */
+static int64_t on_room(void *ctx)
+{
+	const struct dsm_gsrc *G = ctx;
+
+	return vm__budget_left(&G->p->budget);
+}
+
+/* io.send, under lock: the driver's. */
 static void on_send(void *ctx, int to, const void *msg, size_t len)
 {
 	struct dsm_gsrc *G = ctx;
@@ -1020,7 +1029,8 @@ int dsm_gsrc_new(struct vm_proc *p, const struct dsm_gsrc_config *cfg,
 		       .queued = on_queued,
 		       .map = on_map,
 		       .free = on_free,
-		       .charge = on_charge},
+		       .charge = on_charge,
+		       .room = on_room},
 	};
 	int rc;
 

@@ -30,6 +30,7 @@
 /* Replies a home remembers per sender (requests not yet forgotten),
  * besides those queued on its words. */
 #define DSM_PEER_CACHE_MAX 4096
+#define DSM_PREFETCH 8 /* pages asked for ahead of a scan (dsm_cache.c) */
 
 /* X(name, code, min payload, max payload, to the page's home?, handler,
  * what it carries). Codes are part of the wire format: never renumber,

@@ -181,6 +181,9 @@ struct vm_budget {
  * taken, when one of them has less. NULL: no limit. */
 bool vm__charge(struct vm_budget *budget, int64_t n);
 void vm__credit(struct vm_budget *budget, int64_t n);
+/* What @budget and those above it have left, the least of them, as of
+ * now (INT64_MAX: no limit); nothing taken. */
+int64_t vm__budget_left(const struct vm_budget *budget);
 
 /* Fields of a global page that racing workers may read while its owner
  * changes them (vm_gmem.c): relaxed atomics, each value valid alone. */

@@ -108,6 +108,18 @@ bool vm__charge(struct vm_budget *budget, int64_t n)
 	return true;
 }
 
+int64_t vm__budget_left(const struct vm_budget *budget)
+{
+	int64_t left = INT64_MAX;
+
+	for (; budget != NULL; budget = budget->parent) {
+		int64_t v = atomic_load(&budget->left);
+		if (v < left)
+			left = v;
+	}
+	return left;
+}
+
 void vm__credit(struct vm_budget *budget, int64_t n)
 {
 	for (; budget != NULL && n > 0; budget = budget->parent)

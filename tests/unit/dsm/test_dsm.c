@@ -37,6 +37,9 @@
  *  - an acquire is its caller's: a thread that has not acquired since
  *    keeps reading its node's copy while another thread there acquires,
  *    and fetches it again after its own;
+ *  - a scan of one home's pages asks ahead (DSM_PREFETCH), each page
+ *    fetched once a round, and reads after an acquire what was released
+ *    before it;
  *  - duplicates change nothing: the same seeds with no duplication and
  *    with 40%, then every message of the run delivered once more, give
  *    the same master copies;
@@ -803,6 +806,125 @@ static void test_lazy_acquire(void **state)
 	each_seed(lz_one);
 }
 
+/* ---- A scan asks ahead ---- */
+
+#define SC_FIRST 8
+#define SC_PAGES 16 /* pages SC_FIRST.. homed at one node */
+
+struct sc {
+	int home, reader;
+	uint64_t fpage;		/* the flags: written v1, scanned, written v2 */
+	uint64_t v[2];
+};
+
+static void sc_step(struct sim *s, struct proc *p)
+{
+	struct sc *t = s->sc;
+	uint64_t page = SC_FIRST + (uint64_t)p->i;
+
+	if (p->tid > 0 || (p->id != t->home && p->id != t->reader)) {
+		p->done = true;
+		return;
+	}
+	if (p->id == t->home) {
+		switch (p->pc) {
+		case 0: /* round's value into every page, then its flag */
+		case 3:
+			DO(dsm_write(NODE, &p->w, page, 8 * (uint32_t)p->i, 8,
+				     &t->v[p->pc / 3]));
+			if (++p->i == SC_PAGES) {
+				p->i = 0;
+				p->pc++;
+			}
+			return;
+		case 1:
+		case 4:
+			DO(dsm_atomic(NODE, &p->w, t->fpage, p->pc == 1 ? 0 : 16,
+				      DSM_XCHG, 1, 0, &p->old));
+			p->pc = p->pc == 1 ? 2 : 5;
+			if (p->pc == 5)
+				p->done = true;
+			return;
+		case 2: /* the reader scanned once */
+			DO(dsm_atomic(NODE, &p->w, t->fpage, 8, DSM_XADD, 0, 0,
+				      &p->old));
+			if (p->old == 1)
+				p->pc = 3;
+			return;
+		}
+		return;
+	}
+	switch (p->pc) {
+	case 0: /* wait for round 0's flag, 2 for round 1's */
+	case 2:
+		DO(dsm_atomic(NODE, &p->w, t->fpage, p->pc == 0 ? 0 : 16, DSM_XADD,
+			      0, 0, &p->old));
+		if (p->old == 1) {
+			p->k = p->pc / 2; /* the round */
+			p->pc++;
+		}
+		return;
+	case 1: /* the scan, in order */
+	case 3:
+		DO(dsm_read(NODE, &p->w, page, 8 * (uint32_t)p->i, 8, p->buf));
+		if (get64(p->buf) != t->v[p->k])
+			FAIL(s, "round %d: page %" PRIu64 " reads %" PRIx64 ", not %"
+				PRIx64, p->k, page, get64(p->buf), t->v[p->k]);
+		if (++p->i < SC_PAGES)
+			return;
+		p->i = 0;
+		p->pc = p->pc == 1 ? 4 : 5;
+		if (p->pc == 5)
+			p->done = true;
+		return;
+	case 4: /* say so */
+		DO(dsm_atomic(NODE, &p->w, t->fpage, 8, DSM_XCHG, 1, 0, &p->old));
+		p->pc = 2;
+		return;
+	}
+}
+
+static void sc_one(uint64_t seed)
+{
+	struct sim s;
+	struct sc t = {0};
+	struct dsm_stats st;
+
+	sim_init(&s, seed, nodes_for(seed), sc_step, &t);
+	t.home = (int)below(&s, (unsigned)s.n);
+	t.reader = (t.home + 1 + (int)below(&s, (unsigned)s.n - 1)) % s.n;
+	for (int i = 0; i < SC_PAGES; i++)
+		s.homes[SC_FIRST + i] = t.home;
+	s.homes[SC_FIRST + SC_PAGES] = t.reader; /* the scan's end */
+	t.fpage = 1;
+	t.v[0] = rnd(&s) | 1;
+	t.v[1] = t.v[0] + 1;
+	sim_start_threads(&s, 1);
+	sim_run(&s);
+	dsm_stats(s.node[t.reader], &st);
+	/* Each round: the first two pages are misses, the second starts a
+	 * prefetch; later misses on a scanned run ask ahead again. Every
+	 * page crossed once a round: no GET twice for one copy. */
+	if (st.prefetched < SC_PAGES)
+		FAIL(&s, "the reader asked ahead for %" PRIu64 " pages in two "
+			 "scans of %d, not at least %d",
+		     st.prefetched, SC_PAGES, SC_PAGES);
+	for (int i = 0; i < SC_PAGES; i++)
+		if (s.gets[t.reader][SC_FIRST + i] != 2)
+			FAIL(&s, "the reader fetched page %d %u times, not twice",
+			     SC_FIRST + i, s.gets[t.reader][SC_FIRST + i]);
+	sim_close(&s);
+}
+
+/* A scan of a run of pages of one home asks for the next ones before it
+ * reaches them; what it reads after an acquire is what was released
+ * before it, prefetched copies included. */
+static void test_prefetch(void **state)
+{
+	(void)state;
+	each_seed(sc_one);
+}
+
 /* ---- Duplicates change nothing ---- */
 
 /* A lock and false sharing at once, on disjoint pages. */
@@ -1116,6 +1238,7 @@ int main(void)
 	    cmocka_unit_test(test_false_sharing),
 	    cmocka_unit_test(test_read_only),
 	    cmocka_unit_test(test_lazy_acquire),
+	    cmocka_unit_test(test_prefetch),
 	    cmocka_unit_test(test_duplicates),
 	    cmocka_unit_test(test_crash),
 	};
