@@ -37,11 +37,12 @@
  * Failure modes: duplicated or stale replies match no request and are
  * counted (dsm.c); a PAGE that answers a GET sent before an acquire is
  * installed all the same, and waiters to whom it is stale fetch again
- * (an UNMAPPED then is dropped: a galloc may have mapped the page since);
- * out of memory (the host's, or the process's
- * limit as io.charge says: copies and twins count) is DSM_NOMEM to the
- * caller, nothing done -- for a PAGE that finds none, to each caller
- * waiting on it, which may try again.
+ * (an UNMAPPED then is dropped: a galloc may have mapped the page
+ * since); out of memory (the host's, or the process's limit as
+ * io.charge says: copies and twins count) is DSM_NOMEM to the caller,
+ * nothing done -- for a PAGE that finds none, to each caller waiting on
+ * it, which may try again (a prefetched one nobody waits for is
+ * dropped).
  * There are no drops yet, hence no retransmission.
  *
  * Threads: one at a time per node (dsm.h). */
@@ -90,7 +91,6 @@ static void prefetch(struct dsm_node *n, const struct dsm_wait *w,
 		     uint64_t page, int home)
 {
 	struct dsm_page *prev = page > 0 ? dsm__page(n, page - 1, false) : NULL;
-
 	const int64_t room = 2 * DSM_PREFETCH * (int64_t)DSM_PAGE_SIZE;
 
 	if (prev == NULL || (prev->data == NULL && prev->fetch_rid == 0))
