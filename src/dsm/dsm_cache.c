@@ -272,15 +272,12 @@ enum dsm_res dsm_write_diff(struct dsm_node *n, struct dsm_wait *w,
 {
 	struct dsm_page *pg;
 	enum dsm_res r;
-	uint32_t i = 0;
 
-	while (i < DSM_PAGE_SIZE && now[i] == was[i])
-		i++;
-	if (i == DSM_PAGE_SIZE)
+	if (memcmp(now, was, DSM_PAGE_SIZE) == 0)
 		return DSM_OK;
 	if ((r = begin_write(n, w, page, 0, DSM_PAGE_SIZE, &pg)) != DSM_OK)
 		return r;
-	for (i &= ~7u; i < DSM_PAGE_SIZE; i += 8) {
+	for (uint32_t i = 0; i < DSM_PAGE_SIZE; i += 8) {
 		uint64_t a, b;
 		memcpy(&a, now + i, 8);
 		memcpy(&b, was + i, 8);

@@ -18,13 +18,14 @@
  * those backs -- after a release its new bytes have no twin and are
  * never sent, after a refetch they are overwritten. Each thread's
  * struct dsm_wait carries its own acquires (a new one starts as of the
- * node's latest: dsm_wait_current). So a write translation gives the thread its own copy of the
- * page and a twin of it (taken from the node's copy, fetched first if
- * need be), valid until the thread's next fence; its reads of that page
- * go to the copy too (program order). At each of its fences the bytes
- * where copy and twin differ go into the node with dsm_write (which
- * twins the node's copy for the node's release), the copies are freed
- * and the worker's TLB dropped, then the core's release or acquire runs.
+ * node's latest: dsm_wait_current). So a write translation gives the
+ * thread its own copy of the page and a twin of it (taken from the
+ * node's copy, fetched first if need be), valid until the thread's next
+ * fence; its reads of that page go to the copy too (program order). At
+ * each of its fences the bytes where copy and twin differ go into the
+ * node with dsm_write_diff (which twins the node's copy for the node's
+ * release), the copies are freed and the worker's TLB dropped, then the
+ * core's release or acquire runs.
  * This is SPEC 3.1 with the thread, not the node, as the unit between
  * threads of one node as well. Under --check every access maps through
  * the core (nothing is cached), which checks it against the page's live
