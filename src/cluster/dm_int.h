@@ -156,6 +156,9 @@ struct dm {
 	/* The node running this machine's processes. */
 	struct vm_node *node;
 	struct dm_proc *procs;
+	/* Requests naming a pid this machine has not applied yet (dm_proc.c's
+	 * defer): answered once it has, or after DM_LATER_MS. */
+	struct dm_later *later;
 	/* What processes that ran here did, once over (ps -v, run --stats):
 	 * the newest first, DM_FINS_MAX of them at most. */
 	struct dm_fin *fins;

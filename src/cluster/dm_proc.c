@@ -608,12 +608,9 @@ static void submit_done(struct dm_prop *pr, struct ctl_result r)
 	struct fl_err err;
 
 	if (!link_alive(d, l)) {
-		if (r.rc == 0 && !r.replay) {
-			/* The client went; it may come back and attach: start
-			 * anyway, it was submitted. */
-			struct dm_link tmp = {.d = d};
-			(void)tmp;
-		} else {
+		/* The client went; it may come back and attach: start
+		 * anyway, it was submitted. */
+		if (r.rc != 0 || r.replay) {
 			submit_free(s);
 			return;
 		}
@@ -1508,11 +1505,105 @@ static void end_unrecorded(struct dm_proc *p)
 	}
 }
 
+/* A request naming a pid this machine has not applied yet. The client
+ * heard the pid from the machine that started the process, once the
+ * submission was committed; this machine applies that entry a
+ * heartbeat later. Rather than answer "no process", the request waits
+ * for the entry here, DM_LATER_MS at most (a pid that never comes, a
+ * typing mistake, is answered so then). */
+#define DM_LATER_MS 3000
+#define DM_LATER_PAY 64 /* the longest payload deferred: attach's 17 */
+
+struct dm_later {
+	struct dm_later *next;
+	struct dm_link *link;
+	uint64_t pid, since;
+	struct net_header h;
+	uint8_t pay[DM_LATER_PAY];
+};
+
+/* The pid a request names, 0 when none (ps of all, or not a pid
+ * request). */
+static uint64_t named_pid(const struct net_header *h, const uint8_t *p)
+{
+	uint64_t pid = 0;
+
+	switch (h->type) {
+	case NET_MSG_ATTACH:
+	case NET_MSG_WAIT:
+	case NET_MSG_KILL:
+	case NET_MSG_PS:
+		if (h->length >= 8)
+			memcpy(&pid, p, 8);
+		return pid;
+	default:
+		return 0;
+	}
+}
+
+static bool defer(struct dm_link *l, const struct net_header *h,
+		  const uint8_t *p)
+{
+	struct dm *d = l->d;
+	uint64_t pid = named_pid(h, p);
+	struct dm_later *w;
+
+	if (pid == 0 || pid < d->st.next_pid || h->length > DM_LATER_PAY)
+		return false;
+	w = calloc(1, sizeof *w);
+	if (w == NULL)
+		return false; /* answered now: "no process" */
+	w->link = l;
+	w->pid = pid;
+	w->since = dm_now_ms();
+	w->h = *h;
+	memcpy(w->pay, p, h->length);
+	w->next = d->later;
+	d->later = w;
+	return true;
+}
+
+static void client_request(struct dm_link *l, const struct net_header *h,
+			   const uint8_t *p);
+
+/* On every tick: answer what waited for its pid, or long enough; drop
+ * what waited for a client now gone. */
+static void later_tick(struct dm *d)
+{
+	uint64_t now = dm_now_ms();
+
+	for (struct dm_later **q = &d->later; *q != NULL;) {
+		struct dm_later *w = *q;
+		if (w->pid >= d->st.next_pid && now - w->since < DM_LATER_MS) {
+			q = &w->next;
+			continue;
+		}
+		*q = w->next;
+		client_request(w->link, &w->h, w->pay);
+		free(w);
+	}
+}
+
+/* @l went (NULL: the machine stops): what it asked is not answered. */
+static void later_drop(struct dm *d, struct dm_link *l)
+{
+	for (struct dm_later **q = &d->later; *q != NULL;) {
+		struct dm_later *w = *q;
+		if (l != NULL && w->link != l) {
+			q = &w->next;
+			continue;
+		}
+		*q = w->next;
+		free(w);
+	}
+}
+
 void dm_procs_tick(struct dm *d)
 {
 	bool busy = false;
 
 	dm_parts_tick(d);
+	later_tick(d);
 	/* free what has ended and no one follows */
 	for (struct dm_proc **q = &d->procs; *q != NULL;) {
 		struct dm_proc *p = *q;
@@ -1606,6 +1697,7 @@ void dm_procs_close(struct dm *d)
 		 * part) */
 		proc_release(p);
 	}
+	later_drop(d, NULL);
 	while (d->fins != NULL) {
 		struct dm_fin *f = d->fins;
 		d->fins = f->next;
@@ -1642,6 +1734,7 @@ static void each_watch(struct dm_link *l,
 
 void dm_client_gone(struct dm_link *l)
 {
+	later_drop(l->d, l);
 	each_watch(l, watch_free);
 	if (l->d->leave_link == l)
 		l->d->leave_link = NULL;
@@ -1655,13 +1748,20 @@ void dm_client_drain(struct dm_link *l)
 void dm_client_frame(struct dm_link *l, const struct net_header *h,
 		     const uint8_t *p)
 {
-	struct dm *d = l->d;
-	struct fl_buf b;
-
 	if (h->flags & NET_FLAG_REPLY) {
 		net_conn_close(l->conn, "a client sent a reply");
 		return;
 	}
+	if (!defer(l, h, p))
+		client_request(l, h, p);
+}
+
+static void client_request(struct dm_link *l, const struct net_header *h,
+			   const uint8_t *p)
+{
+	struct dm *d = l->d;
+	struct fl_buf b;
+
 	switch (h->type) {
 	case NET_MSG_SUBMIT:
 		on_submit(l, h, p);

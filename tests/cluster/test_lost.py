@@ -281,3 +281,36 @@ def test_client_notices_a_connection_broken_only_at_the_machine(tmp_path):
         assert err == b"".join(b"tick %d\n" % i for i in range(80)), err
     finally:
         c.stop()
+
+
+@pytest.mark.skipif(not Cut.usable(), reason="needs root and iptables")
+def test_a_machine_behind_waits_for_a_pid_just_given(tmp_path):
+    """A client hears its pid from the machine that started the process,
+    once the submission is committed; another machine applies the entry
+    a moment later. Asked there in that moment (flock wait), it waits for
+    the entry instead of saying there is no such process. Here one
+    machine is held behind by a partition until the wait reaches it,
+    then healed: the wait ends 0. A pid no one gave is still answered
+    "no process"."""
+    c = Cluster(tmp_path, daemon_args=["--lost-after", "60"], first=2).up(3)
+    try:
+        st = c.flock(["status"]).stdout.decode()
+        leader = int(re.search(r"leader m(\d)", st).group(1))
+        behind = 3 if leader != 3 else 2
+        with Partition(c, [behind]) as part:
+            part.on()
+            r = c.run(SEQUENTIAL, flags=["--detach"], n=leader)
+            assert r.returncode == 0, r.stderr
+            pid = r.stdout.decode().strip()
+            w = subprocess.Popen(
+                [flock_path(), "wait", pid, "--vm", c.addr(behind)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=c.env(), cwd=str(ROOT))
+            time.sleep(0.3)
+        out, err = w.communicate(timeout=30)
+        assert w.returncode == 0, err
+        r = c.flock(["wait", str(int(pid) + 1000)], n=behind)
+        assert r.returncode == 64, r.stderr
+        assert b"no process %d in VM" % (int(pid) + 1000) in r.stderr
+    finally:
+        c.stop()
