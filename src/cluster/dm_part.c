@@ -205,7 +205,7 @@ static int part_attach(struct dm_part *pt, long ncpu, struct fl_err *err)
 				 .counters = dsm_counters, .counters_ctx = pt,
 				 .survive = vp->opt.survive,
 				 .threads_lost = threads_lost,
-				 .threads_lost_ctx = pt};
+				 .threads_lost_ctx = pt, .ids = pt->ids};
 	int rc;
 
 	/* The local source's segment pages are never credited back (as a

@@ -555,9 +555,10 @@ static void op_move(struct vm_peer *pe, struct vm_worker *w,
 		t->fault_votes = t->faults = 0;
 		vm__sched_push(d->p->node, NULL, t);
 	} else if (!ship(d, to, &t, 1, data ? DIST_WHY_DATA : DIST_WHY_STDIO)) {
-		char msg[96];
+		char msg[96], m[24];
+		dist__machine(d, to, m, sizeof m);
 		snprintf(msg, sizeof msg,
-			 "out of memory (moving the thread to machine %d)", to);
+			 "out of memory (moving the thread to %s)", m);
 		vm__proc_fail(d->p, t, t->pc, msg);
 		vm__proc_busy_dec(d->p);
 	}
@@ -877,6 +878,14 @@ static const struct vm_peer_ops dist_ops = {
 
 /* ---- Receiving ---- */
 
+void dist__machine(const struct dist_part *d, int part, char *out, size_t n)
+{
+	if (d->cfg.ids != NULL && part >= 0 && part < d->cfg.nparts)
+		snprintf(out, n, "m%" PRIu32, d->cfg.ids[part]);
+	else
+		snprintf(out, n, "machine %d", part);
+}
+
 void dist__malformed(struct dist_part *d)
 {
 	pthread_mutex_lock(&d->lock);
@@ -900,11 +909,11 @@ static void on_move(struct dist_part *d, int from, struct fl_reader *r)
 	}
 	if (vm__threads_decode_lent(d->p, r->p + r->off, fl_reader_left(r),
 				    &lend, &ts, &n, &err) != 0) {
-		char line[FL_ERR_MAX + 96];
+		char line[FL_ERR_MAX + 96], m[24];
+		dist__machine(d, from, m, sizeof m);
 		snprintf(line, sizeof line,
-			 "flock: a thread from machine %d does not install "
-			 "here: %s\n",
-			 from, err.msg);
+			 "flock: a thread from %s does not install here: %s\n",
+			 m, err.msg);
 		vm__proc_end_line(d->p, 70, line);
 		return;
 	}
@@ -1260,6 +1269,10 @@ int dist_part_new(struct vm_proc *p, const struct dist_config *cfg,
 	d->base.origin = cfg->origin;
 	d->p = p;
 	d->cfg = *cfg;
+	if (cfg->ids != NULL) {
+		memcpy(d->ids, cfg->ids, (size_t)cfg->nparts * sizeof *d->ids);
+		d->cfg.ids = d->ids;
+	}
 	d->victim = cfg->self;
 	d->st.data_to = -1;
 	d->wave_tm.idx = SIZE_MAX;

@@ -128,6 +128,9 @@ struct dist_config {
 						    uint64_t tid),
 			     void *lost_ctx);
 	void *threads_lost_ctx;
+	/* Each part's machine (its member id), for messages that name one
+	 * ("m3"); NULL: named by part index. Copied. */
+	const uint32_t *ids;
 };
 
 /* Why a thread left a part. */

@@ -152,6 +152,7 @@ struct dist_part {
 	struct vm_peer base;
 	struct vm_proc *p;
 	struct dist_config cfg;
+	uint32_t ids[DIST_MAX_PARTS]; /* cfg.ids' copy, when given */
 	pthread_mutex_t dlock;
 	pthread_mutex_t lock;
 	bool closed, dropping, told_end;
@@ -227,6 +228,9 @@ struct borrow_ctx {
 /* dist.c */
 void dist__start(struct fl_buf *b, unsigned type);
 bool dist__send_buf(struct dist_part *d, int to, struct fl_buf *b);
+/* How messages name part @part's machine: "m3", or "machine 2" when the
+ * config gave no ids. */
+void dist__machine(const struct dist_part *d, int part, char *out, size_t n);
 void dist__malformed(struct dist_part *d);
 
 /* dist_lend.c: the vm_lending callbacks (lend_ctx for threads leaving,

@@ -392,11 +392,13 @@ enum vm_res dist__op_fetch(struct vm_peer *pe, struct vm_worker *w,
 			       b->nwaiting, sizeof *b->waiting)) {
 		bool failed = b->failed, nomem = b->nomem;
 		pthread_mutex_unlock(&d->lock);
+		char m[24];
+		dist__machine(d, b->from, m, sizeof m);
 		if (failed && !nomem)
 			vm__fault(w, "the local page at 0x%" PRIx64 " was lent "
-				     "by machine %d (id %" PRIu64 "), which no "
-				     "longer has it",
-				  addr, b->from, b->key);
+				     "by %s (id %" PRIu64 "), which no longer "
+				     "has it",
+				  addr, m, b->key);
 		else
 			vm__fault(w, "out of memory (fetching a lent page)");
 		return VM_FAULT;
