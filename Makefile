@@ -155,15 +155,18 @@ tsan-check:
 
 # The thread programs $(STRESS_RUNS) times in a row on 1, 2 and 8 workers;
 # the DSM simulator over many seeds; the thread programs on simulated
-# machines over many seeds.
+# machines over many seeds; the sessions between machines over many
+# seeded schedules of breaks, restarts and losses.
 STRESS_RUNS ?= 50
 DSM_STRESS_SEEDS ?= 5000
 DIST_STRESS_SEEDS ?= 20
-stress: all $(BUILD)/tests/dsm/test_dsm $(BUILD)/tests/dsm/test_dsm_sync $(BUILD)/tests/dist/test_dist
+SESS_STRESS_SEEDS ?= 20000
+stress: all $(BUILD)/tests/dsm/test_dsm $(BUILD)/tests/dsm/test_dsm_sync $(BUILD)/tests/dist/test_dist $(BUILD)/tests/cluster/test_sess
 	FLOCK=$(abspath $(FLOCK)) FLOCK_STRESS=$(STRESS_RUNS) $(PYTEST) -q -k threads tests/programs
 	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm
 	DSM_STRESS_SEEDS=$(DSM_STRESS_SEEDS) $(BUILD)/tests/dsm/test_dsm_sync
 	FLOCK_DIST_SEEDS=$(DIST_STRESS_SEEDS) $(BUILD)/tests/dist/test_dist
+	SESS_SEEDS=$(SESS_STRESS_SEEDS) $(BUILD)/tests/cluster/test_sess
 
 # The fault harness (tests/fault/harness.py): real daemons, kill -9,
 # SIGSTOP or cut connections of one machine of three under a workload, a

@@ -263,6 +263,9 @@ bool dm_sess_take(struct dm *d, struct dm_link *l, const struct net_header *h);
 void dm_sess_lost(struct dm *d, uint32_t id, uint32_t incarnation);
 void dm_sess_fenced(struct dm *d);
 void dm_sess_tick(struct dm *d);
+/* Frames to @id kept until it acknowledges them (tests/unit/cluster/
+ * test_sess.c checks that none stay once acknowledged). */
+size_t dm_sess_kept(struct dm *d, uint32_t id);
 /* The loop's wake-up (the table's lock is made with @d); the end, once
  * the loop and the node's workers are gone. */
 int dm_sess_init(struct dm *d);

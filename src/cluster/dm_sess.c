@@ -162,9 +162,11 @@ static void pump(struct dm_sess *s, bool on_loop)
 		int rc = on_loop ? net_conn_send(s->conn, &h, f->bytes, f->len)
 				 : net_conn_send_direct(s->conn, &h, f->bytes,
 							f->len);
-		if (rc < 0) {
-			/* full (on_drain comes), closing (on_close comes),
-			 * or not possible from here (the loop's turn) */
+		if (rc != 0 && rc != 1) {
+			/* (FL_ codes are positive) full: on_drain comes;
+			 * closing: on_close comes; or not possible from
+			 * here: the loop's turn. The frame is still to
+			 * write. */
 			wake = !on_loop && rc == FL_EAGAIN;
 			break;
 		}
@@ -296,13 +298,17 @@ void dm_sess_resume(struct dm *d, struct dm_link *l,
 		return;
 	}
 	if (inc != s->peer_inc) {
-		/* a new incarnation there: a new session */
-		if (s->peer_inc != 0)
+		/* A new incarnation there: a new session. What was kept
+		 * for an old one goes; what was sent before any session
+		 * (none since this incarnation of ours began) is this
+		 * one's. */
+		if (s->peer_inc != 0) {
 			dm_log(d, "machine %" PRIu32 ": incarnation %" PRIu32
 				  " after %" PRIu32 ": %zu frames kept for "
 				  "the old one dropped",
 			       s->id, inc, s->peer_inc, s->kept);
-		forget(s);
+			forget(s);
+		}
 		s->peer_inc = inc;
 		s->dead = false;
 	}
@@ -375,6 +381,19 @@ bool dm_sess_take(struct dm *d, struct dm_link *l, const struct net_header *h)
 	if (s->rx - s->rx_told >= ACK_FRAMES || s->rx_bytes >= ACK_BYTES)
 		send_ack(s, l);
 	return true;
+}
+
+size_t dm_sess_kept(struct dm *d, uint32_t id)
+{
+	struct dm_sess *s = sess_get(d, id);
+	size_t n;
+
+	if (s == NULL)
+		return 0;
+	pthread_mutex_lock(&s->lock);
+	n = s->kept;
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 /* ---- Losses, ticks ---- */
