@@ -151,14 +151,12 @@ static void send_dist(void *ctx, int to, const void *msg, size_t len)
 	part_send(ctx, CH_DIST, to, msg, len);
 }
 
-static void dsm_counters(void *ctx, uint64_t *sent, uint64_t *recv)
+static void dsm_counters(void *ctx, uint64_t except, uint64_t *sent,
+			 uint64_t *recv)
 {
 	struct dm_part *pt = ctx;
-	struct dsm_stats st;
 
-	dsm_gsrc_stats(pt->g, &st);
-	*sent = st.msgs_sent;
-	*recv = st.msgs_recv;
+	dsm_gsrc_counts(pt->g, except, sent, recv);
 }
 
 /* ---- Parts ---- */

@@ -68,8 +68,8 @@ bool dist__send_buf(struct dist_part *d, int to, struct fl_buf *b)
 	bool ok = !fl_buf_failed(b);
 
 	if (ok) {
-		if (counted(b->data[1]))
-			atomic_fetch_add(&d->sent, 1);
+		if (counted(b->data[1]) && to >= 0 && to < d->cfg.nparts)
+			atomic_fetch_add(&d->sent_to[to], 1);
 		pthread_mutex_lock(&d->lock);
 		d->st.msgs_sent++;
 		d->st.bytes_sent += b->len;
@@ -411,16 +411,26 @@ static void on_balance(struct dist_part *d, int from, struct fl_reader *r)
 
 /* ---- Deadlock waves (the origin) ---- */
 
-static void report_here(struct dist_part *d, struct report *r)
+/* This part's answer to a wave that leaves out the parts in @except. */
+static void report_here(struct dist_part *d, uint64_t except,
+			struct report *r)
 {
 	uint64_t s = 0, v = 0;
 
 	r->passive = vm__proc_idle(d->p);
 	if (d->cfg.counters != NULL)
-		d->cfg.counters(d->cfg.counters_ctx, &s, &v);
-	r->sent = atomic_load(&d->sent) + s;
-	r->recv = atomic_load(&d->recv) + v;
+		d->cfg.counters(d->cfg.counters_ctx, except, &s, &v);
+	r->sent = s;
+	r->recv = v;
+	for (int i = 0; i < d->cfg.nparts; i++)
+		if (!(except & (1ull << i))) {
+			r->sent += atomic_load(&d->sent_to[i]);
+			r->recv += atomic_load(&d->recv_from[i]);
+		}
 	r->live = vm__proc_live_threads(d->p);
+	pthread_mutex_lock(&d->lock);
+	r->lost = d->lost;
+	pthread_mutex_unlock(&d->lock);
 }
 
 static void evaluate(struct dist_part *d);
@@ -462,12 +472,10 @@ static void start_wave(struct dist_part *d)
 {
 	struct report here;
 	struct fl_buf b;
-	uint64_t wave;
+	uint64_t wave, lost;
 
 	pthread_mutex_lock(&d->lock);
-	/* After a loss (a survive process) the counts of what was sent and
-	 * received no longer add up: no more waves (dist.h, "Survive"). */
-	if (d->dropping || d->lost != 0) {
+	if (d->dropping) {
 		pthread_mutex_unlock(&d->lock);
 		return;
 	}
@@ -482,19 +490,26 @@ static void start_wave(struct dist_part *d)
 	d->st.waves++;
 	d->replies = 0;
 	memset(d->got, 0, sizeof d->got);
+	/* Lost parts are not asked, and what went to or came from them is
+	 * not counted (dist.h, "Survive"). */
+	lost = d->wave_lost = d->lost;
+	d->wave_expect = 0;
+	for (int i = 0; i < d->cfg.nparts; i++)
+		d->wave_expect += i != d->cfg.self && !(lost & (1ull << i));
 	pthread_mutex_unlock(&d->lock);
-	report_here(d, &here);
+	report_here(d, lost, &here);
 	pthread_mutex_lock(&d->lock);
 	d->cur[d->cfg.self] = here;
 	pthread_mutex_unlock(&d->lock);
 	for (int i = 0; i < d->cfg.nparts; i++) {
-		if (i == d->cfg.self)
+		if (i == d->cfg.self || (lost & (1ull << i)))
 			continue;
 		dist__start(&b, M_PROBE);
 		fl_buf_put_u64(&b, wave);
+		fl_buf_put_u64(&b, lost);
 		dist__send_buf(d, i, &b);
 	}
-	if (d->cfg.nparts == 1)
+	if (d->wave_expect == 0)
 		evaluate(d);
 }
 
@@ -502,18 +517,23 @@ static void start_wave(struct dist_part *d)
 static void evaluate(struct dist_part *d)
 {
 	uint64_t sent = 0, recv = 0, live = 0;
-	bool passive = true, same, rerun, again;
+	bool passive = true, behind = false, same, rerun, again;
 
 	pthread_mutex_lock(&d->lock);
 	same = d->prev_ok;
 	for (int i = 0; i < d->cfg.nparts; i++) {
 		const struct report *c = &d->cur[i], *q = &d->prev[i];
-		passive &= c->passive;
+		if (d->wave_lost & (1ull << i))
+			continue;
+		/* a part that has not heard of a loss yet may still take
+		 * what the lost one sent: not conclusive, ask again soon */
+		behind |= c->lost != d->wave_lost;
+		passive &= c->passive && c->lost == d->wave_lost;
 		sent += c->sent;
 		recv += c->recv;
 		live += c->live;
 		same &= q->passive == c->passive && q->sent == c->sent &&
-			q->recv == c->recv;
+			q->recv == c->recv && q->lost == c->lost;
 	}
 	d->wave_on = false;
 	if (passive && same && sent == recv) {
@@ -529,7 +549,7 @@ static void evaluate(struct dist_part *d)
 	memcpy(d->prev, d->cur, sizeof d->prev);
 	/* Idle everywhere once: confirm with another wave at once. */
 	rerun = passive;
-	again = d->again;
+	again = d->again || behind;
 	pthread_mutex_unlock(&d->lock);
 	if (rerun)
 		start_wave(d);
@@ -1116,7 +1136,7 @@ static void on_end(struct dist_part *d, int from, struct fl_reader *r)
 
 static void on_probe(struct dist_part *d, int from, struct fl_reader *r)
 {
-	uint64_t wave = fl_get_u64(r);
+	uint64_t wave = fl_get_u64(r), except = fl_get_u64(r);
 	struct report rep;
 	struct fl_buf b;
 
@@ -1124,13 +1144,14 @@ static void on_probe(struct dist_part *d, int from, struct fl_reader *r)
 		dist__malformed(d);
 		return;
 	}
-	report_here(d, &rep);
+	report_here(d, except, &rep);
 	dist__start(&b, M_PROBE_REPLY);
 	fl_buf_put_u64(&b, wave);
 	fl_buf_put_u8(&b, rep.passive);
 	fl_buf_put_u64(&b, rep.sent);
 	fl_buf_put_u64(&b, rep.recv);
 	fl_buf_put_u64(&b, rep.live);
+	fl_buf_put_u64(&b, rep.lost);
 	dist__send_buf(d, from, &b);
 }
 
@@ -1138,9 +1159,13 @@ static void on_probe_reply(struct dist_part *d, int from, struct fl_reader *r)
 {
 	uint64_t wave = fl_get_u64(r);
 	uint8_t passive = fl_get_u8(r);
-	struct report rep = {passive == 1, fl_get_u64(r), fl_get_u64(r),
-			     fl_get_u64(r)};
+	struct report rep = {.passive = passive == 1};
 	bool all;
+
+	rep.sent = fl_get_u64(r);
+	rep.recv = fl_get_u64(r);
+	rep.live = fl_get_u64(r);
+	rep.lost = fl_get_u64(r);
 
 	if (r->failed || passive > 1 || d->cfg.self != d->cfg.origin) {
 		dist__malformed(d);
@@ -1153,7 +1178,7 @@ static void on_probe_reply(struct dist_part *d, int from, struct fl_reader *r)
 	}
 	d->got[from] = true;
 	d->cur[from] = rep;
-	all = ++d->replies == d->cfg.nparts - 1;
+	all = ++d->replies == d->wave_expect;
 	pthread_mutex_unlock(&d->lock);
 	if (all)
 		evaluate(d);
@@ -1183,7 +1208,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		goto out;
 	}
 	if (counted(type)) {
-		atomic_fetch_add(&d->recv, 1);
+		atomic_fetch_add(&d->recv_from[from], 1);
 		vm__proc_busy_inc(d->p);
 		busy = true;
 	}
@@ -1313,6 +1338,7 @@ void dist__lost(struct dist_part *d, int part)
 {
 	struct vm_thread **js = NULL;
 	size_t nj = 0;
+	bool rewave = false;
 
 	pthread_mutex_lock(&d->lock);
 	if (d->closed || (d->lost & (1ull << part)) != 0) {
@@ -1320,6 +1346,12 @@ void dist__lost(struct dist_part *d, int part)
 		return;
 	}
 	d->lost |= 1ull << part;
+	/* A wave that waits for its answer: abandoned, another comes. */
+	if (d->wave_on && !(d->wave_lost & (1ull << part))) {
+		d->wave_on = false;
+		d->prev_ok = false;
+		rewave = true;
+	}
 	atomic_store(&d->est[part], UINT32_MAX); /* place nothing there */
 	atomic_fetch_and(&d->starving, ~(1ull << part));
 	/* Joins asked of it (the joined thread's home): they fail. */
@@ -1350,6 +1382,8 @@ void dist__lost(struct dist_part *d, int part)
 		else
 			vm__resume(NULL, js[i], FL_EPIPE, 0);
 	free(js);
+	if (rewave)
+		wave_soon(d);
 }
 
 void dist_part_lost(struct dist_part *d, int part)

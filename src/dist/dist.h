@@ -79,8 +79,10 @@
  * every part which threads were lost (dist_config.threads_lost: the
  * mutexes they held pass on, status 1). Threads whose home was the lost
  * part run on where they are; a join of one answers -75. Deadlock waves
- * stop after a loss (the counts of what was sent and received no longer
- * add up), so a deadlock after a loss is not found. The origin's loss
+ * go on over the parts that live: each part counts what it sent to and
+ * took from each part, and a wave adds up only what went between live
+ * ones, once every part knows of every loss (the census's messages are
+ * counted: none is on its way when a wave concludes). The origin's loss
  * still ends every part.
  *
  * Messages (DIST_MESSAGES, dist.c): a version byte and a type byte, then
@@ -115,8 +117,10 @@ struct dist_config {
 	void (*send)(void *ctx, int to, const void *msg, size_t len);
 	void *send_ctx;
 	/* The driver's other messages for this part so far (the page
-	 * source's), counted in the deadlock waves; NULL: none. */
-	void (*counters)(void *ctx, uint64_t *sent, uint64_t *recv);
+	 * source's) to and from the parts not in @except, counted in the
+	 * deadlock waves; NULL: none. */
+	void (*counters)(void *ctx, uint64_t except, uint64_t *sent,
+			 uint64_t *recv);
 	void *counters_ctx;
 	/* --survive: the loss of a part other than the origin ends only the
 	 * threads that were there ("Survive", above). */

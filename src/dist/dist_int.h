@@ -72,10 +72,10 @@
 	X(LPAGE, 12, true)                                                    \
 	X(LRELEASE, 13, false)                                                \
 	X(BALANCE, 14, false)                                                 \
-	X(CENSUS, 15, false)                                                  \
-	X(MARK, 16, false)                                                    \
-	X(HELD, 17, false)                                                    \
-	X(LOSTT, 18, false)
+	X(CENSUS, 15, true)                                                   \
+	X(MARK, 16, true)                                                     \
+	X(HELD, 17, true)                                                     \
+	X(LOSTT, 18, true)
 
 enum {
 #define X(name, num, counted) M_##name = num,
@@ -143,9 +143,12 @@ struct census {
 	struct tids orphans;
 };
 
+/* A part's answer to a deadlock wave: idle, its counted messages to
+ * and from the parts the wave counts (not those it was told are lost),
+ * its live threads, and the parts it knows are lost. */
 struct report {
 	bool passive;
-	uint64_t sent, recv, live;
+	uint64_t sent, recv, live, lost;
 };
 
 struct dist_part {
@@ -195,7 +198,10 @@ struct dist_part {
 	_Atomic uint32_t cpus_of[DIST_MAX_PARTS];
 	struct report cur[DIST_MAX_PARTS], prev[DIST_MAX_PARTS];
 	bool got[DIST_MAX_PARTS];
-	_Atomic uint64_t sent, recv; /* counted messages */
+	/* Counted messages to and from each part (the deadlock waves'). */
+	_Atomic uint64_t sent_to[DIST_MAX_PARTS], recv_from[DIST_MAX_PARTS];
+	uint64_t wave_lost; /* the parts the current wave leaves out */
+	int wave_expect;    /* the answers it waits for */
 	struct dist_stats st;	     /* under @lock */
 	/* Lent pages (below, "Lent pages"), under @lock. */
 	uint64_t next_lend;

@@ -206,6 +206,17 @@ void dsm_wait_current(const struct dsm_node *n, struct dsm_wait *w)
 	w->acq = n->acq_epoch;
 }
 
+void dsm_counts(const struct dsm_node *n, uint64_t except, uint64_t *sent,
+		uint64_t *recv)
+{
+	*sent = *recv = 0;
+	for (int i = 0; i < n->nodes; i++)
+		if (!(except & dsm__bit(i))) {
+			*sent += n->peer[i].sent;
+			*recv += n->peer[i].recv;
+		}
+}
+
 void dsm_stats(const struct dsm_node *n, struct dsm_stats *out)
 {
 	*out = n->st;
@@ -232,6 +243,7 @@ void dsm__send(struct dsm_node *n, int to, struct dsm_msg *m)
 	}
 	n->st.msgs_sent++;
 	n->st.bytes_sent += n->out.len;
+	n->peer[to].sent++;
 	n->io.send(n->io.ctx, to, n->out.data, n->out.len);
 }
 
@@ -322,6 +334,8 @@ void dsm_deliver(struct dsm_node *n, int from, const void *msg, size_t len)
 
 	n->st.msgs_recv++;
 	n->st.bytes_recv += len;
+	if (from >= 0 && from < n->nodes)
+		n->peer[from].recv++; /* as its sender counted it */
 	if (dsm__msg_decode(msg, len, &m) != 0 || from < 0 || from >= n->nodes ||
 	    from == n->self || m.from != from || (m.writers & ~all) != 0 ||
 	    (m.sharers & ~all) != 0) {

@@ -314,6 +314,11 @@ enum dsm_res dsm_home_load(struct dsm_node *n, uint64_t page, uint32_t off,
 void dsm_deliver(struct dsm_node *n, int from, const void *msg, size_t len);
 
 void dsm_stats(const struct dsm_node *n, struct dsm_stats *out);
+/* Messages sent to and received from the nodes not in @except (a mask:
+ * lost ones), for a deadlock check's counts that must add up over the
+ * nodes that live. */
+void dsm_counts(const struct dsm_node *n, uint64_t except, uint64_t *sent,
+		uint64_t *recv);
 
 /* For tests and debugging: the master copy of @page if @n is its home
  * and has it, else NULL. Borrowed until the next call on @n. */

@@ -982,6 +982,21 @@ void dsm_gsrc_stats(struct vm_gsrc *g, struct dsm_stats *out)
 	pthread_mutex_unlock(&G->lock);
 }
 
+void dsm_gsrc_counts(struct vm_gsrc *g, uint64_t except, uint64_t *sent,
+		     uint64_t *recv)
+{
+	struct dsm_gsrc *G = gsrc_of(g);
+
+	pthread_mutex_lock(&G->lock);
+	if (G->node != NULL) {
+		dsm_counts(G->node, except, sent, recv);
+	} else {
+		*sent = G->final.msgs_sent;
+		*recv = G->final.msgs_recv;
+	}
+	pthread_mutex_unlock(&G->lock);
+}
+
 /* One module segment into @home's master copies. */
 static int load_segment(struct dsm_node *home, const struct vm_proc *p,
 			enum vm_segment seg, const uint8_t *bytes, uint32_t len,

@@ -136,6 +136,9 @@ void dsm_gsrc_threads_lost(struct vm_gsrc *g,
 			   bool (*lost)(void *ctx, uint64_t tid), void *ctx);
 /* The node's counters. */
 void dsm_gsrc_stats(struct vm_gsrc *g, struct dsm_stats *out);
+/* dsm_counts of the node (once it is closed, its totals). */
+void dsm_gsrc_counts(struct vm_gsrc *g, uint64_t except, uint64_t *sent,
+		     uint64_t *recv);
 /* Drop the driver's reference (once it delivers no more). */
 void dsm_gsrc_unref(struct vm_gsrc *g);
 

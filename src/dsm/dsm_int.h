@@ -259,6 +259,7 @@ struct dsm_cached {
 
 struct dsm_peer {
 	uint64_t done; /* the highest @done it sent */
+	uint64_t sent, recv; /* messages to it and from it (dsm_counts) */
 	struct dsm_cached *c;
 	size_t n, cap;
 	size_t nqueued; /* of @c: queued on words */

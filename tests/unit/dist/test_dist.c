@@ -228,14 +228,12 @@ static int home_of(void *ctx, uint64_t page)
 	return dsm_gsrc_slot_home(dsm_gsrc_page_slot(page), N->nparts);
 }
 
-static void dsm_counters(void *ctx, uint64_t *sent, uint64_t *recv)
+static void dsm_counters(void *ctx, uint64_t except, uint64_t *sent,
+			 uint64_t *recv)
 {
 	struct part *pt = ctx;
-	struct dsm_stats st;
 
-	dsm_gsrc_stats(pt->g, &st);
-	*sent = st.msgs_sent;
-	*recv = st.msgs_recv;
+	dsm_gsrc_counts(pt->g, except, sent, recv);
 }
 
 /* ---- Runs ---- */
@@ -1787,6 +1785,105 @@ static void test_survive_crash_points(void **state)
 	vm_module_free(m);
 }
 
+/* --survive, and a deadlock that only the loss makes: main waits on a
+ * word that a worker on part 2 sets after two seconds (main spawns until
+ * one runs there; a plain write each round keeps it from moving, as a
+ * thread between fences with a private copy cannot); part 2 crashes
+ * before. The waves go on over parts 0 and 1 and find main blocked for
+ * good: the deadlock error, one thread (the lost one is not counted).
+ * Without the crash the worker wakes main. */
+static const char deadlock_after_loss_src[] =
+	".data\n"
+	"pub:    .word 0\n"
+	"flag:   .word 0\n"
+	".text\n"
+	"func main 0 1\n"
+	"        call spin\n"
+	"        drop\n"
+	"more:   spawn w\n"
+	"        drop\n"
+	"        push pub\n"
+	"        push 0\n"
+	"        xadd\n"
+	"        jnz got\n"
+	"        call spin\n"
+	"        drop\n"
+	"        jmp more\n"
+	"got:    push flag\n"
+	"        push 0\n"
+	"        wait\n"
+	"        push flag\n"
+	"        push 0\n"
+	"        xadd\n"
+	"        jz got\n"
+	"        push 1\n"
+	"        call println\n"
+	"        ret\n"
+	"end\n"
+	"func w 0 2\n"
+	"        node\n"
+	"        push 2\n"
+	"        eq\n"
+	"        jz busy\n"
+	"        push 8\n"
+	"        galloc\n"
+	"        set 0\n"
+	"        push pub\n"
+	"        push 1\n"
+	"        xchg\n"
+	"        drop\n"
+	"        clock\n"
+	"        set 1\n"
+	"long:   get 0\n"
+	"        push 5\n"
+	"        st64\n"
+	"        clock\n"
+	"        get 1\n"
+	"        sub\n"
+	"        push 2000000000\n"
+	"        lt\n"
+	"        jnz long\n"
+	"        push flag\n"
+	"        push 1\n"
+	"        xchg\n"
+	"        drop\n"
+	"        push flag\n"
+	"        push 1\n"
+	"        wake\n"
+	"        ret\n"
+	"busy:   call spin\n"
+	"        ret\n"
+	"end\n" PRELUDE;
+
+static void test_survive_deadlock_after_loss(void **state)
+{
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_survive = true;
+	crash_point.on = false;
+	crash_part = -1; /* first without the crash: main is woken */
+	run_text("deadlock_after_loss.fla", deadlock_after_loss_src, 3, &r,
+		 &st);
+	expect_run(&r, 0, "1\n", NULL);
+	result_free(&r);
+	crash_part = 2;
+	crash_ns = 300000000; /* the worker spins on part 2 by then */
+	run_text("deadlock_after_loss.fla", deadlock_after_loss_src, 3, &r,
+		 &st);
+	if (r.status != 70 ||
+	    strstr(r.err, "deadlock: all 1 thread is blocked for good") == NULL)
+		printf("  status %d, stdout \"%s\", stderr \"%s\"\n", r.status,
+		       r.out, r.err);
+	assert_int_equal(r.status, 70);
+	assert_non_null(
+		strstr(r.err, "deadlock: all 1 thread is blocked for good"));
+	run_survive = false;
+	crash_part = -1;
+	result_free(&r);
+}
+
 /* --survive, and global memory homed on the machine that was lost: a
  * worker that runs on part 2 gallocs a word there (homed there) and
  * publishes it (main spawns until one does; one elsewhere spins, so the
@@ -1890,6 +1987,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_survive_crash),
 		cmocka_unit_test(test_survive_crash_points),
 		cmocka_unit_test(test_survive_lost_memory),
+		cmocka_unit_test(test_survive_deadlock_after_loss),
 	};
 
 	(void)argc;
