@@ -60,9 +60,11 @@
  * with the error line), which ends and tells every other part.
  *
  * Deadlock: a part whose busy count falls to 0 tells the origin (IDLE);
- * the origin then asks every part (PROBE) whether it is idle and how
- * many messages it has sent and received -- this layer's that wake
- * threads, and the page source's (the driver's @counters). Two waves in
+ * the origin then asks every part (PROBE, with the parts it knows were
+ * lost) whether it is idle and how many messages it has sent to and
+ * received from the others -- this layer's that wake threads, and the
+ * page source's (the driver's @counters) -- and which parts it knows
+ * were lost (PROBE_REPLY). Two waves in
  * a row in which every part is idle and reports the same counts, with
  * as many received as sent in all, mean nothing is running and nothing
  * is on its way: every thread is blocked for good, and the origin fails
