@@ -1254,7 +1254,7 @@ void dist_deliver(struct dist_part *d, int from, const void *msg, size_t len)
 		dist__on_lpage(d, from, &r);
 		break;
 	case M_LRELEASE:
-		dist__on_lrelease(d, &r);
+		dist__on_lrelease(d, from, &r);
 		break;
 	case M_BALANCE:
 		on_balance(d, from, &r);
@@ -1420,6 +1420,7 @@ void dist_unref(struct dist_part *d)
 	dist__census_close(&d->cs);
 	dist__umap_close(&d->lends);
 	dist__umap_close(&d->lent_pages);
+	dist__umap_close(&d->lent_to);
 	dist__umap_close(&d->borrows);
 	for (int i = 0; i < DIST_MAX_PARTS; i++)
 		fl_buf_close(&d->rel[i]);

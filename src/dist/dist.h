@@ -29,8 +29,10 @@
  * it on first touch (LGET, answered by LPAGE), then keeps the bytes for
  * the process's life, so a page lent again -- it keeps its id -- crosses
  * to a machine once. A part lets a lent page go (LRELEASE, batched)
- * when its last page naming it went unfetched; everything goes at the
- * process's end. A thread moving on with absent pages lends them on: the
+ * when its last page naming it went unfetched; the lender counts the
+ * namings out to each part (a part may release only its own), and those
+ * out to a part that was lost come back at the loss; everything goes at
+ * the process's end. A thread moving on with absent pages lends them on: the
  * next part asks this one, which asks the first if it has not the bytes
  * yet. A thread that reaches
  * stdio on another machine moves to the origin, its writes released
@@ -162,6 +164,9 @@ struct dist_stats {
 	 * per page a thread state named), and those whose bytes were
 	 * fetched here on demand, and their bytes. */
 	uint64_t lazy_pages, lazy_fetched, lazy_bytes;
+	/* Namings of lent pages let go because the part they were lent to
+	 * was lost (survive). */
+	uint64_t lent_dropped;
 	uint64_t malformed;
 	/* The last thread that left for its data (out_why[DIST_WHY_DATA]):
 	 * its id, the part it went to (-1: none yet), and its majority

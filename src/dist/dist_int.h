@@ -206,6 +206,10 @@ struct dist_part {
 	/* Lent pages (below, "Lent pages"), under @lock. */
 	uint64_t next_lend;
 	struct umap lends, lent_pages, borrows;
+	/* Namings of each lent page out to each part: (key << 6 | part) ->
+	 * count (as a pointer-sized integer), so that a part lost lets go
+	 * of its namings (dist__lend_lost). */
+	struct umap lent_to;
 	struct fl_buf rel[DIST_MAX_PARTS]; /* releases to send each lender */
 	uint32_t nrel[DIST_MAX_PARTS];
 	uint64_t lost; /* parts whose machines were lost, under @lock */
@@ -255,7 +259,7 @@ enum vm_res dist__op_fetch(struct vm_peer *pe, struct vm_worker *w,
 			   struct vm_lent *l, vm_word addr);
 void dist__on_lget(struct dist_part *d, int from, struct fl_reader *r);
 void dist__on_lpage(struct dist_part *d, int from, struct fl_reader *r);
-void dist__on_lrelease(struct dist_part *d, struct fl_reader *r);
+void dist__on_lrelease(struct dist_part *d, int from, struct fl_reader *r);
 void dist__lent_wake_all(struct dist_part *d);
 void dist__lent_close(struct dist_part *d);
 

@@ -48,15 +48,23 @@ static size_t umap_slot(uint64_t k, size_t cap)
 	return (size_t)((k * 0x9e3779b97f4a7c15ull) >> 32) & (cap - 1);
 }
 
-static void *umap_get(const struct umap *m, uint64_t k)
+/* Where @k's value is, or NULL when @k is not there. */
+static void **umap_at(const struct umap *m, uint64_t k)
 {
 	if (m->cap == 0)
 		return NULL;
 	for (size_t j = umap_slot(k, m->cap); m->k[j] != 0;
 	     j = (j + 1) & (m->cap - 1))
 		if (m->k[j] == k)
-			return m->v[j];
+			return &m->v[j];
 	return NULL;
+}
+
+static void *umap_get(const struct umap *m, uint64_t k)
+{
+	void **v = umap_at(m, k);
+
+	return v != NULL ? *v : NULL;
 }
 
 static bool umap_grow(struct umap *m)
@@ -129,11 +137,24 @@ static void umap_del(struct umap *m, uint64_t k)
 	}
 }
 
+/* Room for one more entry (so that a umap_put of a new key cannot
+ * fail); false when out of memory. */
+static bool umap_room(struct umap *m)
+{
+	return (m->n + 1) * 2 <= m->cap || umap_grow(m);
+}
+
 void dist__umap_close(struct umap *m)
 {
 	free(m->k);
 	free(m->v);
 	memset(m, 0, sizeof *m);
+}
+
+/* lent_to's key: a lend's id (below 2^56) and a part (below 64). */
+static uint64_t out_key(uint64_t key, int part)
+{
+	return key << 6 | (uint64_t)part;
 }
 
 static uint64_t page_key(const struct vm_page *pg)
@@ -151,10 +172,15 @@ static uint64_t borrow_key(int from, uint64_t key)
 uint64_t dist__lend_page(void *ctx, struct vm_page *pg)
 {
 	struct dist_part *d = ((struct lend_ctx *)ctx)->d;
+	int to = ((struct lend_ctx *)ctx)->to;
 	struct lend *e;
 	uint64_t key = 0;
 
 	pthread_mutex_lock(&d->lock);
+	if (!umap_room(&d->lent_to)) {
+		pthread_mutex_unlock(&d->lock);
+		return 0; /* its bytes go instead */
+	}
 	e = umap_get(&d->lent_pages, page_key(pg));
 	if (e == NULL && d->next_lend + 1 < (uint64_t)1 << 56 &&
 	    (e = calloc(1, sizeof *e)) != NULL) {
@@ -172,6 +198,11 @@ uint64_t dist__lend_page(void *ctx, struct vm_page *pg)
 		}
 	}
 	if (e != NULL) {
+		void **n = umap_at(&d->lent_to, out_key(e->key, to));
+		if (n != NULL)
+			*n = (void *)((uintptr_t)*n + 1);
+		else /* (room made above) */
+			umap_put(&d->lent_to, out_key(e->key, to), (void *)1);
 		e->out++;
 		d->st.lazy_pages++;
 		key = e->key;
@@ -522,8 +553,35 @@ void dist__on_lpage(struct dist_part *d, int from, struct fl_reader *r)
 	free(remote);
 }
 
+/* Under @lock: @k of lend @e's namings, out to @part, come back; the
+ * page when the last did (to unref outside @lock), else NULL. False
+ * (nothing done) when @part does not hold that many. */
+static bool lend_back(struct dist_part *d, struct lend *e, int part,
+		      uint64_t k, struct vm_page **drop)
+{
+	uint64_t ok = out_key(e->key, part);
+	void **n = umap_at(&d->lent_to, ok);
+	uintptr_t has = n != NULL ? (uintptr_t)*n : 0;
+
+	*drop = NULL;
+	if (k == 0 || k > has || k > e->out)
+		return false;
+	if (has == k)
+		umap_del(&d->lent_to, ok);
+	else
+		*n = (void *)(has - k);
+	e->out -= k;
+	if (e->out > 0)
+		return true;
+	umap_del(&d->lends, e->key);
+	umap_del(&d->lent_pages, page_key(e->pg));
+	*drop = e->pg;
+	free(e);
+	return true;
+}
+
 /* A borrower lets namings of pages lent to it go. */
-void dist__on_lrelease(struct dist_part *d, struct fl_reader *r)
+void dist__on_lrelease(struct dist_part *d, int from, struct fl_reader *r)
 {
 	uint32_t n = fl_get_u32(r);
 	struct vm_page **drop;
@@ -540,17 +598,14 @@ void dist__on_lrelease(struct dist_part *d, struct fl_reader *r)
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t key = fl_get_u64(r), k = fl_get_u64(r);
 		struct lend *e = umap_get(&d->lends, key);
-		if (e == NULL || k == 0 || k > e->out) {
-			bad = true;
+		struct vm_page *pg;
+		/* (a part releases only what was lent to it) */
+		if (e == NULL || drop == NULL || !lend_back(d, e, from, k, &pg)) {
+			bad |= drop != NULL;
 			continue;
 		}
-		e->out -= k;
-		if (e->out > 0 || drop == NULL)
-			continue;
-		umap_del(&d->lends, key);
-		umap_del(&d->lent_pages, page_key(e->pg));
-		drop[ndrop++] = e->pg;
-		free(e);
+		if (pg != NULL)
+			drop[ndrop++] = pg;
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (bad)
@@ -642,9 +697,30 @@ void dist__lent_close(struct dist_part *d)
 void dist__lend_lost(struct dist_part *d, int part)
 {
 	struct vm_thread **ts = NULL;
-	size_t n = 0, cap = 0;
+	size_t n = 0, cap = 0, nback = 0, ndrop = 0;
+	uint64_t *back = NULL;
+	struct vm_page **drop = NULL;
 
 	pthread_mutex_lock(&d->lock);
+	/* What was lent to it comes back: its namings went with it. (The
+	 * keys first: umap_del moves entries.) */
+	if (d->lent_to.n > 0) {
+		back = malloc(d->lent_to.n * sizeof *back);
+		drop = malloc(d->lent_to.n * sizeof *drop);
+	}
+	for (size_t j = 0; back != NULL && drop != NULL && j < d->lent_to.cap; j++)
+		if (d->lent_to.k[j] != 0 && (d->lent_to.k[j] & 63) == (uint64_t)part)
+			back[nback++] = d->lent_to.k[j];
+	for (size_t i = 0; i < nback; i++) {
+		struct lend *e = umap_get(&d->lends, back[i] >> 6);
+		uintptr_t k = (uintptr_t)umap_get(&d->lent_to, back[i]);
+		struct vm_page *pg;
+		if (e != NULL && lend_back(d, e, part, k, &pg)) {
+			d->st.lent_dropped += k;
+			if (pg != NULL)
+				drop[ndrop++] = pg;
+		}
+	}
 	for (size_t j = 0; j < d->borrows.cap; j++) {
 		struct borrow *b = d->borrows.v[j];
 		size_t keep = 0;
@@ -665,4 +741,8 @@ void dist__lend_lost(struct dist_part *d, int part)
 	pthread_mutex_unlock(&d->lock);
 	/* Each faults: the lender is gone. */
 	resume_taken(ts, n);
+	for (size_t i = 0; i < ndrop; i++)
+		vm__page_unref(drop[i], &d->p->budget);
+	free(back);
+	free(drop);
 }

@@ -337,6 +337,7 @@ static void stats_add(const struct dist_stats *s)
 	total.lazy_pages += s->lazy_pages;
 	total.lazy_fetched += s->lazy_fetched;
 	total.lazy_bytes += s->lazy_bytes;
+	total.lent_dropped += s->lent_dropped;
 }
 
 /* Run @m as @nparts parts on @nodes (part 0 the origin, with @in as its
@@ -1884,6 +1885,110 @@ static void test_survive_deadlock_after_loss(void **state)
 	result_free(&r);
 }
 
+/* --survive, and local pages lent to the machine that was lost: main
+ * fills 64 pages of its own memory, then spawns until a worker runs on
+ * part 2 (the child's copy of main's memory goes there lent, its bytes
+ * left on the origin); that worker holds a private copy of a global
+ * word it writes, so it stays; part 2 crashes. The origin lets go of
+ * the namings it had lent there (lent_dropped) instead of keeping the
+ * pages until the end; main ends 0. */
+static void test_survive_lent_pages_back(void **state)
+{
+	static const char src[] =
+		".data\n"
+		"pub:    .word 0\n"
+		".text\n"
+		"func main 0 2\n"
+		"        push 262144\n"
+		"        alloc\n"
+		"        set 0\n"
+		"        push 0\n"
+		"        set 1\n"
+		"fill:   get 0\n"
+		"        get 1\n"
+		"        push 4096\n"
+		"        mul\n"
+		"        add\n"
+		"        get 1\n"
+		"        st64\n"
+		"        get 1\n"
+		"        push 1\n"
+		"        add\n"
+		"        dup\n"
+		"        set 1\n"
+		"        push 64\n"
+		"        lt\n"
+		"        jnz fill\n"
+		"        call spin\n"
+		"        drop\n"
+		"more:   spawn w\n"
+		"        drop\n"
+		"        push pub\n"
+		"        push 0\n"
+		"        xadd\n"
+		"        jnz got\n"
+		"        call spin\n"
+		"        drop\n"
+		"        jmp more\n"
+		"got:    clock\n"
+		"        set 1\n"
+		"long:   clock\n"
+		"        get 1\n"
+		"        sub\n"
+		"        push 600000000\n"
+		"        lt\n"
+		"        jnz long\n"
+		"        push 1\n"
+		"        call println\n"
+		"        ret\n"
+		"end\n"
+		"func w 0 2\n"
+		"        node\n"
+		"        push 2\n"
+		"        eq\n"
+		"        jz busy\n"
+		"        push 8\n"
+		"        galloc\n"
+		"        set 0\n"
+		"        push pub\n"
+		"        push 1\n"
+		"        xchg\n"
+		"        drop\n"
+		"        clock\n"
+		"        set 1\n"
+		"stay:   get 0\n"
+		"        push 5\n"
+		"        st64\n"
+		"        clock\n"
+		"        get 1\n"
+		"        sub\n"
+		"        push 3000000000\n"
+		"        lt\n"
+		"        jnz stay\n"
+		"        push 0\n"
+		"        ret\n"
+		"busy:   call spin\n"
+		"        ret\n"
+		"end\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_survive = true;
+	crash_point.on = false;
+	crash_part = 2;
+	crash_ns = 300000000;
+	run_text("lent_back.fla", src, 3, &r, &st);
+	printf("  %" PRIu64 " pages lent, %" PRIu64 " namings let go at the "
+	       "loss\n",
+	       st.lazy_pages, st.lent_dropped);
+	expect_run(&r, 0, "1\n", NULL);
+	assert_true(st.lent_dropped >= 64);
+	run_survive = false;
+	crash_part = -1;
+	result_free(&r);
+}
+
 /* --survive, and global memory homed on the machine that was lost: a
  * worker that runs on part 2 gallocs a word there (homed there) and
  * publishes it (main spawns until one does; one elsewhere spins, so the
@@ -1988,6 +2093,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_survive_crash_points),
 		cmocka_unit_test(test_survive_lost_memory),
 		cmocka_unit_test(test_survive_deadlock_after_loss),
+		cmocka_unit_test(test_survive_lent_pages_back),
 	};
 
 	(void)argc;
