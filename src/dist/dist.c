@@ -468,6 +468,13 @@ static void wave_soon(struct dist_part *d)
 	vm_node_timer_start(d->p->node, &d->wave_tm, WAVE_DELAY_NS);
 }
 
+/* The answers a wave that leaves out @lost (never this part) waits
+ * for: every other part's. */
+static int wave_answers(const struct dist_part *d, uint64_t lost)
+{
+	return d->cfg.nparts - 1 - __builtin_popcountll(lost);
+}
+
 static void start_wave(struct dist_part *d)
 {
 	struct report here;
@@ -493,9 +500,6 @@ static void start_wave(struct dist_part *d)
 	/* Lost parts are not asked, and what went to or came from them is
 	 * not counted (dist.h, "Survive"). */
 	lost = d->wave_lost = d->lost;
-	d->wave_expect = 0;
-	for (int i = 0; i < d->cfg.nparts; i++)
-		d->wave_expect += i != d->cfg.self && !(lost & (1ull << i));
 	pthread_mutex_unlock(&d->lock);
 	report_here(d, lost, &here);
 	pthread_mutex_lock(&d->lock);
@@ -509,7 +513,7 @@ static void start_wave(struct dist_part *d)
 		fl_buf_put_u64(&b, lost);
 		dist__send_buf(d, i, &b);
 	}
-	if (d->wave_expect == 0)
+	if (wave_answers(d, lost) == 0)
 		evaluate(d);
 }
 
@@ -523,12 +527,13 @@ static void evaluate(struct dist_part *d)
 	same = d->prev_ok;
 	for (int i = 0; i < d->cfg.nparts; i++) {
 		const struct report *c = &d->cur[i], *q = &d->prev[i];
+		bool knows = c->lost == d->wave_lost;
 		if (d->wave_lost & (1ull << i))
 			continue;
 		/* a part that has not heard of a loss yet may still take
 		 * what the lost one sent: not conclusive, ask again soon */
-		behind |= c->lost != d->wave_lost;
-		passive &= c->passive && c->lost == d->wave_lost;
+		behind |= !knows;
+		passive &= c->passive && knows;
 		sent += c->sent;
 		recv += c->recv;
 		live += c->live;
@@ -1178,7 +1183,7 @@ static void on_probe_reply(struct dist_part *d, int from, struct fl_reader *r)
 	}
 	d->got[from] = true;
 	d->cur[from] = rep;
-	all = ++d->replies == d->wave_expect;
+	all = ++d->replies == wave_answers(d, d->wave_lost);
 	pthread_mutex_unlock(&d->lock);
 	if (all)
 		evaluate(d);

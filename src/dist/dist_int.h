@@ -201,7 +201,6 @@ struct dist_part {
 	/* Counted messages to and from each part (the deadlock waves'). */
 	_Atomic uint64_t sent_to[DIST_MAX_PARTS], recv_from[DIST_MAX_PARTS];
 	uint64_t wave_lost; /* the parts the current wave leaves out */
-	int wave_expect;    /* the answers it waits for */
 	struct dist_stats st;	     /* under @lock */
 	/* Lent pages (below, "Lent pages"), under @lock. */
 	uint64_t next_lend;

@@ -593,15 +593,16 @@ void dist__on_lrelease(struct dist_part *d, int from, struct fl_reader *r)
 		dist__malformed(d);
 		return;
 	}
-	drop = malloc(n * sizeof *drop);
+	if ((drop = malloc(n * sizeof *drop)) == NULL)
+		return; /* the namings stay, their pages until the end */
 	pthread_mutex_lock(&d->lock);
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t key = fl_get_u64(r), k = fl_get_u64(r);
 		struct lend *e = umap_get(&d->lends, key);
 		struct vm_page *pg;
 		/* (a part releases only what was lent to it) */
-		if (e == NULL || drop == NULL || !lend_back(d, e, from, k, &pg)) {
-			bad |= drop != NULL;
+		if (e == NULL || !lend_back(d, e, from, k, &pg)) {
+			bad = true;
 			continue;
 		}
 		if (pg != NULL)

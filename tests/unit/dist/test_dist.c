@@ -1791,6 +1791,48 @@ static void test_survive_crash_points(void **state)
 	vm_module_free(m);
 }
 
+/* The two tests below: main spawns w until one runs on part 2 and sets
+ * pub (then main goes on at got:); that w writes a global word of its
+ * own for @ns nanoseconds -- between fences with a private copy, so it
+ * cannot move -- then runs @tail; the others spin a moment and return. */
+#define SPAWN_UNTIL_ON_PART2                                                   \
+	"more:   spawn w\n"                                                    \
+	"        drop\n"                                                       \
+	"        push pub\n"                                                   \
+	"        push 0\n"                                                     \
+	"        xadd\n"                                                       \
+	"        jnz got\n"                                                    \
+	"        call spin\n"                                                  \
+	"        drop\n"                                                       \
+	"        jmp more\n"
+#define STAY_ON_PART2(ns, tail)                                                \
+	"func w 0 2\n"                                                         \
+	"        node\n"                                                       \
+	"        push 2\n"                                                     \
+	"        eq\n"                                                         \
+	"        jz busy\n"                                                    \
+	"        push 8\n"                                                     \
+	"        galloc\n"                                                     \
+	"        set 0\n"                                                      \
+	"        push pub\n"                                                   \
+	"        push 1\n"                                                     \
+	"        xchg\n"                                                       \
+	"        drop\n"                                                       \
+	"        clock\n"                                                      \
+	"        set 1\n"                                                      \
+	"stay:   get 0\n"                                                      \
+	"        push 5\n"                                                     \
+	"        st64\n"                                                       \
+	"        clock\n"                                                      \
+	"        get 1\n"                                                      \
+	"        sub\n"                                                        \
+	"        push " ns "\n"                                                \
+	"        lt\n"                                                         \
+	"        jnz stay\n" tail                                              \
+	"busy:   call spin\n"                                                  \
+	"        ret\n"                                                        \
+	"end\n"
+
 /* --survive, and a deadlock that only the loss makes: main waits on a
  * word that a worker on part 2 sets after two seconds (main spawns until
  * one runs there; a plain write each round keeps it from moving, as a
@@ -1806,15 +1848,7 @@ static const char deadlock_after_loss_src[] =
 	"func main 0 1\n"
 	"        call spin\n"
 	"        drop\n"
-	"more:   spawn w\n"
-	"        drop\n"
-	"        push pub\n"
-	"        push 0\n"
-	"        xadd\n"
-	"        jnz got\n"
-	"        call spin\n"
-	"        drop\n"
-	"        jmp more\n"
+	SPAWN_UNTIL_ON_PART2
 	"got:    push flag\n"
 	"        push 0\n"
 	"        wait\n"
@@ -1826,40 +1860,15 @@ static const char deadlock_after_loss_src[] =
 	"        call println\n"
 	"        ret\n"
 	"end\n"
-	"func w 0 2\n"
-	"        node\n"
-	"        push 2\n"
-	"        eq\n"
-	"        jz busy\n"
-	"        push 8\n"
-	"        galloc\n"
-	"        set 0\n"
-	"        push pub\n"
-	"        push 1\n"
-	"        xchg\n"
-	"        drop\n"
-	"        clock\n"
-	"        set 1\n"
-	"long:   get 0\n"
-	"        push 5\n"
-	"        st64\n"
-	"        clock\n"
-	"        get 1\n"
-	"        sub\n"
-	"        push 2000000000\n"
-	"        lt\n"
-	"        jnz long\n"
-	"        push flag\n"
-	"        push 1\n"
-	"        xchg\n"
-	"        drop\n"
-	"        push flag\n"
-	"        push 1\n"
-	"        wake\n"
-	"        ret\n"
-	"busy:   call spin\n"
-	"        ret\n"
-	"end\n" PRELUDE;
+	STAY_ON_PART2("2000000000",
+		      "        push flag\n"
+		      "        push 1\n"
+		      "        xchg\n"
+		      "        drop\n"
+		      "        push flag\n"
+		      "        push 1\n"
+		      "        wake\n"
+		      "        ret\n") PRELUDE;
 
 static void test_survive_deadlock_after_loss(void **state)
 {
@@ -1926,15 +1935,7 @@ static void test_survive_lent_pages_back(void **state)
 		"        jnz fill\n"
 		"        call spin\n"
 		"        drop\n"
-		"more:   spawn w\n"
-		"        drop\n"
-		"        push pub\n"
-		"        push 0\n"
-		"        xadd\n"
-		"        jnz got\n"
-		"        call spin\n"
-		"        drop\n"
-		"        jmp more\n"
+		SPAWN_UNTIL_ON_PART2
 		"got:    clock\n"
 		"        set 1\n"
 		"long:   clock\n"
@@ -1947,34 +1948,8 @@ static void test_survive_lent_pages_back(void **state)
 		"        call println\n"
 		"        ret\n"
 		"end\n"
-		"func w 0 2\n"
-		"        node\n"
-		"        push 2\n"
-		"        eq\n"
-		"        jz busy\n"
-		"        push 8\n"
-		"        galloc\n"
-		"        set 0\n"
-		"        push pub\n"
-		"        push 1\n"
-		"        xchg\n"
-		"        drop\n"
-		"        clock\n"
-		"        set 1\n"
-		"stay:   get 0\n"
-		"        push 5\n"
-		"        st64\n"
-		"        clock\n"
-		"        get 1\n"
-		"        sub\n"
-		"        push 3000000000\n"
-		"        lt\n"
-		"        jnz stay\n"
-		"        push 0\n"
-		"        ret\n"
-		"busy:   call spin\n"
-		"        ret\n"
-		"end\n" PRELUDE;
+		STAY_ON_PART2("3000000000", "        push 0\n"
+					    "        ret\n") PRELUDE;
 	struct dist_stats st;
 	struct result r;
 
