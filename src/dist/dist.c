@@ -146,7 +146,16 @@ static bool heard_load(struct dist_part *d, int from, struct fl_reader *r,
 	}
 	atomic_store(&d->cpus_of[from], *cpus);
 	atomic_store(&d->est[from], *load);
+	if (*load >= *cpus) /* a thread a core or more: it starves no more */
+		atomic_fetch_and(&d->starving, ~(1ull << from));
 	return true;
+}
+
+/* @part asked and got NOTHING, as of now. */
+static void mark_starving(struct dist_part *d, int part)
+{
+	atomic_store(&d->starved_ns[part], vm__now());
+	atomic_fetch_or(&d->starving, 1ull << part);
 }
 
 /* Move threads @ts (out of any queue, counted in nbusy, their writes
@@ -832,7 +841,7 @@ static bool op_spawned(struct vm_peer *pe, struct vm_worker *w,
 		}
 		atomic_fetch_sub(&d->est[to], 1);
 		if (d->cfg.eager)
-			atomic_fetch_or(&d->starving, 1ull << to);
+			mark_starving(d, to);
 		return false;
 	}
 	return true;
@@ -846,9 +855,14 @@ static bool op_room(struct vm_peer *pe, int to, bool take)
 	if (to < 0 || to >= d->cfg.nparts || to == d->cfg.self)
 		return false;
 	bit = 1ull << to;
+	if (!(atomic_load_explicit(&d->starving, memory_order_relaxed) & bit))
+		return false;
+	if (vm__now() - atomic_load(&d->starved_ns[to]) > STARVING_TTL_NS) {
+		atomic_fetch_and(&d->starving, ~bit); /* stale: see the TTL */
+		return false;
+	}
 	if (!take)
-		return atomic_load_explicit(&d->starving, memory_order_relaxed) &
-		       bit;
+		return true;
 	return atomic_fetch_and(&d->starving, ~bit) & bit;
 }
 
@@ -984,7 +998,7 @@ static bool give(struct dist_part *d, int from)
 	}
 	for (size_t i = 0; i < k; i++) /* could not: they stay */
 		vm__sched_push(d->p->node, NULL, ts[i]);
-	atomic_fetch_or(&d->starving, 1ull << from);
+	mark_starving(d, from);
 	return false;
 }
 

@@ -47,7 +47,10 @@
  * smaller than the pages it fetched from there. Taking the room clears
  * that part's bit, as a push does, so one idle part gets one thread per
  * ask however many want to go there; the bit comes back when it asks
- * again (idle again) and has nothing. And a spawn pushed to a part that
+ * again (idle again) and has nothing; a part heard to run a thread a core
+ * or more (its STEAL, BALANCE or DONE's load) loses it, and a mark older
+ * than STARVING_TTL_NS gives no room (the part, idle still, would have
+ * asked again). And a spawn pushed to a part that
  * asked (a backlog here) goes to the one that homes what the child's
  * first argument points to, if that one asked (DIST_WHY_DATA too, no
  * faults). dist_stats keeps the last such move.

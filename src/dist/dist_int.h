@@ -26,6 +26,11 @@
  * every machine each time. */
 #define STEAL_BACKOFF_MIN_NS 1000000
 #define STEAL_BACKOFF_MAX_NS 64000000
+/* A part that asked and got NOTHING asks again within
+ * STEAL_BACKOFF_MAX_NS while it stays idle, each NOTHING marking it
+ * starving anew: a mark older than twice that is stale (the part found
+ * work elsewhere) and gives no room (op_room). */
+#define STARVING_TTL_NS (2 * (uint64_t)STEAL_BACKOFF_MAX_NS)
 /* A part that runs threads but has none waiting asks the others in turn
  * whether they have more than their share (BALANCE, with its load and
  * cores) this often: from MIN, doubling to MAX while no thread comes
@@ -162,6 +167,7 @@ struct dist_part {
 	uint64_t next_req, next_xfer;
 	struct table asked, owed;
 	_Atomic uint64_t starving; /* parts that asked and got NOTHING */
+	_Atomic uint64_t starved_ns[DIST_MAX_PARTS]; /* each one's last mark */
 	bool stealing;		   /* a STEAL is out */
 	int victim;
 	/* This round's victims still to ask; the parts that answered

@@ -1000,6 +1000,64 @@ static void test_data_home_busy(void **state)
 	result_free(&r);
 }
 
+/* Machine 0 idles once (main parked in wait: it asks machine 1 for work
+ * and gets NOTHING, so machine 1 marks it starving), then is busy for
+ * good (main spins on the flag); a, on machine 1, wakes main and lets
+ * 300 ms pass (more than STARVING_TTL_NS, and machine 0's BALANCE with
+ * its load of a thread a core comes within milliseconds) before its
+ * faults: the mark is stale by then, so a stays and sums on machine 1. */
+static void test_data_home_busy_again(void **state)
+{
+	static const char src[] = DATA_SEGMENT DATA_MAIN_FILL
+		"        spawn b\n"
+		"        set 1\n"
+		"nap:    push go\n"
+		"        push 0\n"
+		"        wait\n"
+		"        push go\n"
+		"        push 0\n"
+		"        xadd\n"
+		"        jz nap\n"
+		"busy:   push flag\n"
+		"        push 0\n"
+		"        xadd\n"
+		"        jz busy\n"
+		"        get 1\n"
+		"        join\n" DATA_MAIN_PRINT DATA_SUM
+		"func b 0 1\n"
+		"        push go\n"
+		"        push 1\n"
+		"        xchg\n"
+		"        drop\n"
+		"        push go\n"
+		"        push 1\n"
+		"        wake\n"
+		"        drop\n"
+		"        clock\n"
+		"        push 300000000\n"
+		"        add\n"
+		"        set 0\n"
+		"later:  clock\n"
+		"        get 0\n"
+		"        lt\n"
+		"        jnz later\n"
+		"        call a\n"
+		"        ret\n"
+		"end\n"
+		".data\n"
+		"go:     .word 0\n"
+		".text\n" PRELUDE;
+	struct dist_stats st;
+	struct result r;
+
+	(void)state;
+	run_text("data_home_busy_again.fla", src, 2, &r, &st);
+	expect_run(&r, 0, DATA_SUM_OUT "1\n", NULL);
+	assert_int_equal(st.out_why[DIST_WHY_DATA], 0);
+	assert_int_equal(last[1].data_to, -1);
+	result_free(&r);
+}
+
 /* A thread on machine 1 spawns a child whose first argument points into
  * .data while machine 0 is idle (main parked in join): the child goes
  * there at once (no faults), and sums there. */
@@ -2062,6 +2120,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_remote_deadlock),
 		cmocka_unit_test(test_data_move),
 		cmocka_unit_test(test_data_home_busy),
+		cmocka_unit_test(test_data_home_busy_again),
 		cmocka_unit_test(test_data_spawn),
 		cmocka_unit_test(test_steal_backoff),
 		cmocka_unit_test(test_steal_again_when_idle),
