@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -567,6 +568,27 @@ static void leader_tick(struct dm *d)
 		reconcile(d);
 }
 
+/* The loop polls without sleeping until @spin_until (DM_SPIN_NS),
+ * yielding the core between polls. */
+static void spin_cb(uv_idle_t *h)
+{
+	struct dm *d = h->data;
+
+	if (uv_hrtime() >= d->spin_until)
+		uv_idle_stop(h);
+	else
+		sched_yield();
+}
+
+void dm_spin(struct dm *d)
+{
+	if (d->spin.data == NULL) /* before the loop runs */
+		return;
+	d->spin_until = uv_hrtime() + DM_SPIN_NS;
+	if (!uv_is_active((uv_handle_t *)&d->spin))
+		uv_idle_start(&d->spin, spin_cb);
+}
+
 static void tick_cb(uv_timer_t *t)
 {
 	struct dm *d = t->data;
@@ -807,6 +829,8 @@ int dm_run(const struct dm_config *cfg)
 	uv_timer_init(&d->loop, &d->tick);
 	d->tick.data = d;
 	uv_timer_start(&d->tick, tick_cb, DM_TICK_MS, DM_TICK_MS);
+	uv_idle_init(&d->loop, &d->spin);
+	d->spin.data = d;
 	uv_signal_init(&d->loop, &d->sigterm);
 	uv_signal_init(&d->loop, &d->sigint);
 	d->sigterm.data = d->sigint.data = d;

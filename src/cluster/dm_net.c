@@ -611,6 +611,7 @@ static void link_frame(struct net_conn *c, const struct net_header *h,
 	case NET_MSG_PART_STATS:
 		if (!reply && dm_sess_take(d, l, h))
 			dm_part_frame(d, h, p);
+		dm_spin(d);
 		return;
 	case NET_MSG_ERROR:
 		if (reply) {
