@@ -55,7 +55,7 @@
 #include <sodium.h>
 
 /* The longest handshake message: message 2 with the largest payload. */
-#define HS_MSG_MAX (2 * NET_KEY + 2 * NET_TAG + NET_HS_PAYLOAD_MAX)
+#define HS_MSG_MAX (2 * NET_KEY + 2 * NET_TAG + 1 + NET_HS_PAYLOAD_MAX)
 #define READ_CHUNK 65536
 /* Buffers that grew past this for one big frame are given back. */
 #define KEEP_MAX ((size_t)1 << 20)

@@ -13,7 +13,14 @@
  * point) is refused; any failed AEAD tag fails the handshake for good.
  * Records carry a counter nonce per direction, so a replayed, dropped or
  * reordered record fails its tag; the record's length is authenticated as
- * associated data. Secrets are wiped when no longer needed. */
+ * associated data. Secrets are wiped when no longer needed.
+ *
+ * Records: ChaCha20-Poly1305 as in the handshake, or AES-256-GCM (Noise's
+ * AESGCM: the counter big-endian in the nonce's last 8 bytes) when both
+ * sides say so in the byte before their payload in messages 2 and 3
+ * (NET_CIPHER_AESGCM). Those bytes are encrypted and hashed like the
+ * payload, so no one between can turn the choice; message 1 has none (a
+ * responder that sees message 1 has not shown it holds the VM's keys). */
 #include "cluster/net_noise.h"
 
 #include <string.h>
@@ -139,6 +146,14 @@ static void nonce_of(uint64_t n, uint8_t out[12])
 		out[4 + i] = (uint8_t)(n >> (8 * i));
 }
 
+/* AESGCM's nonce: 4 zero bytes, then the counter big-endian. */
+static void aes_nonce_of(uint64_t n, uint8_t out[12])
+{
+	memset(out, 0, 4);
+	for (int i = 0; i < 8; i++)
+		out[4 + i] = (uint8_t)(n >> (56 - 8 * i));
+}
+
 /* EncryptAndHash: the key is always set where this runs (psk mode). */
 static void encrypt_and_hash(struct net_hs *hs, const void *p, size_t n,
 			     struct fl_buf *out)
@@ -205,6 +220,8 @@ void net_hs_init(struct net_hs *hs, bool initiator, const struct net_keypair *s,
 			   sizeof PROTOCOL - 1, NULL, 0);
 	memcpy(hs->ck, hs->h, NET_HASH);
 	mix_hash(hs, prologue, plen);
+	hs->ciphers = crypto_aead_aes256gcm_is_available() ? NET_CIPHER_AESGCM
+							   : 0;
 }
 
 int net_hs_set_psk(struct net_hs *hs, const uint8_t psk[NET_KEY])
@@ -256,7 +273,16 @@ int net_hs_write(struct net_hs *hs, const void *payload, size_t plen,
 		mix_key_and_hash(hs, hs->psk, NET_KEY);
 		break;
 	}
-	encrypt_and_hash(hs, payload, plen, out);
+	if (hs->step == 0) {
+		encrypt_and_hash(hs, payload, plen, out);
+	} else { /* messages 2 and 3: this side's ciphers first */
+		uint8_t plain[1 + NET_HS_PAYLOAD_MAX];
+		plain[0] = hs->ciphers;
+		if (plen > 0)
+			memcpy(plain + 1, payload, plen);
+		encrypt_and_hash(hs, plain, 1 + plen, out);
+		sodium_memzero(plain, 1 + plen);
+	}
 	if (fl_buf_failed(out))
 		goto fail;
 	hs->step++;
@@ -280,13 +306,14 @@ int net_hs_read(struct net_hs *hs, const uint8_t *msg, size_t n,
 	static const size_t fixed[3] = {NET_KEY, NET_KEY + NET_KEY + NET_TAG,
 					NET_KEY + NET_TAG};
 	uint8_t plain[NET_HS_PAYLOAD_MAX + NET_KEY];
-	size_t need, at = 0;
+	size_t need, at = 0, skip = 0;
 
 	if (hs->failed)
 		return fl_err_set(err, FL_EFORMAT, "handshake: already refused");
 	if (my_turn(hs) || hs->step >= 3)
 		return refuse(hs, err, "not the peer's turn");
-	need = fixed[hs->step] + NET_TAG;
+	/* Messages 2 and 3: the ciphers' byte, then the payload. */
+	need = fixed[hs->step] + NET_TAG + (hs->step > 0);
 	if (n < need || n - need > NET_HS_PAYLOAD_MAX)
 		return refuse(hs, err, "wrong length");
 	if (hs->step < 2) { /* e */
@@ -321,8 +348,12 @@ int net_hs_read(struct net_hs *hs, const uint8_t *msg, size_t n,
 						       "or not this VM)"
 						     : "refused (not this VM, "
 						       "or modified)");
+	if (hs->step > 0) {
+		hs->peer_ciphers = plain[0];
+		skip = 1;
+	}
 	if (payload != NULL)
-		fl_buf_put(payload, plain, n - at - NET_TAG);
+		fl_buf_put(payload, plain + skip, n - at - NET_TAG - skip);
 	sodium_memzero(plain, sizeof plain);
 	hs->step++;
 	return 0;
@@ -342,6 +373,12 @@ void net_hs_split(struct net_hs *hs, struct net_cipher *send,
 	memcpy(hs->initiator ? send->k : recv->k, k1, NET_KEY);
 	memcpy(hs->initiator ? recv->k : send->k, k2, NET_KEY);
 	send->n = recv->n = 0;
+	send->aes = recv->aes =
+		(hs->ciphers & hs->peer_ciphers & NET_CIPHER_AESGCM) != 0;
+	if (send->aes) {
+		crypto_aead_aes256gcm_beforenm(&send->aes_st, send->k);
+		crypto_aead_aes256gcm_beforenm(&recv->aes_st, recv->k);
+	}
 	memcpy(peer, hs->rs, NET_KEY);
 	sodium_memzero(k1, sizeof k1);
 	sodium_memzero(k2, sizeof k2);
@@ -365,9 +402,17 @@ int net_seal(struct net_cipher *c, const void *plain, size_t n,
 	if (!fl_buf_reserve(out, n + NET_TAG))
 		return FL_ENOMEM;
 	at = out->len;
-	nonce_of(c->n++, nonce);
-	crypto_aead_chacha20poly1305_ietf_encrypt(out->data + at, &clen, plain, n,
-						  len, 4, NULL, nonce, c->k);
+	if (c->aes) {
+		aes_nonce_of(c->n++, nonce);
+		crypto_aead_aes256gcm_encrypt_afternm(out->data + at, &clen,
+						      plain, n, len, 4, NULL,
+						      nonce, &c->aes_st);
+	} else {
+		nonce_of(c->n++, nonce);
+		crypto_aead_chacha20poly1305_ietf_encrypt(
+			out->data + at, &clen, plain, n, len, 4, NULL, nonce,
+			c->k);
+	}
 	out->len += (size_t)clen;
 	return 0;
 }
@@ -392,11 +437,17 @@ int net_open(struct net_cipher *c, const uint8_t *p, size_t len, size_t *used,
 	if (!fl_buf_reserve(plain, n - NET_TAG))
 		return fl_err_set(err, FL_ENOMEM, "record: out of memory");
 	at = plain->len;
-	nonce_of(c->n, nonce);
 	/* An empty record into an empty buffer: no data pointer to offset. */
-	if (crypto_aead_chacha20poly1305_ietf_decrypt(
-		    plain->data != NULL ? plain->data + at : nonce, &plen, NULL,
-		    p + 4, n, p, 4, nonce, c->k) != 0)
+	if (c->aes)
+		aes_nonce_of(c->n, nonce);
+	else
+		nonce_of(c->n, nonce);
+	if ((c->aes ? crypto_aead_aes256gcm_decrypt_afternm(
+			      plain->data != NULL ? plain->data + at : nonce,
+			      &plen, NULL, p + 4, n, p, 4, nonce, &c->aes_st)
+		    : crypto_aead_chacha20poly1305_ietf_decrypt(
+			      plain->data != NULL ? plain->data + at : nonce,
+			      &plen, NULL, p + 4, n, p, 4, nonce, c->k)) != 0)
 		return fl_err_set(err, FL_EFORMAT,
 				  "record: refused (modified, replayed or out "
 				  "of order)");

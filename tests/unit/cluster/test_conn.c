@@ -660,10 +660,10 @@ static void dial_via_mitm(struct fx *fx)
 
 /* Where the client's first record starts: messages 1 and 3, each after
  * its u16 length (message 1: e and the empty payload's tag; message 3:
- * the sealed static key, the payload and its tag). */
+ * the sealed static key, the ciphers' byte, the payload and its tag). */
 static uint64_t first_record(const struct fx *fx)
 {
-	return 2 + NET_KEY + NET_TAG + 2 + NET_KEY + NET_TAG +
+	return 2 + NET_KEY + NET_TAG + 2 + NET_KEY + NET_TAG + 1 +
 	       fx->copt.payload_len + NET_TAG;
 }
 
@@ -721,7 +721,7 @@ static void test_mitm_big_confirmation(void **state)
 	struct fx *fx = *state;
 
 	/* message 2: e, the sealed static key, the payload and its tag */
-	fx->m.s2c_len_at = 2 + NET_KEY + NET_KEY + NET_TAG +
+	fx->m.s2c_len_at = 2 + NET_KEY + NET_KEY + NET_TAG + 1 +
 			   fx->sopt.payload_len + NET_TAG;
 	fx->m.s2c_len = 1000;
 	dial_via_mitm(fx);

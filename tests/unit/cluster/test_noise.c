@@ -83,8 +83,9 @@ static void test_handshake_and_records(void **state)
 	fl_buf_init(&got);
 	handshake(p, "HELLO m2", &got);
 	assert_int_equal(p->m[0].len, 32 + 16);
-	assert_int_equal(p->m[1].len, 32 + 48 + 16);
-	assert_int_equal(p->m[2].len, 48 + 8 + 16);
+	/* messages 2 and 3: the ciphers' byte before the payload */
+	assert_int_equal(p->m[1].len, 32 + 48 + 1 + 16);
+	assert_int_equal(p->m[2].len, 48 + 1 + 8 + 16);
 	assert_int_equal(got.len, 8);
 	assert_memory_equal(got.data, "HELLO m2", 8);
 	/* the payload does not appear in clear */
@@ -134,6 +135,78 @@ static void test_handshake_and_records(void **state)
 	fl_buf_close(&got);
 	fl_buf_close(&rec);
 	fl_buf_close(&plain);
+}
+
+/* The record cipher each pair of offers gives: AES-256-GCM only when
+ * both sides offer it; records of 4 KiB both ways either way; an AES
+ * record is not a ChaCha20-Poly1305 one (the choice is real). */
+static void test_record_ciphers(void **state)
+{
+	static uint8_t page[4096], back[4096];
+	struct pair *p = *state;
+
+	if (!crypto_aead_aes256gcm_is_available())
+		skip(); /* nothing to choose on this processor */
+	for (size_t i = 0; i < sizeof page; i++)
+		page[i] = (uint8_t)(i * 7 + 1);
+	for (int offer = 0; offer < 4; offer++) {
+		struct net_cipher is, ir, rs, rr;
+		uint8_t peer[NET_KEY];
+		struct fl_buf got, rec, plain;
+		struct fl_err err;
+		size_t used;
+		bool aes = offer == 3;
+
+		net_hs_init(&p->i, true, &p->si, p->psk, vm, sizeof vm);
+		net_hs_init(&p->r, false, &p->sr, p->psk, vm, sizeof vm);
+		assert_int_equal(p->i.ciphers, NET_CIPHER_AESGCM);
+		if (!(offer & 1))
+			p->i.ciphers = 0;
+		if (!(offer & 2))
+			p->r.ciphers = 0;
+		for (int k = 0; k < 3; k++)
+			p->m[k].len = 0;
+		fl_buf_init(&got);
+		handshake(p, "m3", &got);
+		assert_int_equal(got.len, 2);
+		net_hs_split(&p->i, &is, &ir, peer);
+		net_hs_split(&p->r, &rs, &rr, peer);
+		assert_true(is.aes == aes && ir.aes == aes && rs.aes == aes &&
+			    rr.aes == aes);
+		fl_buf_init(&rec);
+		fl_buf_init(&plain);
+		assert_int_equal(net_seal(&is, page, sizeof page, &rec), 0);
+		if (aes) { /* opened as ChaCha20-Poly1305: refused */
+			struct net_cipher chacha = rr;
+			chacha.aes = false;
+			assert_int_equal(net_open(&chacha, rec.data, rec.len,
+						  &used, &plain, &err),
+					 FL_EFORMAT);
+		}
+		assert_int_equal(net_open(&rr, rec.data, rec.len, &used, &plain,
+					  &err),
+				 0);
+		assert_int_equal(plain.len, sizeof page);
+		assert_memory_equal(plain.data, page, sizeof page);
+		rec.len = plain.len = 0;
+		memcpy(back, page, sizeof back);
+		back[0] ^= 1;
+		assert_int_equal(net_seal(&rs, back, sizeof back, &rec), 0);
+		assert_int_equal(net_open(&ir, rec.data, rec.len, &used, &plain,
+					  &err),
+				 0);
+		assert_memory_equal(plain.data, back, sizeof back);
+		/* A flipped bit in the AES record is refused too. */
+		rec.len = plain.len = 0;
+		assert_int_equal(net_seal(&is, page, 64, &rec), 0);
+		rec.data[10] ^= 0x20;
+		assert_int_equal(net_open(&rr, rec.data, rec.len, &used, &plain,
+					  &err),
+				 FL_EFORMAT);
+		fl_buf_close(&got);
+		fl_buf_close(&rec);
+		fl_buf_close(&plain);
+	}
 }
 
 static void test_records_refuse_tampering(void **state)
@@ -285,7 +358,7 @@ static void test_modified_messages(void **state)
 static void test_low_order_key_and_turns(void **state)
 {
 	struct pair *p = *state;
-	uint8_t msg[48] = {0}, m2[96] = {0}; /* keys of 0: low order */
+	uint8_t msg[48] = {0}, m2[97] = {0}; /* keys of 0: low order */
 	struct fl_err err;
 	struct fl_buf out;
 	struct net_hs i2;
@@ -344,6 +417,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_handshake_and_records, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_record_ciphers, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_records_refuse_tampering, setup,
 					    teardown),
