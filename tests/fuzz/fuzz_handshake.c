@@ -4,7 +4,8 @@
  *   0  a responder reading message 1,
  *   1  an initiator that sent message 1, reading message 2,
  *   2  a responder that read a real message 1 and sent 2, reading 3,
- *   3  an open channel reading records.
+ *   3  an open channel reading records (in AES-256-GCM when bit 2 of
+ *      the byte is set and the processor does it, else ChaCha20-Poly1305).
  * Nothing may crash, leak or read out of bounds; what a fuzzer can make
  * up never completes a handshake (it has not the token's key) and never
  * opens a record. */
@@ -73,8 +74,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	case 3: {
 		struct net_cipher c;
 		size_t used, off = 1;
-		memset(&c, 0x5a, sizeof c);
-		c.n = 0;
+		memset(&c, 0, sizeof c);
+		memset(c.k, 0x5a, sizeof c.k);
+		c.aes = (data[0] & 4) != 0 && crypto_aead_aes256gcm_is_available();
+		if (c.aes)
+			crypto_aead_aes256gcm_beforenm(&c.aes_st, c.k);
 		while (off < size) {
 			int rc = net_open(&c, data + off, size - off, &used, &pay,
 					  &err);
