@@ -19,8 +19,9 @@
  * AESGCM: the counter big-endian in the nonce's last 8 bytes) when both
  * sides say so in the byte before their payload in messages 2 and 3
  * (NET_CIPHER_AESGCM). Those bytes are encrypted and hashed like the
- * payload, so no one between can turn the choice; message 1 has none (a
- * responder that sees message 1 has not shown it holds the VM's keys). */
+ * payload, so no one between can turn the choice; message 1 has none (its
+ * payload is sealed under the prologue's keys alone: the initiator's byte
+ * waits for message 3, to a responder that proved its static key). */
 #include "cluster/net_noise.h"
 
 #include <string.h>
