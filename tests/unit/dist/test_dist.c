@@ -976,6 +976,19 @@ static void test_data_move(void **state)
 	result_free(&r);
 }
 
+/* @src on two machines: a sums on machine 1 and never moves for data. */
+static void expect_stays(const char *name, const char *src)
+{
+	struct dist_stats st;
+	struct result r;
+
+	run_text(name, src, 2, &r, &st);
+	expect_run(&r, 0, DATA_SUM_OUT "1\n", NULL);
+	assert_int_equal(st.out_why[DIST_WHY_DATA], 0);
+	assert_int_equal(last[1].data_to, -1);
+	result_free(&r);
+}
+
 /* main spins on the flag until a is done, so machine 0 never idles and
  * never asks for work: a faults on all 128 pages and ends on machine 1. */
 static void test_data_home_busy(void **state)
@@ -989,15 +1002,9 @@ static void test_data_home_busy(void **state)
 		"        jz busy\n"
 		"        get 1\n"
 		"        join\n" DATA_MAIN_PRINT DATA_SUM PRELUDE;
-	struct dist_stats st;
-	struct result r;
 
 	(void)state;
-	run_text("data_home_busy.fla", src, 2, &r, &st);
-	expect_run(&r, 0, DATA_SUM_OUT "1\n", NULL);
-	assert_int_equal(st.out_why[DIST_WHY_DATA], 0);
-	assert_int_equal(last[1].data_to, -1);
-	result_free(&r);
+	expect_stays("data_home_busy.fla", src);
 }
 
 /* Machine 0 idles once (main parked in wait: it asks machine 1 for work
@@ -1047,15 +1054,9 @@ static void test_data_home_busy_again(void **state)
 		".data\n"
 		"go:     .word 0\n"
 		".text\n" PRELUDE;
-	struct dist_stats st;
-	struct result r;
 
 	(void)state;
-	run_text("data_home_busy_again.fla", src, 2, &r, &st);
-	expect_run(&r, 0, DATA_SUM_OUT "1\n", NULL);
-	assert_int_equal(st.out_why[DIST_WHY_DATA], 0);
-	assert_int_equal(last[1].data_to, -1);
-	result_free(&r);
+	expect_stays("data_home_busy_again.fla", src);
 }
 
 /* A thread on machine 1 spawns a child whose first argument points into
